@@ -1,0 +1,150 @@
+"""Batch Avro serde in the Confluent wire format; decode failures come back as ``Rejected`` values.
+
+Records are plain dicts. Timestamp fields are ``int`` epoch milliseconds (UTC) both ways.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import fastavro
+from fastavro.read import SchemaResolutionError
+
+from services.codec.ids import SchemaIds
+from services.codec.schemas import RecordSchema, fingerprint, without_timestamp_logical_types
+from services.codec.wire import frame, unframe
+from services.core.errors import UnknownSchemaIdError
+from services.core.outcomes import Reason, Rejected, Stage
+
+# What fastavro raises on bytes that are not valid Avro for the writer schema: short reads,
+# bad varints, out-of-range union/enum indexes, invalid UTF-8. Anything else is a bug and
+# propagates to the worker boundary.
+_AVRO_DATA_ERRORS = (
+    EOFError,
+    ValueError,
+    IndexError,
+    KeyError,
+    TypeError,
+    OverflowError,
+    UnicodeDecodeError,
+    MemoryError,
+    SchemaResolutionError,  # the writer schema cannot be read as the reader schema
+)
+
+
+class AvroCodec:
+    """Encode and decode batches of one record type under one subject.
+
+    Args:
+        record: the reader (and writer) schema, from ``load_schemas``.
+        ids: where schema ids come from (manifest or registry).
+        subject: the registry subject, ``<topic>-value`` (TopicNameStrategy).
+        max_message_bytes: larger values are rejected as ``too_large`` before decoding.
+
+    Raises:
+        ConfigError: ``record`` is not registered under ``subject`` (at construction, so a
+            worker fails at startup rather than on its first message).
+    """
+
+    def __init__(
+        self,
+        record: RecordSchema,
+        ids: SchemaIds,
+        subject: str,
+        *,
+        max_message_bytes: int = 1_000_000,
+    ) -> None:
+        self.record = record
+        self.subject = subject
+        self.schema_id = ids.id_for(subject, record)
+        self._ids = ids
+        self._max_bytes = max_message_bytes
+        # schema id -> (parsed writer schema, reader schema or None when identical)
+        self._writers: dict[int, tuple[Any, Any | None]] = {
+            self.schema_id: (record.reader, None)
+        }
+
+    def encode_one(self, record: Mapping[str, Any]) -> bytes:
+        """Serialise one record (raises ``ValueError``/``TypeError`` naming the bad field)."""
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, self.record.parsed, record, strict=True)
+        return frame(self.schema_id, buf.getvalue())
+
+    def encode_many(self, records: Sequence[Mapping[str, Any]]) -> list[bytes]:
+        """Serialise a batch, reusing one buffer."""
+        buf = io.BytesIO()
+        out: list[bytes] = []
+        parsed, header = self.record.parsed, frame(self.schema_id, b"")
+        for record in records:
+            buf.seek(0)
+            buf.truncate()
+            fastavro.schemaless_writer(buf, parsed, record, strict=True)
+            out.append(header + buf.getvalue())
+        return out
+
+    def decode_one(self, data: bytes | None) -> dict[str, Any] | Rejected:
+        """Decode one value, or say why it cannot be decoded. Never raises on bad bytes.
+
+        A registry that does not answer raises ``SchemaRegistryUnavailable`` (transient).
+        """
+        if data is None or len(data) == 0:
+            return Rejected(Stage.DECODE, Reason.EMPTY_PAYLOAD, "value is empty or null")
+        if len(data) > self._max_bytes:
+            return Rejected(
+                Stage.DECODE,
+                Reason.TOO_LARGE,
+                f"value is {len(data)} bytes, the limit is {self._max_bytes}",
+            )
+        framed = unframe(data)
+        if isinstance(framed[0], Reason):
+            return Rejected(Stage.DECODE, framed[0], str(framed[1]))
+        schema_id, body = framed
+        assert isinstance(schema_id, int) and isinstance(body, memoryview)  # noqa: S101 (narrowing)
+        try:
+            writer, reader = self._writer_for(schema_id)
+        except UnknownSchemaIdError as exc:
+            return Rejected(Stage.DECODE, Reason.UNKNOWN_SCHEMA_ID, exc.message)
+        stream = io.BytesIO(body)
+        try:
+            value = fastavro.schemaless_reader(stream, writer, reader)
+        except _AVRO_DATA_ERRORS as exc:
+            return Rejected(
+                Stage.DECODE,
+                Reason.AVRO_DECODE_ERROR,
+                f"schema id {schema_id}: {type(exc).__name__}: {str(exc)[:200]}",
+            )
+        if stream.tell() != len(body):
+            return Rejected(
+                Stage.DECODE,
+                Reason.TRAILING_BYTES,
+                f"schema id {schema_id}: {len(body) - stream.tell()} bytes after the record",
+            )
+        if not isinstance(value, dict):
+            return Rejected(
+                Stage.DECODE, Reason.AVRO_DECODE_ERROR, f"schema id {schema_id}: not a record"
+            )
+        return value
+
+    def decode_many(self, values: Sequence[bytes | None]) -> list[dict[str, Any] | Rejected]:
+        """Decode a batch; the result has one entry per input, in order."""
+        return [self.decode_one(v) for v in values]
+
+    def _writer_for(self, schema_id: int) -> tuple[Any, Any | None]:
+        cached = self._writers.get(schema_id)
+        if cached is not None:
+            return cached
+        source = self._ids.writer_source(schema_id)
+        if fingerprint(source) == self.record.fingerprint:
+            entry: tuple[Any, Any | None] = (self.record.reader, None)
+        else:
+            try:
+                writer = fastavro.parse_schema(without_timestamp_logical_types(source))
+            except (fastavro.schema.SchemaParseException, ValueError, TypeError, KeyError) as exc:
+                raise UnknownSchemaIdError(
+                    f"schema id {schema_id} is not a parseable Avro schema: {exc}"
+                ) from exc
+            entry = (writer, self.record.reader)
+        self._writers[schema_id] = entry
+        return entry

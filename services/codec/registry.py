@@ -1,0 +1,101 @@
+"""Schema ids from a Confluent Schema Registry (``mock://`` URLs give confluent's in-memory mock)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
+
+from services.codec.schemas import RecordSchema
+from services.core.errors import ConfigError, SchemaRegistryUnavailable, UnknownSchemaIdError
+from services.core.settings import SchemaRegistrySettings
+
+# The client raises its HTTP library's errors (httpx or httpx2, whichever is installed) for
+# transport failures; anything that is not a SchemaRegistryError is treated as "unreachable".
+
+# A hostile producer can send random schema ids; remember misses so each costs one lookup per
+# interval, not one per message.
+_NEGATIVE_TTL_SECONDS = 30.0
+_NEGATIVE_CACHE_MAX = 4096
+
+
+class RegistrySchemaIds:
+    """``SchemaIds`` backed by a Schema Registry; ids are immutable there, so hits are cached."""
+
+    def __init__(self, client: SchemaRegistryClient) -> None:
+        self._client = client
+        self._ids: dict[tuple[str, str], int] = {}
+        self._sources: dict[int, dict[str, Any]] = {}
+        self._misses: dict[int, float] = {}
+
+    @classmethod
+    def from_settings(cls, settings: SchemaRegistrySettings) -> RegistrySchemaIds:
+        if settings.url is None:
+            raise ConfigError("schema_registry.url is not set")
+        conf: dict[str, Any] = {"url": settings.url}
+        if settings.username is not None:
+            password = settings.password.get_secret_value() if settings.password else ""
+            conf["basic.auth.user.info"] = f"{settings.username}:{password}"
+        return cls(SchemaRegistryClient.new_client(conf))
+
+    def id_for(self, subject: str, record: RecordSchema) -> int:
+        key = (subject, record.fingerprint)
+        if key not in self._ids:
+            try:
+                found = self._client.lookup_schema(subject, _to_schema(record))
+            except SchemaRegistryError as exc:
+                if exc.http_status_code == 404:
+                    raise ConfigError(
+                        f"schema {record.full_name} is not registered under subject {subject} "
+                        "in the Schema Registry: run `streamscore schemas register`"
+                    ) from exc
+                raise SchemaRegistryUnavailable(f"schema registry lookup failed: {exc}") from exc
+            except Exception as exc:  # noqa: BLE001 (transport errors: httpx or httpx2, whichever the client uses)
+                raise SchemaRegistryUnavailable(f"schema registry unreachable: {exc}") from exc
+            self._ids[key] = int(found.schema_id)
+        return self._ids[key]
+
+    def writer_source(self, schema_id: int) -> dict[str, Any]:
+        if schema_id in self._sources:
+            return self._sources[schema_id]
+        missed_at = self._misses.get(schema_id)
+        if missed_at is not None and time.monotonic() - missed_at < _NEGATIVE_TTL_SECONDS:
+            raise UnknownSchemaIdError(f"schema id {schema_id} is not in the schema registry")
+        try:
+            schema = self._client.get_schema(schema_id)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                if len(self._misses) >= _NEGATIVE_CACHE_MAX:
+                    self._misses.clear()
+                self._misses[schema_id] = time.monotonic()
+                raise UnknownSchemaIdError(
+                    f"schema id {schema_id} is not in the schema registry"
+                ) from exc
+            raise SchemaRegistryUnavailable(f"schema registry get failed: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 (transport errors: httpx or httpx2, whichever the client uses)
+            raise SchemaRegistryUnavailable(f"schema registry unreachable: {exc}") from exc
+        if schema.schema_type not in (None, "AVRO"):
+            raise UnknownSchemaIdError(f"schema id {schema_id} is {schema.schema_type}, not AVRO")
+        source: dict[str, Any] = json.loads(schema.schema_str)
+        self._sources[schema_id] = source
+        return source
+
+    def register(self, subject: str, record: RecordSchema) -> int:
+        """Register ``record`` under ``subject`` (idempotent) and return its id."""
+        try:
+            return int(self._client.register_schema(subject, _to_schema(record)))
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 409:
+                raise ConfigError(
+                    f"the registry refused {record.full_name} under {subject} as incompatible: "
+                    f"{exc}"
+                ) from exc
+            raise SchemaRegistryUnavailable(f"schema registry register failed: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 (transport errors: httpx or httpx2, whichever the client uses)
+            raise SchemaRegistryUnavailable(f"schema registry unreachable: {exc}") from exc
+
+
+def _to_schema(record: RecordSchema) -> Schema:
+    return Schema(json.dumps(record.source), "AVRO")

@@ -1,0 +1,120 @@
+"""The streamscore exception tree; every error a stream worker can see is one of these.
+
+::
+
+    StreamMLError
+    ├── ConfigError               startup only -> exit 2
+    ├── PermanentError            bad data: never retried -> DLQ
+    │   ├── DecodeError -> KeyDecodeError, ValueDecodeError
+    │   │   └── UnknownSchemaIdError
+    │   ├── ValidationError
+    │   └── MissingFeaturesError
+    ├── TransientError            infrastructure: retry with backoff, then crash without committing
+    │   ├── FeatureStoreUnavailable
+    │   ├── BrokerUnavailable
+    │   ├── SchemaRegistryUnavailable
+    │   └── PublishError
+    └── EmbeddedStackError        the local stack could not start, answer or stop
+
+Adapters wrap third-party errors (``raise FeatureStoreUnavailable(...) from exc``) so that no
+``redis.*`` or ``confluent_kafka.*`` exception reaches stream code. Each error carries the
+coordinates of the message it concerns, when there is one, and prints as one line.
+"""
+
+from __future__ import annotations
+
+
+class StreamMLError(Exception):
+    """Base of every streamscore error.
+
+    Args:
+        message: what went wrong, one line.
+        topic, partition, offset: where the offending message sits, when there is one.
+        stage: the pipeline stage that raised (``decode``, ``validate``, ``enrich``, ...).
+
+    >>> str(StreamMLError("boom", topic="t", partition=1, offset=7, stage="decode"))
+    'boom [stage=decode topic=t partition=1 offset=7]'
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+        stage: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.stage = stage
+
+    def __str__(self) -> str:
+        where = {
+            "stage": self.stage,
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offset,
+        }
+        parts = [f"{k}={v}" for k, v in where.items() if v is not None]
+        text = self.message.replace("\n", " ")
+        return f"{text} [{' '.join(parts)}]" if parts else text
+
+
+class ConfigError(StreamMLError):
+    """Invalid or inconsistent configuration, detected at startup (CLI exit code 2)."""
+
+
+class PermanentError(StreamMLError):
+    """Bad data: retrying cannot help, so the message goes to the dead-letter topic."""
+
+
+class DecodeError(PermanentError):
+    """Bytes that are not a valid message in the Confluent Avro wire format."""
+
+
+class KeyDecodeError(DecodeError):
+    """The message key could not be decoded."""
+
+
+class ValueDecodeError(DecodeError):
+    """The message value could not be decoded."""
+
+
+class UnknownSchemaIdError(ValueDecodeError):
+    """The wire header names a schema id that neither the registry nor the manifest knows."""
+
+
+class ValidationError(PermanentError):
+    """A decoded record breaks a semantic rule (range, length, enum, time window)."""
+
+
+class MissingFeaturesError(PermanentError):
+    """Features required for scoring are absent and have no declared default."""
+
+
+class TransientError(StreamMLError):
+    """Infrastructure trouble: retry with backoff, then crash without committing."""
+
+
+class FeatureStoreUnavailable(TransientError):
+    """The online feature store (Redis) did not answer."""
+
+
+class BrokerUnavailable(TransientError):
+    """The Kafka cluster did not answer in time."""
+
+
+class SchemaRegistryUnavailable(TransientError):
+    """The Confluent Schema Registry did not answer in time."""
+
+
+class PublishError(TransientError):
+    """A produced message was not acknowledged by the broker."""
+
+
+class EmbeddedStackError(StreamMLError):
+    """The embedded local stack (broker, Redis) could not be started, reached or stopped."""

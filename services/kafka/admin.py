@@ -1,0 +1,81 @@
+"""Topic administration and broker health over confluent-kafka's AdminClient."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from services.core.errors import BrokerUnavailable, ConfigError
+from services.kafka.topics import TopicSpec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicState:
+    """What ``ensure_topics`` found or did for one topic."""
+
+    name: str
+    partitions: int
+    created: bool
+
+
+def list_topic_partitions(admin: AdminClient, timeout: float) -> dict[str, int]:
+    """Partition count of every topic on the cluster.
+
+    Raises:
+        BrokerUnavailable: no answer within ``timeout`` seconds.
+    """
+    try:
+        meta = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"cannot list topics: {exc}") from exc
+    return {name: len(t.partitions) for name, t in meta.topics.items() if t.error is None}
+
+
+def ensure_topics(admin: AdminClient, specs: Iterable[TopicSpec], timeout: float) -> list[TopicState]:
+    """Create the topics that are missing; check the partition count of those that exist.
+
+    Raises:
+        ConfigError: an existing topic has a different partition count than its spec.
+        BrokerUnavailable: the cluster did not answer.
+    """
+    specs = list(specs)
+    existing = list_topic_partitions(admin, timeout)
+    for spec in specs:
+        have = existing.get(spec.name)
+        if have is not None and have != spec.partitions:
+            raise ConfigError(
+                f"topic {spec.name} has {have} partitions, the topic table says {spec.partitions}"
+            )
+    missing = [s for s in specs if s.name not in existing]
+    if missing:
+        futures = admin.create_topics(
+            [
+                NewTopic(s.name, num_partitions=s.partitions, replication_factor=-1, config=dict(s.config))
+                for s in missing
+            ],
+            request_timeout=timeout,
+        )
+        for name, future in futures.items():
+            try:
+                future.result(timeout=timeout)
+            except KafkaException as exc:
+                if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                    raise BrokerUnavailable(f"cannot create topic {name}: {exc}") from exc
+            logger.info("created topic %s", name)
+    # Metadata can lag behind creation for a moment; wait until every topic is listed.
+    deadline = time.monotonic() + timeout
+    while True:
+        now = list_topic_partitions(admin, timeout)
+        if all(s.name in now for s in specs) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    return [
+        TopicState(s.name, now.get(s.name, 0), s.name not in existing) for s in specs
+    ]

@@ -1,0 +1,125 @@
+"""The `streamscore` command: builds Settings once, configures logging, dispatches subcommands.
+
+Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import pydantic
+from rich.console import Console
+
+from services.core.errors import ConfigError, StreamMLError
+from services.core.logging import configure_logging
+from services.core.settings import Settings
+from streams.commands.common import AppContext
+from streams.commands.config import config
+from streams.commands.demo import demo
+from streams.commands.local import local
+from streams.commands.schemas import schemas
+from streams.commands.topics import topics
+
+logger = logging.getLogger(__name__)
+
+
+def build_settings(**flags: Any) -> Settings:
+    """Settings from env, with CLI flags (when given) taking precedence over env and defaults.
+
+    Raises:
+        ConfigError: a value is invalid (names the variable).
+    """
+    overrides: dict[str, Any] = {}
+    for dotted, value in flags.items():
+        if value is None:
+            continue
+        group, _, name = dotted.partition("__")
+        if name:
+            overrides.setdefault(group, {})[name] = value
+        else:
+            overrides[group] = value
+    try:
+        return Settings(**overrides)
+    except pydantic.ValidationError as exc:
+        lines = [
+            f"STREAMSCORE_{'__'.join(str(p).upper() for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        raise ConfigError("invalid configuration: " + "; ".join(lines)) from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default=None,
+    help="Overrides STREAMSCORE_LOG__LEVEL.",
+)
+@click.option("--json", "json_output", is_flag=True, help="Results as JSON on stdout.")
+@click.option(
+    "--home",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="State directory; overrides STREAMSCORE_HOME.",
+)
+@click.option("--bootstrap-servers", default=None, help="Overrides STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS.")
+@click.option("--redis-url", default=None, help="Overrides STREAMSCORE_REDIS__URL.")
+@click.pass_context
+def cli(
+    ctx: click.Context,
+    log_level: str | None,
+    json_output: bool,
+    home: Path | None,
+    bootstrap_servers: str | None,
+    redis_url: str | None,
+) -> None:
+    """streamscore: streaming ML inference on Kafka, Avro, Redis and MLflow."""
+    settings = build_settings(
+        home=home,
+        kafka__bootstrap_servers=bootstrap_servers,
+        redis__url=redis_url,
+        log__level=log_level.upper() if log_level else None,
+    )
+    configure_logging(settings.log)
+    ctx.obj = AppContext(
+        settings=settings,
+        json_output=json_output,
+        console=Console(),
+        err=Console(stderr=True),
+    )
+
+
+cli.add_command(config)
+cli.add_command(topics)
+cli.add_command(local)
+cli.add_command(schemas)
+cli.add_command(demo)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: maps our errors to exit codes, one line on stderr."""
+    try:
+        rc = cli.main(args=argv, prog_name="streamscore", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.stderr.write("aborted\n")
+        sys.exit(1)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except ConfigError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(2)
+    except StreamMLError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(1)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

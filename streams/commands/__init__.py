@@ -1,0 +1,1 @@
+"""CLI subcommands, grouped by the person using them; `streams/cli.py` assembles them."""

@@ -1,0 +1,143 @@
+"""`streamscore schemas list | check | register`: the Avro contract and its schema ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from services.codec.contract import check_examples
+from services.codec.factory import schema_ids, schemas_dir
+from services.codec.manifest import MANIFEST_FILE, Manifest
+from services.codec.registry import RegistrySchemaIds
+from services.codec.schemas import load_schemas
+from services.core.errors import ConfigError
+from streams.commands.common import app, emit, json_option
+from streams.topics import topic_table
+
+
+@click.group()
+def schemas() -> None:
+    """Inspect, check and register the Avro schemas (manifest or Schema Registry)."""
+
+
+def _source(settings: Any) -> str:
+    return f"registry {settings.schema_registry.url}" if settings.schema_registry.url else "manifest"
+
+
+@schemas.command("list")
+@json_option
+@click.pass_context
+def list_(ctx: click.Context) -> None:
+    """Each topic's subject, record, schema id and fingerprint."""
+    a = app(ctx)
+    records = load_schemas(schemas_dir(a.settings))
+    ids = schema_ids(a.settings)
+    rows: list[dict[str, Any]] = []
+    for spec in topic_table(a.settings.topics):
+        rec = records[spec.value_record]
+        try:
+            sid: int | None = ids.id_for(spec.subject, rec)
+        except ConfigError:
+            sid = None
+        rows.append(
+            {
+                "topic": spec.name,
+                "subject": spec.subject,
+                "record": rec.full_name,
+                "schema_id": sid,
+                "fingerprint": rec.fingerprint,
+                "file": str(rec.path),
+            }
+        )
+
+    def render(console: Console) -> None:
+        t = Table(title=f"schemas (ids from {_source(a.settings)})")
+        for col in ("subject", "record", "id", "fingerprint"):
+            t.add_column(col)
+        for r in rows:
+            sid_text = str(r["schema_id"]) if r["schema_id"] is not None else "NOT REGISTERED"
+            t.add_row(r["subject"], r["record"], sid_text, r["fingerprint"][:23] + "...")
+        console.print(t)
+
+    emit(a, rows, render)
+
+
+@schemas.command("check")
+@json_option
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Fail (exit 1) unless every schema parses, every example is valid and round-trips, and
+    every topic's current schema is registered."""
+    a = app(ctx)
+    directory = schemas_dir(a.settings)
+    records = load_schemas(directory)
+    problems: list[str] = []
+    results = check_examples(records, directory / "examples")
+    problems += [f"{r.path}: {r.error}" for r in results if not r.ok]
+    ids = schema_ids(a.settings)
+    for spec in topic_table(a.settings.topics):
+        rec = records.get(spec.value_record)
+        if rec is None:
+            problems.append(f"topic {spec.name}: no schema {spec.value_record}.avsc")
+            continue
+        try:
+            ids.id_for(spec.subject, rec)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    data = {
+        "schemas": len(records),
+        "examples_ok": sum(r.ok for r in results),
+        "problems": problems,
+        "ok": not problems,
+    }
+
+    def render(console: Console) -> None:
+        console.print(
+            f"{len(records)} schemas, {data['examples_ok']} valid examples, "
+            f"ids from {_source(a.settings)}"
+        )
+        for p in problems:
+            console.print(f"[red]problem[/red] {p}", markup=True, highlight=False)
+        if not problems:
+            console.print("[green]contract OK[/green]")
+
+    emit(a, data, render)
+    if problems:
+        ctx.exit(1)
+
+
+@schemas.command("register")
+@json_option
+@click.pass_context
+def register(ctx: click.Context) -> None:
+    """Register each topic's current schema: in the Schema Registry when one is configured,
+    else as a new version in schemas/manifest.json (idempotent)."""
+    a = app(ctx)
+    directory = schemas_dir(a.settings)
+    records = load_schemas(directory)
+    rows: list[dict[str, Any]] = []
+    if a.settings.schema_registry.url:
+        registry = RegistrySchemaIds.from_settings(a.settings.schema_registry)
+        for spec in topic_table(a.settings.topics):
+            sid = registry.register(spec.subject, records[spec.value_record])
+            rows.append({"subject": spec.subject, "id": sid, "version": None, "added": None})
+    else:
+        path = directory / MANIFEST_FILE
+        manifest = Manifest.load(path) if path.exists() else Manifest.empty()
+        for spec in topic_table(a.settings.topics):
+            manifest, sv, added = manifest.register(spec.subject, records[spec.value_record])
+            rows.append(
+                {"subject": sv.subject, "id": sv.id, "version": sv.version, "added": added}
+            )
+        manifest.dump(path)
+
+    def render(console: Console) -> None:
+        for r in rows:
+            state = {True: "registered", False: "unchanged", None: "registered"}[r["added"]]
+            version = f" v{r['version']}" if r["version"] else ""
+            console.print(f"{state:10} {r['subject']}{version} id={r['id']}")
+
+    emit(a, rows, render)

@@ -1,0 +1,55 @@
+"""The one topic table: every topic streamscore reads or writes, declared once."""
+
+from __future__ import annotations
+
+from services.core.settings import TopicSettings
+from services.kafka.topics import TopicSpec, dlq_name
+
+# Six partitions let up to six scoring workers share the input; control-plane topics are low
+# volume and keep a single partition so their events stay totally ordered.
+HOT_PARTITIONS = 6
+DLQ_RETENTION_MS = str(14 * 24 * 3600 * 1000)  # two weeks to inspect and redrive
+
+
+def topic_table(topics: TopicSettings) -> tuple[TopicSpec, ...]:
+    """All topics, with names from settings.
+
+    >>> [t.name for t in topic_table(TopicSettings())][:2]
+    ['feed.interactions.v1', 'feed.predictions.v1']
+    """
+    return (
+        TopicSpec(
+            topics.interactions, HOT_PARTITIONS, "string", "Interaction",
+            "input events (impressions), keyed by user_id", "event producers", "scoring worker",
+        ),
+        TopicSpec(
+            topics.predictions, HOT_PARTITIONS, "string", "Prediction",
+            "scores, keyed by event_id", "scoring worker", "downstream consumers, label join",
+        ),
+        TopicSpec(
+            topics.labels, HOT_PARTITIONS, "string", "Label",
+            "delayed ground truth, keyed by event_id", "label producers", "label join",
+        ),
+        TopicSpec(
+            dlq_name(topics.interactions), 1, "string", "DeadLetter",
+            "rejected input with stage and reason", "scoring worker", "ops (dlq inspect/redrive)",
+            {"retention.ms": DLQ_RETENTION_MS},
+        ),
+        TopicSpec(
+            topics.drift_signals, 1, "string", "DriftSignal",
+            "drift detector firings with evidence", "scoring worker", "control plane",
+        ),
+        TopicSpec(
+            topics.retrain_requests, 1, "string", "RetrainRequest",
+            "requests to train a new version", "control plane, ops", "trainer",
+        ),
+        TopicSpec(
+            topics.model_events, 1, "string", "ModelEvent",
+            "registry changes: versions, aliases, rollouts", "registry CLI, trainer", "workers",
+        ),
+    )
+
+
+def by_record(topics: TopicSettings, record: str) -> TopicSpec:
+    """The topic whose values are ``record`` (each record has exactly one topic)."""
+    return next(t for t in topic_table(topics) if t.value_record == record)

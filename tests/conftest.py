@@ -1,0 +1,39 @@
+"""Shared test setup: a clean environment for every test, and the integration-stack options."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("streamscore")
+    group.addoption(
+        "--broker",
+        choices=("auto", "kafka", "tansu"),
+        default="auto",
+        help="Broker for integration tests: Apache Kafka (fails if it cannot run), tansu, or "
+        "auto (Kafka when Java and the jars are present, else tansu). Smoke tests also run on "
+        "tansu whenever the main broker is Kafka.",
+    )
+    group.addoption(
+        "--kafka-bootstrap",
+        default=None,
+        help="Run integration tests against this existing Kafka cluster instead of the embedded one.",
+    )
+    group.addoption(
+        "--redis-url",
+        default=None,
+        help="Run integration tests against this existing Redis instead of the embedded one.",
+    )
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No STREAMSCORE_* variable from the developer's shell leaks into a test."""
+    for name in list(os.environ):
+        if name.upper().startswith("STREAMSCORE_"):
+            monkeypatch.delenv(name)
+    yield
