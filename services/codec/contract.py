@@ -38,7 +38,9 @@ def roundtrip(record: RecordSchema, value: dict[str, Any]) -> dict[str, Any]:
 def check_example(record: RecordSchema, path: Path) -> ExampleResult:
     """Validate one example (types, ranges, required fields) and round-trip it."""
     try:
-        value = load_example(path, record.source)
+        # An example may leave out fields that have defaults (e.g. written before they existed).
+        defaults = {f["name"]: f["default"] for f in record.source["fields"] if "default" in f}
+        value = defaults | load_example(path, record.source)
         validate(value, record.parsed, raise_errors=True, strict=True)
         back = roundtrip(record, value)
     except (ConfigError, AvroValidationError, ValueError, TypeError) as exc:

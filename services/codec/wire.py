@@ -20,13 +20,14 @@ def frame(schema_id: int, body: bytes) -> bytes:
     return HEADER.pack(MAGIC_BYTE, schema_id) + body
 
 
-def unframe(data: bytes) -> tuple[int, memoryview] | tuple[Reason, str]:
-    """Split a framed message into (schema id, body), or return (reason, detail) when malformed.
+def unframe(data: bytes) -> int | tuple[Reason, str]:
+    """The schema id of a framed message (its body starts at ``HEADER_SIZE``), or
+    (reason, detail) when the header is malformed.
 
-    >>> unframe(b"\\x00\\x00\\x00\\x00\\x07ab")[0]
+    >>> unframe(b"\\x00\\x00\\x00\\x00\\x07ab")
     7
-    >>> unframe(b"{}")
-    (<Reason.BAD_MAGIC_BYTE: 'bad_magic_byte'>, 'first byte is 0x7b, expected 0x00 (Confluent wire format)')
+    >>> unframe(b"{}")[0]
+    <Reason.BAD_MAGIC_BYTE: 'bad_magic_byte'>
     """
     if not data:
         return Reason.EMPTY_PAYLOAD, "value is empty or null"
@@ -38,4 +39,4 @@ def unframe(data: bytes) -> tuple[int, memoryview] | tuple[Reason, str]:
     if len(data) < HEADER_SIZE:
         return Reason.TRUNCATED_HEADER, f"{len(data)} bytes, the wire header alone needs 5"
     _, schema_id = HEADER.unpack_from(data)
-    return schema_id, memoryview(data)[HEADER_SIZE:]
+    return int(schema_id)

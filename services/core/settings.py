@@ -189,8 +189,8 @@ class Settings(BaseSettings):
 
     home: Path = Field(
         Path(".streamscore"),
-        description="State directory: pid/log files, Kafka data, MLflow store. Relative paths are "
-        "resolved against the current directory.",
+        description="State directory: the embedded stack's pid and log files and Kafka data. Relative "
+        "paths are resolved against the current directory.",
     )
     kafka: KafkaSettings = KafkaSettings()
     schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()

@@ -1,0 +1,1 @@
+"""Load generators and benchmarks; reuses services.codec, never imported by production code."""

@@ -1,0 +1,60 @@
+"""Process bookkeeping: we find our own processes again and never signal a stranger."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from services.embedded.process import ProcessRecord, is_running, spawn, start_ticks, stop
+
+
+def _record(pid: int, ticks: int, argv: tuple[str, ...] = ("x",)) -> ProcessRecord:
+    return ProcessRecord("broker", "tansu", pid, argv, "127.0.0.1:1", "/dev/null", 0.0, ticks)
+
+
+def test_spawned_process_is_found_then_stopped(tmp_path: Path) -> None:
+    argv = [sys.executable, "-c", "import time; time.sleep(60)"]
+    proc = spawn(argv, tmp_path / "p.log", tmp_path)
+    ticks = start_ticks(proc.pid)
+    assert ticks is not None
+    record = _record(proc.pid, ticks, tuple(argv))
+    record.save(tmp_path)
+    assert ProcessRecord.load(tmp_path, "broker") == record
+    assert is_running(record) is True
+    assert stop(record, timeout=5) is True
+    assert is_running(record) is False
+    assert proc.poll() is not None
+    assert stop(record) is False  # already gone: nothing to do
+
+
+def test_a_reused_pid_is_not_ours() -> None:
+    # Our own pid is alive, but with a different start time it must not count as the record's.
+    ticks = start_ticks(os.getpid())
+    assert ticks is not None
+    assert is_running(_record(os.getpid(), ticks + 1)) is False
+    assert stop(_record(os.getpid(), ticks + 1)) is False  # and is never signalled
+
+
+def test_dead_pid_is_not_running() -> None:
+    done = subprocess.run([sys.executable, "-c", "pass"], check=True)
+    assert done.returncode == 0
+    assert is_running(_record(2**22 + 7, 1)) is False
+
+
+def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    argv = [sys.executable, "-c", code]
+    proc = spawn(argv, tmp_path / "p.log", tmp_path)
+    time.sleep(0.3)  # let the child install its SIGTERM handler
+    ticks = start_ticks(proc.pid)
+    assert ticks is not None
+    assert stop(_record(proc.pid, ticks, tuple(argv)), timeout=0.5) is True
+    assert proc.poll() is not None
+
+
+def test_unreadable_record_is_ignored(tmp_path: Path) -> None:
+    (tmp_path / "broker.json").write_text('{"name": "broker"}')
+    assert ProcessRecord.load(tmp_path, "broker") is None

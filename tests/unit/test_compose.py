@@ -1,0 +1,44 @@
+"""docker-compose.kafka.yml cannot run here (no Docker engine); check its wiring instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.kafka.yml").read_text())
+    return data
+
+
+def test_kafka_is_kraft_without_zookeeper() -> None:
+    services = _compose()["services"]
+    assert "zookeeper" not in services
+    env = services["kafka"]["environment"]
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert services["kafka"]["image"].startswith("apache/kafka:4.")
+
+
+def test_services_reach_each_other_by_the_internal_listener() -> None:
+    services = _compose()["services"]
+    internal = "kafka:29092"
+    assert internal in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    sr = services["schema-registry"]["environment"]
+    assert sr["SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS"] == f"PLAINTEXT://{internal}"
+    init = services["init"]["environment"]
+    assert init["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"] == internal
+    assert init["STREAMSCORE_SCHEMA_REGISTRY__URL"] == "http://schema-registry:8081"
+    assert (ROOT / services["init"]["build"]["dockerfile"]).is_file()
+
+
+def test_every_depends_on_names_a_service_with_a_healthcheck() -> None:
+    services = _compose()["services"]
+    for name, svc in services.items():
+        for dep in svc.get("depends_on", {}):
+            assert dep in services, f"{name} depends on unknown {dep}"
+            assert "healthcheck" in services[dep], f"{dep} has no healthcheck"
