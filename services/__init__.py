@@ -1,1 +1,1 @@
-"""streamscore library code: pure stage logic and IO adapters; imports neither faust nor `streams`."""
+"""streamscore library code: pure stage logic and IO adapters; never imports faust or `streams`."""

@@ -66,7 +66,9 @@ def build_settings(**flags: Any) -> Settings:
     default=None,
     help="State directory; overrides STREAMSCORE_HOME.",
 )
-@click.option("--bootstrap-servers", default=None, help="Overrides STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS.")
+@click.option(
+    "--bootstrap-servers", default=None, help="Overrides STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS."
+)
 @click.option("--redis-url", default=None, help="Overrides STREAMSCORE_REDIS__URL.")
 @click.pass_context
 def cli(

@@ -21,7 +21,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--kafka-bootstrap",
         default=None,
-        help="Run integration tests against this existing Kafka cluster instead of the embedded one.",
+        help="Run integration tests against this Kafka cluster instead of the embedded one.",
     )
     group.addoption(
         "--redis-url",

@@ -62,9 +62,7 @@ class AvroCodec:
         self._ids = ids
         self._max_bytes = max_message_bytes
         # schema id -> (parsed writer schema, reader schema or None when identical)
-        self._writers: dict[int, tuple[Any, Any | None]] = {
-            self.schema_id: (record.reader, None)
-        }
+        self._writers: dict[int, tuple[Any, Any | None]] = {self.schema_id: (record.reader, None)}
 
     def encode_one(self, record: Mapping[str, Any]) -> bytes:
         """Serialise one record (raises ``ValueError``/``TypeError`` naming the bad field)."""

@@ -31,7 +31,9 @@ def roundtrip(record: RecordSchema, value: dict[str, Any]) -> dict[str, Any]:
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, record.parsed, value, strict=True)
     buf.seek(0)
-    out: dict[str, Any] = fastavro.schemaless_reader(buf, record.reader)
+    out = fastavro.schemaless_reader(buf, record.reader)
+    if not isinstance(out, dict):
+        raise TypeError(f"{record.name} did not decode to a record")
     return out
 
 

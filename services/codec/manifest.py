@@ -1,8 +1,8 @@
 """Schema ids without a registry: ``schemas/manifest.json``, committed beside the schemas.
 
 The manifest mirrors what a Confluent Schema Registry would hold: every registered schema with its
-global id and fingerprint, and per subject (``<topic>-value``) its versions. Old versions stay in it,
-so a worker can still decode messages written with them.
+global id and fingerprint, and per subject (``<topic>-value``) its versions. Old versions stay
+in it, so a worker can still decode messages written with them.
 """
 
 from __future__ import annotations
@@ -84,7 +84,12 @@ class Manifest:
                 for sid, src in sorted(self.schemas.items())
             ],
             "subjects": [
-                {"subject": s.subject, "version": s.version, "id": s.id, "fingerprint": s.fingerprint}
+                {
+                    "subject": s.subject,
+                    "version": s.version,
+                    "id": s.id,
+                    "fingerprint": s.fingerprint,
+                }
                 for s in sorted(self.subjects, key=lambda s: (s.subject, s.version))
             ],
         }
@@ -95,7 +100,9 @@ class Manifest:
         return max(versions, key=lambda s: s.version) if versions else None
 
     def find(self, subject: str, fp: str) -> SubjectVersion | None:
-        return next((s for s in self.subjects if s.subject == subject and s.fingerprint == fp), None)
+        return next(
+            (s for s in self.subjects if s.subject == subject and s.fingerprint == fp), None
+        )
 
     def register(self, subject: str, record: RecordSchema) -> tuple[Manifest, SubjectVersion, bool]:
         """Register ``record`` under ``subject``; idempotent like a registry.

@@ -1,4 +1,4 @@
-"""Schema ids from a Confluent Schema Registry (``mock://`` URLs give confluent's in-memory mock)."""
+"""Schema ids from a Confluent Schema Registry (a ``mock://`` URL gives confluent's mock)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,8 @@ class RegistrySchemaIds:
                 raise SchemaRegistryUnavailable(f"schema registry lookup failed: {exc}") from exc
             except Exception as exc:  # noqa: BLE001 (transport errors: httpx or httpx2, whichever the client uses)
                 raise SchemaRegistryUnavailable(f"schema registry unreachable: {exc}") from exc
+            if found.schema_id is None:
+                raise SchemaRegistryUnavailable(f"registry returned no id for {subject}")
             self._ids[key] = int(found.schema_id)
         return self._ids[key]
 
@@ -78,6 +80,8 @@ class RegistrySchemaIds:
             raise SchemaRegistryUnavailable(f"schema registry unreachable: {exc}") from exc
         if schema.schema_type not in (None, "AVRO"):
             raise UnknownSchemaIdError(f"schema id {schema_id} is {schema.schema_type}, not AVRO")
+        if schema.schema_str is None:
+            raise UnknownSchemaIdError(f"schema id {schema_id} has no schema text")
         source: dict[str, Any] = json.loads(schema.schema_str)
         self._sources[schema_id] = source
         return source

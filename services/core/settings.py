@@ -1,7 +1,7 @@
-"""The one frozen settings object: env (prefix ``STREAMSCORE_``) > defaults; CLI flags override both.
+"""The one frozen settings object: env (prefix ``STREAMSCORE_``) over defaults, CLI flags over both.
 
 Build ``Settings()`` once, in the CLI entry point, and pass it down: nothing else reads the
-environment. Nested groups use ``__`` in variable names, e.g. ``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS``.
+environment. Nested groups use ``__`` in names: ``STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS``.
 Every variable is listed in ``docs/configuration.md`` (a test keeps the two in step).
 """
 
@@ -52,14 +52,15 @@ class KafkaSettings(_Group):
     session_timeout_ms: int = Field(
         6000,
         ge=1000,
-        description="Consumer session.timeout.ms. 6 s detects a dead worker fast on Kafka and keeps "
-        "tansu's join delay (about half of it) short.",
+        description="Consumer session.timeout.ms. 6 s detects a dead worker fast on Kafka and "
+        "keeps tansu's join delay (about half of it) short.",
     )
     heartbeat_interval_ms: int = Field(1000, ge=100, description="heartbeat.interval.ms.")
     fetch_wait_max_ms: int = Field(
         10,
         ge=0,
-        description="fetch.wait.max.ms: low for latency (tansu never answers a waiting fetch early).",
+        description="fetch.wait.max.ms: low for latency (tansu never answers a waiting fetch "
+        "early).",
     )
     linger_ms: int = Field(5, ge=0, description="Producer linger.ms: lets micro-batches form.")
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
@@ -117,9 +118,7 @@ class BatchSettings(_Group):
     max_messages: int = Field(
         1000, ge=1, le=100_000, description="Messages per consume() micro-batch."
     )
-    timeout_seconds: float = Field(
-        0.1, gt=0, description="Longest wait for a micro-batch to fill."
-    )
+    timeout_seconds: float = Field(0.1, gt=0, description="Longest wait for a micro-batch to fill.")
     max_message_bytes: int = Field(
         1_000_000, ge=64, description="Values larger than this are rejected as too_large."
     )
@@ -189,8 +188,8 @@ class Settings(BaseSettings):
 
     home: Path = Field(
         Path(".streamscore"),
-        description="State directory: the embedded stack's pid and log files and Kafka data. Relative "
-        "paths are resolved against the current directory.",
+        description="State directory: the embedded stack's pid and log files and Kafka data. "
+        "Relative paths are resolved against the current directory.",
     )
     kafka: KafkaSettings = KafkaSettings()
     schema_registry: SchemaRegistrySettings = SchemaRegistrySettings()
@@ -237,9 +236,9 @@ class Settings(BaseSettings):
         return self.redis.url is not None
 
 
-def iter_env_vars(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -> Iterator[
-    tuple[str, FieldInfo]
-]:
+def iter_env_vars(
+    model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX
+) -> Iterator[tuple[str, FieldInfo]]:
     """Yield every environment variable the settings read, with its field.
 
     >>> names = [name for name, _ in iter_env_vars()]

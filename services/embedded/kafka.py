@@ -39,7 +39,8 @@ Configuration:
 def render_server_properties(port: int, controller_port: int, data_dir: Path) -> str:
     """A single-node KRaft configuration on loopback, tuned for a 2-core development machine.
 
-    >>> "listeners=PLAINTEXT://127.0.0.1:19092," in render_server_properties(19092, 19093, Path("/d"))
+    >>> props = render_server_properties(19092, 19093, Path("/d"))
+    >>> "listeners=PLAINTEXT://127.0.0.1:19092," in props
     True
     """
     return "\n".join(

@@ -109,7 +109,10 @@ def redis_answers(settings: Settings, timeout: float) -> bool:
     """True when Redis answers PING."""
     password = settings.redis.password.get_secret_value() if settings.redis.password else None
     client = redis.Redis.from_url(
-        settings.redis_url, password=password, socket_timeout=timeout, socket_connect_timeout=timeout
+        settings.redis_url,
+        password=password,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
     )
     try:
         return bool(client.ping())
@@ -281,7 +284,9 @@ class EmbeddedStack:
             with contextlib.suppress(BrokerUnavailable):
                 topics = {
                     k: v
-                    for k, v in list_topic_partitions(admin, s.kafka.request_timeout_seconds).items()
+                    for k, v in list_topic_partitions(
+                        admin, s.kafka.request_timeout_seconds
+                    ).items()
                     if not k.startswith("__")
                 }
         return StackStatus(
@@ -292,17 +297,36 @@ class EmbeddedStack:
         if external:
             ok = bool(answers())
             return ComponentStatus(
-                name, "external", address, False, None, ok, ok,
+                name,
+                "external",
+                address,
+                False,
+                None,
+                ok,
+                ok,
                 detail="external, reachable" if ok else "external, not answering",
             )
         record = ProcessRecord.load(self.state_dir, name)
         if record is None or not is_running(record):
             return ComponentStatus(
-                name, record.kind if record else "none", address, False, None, False, False,
+                name,
+                record.kind if record else "none",
+                address,
+                False,
+                None,
+                False,
+                False,
                 detail="not running (run `streamscore local up`)",
             )
         ok = bool(answers())
         return ComponentStatus(
-            name, record.kind, address, True, record.pid, True, ok, record.log_path,
+            name,
+            record.kind,
+            address,
+            True,
+            record.pid,
+            True,
+            ok,
+            record.log_path,
             detail="answering" if ok else "running but not answering",
         )

@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from services.core.errors import BrokerUnavailable, ConfigError
 from services.kafka.topics import TopicSpec
@@ -38,7 +39,9 @@ def list_topic_partitions(admin: AdminClient, timeout: float) -> dict[str, int]:
     return {name: len(t.partitions) for name, t in meta.topics.items() if t.error is None}
 
 
-def ensure_topics(admin: AdminClient, specs: Iterable[TopicSpec], timeout: float) -> list[TopicState]:
+def ensure_topics(
+    admin: AdminClient, specs: Iterable[TopicSpec], timeout: float
+) -> list[TopicState]:
     """Create the topics that are missing; check the partition count of those that exist.
 
     Raises:
@@ -57,7 +60,12 @@ def ensure_topics(admin: AdminClient, specs: Iterable[TopicSpec], timeout: float
     if missing:
         futures = admin.create_topics(
             [
-                NewTopic(s.name, num_partitions=s.partitions, replication_factor=-1, config=dict(s.config))
+                NewTopic(
+                    s.name,
+                    num_partitions=s.partitions,
+                    replication_factor=-1,
+                    config=dict(s.config),
+                )
                 for s in missing
             ],
             request_timeout=timeout,
@@ -76,6 +84,4 @@ def ensure_topics(admin: AdminClient, specs: Iterable[TopicSpec], timeout: float
         if all(s.name in now for s in specs) or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    return [
-        TopicState(s.name, now.get(s.name, 0), s.name not in existing) for s in specs
-    ]
+    return [TopicState(s.name, now.get(s.name, 0), s.name not in existing) for s in specs]

@@ -24,7 +24,9 @@ def schemas() -> None:
 
 
 def _source(settings: Any) -> str:
-    return f"registry {settings.schema_registry.url}" if settings.schema_registry.url else "manifest"
+    return (
+        f"registry {settings.schema_registry.url}" if settings.schema_registry.url else "manifest"
+    )
 
 
 @schemas.command("list")
@@ -129,9 +131,7 @@ def register(ctx: click.Context) -> None:
         manifest = Manifest.load(path) if path.exists() else Manifest.empty()
         for spec in topic_table(a.settings.topics):
             manifest, sv, added = manifest.register(spec.subject, records[spec.value_record])
-            rows.append(
-                {"subject": sv.subject, "id": sv.id, "version": sv.version, "added": added}
-            )
+            rows.append({"subject": sv.subject, "id": sv.id, "version": sv.version, "added": added})
         manifest.dump(path)
 
     def render(console: Console) -> None:

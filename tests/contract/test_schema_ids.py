@@ -27,9 +27,7 @@ def _manifest() -> SchemaIds:
 
 
 def _registry() -> SchemaIds:
-    ids = RegistrySchemaIds.from_settings(
-        SchemaRegistrySettings(url=f"mock://{uuid.uuid4().hex}")
-    )
+    ids = RegistrySchemaIds.from_settings(SchemaRegistrySettings(url=f"mock://{uuid.uuid4().hex}"))
     for record, subject in SUBJECTS.items():
         ids.register(subject, SCHEMAS[record])
     return ids

@@ -23,7 +23,12 @@ def test_one_record_per_file_named_after_it() -> None:
     files = sorted(p.stem for p in DEFAULT_SCHEMAS_DIR.glob("*.avsc"))
     assert files == sorted(SCHEMAS)
     assert sorted(SCHEMAS) == [
-        "DeadLetter", "DriftSignal", "Interaction", "Label", "ModelEvent", "Prediction",
+        "DeadLetter",
+        "DriftSignal",
+        "Interaction",
+        "Label",
+        "ModelEvent",
+        "Prediction",
         "RetrainRequest",
     ]
 

@@ -42,11 +42,17 @@ def test_examples_and_hostile_values_round_trip_through_the_broker(
     }
     topic = topic_factory(partitions=3)
     producer = Producer(producer_config(s))
-    sent = [(e["user_id"], v, e) for e, v in zip(examples, codec.encode_many(examples), strict=True)]
+    sent = [
+        (e["user_id"], v, e) for e, v in zip(examples, codec.encode_many(examples), strict=True)
+    ]
     for i, (key, value, _) in enumerate(sent):
-        producer.produce(topic.name, key=key.encode(), value=value, headers=[("seq", str(i).encode())])
+        producer.produce(
+            topic.name, key=key.encode(), value=value, headers=[("seq", str(i).encode())]
+        )
     for j, value in enumerate(hostile):
-        producer.produce(topic.name, key=b"hostile", value=value, headers=[("hostile", str(j).encode())])
+        producer.produce(
+            topic.name, key=b"hostile", value=value, headers=[("hostile", str(j).encode())]
+        )
     assert producer.flush(30) == 0
 
     consumer = Consumer(consumer_config(s, group_id))

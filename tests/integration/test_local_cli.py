@@ -15,9 +15,9 @@ import pytest
 import redis
 from confluent_kafka import Consumer, Producer
 
+from services.core.settings import TopicSettings
 from services.embedded.process import start_ticks
 from streams.topics import topic_table
-from services.core.settings import TopicSettings
 from tests.integration.conftest import free_port
 
 pytestmark = [pytest.mark.integration]
@@ -33,7 +33,10 @@ def _cli(home: Path, ports: dict[str, int], *args: str, check: bool = True) -> A
     }
     done = subprocess.run(
         [sys.executable, "-m", "streams.cli", "--json", *args],
-        capture_output=True, text=True, env=env, timeout=240,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
     )
     if check:
         assert done.returncode == 0, done.stderr[-2000:]
@@ -97,7 +100,8 @@ def test_up_twice_status_down(broker_kind: str, tmp_path: Path) -> None:
         status, rc = _cli(tmp_path, ports, "local", "status")
         assert rc == 0 and status["healthy"] is True
         assert {c["name"]: c["kind"] for c in status["components"]} == {
-            "broker": broker_kind, "redis": "redis"
+            "broker": broker_kind,
+            "redis": "redis",
         }
     finally:
         down, _ = _cli(tmp_path, ports, "local", "down", check=False)

@@ -45,7 +45,11 @@ def test_config_show_masks_secrets() -> None:
 
 def test_flags_override_env_in_config_show() -> None:
     code, out = run(
-        "--bootstrap-servers", "flag:1", "config", "show", "--json",
+        "--bootstrap-servers",
+        "flag:1",
+        "config",
+        "show",
+        "--json",
         env={"STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": "env:1"},
     )
     assert code == 0 and json.loads(out)["effective"]["kafka_bootstrap"] == "flag:1"
@@ -71,7 +75,9 @@ def test_schemas_check_fails_loudly_on_a_malformed_example(schemas_copy: Path) -
     data["position"] = "third"
     (schemas_copy / "examples" / "Interaction" / "broken.json").write_text(json.dumps(data))
     code, out = run(
-        "schemas", "check", "--json",
+        "schemas",
+        "check",
+        "--json",
         env={"STREAMSCORE_SCHEMA_REGISTRY__SCHEMAS_DIR": str(schemas_copy)},
     )
     assert code == 1

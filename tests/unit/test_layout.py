@@ -51,7 +51,17 @@ def test_no_pickle_or_eval_in_production_code() -> None:
 
 def test_top_level_layout() -> None:
     for name in (
-        "pyproject.toml", "README.md", "services", "schemas", "streams", "tests",
-        "docker-compose.kafka.yml", "load", "docs", "Makefile", ".ci/run", "deploy/kafka/pom.xml",
+        "pyproject.toml",
+        "README.md",
+        "services",
+        "schemas",
+        "streams",
+        "tests",
+        "docker-compose.kafka.yml",
+        "load",
+        "docs",
+        "Makefile",
+        ".ci/run",
+        "deploy/kafka/pom.xml",
     ):
         assert (ROOT / name).exists(), name

@@ -127,8 +127,12 @@ def test_a_message_written_with_another_record_is_rejected_not_crashing() -> Non
     labels = AvroCodec(SCHEMAS["Label"], ids, "feed.labels.v1-value")
     interactions_codec = AvroCodec(SCHEMAS["Interaction"], ids, SUBJECT)
     label = {
-        "event_id": "e", "user_id": "u", "item_id": "i", "engaged": True,
-        "event_time": 1, "label_time": 2,
+        "event_id": "e",
+        "user_id": "u",
+        "item_id": "i",
+        "engaged": True,
+        "event_time": 1,
+        "label_time": 2,
     }
     result = interactions_codec.decode_one(labels.encode_one(label))
     assert isinstance(result, Rejected) and result.reason is Reason.AVRO_DECODE_ERROR
@@ -137,9 +141,19 @@ def test_a_message_written_with_another_record_is_rejected_not_crashing() -> Non
 
 def _example() -> dict[str, Any]:
     return {
-        "event_id": "e1", "event_time": 1763798400000, "user_id": "u1", "item_id": "i1",
-        "surface": "HOME_FEED", "device": "IOS", "country": "DE", "position": 3,
-        "session_depth": 1, "item_age_hours": 2.5, "user_tenure_days": 10,
-        "network_rtt_ms": None, "is_following_author": True, "is_video": False,
+        "event_id": "e1",
+        "event_time": 1763798400000,
+        "user_id": "u1",
+        "item_id": "i1",
+        "surface": "HOME_FEED",
+        "device": "IOS",
+        "country": "DE",
+        "position": 3,
+        "session_depth": 1,
+        "item_age_hours": 2.5,
+        "user_tenure_days": 10,
+        "network_rtt_ms": None,
+        "is_following_author": True,
+        "is_video": False,
         "is_sponsored": False,
     }
