@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from services.core.settings import Settings
+
+# librdkafka's own log lines go through Python logging (and so its format and level), not
+# straight to stderr.
+_LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
 
 
 def common_config(settings: Settings) -> dict[str, Any]:
@@ -18,6 +23,7 @@ def common_config(settings: Settings) -> dict[str, Any]:
         "bootstrap.servers": settings.kafka_bootstrap,
         "client.id": k.client_id,
         "security.protocol": k.security_protocol,
+        "logger": _LIBRDKAFKA_LOGGER,
     }
     if k.sasl_mechanism:
         conf["sasl.mechanism"] = k.sasl_mechanism
