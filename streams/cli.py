@@ -21,6 +21,7 @@ from streams.commands.common import AppContext
 from streams.commands.config import config
 from streams.commands.demo import demo
 from streams.commands.local import local
+from streams.commands.ml import features, models, train, worker
 from streams.commands.schemas import schemas
 from streams.commands.topics import topics
 
@@ -100,6 +101,10 @@ cli.add_command(topics)
 cli.add_command(local)
 cli.add_command(schemas)
 cli.add_command(demo)
+cli.add_command(features)
+cli.add_command(train)
+cli.add_command(models)
+cli.add_command(worker)
 
 
 def main(argv: list[str] | None = None) -> None:

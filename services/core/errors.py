@@ -14,6 +14,8 @@
     │   ├── BrokerUnavailable
     │   ├── SchemaRegistryUnavailable
     │   └── PublishError
+    ├── ModelLoadError            a model version cannot be served (worker keeps the last good one)
+    │   └── ModelIntegrityError   its artifact's sha256 does not match the registry
     └── EmbeddedStackError        the local stack could not start, answer or stop
 
 Adapters wrap third-party errors (``raise FeatureStoreUnavailable(...) from exc``) so that no
@@ -114,6 +116,14 @@ class SchemaRegistryUnavailable(TransientError):
 
 class PublishError(TransientError):
     """A produced message was not acknowledged by the broker."""
+
+
+class ModelLoadError(StreamMLError):
+    """A model version could not be fetched, verified or loaded."""
+
+
+class ModelIntegrityError(ModelLoadError):
+    """A model artifact's sha256 differs from the one recorded at registration: refused."""
 
 
 class EmbeddedStackError(StreamMLError):

@@ -37,3 +37,24 @@ EMBEDDED_SERVICE_UP = Gauge(
     ["service"],
     namespace=NAMESPACE,
 )
+FEATURE_LOOKUPS = Counter(
+    "feature_lookups_total",
+    "Feature store lookups by outcome (batch_ok, missing_<group> per row, error).",
+    ["outcome"],
+    namespace=NAMESPACE,
+)
+PREDICTIONS = Counter(
+    "predictions_total", "Predictions produced.", ["model_version"], namespace=NAMESPACE
+)
+FALLBACKS = Counter(
+    "fallbacks_total",
+    "Predictions answered by the fallback scorer instead of the model.",
+    ["reason"],
+    namespace=NAMESPACE,
+)
+MODEL_INFO = Gauge(
+    "model_info",
+    "The model version a worker serves (value 1).",
+    ["model_name", "model_version"],
+    namespace=NAMESPACE,
+)

@@ -27,6 +27,12 @@ class Reason(StrEnum):
     UNKNOWN_SCHEMA_ID = "unknown_schema_id"
     AVRO_DECODE_ERROR = "avro_decode_error"
     TRAILING_BYTES = "trailing_bytes"
+    MISSING_VALUE = "missing_value"
+    TOO_LONG = "too_long"
+    BAD_FORMAT = "bad_format"
+    OUT_OF_RANGE = "out_of_range"
+    NOT_FINITE = "not_finite"
+    TIME_OUT_OF_WINDOW = "time_out_of_window"
 
 
 @dataclass(frozen=True, slots=True)

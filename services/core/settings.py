@@ -148,11 +148,47 @@ class LocalSettings(_Group):
     )
 
 
+class FeatureSettings(_Group):
+    """The online feature store: which spec, and how long loaded features live."""
+
+    spec_path: Path | None = Field(
+        None,
+        description="Feature spec (JSON): entity groups, feature names and defaults. Unset: the "
+        "repository's schemas/features.json.",
+    )
+    ttl_seconds: int = Field(
+        0, ge=0, description="Expiry of loaded feature keys in Redis; 0 keeps them forever."
+    )
+
+
+class ModelSettings(_Group):
+    """The model registry (MLflow) and which model the scoring worker serves."""
+
+    name: str = Field("engagement", description="Registered model name in MLflow.")
+    alias: str = Field("champion", description="Alias the scoring worker serves.")
+    tracking_uri: str | None = Field(
+        None,
+        description="MLflow tracking/registry URI. Unset: sqlite under <home>/mlflow (no server).",
+    )
+    experiment: str = Field("streamscore", description="MLflow experiment for training runs.")
+
+
+class WorkerSettings(_Group):
+    """Stream workers."""
+
+    scoring_group: str = Field(
+        "streamscore-scoring", description="Consumer group of the scoring workers."
+    )
+    worker_id: str | None = Field(
+        None, description="Id written into dead letters. Unset: <hostname>-<pid>."
+    )
+
+
 class MetricsSettings(_Group):
     """Prometheus exposition."""
 
     enabled: bool = Field(True, description="Serve /metrics from workers.")
-    port: int = Field(9464, ge=0, le=65535, description="Port of /metrics, /healthz, /readyz.")
+    port: int = Field(9464, ge=0, le=65535, description="Port of the scoring worker's Prometheus /metrics.")
 
 
 class LogSettings(_Group):
@@ -197,6 +233,9 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     batch: BatchSettings = BatchSettings()
     local: LocalSettings = LocalSettings()
+    features: FeatureSettings = FeatureSettings()
+    model: ModelSettings = ModelSettings()
+    worker: WorkerSettings = WorkerSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
 
@@ -226,6 +265,11 @@ class Settings(BaseSettings):
     def redis_url(self) -> str:
         """The Redis URL in effect: external when configured, else the embedded server."""
         return self.redis.url or f"redis://127.0.0.1:{self.local.redis_port}/0"
+
+    @property
+    def mlflow_uri(self) -> str:
+        """The MLflow tracking URI in effect: configured, else sqlite under home."""
+        return self.model.tracking_uri or f"sqlite:///{self.home / 'mlflow' / 'mlflow.db'}"
 
     @property
     def external_kafka(self) -> bool:
@@ -266,3 +310,25 @@ def masked(settings: Settings) -> dict[str, Any]:
         "redis_url": settings.redis_url,
     }
     return data
+
+
+def env_table_markdown() -> str:
+    """The variables section of docs/configuration.md (`streamscore config docs` prints it)."""
+    lines: list[str] = []
+    current = None
+    for name, field in iter_env_vars():
+        rest = name[len(ENV_PREFIX) :]
+        group = rest.split(NESTED_DELIMITER)[0].lower() if NESTED_DELIMITER in rest else ""
+        if group != current:
+            lines += ["", f"### `{group}`" if group else "### Top level", ""]
+            lines += ["| variable | default | meaning |", "|---|---|---|"]
+            current = group
+        default = field.default
+        if default is None:
+            shown = "unset"
+        elif isinstance(default, Path):
+            shown = f"`{str(default).replace(str(Path.home()), '~')}`"
+        else:
+            shown = f"`{default}`"
+        lines.append(f"| `{name}` | {shown} | {field.description} |")
+    return "\n".join(lines) + "\n"

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.syntax import Syntax
 
-from services.core.settings import masked
+from services.core.settings import env_table_markdown, masked
 from streams.commands.common import app, emit, json_option
 
 
@@ -29,3 +29,9 @@ def show(ctx: click.Context) -> None:
         console.print(Syntax(json.dumps(data, indent=2, default=str), "json", theme="ansi_dark"))
 
     emit(a, data, render)
+
+
+@config.command("docs")
+def docs() -> None:
+    """Print the Markdown table of every variable (the body of docs/configuration.md)."""
+    click.echo(env_table_markdown(), nl=False)

@@ -1,0 +1,1 @@
+"""Training: build and validate a training set, train, evaluate (pure over arrays)."""

@@ -1,0 +1,138 @@
+"""Training sets built with the serving code path, and validated before anything is trained."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from services.features.assemble import assemble, feature_names, lookup_requests
+from services.features.spec import FeatureSpec
+from services.features.store import FeatureStore
+
+# Context columns and the ranges a sane event has; NaN is allowed only where the event may omit it.
+CONTEXT_RANGES: dict[str, tuple[float, float]] = {
+    "position": (0, 10_000),
+    "session_depth": (0, 1_000_000),
+    "item_age_hours": (0, 24 * 365 * 20),
+    "user_tenure_days": (0, 365 * 50),
+    "network_rtt_ms": (0, 600_000),
+    "is_following_author": (0, 1),
+    "is_video": (0, 1),
+    "is_sponsored": (0, 1),
+    "surface": (0, 5),
+    "device": (0, 3),
+    "hour_of_day": (0, 23),
+}
+NULLABLE = {"network_rtt_ms"}
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingSet:
+    """Features, labels and the ids they came from; ``missing_share`` per entity group."""
+
+    X: npt.NDArray[np.float64]
+    y: npt.NDArray[np.int64]
+    names: tuple[str, ...]
+    event_ids: tuple[str, ...]
+    missing_share: dict[str, float]
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the exact bytes trained on (features, labels, column names)."""
+        h = hashlib.sha256()
+        h.update(np.ascontiguousarray(self.X).tobytes())
+        h.update(np.ascontiguousarray(self.y).tobytes())
+        h.update("\x1f".join(self.names).encode())
+        return h.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class ValidationReport:
+    """What was checked and what failed; training refuses a set with any problem."""
+
+    rows: int
+    positives: int
+    problems: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def build_training_set(
+    spec: FeatureSpec,
+    store: FeatureStore,
+    events: Sequence[Mapping[str, Any]],
+    labels: Mapping[str, bool],
+    batch_size: int = 5000,
+) -> TrainingSet:
+    """Join events to labels by event id and assemble features through ``store`` in batches.
+
+    Events without a label are left out (their outcome is unknown).
+    """
+    labelled = [e for e in events if e["event_id"] in labels]
+    parts: list[npt.NDArray[np.float64]] = []
+    missing: Counter[str] = Counter()
+    for start in range(0, len(labelled), batch_size):
+        chunk = labelled[start : start + batch_size]
+        matrix = assemble(spec, chunk, store.get_many(lookup_requests(spec, chunk)))
+        parts.append(matrix.values)
+        for row in matrix.missing:
+            missing.update(row)
+    n_cols = sum(g.width for g in spec.groups) + len(CONTEXT_RANGES)
+    X = np.vstack(parts) if parts else np.empty((0, n_cols))
+    y = np.array([int(labels[e["event_id"]]) for e in labelled], dtype=np.int64)
+    names = feature_names(spec)
+    share = {g.name: (missing[g.name] / len(labelled) if labelled else 0.0) for g in spec.groups}
+    return TrainingSet(X, y, names, tuple(str(e["event_id"]) for e in labelled), share)
+
+
+def validate(
+    ts: TrainingSet, spec: FeatureSpec, max_missing_share: float = 0.2
+) -> ValidationReport:
+    """Check a training set before training: size, labels, duplicates, NaN/inf, ranges, coverage.
+
+    >>> from services.features.spec import FeatureSpec
+    >>> spec = FeatureSpec.from_dict({"version": "v", "groups": []})
+    >>> ts = TrainingSet(np.zeros((0, 11)), np.zeros(0, dtype=np.int64), (), (), {})
+    >>> validate(ts, spec).problems
+    ('fewer than 200 rows (0)',)
+    """
+    problems: list[str] = []
+    rows = len(ts.y)
+    positives = int(ts.y.sum()) if rows else 0
+    if rows < 200:
+        return ValidationReport(rows, positives, (f"fewer than 200 rows ({rows})",))
+    if positives < 20 or rows - positives < 20:
+        problems.append(f"too few examples of a class: {positives} positive of {rows}")
+    if set(np.unique(ts.y).tolist()) - {0, 1}:
+        problems.append("labels must be 0 or 1")
+    dupes = rows - len(set(ts.event_ids))
+    if dupes:
+        problems.append(f"{dupes} duplicate event ids")
+    ranges = {f.name: (f.min, f.max) for g in spec.groups for f in g.features} | CONTEXT_RANGES
+    for j, name in enumerate(ts.names):
+        col = ts.X[:, j]
+        nan = int(np.isnan(col).sum())
+        if nan and name not in NULLABLE:
+            problems.append(f"{name}: {nan} missing values")
+        if np.isinf(col).any():
+            problems.append(f"{name}: infinite values")
+        lo, hi = ranges.get(name, (-math.inf, math.inf))
+        finite = col[np.isfinite(col)]
+        outside = int(((finite < lo) | (finite > hi)).sum())
+        if outside:
+            problems.append(f"{name}: {outside} values outside [{lo}, {hi}]")
+    for group, share in ts.missing_share.items():
+        if share > max_missing_share:
+            problems.append(
+                f"{group} features missing for {share:.0%} of rows (limit {max_missing_share:.0%}):"
+                " load features first"
+            )
+    return ValidationReport(rows, positives, tuple(problems))

@@ -1,0 +1,1 @@
+"""Semantic validation of decoded records against rules declared next to the schemas."""

@@ -1,0 +1,138 @@
+"""Declarative record rules (``schemas/rules/<Record>.json``) and the pure check over a batch.
+
+Numbers must be finite (no NaN/inf) unless a rule says ``"allow_nan": true``; strings have length
+caps; ids must be non-empty; the event time must sit in a window around *now*, which is passed in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.core.errors import ConfigError
+from services.core.outcomes import Reason, Rejected, Stage
+
+DEFAULT_RULES_DIR = Path(__file__).resolve().parents[2] / "schemas" / "rules"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRule:
+    name: str
+    min: float | None = None
+    max: float | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    pattern: re.Pattern[str] | None = None
+    allow_nan: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RecordRules:
+    """All rules of one record type."""
+
+    record: str
+    fields: tuple[FieldRule, ...]
+    time_field: str | None = None
+    max_age_ms: int = 0
+    max_future_ms: int = 0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RecordRules:
+        try:
+            fields = tuple(
+                FieldRule(
+                    name,
+                    rule.get("min"),
+                    rule.get("max"),
+                    rule.get("min_length"),
+                    rule.get("max_length"),
+                    re.compile(rule["pattern"]) if "pattern" in rule else None,
+                    bool(rule.get("allow_nan", False)),
+                )
+                for name, rule in data.get("fields", {}).items()
+            )
+            window = data.get("time_window")
+            return cls(
+                str(data["record"]),
+                fields,
+                window["field"] if window else None,
+                int(window["max_age_days"] * 86_400_000) if window else 0,
+                int(window["max_future_seconds"] * 1000) if window else 0,
+            )
+        except (KeyError, TypeError, ValueError, re.error) as exc:
+            raise ConfigError(f"invalid rules for {data.get('record')!r}: {exc!r}") from exc
+
+    @classmethod
+    def load(cls, record: str, rules_dir: Path | None = None) -> RecordRules:
+        path = (rules_dir or DEFAULT_RULES_DIR) / f"{record}.json"
+        try:
+            return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read rules {path}: {exc}") from exc
+
+
+def _reject(reason: Reason, detail: str) -> Rejected:
+    return Rejected(Stage.VALIDATE, reason, detail)
+
+
+def validate_one(record: Mapping[str, Any], rules: RecordRules, now_ms: int) -> Rejected | None:
+    """The first broken rule of ``record``, or None when it is valid.
+
+    >>> rules = RecordRules.from_dict({"record": "R", "fields": {"n": {"min": 0}}})
+    >>> validate_one({"n": -1}, rules, 0).reason
+    <Reason.OUT_OF_RANGE: 'out_of_range'>
+    >>> validate_one({"n": float("nan")}, rules, 0).reason
+    <Reason.NOT_FINITE: 'not_finite'>
+    >>> validate_one({"n": 3}, rules, 0) is None
+    True
+    """
+    for rule in rules.fields:
+        value = record.get(rule.name)
+        if value is None:
+            continue  # absent optional field: the schema already decided it may be null
+        if isinstance(value, str):
+            if rule.min_length is not None and len(value) < rule.min_length:
+                return _reject(Reason.MISSING_VALUE, f"{rule.name} is empty")
+            if rule.max_length is not None and len(value) > rule.max_length:
+                return _reject(
+                    Reason.TOO_LONG,
+                    f"{rule.name} has {len(value)} characters, max {rule.max_length}",
+                )
+            if rule.pattern is not None and not rule.pattern.fullmatch(value):
+                return _reject(
+                    Reason.BAD_FORMAT, f"{rule.name} does not match {rule.pattern.pattern}"
+                )
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            if isinstance(value, float) and not math.isfinite(value):
+                if not rule.allow_nan:
+                    return _reject(Reason.NOT_FINITE, f"{rule.name} is {value}")
+                continue
+            if (rule.min is not None and value < rule.min) or (
+                rule.max is not None and value > rule.max
+            ):
+                return _reject(
+                    Reason.OUT_OF_RANGE, f"{rule.name}={value} outside [{rule.min}, {rule.max}]"
+                )
+    if rules.time_field is not None:
+        t = record.get(rules.time_field)
+        if isinstance(t, int) and not (
+            now_ms - rules.max_age_ms <= t <= now_ms + rules.max_future_ms
+        ):
+            return _reject(
+                Reason.TIME_OUT_OF_WINDOW,
+                f"{rules.time_field}={t} is outside [now-{rules.max_age_ms // 86_400_000}d, "
+                f"now+{rules.max_future_ms // 1000}s]",
+            )
+    return None
+
+
+def validate_many(
+    records: Sequence[Mapping[str, Any]], rules: RecordRules, now_ms: int
+) -> list[Rejected | None]:
+    """``validate_one`` over a batch, in order."""
+    return [validate_one(r, rules, now_ms) for r in records]

@@ -1,0 +1,268 @@
+"""The scoring worker: the imperative shell around ``services.scoring.pipeline.process_batch``.
+
+consume(n) → process the batch (decode, validate, one Redis round trip, one predict) → produce
+predictions and dead letters → wait for every acknowledgement → commit. Nothing is committed that
+was not delivered, so a crash means redelivery (same prediction ids), never loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+
+from services.codec.avro import AvroCodec
+from services.core import metrics
+from services.core.errors import FeatureStoreUnavailable, PublishError
+from services.core.settings import Settings
+from services.features.spec import FeatureSpec
+from services.features.store import FeatureStore
+from services.kafka.config import consumer_config, producer_config
+from services.kafka.topics import TopicSpec
+from services.scoring.model import LoadedModel
+from services.scoring.pipeline import (
+    BatchResult,
+    Inbound,
+    dead_letter_headers,
+    dead_letter_record,
+    process_batch,
+)
+from services.validation.rules import RecordRules
+
+logger = logging.getLogger(__name__)
+FEATURE_RETRIES = 5
+
+
+@dataclass
+class WorkerSummary:
+    """What a bounded run did; the same numbers are in the Prometheus counters."""
+
+    consumed: int = 0
+    predictions: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    degraded_batches: int = 0
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
+    elapsed_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "consumed": self.consumed,
+            "predictions": self.predictions,
+            "dead_letters": self.dead_letters,
+            "batches": self.batches,
+            "degraded_batches": self.degraded_batches,
+            "rejected_by_reason": dict(self.rejected_by_reason),
+            "elapsed_seconds": round(self.elapsed_seconds, 3),
+        }
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ScoringWorker:
+    """One scoring process; several share the input's partitions through the consumer group."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        input_topic: TopicSpec,
+        predictions_topic: TopicSpec,
+        dlq_topic: TopicSpec,
+        codecs: tuple[AvroCodec, AvroCodec, AvroCodec],
+        rules: RecordRules,
+        spec: FeatureSpec,
+        store: FeatureStore,
+        model: LoadedModel,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.settings = settings
+        self.input_topic, self.predictions_topic, self.dlq_topic = (
+            input_topic,
+            predictions_topic,
+            dlq_topic,
+        )
+        self.codec_in, self.codec_out, self.codec_dlq = codecs
+        self.rules, self.spec, self.store, self.model = rules, spec, store, model
+        self.clock_ms = clock_ms
+        self.worker_id = settings.worker.worker_id or default_worker_id()
+        self._stopping = False
+        self._consumer = Consumer(consumer_config(settings, settings.worker.scoring_group))
+        self._producer = Producer(producer_config(settings))
+        metrics.MODEL_INFO.labels(model_name=model.name, model_version=model.version).set(1)
+
+    def request_stop(self, *_: object) -> None:
+        """Finish the batch in hand, flush, commit, and leave (SIGTERM/SIGINT handler)."""
+        self._stopping = True
+
+    def run(
+        self, max_events: int | None = None, idle_timeout: float | None = None
+    ) -> WorkerSummary:
+        """Score until stopped, ``max_events`` inputs are committed, or nothing came for
+        ``idle_timeout`` seconds."""
+        summary = WorkerSummary()
+        started = last_message = time.monotonic()
+        self._consumer.subscribe([self.input_topic.name])
+        logger.info(
+            "scoring worker %s started: %s -> %s, model %s v%s",
+            self.worker_id,
+            self.input_topic.name,
+            self.predictions_topic.name,
+            self.model.name,
+            self.model.version,
+        )
+        try:
+            while not self._stopping:
+                want = self.settings.batch.max_messages
+                if max_events is not None:
+                    if summary.consumed >= max_events:
+                        break
+                    want = min(want, max_events - summary.consumed)
+                messages = self._consume(want)
+                if not messages:
+                    if idle_timeout is not None and time.monotonic() - last_message > idle_timeout:
+                        break
+                    continue
+                last_message = time.monotonic()
+                self._handle(messages, summary)
+        finally:
+            summary.elapsed_seconds = time.monotonic() - started
+            self._producer.flush(30)
+            self._consumer.close()
+            logger.info("scoring worker %s stopped: %s", self.worker_id, summary.to_dict())
+        return summary
+
+    def _consume(self, n: int) -> list[Message]:
+        batch = self._consumer.consume(num_messages=n, timeout=self.settings.batch.timeout_seconds)
+        out = []
+        for m in batch:
+            err = m.error()
+            if err is None:
+                out.append(m)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                logger.warning("consume error: %s", err)
+        return out
+
+    def _handle(self, messages: list[Message], summary: WorkerSummary) -> None:
+        inbound = [
+            Inbound(
+                m.topic() or "",
+                m.partition() or 0,
+                m.offset() or 0,
+                _as_bytes(m.key()),
+                _as_bytes(m.value()),
+                _headers(m),
+            )
+            for m in messages
+        ]
+        metrics.MESSAGES_CONSUMED.labels(topic=self.input_topic.name).inc(len(inbound))
+        with metrics.STAGE_DURATION.labels(stage="process").time():
+            result = self._process_with_retry(inbound)
+        with metrics.STAGE_DURATION.labels(stage="publish").time():
+            self._publish(result)
+        with metrics.STAGE_DURATION.labels(stage="commit").time():
+            self._commit(messages)
+        summary.consumed += len(inbound)
+        summary.predictions += len(result.predictions)
+        summary.dead_letters += len(result.dead_letters)
+        summary.batches += 1
+        summary.degraded_batches += int(result.degraded)
+        for letter in result.dead_letters:
+            summary.rejected_by_reason[letter.rejected.reason.value] += 1
+
+    def _process_with_retry(self, inbound: list[Inbound]) -> BatchResult:
+        delay = 0.2
+        for attempt in range(1, FEATURE_RETRIES + 1):
+            try:
+                result = process_batch(
+                    inbound,
+                    self.codec_in,
+                    self.rules,
+                    self.spec,
+                    self.store.get_many,
+                    self.model,
+                    self.clock_ms(),
+                )
+            except FeatureStoreUnavailable as exc:
+                metrics.FEATURE_LOOKUPS.labels(outcome="error").inc()
+                if attempt == FEATURE_RETRIES:
+                    raise
+                logger.warning("feature store unavailable (attempt %d): %s", attempt, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            looked_up = len(result.predictions)
+            for group, n in result.missing.items():
+                metrics.FEATURE_LOOKUPS.labels(outcome=f"missing_{group}").inc(n)
+            metrics.FEATURE_LOOKUPS.labels(outcome="batch_ok").inc(1 if looked_up else 0)
+            if result.degraded:
+                metrics.FALLBACKS.labels(reason="score_error").inc(len(result.predictions))
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _publish(self, result: BatchResult) -> None:
+        failures: list[str] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        now = self.clock_ms()
+        preds = self.codec_out.encode_many([p.record for p in result.predictions])
+        for p, value in zip(result.predictions, preds, strict=True):
+            self._producer.produce(
+                self.predictions_topic.name, key=p.source.key, value=value, on_delivery=on_delivery
+            )
+        letters = self.codec_dlq.encode_many(
+            [dead_letter_record(d, self.worker_id, now) for d in result.dead_letters]
+        )
+        for d, value in zip(result.dead_letters, letters, strict=True):
+            self._producer.produce(
+                self.dlq_topic.name,
+                key=d.source.key,
+                value=value,
+                headers=dead_letter_headers(d),
+                on_delivery=on_delivery,
+            )
+            metrics.MESSAGES_REJECTED.labels(
+                stage=d.rejected.stage.value, reason=d.rejected.reason.value
+            ).inc()
+        remaining = self._producer.flush(30)
+        if failures or remaining:
+            raise PublishError(
+                f"{len(failures)} deliveries failed, {remaining} unacknowledged: "
+                f"{failures[:3]}; offsets not committed",
+                topic=self.predictions_topic.name,
+            )
+        metrics.MESSAGES_PRODUCED.labels(topic=self.predictions_topic.name).inc(len(preds))
+        metrics.MESSAGES_PRODUCED.labels(topic=self.dlq_topic.name).inc(len(letters))
+        metrics.PREDICTIONS.labels(model_version=self.model.version).inc(len(preds))
+
+    def _commit(self, messages: list[Message]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for m in messages:
+            tp = (m.topic() or "", m.partition() or 0)
+            last[tp] = max(last.get(tp, -1), m.offset() or 0)
+        self._consumer.commit(
+            offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()],
+            asynchronous=False,
+        )
+
+
+def _as_bytes(value: str | bytes | None) -> bytes | None:
+    return value.encode() if isinstance(value, str) else value
+
+
+def _headers(m: Message) -> tuple[tuple[str, bytes | None], ...]:
+    raw = m.headers() or []
+    items = raw.items() if isinstance(raw, dict) else raw
+    return tuple((str(k), _as_bytes(v)) for k, v in items)
