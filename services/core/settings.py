@@ -188,7 +188,9 @@ class MetricsSettings(_Group):
     """Prometheus exposition."""
 
     enabled: bool = Field(True, description="Serve /metrics from workers.")
-    port: int = Field(9464, ge=0, le=65535, description="Port of the scoring worker's Prometheus /metrics.")
+    port: int = Field(
+        9464, ge=0, le=65535, description="Port of the scoring worker's Prometheus /metrics."
+    )
 
 
 class LogSettings(_Group):

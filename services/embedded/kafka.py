@@ -138,7 +138,14 @@ def prepare(local: LocalSettings, work_dir: Path) -> list[str]:
     jvm = _jvm_args(local, log4j, work_dir)
     if not (data_dir / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cmd = [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)]
+        # "=" form: a random id may start with "-", which argparse would read as an option.
+        cmd = [
+            *jvm,
+            "kafka.tools.StorageTool",
+            "format",
+            f"--cluster-id={cluster_id}",
+            f"--config={props}",
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)  # noqa: S603
         if done.returncode != 0:
             raise EmbeddedStackError(

@@ -1,0 +1,134 @@
+"""An isolated scoring pipeline on the session stack: its own topics, group, Redis prefix,
+schema manifest, MLflow model name; a small world with features loaded and a champion trained."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Consumer, Producer
+
+from load.world import World, strip_private
+from services.codec.avro import AvroCodec
+from services.codec.factory import codec_for, schemas_dir
+from services.codec.manifest import MANIFEST_FILE, Manifest
+from services.codec.schemas import load_schemas
+from services.core.settings import Settings
+from services.kafka.admin import ensure_topics
+from services.kafka.config import consumer_config, producer_config
+from services.scoring.registry import MlflowRegistry
+from services.training.pipeline import TrainResult, train_and_register
+from streams.runtime import feature_spec, feature_store
+from streams.topics import by_record, topic_table
+from tests.integration.conftest import Stack
+
+
+@dataclass
+class Pipeline:
+    settings: Settings
+    world: World
+    trained: TrainResult
+    missing_users: set[str]
+
+    def codec(self, record: str) -> AvroCodec:
+        return codec_for(self.settings, by_record(self.settings.topics, record))
+
+    def produce(self, values: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]) -> None:
+        producer = Producer(producer_config(self.settings))
+        topic = self.settings.topics.interactions
+        for key, value, headers in values:
+            producer.produce(topic, key=key, value=value, headers=headers)
+            producer.poll(0)
+        assert producer.flush(30) == 0
+
+    def read(self, record: str, expected: int, timeout: float = 90) -> list[Any]:
+        """Every message of ``record``'s topic, until ``expected`` arrived or the time is up."""
+        topic = by_record(self.settings.topics, record)
+        consumer = Consumer(consumer_config(self.settings, f"reader-{uuid.uuid4().hex[:8]}"))
+        consumer.subscribe([topic.name])
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while len(out) < expected and time.monotonic() < deadline:
+                out += [m for m in consumer.consume(1000, 0.5) if m.error() is None]
+            # Anything beyond the expected count would be a duplicate: look briefly for more.
+            extra_deadline = time.monotonic() + 1.0
+            while time.monotonic() < extra_deadline:
+                out += [m for m in consumer.consume(1000, 0.2) if m.error() is None]
+        finally:
+            consumer.close()
+        return out
+
+    def env(self) -> dict[str, str]:
+        """These settings as STREAMSCORE_* variables, for a worker subprocess."""
+        env: dict[str, str] = {}
+
+        def walk(prefix: str, data: dict[str, Any]) -> None:
+            for k, v in data.items():
+                if isinstance(v, dict):
+                    walk(f"{prefix}{k.upper()}__", v)
+                elif v is not None:
+                    env[f"{prefix}{k.upper()}"] = str(v)
+
+        walk("STREAMSCORE_", self.settings.model_dump(mode="json"))
+        return env
+
+
+def make_pipeline(stack: Stack, tmp_path: Path, **overrides: Any) -> Iterator[Pipeline]:
+    tag = uuid.uuid4().hex[:10]
+    schemas = tmp_path / "schemas"
+    shutil.copytree(schemas_dir(stack.settings), schemas)
+    base = stack.settings.model_dump()
+    settings = Settings(
+        **{
+            **base,
+            "topics": {
+                "interactions": f"test.interactions-{tag}.v1",
+                "predictions": f"test.predictions-{tag}.v1",
+                "labels": f"test.labels-{tag}.v1",
+                "drift_signals": f"test.drift-{tag}.v1",
+                "retrain_requests": f"test.retrain-{tag}.v1",
+                "model_events": f"test.model-events-{tag}.v1",
+            },
+            "schema_registry": base["schema_registry"] | {"schemas_dir": schemas},
+            "redis": base["redis"] | {"key_prefix": f"test:{tag}:"},
+            "worker": {"scoring_group": f"streamscore-scoring-{tag}"},
+            "model": base["model"] | {"name": f"engagement-{tag}"},
+            "metrics": {"enabled": False},
+            **overrides,
+        }
+    )
+    records = load_schemas(schemas)
+    manifest = Manifest.load(schemas / MANIFEST_FILE)
+    for topic in topic_table(settings.topics):
+        manifest, _, _ = manifest.register(topic.subject, records[topic.value_record])
+    manifest.dump(schemas / MANIFEST_FILE)
+    ensure_topics(stack.admin(), topic_table(settings.topics), 30)
+
+    spec = feature_spec(settings)
+    world = World(spec, n_users=400, n_items=150, seed=7, start_time_ms=int(time.time() * 1000))
+    store = feature_store(settings, spec)
+    users, user_rows = world.features("user")
+    # Users drawing about 5% of the traffic have no features: flagged and defaulted, not dropped.
+    order = np.argsort(world.user_weights)
+    cut = int(np.searchsorted(np.cumsum(world.user_weights[order]), 0.05))
+    missing = {users[i] for i in order[:cut]}
+    keep = [i for i in range(len(users)) if users[i] not in missing]
+    store.put_many("user", [users[i] for i in keep], user_rows[keep])
+    store.put_many("item", *world.features("item"))
+    history = World(
+        spec, n_users=400, n_items=150, seed=7, start_time_ms=int(time.time() * 1000) - 3_600_000
+    ).events(6000, start_index=10_000_000)
+    labels = {lab["event_id"]: lab["engaged"] for lab in world.labels(history)}
+    trained = train_and_register(MlflowRegistry(settings), spec, store, history, labels, seed=7)
+    yield Pipeline(settings, world, trained, missing)
+
+
+def world_events(p: Pipeline, n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [strip_private(e) for e in p.world.events(n, start_index=start)]

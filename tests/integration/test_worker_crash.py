@@ -1,0 +1,80 @@
+"""At-least-once across a crash: SIGKILL the worker mid-stream, restart it, and every event ends
+with a prediction; any duplicate carries the same prediction id and score."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Stack
+from tests.integration.pipeline_env import Pipeline, make_pipeline, world_events
+
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture
+def pipeline(stack: Stack, tmp_path: Path) -> Iterator[Pipeline]:
+    # Small batches, so the kill lands between many commits.
+    yield from make_pipeline(stack, tmp_path, batch={"max_messages": 100, "timeout_seconds": 0.1})
+
+
+def _worker(p: Pipeline, *args: str) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")} | p.env()
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "--json", "worker", "scoring", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def test_sigkill_mid_stream_then_restart_loses_nothing(pipeline: Pipeline) -> None:
+    codec = pipeline.codec("Interaction")
+    events = world_events(pipeline, 8000)
+    values = [
+        (e["user_id"].encode(), v, [])
+        for e, v in zip(events, codec.encode_many(events), strict=True)
+    ]
+
+    first = _worker(pipeline)
+    try:
+        pipeline.produce(values[:3000])
+        # The worker is up and scoring...
+        deadline = time.monotonic() + 120
+        while not pipeline.read("Prediction", 1, timeout=1):
+            assert time.monotonic() < deadline and first.poll() is None, "worker never scored"
+        # ...and is killed without warning while more input arrives.
+        pipeline.produce(values[3000:5000])
+        os.kill(first.pid, signal.SIGKILL)
+        first.communicate(timeout=30)
+        assert first.returncode == -signal.SIGKILL
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    pipeline.produce(values[5000:])
+
+    second = _worker(pipeline, "--timeout", "8")
+    _, err = second.communicate(timeout=240)
+    assert second.returncode == 0, err.decode()[-2000:]
+
+    predictions = [
+        pipeline.codec("Prediction").decode_one(m.value())
+        for m in pipeline.read("Prediction", len(events))
+    ]
+    by_event: dict[str, list[dict[str, object]]] = defaultdict(list)
+    for p in predictions:
+        assert isinstance(p, dict)
+        by_event[str(p["event_id"])].append(p)
+    assert set(by_event) == {e["event_id"] for e in events}
+    for copies in by_event.values():
+        assert len({(c["prediction_id"], c["score"], c["model_version"]) for c in copies}) == 1
+    print(f"duplicates after the crash: {len(predictions) - len(events)}")
