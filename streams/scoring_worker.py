@@ -100,6 +100,12 @@ class ScoringWorker:
         self._producer = Producer(producer_config(settings))
         metrics.MODEL_INFO.labels(model_name=model.name, model_version=model.version).set(1)
 
+    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.info(
+            "partitions assigned: %s",
+            ",".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "none",
+        )
+
     def request_stop(self, *_: object) -> None:
         """Finish the batch in hand, flush, commit, and leave (SIGTERM/SIGINT handler)."""
         self._stopping = True
@@ -111,7 +117,7 @@ class ScoringWorker:
         ``idle_timeout`` seconds."""
         summary = WorkerSummary()
         started = last_message = time.monotonic()
-        self._consumer.subscribe([self.input_topic.name])
+        self._consumer.subscribe([self.input_topic.name], on_assign=self._on_assign)
         logger.info(
             "scoring worker %s started: %s -> %s, model %s v%s",
             self.worker_id,
@@ -133,6 +139,8 @@ class ScoringWorker:
                         break
                     continue
                 last_message = time.monotonic()
+                lag_ms = int(time.time() * 1000) - min(m.timestamp()[1] for m in messages)
+                logger.debug("batch of %d, oldest produced %d ms ago", len(messages), lag_ms)
                 self._handle(messages, summary)
         finally:
             summary.elapsed_seconds = time.monotonic() - started

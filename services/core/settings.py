@@ -334,3 +334,22 @@ def env_table_markdown() -> str:
             shown = f"`{default}`"
         lines.append(f"| `{name}` | {shown} | {field.description} |")
     return "\n".join(lines) + "\n"
+
+
+def to_env(settings: Settings) -> dict[str, str]:
+    """These settings as ``STREAMSCORE_*`` variables, to start a child process with the same
+    configuration (secrets included in clear: pass only to processes we start)."""
+    env: dict[str, str] = {}
+
+    def walk(prefix: str, model: BaseModel) -> None:
+        for name in type(model).model_fields:
+            value = getattr(model, name)
+            if isinstance(value, BaseModel):
+                walk(f"{prefix}{name.upper()}{NESTED_DELIMITER}", value)
+            elif isinstance(value, SecretStr):
+                env[f"{prefix}{name.upper()}"] = value.get_secret_value()
+            elif value is not None:
+                env[f"{prefix}{name.upper()}"] = str(value)
+
+    walk(ENV_PREFIX, settings)
+    return env

@@ -1,187 +1,292 @@
-"""`streamscore demo`: the embedded stack and the Avro contract, end to end, in one command.
+"""`streamscore demo`: the whole scoring loop on the embedded stack, shown to a newcomer.
 
-The scoring path (features, model, worker) joins this story with the scoring-path issue; today the
-demo proves the foundation: stack up, topics, Avro wire format through a real broker, hostile
-bytes rejected with a reason, every message accounted for, stack left as it was found.
+Stack up → features loaded → model trained and registered in MLflow → scoring worker started →
+events streamed at a rate (1% deliberately broken) → predictions and dead letters read back →
+summary: counts (they must add up), throughput, produce→prediction latency, online AUC against
+the labels → worker stopped → stack left as it was found.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from collections import Counter
 from typing import Any
 
 import click
+import numpy as np
 from confluent_kafka import Consumer, Producer
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
+from sklearn.metrics import roc_auc_score
 
-from services.codec.examples import load_example
-from services.codec.factory import codec_for, schemas_dir
-from services.codec.schemas import load_schemas
-from services.core.outcomes import Rejected
+from load.hostile import hostile_values
+from load.world import strip_private
+from services.codec.factory import codec_for
+from services.core.errors import EmbeddedStackError
+from services.core.settings import Settings, to_env
 from services.embedded.stack import EmbeddedStack
 from services.kafka.config import consumer_config, producer_config
+from services.scoring.registry import MlflowRegistry
+from services.training.pipeline import train_and_register
 from streams.commands.common import app, emit, json_option
+from streams.commands.ml import make_world
+from streams.runtime import feature_spec, feature_store
 from streams.topics import by_record, topic_table
 
-RUN_HEADER = "streamscore-demo-run"
-# Deliberately broken values, to show they are refused with a reason and still counted.
-HOSTILE = (b"", b'{"json": "not avro"}', b"\x00\x00\x00", b"\x00\x00\x00\x03\xe7\xff\xff")
+HOSTILE_EVERY = 100  # one broken message per hundred
 
 
-def _events(template: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    now = int(time.time() * 1000)
-    return [
-        template
-        | {
-            "event_id": str(uuid.uuid4()),
-            "event_time": now,
-            "user_id": f"u-{i % 97:05d}",
-            "item_id": f"i-{i % 31:05d}",
-            "position": i % 20,
-        }
-        for i in range(n)
-    ]
+def _pct(values: list[float], p: float) -> float:
+    return float(np.percentile(values, p)) if values else float("nan")
 
 
 @click.command()
-@click.option("--events", "n_events", default=2000, show_default=True, help="Events to send.")
+@click.option("--events", "n_events", default=20_000, show_default=True, help="Events to stream.")
+@click.option("--rate", default=2000.0, show_default=True, help="Events per second.")
 @click.option("--keep-stack", is_flag=True, help="Leave the stack running afterwards.")
 @json_option
 @click.pass_context
-def demo(ctx: click.Context, n_events: int, keep_stack: bool) -> None:
-    """Bring up the stack, stream Avro events through Kafka, read them back, and summarise."""
+def demo(ctx: click.Context, n_events: int, rate: float, keep_stack: bool) -> None:
+    """Run the whole loop once on the embedded stack and summarise what happened."""
     a = app(ctx)
     s = a.settings
     stack = EmbeddedStack(s)
     with a.err.status("starting the embedded stack..."):
         status = stack.up(topic_table(s.topics))
-    a.err.print(f"stack: {status.broker} broker on {status.bootstrap_servers}, {status.redis_url}")
+    a.err.print(f"stack: {status.broker} on {status.bootstrap_servers}, Redis {status.redis_url}")
     try:
-        summary = _run(a.err, s, n_events, status.broker)
+        summary = _run(a.err, s, n_events, rate)
     finally:
         if status.started and not keep_stack:
             stack.down()
-    summary["stack"] = {"broker": status.broker, "started": list(status.started)}
-
-    def render(console: Console) -> None:
-        t = Table(title="streamscore demo (foundation)")
-        t.add_column("what")
-        t.add_column("value", justify="right")
-        for key in ("sent", "hostile_sent", "decoded", "rejected", "unaccounted"):
-            t.add_row(key, str(summary[key]))
-        for reason, count in sorted(summary["rejected_by_reason"].items()):
-            t.add_row(f"  rejected: {reason}", str(count))
-        t.add_row(
-            "throughput, produced and read back (events/s)",
-            f"{summary['throughput_per_second']:,.0f}",
-        )
-        for p in ("p50", "p95", "p99"):
-            t.add_row(f"produce -> readable {p} (ms)", f"{summary['latency_ms'][p]:.1f}")
-        console.print(t)
-        console.print(
-            "stack left running" if keep_stack or not status.started else "stack stopped again"
-        )
-
-    emit(a, summary, render)
-    if summary["unaccounted"] != 0:
+    summary["stack"] = {"broker": status.broker, "left_running": keep_stack or not status.started}
+    emit(a, summary, lambda c: _render(c, summary))
+    if summary["unaccounted"] != 0 or summary["worker_exit_code"] != 0:
         ctx.exit(1)
 
 
-def _header(headers: Any, name: str) -> str | None:
-    value = dict(headers or []).get(name)
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _run(err: Console, s: Any, n: int, broker: str) -> dict[str, Any]:
-    topic = by_record(s.topics, "Interaction")
-    records = load_schemas(schemas_dir(s))
-    codec = codec_for(s, topic, records)
-    template = load_example(
-        schemas_dir(s) / "examples" / "Interaction" / "home_feed_ios.json",
-        records["Interaction"].source,
+def _run(err: Console, s: Settings, n: int, rate: float) -> dict[str, Any]:
+    spec = feature_spec(s)
+    world = make_world(
+        spec, 5000, 2000, 42, start_time_ms=int(time.time() * 1000), rate_per_second=rate
     )
-    run_id = str(uuid.uuid4())
-    events = _events(template, n)
-    payloads = codec.encode_many(events)
-    messages = [
-        *((str(e["user_id"]).encode(), v) for e, v in zip(events, payloads, strict=True)),
-        *((b"hostile", h) for h in HOSTILE),
-    ]
-    total = len(messages)
+    store = feature_store(s, spec)
+    with err.status("loading user and item features into Redis..."):
+        users, rows = world.features("user")
+        # The rarest users (about 2% of traffic) get no features, to show that such events are
+        # scored with the spec's defaults and flagged, not dropped.
+        order = np.argsort(world.user_weights)
+        cut = int(np.searchsorted(np.cumsum(world.user_weights[order]), 0.02))
+        keep = np.sort(order[cut:])
+        store.put_many("user", [users[i] for i in keep], rows[keep])
+        store.put_many("item", *world.features("item"))
+    registry = MlflowRegistry(s)
+    with err.status("training a model on 40,000 historical events (MLflow run + registry)..."):
+        history = make_world(spec, 5000, 2000, 42, start_time_ms=int(time.time() * 1000) - 400_000)
+        past = history.events(40_000, start_index=50_000_000)
+        labels = {x["event_id"]: x["engaged"] for x in history.labels(past)}
+        trained = train_and_register(registry, spec, store, past, labels, seed=42)
+    served = registry.alias_version(s.model.alias)
+    err.print(
+        f"model {s.model.name} v{trained.version} trained (holdout AUC "
+        f"{trained.metrics['holdout_auc']:.3f}); serving alias {s.model.alias} = v{served}"
+    )
+
+    worker_env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")}
+    worker_env |= to_env(s) | {"STREAMSCORE_METRICS__PORT": "0"}
+    worker = subprocess.Popen(  # noqa: S603 (our own CLI)
+        [sys.executable, "-m", "streams.cli", "--json", "worker", "scoring"],
+        env=worker_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    ready = threading.Event()
+    log_tail: list[str] = []
+
+    def watch(stream: Any) -> None:
+        for line in iter(stream.readline, b""):
+            text = line.decode(errors="replace").rstrip()
+            log_tail[:] = [*log_tail[-20:], text]
+            if "partitions assigned" in text:
+                ready.set()
+
+    threading.Thread(target=watch, args=(worker.stderr,), daemon=True).start()
+    with err.status("starting the scoring worker (waits for its partitions)..."):
+        if not ready.wait(90):
+            worker.kill()
+            worker.communicate()
+            raise EmbeddedStackError("scoring worker did not start:\n" + "\n".join(log_tail))
+    try:
+        result = _stream(err, s, world, n, rate)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=60)
+    result["worker_exit_code"] = worker.returncode
+    try:
+        result["worker"] = json.loads(out.decode() or "{}")
+    except json.JSONDecodeError:
+        result["worker"] = {}
+    result["model"] = {
+        "name": s.model.name,
+        "served_version": served,
+        "trained_version": trained.version,
+        "holdout_auc": trained.metrics["holdout_auc"],
+    }
+    return result
+
+
+def _stream(err: Console, s: Settings, world: Any, n: int, rate: float) -> dict[str, Any]:
+    codec = codec_for(s, by_record(s.topics, "Interaction"))
+    pred_codec = codec_for(s, by_record(s.topics, "Prediction"))
+    dlq_codec = codec_for(s, by_record(s.topics, "DeadLetter"))
+    raw = world.events(n)
+    events = [strip_private(e) for e in raw]
+    hostile = hostile_values(codec, events[0])
+    run = uuid.uuid4().hex[:12]
+    messages: list[tuple[bytes, bytes, str | None]] = []  # key, value, event id when valid
+    for i, (event, value) in enumerate(zip(events, codec.encode_many(events), strict=True)):
+        messages.append((event["user_id"].encode(), value, event["event_id"]))
+        if i % HOSTILE_EVERY == HOSTILE_EVERY - 1:
+            messages.append((b"hostile", hostile[(i // HOSTILE_EVERY) % len(hostile)][0], None))
+    seq_of_event = {eid: i for i, (_, _, eid) in enumerate(messages) if eid is not None}
+
     producer = Producer(producer_config(s))
-    consumer = Consumer(consumer_config(s, f"streamscore-demo-{uuid.uuid4().hex[:8]}"))
-    consumer.subscribe([topic.name])
-    # Join the group before producing, so latency measures the pipe, not the rebalance.
+    reader = Consumer(
+        consumer_config(s, f"streamscore-demo-{run}", **{"auto.offset.reset": "latest"})
+    )
+    reader.subscribe([s.topics.predictions, by_record(s.topics, "DeadLetter").name])
     joined = time.monotonic() + 30
-    while not consumer.assignment() and time.monotonic() < joined:
-        consumer.poll(0.1)
+    while not reader.assignment() and time.monotonic() < joined:
+        reader.poll(0.1)
     sent_at: dict[int, float] = {}
     latencies: list[float] = []
-    decoded = 0
+    scores: dict[str, float] = {}
     reasons: Counter[str] = Counter()
-    seen: set[int] = set()
+    degraded = missing = 0
 
     def drain(timeout: float) -> None:
-        nonlocal decoded
-        batch = consumer.consume(num_messages=s.batch.max_messages, timeout=timeout)
-        now = time.perf_counter()
-        ours = [
-            m for m in batch if m.error() is None and _header(m.headers(), RUN_HEADER) == run_id
-        ]
-        for m, result in zip(ours, codec.decode_many([m.value() for m in ours]), strict=True):
-            seq = int(_header(m.headers(), "seq") or -1)
-            if seq in seen or seq not in sent_at:
+        nonlocal degraded, missing
+        for m in reader.consume(2000, timeout):
+            if m.error() is not None:
                 continue
-            seen.add(seq)
-            latencies.append((now - sent_at[seq]) * 1000)
-            if isinstance(result, Rejected):
-                reasons[result.reason.value] += 1
+            now = time.perf_counter()
+            if m.topic() == s.topics.predictions:
+                p = pred_codec.decode_one(m.value())
+                if (
+                    isinstance(p, dict)
+                    and p["event_id"] in seq_of_event
+                    and p["event_id"] not in scores
+                ):
+                    scores[p["event_id"]] = p["score"]
+                    latencies.append((now - sent_at[seq_of_event[p["event_id"]]]) * 1000)
+                    degraded += int(p["degraded"])
+                    missing += int(bool(p["missing_features"]))
             else:
-                decoded += 1
+                d = dlq_codec.decode_one(m.value())
+                if isinstance(d, dict):
+                    h = {x["key"]: x["value"] for x in d["original_headers"]}
+                    if h.get("demo-run") == run.encode():
+                        seq = int(h["seq"])
+                        if seq not in sent_at or seq in seen_dead:
+                            continue
+                        seen_dead.add(seq)
+                        reasons[d["reason"]] += 1
+                        latencies.append((now - sent_at[seq]) * 1000)
 
+    seen_dead: set[int] = set()
     start = time.perf_counter()
-    chunk = 200
-    try:
-        with Progress(console=err, transient=True) as progress:
-            task = progress.add_task("streaming", total=total)
-            for first in range(0, total, chunk):
-                for i in range(first, min(first + chunk, total)):
-                    key, value = messages[i]
-                    sent_at[i] = time.perf_counter()
-                    producer.produce(
-                        topic.name,
-                        key=key,
-                        value=value,
-                        headers=[(RUN_HEADER, run_id.encode()), ("seq", str(i).encode())],
-                    )
-                producer.poll(0)
-                drain(0.01)
-                progress.update(task, completed=len(seen))
-            producer.flush(30)
-            deadline = time.monotonic() + 60
-            while len(seen) < total and time.monotonic() < deadline:
-                drain(0.2)
-                progress.update(task, completed=len(seen))
-    finally:
-        consumer.close()
+    per_tick = max(1, int(rate / 20))
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task(
+            f"streaming {len(messages):,} events at {rate:,.0f}/s", total=len(messages)
+        )
+        for first in range(0, len(messages), per_tick):
+            tick = start + first / rate
+            for i in range(first, min(first + per_tick, len(messages))):
+                key, value, _ = messages[i]
+                sent_at[i] = time.perf_counter()
+                producer.produce(
+                    s.topics.interactions,
+                    key=key,
+                    value=value,
+                    headers=[("demo-run", run.encode()), ("seq", str(i).encode())],
+                )
+            producer.poll(0)
+            drain(max(0.0, tick + 1 / 20 - time.perf_counter()))
+            progress.update(task, completed=len(scores) + len(seen_dead))
+        producer.flush(30)
+        deadline = time.monotonic() + 60
+        while len(scores) + len(seen_dead) < len(messages) and time.monotonic() < deadline:
+            drain(0.2)
+            progress.update(task, completed=len(scores) + len(seen_dead))
     elapsed = time.perf_counter() - start
-    latencies.sort()
+    reader.close()
 
-    def pct(p: float) -> float:
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))] if latencies else 0.0
-
+    truth = world.labels(raw)
+    y = np.array([lab["engaged"] for lab in truth if lab["event_id"] in scores], dtype=int)
+    p = np.array([scores[lab["event_id"]] for lab in truth if lab["event_id"] in scores])
+    oracle = world.probabilities(raw)
+    y_all = np.array([lab["engaged"] for lab in truth], dtype=int)
     return {
-        "broker": broker,
-        "sent": n,
-        "hostile_sent": len(HOSTILE),
-        "decoded": decoded,
-        "rejected": sum(reasons.values()),
-        "rejected_by_reason": dict(reasons),
-        "unaccounted": total - decoded - sum(reasons.values()),
-        "throughput_per_second": total / elapsed if elapsed else 0.0,
-        "latency_ms": {"p50": pct(0.5), "p95": pct(0.95), "p99": pct(0.99)},
+        "events_in": len(messages),
+        "valid_sent": len(events),
+        "hostile_sent": len(messages) - len(events),
+        "predictions": len(scores),
+        "dead_letters": len(seen_dead),
+        "dead_letters_by_reason": dict(reasons),
+        "unaccounted": len(messages) - len(scores) - len(seen_dead),
+        "degraded_predictions": degraded,
+        "predictions_with_missing_features": missing,
+        "throughput_per_second": len(messages) / elapsed,
+        "latency_ms": {q: _pct(latencies, v) for q, v in (("p50", 50), ("p95", 95), ("p99", 99))},
+        "online_auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan"),
+        "oracle_auc": float(roc_auc_score(y_all, oracle)),
     }
+
+
+def _render(c: Console, r: dict[str, Any]) -> None:
+    t = Table(title="streamscore demo")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    rows = [
+        (
+            "events in (valid + deliberately broken)",
+            f"{r['events_in']:,} ({r['valid_sent']:,} + {r['hostile_sent']:,})",
+        ),
+        ("predictions out", f"{r['predictions']:,}"),
+        ("dead letters", f"{r['dead_letters']:,}"),
+        ("unaccounted (must be 0)", f"{r['unaccounted']:,}"),
+    ]
+    rows += [
+        (f"  dead letters: {k}", str(v)) for k, v in sorted(r["dead_letters_by_reason"].items())
+    ]
+    rows += [
+        (
+            "predictions with missing features (defaults, flagged)",
+            f"{r['predictions_with_missing_features']:,}",
+        ),
+        ("degraded (fallback scorer)", f"{r['degraded_predictions']:,}"),
+        ("throughput, in to scored (events/s)", f"{r['throughput_per_second']:,.0f}"),
+        (
+            "latency produce -> prediction readable p50 / p95 / p99 (ms)",
+            " / ".join(f"{r['latency_ms'][q]:.1f}" for q in ("p50", "p95", "p99")),
+        ),
+        (f"model {r['model']['name']} served version", f"v{r['model']['served_version']}"),
+        (
+            "AUC against labels: online / holdout / true-probability ceiling",
+            f"{r['online_auc']:.3f} / {r['model']['holdout_auc']:.3f} / {r['oracle_auc']:.3f}",
+        ),
+        ("worker exit code", str(r["worker_exit_code"])),
+    ]
+    for k, v in rows:
+        t.add_row(k, v)
+    c.print(t)
+    c.print("stack left running" if r["stack"]["left_running"] else "stack stopped again")
