@@ -1,0 +1,122 @@
+"""process_batch: every input ends as exactly one prediction or one dead letter."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from load.hostile import hostile_values
+from load.world import World, strip_private
+from services.codec.avro import AvroCodec
+from services.codec.manifest import MANIFEST_FILE, Manifest, ManifestSchemaIds
+from services.codec.schemas import DEFAULT_SCHEMAS_DIR, load_schemas
+from services.features.assemble import assemble, lookup_requests
+from services.features.spec import FeatureSpec
+from services.features.store import InMemoryFeatureStore
+from services.scoring.model import LoadedModel
+from services.scoring.pipeline import (
+    Inbound,
+    dead_letter_record,
+    prediction_id,
+    process_batch,
+)
+from services.validation.rules import RecordRules
+
+SPEC = FeatureSpec.load()
+RULES = RecordRules.load("Interaction")
+SCHEMAS = load_schemas(DEFAULT_SCHEMAS_DIR)
+IDS = ManifestSchemaIds(Manifest.load(DEFAULT_SCHEMAS_DIR / MANIFEST_FILE))
+CODEC = AvroCodec(SCHEMAS["Interaction"], IDS, "feed.interactions.v1-value")
+WORLD = World(SPEC, n_users=60, n_items=40, seed=9)
+NOW = WORLD.start_time_ms + 60_000
+STORE = InMemoryFeatureStore(SPEC)
+for _group in ("user", "item"):
+    STORE.put_many(_group, *WORLD.features(_group))
+EVENTS = [strip_private(e) for e in WORLD.events(300)]
+GOOD = CODEC.encode_many(EVENTS)
+BAD = [v for v, _, _ in hostile_values(CODEC, EVENTS[0])]
+
+
+def inbound(values: list[bytes]) -> list[Inbound]:
+    return [
+        Inbound("feed.interactions.v1", 0, i, b"k", v, (("h", b"v"),)) for i, v in enumerate(values)
+    ]
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.one_of(st.sampled_from(GOOD), st.sampled_from(BAD), st.binary(max_size=80)), max_size=60
+    )
+)
+def test_predictions_plus_dead_letters_equal_input(model: LoadedModel, values: list[bytes]) -> None:
+    messages = inbound(values)
+    result = process_batch(messages, CODEC, RULES, SPEC, STORE.get_many, model, NOW)
+    assert len(result.predictions) + len(result.dead_letters) == len(messages)
+    offsets = sorted(
+        [p.source.offset for p in result.predictions]
+        + [d.source.offset for d in result.dead_letters]
+    )
+    assert offsets == list(range(len(messages)))
+
+
+def test_scores_are_the_models_scores_for_the_assembled_rows(model: LoadedModel) -> None:
+    result = process_batch(inbound(GOOD), CODEC, RULES, SPEC, STORE.get_many, model, NOW)
+    matrix = assemble(SPEC, EVENTS, STORE.get_many(lookup_requests(SPEC, EVENTS)))
+    expected = model.predict(matrix.values)
+    assert [p.record["score"] for p in result.predictions] == expected.tolist()
+    first = result.predictions[0].record
+    assert first["prediction_id"] == prediction_id(EVENTS[0]["event_id"], "7")
+    assert (first["model_version"], first["scored_at"], first["variant"]) == ("7", NOW, "champion")
+    assert first["event_time"] == EVENTS[0]["event_time"]
+    assert result.predictions[0].source.key == b"k"  # keyed like the input
+
+
+def test_every_hostile_value_is_dead_lettered_with_its_reason(model: LoadedModel) -> None:
+    cases = hostile_values(CODEC, EVENTS[0] | {"event_time": NOW})
+    result = process_batch(
+        inbound([v for v, _, _ in cases]), CODEC, RULES, SPEC, STORE.get_many, model, NOW
+    )
+    assert result.predictions == []
+    got = [(d.rejected.stage.value, d.rejected.reason.value) for d in result.dead_letters]
+    assert got == [(stage, reason) for _, stage, reason in cases]
+
+
+def test_a_failing_model_degrades_to_the_base_rate(model: LoadedModel) -> None:
+    class Broken:
+        def predict(self, *_: Any, **__: Any) -> Any:
+            raise RuntimeError("boom")
+
+    broken = replace(model, model=Broken())
+    result = process_batch(inbound(GOOD[:10]), CODEC, RULES, SPEC, STORE.get_many, broken, NOW)
+    assert result.degraded is True
+    assert {p.record["score"] for p in result.predictions} == {model.metadata.base_rate}
+    assert all(p.record["degraded"] for p in result.predictions)
+
+
+def test_dead_letter_keeps_the_original(model: LoadedModel) -> None:
+    result = process_batch(inbound([b"garbage"]), CODEC, RULES, SPEC, STORE.get_many, model, NOW)
+    record = dead_letter_record(result.dead_letters[0], "w-1", NOW)
+    assert record["original_value"] == b"garbage"
+    assert record["original_headers"] == [{"key": "h", "value": b"v"}]
+    assert (record["stage"], record["reason"], record["worker_id"]) == (
+        "decode",
+        "bad_magic_byte",
+        "w-1",
+    )
+    assert record["redrive_count"] == 0
+    # and it is a valid DeadLetter for the contract
+    dlq = AvroCodec(SCHEMAS["DeadLetter"], IDS, "feed.interactions.v1.dlq-value")
+    assert dlq.decode_one(dlq.encode_one(record)) == record
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_tiny_batches(model: LoadedModel, n: int) -> None:
+    result = process_batch(inbound(GOOD[:n]), CODEC, RULES, SPEC, STORE.get_many, model, NOW)
+    assert len(result.predictions) == n
+    assert isinstance(np.float64(0), np.floating)

@@ -1,0 +1,86 @@
+"""Semantic validation: each rule has its reason code; nothing a decoder can produce crashes it."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.core.outcomes import Reason, Stage
+from services.validation.rules import RecordRules, validate_many, validate_one
+
+RULES = RecordRules.load("Interaction")
+NOW = 1_763_798_400_000
+
+
+def event(**changes: Any) -> dict[str, Any]:
+    return {
+        "event_id": "e1",
+        "event_time": NOW,
+        "user_id": "u1",
+        "item_id": "i1",
+        "surface": "HOME_FEED",
+        "device": "IOS",
+        "country": "DE",
+        "position": 3,
+        "session_depth": 1,
+        "item_age_hours": 2.5,
+        "user_tenure_days": 10,
+        "network_rtt_ms": None,
+        "is_following_author": True,
+        "is_video": False,
+        "is_sponsored": False,
+    } | changes
+
+
+def test_a_valid_event_passes() -> None:
+    assert validate_one(event(), RULES, NOW) is None
+    assert validate_one(event(network_rtt_ms=12.5), RULES, NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"event_id": ""}, Reason.MISSING_VALUE),
+        ({"user_id": "x" * 129}, Reason.TOO_LONG),
+        ({"country": "de"}, Reason.BAD_FORMAT),
+        ({"country": "🇩🇪"}, Reason.BAD_FORMAT),
+        ({"position": -1}, Reason.OUT_OF_RANGE),
+        ({"session_depth": 10**9}, Reason.OUT_OF_RANGE),
+        ({"item_age_hours": math.nan}, Reason.NOT_FINITE),
+        ({"network_rtt_ms": -math.inf}, Reason.NOT_FINITE),
+        ({"event_time": NOW + 301_000}, Reason.TIME_OUT_OF_WINDOW),
+        ({"event_time": 0}, Reason.TIME_OUT_OF_WINDOW),
+    ],
+)
+def test_each_rule_has_its_reason(changes: dict[str, Any], reason: Reason) -> None:
+    refused = validate_one(event(**changes), RULES, NOW)
+    assert refused is not None
+    assert (refused.stage, refused.reason) == (Stage.VALIDATE, reason)
+    assert next(iter(changes)) in refused.detail
+
+
+def test_details_never_echo_long_payloads() -> None:
+    refused = validate_one(event(user_id="secret" * 100), RULES, NOW)
+    assert refused is not None and "secret" not in refused.detail
+
+
+@given(
+    st.fixed_dictionaries(
+        {
+            "event_id": st.text(max_size=300),
+            "user_id": st.text(max_size=300),
+            "country": st.text(max_size=5),
+            "position": st.integers(-(2**31), 2**31 - 1),
+            "item_age_hours": st.floats(),
+            "network_rtt_ms": st.none() | st.floats(),
+            "event_time": st.integers(-(2**63), 2**63 - 1),
+        }
+    )
+)
+def test_never_raises(record: dict[str, Any]) -> None:
+    [result] = validate_many([event(**record)], RULES, NOW)
+    assert result is None or result.stage is Stage.VALIDATE
