@@ -152,14 +152,22 @@ class EmbeddedStack:
         choice: BrokerChoice = broker or self.settings.local.broker
         started: list[str] = []
         with self._locked():
-            if not self.settings.external_redis:
-                if self._ensure_redis():
+            try:
+                if not self.settings.external_redis and self._ensure_redis():
                     started.append(REDIS)
-            if not self.settings.external_kafka:
-                if self._ensure_broker(choice):
-                    started.append(BROKER)
-                admin = AdminClient(admin_config(self.settings) | {"logger": logger})
-                ensure_topics(admin, topics, self.settings.kafka.request_timeout_seconds)
+                if not self.settings.external_kafka:
+                    if self._ensure_broker(choice):
+                        started.append(BROKER)
+                    admin = AdminClient(admin_config(self.settings) | {"logger": logger})
+                    ensure_topics(admin, topics, self.settings.kafka.request_timeout_seconds)
+            except BaseException:
+                # Leave nothing half-started: stop what this call started, then report.
+                for name in started:
+                    record = ProcessRecord.load(self.state_dir, name)
+                    if record is not None:
+                        stop(record)
+                        ProcessRecord.forget(self.state_dir, name)
+                raise
         status = self.status()
         if not status.healthy:
             bad = [f"{c.name}: {c.detail}" for c in status.components if not c.healthy]
