@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install kafka demo test test-unit test-integration lint clean
+.PHONY: install kafka demo test test-unit lint clean mlflow-ui
 
 install: $(STAMP)
 
@@ -48,3 +48,7 @@ lint: install
 clean:
 	-$(BIN)/streamscore local down
 	rm -rf $(VENV) .streamscore .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# The MLflow UI over the embedded store (runs, registered versions, aliases).
+mlflow-ui: install
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.streamscore/mlflow/mlflow.db --host 127.0.0.1 --port 5000

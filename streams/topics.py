@@ -32,7 +32,7 @@ def topic_table(topics: TopicSettings) -> tuple[TopicSpec, ...]:
             HOT_PARTITIONS,
             "string",
             "Prediction",
-            "scores, keyed by event_id",
+            "scores, keyed like the input (user_id)",
             "scoring worker",
             "downstream consumers, label join",
         ),
