@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import fastavro
-from fastavro.schema import fingerprint as _fingerprint
-from fastavro.schema import to_parsing_canonical_form
 
 from services.core.errors import ConfigError
 
@@ -19,17 +18,18 @@ DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 
 def fingerprint(schema: dict[str, Any]) -> str:
-    """SHA-256 of the schema's Parsing Canonical Form, as ``sha256:<hex>``.
+    """SHA-256 of the whole schema as canonical JSON (sorted keys, no whitespace): ``sha256:<hex>``.
 
-    Docs and defaults do not change the fingerprint; names, types and field order do.
+    Docs and defaults count: a registry stores the exact text, and a changed default changes how
+    old data is read, so either change is a new version. Whitespace and key order do not count.
 
-    >>> a = {"type": "record", "name": "R", "fields": [{"name": "x", "type": "int", "doc": "d"}]}
-    >>> b = {"type": "record", "name": "R", "fields": [{"name": "x", "type": "int"}]}
-    >>> fingerprint(a) == fingerprint(b)
-    True
+    >>> a = {"type": "record", "name": "R", "fields": [{"name": "x", "type": "int"}]}
+    >>> b = {"fields": [{"type": "int", "name": "x"}], "name": "R", "type": "record"}
+    >>> fingerprint(a) == fingerprint(b), fingerprint(a) == fingerprint(a | {"doc": "d"})
+    (True, False)
     """
-    canonical = to_parsing_canonical_form(fastavro.parse_schema(copy.deepcopy(schema)))
-    return "sha256:" + str(_fingerprint(canonical, "SHA-256"))
+    canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def without_timestamp_logical_types(schema: Any) -> Any:

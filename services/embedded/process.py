@@ -101,10 +101,15 @@ def is_running(record: ProcessRecord) -> bool:
     return start_ticks(record.pid) == record.start_ticks
 
 
-def _reap(pid: int) -> None:
+def _reap(pid: int, wait: float = 0.0) -> None:
+    """Collect the exit status of ``pid`` if it is our child (so no zombie or warning remains)."""
     child = _CHILDREN.get(pid)
     if child is not None:
-        if child.poll() is not None:
+        try:
+            child.wait(timeout=wait) if wait else child.poll()
+        except subprocess.TimeoutExpired:
+            return
+        if child.returncode is not None:
             del _CHILDREN[pid]
         return
     try:
@@ -133,6 +138,7 @@ def stop(record: ProcessRecord, timeout: float = 20.0) -> bool:
         while time.monotonic() < deadline:
             _reap(record.pid)
             if not is_running(record):
+                _reap(record.pid, wait=5.0)  # it may have exited between the two checks
                 return True
             time.sleep(0.05)
     _reap(record.pid)

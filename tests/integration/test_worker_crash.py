@@ -78,3 +78,28 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(pipeline: Pipeline) -> No
     for copies in by_event.values():
         assert len({(c["prediction_id"], c["score"], c["model_version"]) for c in copies}) == 1
     print(f"duplicates after the crash: {len(predictions) - len(events)}")
+
+
+def test_sigterm_finishes_the_batch_commits_and_exits_0(pipeline: Pipeline) -> None:
+    codec = pipeline.codec("Interaction")
+    events = world_events(pipeline, 3000, start=50_000)
+    values = [
+        (e["user_id"].encode(), v, [])
+        for e, v in zip(events, codec.encode_many(events), strict=True)
+    ]
+    worker = _worker(pipeline)
+    pipeline.produce(values)
+    deadline = time.monotonic() + 120
+    while len(pipeline.read("Prediction", len(events), timeout=2)) < len(events):
+        assert time.monotonic() < deadline and worker.poll() is None, "worker did not catch up"
+    worker.send_signal(signal.SIGTERM)
+    out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err.decode()[-2000:]
+    import json
+
+    summary = json.loads(out)
+    assert summary["consumed"] == summary["predictions"] + summary["dead_letters"] == len(events)
+    # Everything was committed: a new worker in the same group finds nothing to do.
+    again = _worker(pipeline, "--timeout", "3")
+    out, _ = again.communicate(timeout=120)
+    assert again.returncode == 0 and json.loads(out)["consumed"] == 0
