@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -18,12 +19,6 @@ from services.core.errors import ConfigError, StreamMLError
 from services.core.logging import configure_logging
 from services.core.settings import Settings
 from streams.commands.common import AppContext
-from streams.commands.config import config
-from streams.commands.demo import demo
-from streams.commands.local import local
-from streams.commands.ml import features, models, train, worker
-from streams.commands.schemas import schemas
-from streams.commands.topics import topics
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +48,40 @@ def build_settings(**flags: Any) -> Settings:
         raise ConfigError("invalid configuration: " + "; ".join(lines)) from exc
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Imports a subcommand's module only when it runs: `local up` should not pay for
+    scikit-learn, LightGBM and MLflow (about 4 s of imports)."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.lazy.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, attr = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+
+COMMANDS = {
+    "config": "streams.commands.config:config",
+    "topics": "streams.commands.topics:topics",
+    "local": "streams.commands.local:local",
+    "schemas": "streams.commands.schemas:schemas",
+    "demo": "streams.commands.demo:demo",
+    "features": "streams.commands.ml:features",
+    "train": "streams.commands.ml:train",
+    "models": "streams.commands.ml:models",
+    "worker": "streams.commands.ml:worker",
+}
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
@@ -94,17 +122,6 @@ def cli(
         console=Console(),
         err=Console(stderr=True),
     )
-
-
-cli.add_command(config)
-cli.add_command(topics)
-cli.add_command(local)
-cli.add_command(schemas)
-cli.add_command(demo)
-cli.add_command(features)
-cli.add_command(train)
-cli.add_command(models)
-cli.add_command(worker)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from load.world import World, strip_private
 from services.codec.avro import AvroCodec
@@ -51,16 +51,18 @@ class Pipeline:
         """Every message of ``record``'s topic, until ``expected`` arrived or the time is up."""
         topic = by_record(self.settings.topics, record)
         consumer = Consumer(consumer_config(self.settings, f"reader-{uuid.uuid4().hex[:8]}"))
-        consumer.subscribe([topic.name])
+        # assign(), not subscribe(): no group join, so a read costs milliseconds, not seconds.
+        parts = consumer.list_topics(topic.name, timeout=10).topics[topic.name].partitions
+        consumer.assign([TopicPartition(topic.name, p, OFFSET_BEGINNING) for p in parts])
         out: list[Any] = []
         deadline = time.monotonic() + timeout
         try:
             while len(out) < expected and time.monotonic() < deadline:
-                out += [m for m in consumer.consume(1000, 0.5) if m.error() is None]
-            # Anything beyond the expected count would be a duplicate: look briefly for more.
-            extra_deadline = time.monotonic() + 1.0
-            while time.monotonic() < extra_deadline:
                 out += [m for m in consumer.consume(1000, 0.2) if m.error() is None]
+            # Anything beyond the expected count would be a duplicate: look briefly for more.
+            extra_deadline = time.monotonic() + 0.5
+            while time.monotonic() < extra_deadline:
+                out += [m for m in consumer.consume(1000, 0.1) if m.error() is None]
         finally:
             consumer.close()
         return out

@@ -62,7 +62,7 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(pipeline: Pipeline) -> No
             first.communicate()
     pipeline.produce(values[5000:])
 
-    second = _worker(pipeline, "--timeout", "8")
+    second = _worker(pipeline, "--timeout", "5")
     _, err = second.communicate(timeout=240)
     assert second.returncode == 0, err.decode()[-2000:]
 
