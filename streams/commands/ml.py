@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from streams.commands.common import app, emit, json_option
 from streams.runtime import feature_spec, feature_store, scoring_worker
 
 F = TypeVar("F", bound=Callable[..., Any])
+logger = logging.getLogger(__name__)
 
 
 def world_options(func: F) -> F:
@@ -224,6 +226,15 @@ def worker_scoring(ctx: click.Context, max_events: int | None, timeout: float | 
     if a.settings.metrics.enabled:
         from prometheus_client import start_http_server
 
-        start_http_server(a.settings.metrics.port)
+        try:
+            start_http_server(a.settings.metrics.port)
+        except OSError as exc:
+            # A second worker on one host must still score; it just has no /metrics of its own.
+            logger.warning(
+                "metrics port %d unavailable (%s): this worker serves no /metrics; set "
+                "STREAMSCORE_METRICS__PORT to give each worker its own",
+                a.settings.metrics.port,
+                exc,
+            )
     summary = w.run(max_events=max_events, idle_timeout=timeout)
     emit(a, summary.to_dict(), lambda c: c.print(summary.to_dict()))

@@ -103,3 +103,53 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(pipeline: Pipeline) -> N
     again = _worker(pipeline, "--timeout", "3")
     out, _ = again.communicate(timeout=120)
     assert again.returncode == 0 and json.loads(out)["consumed"] == 0
+
+
+def test_two_workers_share_the_partitions(pipeline: Pipeline) -> None:
+    """Scale-out: two processes in one consumer group split the input, and together score each
+    event."""
+    import json
+    import threading
+
+    codec = pipeline.codec("Interaction")
+    events = world_events(pipeline, 4000, start=90_000)
+    workers = [_worker(pipeline) for _ in range(2)]
+    holding = [threading.Event() for _ in workers]
+    logs: list[list[str]] = [[] for _ in workers]
+
+    def watch(i: int) -> None:
+        stream = workers[i].stderr
+        assert stream is not None
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace")
+            logs[i].append(line)
+            if "partitions assigned:" in line and not line.rstrip().endswith("none"):
+                holding[i].set()
+
+    threads = [threading.Thread(target=watch, args=(i,), daemon=True) for i in range(2)]
+    for t in threads:
+        t.start()
+    for i, flag in enumerate(holding):
+        assert flag.wait(120), "".join(logs[i][-20:])
+    pipeline.produce(
+        [
+            (e["user_id"].encode(), v, [])
+            for e, v in zip(events, codec.encode_many(events), strict=True)
+        ]
+    )
+    predictions = pipeline.read("Prediction", len(events), timeout=120)
+    for w in workers:
+        w.send_signal(signal.SIGTERM)
+    summaries = []
+    for i, w in enumerate(workers):
+        assert w.wait(120) == 0, "".join(logs[i][-20:])
+        assert w.stdout is not None
+        summaries.append(json.loads(w.stdout.read()))
+        w.stdout.close()
+        threads[i].join(10)
+        assert w.stderr is not None
+        w.stderr.close()
+    assert sum(s["consumed"] for s in summaries) >= len(events)
+    assert all(s["consumed"] > 0 for s in summaries), summaries
+    ids = [pipeline.codec("Prediction").decode_one(m.value())["event_id"] for m in predictions]
+    assert set(ids) == {e["event_id"] for e in events}
