@@ -15,7 +15,7 @@ import redis
 
 from services.core.errors import FeatureStoreUnavailable
 from services.features.spec import FeatureSpec
-from services.features.store import Lookup, Matrix, defaults_matrix
+from services.features.store import Lookup, Matrix, lookup_from_rows
 
 logger = logging.getLogger(__name__)
 _LOAD_CHUNK = 5000
@@ -64,15 +64,7 @@ class RedisFeatureStore:
                     continue
                 rows[entity] = np.frombuffer(blob, dtype=np.float32)
             pos += len(uniq)
-            keys = requests[name]
-            values = defaults_matrix(group, len(keys))
-            found = np.zeros(len(keys), dtype=np.bool_)
-            for i, entity in enumerate(keys):
-                row = rows.get(entity)
-                if row is not None:
-                    values[i] = row
-                    found[i] = True
-            out[name] = Lookup(values, found)
+            out[name] = lookup_from_rows(group, requests[name], rows)
         return out
 
     def put_many(self, group: str, keys: Sequence[str], values: Matrix) -> int:

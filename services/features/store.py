@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,6 +55,20 @@ def defaults_matrix(group: GroupSpec, n: int) -> Matrix:
     return np.tile(np.asarray(group.defaults, dtype=np.float32), (n, 1))
 
 
+def lookup_from_rows(
+    group: GroupSpec, keys: Sequence[str], rows: Mapping[str, npt.NDArray[np.float32]]
+) -> Lookup:
+    """A ``Lookup`` for ``keys``: the row when ``rows`` has one, else the group's defaults."""
+    values = defaults_matrix(group, len(keys))
+    found = np.zeros(len(keys), dtype=np.bool_)
+    for i, key in enumerate(keys):
+        row = rows.get(key)
+        if row is not None:
+            values[i] = row
+            found[i] = True
+    return Lookup(values, found)
+
+
 class InMemoryFeatureStore:
     """A dict-backed FeatureStore for tests: same contract, no network."""
 
@@ -63,18 +77,14 @@ class InMemoryFeatureStore:
         self._rows: dict[tuple[str, str], Matrix] = {}
 
     def get_many(self, requests: dict[str, Sequence[str]]) -> dict[str, Lookup]:
-        out: dict[str, Lookup] = {}
-        for name, keys in requests.items():
-            group = self.spec.group(name)
-            values = defaults_matrix(group, len(keys))
-            found = np.zeros(len(keys), dtype=np.bool_)
-            for i, key in enumerate(keys):
-                row = self._rows.get((name, key))
-                if row is not None:
-                    values[i] = row
-                    found[i] = True
-            out[name] = Lookup(values, found)
-        return out
+        return {
+            name: lookup_from_rows(
+                self.spec.group(name),
+                keys,
+                {k: self._rows[(name, k)] for k in keys if (name, k) in self._rows},
+            )
+            for name, keys in requests.items()
+        }
 
     def put_many(self, group: str, keys: Sequence[str], values: Matrix) -> int:
         g = self.spec.group(group)

@@ -15,6 +15,7 @@ from services.codec.schemas import DEFAULT_SCHEMAS_DIR, load_schemas
 from services.codec.wire import frame
 from services.core.errors import ConfigError
 from services.core.outcomes import Reason, Rejected, Stage
+from tests.factories import interaction
 
 SCHEMAS = load_schemas(DEFAULT_SCHEMAS_DIR)
 SUBJECT = "feed.interactions.v1-value"
@@ -140,20 +141,4 @@ def test_a_message_written_with_another_record_is_rejected_not_crashing() -> Non
 
 
 def _example() -> dict[str, Any]:
-    return {
-        "event_id": "e1",
-        "event_time": 1763798400000,
-        "user_id": "u1",
-        "item_id": "i1",
-        "surface": "HOME_FEED",
-        "device": "IOS",
-        "country": "DE",
-        "position": 3,
-        "session_depth": 1,
-        "item_age_hours": 2.5,
-        "user_tenure_days": 10,
-        "network_rtt_ms": None,
-        "is_following_author": True,
-        "is_video": False,
-        "is_sponsored": False,
-    }
+    return interaction(event_id="e1")

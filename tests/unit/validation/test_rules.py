@@ -11,29 +11,14 @@ from hypothesis import strategies as st
 
 from services.core.outcomes import Reason, Stage
 from services.validation.rules import RecordRules, validate_many, validate_one
+from tests.factories import EVENT_TIME, interaction
 
 RULES = RecordRules.load("Interaction")
-NOW = 1_763_798_400_000
+NOW = EVENT_TIME
 
 
 def event(**changes: Any) -> dict[str, Any]:
-    return {
-        "event_id": "e1",
-        "event_time": NOW,
-        "user_id": "u1",
-        "item_id": "i1",
-        "surface": "HOME_FEED",
-        "device": "IOS",
-        "country": "DE",
-        "position": 3,
-        "session_depth": 1,
-        "item_age_hours": 2.5,
-        "user_tenure_days": 10,
-        "network_rtt_ms": None,
-        "is_following_author": True,
-        "is_video": False,
-        "is_sponsored": False,
-    } | changes
+    return interaction(**changes)
 
 
 def test_a_valid_event_passes() -> None:
