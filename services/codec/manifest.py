@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from services.codec.compat import compatibility_problems
 from services.codec.schemas import RecordSchema, fingerprint
 from services.core.errors import ConfigError, UnknownSchemaIdError
 
@@ -95,6 +96,15 @@ class Manifest:
         }
         path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
+    def compatibility_problems(
+        self, subject: str, record: RecordSchema, compatibility: str
+    ) -> list[str]:
+        """What breaks if ``record`` becomes the next version of ``subject``."""
+        latest = self.latest(subject)
+        if latest is None or compatibility == "NONE":
+            return []
+        return compatibility_problems(record.source, self.schemas[latest.id], compatibility)
+
     def latest(self, subject: str) -> SubjectVersion | None:
         versions = [s for s in self.subjects if s.subject == subject]
         return max(versions, key=lambda s: s.version) if versions else None
@@ -104,15 +114,26 @@ class Manifest:
             (s for s in self.subjects if s.subject == subject and s.fingerprint == fp), None
         )
 
-    def register(self, subject: str, record: RecordSchema) -> tuple[Manifest, SubjectVersion, bool]:
+    def register(
+        self, subject: str, record: RecordSchema, compatibility: str = "NONE"
+    ) -> tuple[Manifest, SubjectVersion, bool]:
         """Register ``record`` under ``subject``; idempotent like a registry.
 
         Returns:
             The new manifest, the subject version, and whether anything was added.
+
+        Raises:
+            ConfigError: the new version breaks ``compatibility`` with the latest one.
         """
         existing = self.find(subject, record.fingerprint)
         if existing is not None:
             return self, existing, False
+        problems = self.compatibility_problems(subject, record, compatibility)
+        if problems:
+            raise ConfigError(
+                f"{record.full_name} is not {compatibility} compatible with the latest version of "
+                f"{subject}: " + "; ".join(problems)
+            )
         schema_id = next(
             (sid for sid, src in self.schemas.items() if fingerprint(src) == record.fingerprint),
             max(self.schemas, default=0) + 1,

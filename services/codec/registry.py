@@ -7,7 +7,11 @@ import time
 from typing import Any
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
+from confluent_kafka.schema_registry._sync.mock_schema_registry_client import (
+    MockSchemaRegistryClient,
+)
 
+from services.codec.compat import compatibility_problems
 from services.codec.schemas import RecordSchema
 from services.core.errors import ConfigError, SchemaRegistryUnavailable, UnknownSchemaIdError
 from services.core.settings import SchemaRegistrySettings
@@ -85,6 +89,28 @@ class RegistrySchemaIds:
         source: dict[str, Any] = json.loads(schema.schema_str)
         self._sources[schema_id] = source
         return source
+
+    def compatible(self, subject: str, record: RecordSchema, level: str = "BACKWARD") -> bool:
+        """The registry's own verdict (its configured level) on ``record`` as the next version;
+        True for a subject that does not exist yet. confluent's mock registry has no
+        compatibility endpoint, so for it the same check runs locally at ``level``."""
+        if isinstance(self._client, MockSchemaRegistryClient):
+            try:
+                latest = self._client.get_latest_version(subject)
+            except SchemaRegistryError:
+                return True
+            old = json.loads(latest.schema.schema_str or "{}")
+            return not compatibility_problems(record.source, old, level)
+        try:
+            return bool(self._client.test_compatibility(subject, _to_schema(record)))
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                return True
+            raise SchemaRegistryUnavailable(
+                f"schema registry compatibility check failed: {exc}"
+            ) from exc
+        except Exception as exc:  # noqa: BLE001 (transport errors: httpx or httpx2)
+            raise SchemaRegistryUnavailable(f"schema registry unreachable: {exc}") from exc
 
     def register(self, subject: str, record: RecordSchema) -> int:
         """Register ``record`` under ``subject`` (idempotent) and return its id."""

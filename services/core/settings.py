@@ -81,6 +81,11 @@ class SchemaRegistrySettings(_Group):
     )
     username: str | None = Field(None, description="Registry basic-auth user.")
     password: SecretStr | None = Field(None, description="Registry basic-auth password (secret).")
+    compatibility: Literal["BACKWARD", "FORWARD", "FULL", "NONE"] = Field(
+        "BACKWARD",
+        description="Rule `schemas check`/`register` enforce between a subject's versions "
+        "(BACKWARD: consumers on the new schema read old data).",
+    )
     schemas_dir: Path | None = Field(
         None,
         description="Directory of *.avsc, examples/ and manifest.json. Unset: the repository's "

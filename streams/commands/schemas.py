@@ -89,6 +89,9 @@ def check(ctx: click.Context) -> None:
             ids.id_for(spec.subject, rec)
         except ConfigError as exc:
             problems.append(str(exc))
+            problems += [
+                f"{spec.subject}: {p}" for p in _compat_problems(a.settings, directory, spec, rec)
+            ]
     data = {
         "schemas": len(records),
         "examples_ok": sum(r.ok for r in results),
@@ -111,6 +114,19 @@ def check(ctx: click.Context) -> None:
         ctx.exit(1)
 
 
+def _compat_problems(settings: Any, directory: Any, spec: Any, rec: Any) -> list[str]:
+    """Compatibility problems of an unregistered schema against its subject's latest version."""
+    level = settings.schema_registry.compatibility
+    if settings.schema_registry.url:
+        registry = RegistrySchemaIds.from_settings(settings.schema_registry)
+        return (
+            [] if registry.compatible(spec.subject, rec, level) else [f"registry says not {level}"]
+        )
+    path = directory / MANIFEST_FILE
+    manifest = Manifest.load(path) if path.exists() else Manifest.empty()
+    return manifest.compatibility_problems(spec.subject, rec, level)
+
+
 @schemas.command("register")
 @json_option
 @click.pass_context
@@ -124,13 +140,21 @@ def register(ctx: click.Context) -> None:
     if a.settings.schema_registry.url:
         registry = RegistrySchemaIds.from_settings(a.settings.schema_registry)
         for spec in topic_table(a.settings.topics):
+            level = a.settings.schema_registry.compatibility
+            if not registry.compatible(spec.subject, records[spec.value_record], level):
+                raise ConfigError(
+                    f"the registry says {records[spec.value_record].full_name} is not compatible "
+                    f"with the latest version of {spec.subject}"
+                )
             sid = registry.register(spec.subject, records[spec.value_record])
             rows.append({"subject": spec.subject, "id": sid, "version": None, "added": None})
     else:
         path = directory / MANIFEST_FILE
         manifest = Manifest.load(path) if path.exists() else Manifest.empty()
         for spec in topic_table(a.settings.topics):
-            manifest, sv, added = manifest.register(spec.subject, records[spec.value_record])
+            manifest, sv, added = manifest.register(
+                spec.subject, records[spec.value_record], a.settings.schema_registry.compatibility
+            )
             rows.append({"subject": sv.subject, "id": sv.id, "version": sv.version, "added": added})
         manifest.dump(path)
 

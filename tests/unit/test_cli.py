@@ -102,3 +102,20 @@ def test_schemas_check_fails_when_a_schema_changed_without_registering(
     labels = next(r for r in json.loads(out) if r["subject"] == "feed.labels.v1-value")
     assert (labels["version"], labels["id"], labels["added"]) == (2, 8, True)
     assert run("schemas", "check", env=env)[0] == 0
+
+
+def test_schemas_register_refuses_an_incompatible_change(schemas_copy: Path) -> None:
+    path = schemas_copy / "Label.avsc"
+    schema = json.loads(path.read_text())
+    next(f for f in schema["fields"] if f["name"] == "engaged")["type"] = "string"
+    path.write_text(json.dumps(schema))
+    env = {"STREAMSCORE_SCHEMA_REGISTRY__SCHEMAS_DIR": str(schemas_copy)}
+    code, out = run("schemas", "check", "--json", env=env)
+    assert code == 1
+    assert any(
+        "Label.engaged: boolean cannot be read as string" in p for p in json.loads(out)["problems"]
+    )
+    before = (schemas_copy / "manifest.json").read_text()
+    result = CliRunner().invoke(cli, ["schemas", "register"], env=env)
+    assert "not BACKWARD compatible" in str(result.exception)
+    assert (schemas_copy / "manifest.json").read_text() == before  # nothing written
