@@ -78,6 +78,7 @@ COMMANDS = {
     "train": "streams.commands.ml:train",
     "models": "streams.commands.ml:models",
     "worker": "streams.commands.ml:worker",
+    "dlq": "streams.commands.dlq:dlq",
 }
 
 

@@ -38,6 +38,7 @@ from services.validation.rules import RecordRules
 
 logger = logging.getLogger(__name__)
 FEATURE_RETRIES = 5
+JOIN_GRACE_SECONDS = 30.0  # how long --timeout waits for a first partition assignment
 
 
 @dataclass
@@ -96,11 +97,13 @@ class ScoringWorker:
         self.clock_ms = clock_ms
         self.worker_id = settings.worker.worker_id or default_worker_id()
         self._stopping = False
+        self._assigned_at: float | None = None
         self._consumer = Consumer(consumer_config(settings, settings.worker.scoring_group))
         self._producer = Producer(producer_config(settings))
         metrics.MODEL_INFO.labels(model_name=model.name, model_version=model.version).set(1)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned_at = time.monotonic()
         logger.info(
             "partitions assigned: %s",
             ",".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "none",
@@ -135,7 +138,11 @@ class ScoringWorker:
                     want = min(want, max_events - summary.consumed)
                 messages = self._consume(want)
                 if not messages:
-                    if idle_timeout is not None and time.monotonic() - last_message > idle_timeout:
+                    # Idle time counts from the last message or the last assignment, so a slow
+                    # group join (a dead member's session must expire first) is not "idle".
+                    since = time.monotonic() - max(last_message, self._assigned_at or started)
+                    grace = 0.0 if self._assigned_at else JOIN_GRACE_SECONDS
+                    if idle_timeout is not None and since > idle_timeout + grace:
                         break
                     continue
                 last_message = time.monotonic()

@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from services.codec.avro import AvroCodec
 from services.core.outcomes import Rejected, Stage
+from services.dlq.plan import REDRIVE_HEADER
 from services.features.assemble import FeatureMatrix, assemble, lookup_requests
 from services.features.spec import FeatureSpec
 from services.features.store import Lookup
@@ -168,7 +169,7 @@ def dead_letter_headers(letter: DeadLetterOut) -> list[tuple[str, str | bytes | 
 
 def _redrive_count(headers: Headers) -> int:
     for k, v in headers:
-        if k == "streamscore.redrive-count" and v is not None:
+        if k == REDRIVE_HEADER and v is not None:
             try:
                 return int(v.decode())
             except (UnicodeDecodeError, ValueError):

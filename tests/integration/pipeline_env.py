@@ -37,7 +37,11 @@ class Pipeline:
     missing_users: set[str]
 
     def codec(self, record: str) -> AvroCodec:
-        return codec_for(self.settings, by_record(self.settings.topics, record))
+        """The codec of ``record``'s topic, built once (building reads schemas from disk)."""
+        cache: dict[str, AvroCodec] = self.__dict__.setdefault("_codecs", {})
+        if record not in cache:
+            cache[record] = codec_for(self.settings, by_record(self.settings.topics, record))
+        return cache[record]
 
     def produce(self, values: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]) -> None:
         producer = Producer(producer_config(self.settings))
@@ -82,6 +86,9 @@ class Pipeline:
         return env
 
 
+_MODELS: dict[str, tuple[str, TrainResult]] = {}
+
+
 def make_pipeline(stack: Stack, tmp_path: Path, **overrides: Any) -> Iterator[Pipeline]:
     tag = uuid.uuid4().hex[:10]
     schemas = tmp_path / "schemas"
@@ -101,7 +108,8 @@ def make_pipeline(stack: Stack, tmp_path: Path, **overrides: Any) -> Iterator[Pi
             "schema_registry": base["schema_registry"] | {"schemas_dir": schemas},
             "redis": base["redis"] | {"key_prefix": f"test:{tag}:"},
             "worker": {"scoring_group": f"streamscore-scoring-{tag}"},
-            "model": base["model"] | {"name": f"engagement-{tag}"},
+            "model": base["model"]
+            | {"name": _MODELS.get(str(stack.settings.home), (f"engagement-{tag}",))[0]},
             "metrics": {"enabled": False},
             **overrides,
         }
@@ -124,11 +132,22 @@ def make_pipeline(stack: Stack, tmp_path: Path, **overrides: Any) -> Iterator[Pi
     keep = [i for i in range(len(users)) if users[i] not in missing]
     store.put_many("user", [users[i] for i in keep], user_rows[keep])
     store.put_many("item", *world.features("item"))
-    history = World(
-        spec, n_users=400, n_items=150, seed=7, start_time_ms=int(time.time() * 1000) - 3_600_000
-    ).events(6000, start_index=10_000_000)
-    labels = {lab["event_id"]: lab["engaged"] for lab in world.labels(history)}
-    trained = train_and_register(MlflowRegistry(settings), spec, store, history, labels, seed=7)
+    cached = _MODELS.get(str(stack.settings.home))
+    if cached is None:
+        history = World(
+            spec,
+            n_users=400,
+            n_items=150,
+            seed=7,
+            start_time_ms=int(time.time() * 1000) - 3_600_000,
+        ).events(6000, start_index=10_000_000)
+        labels = {lab["event_id"]: lab["engaged"] for lab in world.labels(history)}
+        # One model per stack: training and MLflow cost seconds, and every test's features are
+        # the same world's, so the same model serves all of them.
+        trained = train_and_register(MlflowRegistry(settings), spec, store, history, labels, seed=7)
+        _MODELS[str(stack.settings.home)] = (settings.model.name, trained)
+    else:
+        trained = cached[1]
     yield Pipeline(settings, world, trained, missing)
 
 

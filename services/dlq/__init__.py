@@ -1,0 +1,1 @@
+"""Dead letters after the fact: summarising them and planning redrives (pure)."""
