@@ -20,6 +20,8 @@ class Stage(StrEnum):
 class Reason(StrEnum):
     """Enumerated reason codes of dead letters; each is explained in docs/operations.md."""
 
+    KEY_TOO_LARGE = "key_too_large"
+    HEADER_TOO_LARGE = "header_too_large"
     EMPTY_PAYLOAD = "empty_payload"
     TOO_LARGE = "too_large"
     BAD_MAGIC_BYTE = "bad_magic_byte"

@@ -69,7 +69,8 @@ def plan_redrive(
             skipped += 1
             continue
         count = int(d.get("redrive_count", 0))
-        if count >= max_redrives:
+        # A letter whose original was cut to fit the dead-letter topic cannot be sent back whole.
+        if count >= max_redrives or "[original truncated" in str(d.get("detail", "")):
             refused += 1
             continue
         headers: list[tuple[str, str | bytes | None]] = [

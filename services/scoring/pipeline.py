@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.codec.avro import AvroCodec
-from services.core.outcomes import Rejected, Stage
+from services.core.outcomes import Reason, Rejected, Stage
 from services.dlq.plan import REDRIVE_HEADER
 from services.features.assemble import FeatureMatrix, assemble, lookup_requests
 from services.features.spec import FeatureSpec
@@ -24,6 +24,16 @@ from services.scoring.model import LoadedModel
 from services.validation.rules import RecordRules, validate_one
 
 Headers = tuple[tuple[str, bytes | None], ...]
+
+# Envelope limits (before any decoding). Keys and headers are small in every sane producer; a
+# huge one is abuse or a bug, and would also make its dead letter too big for the broker.
+MAX_KEY_BYTES = 1024
+MAX_HEADERS = 64
+MAX_HEADER_BYTES = 8192
+# What a dead letter keeps of the original: brokers refuse messages over 1 MB by default, so an
+# oversized original is cut (and marked) rather than making the dead letter itself unwritable.
+DLQ_KEEP_VALUE_BYTES = 256 * 1024
+TRUNCATED_MARK = "[original truncated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +92,37 @@ def score_matrix(model: LoadedModel, matrix: FeatureMatrix) -> tuple[npt.NDArray
         return np.full(len(matrix.values), model.metadata.base_rate), True
 
 
+def check_envelope(message: Inbound) -> Rejected | None:
+    """Key and header limits, checked before the value is decoded.
+
+    >>> check_envelope(Inbound("t", 0, 0, b"k" * 2000, b"")).reason
+    <Reason.KEY_TOO_LARGE: 'key_too_large'>
+    >>> check_envelope(Inbound("t", 0, 0, b"k", b"", (("h", b"v"),))) is None
+    True
+    """
+    if message.key is not None and len(message.key) > MAX_KEY_BYTES:
+        return Rejected(
+            Stage.WIRE,
+            Reason.KEY_TOO_LARGE,
+            f"key is {len(message.key)} bytes, max {MAX_KEY_BYTES}",
+        )
+    if len(message.headers) > MAX_HEADERS:
+        return Rejected(
+            Stage.WIRE,
+            Reason.HEADER_TOO_LARGE,
+            f"{len(message.headers)} headers, max {MAX_HEADERS}",
+        )
+    for name, value in message.headers:
+        size = len(name.encode()) + (len(value) if value is not None else 0)
+        if size > MAX_HEADER_BYTES:
+            return Rejected(
+                Stage.WIRE,
+                Reason.HEADER_TOO_LARGE,
+                f"header {name[:40]!r} is {size} bytes, max {MAX_HEADER_BYTES}",
+            )
+    return None
+
+
 def process_batch(
     messages: Sequence[Inbound],
     codec: AvroCodec,
@@ -98,6 +139,9 @@ def process_batch(
     """
     dead: list[DeadLetterOut] = []
     good: list[tuple[Inbound, dict[str, Any]]] = []
+    envelope = [check_envelope(m) for m in messages]
+    dead += [DeadLetterOut(m, r) for m, r in zip(messages, envelope, strict=True) if r is not None]
+    messages = [m for m, r in zip(messages, envelope, strict=True) if r is None]
     for message, decoded in zip(
         messages, codec.decode_many([m.value for m in messages]), strict=True
     ):
@@ -144,16 +188,32 @@ def process_batch(
 def dead_letter_record(letter: DeadLetterOut, worker_id: str, now_ms: int) -> dict[str, Any]:
     """The DeadLetter Avro record for a refused message (original bytes kept, never printed)."""
     src = letter.source
+    key, value, headers = src.key, src.value, list(src.headers)
+    cut: list[str] = []
+    if key is not None and len(key) > MAX_KEY_BYTES:
+        cut.append(f"key {len(key)} bytes")
+        key = key[:MAX_KEY_BYTES]
+    if value is not None and len(value) > DLQ_KEEP_VALUE_BYTES:
+        cut.append(f"value {len(value)} bytes")
+        value = value[:DLQ_KEEP_VALUE_BYTES]
+    if len(headers) > MAX_HEADERS or any(
+        v is not None and len(v) > MAX_HEADER_BYTES for _, v in headers
+    ):
+        cut.append(f"{len(headers)} headers")
+        headers = [(k[:256], v[:MAX_HEADER_BYTES] if v else v) for k, v in headers[:MAX_HEADERS]]
+    detail = letter.rejected.detail
+    if cut:
+        detail += f" {TRUNCATED_MARK}: {', '.join(cut)}; not redrivable]"
     return {
         "source_topic": src.topic,
         "source_partition": src.partition,
         "source_offset": src.offset,
-        "original_key": src.key,
-        "original_value": src.value,
-        "original_headers": [{"key": k, "value": v} for k, v in src.headers],
+        "original_key": key,
+        "original_value": value,
+        "original_headers": [{"key": k, "value": v} for k, v in headers],
         "stage": letter.rejected.stage.value,
         "reason": letter.rejected.reason.value,
-        "detail": letter.rejected.detail,
+        "detail": detail,
         "worker_id": worker_id,
         "failed_at": now_ms,
         "redrive_count": _redrive_count(src.headers),

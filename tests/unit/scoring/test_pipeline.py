@@ -120,3 +120,32 @@ def test_tiny_batches(model: LoadedModel, n: int) -> None:
     result = process_batch(inbound(GOOD[:n]), CODEC, RULES, SPEC, STORE.get_many, model, NOW)
     assert len(result.predictions) == n
     assert isinstance(np.float64(0), np.floating)
+
+
+def test_oversized_keys_and_headers_are_refused_before_decoding(model: LoadedModel) -> None:
+    messages = [
+        Inbound("t", 0, 0, b"k" * 5000, GOOD[0]),
+        Inbound("t", 0, 1, b"k", GOOD[0], tuple((f"h{i}", b"v") for i in range(100))),
+        Inbound("t", 0, 2, b"k", GOOD[0], (("big", b"x" * 20_000),)),
+        Inbound("t", 0, 3, b"k", GOOD[0], (("ok", b"x" * 100),)),
+    ]
+    result = process_batch(messages, CODEC, RULES, SPEC, STORE.get_many, model, NOW)
+    assert [d.rejected.reason.value for d in result.dead_letters] == [
+        "key_too_large",
+        "header_too_large",
+        "header_too_large",
+    ]
+    assert [p.source.offset for p in result.predictions] == [3]
+
+
+def test_a_dead_letter_always_fits_the_broker_and_marks_what_was_cut(model: LoadedModel) -> None:
+    from services.dlq.plan import plan_redrive
+
+    huge = Inbound("t", 0, 0, b"k" * 5000, b"\x00" * 1_500_000, (("big", b"x" * 20_000),))
+    letter = process_batch([huge], CODEC, RULES, SPEC, STORE.get_many, model, NOW).dead_letters[0]
+    record = dead_letter_record(letter, "w", NOW)
+    dlq = AvroCodec(SCHEMAS["DeadLetter"], IDS, "feed.interactions.v1.dlq-value")
+    assert len(dlq.encode_one(record)) < 1_000_000
+    assert "original truncated" in record["detail"]
+    plan = plan_redrive([record], None, 3)
+    assert (len(plan.to_send), plan.refused_loop) == (0, 1)  # never sent back cut
