@@ -9,6 +9,7 @@ from services.codec.schemas import load_schemas
 from services.core.settings import Settings
 from services.features.redis_store import RedisFeatureStore
 from services.features.spec import FeatureSpec
+from services.ratelimit.bucket import RedisTokenBuckets
 from services.scoring.model import LoadedModel
 from services.scoring.registry import MlflowRegistry
 from services.validation.rules import RecordRules
@@ -58,4 +59,15 @@ def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> Scor
         spec=spec,
         store=feature_store(settings, spec),
         model=model,
+        limiter=rate_limiter(settings),
+    )
+
+
+def rate_limiter(settings: Settings) -> RedisTokenBuckets | None:
+    """Shared per-producer token buckets, when rate limits are enabled."""
+    rl = settings.rate_limit
+    if not rl.enabled:
+        return None
+    return RedisTokenBuckets(
+        redis_client(settings), settings.redis.key_prefix, rl.rate_per_second, rl.burst
     )

@@ -26,6 +26,7 @@ from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore
 from services.kafka.config import consumer_config, producer_config
 from services.kafka.topics import TopicSpec
+from services.ratelimit.bucket import Limiter
 from services.scoring.model import LoadedModel
 from services.scoring.pipeline import (
     BatchResult,
@@ -84,6 +85,7 @@ class ScoringWorker:
         spec: FeatureSpec,
         store: FeatureStore,
         model: LoadedModel,
+        limiter: Limiter | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self.settings = settings
@@ -95,6 +97,7 @@ class ScoringWorker:
         self.codec_in, self.codec_out, self.codec_dlq = codecs
         self.rules, self.spec, self.store, self.model = rules, spec, store, model
         self.clock_ms = clock_ms
+        self.limiter = limiter
         self.worker_id = settings.worker.worker_id or default_worker_id()
         self._stopping = False
         self._assigned_at: float | None = None
@@ -206,6 +209,7 @@ class ScoringWorker:
                     self.store.get_many,
                     self.model,
                     self.clock_ms(),
+                    self.limiter,
                 )
             except FeatureStoreUnavailable as exc:
                 metrics.FEATURE_LOOKUPS.labels(outcome="error").inc()

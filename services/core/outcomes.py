@@ -20,6 +20,7 @@ class Stage(StrEnum):
 class Reason(StrEnum):
     """Enumerated reason codes of dead letters; each is explained in docs/operations.md."""
 
+    RATE_LIMITED = "rate_limited"
     KEY_TOO_LARGE = "key_too_large"
     HEADER_TOO_LARGE = "header_too_large"
     EMPTY_PAYLOAD = "empty_payload"

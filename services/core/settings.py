@@ -189,6 +189,22 @@ class WorkerSettings(_Group):
     )
 
 
+class RateLimitSettings(_Group):
+    """Per-producer limits (producer id from the `producer-id` header, else the message key),
+    one token bucket per producer in Redis, shared by every worker."""
+
+    enabled: bool = Field(False, description="Apply per-producer rate limits.")
+    rate_per_second: float = Field(
+        1000.0, gt=0, description="Sustained messages per second allowed per producer."
+    )
+    burst: int = Field(2000, ge=1, description="Bucket size: messages a producer may send at once.")
+    policy: Literal["dead_letter"] = Field(
+        "dead_letter",
+        description="What happens over the limit: dead_letter (reason rate_limited). "
+        "Backpressure (pausing partitions) is not built yet.",
+    )
+
+
 class MetricsSettings(_Group):
     """Prometheus exposition."""
 
@@ -243,6 +259,7 @@ class Settings(BaseSettings):
     features: FeatureSettings = FeatureSettings()
     model: ModelSettings = ModelSettings()
     worker: WorkerSettings = WorkerSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
 

@@ -7,6 +7,7 @@ exactly one of the two, so ``len(predictions) + len(dead_letters) == len(message
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from services.dlq.plan import REDRIVE_HEADER
 from services.features.assemble import FeatureMatrix, assemble, lookup_requests
 from services.features.spec import FeatureSpec
 from services.features.store import Lookup
+from services.ratelimit.bucket import Limiter, producer_of, split_by_quota
 from services.scoring.model import LoadedModel
 from services.validation.rules import RecordRules, validate_one
 
@@ -131,8 +133,9 @@ def process_batch(
     lookup: Callable[[dict[str, Sequence[str]]], Mapping[str, Lookup]],
     model: LoadedModel,
     now_ms: int,
+    limiter: Limiter | None = None,
 ) -> BatchResult:
-    """decode → validate → enrich (one lookup call) → score (one predict) → prediction records.
+    """envelope → rate limit → decode → validate → enrich (one lookup) → score (one predict).
 
     ``lookup`` is the feature store's ``get_many``; it may raise ``FeatureStoreUnavailable``
     (transient: the worker retries the batch, nothing is committed).
@@ -142,6 +145,22 @@ def process_batch(
     envelope = [check_envelope(m) for m in messages]
     dead += [DeadLetterOut(m, r) for m, r in zip(messages, envelope, strict=True) if r is not None]
     messages = [m for m, r in zip(messages, envelope, strict=True) if r is None]
+    if limiter is not None and messages:
+        producers = [producer_of(m.key, m.headers) for m in messages]
+        admitted = split_by_quota(producers, limiter.take(Counter(producers)))
+        dead += [
+            DeadLetterOut(
+                m,
+                Rejected(
+                    Stage.RATE_LIMIT,
+                    Reason.RATE_LIMITED,
+                    f"producer {p[:64]!r} over its rate limit",
+                ),
+            )
+            for m, p, ok in zip(messages, producers, admitted, strict=True)
+            if not ok
+        ]
+        messages = [m for m, ok in zip(messages, admitted, strict=True) if ok]
     for message, decoded in zip(
         messages, codec.decode_many([m.value for m in messages]), strict=True
     ):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import socket
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,38 +12,11 @@ import pytest
 import redis
 
 from services.core.errors import FeatureStoreUnavailable
-from services.core.settings import LocalSettings
-from services.embedded import redis_server
-from services.embedded.process import ProcessRecord, spawn, start_ticks, stop
 from services.features.redis_store import RedisFeatureStore
 from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore, InMemoryFeatureStore
 
 SPEC = FeatureSpec.load()
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    home = tmp_path_factory.mktemp("redis")
-    argv = redis_server.argv(LocalSettings(redis_port=port), home)
-    proc = spawn(argv, home / "redis.log", home)
-    ticks = start_ticks(proc.pid)
-    assert ticks is not None
-    record = ProcessRecord("redis", "redis", proc.pid, tuple(argv), "", "", 0.0, ticks)
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if redis.Redis.from_url(url).ping():
-                break
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-    yield url
-    stop(record)
 
 
 def _memory(_: str) -> FeatureStore:

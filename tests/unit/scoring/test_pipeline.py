@@ -149,3 +149,30 @@ def test_a_dead_letter_always_fits_the_broker_and_marks_what_was_cut(model: Load
     assert "original truncated" in record["detail"]
     plan = plan_redrive([record], None, 3)
     assert (len(plan.to_send), plan.refused_loop) == (0, 1)  # never sent back cut
+
+
+class FixedQuota:
+    """A fake limiter: each producer may send ``quota`` messages per call."""
+
+    def __init__(self, quota: int) -> None:
+        self.quota = quota
+
+    def take(self, requested: dict[str, int]) -> dict[str, int]:
+        return {p: min(n, self.quota) for p, n in requested.items()}
+
+
+def test_a_noisy_producer_is_limited_and_the_others_are_not(model: LoadedModel) -> None:
+    noisy = [Inbound("t", 0, i, b"k", GOOD[i], (("producer-id", b"noisy"),)) for i in range(100)]
+    quiet = [
+        Inbound("t", 1, i, b"k", GOOD[i], (("producer-id", f"q{i}".encode()),)) for i in range(20)
+    ]
+    result = process_batch(
+        noisy + quiet, CODEC, RULES, SPEC, STORE.get_many, model, NOW, FixedQuota(10)
+    )
+    limited = [d for d in result.dead_letters if d.rejected.reason.value == "rate_limited"]
+    assert len(limited) == 90 and {d.source.partition for d in limited} == {0}
+    assert {d.rejected.stage.value for d in limited} == {"rate_limit"}
+    served = [p.source for p in result.predictions]
+    assert sum(1 for s in served if s.partition == 1) == 20
+    assert [s.offset for s in served if s.partition == 0] == list(range(10))  # first come
+    assert len(result.predictions) + len(result.dead_letters) == 120

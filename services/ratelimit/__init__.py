@@ -1,0 +1,1 @@
+"""Per-producer rate limits: a token bucket per producer, shared by all workers through Redis."""
