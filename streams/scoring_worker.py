@@ -51,6 +51,7 @@ class WorkerSummary:
     dead_letters: int = 0
     batches: int = 0
     degraded_batches: int = 0
+    deferred: int = 0  # backpressure: messages re-read later (not yet counted as consumed)
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
     elapsed_seconds: float = 0.0
 
@@ -61,6 +62,7 @@ class WorkerSummary:
             "dead_letters": self.dead_letters,
             "batches": self.batches,
             "degraded_batches": self.degraded_batches,
+            "deferred": self.deferred,
             "rejected_by_reason": dict(self.rejected_by_reason),
             "elapsed_seconds": round(self.elapsed_seconds, 3),
         }
@@ -101,6 +103,7 @@ class ScoringWorker:
         self.worker_id = settings.worker.worker_id or default_worker_id()
         self._stopping = False
         self._assigned_at: float | None = None
+        self._paused: dict[tuple[str, int], float] = {}
         self._consumer = Consumer(consumer_config(settings, settings.worker.scoring_group))
         self._producer = Producer(producer_config(settings))
         metrics.MODEL_INFO.labels(model_name=model.name, model_version=model.version).set(1)
@@ -139,13 +142,18 @@ class ScoringWorker:
                     if summary.consumed >= max_events:
                         break
                     want = min(want, max_events - summary.consumed)
+                self._resume_due()
                 messages = self._consume(want)
                 if not messages:
                     # Idle time counts from the last message or the last assignment, so a slow
                     # group join (a dead member's session must expire first) is not "idle".
                     since = time.monotonic() - max(last_message, self._assigned_at or started)
                     grace = 0.0 if self._assigned_at else JOIN_GRACE_SECONDS
-                    if idle_timeout is not None and since > idle_timeout + grace:
+                    if (
+                        idle_timeout is not None
+                        and since > idle_timeout + grace
+                        and not self._paused
+                    ):
                         break
                     continue
                 last_message = time.monotonic()
@@ -187,9 +195,15 @@ class ScoringWorker:
             result = self._process_with_retry(inbound)
         with metrics.STAGE_DURATION.labels(stage="publish").time():
             self._publish(result)
+        deferred = {(d.topic, d.partition, d.offset) for d in result.deferred}
         with metrics.STAGE_DURATION.labels(stage="commit").time():
-            self._commit(messages)
-        summary.consumed += len(inbound)
+            self._commit(
+                [m for m in messages if (m.topic(), m.partition(), m.offset()) not in deferred]
+            )
+        if result.deferred:
+            self._hold_back(result.deferred)
+        summary.deferred += len(result.deferred)
+        summary.consumed += len(inbound) - len(result.deferred)
         summary.predictions += len(result.predictions)
         summary.dead_letters += len(result.dead_letters)
         summary.batches += 1
@@ -210,6 +224,7 @@ class ScoringWorker:
                     self.model,
                     self.clock_ms(),
                     self.limiter,
+                    self.settings.rate_limit.policy == "backpressure",
                 )
             except FeatureStoreUnavailable as exc:
                 metrics.FEATURE_LOOKUPS.labels(outcome="error").inc()
@@ -266,11 +281,37 @@ class ScoringWorker:
         metrics.MESSAGES_PRODUCED.labels(topic=self.dlq_topic.name).inc(len(letters))
         metrics.PREDICTIONS.labels(model_version=self.model.version).inc(len(preds))
 
+    def _hold_back(self, deferred: list[Inbound]) -> None:
+        """Backpressure: rewind each throttled partition to its first deferred message and pause
+        it; ``_resume_due`` lets it go again once the pause is over."""
+        first: dict[tuple[str, int], int] = {}
+        for d in deferred:
+            key = (d.topic, d.partition)
+            first[key] = min(first.get(key, d.offset), d.offset)
+        parts = [TopicPartition(t, p, o) for (t, p), o in first.items()]
+        self._consumer.pause(parts)
+        for tp in parts:
+            self._consumer.seek(tp)
+        until = time.monotonic() + self.settings.rate_limit.pause_seconds
+        for t, p in first:
+            self._paused[(t, p)] = until
+        metrics.MESSAGES_DEFERRED.inc(len(deferred))
+
+    def _resume_due(self) -> None:
+        now = time.monotonic()
+        due = [tp for tp, until in self._paused.items() if until <= now]
+        if due:
+            self._consumer.resume([TopicPartition(t, p) for t, p in due])
+            for tp in due:
+                del self._paused[tp]
+
     def _commit(self, messages: list[Message]) -> None:
         last: dict[tuple[str, int], int] = {}
         for m in messages:
             tp = (m.topic() or "", m.partition() or 0)
             last[tp] = max(last.get(tp, -1), m.offset() or 0)
+        if not last:
+            return
         self._consumer.commit(
             offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()],
             asynchronous=False,

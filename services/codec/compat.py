@@ -129,7 +129,13 @@ def compatibility_problems(new: Any, old: Any, level: str) -> list[str]:
     """
     problems: list[str] = []
     if level in ("BACKWARD", "FULL"):
-        problems += [f"backward: {p}" for p in backward_problems(new, old)]
+        problems += [
+            f"new consumers cannot read old data: {p}" for p in backward_problems(new, old)
+        ]
     if level in ("FORWARD", "FULL"):
-        problems += [f"forward: {p}" for p in backward_problems(old, new)]
+        problems += [
+            "old consumers cannot read new data: "
+            + p.replace("new field without a default", "field removed, and it had no default")
+            for p in backward_problems(old, new)
+        ]
     return problems

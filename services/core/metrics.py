@@ -58,3 +58,8 @@ MODEL_INFO = Gauge(
     ["model_name", "model_version"],
     namespace=NAMESPACE,
 )
+MESSAGES_DEFERRED = Counter(
+    "messages_deferred_total",
+    "Messages held back by rate-limit backpressure (their partition paused and re-read).",
+    namespace=NAMESPACE,
+)

@@ -82,9 +82,10 @@ class SchemaRegistrySettings(_Group):
     username: str | None = Field(None, description="Registry basic-auth user.")
     password: SecretStr | None = Field(None, description="Registry basic-auth password (secret).")
     compatibility: Literal["BACKWARD", "FORWARD", "FULL", "NONE"] = Field(
-        "BACKWARD",
-        description="Rule `schemas check`/`register` enforce between a subject's versions "
-        "(BACKWARD: consumers on the new schema read old data).",
+        "FULL",
+        description="Rule `schemas check`/`register` enforce between a subject's versions. FULL "
+        "(default): new consumers read old data (BACKWARD) and old consumers read new data, so "
+        "both an added and a removed field without a default, and a type change, are refused.",
     )
     schemas_dir: Path | None = Field(
         None,
@@ -198,10 +199,13 @@ class RateLimitSettings(_Group):
         1000.0, gt=0, description="Sustained messages per second allowed per producer."
     )
     burst: int = Field(2000, ge=1, description="Bucket size: messages a producer may send at once.")
-    policy: Literal["dead_letter"] = Field(
+    policy: Literal["dead_letter", "backpressure"] = Field(
         "dead_letter",
-        description="What happens over the limit: dead_letter (reason rate_limited). "
-        "Backpressure (pausing partitions) is not built yet.",
+        description="Over the limit: dead_letter (reason rate_limited), or backpressure (the "
+        "partition is paused and re-read once tokens return; nothing is refused).",
+    )
+    pause_seconds: float = Field(
+        0.5, gt=0, le=60, description="Backpressure: how long a throttled partition is paused."
     )
 
 

@@ -72,6 +72,26 @@ class BatchResult:
     dead_letters: list[DeadLetterOut] = field(default_factory=list)
     degraded: bool = False  # the fallback scorer answered for this batch
     missing: dict[str, int] = field(default_factory=dict)  # feature lookups that fell back
+    # Backpressure: messages to consume again later (per partition, a suffix of the batch).
+    deferred: list[Inbound] = field(default_factory=list)
+
+
+def defer_from_first_denial(messages: Sequence[Inbound], admitted: Sequence[bool]) -> list[bool]:
+    """Backpressure keeps order: in each partition, everything from the first denied message on
+    waits (is consumed again later), even messages whose producer still had tokens.
+
+    >>> ms = [Inbound("t", p, o, None, b"") for p, o in ((0, 1), (1, 1), (0, 2), (0, 3))]
+    >>> defer_from_first_denial(ms, [True, True, False, True])
+    [False, False, True, True]
+    """
+    blocked: set[tuple[str, int]] = set()
+    out = []
+    for m, ok in zip(messages, admitted, strict=True):
+        tp = (m.topic, m.partition)
+        if not ok:
+            blocked.add(tp)
+        out.append(tp in blocked)
+    return out
 
 
 def prediction_id(event_id: str, model_version: str) -> str:
@@ -134,6 +154,7 @@ def process_batch(
     model: LoadedModel,
     now_ms: int,
     limiter: Limiter | None = None,
+    backpressure: bool = False,
 ) -> BatchResult:
     """envelope → rate limit → decode → validate → enrich (one lookup) → score (one predict).
 
@@ -145,7 +166,14 @@ def process_batch(
     envelope = [check_envelope(m) for m in messages]
     dead += [DeadLetterOut(m, r) for m, r in zip(messages, envelope, strict=True) if r is not None]
     messages = [m for m, r in zip(messages, envelope, strict=True) if r is None]
-    if limiter is not None and messages:
+    deferred: list[Inbound] = []
+    if limiter is not None and messages and backpressure:
+        producers = [producer_of(m.key, m.headers) for m in messages]
+        admitted = split_by_quota(producers, limiter.take(Counter(producers)))
+        wait = defer_from_first_denial(messages, admitted)
+        deferred = [m for m, w in zip(messages, wait, strict=True) if w]
+        messages = [m for m, w in zip(messages, wait, strict=True) if not w]
+    elif limiter is not None and messages:
         producers = [producer_of(m.key, m.headers) for m in messages]
         admitted = split_by_quota(producers, limiter.take(Counter(producers)))
         dead += [
@@ -173,7 +201,7 @@ def process_batch(
         else:
             good.append((message, decoded))
     if not good:
-        return BatchResult([], dead)
+        return BatchResult([], dead, deferred=deferred)
     events = [e for _, e in good]
     matrix = assemble(spec, events, lookup(lookup_requests(spec, events)))
     scores, degraded = score_matrix(model, matrix)
@@ -201,7 +229,7 @@ def process_batch(
         )
         for (message, event), score, row_missing in zip(good, scores, matrix.missing, strict=True)
     ]
-    return BatchResult(predictions, dead, degraded, missing)
+    return BatchResult(predictions, dead, degraded, missing, deferred)
 
 
 def dead_letter_record(letter: DeadLetterOut, worker_id: str, now_ms: int) -> dict[str, Any]:

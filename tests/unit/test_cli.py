@@ -117,5 +117,23 @@ def test_schemas_register_refuses_an_incompatible_change(schemas_copy: Path) -> 
     )
     before = (schemas_copy / "manifest.json").read_text()
     result = CliRunner().invoke(cli, ["schemas", "register"], env=env)
-    assert "not BACKWARD compatible" in str(result.exception)
+    assert "not FULL compatible" in str(result.exception)
     assert (schemas_copy / "manifest.json").read_text() == before  # nothing written
+
+
+@pytest.mark.parametrize("level", ["FULL", "FORWARD"])
+def test_schemas_check_refuses_removing_a_required_field(schemas_copy: Path, level: str) -> None:
+    path = schemas_copy / "Interaction.avsc"
+    schema = json.loads(path.read_text())
+    schema["fields"] = [f for f in schema["fields"] if f["name"] != "country"]
+    path.write_text(json.dumps(schema))
+    env = {
+        "STREAMSCORE_SCHEMA_REGISTRY__SCHEMAS_DIR": str(schemas_copy),
+        "STREAMSCORE_SCHEMA_REGISTRY__COMPATIBILITY": level,
+    }
+    code, out = run("schemas", "check", "--json", env=env)
+    assert code == 1
+    assert any(
+        "Interaction.country: field removed, and it had no default" in p
+        for p in json.loads(out)["problems"]
+    )
