@@ -34,7 +34,7 @@ def _cli(p: Pipeline, *args: str) -> Any:
     return json.loads(result.stdout)
 
 
-def test_inspect_and_redrive(pipeline: Pipeline) -> None:
+def test_inspect_and_redrive(pipeline: Pipeline, caplog: pytest.LogCaptureFixture) -> None:
     codec = pipeline.codec("Interaction")
     events = world_events(pipeline, 50)
     bad = hostile_values(codec, events[0])
