@@ -16,3 +16,10 @@ def test_every_setting_is_documented_and_nothing_else() -> None:
     aliases = {"STREAMSCORE_SCHEMA_REGISTRY_URL"}
     assert sorted(model - documented) == [], "undocumented settings"
     assert sorted(documented - model - aliases) == [], "documented settings that do not exist"
+
+
+def test_every_reason_code_is_explained_in_the_runbook() -> None:
+    from services.core.outcomes import Reason
+
+    runbook = (DOC.parent / "operations.md").read_text(encoding="utf-8")
+    assert [r.value for r in Reason if f"| `{r.value}` |" not in runbook] == []
