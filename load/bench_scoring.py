@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
+import tempfile
 import time
 import uuid
 from typing import Any
@@ -30,7 +32,7 @@ from services.core.settings import Settings
 from services.features.assemble import assemble, lookup_requests
 from services.kafka.admin import ensure_topics
 from services.kafka.config import admin_config, producer_config
-from services.scoring.pipeline import process_batch
+from services.scoring.pipeline import Inbound, process_batch
 from services.scoring.registry import MlflowRegistry
 from services.training.pipeline import train_and_register
 from services.validation.rules import RecordRules, validate_many
@@ -48,9 +50,6 @@ def main() -> None:
 
     tag = uuid.uuid4().hex[:8]
     base = Settings()
-    import shutil
-    import tempfile
-
     tmp = tempfile.mkdtemp(prefix="bench-schemas-")
     shutil.copytree(schemas_dir(base), f"{tmp}/schemas")
     s = Settings(
@@ -110,9 +109,6 @@ def main() -> None:
             )
         ),
     }
-    preds = process_batch([], codec, rules, spec, store.get_many, model, now)  # warm
-    from services.scoring.pipeline import Inbound
-
     inb = [[Inbound("t", 0, i, None, v) for i, v in enumerate(vals)] for _, vals in batches]
     pipeline_us = []
     encode_us = []
@@ -126,7 +122,6 @@ def main() -> None:
         encode_us.append((time.perf_counter() - t) / len(events) * 1e6)
     stage["process_batch_total"] = round(statistics.median(pipeline_us), 2)
     stage["encode_predictions"] = round(statistics.median(encode_us), 2)
-    del preds
 
     producer = Producer(producer_config(s, **{"linger.ms": 20}))
     for e, v in zip(events, values, strict=True):

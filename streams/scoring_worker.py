@@ -25,6 +25,7 @@ from services.core.settings import Settings
 from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore
 from services.kafka.config import consumer_config, producer_config
+from services.kafka.offsets import next_offsets
 from services.kafka.topics import TopicSpec
 from services.ratelimit.bucket import Limiter
 from services.scoring.model import LoadedModel
@@ -157,8 +158,9 @@ class ScoringWorker:
                         break
                     continue
                 last_message = time.monotonic()
-                lag_ms = int(time.time() * 1000) - min(m.timestamp()[1] for m in messages)
-                logger.debug("batch of %d, oldest produced %d ms ago", len(messages), lag_ms)
+                if logger.isEnabledFor(logging.DEBUG):
+                    lag_ms = int(time.time() * 1000) - min(m.timestamp()[1] for m in messages)
+                    logger.debug("batch of %d, oldest produced %d ms ago", len(messages), lag_ms)
                 self._handle(messages, summary)
         finally:
             summary.elapsed_seconds = time.monotonic() - started
@@ -234,10 +236,10 @@ class ScoringWorker:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            looked_up = len(result.predictions)
             for group, n in result.missing.items():
                 metrics.FEATURE_LOOKUPS.labels(outcome=f"missing_{group}").inc(n)
-            metrics.FEATURE_LOOKUPS.labels(outcome="batch_ok").inc(1 if looked_up else 0)
+            if result.predictions:
+                metrics.FEATURE_LOOKUPS.labels(outcome="batch_ok").inc()
             if result.degraded:
                 metrics.FALLBACKS.labels(reason="score_error").inc(len(result.predictions))
             return result
@@ -306,16 +308,9 @@ class ScoringWorker:
                 del self._paused[tp]
 
     def _commit(self, messages: list[Message]) -> None:
-        last: dict[tuple[str, int], int] = {}
-        for m in messages:
-            tp = (m.topic() or "", m.partition() or 0)
-            last[tp] = max(last.get(tp, -1), m.offset() or 0)
-        if not last:
-            return
-        self._consumer.commit(
-            offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()],
-            asynchronous=False,
-        )
+        offsets = next_offsets(messages)
+        if offsets:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
 
 
 def _as_bytes(value: str | bytes | None) -> bytes | None:

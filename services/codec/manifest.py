@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from services.codec.compat import compatibility_problems
-from services.codec.schemas import RecordSchema, fingerprint
+from services.codec.schemas import RecordSchema, fingerprint, full_name
 from services.core.errors import ConfigError, UnknownSchemaIdError
 
 MANIFEST_FILE = "manifest.json"
@@ -78,7 +78,7 @@ class Manifest:
             "schemas": [
                 {
                     "id": sid,
-                    "record": _full_name(src),
+                    "record": full_name(src),
                     "fingerprint": fingerprint(src),
                     "schema": src,
                 }
@@ -144,12 +144,6 @@ class Manifest:
         )
         schemas = {**self.schemas, schema_id: record.source}
         return replace(self, schemas=schemas, subjects=(*self.subjects, version)), version, True
-
-
-def _full_name(source: dict[str, Any]) -> str:
-    name = str(source.get("name", ""))
-    ns = source.get("namespace")
-    return f"{ns}.{name}" if ns and "." not in name else name
 
 
 class ManifestSchemaIds:

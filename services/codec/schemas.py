@@ -51,6 +51,17 @@ def without_timestamp_logical_types(schema: Any) -> Any:
     return schema
 
 
+def full_name(source: dict[str, Any]) -> str:
+    """The namespaced record name.
+
+    >>> full_name({"name": "R", "namespace": "a.b"}), full_name({"name": "x.R"})
+    ('a.b.R', 'x.R')
+    """
+    name = str(source.get("name", ""))
+    namespace = source.get("namespace")
+    return f"{namespace}.{name}" if namespace and "." not in name else name
+
+
 @dataclass(frozen=True, slots=True)
 class RecordSchema:
     """One record schema: its source JSON, parsed forms and fingerprint."""
@@ -73,12 +84,10 @@ def parse_record(source: dict[str, Any], path: Path) -> RecordSchema:
         reader = fastavro.parse_schema(without_timestamp_logical_types(copy.deepcopy(source)))
     except (fastavro.schema.SchemaParseException, ValueError, TypeError, KeyError) as exc:
         raise ConfigError(f"{path}: invalid Avro schema: {exc}") from exc
-    namespace = source.get("namespace")
     name = str(source["name"])
-    full_name = f"{namespace}.{name}" if namespace and "." not in name else name
     return RecordSchema(
         name=name.rsplit(".", 1)[-1],
-        full_name=full_name,
+        full_name=full_name(source),
         source=source,
         parsed=parsed,
         reader=reader,

@@ -31,12 +31,6 @@ STAGE_DURATION = Histogram(
     namespace=NAMESPACE,
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
-EMBEDDED_SERVICE_UP = Gauge(
-    "embedded_service_up",
-    "1 when an embedded stack service answers its health check.",
-    ["service"],
-    namespace=NAMESPACE,
-)
 FEATURE_LOOKUPS = Counter(
     "feature_lookups_total",
     "Feature store lookups by outcome (batch_ok, missing_<group> per row, error).",

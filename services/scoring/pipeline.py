@@ -282,6 +282,3 @@ def _redrive_count(headers: Headers) -> int:
             except (UnicodeDecodeError, ValueError):
                 return 0
     return 0
-
-
-STAGES = tuple(s.value for s in Stage)

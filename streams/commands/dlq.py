@@ -23,6 +23,7 @@ from services.core.errors import PublishError
 from services.core.settings import Settings
 from services.dlq.plan import plan_redrive, summarise
 from services.kafka.config import consumer_config, producer_config
+from services.kafka.offsets import next_offsets
 from streams.commands.common import app, emit, json_option
 from streams.topics import by_record
 
@@ -158,14 +159,7 @@ def redrive(
             if producer.flush(30) or failures:
                 raise PublishError(f"redrive not acknowledged: {failures[:3]}; nothing committed")
         if execute and read:
-            last: dict[tuple[str, int], int] = {}
-            for m, _ in read:
-                tp = (m.topic() or topic, m.partition() or 0)
-                last[tp] = max(last.get(tp, -1), m.offset() or 0)
-            consumer.commit(
-                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()],
-                asynchronous=False,
-            )
+            consumer.commit(offsets=next_offsets(m for m, _ in read), asynchronous=False)
     finally:
         consumer.close()
     data = plan.summary() | {"executed": execute, "reason": reason, "group": group}

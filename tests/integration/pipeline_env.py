@@ -19,7 +19,7 @@ from services.codec.avro import AvroCodec
 from services.codec.factory import codec_for, schemas_dir
 from services.codec.manifest import MANIFEST_FILE, Manifest
 from services.codec.schemas import load_schemas
-from services.core.settings import Settings
+from services.core.settings import Settings, to_env
 from services.kafka.admin import ensure_topics
 from services.kafka.config import consumer_config, producer_config
 from services.scoring.registry import MlflowRegistry
@@ -73,17 +73,7 @@ class Pipeline:
 
     def env(self) -> dict[str, str]:
         """These settings as STREAMSCORE_* variables, for a worker subprocess."""
-        env: dict[str, str] = {}
-
-        def walk(prefix: str, data: dict[str, Any]) -> None:
-            for k, v in data.items():
-                if isinstance(v, dict):
-                    walk(f"{prefix}{k.upper()}__", v)
-                elif v is not None:
-                    env[f"{prefix}{k.upper()}"] = str(v)
-
-        walk("STREAMSCORE_", self.settings.model_dump(mode="json"))
-        return env
+        return to_env(self.settings)
 
 
 _MODELS: dict[str, tuple[str, TrainResult]] = {}
