@@ -28,14 +28,58 @@ def sha256_file(path: Path) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class LogisticFallback:
+    """The small scorer stored with a version: standardise, then a logistic regression.
+
+    Pure numpy, so it still answers when the main model cannot (a library error, a corrupt
+    tree). Kept in metadata.json, which the artifact digest covers.
+
+    >>> fb = LogisticFallback((0.0, 0.0), (1.0, 1.0), (1.0, -1.0), 0.0)
+    >>> fb.predict(np.array([[0.0, 0.0], [2.0, 2.0], [np.nan, 0.0]])).tolist()
+    [0.5, 0.5, 0.5]
+    """
+
+    mean: tuple[float, ...]
+    scale: tuple[float, ...]
+    coef: tuple[float, ...]
+    intercept: float
+
+    def predict(self, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        standard = (X - np.asarray(self.mean)) / np.asarray(self.scale)
+        # A missing (NaN) value counts as the training mean, as it was imputed when fitting.
+        z = np.nan_to_num(standard, nan=0.0, posinf=0.0, neginf=0.0) @ np.asarray(self.coef)
+        z = np.clip(z + self.intercept, -50.0, 50.0)  # no overflow: exp(50) is finite
+        return np.asarray(1.0 / (1.0 + np.exp(-z)), dtype=np.float64)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": "logistic",
+            "mean": list(self.mean),
+            "scale": list(self.scale),
+            "coef": list(self.coef),
+            "intercept": self.intercept,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LogisticFallback:
+        return cls(
+            tuple(map(float, d["mean"])),
+            tuple(map(float, d["scale"])),
+            tuple(map(float, d["coef"])),
+            float(d["intercept"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ModelMetadata:
     """What the scorer needs besides the weights; stored beside the model as metadata.json."""
 
     flavor: str
     feature_names: tuple[str, ...]
     feature_spec_version: str
-    sha256: str
-    base_rate: float  # the fallback scorer's answer when the model cannot score
+    sha256: str  # of the model file alone; the registry's tag is the digest of every file
+    base_rate: float  # the last rung of the fallback ladder
+    fallback: LogisticFallback | None = None  # the rung before it
 
     def to_json(self) -> str:
         return json.dumps(
@@ -45,6 +89,7 @@ class ModelMetadata:
                 "feature_spec_version": self.feature_spec_version,
                 "sha256": self.sha256,
                 "base_rate": self.base_rate,
+                "fallback": self.fallback.to_dict() if self.fallback else None,
             },
             indent=2,
         )
@@ -52,13 +97,34 @@ class ModelMetadata:
     @classmethod
     def from_json(cls, text: str) -> ModelMetadata:
         d = json.loads(text)
+        fb = d.get("fallback")
         return cls(
             d["flavor"],
             tuple(d["feature_names"]),
             d["feature_spec_version"],
             d["sha256"],
             float(d["base_rate"]),
+            LogisticFallback.from_dict(fb) if fb else None,
         )
+
+
+def artifact_digest(directory: Path) -> str:
+    """sha256 over every file of an artifact (names and contents), so that changing, adding or
+    removing any file (the model, its metadata, its fallback) changes the digest.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = (Path(d) / "a").write_text("x")
+    ...     before = artifact_digest(Path(d))
+    ...     _ = (Path(d) / "a").write_text("y")
+    ...     before != artifact_digest(Path(d))
+    True
+    """
+    h = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        h.update(path.relative_to(directory).as_posix().encode() + b"\0")
+        h.update(sha256_file(path).encode() + b"\n")
+    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -78,6 +144,19 @@ class LoadedModel:
             return np.asarray(self.model.predict(X, num_threads=1), dtype=np.float64)
         return np.asarray(self.model.predict_proba(X)[:, 1], dtype=np.float64)
 
+    def predict_fallback(self, X: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], str]:
+        """The fallback ladder below the model: the stored logistic scorer, else the base rate.
+        Returns the scores and which rung answered."""
+        fb = self.metadata.fallback
+        if fb is not None and len(X):
+            try:
+                scores = fb.predict(X)
+                if scores.shape == (len(X),) and np.isfinite(scores).all():
+                    return scores, "logistic"
+            except (ValueError, FloatingPointError):  # shape mismatch, bad numbers
+                pass
+        return np.full(len(X), self.metadata.base_rate), "base_rate"
+
 
 def write_artifacts(
     directory: Path,
@@ -86,8 +165,10 @@ def write_artifacts(
     feature_names: tuple[str, ...],
     feature_spec_version: str,
     base_rate: float,
+    fallback: LogisticFallback | None = None,
 ) -> ModelMetadata:
-    """Save a fitted model and its metadata into ``directory``; returns the metadata."""
+    """Save a fitted model and its metadata into ``directory``; returns the metadata (the
+    registry's tag is ``artifact_digest(directory)`` afterwards)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / MODEL_FILES[flavor]
     if flavor == "lightgbm":
@@ -96,7 +177,9 @@ def write_artifacts(
         import skops.io as sio
 
         sio.dump(model, path)
-    meta = ModelMetadata(flavor, feature_names, feature_spec_version, sha256_file(path), base_rate)
+    meta = ModelMetadata(
+        flavor, feature_names, feature_spec_version, sha256_file(path), base_rate, fallback
+    )
     (directory / METADATA_FILE).write_text(meta.to_json(), encoding="utf-8")
     return meta
 
@@ -105,9 +188,16 @@ def load_artifacts(directory: Path, name: str, version: str, expected_sha256: st
     """Verify and load a downloaded version.
 
     Raises:
-        ModelIntegrityError: the model file's sha256 is not ``expected_sha256``.
+        ModelIntegrityError: ``artifact_digest(directory)`` is not ``expected_sha256``, or the
+            model file is not the one its metadata names.
         ModelLoadError: files missing or unreadable, or untrusted types in a skops file.
     """
+    digest = artifact_digest(directory)
+    if digest != expected_sha256:
+        raise ModelIntegrityError(
+            f"{name} v{version}: artifact sha256 {digest[:12]}... does not match the registered "
+            f"{expected_sha256[:12]}...: refusing to load it"
+        )
     try:
         meta = ModelMetadata.from_json((directory / METADATA_FILE).read_text(encoding="utf-8"))
     except (OSError, KeyError, ValueError) as exc:
@@ -116,10 +206,10 @@ def load_artifacts(directory: Path, name: str, version: str, expected_sha256: st
     if not path.is_file():
         raise ModelLoadError(f"{name} v{version}: no {path.name} in the artifact")
     actual = sha256_file(path)
-    if actual != expected_sha256 or actual != meta.sha256:
+    if actual != meta.sha256:
         raise ModelIntegrityError(
-            f"{name} v{version}: artifact sha256 {actual[:12]}... does not match the registered "
-            f"{expected_sha256[:12]}...: refusing to load it"
+            f"{name} v{version}: {path.name} sha256 {actual[:12]}... is not the metadata's "
+            f"{meta.sha256[:12]}...: refusing to load it"
         )
     try:
         if meta.flavor == "lightgbm":

@@ -12,17 +12,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from services.codec.avro import AvroCodec
 from services.core.outcomes import Reason, Rejected, Stage
 from services.dlq.plan import REDRIVE_HEADER
-from services.features.assemble import FeatureMatrix, assemble, lookup_requests
+from services.features.assemble import assemble, lookup_requests
 from services.features.spec import FeatureSpec
 from services.features.store import Lookup
 from services.ratelimit.bucket import Limiter, producer_of, split_by_quota
 from services.scoring.model import LoadedModel
+from services.scoring.rollout import Agreement
+from services.scoring.serving import Serving, score_rows
 from services.validation.rules import RecordRules, validate_one
 
 Headers = tuple[tuple[str, bytes | None], ...]
@@ -70,10 +69,13 @@ class PredictionOut:
 class BatchResult:
     predictions: list[PredictionOut] = field(default_factory=list)
     dead_letters: list[DeadLetterOut] = field(default_factory=list)
-    degraded: bool = False  # the fallback scorer answered for this batch
+    degraded: bool = False  # a fallback scorer answered for some of this batch
     missing: dict[str, int] = field(default_factory=dict)  # feature lookups that fell back
     # Backpressure: messages to consume again later (per partition, a suffix of the batch).
     deferred: list[Inbound] = field(default_factory=list)
+    shadow: list[PredictionOut] = field(default_factory=list)  # variant=shadow, not served
+    agreement: Agreement | None = None  # champion vs shadow on this batch
+    fallbacks: dict[str, int] = field(default_factory=dict)  # fallback rung/reason -> rows
 
 
 def defer_from_first_denial(messages: Sequence[Inbound], admitted: Sequence[bool]) -> list[bool]:
@@ -101,17 +103,6 @@ def prediction_id(event_id: str, model_version: str) -> str:
     True
     """
     return hashlib.sha256(f"{event_id}\x1f{model_version}".encode()).hexdigest()[:32]
-
-
-def score_matrix(model: LoadedModel, matrix: FeatureMatrix) -> tuple[npt.NDArray[np.float64], bool]:
-    """Scores for every row, and whether the fallback (the stored base rate) had to answer."""
-    try:
-        scores = model.predict(matrix.values)
-        if scores.shape != (len(matrix.values),) or not np.isfinite(scores).all():
-            raise ValueError("model returned an unusable score vector")
-        return scores, False
-    except Exception:  # noqa: BLE001 (any model failure degrades the batch instead of losing it)
-        return np.full(len(matrix.values), model.metadata.base_rate), True
 
 
 def check_envelope(message: Inbound) -> Rejected | None:
@@ -151,16 +142,20 @@ def process_batch(
     rules: RecordRules,
     spec: FeatureSpec,
     lookup: Callable[[dict[str, Sequence[str]]], Mapping[str, Lookup]],
-    model: LoadedModel,
+    model: Serving | LoadedModel,
     now_ms: int,
     limiter: Limiter | None = None,
     backpressure: bool = False,
+    threshold: float = 0.5,
 ) -> BatchResult:
-    """envelope → rate limit → decode → validate → enrich (one lookup) → score (one predict).
+    """envelope → rate limit → decode → validate → enrich (one lookup) → score (one predict
+    per serving model).
 
-    ``lookup`` is the feature store's ``get_many``; it may raise ``FeatureStoreUnavailable``
-    (transient: the worker retries the batch, nothing is committed).
+    ``model`` is the serving set (champion, and a challenger in shadow or canary) or a single
+    model. ``lookup`` is the feature store's ``get_many``; it may raise
+    ``FeatureStoreUnavailable`` (transient: the worker retries the batch, nothing committed).
     """
+    serving = model if isinstance(model, Serving) else Serving(model)
     dead: list[DeadLetterOut] = []
     good: list[tuple[Inbound, dict[str, Any]]] = []
     envelope = [check_envelope(m) for m in messages]
@@ -204,32 +199,69 @@ def process_batch(
         return BatchResult([], dead, deferred=deferred)
     events = [e for _, e in good]
     matrix = assemble(spec, events, lookup(lookup_requests(spec, events)))
-    scores, degraded = score_matrix(model, matrix)
+    scored = score_rows(serving, matrix.values, [e["user_id"] for e in events], threshold)
     missing: dict[str, int] = {}
     for row in matrix.missing:
         for group in row:
             missing[group] = missing.get(group, 0) + 1
+    name = serving.champion.name
     predictions = [
-        PredictionOut(
-            message,
-            {
-                "prediction_id": prediction_id(event["event_id"], model.version),
-                "event_id": event["event_id"],
-                "user_id": event["user_id"],
-                "item_id": event["item_id"],
-                "score": float(score),
-                "model_name": model.name,
-                "model_version": model.version,
-                "variant": "champion",
-                "degraded": degraded,
-                "missing_features": list(row_missing),
-                "event_time": event["event_time"],
-                "scored_at": now_ms,
-            },
+        PredictionOut(message, _record(event, name, version, variant, score, flag, miss, now_ms))
+        for (message, event), score, version, variant, flag, miss in zip(
+            good,
+            scored.scores,
+            scored.versions,
+            scored.variants,
+            scored.degraded,
+            matrix.missing,
+            strict=True,
         )
-        for (message, event), score, row_missing in zip(good, scores, matrix.missing, strict=True)
     ]
-    return BatchResult(predictions, dead, degraded, missing, deferred)
+    shadow: list[PredictionOut] = []
+    if scored.shadow_scores is not None and scored.shadow_version is not None:
+        sv = scored.shadow_version
+        shadow = [
+            PredictionOut(message, _record(event, name, sv, "shadow", score, False, miss, now_ms))
+            for (message, event), score, miss in zip(
+                good, scored.shadow_scores, matrix.missing, strict=True
+            )
+        ]
+    return BatchResult(
+        predictions,
+        dead,
+        any(scored.degraded),
+        missing,
+        deferred,
+        shadow,
+        scored.agreement,
+        dict(scored.fallbacks),
+    )
+
+
+def _record(
+    event: dict[str, Any],
+    model_name: str,
+    version: str,
+    variant: str,
+    score: float,
+    degraded: bool,
+    missing: Sequence[str],
+    now_ms: int,
+) -> dict[str, Any]:
+    return {
+        "prediction_id": prediction_id(event["event_id"], version),
+        "event_id": event["event_id"],
+        "user_id": event["user_id"],
+        "item_id": event["item_id"],
+        "score": float(score),
+        "model_name": model_name,
+        "model_version": version,
+        "variant": variant,
+        "degraded": degraded,
+        "missing_features": list(missing),
+        "event_time": event["event_time"],
+        "scored_at": now_ms,
+    }
 
 
 def dead_letter_record(letter: DeadLetterOut, worker_id: str, now_ms: int) -> dict[str, Any]:

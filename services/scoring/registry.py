@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,14 @@ from typing import Any
 from services.core.errors import ConfigError, ModelLoadError
 from services.core.settings import Settings
 from services.scoring.model import LoadedModel, load_artifacts
+from services.scoring.rollout import MODES, AliasChange, Mode, RolloutState
 
 logger = logging.getLogger(__name__)
 SHA_TAG = "artifact_sha256"
 ARTIFACT_PATH = "model"
+MODE_TAG = "streamscore.rollout.mode"
+PERCENT_TAG = "streamscore.rollout.canary_percent"
+HISTORY_TAG = "streamscore.history."
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,85 @@ class MlflowRegistry:
 
     def set_alias(self, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(self.name, alias, version)
+
+    # -- rollout state and alias history (registered-model aliases and tags) -----------------
+    def rollout_state(self) -> RolloutState:
+        """Champion, challenger and rollout mode, read in one registry call."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            rm = self.client.get_registered_model(self.name)
+        except MlflowException:
+            return RolloutState(None)
+        aliases = {k: str(v) for k, v in (rm.aliases or {}).items()}
+        tags = rm.tags or {}
+        mode: Mode = "none"
+        if tags.get(MODE_TAG) in MODES:
+            mode = tags[MODE_TAG]
+        challenger = aliases.get("challenger")
+        if challenger is None:
+            mode = "none"
+        try:
+            percent = float(tags.get(PERCENT_TAG, "0"))
+        except ValueError:
+            percent = 0.0
+        return RolloutState(
+            aliases.get("champion"),
+            challenger,
+            mode,
+            percent if mode == "canary" else 0.0,
+        )
+
+    def apply(self, state: RolloutState, change: AliasChange) -> None:
+        """Write a planned state: aliases, rollout tags, and the change into the history.
+
+        A narrowing change (stopping a rollout) turns the mode off before moving aliases and a
+        widening one sets aliases first, so a worker reading in between never routes traffic to
+        a version that is not (or no longer) the challenger.
+        """
+        set_tags = state.mode == "none"
+        if set_tags:
+            self._set_rollout_tags(state)
+        if state.champion is not None:
+            self.set_alias("champion", state.champion)
+        if state.challenger is not None:
+            self.set_alias("challenger", state.challenger)
+        elif self.alias_version("challenger") is not None:
+            self.client.delete_registered_model_alias(self.name, "challenger")
+        if not set_tags:
+            self._set_rollout_tags(state)
+        key = f"{HISTORY_TAG}{change.at_ms:015d}.{uuid.uuid4().hex[:6]}"
+        self.client.set_registered_model_tag(self.name, key, change.to_json())
+
+    def _set_rollout_tags(self, state: RolloutState) -> None:
+        self.client.set_registered_model_tag(self.name, MODE_TAG, state.mode)
+        self.client.set_registered_model_tag(self.name, PERCENT_TAG, f"{state.canary_percent:g}")
+
+    def history(self) -> list[AliasChange]:
+        """Every recorded alias change, oldest first."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            tags = self.client.get_registered_model(self.name).tags or {}
+        except MlflowException:
+            return []
+        out = []
+        for key in sorted(k for k in tags if k.startswith(HISTORY_TAG)):
+            try:
+                out.append(AliasChange.from_json(tags[key]))
+            except (ValueError, TypeError):
+                logger.warning("unreadable alias history entry %s", key)
+        return out
+
+    def run_metrics(self, run_id: str | None) -> dict[str, float]:
+        from mlflow.exceptions import MlflowException
+
+        if not run_id:
+            return {}
+        try:
+            return dict(self.client.get_run(run_id).data.metrics)
+        except MlflowException:
+            return {}
 
     def versions(self) -> list[VersionInfo]:
         from mlflow.exceptions import MlflowException

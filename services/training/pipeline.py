@@ -18,10 +18,10 @@ import sklearn
 from services.core.errors import StreamMLError
 from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore
-from services.scoring.model import write_artifacts
+from services.scoring.model import artifact_digest, write_artifacts
 from services.scoring.registry import MlflowRegistry
 from services.training.dataset import ValidationReport, build_training_set, validate
-from services.training.train import Flavor, evaluate, fit, predict, split
+from services.training.train import Flavor, evaluate, fit, fit_fallback, predict, split
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,14 @@ def train_and_register(
     base_rate = float(ts.y[train_idx].mean())
     fingerprint = ts.fingerprint()
     with tempfile.TemporaryDirectory(prefix="streamscore-train-") as tmp:
-        meta = write_artifacts(Path(tmp), flavor, trained.model, ts.names, spec.version, base_rate)
+        fallback = fit_fallback(ts.X[train_idx], ts.y[train_idx], seed)
+        metrics["holdout_fallback_auc"] = evaluate(
+            ts.y[hold_idx], fallback.predict(ts.X[hold_idx])
+        )["auc"]
+        write_artifacts(
+            Path(tmp), flavor, trained.model, ts.names, spec.version, base_rate, fallback
+        )
+        digest = artifact_digest(Path(tmp))
         params = {
             **{k: v for k, v in trained.params.items()},
             "flavor": flavor,
@@ -103,13 +110,13 @@ def train_and_register(
             "lightgbm": lightgbm.__version__,
             "scikit-learn": sklearn.__version__,
             "numpy": np.__version__,
-            "artifact_sha256": meta.sha256,
+            "artifact_sha256": digest,
         }
         run_id, source = registry.log_run(params, metrics, tags, Path(tmp), f"train-{flavor}")
     version = registry.register(
         run_id,
         source,
-        meta.sha256,
+        digest,
         {"flavor": flavor, "feature_spec_version": spec.version, "data_fingerprint": fingerprint},
     )
     alias_set = False
@@ -123,4 +130,4 @@ def train_and_register(
         run_id,
         metrics.get("holdout_auc", float("nan")),
     )
-    return TrainResult(version, run_id, alias_set, metrics, report, fingerprint, meta.sha256)
+    return TrainResult(version, run_id, alias_set, metrics, report, fingerprint, digest)

@@ -11,6 +11,8 @@ import numpy.typing as npt
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import log_loss, roc_auc_score
 
+from services.scoring.model import LogisticFallback
+
 Flavor = Literal["lightgbm", "sklearn"]
 
 LIGHTGBM_PARAMS: dict[str, Any] = {
@@ -62,6 +64,29 @@ def fit(
     sk_params: dict[str, Any] = {"max_iter": 200, "learning_rate": 0.05, "random_state": seed}
     clf = HistGradientBoostingClassifier(**sk_params).fit(X, y)
     return Trained("sklearn", clf, sk_params)
+
+
+def fit_fallback(
+    X: npt.NDArray[np.float64], y: npt.NDArray[np.int64], seed: int
+) -> LogisticFallback:
+    """The version's fallback scorer: a standardised logistic regression (pure numpy to serve)."""
+    from sklearn.linear_model import LogisticRegression
+
+    present = np.isfinite(X)
+    mean = np.where(present, X, 0.0).sum(axis=0) / np.maximum(present.sum(axis=0), 1)
+    scale = np.sqrt(
+        np.where(present, (X - mean) ** 2, 0.0).sum(axis=0) / np.maximum(present.sum(axis=0), 1)
+    )
+    scale[~(scale > 0)] = 1.0
+    # Missing values become the mean (0 once standardised), exactly as LogisticFallback serves.
+    standard = np.where(present, (X - mean) / scale, 0.0)
+    clf = LogisticRegression(max_iter=500, random_state=seed).fit(standard, y)
+    return LogisticFallback(
+        tuple(mean.tolist()),
+        tuple(scale.tolist()),
+        tuple(clf.coef_[0].tolist()),
+        float(clf.intercept_[0]),
+    )
 
 
 def predict(trained: Trained, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

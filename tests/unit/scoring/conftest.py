@@ -9,8 +9,8 @@ import pytest
 
 from services.features.assemble import feature_names
 from services.features.spec import FeatureSpec
-from services.scoring.model import LoadedModel, load_artifacts, write_artifacts
-from services.training.train import fit
+from services.scoring.model import LoadedModel, artifact_digest, load_artifacts, write_artifacts
+from services.training.train import fit, fit_fallback
 
 SPEC = FeatureSpec.load()
 
@@ -23,13 +23,13 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     y = (X[:, 0] + X[:, 20] + rng.normal(size=2000) > 0).astype(np.int64)
     trained = fit(X, y, names, "lightgbm", seed=1)
     directory = tmp_path_factory.mktemp("model")
-    write_artifacts(directory, "lightgbm", trained.model, names, SPEC.version, float(y.mean()))
+    fallback = fit_fallback(X, y, seed=1)
+    write_artifacts(
+        directory, "lightgbm", trained.model, names, SPEC.version, float(y.mean()), fallback
+    )
     return directory
 
 
 @pytest.fixture
 def model(model_dir: Path) -> LoadedModel:
-    from services.scoring.model import ModelMetadata
-
-    meta = ModelMetadata.from_json((model_dir / "metadata.json").read_text())
-    return load_artifacts(model_dir, "engagement", "7", meta.sha256)
+    return load_artifacts(model_dir, "engagement", "7", artifact_digest(model_dir))

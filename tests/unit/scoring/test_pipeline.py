@@ -86,16 +86,21 @@ def test_every_hostile_value_is_dead_lettered_with_its_reason(model: LoadedModel
     assert got == [(stage, reason) for _, stage, reason in cases]
 
 
-def test_a_failing_model_degrades_to_the_base_rate(model: LoadedModel) -> None:
+def test_a_failing_model_degrades_down_the_ladder(model: LoadedModel) -> None:
     class Broken:
         def predict(self, *_: Any, **__: Any) -> Any:
             raise RuntimeError("boom")
 
     broken = replace(model, model=Broken())
     result = process_batch(inbound(GOOD[:10]), CODEC, RULES, SPEC, STORE.get_many, broken, NOW)
-    assert result.degraded is True
-    assert {p.record["score"] for p in result.predictions} == {model.metadata.base_rate}
+    assert result.degraded is True and result.fallbacks == {"logistic": 10}
     assert all(p.record["degraded"] for p in result.predictions)
+    assert len({p.record["score"] for p in result.predictions}) > 1  # the logistic rung answered
+    # Without a stored logistic scorer the last rung answers: the base rate.
+    bare = replace(broken, metadata=replace(model.metadata, fallback=None))
+    result = process_batch(inbound(GOOD[:10]), CODEC, RULES, SPEC, STORE.get_many, bare, NOW)
+    assert result.fallbacks == {"base_rate": 10}
+    assert {p.record["score"] for p in result.predictions} == {model.metadata.base_rate}
 
 
 def test_dead_letter_keeps_the_original(model: LoadedModel) -> None:

@@ -1,0 +1,136 @@
+"""The models a worker serves at one moment, and scoring a batch with them (pure).
+
+``Serving`` is immutable: a hot swap builds a new one between batches and never changes one in
+use. ``score_rows`` applies the rollout (canary routing, shadow scoring) and the fallback ladder:
+model → the version's stored logistic fallback → its base rate; in a canary, a challenger that
+cannot score hands its rows back to the champion.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from services.scoring.model import LoadedModel
+from services.scoring.rollout import Agreement, Mode, agreement, in_canary
+
+
+@dataclass(frozen=True)
+class Serving:
+    """Champion, and the challenger when a shadow or canary rollout is on."""
+
+    champion: LoadedModel
+    challenger: LoadedModel | None = None
+    mode: Mode = "none"
+    canary_percent: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.mode != "none" and self.challenger is None:
+            raise ValueError(f"{self.mode} rollout without a challenger")
+
+    def versions(self) -> tuple[str, str | None]:
+        return self.champion.version, self.challenger.version if self.challenger else None
+
+    def describe(self) -> str:
+        head = f"champion v{self.champion.version}"
+        if self.challenger is None or self.mode == "none":
+            return head
+        if self.mode == "shadow":
+            return f"{head}, shadow v{self.challenger.version}"
+        return f"{head}, canary v{self.challenger.version} at {self.canary_percent:g}%"
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """Per row: the score served, the version and variant that served it, whether a fallback
+    answered; and the shadow's scores when one ran."""
+
+    scores: npt.NDArray[np.float64]
+    versions: list[str]
+    variants: list[str]
+    degraded: list[bool]
+    fallbacks: Counter[str] = field(default_factory=Counter)  # rung or reason -> rows
+    shadow_scores: npt.NDArray[np.float64] | None = None
+    shadow_version: str | None = None
+    agreement: Agreement | None = None
+
+
+def score_with_ladder(
+    model: LoadedModel, X: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64], str | None]:
+    """The model's scores, or the fallback ladder's; returns which rung answered (None: the
+    model itself).
+
+    >>> import numpy as np
+    >>> class Broken:
+    ...     version, metadata = "1", None
+    ...     def predict(self, X): raise RuntimeError("boom")
+    ...     def predict_fallback(self, X): return np.full(len(X), 0.1), "base_rate"
+    >>> score_with_ladder(Broken(), np.zeros((2, 3)))
+    (array([0.1, 0.1]), 'base_rate')
+    """
+    try:
+        scores = model.predict(X)
+        if scores.shape != (len(X),) or not np.isfinite(scores).all():
+            raise ValueError("model returned an unusable score vector")
+        return scores, None
+    except Exception:  # noqa: BLE001 (any model failure degrades the rows instead of losing them)
+        return model.predict_fallback(X)
+
+
+def score_rows(
+    serving: Serving, X: npt.NDArray[np.float64], user_ids: Sequence[str], threshold: float
+) -> Scored:
+    """Score a batch's matrix under the current rollout."""
+    n = len(X)
+    fallbacks: Counter[str] = Counter()
+    champ, rung = score_with_ladder(serving.champion, X)
+    degraded = [rung is not None] * n
+    if rung is not None:
+        fallbacks[rung] += n
+    versions = [serving.champion.version] * n
+    variants = ["champion"] * n
+    challenger = serving.challenger
+    if challenger is None or serving.mode == "none":
+        return Scored(champ, versions, variants, degraded, fallbacks)
+    if serving.mode == "shadow":
+        try:
+            shadow = challenger.predict(X)
+            if shadow.shape != (n,) or not np.isfinite(shadow).all():
+                raise ValueError("unusable shadow scores")
+        except Exception:  # noqa: BLE001 (a failing shadow must never affect what is served)
+            fallbacks["shadow_error"] += n
+            return Scored(champ, versions, variants, degraded, fallbacks)
+        return Scored(
+            champ,
+            versions,
+            variants,
+            degraded,
+            fallbacks,
+            shadow,
+            challenger.version,
+            agreement(champ, shadow, threshold),
+        )
+    mask = np.asarray(in_canary(user_ids, serving.canary_percent), dtype=bool)
+    if mask.any():
+        try:
+            canary = challenger.predict(X[mask])
+            if canary.shape != (int(mask.sum()),) or not np.isfinite(canary).all():
+                raise ValueError("unusable canary scores")
+        except Exception:  # noqa: BLE001 (the champion answers for a failing challenger)
+            fallbacks["challenger_error"] += int(mask.sum())
+            return Scored(champ, versions, variants, degraded, fallbacks)
+        scores = champ.copy()
+        scores[mask] = canary
+        if rung is not None:
+            fallbacks[rung] = n - int(mask.sum())
+        for i in np.nonzero(mask)[0]:
+            versions[i] = challenger.version
+            variants[i] = "challenger"
+            degraded[i] = False
+        return Scored(scores, versions, variants, degraded, fallbacks)
+    return Scored(champ, versions, variants, degraded, fallbacks)
