@@ -76,7 +76,7 @@ COMMANDS = {
     "demo": "streams.commands.demo:demo",
     "features": "streams.commands.ml:features",
     "train": "streams.commands.ml:train",
-    "models": "streams.commands.ml:models",
+    "models": "streams.commands.models:models",
     "worker": "streams.commands.ml:worker",
     "dlq": "streams.commands.dlq:dlq",
 }

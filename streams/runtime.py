@@ -6,15 +6,19 @@ import redis
 
 from services.codec.factory import codec_for, schema_ids, schemas_dir
 from services.codec.schemas import load_schemas
+from services.core.errors import ConfigError
 from services.core.settings import Settings
 from services.features.redis_store import RedisFeatureStore
 from services.features.spec import FeatureSpec
 from services.ratelimit.bucket import RedisTokenBuckets
+from services.scoring.loader import ServingLoader
 from services.scoring.model import LoadedModel
 from services.scoring.registry import MlflowRegistry
+from services.scoring.serving import Serving
 from services.validation.rules import RecordRules
+from streams.model_watcher import ModelWatcher, record_built
 from streams.scoring_worker import ScoringWorker
-from streams.topics import by_record
+from streams.topics import by_record, topic_table
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -41,14 +45,38 @@ def feature_store(settings: Settings, spec: FeatureSpec | None = None) -> RedisF
 
 
 def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> ScoringWorker:
-    """A worker serving ``model``, or the registry's ``settings.model.alias`` version."""
+    """A worker serving ``model``, or what the registry's rollout state says (and following it
+    when ``settings.model.watch``)."""
     records = load_schemas(schemas_dir(settings))
     ids = schema_ids(settings)
-    topics = [by_record(settings.topics, r) for r in ("Interaction", "Prediction", "DeadLetter")]
-    codecs = tuple(codec_for(settings, t, records, ids) for t in topics)
+    names = ("Interaction", "Prediction", "DeadLetter", "ModelEvent")
+    topics = [by_record(settings.topics, r) for r in names]
+    codecs = [codec_for(settings, t, records, ids) for t in topics]
+    shadow_topic = next(
+        t for t in topic_table(settings.topics) if t.name == settings.topics.shadow_predictions
+    )
     spec = feature_spec(settings)
-    if model is None:
-        model = MlflowRegistry(settings).load(alias=settings.model.alias)
+    watcher = None
+    serving: Serving | LoadedModel
+    if model is not None:
+        serving = model
+    else:
+        loader = ServingLoader(MlflowRegistry(settings))
+        if settings.model.alias != "champion":
+            # Pinned to another alias (e.g. a replay with the challenger): no rollout, no watch.
+            pinned = MlflowRegistry(settings).alias_version(settings.model.alias)
+            if pinned is None:
+                raise ConfigError(
+                    f"model {settings.model.name} has no alias {settings.model.alias!r}"
+                )
+            serving = loader.load(pinned)
+        else:
+            state = loader.source.rollout_state()
+            built = loader.build(state, None)
+            record_built(built)
+            serving = built.serving
+            if settings.model.watch:
+                watcher = ModelWatcher(settings, loader, state, built.serving, codecs[3])
     return ScoringWorker(
         settings,
         input_topic=topics[0],
@@ -58,8 +86,10 @@ def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> Scor
         rules=RecordRules.load("Interaction", schemas_dir(settings) / "rules"),
         spec=spec,
         store=feature_store(settings, spec),
-        model=model,
+        model=serving,
         limiter=rate_limiter(settings),
+        watcher=watcher,
+        shadow_topic=shadow_topic,
     )
 
 

@@ -36,7 +36,9 @@ from services.scoring.pipeline import (
     dead_letter_record,
     process_batch,
 )
+from services.scoring.serving import Serving
 from services.validation.rules import RecordRules
+from streams.model_watcher import ModelWatcher, publish_serving_info
 
 logger = logging.getLogger(__name__)
 FEATURE_RETRIES = 5
@@ -52,6 +54,8 @@ class WorkerSummary:
     dead_letters: int = 0
     batches: int = 0
     degraded_batches: int = 0
+    swaps: int = 0  # serving-set changes applied between batches
+    shadow_predictions: int = 0
     deferred: int = 0  # backpressure: messages re-read later (not yet counted as consumed)
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
     elapsed_seconds: float = 0.0
@@ -63,6 +67,8 @@ class WorkerSummary:
             "dead_letters": self.dead_letters,
             "batches": self.batches,
             "degraded_batches": self.degraded_batches,
+            "swaps": self.swaps,
+            "shadow_predictions": self.shadow_predictions,
             "deferred": self.deferred,
             "rejected_by_reason": dict(self.rejected_by_reason),
             "elapsed_seconds": round(self.elapsed_seconds, 3),
@@ -87,9 +93,11 @@ class ScoringWorker:
         rules: RecordRules,
         spec: FeatureSpec,
         store: FeatureStore,
-        model: LoadedModel,
+        model: Serving | LoadedModel,
         limiter: Limiter | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        watcher: ModelWatcher | None = None,
+        shadow_topic: TopicSpec | None = None,
     ) -> None:
         self.settings = settings
         self.input_topic, self.predictions_topic, self.dlq_topic = (
@@ -98,7 +106,10 @@ class ScoringWorker:
             dlq_topic,
         )
         self.codec_in, self.codec_out, self.codec_dlq = codecs
-        self.rules, self.spec, self.store, self.model = rules, spec, store, model
+        self.rules, self.spec, self.store = rules, spec, store
+        self.serving = model if isinstance(model, Serving) else Serving(model)
+        self.watcher = watcher
+        self.shadow_topic = shadow_topic
         self.clock_ms = clock_ms
         self.limiter = limiter
         self.worker_id = settings.worker.worker_id or default_worker_id()
@@ -107,7 +118,7 @@ class ScoringWorker:
         self._paused: dict[tuple[str, int], float] = {}
         self._consumer = Consumer(consumer_config(settings, settings.worker.scoring_group))
         self._producer = Producer(producer_config(settings))
-        metrics.MODEL_INFO.labels(model_name=model.name, model_version=model.version).set(1)
+        publish_serving_info(self.serving, None)
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned_at = time.monotonic()
@@ -129,15 +140,18 @@ class ScoringWorker:
         started = last_message = time.monotonic()
         self._consumer.subscribe([self.input_topic.name], on_assign=self._on_assign)
         logger.info(
-            "scoring worker %s started: %s -> %s, model %s v%s",
+            "scoring worker %s started: %s -> %s, model %s: %s",
             self.worker_id,
             self.input_topic.name,
             self.predictions_topic.name,
-            self.model.name,
-            self.model.version,
+            self.serving.champion.name,
+            self.serving.describe(),
         )
+        if self.watcher is not None:
+            self.watcher.start()
         try:
             while not self._stopping:
+                self._maybe_swap(summary)
                 want = self.settings.batch.max_messages
                 if max_events is not None:
                     if summary.consumed >= max_events:
@@ -163,6 +177,8 @@ class ScoringWorker:
                     logger.debug("batch of %d, oldest produced %d ms ago", len(messages), lag_ms)
                 self._handle(messages, summary)
         finally:
+            if self.watcher is not None:
+                self.watcher.stop()
             summary.elapsed_seconds = time.monotonic() - started
             self._producer.flush(30)
             self._consumer.close()
@@ -208,6 +224,7 @@ class ScoringWorker:
         summary.consumed += len(inbound) - len(result.deferred)
         summary.predictions += len(result.predictions)
         summary.dead_letters += len(result.dead_letters)
+        summary.shadow_predictions += len(result.shadow) if self.shadow_topic else 0
         summary.batches += 1
         summary.degraded_batches += int(result.degraded)
         for letter in result.dead_letters:
@@ -223,10 +240,11 @@ class ScoringWorker:
                     self.rules,
                     self.spec,
                     self.store.get_many,
-                    self.model,
+                    self.serving,
                     self.clock_ms(),
                     self.limiter,
                     self.settings.rate_limit.policy == "backpressure",
+                    self.settings.model.decision_threshold,
                 )
             except FeatureStoreUnavailable as exc:
                 metrics.FEATURE_LOOKUPS.labels(outcome="error").inc()
@@ -240,8 +258,15 @@ class ScoringWorker:
                 metrics.FEATURE_LOOKUPS.labels(outcome=f"missing_{group}").inc(n)
             if result.predictions:
                 metrics.FEATURE_LOOKUPS.labels(outcome="batch_ok").inc()
-            if result.degraded:
-                metrics.FALLBACKS.labels(reason="score_error").inc(len(result.predictions))
+            for reason, n in result.fallbacks.items():
+                metrics.FALLBACKS.labels(reason=reason).inc(n)
+            if result.agreement is not None and result.agreement.n:
+                a = result.agreement
+                metrics.SHADOW_COMPARED.inc(a.n)
+                metrics.SHADOW_ABS_DIFF.inc(a.mean_abs_diff * a.n)
+                metrics.SHADOW_DECISION_FLIPS.inc(a.decision_flips)
+                if a.rank_correlation == a.rank_correlation:  # not NaN
+                    metrics.SHADOW_RANK_CORRELATION.set(a.rank_correlation)
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -258,6 +283,12 @@ class ScoringWorker:
             self._producer.produce(
                 self.predictions_topic.name, key=p.source.key, value=value, on_delivery=on_delivery
             )
+        shadow = self.codec_out.encode_many([p.record for p in result.shadow])
+        if shadow and self.shadow_topic is not None:
+            for p, value in zip(result.shadow, shadow, strict=True):
+                self._producer.produce(
+                    self.shadow_topic.name, key=p.source.key, value=value, on_delivery=on_delivery
+                )
         letters = self.codec_dlq.encode_many(
             [dead_letter_record(d, self.worker_id, now) for d in result.dead_letters]
         )
@@ -281,7 +312,29 @@ class ScoringWorker:
             )
         metrics.MESSAGES_PRODUCED.labels(topic=self.predictions_topic.name).inc(len(preds))
         metrics.MESSAGES_PRODUCED.labels(topic=self.dlq_topic.name).inc(len(letters))
-        metrics.PREDICTIONS.labels(model_version=self.model.version).inc(len(preds))
+        served = Counter(
+            (p.record["model_version"], p.record["variant"]) for p in result.predictions
+        )
+        for (version, variant), n in served.items():
+            metrics.PREDICTIONS.labels(model_version=version, variant=variant).inc(n)
+        if result.shadow and self.shadow_topic is not None:
+            metrics.MESSAGES_PRODUCED.labels(topic=self.shadow_topic.name).inc(len(shadow))
+            metrics.PREDICTIONS.labels(
+                model_version=result.shadow[0].record["model_version"], variant="shadow"
+            ).inc(len(shadow))
+
+    def _maybe_swap(self, summary: WorkerSummary) -> None:
+        """Between batches only: every prediction of a batch comes from one serving set."""
+        if self.watcher is None:
+            return
+        new = self.watcher.take()
+        if new is None:
+            return
+        logger.info("swapped to %s (was %s)", new.describe(), self.serving.describe())
+        publish_serving_info(new, self.serving)
+        self.serving = new
+        summary.swaps += 1
+        metrics.MODEL_SWAPS.inc()
 
     def _hold_back(self, deferred: list[Inbound]) -> None:
         """Backpressure: rewind each throttled partition to its first deferred message and pause

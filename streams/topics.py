@@ -37,6 +37,15 @@ def topic_table(topics: TopicSettings) -> tuple[TopicSpec, ...]:
             "downstream consumers, label join",
         ),
         TopicSpec(
+            topics.shadow_predictions,
+            HOT_PARTITIONS,
+            "string",
+            "Prediction",
+            "the shadow challenger's scores (variant=shadow), never served",
+            "scoring worker (shadow rollout)",
+            "models compare, analysis",
+        ),
+        TopicSpec(
             topics.labels,
             HOT_PARTITIONS,
             "string",
@@ -86,5 +95,6 @@ def topic_table(topics: TopicSettings) -> tuple[TopicSpec, ...]:
 
 
 def by_record(topics: TopicSettings, record: str) -> TopicSpec:
-    """The topic whose values are ``record`` (each record has exactly one topic)."""
+    """The main topic whose values are ``record`` (the first in the table; Prediction also has
+    the shadow topic)."""
     return next(t for t in topic_table(topics) if t.value_record == record)

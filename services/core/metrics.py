@@ -1,6 +1,7 @@
 """Every Prometheus metric streamscore exposes, defined once (namespace ``streamscore_``).
 
-Labels are bounded: topic, worker, stage, outcome, reason, model_version, detector. Never ids.
+Labels are bounded: topic, worker, stage, outcome, reason, model_version, variant, role,
+detector. Never ids.
 """
 
 from __future__ import annotations
@@ -38,7 +39,11 @@ FEATURE_LOOKUPS = Counter(
     namespace=NAMESPACE,
 )
 PREDICTIONS = Counter(
-    "predictions_total", "Predictions produced.", ["model_version"], namespace=NAMESPACE
+    "predictions_total",
+    "Predictions produced, by the version that scored them and its variant (champion, "
+    "challenger for canary traffic, shadow for the challenger's unserved scores).",
+    ["model_version", "variant"],
+    namespace=NAMESPACE,
 )
 FALLBACKS = Counter(
     "fallbacks_total",
@@ -48,8 +53,55 @@ FALLBACKS = Counter(
 )
 MODEL_INFO = Gauge(
     "model_info",
-    "The model version a worker serves (value 1).",
-    ["model_name", "model_version"],
+    "The model versions a worker serves (value 1), by role: champion, or the challenger's "
+    "rollout mode (shadow, canary).",
+    ["model_name", "model_version", "role"],
+    namespace=NAMESPACE,
+)
+CANARY_PERCENT = Gauge(
+    "canary_percent",
+    "Share of users the challenger serves (0 outside a canary).",
+    namespace=NAMESPACE,
+)
+MODEL_SWAPS = Counter(
+    "model_swaps_total",
+    "Serving-set changes applied between batches (promotion, rollout start/stop, rollback).",
+    namespace=NAMESPACE,
+)
+MODEL_LOAD_FAILURES = Counter(
+    "model_load_failures_total",
+    "Versions refused on load: integrity (sha256 mismatch) or load (unreadable, untrusted).",
+    ["reason"],
+    namespace=NAMESPACE,
+)
+MODEL_LOAD_REFUSED = Gauge(
+    "model_load_refused",
+    "1 while the registry asks for a version this worker refused to load (it keeps serving "
+    "the last good one); 0 once a load succeeds.",
+    namespace=NAMESPACE,
+)
+MODEL_EVENTS = Counter(
+    "model_events_total",
+    "Model events seen on the model-events topic, and registry polls that found a change.",
+    ["source"],
+    namespace=NAMESPACE,
+)
+SHADOW_COMPARED = Counter(
+    "shadow_compared_total", "Events scored by both champion and shadow.", namespace=NAMESPACE
+)
+SHADOW_ABS_DIFF = Counter(
+    "shadow_abs_diff_sum",
+    "Sum of |champion - shadow| scores; divide by streamscore_shadow_compared_total for the mean.",
+    namespace=NAMESPACE,
+)
+SHADOW_DECISION_FLIPS = Counter(
+    "shadow_decision_flips_total",
+    "Events where champion and shadow fall on different sides of the decision threshold.",
+    namespace=NAMESPACE,
+)
+SHADOW_RANK_CORRELATION = Gauge(
+    "shadow_rank_correlation",
+    "Spearman rank correlation of champion and shadow scores in the last batch.",
     namespace=NAMESPACE,
 )
 MESSAGES_DEFERRED = Counter(

@@ -116,6 +116,10 @@ class TopicSettings(_Group):
     drift_signals: str = Field("ml.drift-signals.v1", description="Drift detector firings.")
     retrain_requests: str = Field("ml.retrain-requests.v1", description="Retraining requests.")
     model_events: str = Field("ml.model-events.v1", description="Model registry/alias events.")
+    shadow_predictions: str = Field(
+        "feed.shadow-predictions.v1",
+        description="The shadow challenger's predictions (variant=shadow, never served).",
+    )
 
 
 class BatchSettings(_Group):
@@ -177,6 +181,22 @@ class ModelSettings(_Group):
         description="MLflow tracking/registry URI. Unset: sqlite under <home>/mlflow (no server).",
     )
     experiment: str = Field("streamscore", description="MLflow experiment for training runs.")
+    watch: bool = Field(
+        True,
+        description="Workers follow alias and rollout changes (model events, plus polling).",
+    )
+    poll_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="How often workers poll the registry for changes they missed on the "
+        "model-events topic.",
+    )
+    decision_threshold: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Score at which downstream acts; shadow agreement counts flips across it.",
+    )
 
 
 class WorkerSettings(_Group):

@@ -193,13 +193,18 @@ class MlflowRegistry:
 
         try:
             found = self.client.search_model_versions(f"name='{self.name}'")
+            aliases = self.client.get_registered_model(self.name).aliases or {}
         except MlflowException:
             return []
+        # search_model_versions does not fill in aliases on every backend; the model does.
+        by_version: dict[str, list[str]] = {}
+        for alias, version in aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
         return sorted(
             (
                 VersionInfo(
                     str(v.version),
-                    tuple(getattr(v, "aliases", []) or []),
+                    tuple(sorted(by_version.get(str(v.version), []))),
                     v.run_id,
                     (v.tags or {}).get(SHA_TAG),
                     dict(v.tags or {}),
@@ -209,6 +214,9 @@ class MlflowRegistry:
             ),
             key=lambda v: int(v.version),
         )
+
+    def version_numbers(self) -> list[str]:
+        return [v.version for v in self.versions()]
 
     def load(self, alias: str | None = None, version: str | None = None) -> LoadedModel:
         """Download, verify (sha256) and load a version, by alias or number.

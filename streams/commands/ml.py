@@ -1,4 +1,4 @@
-"""`streamscore features load`, `train`, `models list`, `worker scoring`."""
+"""`streamscore features load`, `train`, `worker scoring`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 import click
 import numpy as np
 from rich.console import Console
-from rich.table import Table
 
 from services.core.errors import ConfigError
 from services.features.spec import FeatureSpec
@@ -175,35 +174,6 @@ def train(
         )
 
     emit(a, result.to_dict(), render)
-
-
-# -- models --------------------------------------------------------------------------------
-@click.group()
-def models() -> None:
-    """The MLflow Model Registry: versions and aliases."""
-
-
-@models.command("list")
-@json_option
-@click.pass_context
-def models_list(ctx: click.Context) -> None:
-    """Every version of the model with its aliases and artifact sha256."""
-    a = app(ctx)
-    versions = MlflowRegistry(a.settings).versions()
-    data = [
-        {"version": v.version, "aliases": list(v.aliases), "run_id": v.run_id, "sha256": v.sha256}
-        for v in versions
-    ]
-
-    def render(c: Console) -> None:
-        t = Table(title=f"model {a.settings.model.name} ({a.settings.mlflow_uri})")
-        for col in ("version", "aliases", "run", "sha256"):
-            t.add_column(col)
-        for v in versions:
-            t.add_row(v.version, ",".join(v.aliases), (v.run_id or "")[:8], (v.sha256 or "")[:16])
-        c.print(t)
-
-    emit(a, data, render)
 
 
 # -- worker --------------------------------------------------------------------------------

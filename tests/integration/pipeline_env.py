@@ -94,6 +94,7 @@ def make_pipeline(stack: Stack, tmp_path: Path, **overrides: Any) -> Iterator[Pi
                 "drift_signals": f"test.drift-{tag}.v1",
                 "retrain_requests": f"test.retrain-{tag}.v1",
                 "model_events": f"test.model-events-{tag}.v1",
+                "shadow_predictions": f"test.shadow-{tag}.v1",
             },
             "schema_registry": base["schema_registry"] | {"schemas_dir": schemas},
             "redis": base["redis"] | {"key_prefix": f"test:{tag}:"},

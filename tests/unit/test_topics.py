@@ -21,6 +21,7 @@ def test_default_names() -> None:
     assert [t.name for t in topic_table(TopicSettings())] == [
         "feed.interactions.v1",
         "feed.predictions.v1",
+        "feed.shadow-predictions.v1",
         "feed.labels.v1",
         "feed.interactions.v1.dlq",
         "ml.drift-signals.v1",

@@ -1,0 +1,48 @@
+"""Read the newest messages of a topic without joining a group (ops commands, reports)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from services.core.errors import BrokerUnavailable
+from services.core.settings import Settings
+from services.kafka.config import consumer_config
+
+
+def read_tail(settings: Settings, topic: str, last: int, timeout: float = 15.0) -> list[Message]:
+    """Up to ``last`` newest messages of each partition of ``topic``, oldest first per partition.
+
+    Raises:
+        BrokerUnavailable: the topic's metadata or offsets cannot be read.
+    """
+    consumer = Consumer(consumer_config(settings, f"streamscore-tail-{uuid.uuid4().hex[:8]}"))
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise BrokerUnavailable(f"topic {topic} not found", topic=topic)
+        assignment, ends = [], {}
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                assignment.append(TopicPartition(topic, p, max(low, high - last)))
+                ends[p] = high
+        if not assignment:
+            return []
+        consumer.assign(assignment)
+        out: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while ends and time.monotonic() < deadline:
+            for m in consumer.consume(1000, 0.2):
+                if m.error() is not None:
+                    continue
+                out.append(m)
+                if (m.offset() or 0) + 1 >= ends.get(m.partition() or 0, 0):
+                    ends.pop(m.partition() or 0, None)
+        return out
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"cannot read {topic}: {exc}", topic=topic) from exc
+    finally:
+        consumer.close()

@@ -1,0 +1,44 @@
+"""Announce a registry change on the model-events topic (workers react within a second)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from services.codec.avro import AvroCodec
+from services.core.settings import Settings
+from services.kafka.config import producer_config
+
+logger = logging.getLogger(__name__)
+
+
+def announce(settings: Settings, codec: AvroCodec, event: dict[str, Any]) -> str | None:
+    """Publish ``event``; returns None when delivered, else why not.
+
+    A failed announce is not fatal: the registry already holds the change, and workers poll it
+    every ``model.poll_seconds``.
+    """
+    errors: list[str] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    try:
+        producer = Producer(producer_config(settings, **{"message.timeout.ms": 10_000}))
+        producer.produce(
+            settings.topics.model_events,
+            key=event["model_name"].encode(),
+            value=codec.encode_one(event),
+            on_delivery=on_delivery,
+        )
+        if producer.flush(15) != 0:
+            errors.append("not acknowledged within 15 s")
+    except (KafkaException, BufferError) as exc:
+        errors.append(str(exc))
+    if errors:
+        logger.warning("model event not announced (%s); workers will poll", errors[0])
+        return errors[0]
+    return None

@@ -1,0 +1,78 @@
+"""`streamscore models compare`: how the variants behave on the same stream (pure).
+
+Shadow agreement joins the champion's served predictions with the shadow's by event id; per
+variant (version and champion/challenger/shadow) it reports volume, mean score, degraded share
+and, where labels have arrived, online AUC and log loss.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from services.scoring.rollout import agreement
+
+MIN_LABELS_FOR_QUALITY = 50  # below this an online AUC is noise, so none is reported
+
+
+def online_quality(scores: Sequence[float], outcomes: Sequence[bool]) -> dict[str, float]:
+    """AUC and log loss of scores against labels (AUC only with both classes present).
+
+    >>> q = online_quality([0.9, 0.2, 0.8, 0.1], [True, False, True, False])
+    >>> q["auc"], round(q["log_loss"], 3)
+    (1.0, 0.164)
+    """
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    y = np.asarray(outcomes, dtype=np.int64)
+    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-7, 1 - 1e-7)
+    out = {"labelled": float(len(y)), "log_loss": float(log_loss(y, p, labels=[0, 1]))}
+    if 0 < y.sum() < len(y):
+        out["auc"] = float(roc_auc_score(y, p))
+    return out
+
+
+def compare_report(
+    served: Sequence[Mapping[str, Any]],
+    shadow: Sequence[Mapping[str, Any]],
+    labels: Mapping[str, bool],
+    threshold: float,
+) -> dict[str, Any]:
+    """Per-variant statistics and champion-vs-shadow agreement over the predictions given."""
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for p in [*served, *shadow]:
+        groups[(str(p["model_version"]), str(p["variant"]))].append(p)
+    variants = []
+    for (version, variant), preds in sorted(groups.items()):
+        scores = [float(p["score"]) for p in preds]
+        row: dict[str, Any] = {
+            "model_version": version,
+            "variant": variant,
+            "predictions": len(preds),
+            "mean_score": float(np.mean(scores)),
+            "degraded_share": sum(bool(p.get("degraded")) for p in preds) / len(preds),
+        }
+        known = [
+            (float(p["score"]), labels[p["event_id"]]) for p in preds if p["event_id"] in labels
+        ]
+        if len(known) >= MIN_LABELS_FOR_QUALITY:
+            row |= online_quality([s for s, _ in known], [y for _, y in known])
+        else:
+            row["labelled"] = float(len(known))
+        variants.append(row)
+    by_event = {p["event_id"]: float(p["score"]) for p in served}
+    pairs = [
+        (by_event[s["event_id"]], float(s["score"])) for s in shadow if s["event_id"] in by_event
+    ]
+    report: dict[str, Any] = {"variants": variants, "threshold": threshold}
+    if pairs:
+        champ = np.array([a for a, _ in pairs])
+        shad = np.array([b for _, b in pairs])
+        report["shadow_agreement"] = agreement(champ, shad, threshold).to_dict() | {
+            "shadow_versions": sorted({str(s["model_version"]) for s in shadow}),
+            "flip_rate": float(((champ >= threshold) != (shad >= threshold)).mean()),
+        }
+    return report

@@ -1,0 +1,141 @@
+"""Turn the registry's rollout state into a ``Serving`` set, refusing versions that fail to load.
+
+The fallback ladder's model rung lives here: a champion that cannot be loaded (sha256 mismatch,
+unreadable artifact) is never served; the worker keeps the last good champion, or, at start-up
+when it has none, walks back through earlier champions and then older versions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from services.core.errors import ConfigError, ModelIntegrityError, ModelLoadError
+from services.scoring.model import LoadedModel
+from services.scoring.rollout import AliasChange, RolloutState, previous_champion
+from services.scoring.serving import Serving
+
+logger = logging.getLogger(__name__)
+
+
+class ModelSource(Protocol):
+    """What the loader needs of a registry (``MlflowRegistry`` is one)."""
+
+    name: str
+
+    def load(self, alias: str | None = None, version: str | None = None) -> LoadedModel: ...
+
+    def rollout_state(self) -> RolloutState: ...
+
+    def history(self) -> list[AliasChange]: ...
+
+    def version_numbers(self) -> list[str]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A version that was asked for and not served, and why."""
+
+    version: str
+    role: str  # champion or challenger
+    reason: str  # integrity or load
+    detail: str
+
+
+@dataclass(frozen=True)
+class Built:
+    serving: Serving
+    refusals: list[Refusal] = field(default_factory=list)
+    fell_back: bool = False  # the champion served is not the registry's champion
+
+
+def smoke_check(model: LoadedModel) -> None:
+    """A loaded model must score a row of zeros to a probability, or it is not served.
+
+    Raises:
+        ModelLoadError: it raised or answered something that is not a probability.
+    """
+    X = np.zeros((2, len(model.metadata.feature_names)))
+    try:
+        p = model.predict(X)
+    except Exception as exc:  # noqa: BLE001 (any failure here means "do not serve it")
+        raise ModelLoadError(f"{model.name} v{model.version}: cannot score: {exc}") from exc
+    if p.shape != (2,) or not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
+        raise ModelLoadError(f"{model.name} v{model.version}: scores are not probabilities")
+
+
+class ServingLoader:
+    """Loads versions once (cached by version number) and builds serving sets."""
+
+    def __init__(self, source: ModelSource) -> None:
+        self.source = source
+        self._cache: dict[str, LoadedModel] = {}
+
+    def load(self, version: str) -> LoadedModel:
+        """A verified, smoke-checked version. Raises ModelLoadError (or ModelIntegrityError)."""
+        if version not in self._cache:
+            model = self.source.load(version=version)
+            smoke_check(model)
+            self._cache[version] = model
+        return self._cache[version]
+
+    def build(self, state: RolloutState, current: Serving | None) -> Built:
+        """The serving set for ``state``; what cannot be loaded is refused and reported."""
+        refusals: list[Refusal] = []
+        champion: LoadedModel | None = None
+        fell_back = False
+        if state.champion is not None:
+            champion = self._try(state.champion, "champion", refusals)
+        if champion is None and current is not None:
+            champion, fell_back = current.champion, True
+        if champion is None:
+            champion = self._walk_back(state.champion, refusals)
+            fell_back = True
+        challenger = None
+        target = state.active_challenger()
+        if target is not None:
+            challenger = self._try(target, "challenger", refusals)
+        mode = state.mode if challenger is not None else "none"
+        serving = Serving(champion, challenger, mode, state.canary_percent if challenger else 0.0)
+        # Keep only what is served: a long-lived worker must not accumulate every version.
+        keep = {champion.version, challenger.version if challenger else ""}
+        self._cache = {v: m for v, m in self._cache.items() if v in keep}
+        return Built(serving, refusals, fell_back)
+
+    def _try(self, version: str, role: str, refusals: list[Refusal]) -> LoadedModel | None:
+        try:
+            return self.load(version)
+        except ModelLoadError as exc:
+            reason = "integrity" if isinstance(exc, ModelIntegrityError) else "load"
+            refusals.append(Refusal(version, role, reason, str(exc)))
+            logger.error("refusing %s v%s (%s): %s", role, version, reason, exc)
+            return None
+
+    def _walk_back(self, bad: str | None, refusals: list[Refusal]) -> LoadedModel:
+        """Start-up without a loadable champion: earlier champions, then older versions."""
+        history = self.source.history()
+        tried = {bad}
+        current = bad
+        while (current := previous_champion(current, history)) is not None:
+            if current in tried:
+                break
+            tried.add(current)
+            model = self._try(current, "champion", refusals)
+            if model is not None:
+                logger.warning("serving earlier champion v%s instead of v%s", current, bad)
+                return model
+        older = [v for v in self.source.version_numbers() if v not in tried]
+        for version in sorted(older, key=int, reverse=True):
+            if bad is not None and int(version) > int(bad):
+                continue  # never newer-than-champion versions nobody approved
+            model = self._try(version, "champion", refusals)
+            if model is not None:
+                logger.warning("serving v%s: the champion v%s cannot be loaded", version, bad)
+                return model
+        raise ConfigError(
+            f"model {self.source.name}: no loadable version "
+            f"({'; '.join(r.detail for r in refusals) or 'no champion'})"
+        )

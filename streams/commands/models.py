@@ -1,0 +1,363 @@
+"""`streamscore models list|show|promote|rollback|shadow|canary|verify|compare`.
+
+Every change is planned by the pure rules in ``services.scoring.rollout``, verified (the target
+version must download, match its sha256 and score), written to the MLflow registry (aliases,
+rollout tags, history) and announced on the model-events topic.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from services.codec.factory import codec_for
+from services.core.errors import ConfigError, ModelLoadError
+from services.kafka.tail import read_tail
+from services.scoring.announce import announce
+from services.scoring.compare import compare_report
+from services.scoring.events import model_event
+from services.scoring.loader import ServingLoader
+from services.scoring.registry import MlflowRegistry
+from services.scoring.rollout import (
+    AliasChange,
+    RolloutState,
+    plan_promote,
+    plan_rollback,
+    plan_rollout,
+)
+from streams.commands.common import AppContext, app, emit, json_option
+from streams.topics import by_record
+
+
+def _actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry in some containers
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+reason_option = click.option(
+    "--reason", "-m", required=True, help="Why: recorded in the alias history and the event."
+)
+
+
+@click.group()
+def models() -> None:
+    """The MLflow Model Registry: versions, aliases, rollouts (shadow, canary), rollback."""
+
+
+@models.command("list")
+@json_option
+@click.pass_context
+def models_list(ctx: click.Context) -> None:
+    """Every version with its aliases, holdout AUC and artifact sha256; and the rollout."""
+    a = app(ctx)
+    registry = MlflowRegistry(a.settings)
+    versions = registry.versions()
+    state = registry.rollout_state()
+    rows: list[dict[str, Any]] = [
+        {
+            "version": v.version,
+            "aliases": list(v.aliases),
+            "run_id": v.run_id,
+            "sha256": v.sha256,
+            "flavor": v.tags.get("flavor"),
+            "holdout_auc": registry.run_metrics(v.run_id).get("holdout_auc"),
+            "created": _when(v.created_ms),
+        }
+        for v in versions
+    ]
+    data = {"model": registry.name, "rollout": _state_dict(state), "versions": rows}
+
+    def render(c: Console) -> None:
+        t = Table(title=f"model {registry.name} ({a.settings.mlflow_uri}): {state.describe()}")
+        for col in ("version", "aliases", "flavor", "holdout AUC", "created", "run", "sha256"):
+            t.add_column(col, no_wrap=True)
+        for v in rows:
+            auc = v["holdout_auc"]
+            t.add_row(
+                v["version"],
+                ",".join(v["aliases"]),
+                v["flavor"] or "",
+                f"{auc:.4f}" if auc is not None else "",
+                v["created"][:16],
+                (v["run_id"] or "")[:8],
+                (v["sha256"] or "")[:16],
+            )
+        c.print(t)
+
+    emit(a, data, render)
+
+
+@models.command("show")
+@click.argument("version", required=False)
+@click.option("--history", "n_history", default=20, show_default=True, help="History entries.")
+@json_option
+@click.pass_context
+def models_show(ctx: click.Context, version: str | None, n_history: int) -> None:
+    """One version (default: the champion): its run, metrics, tags; the rollout and history."""
+    a = app(ctx)
+    registry = MlflowRegistry(a.settings)
+    state = registry.rollout_state()
+    version = version or state.champion
+    found = [v for v in registry.versions() if v.version == version]
+    if not found:
+        raise ConfigError(f"model {registry.name} has no version {version}")
+    v = found[0]
+    history = registry.history()[-n_history:]
+    metrics = registry.run_metrics(v.run_id)
+    data: dict[str, Any] = {
+        "model": registry.name,
+        "version": v.version,
+        "aliases": list(v.aliases),
+        "run_id": v.run_id,
+        "sha256": v.sha256,
+        "tags": v.tags,
+        "metrics": metrics,
+        "created": _when(v.created_ms),
+        "rollout": _state_dict(state),
+        "history": [_change_dict(c) for c in history],
+    }
+
+    def render(c: Console) -> None:
+        c.print(f"[bold]{registry.name} v{v.version}[/bold] {','.join(v.aliases)}")
+        c.print(f"run {v.run_id}, created {data['created']}, sha256 {v.sha256}")
+        for k, val in sorted(metrics.items()):
+            c.print(f"  {k} = {val:.4f}")
+        c.print(f"rollout: {state.describe()}")
+        _render_history(c, history)
+
+    emit(a, data, render)
+
+
+def _render_history(c: Console, history: list[AliasChange]) -> None:
+    if not history:
+        c.print("alias history: empty")
+        return
+    t = Table(title="alias history")
+    for col in ("when", "event", "alias", "from", "to", "who", "why"):
+        t.add_column(col)
+    for h in history:
+        t.add_row(
+            _when(h.at_ms),
+            h.event_type,
+            h.alias,
+            h.from_version or "",
+            h.to_version or "",
+            h.actor,
+            h.reason,
+        )
+    c.print(t)
+
+
+def _state_dict(state: RolloutState) -> dict[str, Any]:
+    return {
+        "champion": state.champion,
+        "challenger": state.challenger,
+        "mode": state.mode,
+        "canary_percent": state.canary_percent,
+        "description": state.describe(),
+    }
+
+
+def _change_dict(change: AliasChange) -> dict[str, Any]:
+    return {
+        "event_type": change.event_type,
+        "alias": change.alias,
+        "from_version": change.from_version,
+        "to_version": change.to_version,
+        "reason": change.reason,
+        "actor": change.actor,
+        "at": _when(change.at_ms),
+        "canary_percent": change.canary_percent,
+    }
+
+
+def _change(
+    a: AppContext,
+    plan: Callable[[RolloutState, MlflowRegistry], tuple[RolloutState, AliasChange]],
+) -> None:
+    """Plan, verify the versions the new state serves, write, announce, report."""
+    registry = MlflowRegistry(a.settings)
+    before = registry.rollout_state()
+    try:
+        after, change = plan(before, registry)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    loader = ServingLoader(registry)
+    wanted = {after.champion, after.active_challenger()} - {before.champion}
+    for version in sorted(v for v in wanted if v is not None):
+        try:
+            loader.load(version)
+        except (ModelLoadError, ConfigError) as exc:
+            raise ModelLoadError(f"refused, nothing changed: {exc}") from exc
+    registry.apply(after, change)
+    sha = next((v.sha256 for v in registry.versions() if v.version == change.to_version), None)
+    codec = codec_for(a.settings, by_record(a.settings.topics, "ModelEvent"))
+    problem = announce(a.settings, codec, model_event(registry.name, change, sha))
+    data = {
+        "before": _state_dict(before),
+        "after": _state_dict(after),
+        "change": _change_dict(change),
+        "announced": problem is None,
+        "announce_error": problem,
+    }
+
+    def render(c: Console) -> None:
+        c.print(f"{change.event_type}: {before.describe()}  ->  [bold]{after.describe()}[/bold]")
+        if problem is None:
+            c.print(f"announced on {a.settings.topics.model_events}")
+        else:
+            c.print(
+                f"[yellow]not announced ({problem})[/yellow]: workers pick the change up "
+                f"within {a.settings.model.poll_seconds:g} s by polling the registry"
+            )
+
+    emit(a, data, render)
+
+
+@models.command("promote")
+@click.argument("version", required=False)
+@reason_option
+@json_option
+@click.pass_context
+def models_promote(ctx: click.Context, version: str | None, reason: str) -> None:
+    """Make VERSION (default: the challenger) champion; any rollout ends."""
+    now = int(time.time() * 1000)
+    _change(app(ctx), lambda s, _r: plan_promote(s, version, reason, _actor(), now))
+
+
+@models.command("rollback")
+@click.option("--to", "version", default=None, help="Version to return to.")
+@reason_option
+@json_option
+@click.pass_context
+def models_rollback(ctx: click.Context, version: str | None, reason: str) -> None:
+    """Back to the last known good: stop a running shadow/canary, else champion back to the
+    previous champion (from the alias history) or to --to."""
+    now = int(time.time() * 1000)
+    _change(app(ctx), lambda s, r: plan_rollback(s, r.history(), version, reason, _actor(), now))
+
+
+@models.command("shadow")
+@click.argument("version")
+@reason_option
+@json_option
+@click.pass_context
+def models_shadow(ctx: click.Context, version: str, reason: str) -> None:
+    """Score every event with VERSION too, publishing its predictions as variant=shadow."""
+    now = int(time.time() * 1000)
+    _change(app(ctx), lambda s, _r: plan_rollout(s, version, "shadow", 0.0, reason, _actor(), now))
+
+
+@models.command("canary")
+@click.argument("version")
+@click.option("--percent", type=float, default=10.0, show_default=True, help="Share of users.")
+@reason_option
+@json_option
+@click.pass_context
+def models_canary(ctx: click.Context, version: str, percent: float, reason: str) -> None:
+    """Serve VERSION to PERCENT of users (sticky by user id hash), the champion to the rest."""
+    now = int(time.time() * 1000)
+    _change(
+        app(ctx),
+        lambda s, _r: plan_rollout(s, version, "canary", percent, reason, _actor(), now),
+    )
+
+
+@models.command("verify")
+@click.argument("versions", nargs=-1)
+@json_option
+@click.pass_context
+def models_verify(ctx: click.Context, versions: tuple[str, ...]) -> None:
+    """Download each version (default: all), check its sha256, load and score it. Exit 1 if
+    any fails."""
+    a = app(ctx)
+    registry = MlflowRegistry(a.settings)
+    loader = ServingLoader(registry)
+    results = []
+    for v in versions or tuple(registry.version_numbers()):
+        try:
+            model = loader.load(v)
+            results.append({"version": v, "ok": True, "flavor": model.metadata.flavor})
+        except (ModelLoadError, ConfigError) as exc:
+            results.append({"version": v, "ok": False, "error": str(exc)})
+
+    def render(c: Console) -> None:
+        for r in results:
+            mark = "[green]ok[/green]" if r["ok"] else "[red]REFUSED[/red]"
+            c.print(f"v{r['version']}: {mark} {r.get('flavor') or r.get('error')}")
+
+    emit(a, results, render)
+    if not all(r["ok"] for r in results):
+        ctx.exit(1)
+
+
+@models.command("compare")
+@click.option("--last", default=5000, show_default=True, help="Newest messages per partition.")
+@json_option
+@click.pass_context
+def models_compare(ctx: click.Context, last: int) -> None:
+    """Variants on the live stream: per version and variant, volume, mean score, degraded share
+    and (with labels) online AUC/log loss; champion vs shadow agreement."""
+    a = app(ctx)
+    s = a.settings
+    codec = codec_for(s, by_record(s.topics, "Prediction"))
+    label_codec = codec_for(s, by_record(s.topics, "Label"))
+
+    def read(topic: str, c: Any) -> list[dict[str, Any]]:
+        out = []
+        for m in read_tail(s, topic, last):
+            d = c.decode_one(m.value())
+            if isinstance(d, dict):
+                out.append(d)
+        return out
+
+    served = read(s.topics.predictions, codec)
+    shadow = read(s.topics.shadow_predictions, codec)
+    labels = {d["event_id"]: bool(d["engaged"]) for d in read(s.topics.labels, label_codec)}
+    report = compare_report(served, shadow, labels, s.model.decision_threshold)
+
+    def render(c: Console) -> None:
+        t = Table(title=f"variants over the newest {last} messages per partition")
+        for col in ("version", "variant", "predictions", "mean score", "degraded", "labelled"):
+            t.add_column(col)
+        t.add_column("AUC")
+        t.add_column("log loss")
+        for r in report["variants"]:
+            t.add_row(
+                r["model_version"],
+                r["variant"],
+                f"{r['predictions']:,}",
+                f"{r['mean_score']:.4f}",
+                f"{r['degraded_share']:.1%}",
+                f"{int(r.get('labelled', 0)):,}",
+                f"{r['auc']:.4f}" if "auc" in r else "",
+                f"{r['log_loss']:.4f}" if "log_loss" in r else "",
+            )
+        c.print(t)
+        ag = report.get("shadow_agreement")
+        if ag:
+            c.print(
+                f"shadow agreement over {ag['n']:,} events: mean |diff| "
+                f"{ag['mean_abs_diff']:.4f}, rank correlation {ag['rank_correlation']:.4f}, "
+                f"{ag['decision_flips']:,} decision flips at {report['threshold']:g} "
+                f"({ag['flip_rate']:.2%})"
+            )
+        else:
+            c.print("no shadow predictions to compare")
+
+    emit(a, report, render)

@@ -1,0 +1,174 @@
+"""Follow the registry for a scoring worker: model events for news within a second, polling
+as the fallback. Loading happens on this thread; the worker swaps between batches.
+
+A version that fails to load is refused (metric, log) and the worker keeps what it serves. A
+refused state is retried when a new model event arrives or the state changes, not on every
+poll, so a tampered artifact does not flood the logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+
+from services.codec.avro import AvroCodec
+from services.core import metrics
+from services.core.settings import Settings
+from services.kafka.config import consumer_config
+from services.scoring.loader import Built, ServingLoader
+from services.scoring.rollout import RolloutState
+from services.scoring.serving import Serving
+
+logger = logging.getLogger(__name__)
+
+
+def record_built(built: Built) -> None:
+    """Metrics and logs for a freshly built serving set."""
+    for refusal in built.refusals:
+        metrics.MODEL_LOAD_FAILURES.labels(reason=refusal.reason).inc()
+    metrics.MODEL_LOAD_REFUSED.set(1 if built.refusals else 0)
+    if built.fell_back:
+        metrics.FALLBACKS.labels(reason="model_load").inc()
+
+
+def publish_serving_info(serving: Serving, previous: Serving | None) -> None:
+    if previous is not None:
+        metrics.MODEL_INFO.clear()
+    metrics.MODEL_INFO.labels(
+        model_name=serving.champion.name, model_version=serving.champion.version, role="champion"
+    ).set(1)
+    if serving.challenger is not None and serving.mode != "none":
+        metrics.MODEL_INFO.labels(
+            model_name=serving.challenger.name,
+            model_version=serving.challenger.version,
+            role=serving.mode,
+        ).set(1)
+    metrics.CANARY_PERCENT.set(serving.canary_percent if serving.mode == "canary" else 0)
+
+
+class ModelWatcher:
+    """A daemon thread that keeps the next ``Serving`` ready for the worker to take."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        loader: ServingLoader,
+        state: RolloutState,
+        serving: Serving,
+        event_codec: AvroCodec,
+    ) -> None:
+        self.settings = settings
+        self.loader = loader
+        self._state = state  # what the registry said when ``_serving`` was built
+        self._serving = serving
+        self._codec = event_codec
+        self._pending: Serving | None = None
+        self._refused: RolloutState | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def take(self) -> Serving | None:
+        """The new serving set, once, if one is ready (called by the worker between batches)."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+        return pending
+
+    def _run(self) -> None:
+        consumer = self._subscribe()
+        poll = self.settings.model.poll_seconds
+        next_poll = time.monotonic() + poll
+        try:
+            while not self._stop.is_set():
+                heard = self._read_events(consumer) if consumer else 0
+                if not consumer:
+                    self._stop.wait(0.2)
+                if heard:
+                    metrics.MODEL_EVENTS.labels(source="topic").inc(heard)
+                    self._refresh(retry_refused=True, source="event")
+                elif time.monotonic() >= next_poll:
+                    self._refresh(retry_refused=False, source="poll")
+                if heard or time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + poll
+        except Exception:  # noqa: BLE001 (the watcher must never take the worker down)
+            logger.exception("model watcher stopped; this worker keeps its current model")
+        finally:
+            if consumer is not None:
+                consumer.close()
+
+    def _subscribe(self) -> Consumer | None:
+        topic = self.settings.topics.model_events
+        group = f"streamscore-model-watch-{uuid.uuid4().hex[:8]}"  # never commits
+        try:
+            consumer = Consumer(consumer_config(self.settings, group))
+            meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                raise KafkaException(f"topic {topic} not found")
+            consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in meta.partitions])
+            return consumer
+        except KafkaException as exc:
+            logger.warning(
+                "no model events (%s): polling the registry every %ss only",
+                exc,
+                self.settings.model.poll_seconds,
+            )
+            return None
+
+    def _read_events(self, consumer: Consumer) -> int:
+        """Model events about our model; any readable one triggers a refresh."""
+        heard = 0
+        for message in consumer.consume(num_messages=50, timeout=0.2):
+            if message.error() is not None:
+                continue
+            decoded = self._codec.decode_one(message.value())
+            if isinstance(decoded, dict):
+                if decoded.get("model_name") == self.loader.source.name:
+                    logger.info(
+                        "model event: %s %s v%s -> v%s by %s (%s)",
+                        decoded["event_type"],
+                        decoded.get("alias"),
+                        decoded.get("from_version"),
+                        decoded.get("to_version"),
+                        decoded["actor"],
+                        decoded["reason"],
+                    )
+                    heard += 1
+            else:
+                logger.warning("unreadable model event at offset %s: %s", message.offset(), decoded)
+        return heard
+
+    def _refresh(self, *, retry_refused: bool, source: str) -> None:
+        state = self.loader.source.rollout_state()
+        if state == self._state and not (retry_refused and self._refused == state):
+            return
+        if state == self._refused and not retry_refused:
+            return
+        if source == "poll":
+            metrics.MODEL_EVENTS.labels(source="poll").inc()
+        built = self.loader.build(state, self._serving)
+        record_built(built)
+        self._refused = state if built.refusals else None
+        if built.serving.versions() != self._serving.versions() or (
+            built.serving.mode,
+            built.serving.canary_percent,
+        ) != (self._serving.mode, self._serving.canary_percent):
+            logger.info(
+                "serving %s (was %s), ready to swap",
+                built.serving.describe(),
+                self._serving.describe(),
+            )
+            with self._lock:
+                self._pending = built.serving
+            self._serving = built.serving
+        self._state = state
