@@ -4,6 +4,8 @@ worker, rollback, and the start-up fallback to the last good champion."""
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import subprocess
 import sys
@@ -11,8 +13,11 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import urlparse
 
 import pytest
@@ -22,6 +27,7 @@ from services.core.settings import Settings
 from services.scoring.registry import MlflowRegistry
 from services.scoring.rollout import in_canary, plan_promote
 from services.training.pipeline import train_and_register
+from streams.cli import main
 from streams.runtime import feature_spec, feature_store, scoring_worker
 from tests.integration.conftest import Stack
 from tests.integration.pipeline_env import Pipeline, make_pipeline, world_events
@@ -76,15 +82,37 @@ def _predictions(
     return out
 
 
-def _cli(p: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")} | p.env()
-    return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+@dataclass
+class _Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+_CLI_LOCK = threading.Lock()
+
+
+def _cli(p: Pipeline, *args: str) -> _Ran:
+    """The console script's ``main`` in this process, with the pipeline's settings as env (a
+    subprocess would pay several seconds of imports and MLflow start-up per call)."""
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    rc: int | str | None = 0
+    with (
+        _CLI_LOCK,
+        mock.patch.dict(os.environ, p.env()),
+        redirect_stdout(out),
+        redirect_stderr(err),
+    ):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            rc = exc.code
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
+    return _Ran(int(rc or 0), out.getvalue(), err.getvalue())
 
 
 def _tamper(p: Pipeline, version: str) -> None:
