@@ -51,4 +51,4 @@ clean:
 
 # The MLflow UI over the embedded store (runs, registered versions, aliases).
 mlflow-ui: install
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.streamscore/mlflow/mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/streamscore models ui

@@ -1,4 +1,4 @@
-"""`streamscore models list|show|promote|rollback|shadow|canary|verify|compare`.
+"""`streamscore models list|show|promote|rollback|shadow|canary|verify|compare|ui`.
 
 Every change is planned by the pure rules in ``services.scoring.rollout``, verified (the target
 version must download, match its sha256 and score), written to the MLflow registry (aliases,
@@ -8,7 +8,9 @@ rollout tags, history) and announced on the model-events topic.
 from __future__ import annotations
 
 import getpass
+import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -361,3 +363,35 @@ def models_compare(ctx: click.Context, last: int) -> None:
             c.print("no shadow predictions to compare")
 
     emit(a, report, render)
+
+
+@models.command("ui")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.pass_context
+def models_ui(ctx: click.Context, host: str, port: int) -> None:
+    """Open MLflow's UI on the registry in use: runs, versions, aliases, rollout tags.
+
+    With the embedded backend this runs `mlflow ui` on its sqlite file (until Ctrl-C); with a
+    tracking server it prints the server's address, which already serves the UI."""
+    a = app(ctx)
+    uri = a.settings.mlflow_uri
+    if uri.startswith(("http://", "https://")):
+        a.console.print(f"the MLflow UI is served by the tracking server: {uri}")
+        return
+    a.err.print(f"MLflow UI on http://{host}:{port} for {uri} (Ctrl-C stops it)")
+    os.execv(  # noqa: S606 (replaces this process with mlflow ui; fixed argv, no shell)
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "ui",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ],
+    )
