@@ -64,15 +64,23 @@ def compare_report(
             row["labelled"] = float(len(known))
         variants.append(row)
     by_event = {p["event_id"]: float(p["score"]) for p in served}
-    pairs = [
-        (by_event[s["event_id"]], float(s["score"])) for s in shadow if s["event_id"] in by_event
-    ]
-    report: dict[str, Any] = {"variants": variants, "threshold": threshold}
-    if pairs:
-        champ = np.array([a for a, _ in pairs])
-        shad = np.array([b for _, b in pairs])
-        report["shadow_agreement"] = agreement(champ, shad, threshold).to_dict() | {
-            "shadow_versions": sorted({str(s["model_version"]) for s in shadow}),
-            "flip_rate": float(((champ >= threshold) != (shad >= threshold)).mean()),
-        }
+    report: dict[str, Any] = {"variants": variants, "threshold": threshold, "shadow_agreement": []}
+    for version in sorted({str(s["model_version"]) for s in shadow}, key=_version_key):
+        pairs = [
+            (by_event[s["event_id"]], float(s["score"]))
+            for s in shadow
+            if str(s["model_version"]) == version and s["event_id"] in by_event
+        ]
+        if pairs:
+            champ = np.array([a for a, _ in pairs])
+            shad = np.array([b for _, b in pairs])
+            report["shadow_agreement"].append(
+                {"shadow_version": version}
+                | agreement(champ, shad, threshold).to_dict()
+                | {"flip_rate": float(((champ >= threshold) != (shad >= threshold)).mean())}
+            )
     return report
+
+
+def _version_key(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (0, version)

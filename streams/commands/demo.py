@@ -1,9 +1,11 @@
 """`streamscore demo`: the whole scoring loop on the embedded stack, shown to a newcomer.
 
-Stack up → features loaded → model trained and registered in MLflow → scoring worker started →
-events streamed at a rate (1% deliberately broken) → predictions and dead letters read back →
-summary: counts (they must add up), throughput, produce→prediction latency, online AUC against
-the labels → worker stopped → stack left as it was found.
+Stack up → features loaded → model trained and registered in MLflow (a champion, and a new
+version) → scoring worker started → events streamed at a rate (1% deliberately broken) while the
+new version goes through shadow, a 10% canary and promotion, hot-swapped by the running worker →
+predictions and dead letters read back → summary: counts (they must add up), throughput,
+produce→prediction latency, predictions per version and variant, shadow agreement, online AUC
+against the labels → worker stopped → stack left as it was found.
 """
 
 from __future__ import annotations
@@ -30,14 +32,17 @@ from sklearn.metrics import roc_auc_score
 from load.hostile import hostile_values
 from load.world import strip_private
 from services.codec.factory import codec_for
-from services.core.errors import EmbeddedStackError
+from services.core.errors import EmbeddedStackError, StreamMLError
 from services.core.settings import Settings, to_env
 from services.embedded.stack import EmbeddedStack
 from services.kafka.config import consumer_config, producer_config
+from services.scoring.compare import compare_report
+from services.scoring.operations import Plan, apply_change
 from services.scoring.registry import MlflowRegistry
+from services.scoring.rollout import AliasChange, RolloutState, plan_promote, plan_rollout
 from services.training.pipeline import train_and_register
 from streams.commands.common import app, emit, json_option
-from streams.commands.ml import make_world
+from streams.commands.ml import HISTORY_START_INDEX, make_world
 from streams.runtime import feature_spec, feature_store
 from streams.topics import by_record, topic_table
 
@@ -91,14 +96,21 @@ def _run(err: Console, s: Settings, n: int, rate: float) -> dict[str, Any]:
     registry = MlflowRegistry(s)
     with err.status("training a model on 40,000 historical events (MLflow run + registry)..."):
         history = make_world(spec, 5000, 2000, 42, start_time_ms=int(time.time() * 1000) - 400_000)
-        past = history.events(40_000, start_index=50_000_000)
+        past = history.events(40_000, start_index=HISTORY_START_INDEX)
         labels = {x["event_id"]: x["engaged"] for x in history.labels(past)}
         trained = train_and_register(registry, spec, store, past, labels, seed=42)
-    served = registry.alias_version(s.model.alias)
+    challenger = trained
+    if trained.alias_set:  # the first run: that model became champion, so train a newcomer
+        with err.status("training a second version on other history (the newcomer)..."):
+            past = history.events(40_000, start_index=HISTORY_START_INDEX + 10_000_000)
+            labels = {x["event_id"]: x["engaged"] for x in history.labels(past)}
+            challenger = train_and_register(registry, spec, store, past, labels, seed=43)
+    served = registry.alias_version("champion")
     err.print(
-        f"model {s.model.name} v{trained.version} trained (holdout AUC "
-        f"{trained.metrics['holdout_auc']:.3f}); serving alias {s.model.alias} = v{served}"
+        f"model {s.model.name}: champion v{served}; newcomer v{challenger.version} (holdout AUC "
+        f"{challenger.metrics['holdout_auc']:.3f}) will go shadow -> canary 10% -> champion"
     )
+    steps = _rollout_steps(challenger.version)
 
     worker_env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")}
     worker_env |= to_env(s) | {"STREAMSCORE_METRICS__PORT": "0"}
@@ -125,7 +137,7 @@ def _run(err: Console, s: Settings, n: int, rate: float) -> dict[str, Any]:
             worker.communicate()
             raise EmbeddedStackError("scoring worker did not start:\n" + "\n".join(log_tail))
     try:
-        result = _stream(err, s, world, n, rate)
+        result = _stream(err, s, world, n, rate, steps)
     finally:
         worker.send_signal(signal.SIGTERM)
         out, _ = worker.communicate(timeout=60)
@@ -136,14 +148,40 @@ def _run(err: Console, s: Settings, n: int, rate: float) -> dict[str, Any]:
         result["worker"] = {}
     result["model"] = {
         "name": s.model.name,
-        "served_version": served,
-        "trained_version": trained.version,
-        "holdout_auc": trained.metrics["holdout_auc"],
+        "champion_before": served,
+        "newcomer": challenger.version,
+        "champion_after": registry.alias_version("champion"),
+        "holdout_auc": challenger.metrics["holdout_auc"],
     }
     return result
 
 
-def _stream(err: Console, s: Settings, world: Any, n: int, rate: float) -> dict[str, Any]:
+Step = tuple[float, str, Plan]
+
+
+def _rollout_steps(version: str) -> list[Step]:
+    """The newcomer's way in, as fractions of the stream: the same calls `streamscore models`
+    makes, so each is verified, recorded in the history and announced to the worker."""
+
+    def shadow(state: RolloutState, _r: MlflowRegistry) -> tuple[RolloutState, AliasChange]:
+        return plan_rollout(state, version, "shadow", 0, "demo: compare first", "demo", _now())
+
+    def canary(state: RolloutState, _r: MlflowRegistry) -> tuple[RolloutState, AliasChange]:
+        return plan_rollout(state, version, "canary", 10, "demo: shadow agreed", "demo", _now())
+
+    def promote(state: RolloutState, _r: MlflowRegistry) -> tuple[RolloutState, AliasChange]:
+        return plan_promote(state, version, "demo: canary healthy", "demo", _now())
+
+    return [(0.2, "shadow", shadow), (0.45, "canary 10%", canary), (0.7, "promote", promote)]
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def _stream(
+    err: Console, s: Settings, world: Any, n: int, rate: float, steps: list[Step]
+) -> dict[str, Any]:
     codec = codec_for(s, by_record(s.topics, "Interaction"))
     pred_codec = codec_for(s, by_record(s.topics, "Prediction"))
     dlq_codec = codec_for(s, by_record(s.topics, "DeadLetter"))
@@ -162,13 +200,17 @@ def _stream(err: Console, s: Settings, world: Any, n: int, rate: float) -> dict[
     reader = Consumer(
         consumer_config(s, f"streamscore-demo-{run}", **{"auto.offset.reset": "latest"})
     )
-    reader.subscribe([s.topics.predictions, by_record(s.topics, "DeadLetter").name])
+    reader.subscribe(
+        [s.topics.predictions, s.topics.shadow_predictions, by_record(s.topics, "DeadLetter").name]
+    )
     joined = time.monotonic() + 30
     while not reader.assignment() and time.monotonic() < joined:
         reader.poll(0.1)
     sent_at: dict[int, float] = {}
     latencies: list[float] = []
     scores: dict[str, float] = {}
+    served: dict[str, dict[str, Any]] = {}
+    shadow: dict[str, dict[str, Any]] = {}
     reasons: Counter[str] = Counter()
     degraded = missing = 0
 
@@ -178,7 +220,11 @@ def _stream(err: Console, s: Settings, world: Any, n: int, rate: float) -> dict[
             if m.error() is not None:
                 continue
             now = time.perf_counter()
-            if m.topic() == s.topics.predictions:
+            if m.topic() == s.topics.shadow_predictions:
+                p = pred_codec.decode_one(m.value())
+                if isinstance(p, dict) and p["event_id"] in seq_of_event:
+                    shadow[p["event_id"]] = p
+            elif m.topic() == s.topics.predictions:
                 p = pred_codec.decode_one(m.value())
                 if (
                     isinstance(p, dict)
@@ -186,6 +232,7 @@ def _stream(err: Console, s: Settings, world: Any, n: int, rate: float) -> dict[
                     and p["event_id"] not in scores
                 ):
                     scores[p["event_id"]] = p["score"]
+                    served[p["event_id"]] = p
                     latencies.append((now - sent_at[seq_of_event[p["event_id"]]]) * 1000)
                     degraded += int(p["degraded"])
                     missing += int(bool(p["missing_features"]))
@@ -202,6 +249,26 @@ def _stream(err: Console, s: Settings, world: Any, n: int, rate: float) -> dict[
                         latencies.append((now - sent_at[seq]) * 1000)
 
     seen_dead: set[int] = set()
+    timeline: list[dict[str, Any]] = []
+    pending = list(steps)
+    registry = MlflowRegistry(s)
+    event_codec = codec_for(s, by_record(s.topics, "ModelEvent"))
+
+    def run_step(label: str, plan: Plan, at_event: int) -> None:
+        try:
+            done = apply_change(s, registry, event_codec, plan)
+            timeline.append(
+                {
+                    "step": label,
+                    "at_event": at_event,
+                    "now": done.after.describe(),
+                    "announced": done.announce_error is None,
+                }
+            )
+        except (ValueError, StreamMLError) as exc:
+            timeline.append({"step": label, "at_event": at_event, "error": str(exc)})
+
+    threads: list[threading.Thread] = []
     start = time.perf_counter()
     per_tick = max(1, int(rate / 20))
     with Progress(console=err, transient=True) as progress:
@@ -220,6 +287,10 @@ def _stream(err: Console, s: Settings, world: Any, n: int, rate: float) -> dict[
                     headers=[("demo-run", run.encode()), ("seq", str(i).encode())],
                 )
             producer.poll(0)
+            if pending and first >= pending[0][0] * len(messages):
+                _, label, plan = pending.pop(0)
+                threads.append(threading.Thread(target=run_step, args=(label, plan, first)))
+                threads[-1].start()
             drain(max(0.0, tick + 1 / 20 - time.perf_counter()))
             progress.update(task, completed=len(scores) + len(seen_dead))
         producer.flush(30)
@@ -228,6 +299,9 @@ def _stream(err: Console, s: Settings, world: Any, n: int, rate: float) -> dict[
             drain(0.2)
             progress.update(task, completed=len(scores) + len(seen_dead))
     elapsed = time.perf_counter() - start
+    for t in threads:
+        t.join(60)
+    drain(0.5)  # the last shadow predictions
     reader.close()
 
     truth = world.labels(raw)
@@ -249,6 +323,13 @@ def _stream(err: Console, s: Settings, world: Any, n: int, rate: float) -> dict[
         "latency_ms": {q: _pct(latencies, v) for q, v in (("p50", 50), ("p95", 95), ("p99", 99))},
         "online_auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan"),
         "oracle_auc": float(roc_auc_score(y_all, oracle)),
+        "rollout": timeline,
+        "variants": compare_report(
+            list(served.values()),
+            list(shadow.values()),
+            {lab["event_id"]: bool(lab["engaged"]) for lab in truth},
+            s.model.decision_threshold,
+        ),
     }
 
 
@@ -279,14 +360,45 @@ def _render(c: Console, r: dict[str, Any]) -> None:
             "latency produce -> prediction readable p50 / p95 / p99 (ms)",
             " / ".join(f"{r['latency_ms'][q]:.1f}" for q in ("p50", "p95", "p99")),
         ),
-        (f"model {r['model']['name']} served version", f"v{r['model']['served_version']}"),
+        (
+            f"model {r['model']['name']}: champion before -> after",
+            f"v{r['model']['champion_before']} -> v{r['model']['champion_after']}",
+        ),
         (
             "AUC against labels: online / holdout / true-probability ceiling",
             f"{r['online_auc']:.3f} / {r['model']['holdout_auc']:.3f} / {r['oracle_auc']:.3f}",
         ),
         ("worker exit code", str(r["worker_exit_code"])),
+        ("model swaps by the running worker", str(r["worker"].get("swaps", "?"))),
     ]
     for k, v in rows:
         t.add_row(k, v)
     c.print(t)
+    _render_rollout(c, r)
     c.print("stack left running" if r["stack"]["left_running"] else "stack stopped again")
+
+
+def _render_rollout(c: Console, r: dict[str, Any]) -> None:
+    for step in r["rollout"]:
+        what = step.get("now") or f"[red]failed[/red]: {step.get('error')}"
+        c.print(f"at event {step['at_event']:>6,}: {step['step']:<11} -> {what}")
+    t = Table(title="predictions by version and variant (AUC against the world's labels)")
+    for col in ("version", "variant", "predictions", "mean score", "AUC", "log loss"):
+        t.add_column(col, justify="right")
+    report = r["variants"]
+    for v in report["variants"]:
+        t.add_row(
+            f"v{v['model_version']}",
+            v["variant"],
+            f"{v['predictions']:,}",
+            f"{v['mean_score']:.3f}",
+            f"{v['auc']:.3f}" if "auc" in v else "",
+            f"{v['log_loss']:.3f}" if "log_loss" in v else "",
+        )
+    c.print(t)
+    for ag in report["shadow_agreement"]:
+        c.print(
+            f"shadow v{ag['shadow_version']} vs served on {ag['n']:,} events: mean |diff| "
+            f"{ag['mean_abs_diff']:.4f}, rank correlation {ag['rank_correlation']:.3f}, "
+            f"decision flips at {report['threshold']:g}: {ag['decision_flips']:,}"
+        )

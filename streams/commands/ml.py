@@ -22,6 +22,7 @@ from streams.runtime import feature_spec, feature_store, scoring_worker
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger(__name__)
+HISTORY_START_INDEX = 50_000_000
 
 
 def world_options(func: F) -> F:
@@ -132,7 +133,9 @@ def train(
         spec, n_users, n_items, seed, start_time_ms=int(time.time() * 1000) - n_events * 10
     )
     with a.err.status(f"generating {n_events:,} historical events and labels..."):
-        events = world.events(n_events)
+        # History comes from far past the indexes `demo` and load tests stream, so a model is
+        # never evaluated online on the very events it was trained on.
+        events = world.events(n_events, start_index=HISTORY_START_INDEX)
         labels = {lab["event_id"]: lab["engaged"] for lab in world.labels(events)}
     with a.err.status(f"training {flavor} and recording the run in MLflow..."):
         try:

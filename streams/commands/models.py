@@ -23,10 +23,9 @@ from rich.table import Table
 from services.codec.factory import codec_for
 from services.core.errors import ConfigError, ModelLoadError
 from services.kafka.tail import read_tail
-from services.scoring.announce import announce
 from services.scoring.compare import compare_report
-from services.scoring.events import model_event
 from services.scoring.loader import ServingLoader
+from services.scoring.operations import apply_change
 from services.scoring.registry import MlflowRegistry
 from services.scoring.rollout import (
     AliasChange,
@@ -193,23 +192,12 @@ def _change(
     plan: Callable[[RolloutState, MlflowRegistry], tuple[RolloutState, AliasChange]],
 ) -> None:
     """Plan, verify the versions the new state serves, write, announce, report."""
-    registry = MlflowRegistry(a.settings)
-    before = registry.rollout_state()
+    codec = codec_for(a.settings, by_record(a.settings.topics, "ModelEvent"))
     try:
-        after, change = plan(before, registry)
+        done = apply_change(a.settings, MlflowRegistry(a.settings), codec, plan)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
-    loader = ServingLoader(registry)
-    wanted = {after.champion, after.active_challenger()} - {before.champion}
-    for version in sorted(v for v in wanted if v is not None):
-        try:
-            loader.load(version)
-        except (ModelLoadError, ConfigError) as exc:
-            raise ModelLoadError(f"refused, nothing changed: {exc}") from exc
-    registry.apply(after, change)
-    sha = next((v.sha256 for v in registry.versions() if v.version == change.to_version), None)
-    codec = codec_for(a.settings, by_record(a.settings.topics, "ModelEvent"))
-    problem = announce(a.settings, codec, model_event(registry.name, change, sha))
+    before, after, change, problem = done.before, done.after, done.change, done.announce_error
     data = {
         "before": _state_dict(before),
         "after": _state_dict(after),
@@ -351,15 +339,14 @@ def models_compare(ctx: click.Context, last: int) -> None:
                 f"{r['log_loss']:.4f}" if "log_loss" in r else "",
             )
         c.print(t)
-        ag = report.get("shadow_agreement")
-        if ag:
+        for ag in report["shadow_agreement"]:
             c.print(
-                f"shadow agreement over {ag['n']:,} events: mean |diff| "
-                f"{ag['mean_abs_diff']:.4f}, rank correlation {ag['rank_correlation']:.4f}, "
-                f"{ag['decision_flips']:,} decision flips at {report['threshold']:g} "
-                f"({ag['flip_rate']:.2%})"
+                f"shadow v{ag['shadow_version']} vs served, over {ag['n']:,} events: mean "
+                f"|diff| {ag['mean_abs_diff']:.4f}, rank correlation "
+                f"{ag['rank_correlation']:.4f}, {ag['decision_flips']:,} decision flips at "
+                f"{report['threshold']:g} ({ag['flip_rate']:.2%})"
             )
-        else:
+        if not report["shadow_agreement"]:
             c.print("no shadow predictions to compare")
 
     emit(a, report, render)

@@ -5,6 +5,7 @@ worker, rollback, and the start-up fallback to the last good champion."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import subprocess
@@ -240,7 +241,9 @@ def test_shadow_then_canary_then_rollback(pipeline: Pipeline) -> None:
     assert {pr["event_id"] for pr in shadow} == {e["event_id"] for e in events}
     report = _cli(p, "--json", "models", "compare")
     assert report.returncode == 0, report.stderr
-    assert f'"n": {len(events)}' in report.stdout and '"rank_correlation"' in report.stdout
+    (agreed,) = json.loads(report.stdout)["shadow_agreement"]
+    assert agreed["shadow_version"] == "2" and agreed["n"] == len(events)
+    assert 0 < agreed["mean_abs_diff"] < 0.2 and agreed["rank_correlation"] > 0.5
 
     # Canary at 10%: each user's events all go to one variant, the one its hash says.
     assert _cli(p, "models", "canary", "2", "--percent", "10", "-m", "canary").returncode == 0
