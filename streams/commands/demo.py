@@ -263,6 +263,8 @@ def _stream(
                     "at_event": at_event,
                     "now": done.after.describe(),
                     "announced": done.announce_error is None,
+                    "applied_at_ms": _now(),
+                    "version": done.change.to_version,
                 }
             )
         except (ValueError, StreamMLError) as exc:
@@ -323,7 +325,7 @@ def _stream(
         "latency_ms": {q: _pct(latencies, v) for q, v in (("p50", 50), ("p95", 95), ("p99", 99))},
         "online_auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan"),
         "oracle_auc": float(roc_auc_score(y_all, oracle)),
-        "rollout": timeline,
+        "rollout": _took_effect(timeline, list(served.values()), list(shadow.values())),
         "variants": compare_report(
             list(served.values()),
             list(shadow.values()),
@@ -378,10 +380,34 @@ def _render(c: Console, r: dict[str, Any]) -> None:
     c.print("stack left running" if r["stack"]["left_running"] else "stack stopped again")
 
 
+def _took_effect(
+    timeline: list[dict[str, Any]], served: list[dict[str, Any]], shadow: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """When each step first showed in a prediction: the worker's swap delay, end to end."""
+    for step in timeline:
+        if "applied_at_ms" not in step:
+            continue
+        kind = step["step"].split()[0]
+        pool = shadow if kind == "shadow" else served
+        variant = {"shadow": "shadow", "canary": "challenger", "promote": "champion"}[kind]
+        times = [
+            p["scored_at"]
+            for p in pool
+            if p["model_version"] == step["version"] and p["variant"] == variant
+        ]
+        if times:
+            step["took_effect_ms"] = max(0, min(times) - step["applied_at_ms"])
+    return timeline
+
+
 def _render_rollout(c: Console, r: dict[str, Any]) -> None:
     for step in r["rollout"]:
         what = step.get("now") or f"[red]failed[/red]: {step.get('error')}"
-        c.print(f"at event {step['at_event']:>6,}: {step['step']:<11} -> {what}")
+        took = step.get("took_effect_ms")
+        after = (
+            f" (in predictions {took:,} ms after the registry change)" if took is not None else ""
+        )
+        c.print(f"at event {step['at_event']:>6,}: {step['step']:<11} -> {what}{after}")
     t = Table(title="predictions by version and variant (AUC against the world's labels)")
     for col in ("version", "variant", "predictions", "mean score", "AUC", "log loss"):
         t.add_column(col, justify="right")
