@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 import redis
+from confluent_kafka.admin import AdminClient
 
 from services.codec.factory import codec_for, schema_ids, schemas_dir
 from services.codec.schemas import load_schemas
@@ -10,6 +13,7 @@ from services.core.errors import ConfigError
 from services.core.settings import Settings
 from services.features.redis_store import RedisFeatureStore
 from services.features.spec import FeatureSpec
+from services.kafka.config import admin_config
 from services.ratelimit.bucket import RedisTokenBuckets
 from services.scoring.loader import ServingLoader
 from services.scoring.model import LoadedModel
@@ -17,6 +21,7 @@ from services.scoring.registry import MlflowRegistry
 from services.scoring.serving import Serving
 from services.validation.rules import RecordRules
 from streams.model_watcher import ModelWatcher, record_built
+from streams.probes import Probes
 from streams.scoring_worker import ScoringWorker
 from streams.topics import by_record, topic_table
 
@@ -101,3 +106,31 @@ def rate_limiter(settings: Settings) -> RedisTokenBuckets | None:
     return RedisTokenBuckets(
         redis_client(settings), settings.redis.key_prefix, rl.rate_per_second, rl.burst
     )
+
+
+LIVENESS_SECONDS = 30.0  # a worker loop that has not turned for this long is stuck
+
+
+def worker_probes(settings: Settings, worker: ScoringWorker) -> Probes:
+    """/healthz: the loop turns. /readyz: input topic reachable, Redis answers, model loaded."""
+    admin = AdminClient(admin_config(settings))
+    client = redis_client(settings)
+    topic = worker.input_topic.name
+
+    def alive() -> str | None:
+        age = time.monotonic() - worker.last_loop
+        return None if age < LIVENESS_SECONDS else f"worker loop last turned {age:.0f} s ago"
+
+    def broker() -> str | None:
+        found = admin.list_topics(topic=topic, timeout=2).topics.get(topic)
+        if found is None or found.error is not None:
+            return f"topic {topic}: {found.error if found else 'not found'}"
+        return None
+
+    def redis_ok() -> str | None:
+        return None if client.ping() else "no PONG"
+
+    def model() -> str | None:
+        return None if worker.serving.champion is not None else "no model loaded"
+
+    return Probes(alive, {"broker": broker, "redis": redis_ok, "model": model})

@@ -43,6 +43,7 @@ from streams.model_watcher import ModelWatcher, publish_serving_info
 logger = logging.getLogger(__name__)
 FEATURE_RETRIES = 5
 JOIN_GRACE_SECONDS = 30.0  # how long --timeout waits for a first partition assignment
+LAG_SAMPLE_SECONDS = 5.0
 
 
 @dataclass
@@ -114,11 +115,38 @@ class ScoringWorker:
         self.limiter = limiter
         self.worker_id = settings.worker.worker_id or default_worker_id()
         self._stopping = False
+        self.last_loop = time.monotonic()  # liveness: /healthz fails when this gets old
+        self._next_lag_sample = 0.0
         self._assigned_at: float | None = None
         self._paused: dict[tuple[str, int], float] = {}
         self._consumer = Consumer(consumer_config(settings, settings.worker.scoring_group))
         self._producer = Producer(producer_config(settings))
         publish_serving_info(self.serving, None)
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            try:
+                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
+            except KeyError:
+                pass
+
+    def _sample_lag(self) -> None:
+        """Consumer lag per assigned partition, from the client's cached high watermarks (no
+        broker round trip), at most every few seconds."""
+        now = time.monotonic()
+        if now < self._next_lag_sample:
+            return
+        self._next_lag_sample = now + LAG_SAMPLE_SECONDS
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return
+        for tp in self._consumer.position(assigned):
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0 or tp.offset < 0:
+                continue  # not known yet (nothing fetched, or no position)
+            metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                max(0, high - tp.offset)
+            )
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned_at = time.monotonic()
@@ -138,7 +166,9 @@ class ScoringWorker:
         ``idle_timeout`` seconds."""
         summary = WorkerSummary()
         started = last_message = time.monotonic()
-        self._consumer.subscribe([self.input_topic.name], on_assign=self._on_assign)
+        self._consumer.subscribe(
+            [self.input_topic.name], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
         logger.info(
             "scoring worker %s started: %s -> %s, model %s: %s",
             self.worker_id,
@@ -151,7 +181,10 @@ class ScoringWorker:
             self.watcher.start()
         try:
             while not self._stopping:
+                self.last_loop = time.monotonic()
+                metrics.WORKER_UP.set(time.time())
                 self._maybe_swap(summary)
+                self._sample_lag()
                 want = self.settings.batch.max_messages
                 if max_events is not None:
                     if summary.consumed >= max_events:
@@ -209,6 +242,7 @@ class ScoringWorker:
             for m in messages
         ]
         metrics.MESSAGES_CONSUMED.labels(topic=self.input_topic.name).inc(len(inbound))
+        metrics.BATCH_MESSAGES.observe(len(inbound))
         with metrics.STAGE_DURATION.labels(stage="process").time():
             result = self._process_with_retry(inbound)
         with metrics.STAGE_DURATION.labels(stage="publish").time():
@@ -312,6 +346,9 @@ class ScoringWorker:
             )
         metrics.MESSAGES_PRODUCED.labels(topic=self.predictions_topic.name).inc(len(preds))
         metrics.MESSAGES_PRODUCED.labels(topic=self.dlq_topic.name).inc(len(letters))
+        acked = time.time()
+        for p in result.predictions:
+            metrics.EVENT_TO_PREDICTION.observe(max(0.0, acked - p.record["event_time"] / 1000))
         served = Counter(
             (p.record["model_version"], p.record["variant"]) for p in result.predictions
         )

@@ -109,3 +109,39 @@ MESSAGES_DEFERRED = Counter(
     "Messages held back by rate-limit backpressure (their partition paused and re-read).",
     namespace=NAMESPACE,
 )
+EVENT_TO_PREDICTION = Histogram(
+    "event_to_prediction_seconds",
+    "End-to-end latency: from the event's event_time to its prediction acknowledged by Kafka.",
+    namespace=NAMESPACE,
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+)
+BATCH_MESSAGES = Histogram(
+    "batch_messages",
+    "Messages per consumed micro-batch.",
+    namespace=NAMESPACE,
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
+)
+CONSUMER_LAG = Gauge(
+    "consumer_lag_messages",
+    "Messages between this worker's position and the partition's end, per assigned partition.",
+    ["topic", "partition"],
+    namespace=NAMESPACE,
+)
+WORKER_UP = Gauge(
+    "worker_last_loop_timestamp_seconds",
+    "Unix time of the worker loop's last iteration (liveness; /healthz fails when it is old).",
+    namespace=NAMESPACE,
+)
+# Emitted by the drift detectors and the control plane (drift and retraining loop).
+DRIFT_SIGNALS = Counter(
+    "drift_signals_total",
+    "Drift detector firings, by detector and watched signal.",
+    ["detector", "signal"],
+    namespace=NAMESPACE,
+)
+RETRAIN_REQUESTS = Counter(
+    "retrain_requests_total",
+    "Retraining requests emitted, by trigger (drift, schedule, manual).",
+    ["trigger"],
+    namespace=NAMESPACE,
+)

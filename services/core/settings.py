@@ -232,9 +232,13 @@ class RateLimitSettings(_Group):
 class MetricsSettings(_Group):
     """Prometheus exposition."""
 
-    enabled: bool = Field(True, description="Serve /metrics from workers.")
+    enabled: bool = Field(True, description="Serve /metrics, /healthz and /readyz from workers.")
+    host: str = Field("0.0.0.0", description="Address the worker's probe port binds to.")  # noqa: S104 (scraped from other hosts/containers)
     port: int = Field(
-        9464, ge=0, le=65535, description="Port of the scoring worker's Prometheus /metrics."
+        9464,
+        ge=0,
+        le=65535,
+        description="Port of the worker's /metrics, /healthz, /readyz (0: any free port, logged).",
     )
 
 

@@ -18,7 +18,8 @@ from services.features.spec import FeatureSpec
 from services.scoring.registry import MlflowRegistry
 from services.training.pipeline import TrainingRefused, train_and_register
 from streams.commands.common import app, emit, json_option
-from streams.runtime import feature_spec, feature_store, scoring_worker
+from streams.probes import serve
+from streams.runtime import feature_spec, feature_store, scoring_worker, worker_probes
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger(__name__)
@@ -197,16 +198,20 @@ def worker_scoring(ctx: click.Context, max_events: int | None, timeout: float | 
     signal.signal(signal.SIGTERM, w.request_stop)
     signal.signal(signal.SIGINT, w.request_stop)
     if a.settings.metrics.enabled:
-        from prometheus_client import start_http_server
-
+        m = a.settings.metrics
         try:
-            start_http_server(a.settings.metrics.port)
+            server = serve(worker_probes(a.settings, w), m.host, m.port)
+            logger.info(
+                "probes on http://%s:%d (/metrics /healthz /readyz)",
+                m.host,
+                server.server_address[1],
+            )
         except OSError as exc:
-            # A second worker on one host must still score; it just has no /metrics of its own.
+            # A second worker on one host must still score; it just has no endpoints of its own.
             logger.warning(
-                "metrics port %d unavailable (%s): this worker serves no /metrics; set "
-                "STREAMSCORE_METRICS__PORT to give each worker its own",
-                a.settings.metrics.port,
+                "metrics port %d unavailable (%s): this worker serves no /metrics, /healthz or "
+                "/readyz; set STREAMSCORE_METRICS__PORT to give each worker its own",
+                m.port,
                 exc,
             )
     summary = w.run(max_events=max_events, idle_timeout=timeout)
