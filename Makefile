@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install kafka demo test test-unit lint clean mlflow-ui
+.PHONY: install kafka prometheus demo test test-unit lint clean mlflow-ui
 
 install: $(STAMP)
 
@@ -23,10 +23,23 @@ $(STAMP): pyproject.toml
 kafka: install
 	$(BIN)/streamscore local fetch-kafka --pom deploy/kafka/pom.xml
 
+# Prometheus and promtool from Debian's package, when they are missing and apt can install them
+# (root): the alert-rule unit tests need promtool, `local up --with-prometheus` the server.
+# Elsewhere the alert tests are skipped and say so, and the demo runs without Prometheus.
+prometheus:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's prometheus package (promtool + server)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 \
+	    || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1; } \
+	    || echo "could not install prometheus: alert-rule tests will be skipped"; \
+	  else echo "promtool not found (needs root to apt-get install prometheus): alert-rule tests will be skipped"; fi; }
+
 # Fetching Kafka may fail on a machine without Java/Maven: the embedded stack then uses tansu,
 # and the test run's header and summary say which broker the integration tests ran against.
 demo: install
 	-@$(MAKE) --no-print-directory kafka || echo "Apache Kafka unavailable: the demo uses tansu"
+	-@$(MAKE) --no-print-directory prometheus
 	$(BIN)/streamscore demo
 
 # One pytest run: unit, contract and doctests; integration on Apache Kafka (when it can run,
@@ -34,6 +47,7 @@ demo: install
 # its own kind, reported as such rather than passed off as green.
 test: install
 	-@$(MAKE) --no-print-directory kafka || echo "Apache Kafka unavailable: integration tests fall back to tansu"
+	-@$(MAKE) --no-print-directory prometheus
 	$(BIN)/python -m pytest --broker=auto $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)"; fi; exit $$rc
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -37,3 +38,11 @@ def clean_environ(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if name.upper().startswith("STREAMSCORE_"):
             monkeypatch.delenv(name)
     yield
+
+
+def pytest_report_header() -> list[str]:
+    promtool = shutil.which("promtool")
+    return [
+        "promtool: "
+        + (promtool or "not found (alert-rule tests skip; `make prometheus` installs it)")
+    ]
