@@ -42,3 +42,28 @@ def test_every_depends_on_names_a_service_with_a_healthcheck() -> None:
         for dep in svc.get("depends_on", {}):
             assert dep in services, f"{name} depends on unknown {dep}"
             assert "healthcheck" in services[dep], f"{dep} has no healthcheck"
+
+
+def test_prometheus_and_grafana_load_the_files_we_test() -> None:
+    services = _compose()["services"]
+    mounts = {m.split(":")[0]: m.split(":")[1] for m in services["prometheus"]["volumes"]}
+    assert mounts["./deploy/prometheus/alerts.yml"] == "/etc/prometheus/alerts.yml"
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    assert scrape["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    jobs = {j["job_name"]: j for j in scrape["scrape_configs"]}
+    # The alert rules' WorkerDown expression names this job; the target is the scoring service.
+    assert "streamscore-scoring" in (ROOT / "deploy/prometheus/alerts.yml").read_text()
+    sd = jobs["streamscore-scoring"]["dns_sd_configs"][0]
+    assert sd["names"] == ["scoring"] and "scoring" in services
+    port = services["scoring"]["environment"]["STREAMSCORE_METRICS__PORT"]
+    assert sd["port"] == int(port)
+    for mount in services["grafana"]["volumes"]:
+        assert (ROOT / mount.split(":")[0]).exists(), mount
+
+
+def test_workers_use_the_registry_server_and_report_readiness() -> None:
+    services = _compose()["services"]
+    env = services["scoring"]["environment"]
+    assert env["STREAMSCORE_MODEL__TRACKING_URI"] == "http://mlflow:5000"
+    assert "/readyz" in " ".join(services["scoring"]["healthcheck"]["test"])
+    assert services["scoring"]["command"] == ["worker", "scoring"]
