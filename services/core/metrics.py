@@ -90,7 +90,7 @@ SHADOW_COMPARED = Counter(
     "shadow_compared_total", "Events scored by both champion and shadow.", namespace=NAMESPACE
 )
 SHADOW_ABS_DIFF = Counter(
-    "shadow_abs_diff_sum",
+    "shadow_abs_diff",
     "Sum of |champion - shadow| scores; divide by streamscore_shadow_compared_total for the mean.",
     namespace=NAMESPACE,
 )

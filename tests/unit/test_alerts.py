@@ -75,12 +75,15 @@ def exposed_names() -> set[str]:
     """Every series name a streamscore worker can expose (plus Prometheus's own ``up``)."""
     exposed = {"up"}
     for metric in REGISTRY.collect():
-        if metric.name.startswith(metrics.NAMESPACE):
+        if not metric.name.startswith(metrics.NAMESPACE):
+            continue
+        # Only names that exist as series: a counter family "x" is exposed as "x_total".
+        if metric.type == "counter":
+            exposed.add(metric.name + "_total")
+        elif metric.type == "histogram":
+            exposed |= {metric.name + x for x in ("_bucket", "_count", "_sum")}
+        else:
             exposed.add(metric.name)
-            if metric.type == "counter":
-                exposed.add(metric.name + "_total")
-            if metric.type == "histogram":
-                exposed |= {metric.name + x for x in ("_bucket", "_count", "_sum")}
     return exposed
 
 
