@@ -337,6 +337,18 @@ class ScoringWorker:
             metrics.MESSAGES_REJECTED.labels(
                 stage=d.rejected.stage.value, reason=d.rejected.reason.value
             ).inc()
+            if logger.isEnabledFor(logging.DEBUG):  # coordinates and reason only, no payload
+                logger.debug(
+                    "dead letter: %s",
+                    d.rejected.reason.value,
+                    extra={
+                        "topic": d.source.topic,
+                        "partition": d.source.partition,
+                        "offset": d.source.offset,
+                        "stage": d.rejected.stage.value,
+                        "reason": d.rejected.reason.value,
+                    },
+                )
         remaining = self._producer.flush(30)
         if failures or remaining:
             raise PublishError(
@@ -367,7 +379,12 @@ class ScoringWorker:
         new = self.watcher.take()
         if new is None:
             return
-        logger.info("swapped to %s (was %s)", new.describe(), self.serving.describe())
+        logger.info(
+            "swapped to %s (was %s)",
+            new.describe(),
+            self.serving.describe(),
+            extra={"model_version": new.champion.version, "component": "model"},
+        )
         publish_serving_info(new, self.serving)
         self.serving = new
         summary.swaps += 1

@@ -11,7 +11,16 @@ from typing import Any
 from services.core.settings import LogSettings
 
 # Stable context fields a record may carry through ``extra=`` (style guide section 6).
-CONTEXT_FIELDS = ("topic", "partition", "offset", "event_id", "model_version", "stage", "component")
+CONTEXT_FIELDS = (
+    "topic",
+    "partition",
+    "offset",
+    "event_id",
+    "model_version",
+    "stage",
+    "reason",
+    "component",
+)
 
 
 class JsonFormatter(logging.Formatter):

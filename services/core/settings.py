@@ -147,6 +147,9 @@ class LocalSettings(_Group):
         DEFAULT_KAFKA_PORT + 1, ge=1, le=65535, description="KRaft controller port (Kafka only)."
     )
     redis_port: int = Field(DEFAULT_REDIS_PORT, ge=1, le=65535, description="Redis port.")
+    prometheus_port: int = Field(
+        19090, ge=1, le=65535, description="Prometheus port (`local up --with-prometheus`)."
+    )
     kafka_jars_dir: Path = Field(
         Path.home() / ".cache" / "streamscore" / "kafka-jars",
         description="Where `make kafka` puts Apache Kafka's jars (shared by all clones).",

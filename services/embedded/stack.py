@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient
 from services.core.errors import BrokerUnavailable, EmbeddedStackError
 from services.core.settings import Settings
 from services.embedded import kafka as apache_kafka
-from services.embedded import redis_server, tansu
+from services.embedded import prometheus, redis_server, tansu
 from services.embedded.process import (
     ProcessRecord,
     is_running,
@@ -34,7 +34,7 @@ from services.kafka.topics import TopicSpec
 logger = logging.getLogger(__name__)
 
 BrokerChoice = Literal["auto", "kafka", "tansu"]
-BROKER, REDIS = "broker", "redis"
+BROKER, REDIS, PROMETHEUS = "broker", "redis", "prometheus"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +140,12 @@ class EmbeddedStack:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
     # -- up -------------------------------------------------------------------------------
-    def up(self, topics: Sequence[TopicSpec], broker: BrokerChoice | None = None) -> StackStatus:
+    def up(
+        self,
+        topics: Sequence[TopicSpec],
+        broker: BrokerChoice | None = None,
+        with_prometheus: bool = False,
+    ) -> StackStatus:
         """Start what is not running, wait until everything answers, create the topics.
 
         A second call finds the running stack and starts nothing. External services named by
@@ -160,6 +165,8 @@ class EmbeddedStack:
                         started.append(BROKER)
                     admin = AdminClient(admin_config(self.settings) | {"logger": logger})
                     ensure_topics(admin, topics, self.settings.kafka.request_timeout_seconds)
+                if with_prometheus and self._ensure_prometheus():
+                    started.append(PROMETHEUS)
             except BaseException:
                 # Leave nothing half-started: stop what this call started, then report.
                 for name in started:
@@ -193,6 +200,20 @@ class EmbeddedStack:
         record = self._start(REDIS, "redis", argv, self.settings.redis_url)
         self._wait(record, lambda: redis_answers(self.settings, 1.0))
         logger.info("redis ready on %s (pid %d)", self.settings.redis_url, record.pid)
+        return True
+
+    def _ensure_prometheus(self) -> bool:
+        port = self.settings.local.prometheus_port
+        record = ProcessRecord.load(self.state_dir, PROMETHEUS)
+        if record is not None and is_running(record):
+            self._wait(record, lambda: prometheus.answers(port))
+            return False
+        ProcessRecord.forget(self.state_dir, PROMETHEUS)
+        self._refuse_busy_port(port, "Prometheus", "STREAMSCORE_LOCAL__PROMETHEUS_PORT")
+        argv = prometheus.argv(self.settings.home, port)
+        record = self._start(PROMETHEUS, "prometheus", argv, f"http://127.0.0.1:{port}")
+        self._wait(record, lambda: prometheus.answers(port))
+        logger.info("prometheus ready on http://127.0.0.1:%d (pid %d)", port, record.pid)
         return True
 
     def _ensure_broker(self, choice: BrokerChoice) -> bool:
@@ -267,7 +288,7 @@ class EmbeddedStack:
         """Stop exactly the processes this stack started; returns those that were running."""
         stopped: list[ProcessRecord] = []
         with self._locked():
-            for name in (BROKER, REDIS):
+            for name in (PROMETHEUS, BROKER, REDIS):
                 record = ProcessRecord.load(self.state_dir, name)
                 if record is None:
                     continue
@@ -297,9 +318,18 @@ class EmbeddedStack:
                     ).items()
                     if not k.startswith("__")
                 }
-        return StackStatus(
-            broker.kind, s.kafka_bootstrap, s.redis_url, (broker, redis_c), (), topics
-        )
+        components: tuple[ComponentStatus, ...] = (broker, redis_c)
+        if ProcessRecord.load(self.state_dir, PROMETHEUS) is not None:
+            port = s.local.prometheus_port
+            components += (
+                self._component(
+                    PROMETHEUS,
+                    False,
+                    f"http://127.0.0.1:{port}",
+                    lambda: prometheus.answers(port),
+                ),
+            )
+        return StackStatus(broker.kind, s.kafka_bootstrap, s.redis_url, components, (), topics)
 
     def _component(self, name: str, external: bool, address: str, answers: Any) -> ComponentStatus:
         if external:

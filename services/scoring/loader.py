@@ -111,7 +111,14 @@ class ServingLoader:
         except ModelLoadError as exc:
             reason = "integrity" if isinstance(exc, ModelIntegrityError) else "load"
             refusals.append(Refusal(version, role, reason, str(exc)))
-            logger.error("refusing %s v%s (%s): %s", role, version, reason, exc)
+            logger.error(
+                "refusing %s v%s (%s): %s",
+                role,
+                version,
+                reason,
+                exc,
+                extra={"model_version": version, "stage": "model_load", "reason": reason},
+            )
             return None
 
     def _walk_back(self, bad: str | None, refusals: list[Refusal]) -> LoadedModel:

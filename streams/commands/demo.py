@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from collections import Counter
 from typing import Any
@@ -34,6 +37,7 @@ from load.world import strip_private
 from services.codec.factory import codec_for
 from services.core.errors import EmbeddedStackError, StreamMLError
 from services.core.settings import Settings, to_env
+from services.embedded import prometheus
 from services.embedded.stack import EmbeddedStack
 from services.kafka.config import consumer_config, producer_config
 from services.scoring.compare import compare_report
@@ -65,7 +69,8 @@ def demo(ctx: click.Context, n_events: int, rate: float, keep_stack: bool) -> No
     s = a.settings
     stack = EmbeddedStack(s)
     with a.err.status("starting the embedded stack..."):
-        status = stack.up(topic_table(s.topics))
+        # Prometheus too, where Debian's package is installed: the demo ends with a query.
+        status = stack.up(topic_table(s.topics), with_prometheus=bool(shutil.which("prometheus")))
     a.err.print(f"stack: {status.broker} on {status.bootstrap_servers}, Redis {status.redis_url}")
     try:
         summary = _run(a.err, s, n_events, rate)
@@ -138,6 +143,7 @@ def _run(err: Console, s: Settings, n: int, rate: float) -> dict[str, Any]:
             raise EmbeddedStackError("scoring worker did not start:\n" + "\n".join(log_tail))
     try:
         result = _stream(err, s, world, n, rate, steps)
+        result["prometheus"] = _ask_prometheus(err, s, result)
     finally:
         worker.send_signal(signal.SIGTERM)
         out, _ = worker.communicate(timeout=60)
@@ -335,6 +341,45 @@ def _stream(
     }
 
 
+def _ask_prometheus(err: Console, s: Settings, result: dict[str, Any]) -> dict[str, Any] | None:
+    """What the local Prometheus scraped from the worker: the same counts, and any alert."""
+    port = s.local.prometheus_port
+    if not prometheus.answers(port):
+        return None
+    queries = {
+        "predictions": 'sum(streamscore_predictions_total{variant!="shadow"})',
+        "dead_letters": "sum(streamscore_messages_rejected_total)",
+        "latency_p99_seconds": "histogram_quantile(0.99, sum by (le) "
+        "(rate(streamscore_event_to_prediction_seconds_bucket[1m])))",
+    }
+    answers: dict[str, Any] = {}
+    deadline = time.monotonic() + 15
+    with err.status("asking Prometheus what it scraped..."):
+        while time.monotonic() < deadline:
+            answers = {k: _query(port, q) for k, q in queries.items()}
+            if (answers["predictions"], answers["dead_letters"]) == (
+                result["predictions"],
+                result["dead_letters"],
+            ):
+                break
+            time.sleep(1)  # the next scrape (every 2 s) has the final counts
+        firing = _query_labels(port, 'ALERTS{alertstate="firing"}', "alertname")
+    return answers | {"firing_alerts": firing, "url": f"http://127.0.0.1:{port}"}
+
+
+def _query(port: int, promql: str) -> float | None:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 (loopback)
+        data = json.loads(r.read())["data"]["result"]
+    return float(data[0]["value"][1]) if data else None
+
+
+def _query_labels(port: int, promql: str, label: str) -> list[str]:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 (loopback)
+        return sorted(x["metric"].get(label, "?") for x in json.loads(r.read())["data"]["result"])
+
+
 def _render(c: Console, r: dict[str, Any]) -> None:
     t = Table(title="streamscore demo")
     t.add_column("what")
@@ -377,6 +422,17 @@ def _render(c: Console, r: dict[str, Any]) -> None:
         t.add_row(k, v)
     c.print(t)
     _render_rollout(c, r)
+    p = r.get("prometheus")
+    if p:
+
+        def fmt(v: float | None) -> str:
+            return f"{v:,.0f}" if v is not None else "none"
+
+        c.print(
+            f"Prometheus ({p['url']}) scraped: {fmt(p['predictions'])} predictions, "
+            f"{fmt(p['dead_letters'])} dead letters; firing alerts: "
+            f"{', '.join(p['firing_alerts']) or 'none'}"
+        )
     c.print("stack left running" if r["stack"]["left_running"] else "stack stopped again")
 
 

@@ -50,13 +50,21 @@ def _render_status(status: StackStatus, console: Console) -> None:
     help="Apache Kafka (needs Java + `make kafka`), tansu (pip only), or auto. "
     "Default: STREAMSCORE_LOCAL__BROKER (auto).",
 )
+@click.option(
+    "--with-prometheus",
+    is_flag=True,
+    help="Also run Prometheus (Debian's `prometheus` on PATH) with the alert rules, scraping "
+    "every local worker.",
+)
 @json_option
 @click.pass_context
-def up(ctx: click.Context, broker: BrokerChoice | None) -> None:
+def up(ctx: click.Context, broker: BrokerChoice | None, with_prometheus: bool) -> None:
     """Start the stack (or find it running), wait until it answers, create every topic."""
     a = app(ctx)
     with a.err.status("starting the embedded stack..."):
-        status = EmbeddedStack(a.settings).up(topic_table(a.settings.topics), broker)
+        status = EmbeddedStack(a.settings).up(
+            topic_table(a.settings.topics), broker, with_prometheus
+        )
     emit(a, status.to_dict(), lambda c: _render_status(status, c))
 
 

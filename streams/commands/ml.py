@@ -14,6 +14,7 @@ import numpy as np
 from rich.console import Console
 
 from services.core.errors import ConfigError
+from services.embedded.prometheus import register_target
 from services.features.spec import FeatureSpec
 from services.scoring.registry import MlflowRegistry
 from services.training.pipeline import TrainingRefused, train_and_register
@@ -197,15 +198,14 @@ def worker_scoring(ctx: click.Context, max_events: int | None, timeout: float | 
     w = scoring_worker(a.settings)
     signal.signal(signal.SIGTERM, w.request_stop)
     signal.signal(signal.SIGINT, w.request_stop)
+    target = None  # this worker's entry for a local Prometheus, removed when it stops
     if a.settings.metrics.enabled:
         m = a.settings.metrics
         try:
             server = serve(worker_probes(a.settings, w), m.host, m.port)
-            logger.info(
-                "probes on http://%s:%d (/metrics /healthz /readyz)",
-                m.host,
-                server.server_address[1],
-            )
+            bound = server.server_address[1]
+            logger.info("probes on http://%s:%d (/metrics /healthz /readyz)", m.host, bound)
+            target = register_target(a.settings.home, w.worker_id, f"127.0.0.1:{bound}")
         except OSError as exc:
             # A second worker on one host must still score; it just has no endpoints of its own.
             logger.warning(
@@ -214,5 +214,9 @@ def worker_scoring(ctx: click.Context, max_events: int | None, timeout: float | 
                 m.port,
                 exc,
             )
-    summary = w.run(max_events=max_events, idle_timeout=timeout)
+    try:
+        summary = w.run(max_events=max_events, idle_timeout=timeout)
+    finally:
+        if target is not None:
+            target.unlink(missing_ok=True)
     emit(a, summary.to_dict(), lambda c: c.print(summary.to_dict()))

@@ -4,6 +4,7 @@ and /readyz answer, and readiness names a dependency that is down."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from load.hostile import hostile_values
+from services.core.logging import JsonFormatter
 from streams.runtime import scoring_worker, worker_probes
 from tests.integration.conftest import Stack, free_port
 from tests.integration.pipeline_env import Pipeline, make_pipeline, world_events
@@ -140,3 +142,25 @@ def test_readiness_names_a_dependency_that_is_down(pipeline: Pipeline) -> None:
     assert code == 503 and checks["broker"] == "ok" and checks["model"] == "ok"
     assert "ConnectionError" in checks["redis"]
     assert probes.healthz()[0] == 200  # alive: a restart would not bring Redis back
+
+
+def test_dead_letter_logs_carry_stable_fields_and_no_payload(
+    pipeline: Pipeline, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = b"\x00\x00\x00\x27\x0f" + b"card=4111111111111111"  # schema id 9999, with "PII"
+    pipeline.produce([(b"k", secret, [])])
+    with caplog.at_level(logging.DEBUG, logger="streams.scoring_worker"):
+        summary = scoring_worker(pipeline.settings).run(max_events=1, idle_timeout=30)
+    assert summary.dead_letters == 1
+    (record,) = [r for r in caplog.records if r.getMessage().startswith("dead letter")]
+    line = json.loads(JsonFormatter().format(record))
+    assert line["topic"] == pipeline.settings.topics.interactions
+    assert (line["partition"], line["stage"], line["reason"]) == (
+        record.partition,  # type: ignore[attr-defined]
+        "decode",
+        "unknown_schema_id",
+    )
+    assert isinstance(line["offset"], int)
+    assert "4111" not in json.dumps(line) and all(
+        "4111" not in r.getMessage() for r in caplog.records
+    )
