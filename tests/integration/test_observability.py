@@ -60,7 +60,6 @@ def _total(
     )
 
 
-@pytest.mark.smoke
 def test_metrics_of_a_known_stream_equal_what_was_sent(pipeline: Pipeline) -> None:
     port = free_port()
     s = pipeline.settings
