@@ -47,6 +47,7 @@ from services.scoring.rollout import AliasChange, RolloutState, plan_promote, pl
 from services.training.pipeline import train_and_register
 from streams.commands.common import app, emit, json_option
 from streams.commands.ml import HISTORY_START_INDEX, make_world
+from streams.commands.models import render_compare
 from streams.runtime import feature_spec, feature_store
 from streams.topics import by_record, topic_table
 
@@ -461,26 +462,9 @@ def _render_rollout(c: Console, r: dict[str, Any]) -> None:
         what = step.get("now") or f"[red]failed[/red]: {step.get('error')}"
         took = step.get("took_effect_ms")
         after = (
-            f" (in predictions {took:,} ms after the registry change)" if took is not None else ""
+            f" (in predictions {took:,} ms after the registry change)"
+            if took is not None
+            else " (not seen in predictions: the stream ended first; use more --events)"
         )
         c.print(f"at event {step['at_event']:>6,}: {step['step']:<11} -> {what}{after}")
-    t = Table(title="predictions by version and variant (AUC against the world's labels)")
-    for col in ("version", "variant", "predictions", "mean score", "AUC", "log loss"):
-        t.add_column(col, justify="right")
-    report = r["variants"]
-    for v in report["variants"]:
-        t.add_row(
-            f"v{v['model_version']}",
-            v["variant"],
-            f"{v['predictions']:,}",
-            f"{v['mean_score']:.3f}",
-            f"{v['auc']:.3f}" if "auc" in v else "",
-            f"{v['log_loss']:.3f}" if "log_loss" in v else "",
-        )
-    c.print(t)
-    for ag in report["shadow_agreement"]:
-        c.print(
-            f"shadow v{ag['shadow_version']} vs served on {ag['n']:,} events: mean |diff| "
-            f"{ag['mean_abs_diff']:.4f}, rank correlation {ag['rank_correlation']:.3f}, "
-            f"decision flips at {report['threshold']:g}: {ag['decision_flips']:,}"
-        )
+    render_compare(c, r["variants"], "this run's stream (AUC against the world's labels)")

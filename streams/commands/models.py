@@ -321,35 +321,37 @@ def models_compare(ctx: click.Context, last: int) -> None:
     labels = {d["event_id"]: bool(d["engaged"]) for d in read(s.topics.labels, label_codec)}
     report = compare_report(served, shadow, labels, s.model.decision_threshold)
 
-    def render(c: Console) -> None:
-        t = Table(title=f"variants over the newest {last} messages per partition")
-        for col in ("version", "variant", "predictions", "mean score", "degraded", "labelled"):
-            t.add_column(col)
-        t.add_column("AUC")
-        t.add_column("log loss")
-        for r in report["variants"]:
-            t.add_row(
-                r["model_version"],
-                r["variant"],
-                f"{r['predictions']:,}",
-                f"{r['mean_score']:.4f}",
-                f"{r['degraded_share']:.1%}",
-                f"{int(r.get('labelled', 0)):,}",
-                f"{r['auc']:.4f}" if "auc" in r else "",
-                f"{r['log_loss']:.4f}" if "log_loss" in r else "",
-            )
-        c.print(t)
-        for ag in report["shadow_agreement"]:
-            c.print(
-                f"shadow v{ag['shadow_version']} vs served, over {ag['n']:,} events: mean "
-                f"|diff| {ag['mean_abs_diff']:.4f}, rank correlation "
-                f"{ag['rank_correlation']:.4f}, {ag['decision_flips']:,} decision flips at "
-                f"{report['threshold']:g} ({ag['flip_rate']:.2%})"
-            )
-        if not report["shadow_agreement"]:
-            c.print("no shadow predictions to compare")
+    emit(a, report, lambda c: render_compare(c, report, f"the newest {last} per partition"))
 
-    emit(a, report, render)
+
+def render_compare(c: Console, report: dict[str, Any], over: str) -> None:
+    """The `models compare` report (also the demo's): variants, then shadow agreement."""
+    t = Table(title=f"predictions by version and variant, over {over}")
+    for col in ("version", "variant", "events", "mean", "degraded", "labels"):
+        t.add_column(col, justify="right")
+    t.add_column("AUC", justify="right")
+    t.add_column("log loss", justify="right")
+    for r in report["variants"]:
+        t.add_row(
+            f"v{r['model_version']}",
+            r["variant"],
+            f"{r['predictions']:,}",
+            f"{r['mean_score']:.4f}",
+            f"{r['degraded_share']:.1%}",
+            f"{int(r.get('labelled', 0)):,}",
+            f"{r['auc']:.4f}" if "auc" in r else "",
+            f"{r['log_loss']:.4f}" if "log_loss" in r else "",
+        )
+    c.print(t)
+    for ag in report["shadow_agreement"]:
+        c.print(
+            f"shadow v{ag['shadow_version']} vs served, over {ag['n']:,} events: mean "
+            f"|diff| {ag['mean_abs_diff']:.4f}, rank correlation "
+            f"{ag['rank_correlation']:.4f}, {ag['decision_flips']:,} decision flips at "
+            f"{report['threshold']:g} ({ag['flip_rate']:.2%})"
+        )
+    if not report["shadow_agreement"]:
+        c.print("no shadow predictions to compare")
 
 
 @models.command("ui")
