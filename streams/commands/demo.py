@@ -465,6 +465,8 @@ def _render_rollout(c: Console, r: dict[str, Any]) -> None:
             f" (in predictions {took:,} ms after the registry change)"
             if took is not None
             else " (not seen in predictions: the stream ended first; use more --events)"
+            if "now" in step
+            else ""
         )
         c.print(f"at event {step['at_event']:>6,}: {step['step']:<11} -> {what}{after}")
     render_compare(c, r["variants"], "this run's stream (AUC against the world's labels)")
