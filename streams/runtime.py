@@ -11,6 +11,7 @@ from services.codec.factory import codec_for, schema_ids, schemas_dir
 from services.codec.schemas import load_schemas
 from services.core.errors import ConfigError
 from services.core.settings import Settings
+from services.drift.monitor import DetectorConfig, DriftMonitor
 from services.features.redis_store import RedisFeatureStore
 from services.features.spec import FeatureSpec
 from services.kafka.config import admin_config
@@ -54,7 +55,7 @@ def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> Scor
     when ``settings.model.watch``)."""
     records = load_schemas(schemas_dir(settings))
     ids = schema_ids(settings)
-    names = ("Interaction", "Prediction", "DeadLetter", "ModelEvent")
+    names = ("Interaction", "Prediction", "DeadLetter", "ModelEvent", "DriftSignal")
     topics = [by_record(settings.topics, r) for r in names]
     codecs = [codec_for(settings, t, records, ids) for t in topics]
     shadow_topic = next(
@@ -95,7 +96,14 @@ def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> Scor
         limiter=rate_limiter(settings),
         watcher=watcher,
         shadow_topic=shadow_topic,
+        drift=(drift_monitor(settings), topics[4], codecs[4]) if settings.drift.enabled else None,
     )
+
+
+def drift_monitor(settings: Settings) -> DriftMonitor:
+    d = settings.drift
+    config = DetectorConfig(d.detector, d.adwin_delta, d.ph_threshold, d.ph_delta, d.min_events)
+    return DriftMonitor({"default": config})
 
 
 def rate_limiter(settings: Settings) -> RedisTokenBuckets | None:

@@ -22,6 +22,8 @@ from services.codec.avro import AvroCodec
 from services.core import metrics
 from services.core.errors import FeatureStoreUnavailable, PublishError
 from services.core.settings import Settings
+from services.drift.monitor import DriftMonitor
+from services.drift.signals import drift_signal
 from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore
 from services.kafka.config import consumer_config, producer_config
@@ -32,6 +34,7 @@ from services.scoring.model import LoadedModel
 from services.scoring.pipeline import (
     BatchResult,
     Inbound,
+    PredictionOut,
     dead_letter_headers,
     dead_letter_record,
     process_batch,
@@ -99,6 +102,7 @@ class ScoringWorker:
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
         watcher: ModelWatcher | None = None,
         shadow_topic: TopicSpec | None = None,
+        drift: tuple[DriftMonitor, TopicSpec, AvroCodec] | None = None,
     ) -> None:
         self.settings = settings
         self.input_topic, self.predictions_topic, self.dlq_topic = (
@@ -111,6 +115,7 @@ class ScoringWorker:
         self.serving = model if isinstance(model, Serving) else Serving(model)
         self.watcher = watcher
         self.shadow_topic = shadow_topic
+        self.drift = drift
         self.clock_ms = clock_ms
         self.limiter = limiter
         self.worker_id = settings.worker.worker_id or default_worker_id()
@@ -245,8 +250,10 @@ class ScoringWorker:
         metrics.BATCH_MESSAGES.observe(len(inbound))
         with metrics.STAGE_DURATION.labels(stage="process").time():
             result = self._process_with_retry(inbound)
+        with metrics.STAGE_DURATION.labels(stage="drift").time():
+            signals = self._watch(result)
         with metrics.STAGE_DURATION.labels(stage="publish").time():
-            self._publish(result)
+            self._publish(result, signals)
         deferred = {(d.topic, d.partition, d.offset) for d in result.deferred}
         with metrics.STAGE_DURATION.labels(stage="commit").time():
             self._commit(
@@ -304,7 +311,50 @@ class ScoringWorker:
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _publish(self, result: BatchResult) -> None:
+    def _watch(self, result: BatchResult) -> list[dict[str, Any]]:
+        """Feed served scores and watched fields to the drift monitors, per partition."""
+        if self.drift is None or not result.predictions:
+            return []
+        monitor, topic, _codec = self.drift
+        by_partition: dict[int, list[PredictionOut]] = {}
+        for p in result.predictions:
+            by_partition.setdefault(p.source.partition, []).append(p)
+        signals = []
+        now = self.clock_ms()
+        version = self.serving.champion.version
+        for partition, preds in by_partition.items():
+            offsets = [p.source.offset for p in preds]
+            times = [p.record["event_time"] for p in preds]
+            # Only the champion's scores: a canary's are another model's by design.
+            watched = {
+                "score": [
+                    p.record["score"] if p.record["variant"] == "champion" else float("nan")
+                    for p in preds
+                ]
+            }
+            for name in self.settings.drift.features:
+                watched[f"feature:{name}"] = [_number((p.event or {}).get(name)) for p in preds]
+            for signal, values in watched.items():
+                evidence = monitor.observe(partition, signal, values, offsets, times)
+                if evidence is not None:
+                    record = drift_signal(
+                        evidence, self.input_topic.name, self.serving.champion.name, version, now
+                    )
+                    signals.append(record)
+                    metrics.DRIFT_SIGNALS.labels(detector=evidence.detector, signal=signal).inc()
+                    logger.warning(
+                        "drift on %s: %s mean %.4g -> %.4g (offsets %d-%d)",
+                        signal,
+                        evidence.detector,
+                        evidence.stats_before.get("mean", float("nan")),
+                        evidence.stats_after.get("mean", float("nan")),
+                        evidence.offset_start,
+                        evidence.offset_end,
+                        extra={"topic": topic.name, "partition": partition, "stage": "drift"},
+                    )
+        return signals
+
+    def _publish(self, result: BatchResult, signals: list[dict[str, Any]] | None = None) -> None:
         failures: list[str] = []
 
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
@@ -349,6 +399,15 @@ class ScoringWorker:
                         "reason": d.rejected.reason.value,
                     },
                 )
+        if signals and self.drift is not None:
+            _monitor, topic, codec = self.drift
+            for record, value in zip(signals, codec.encode_many(signals), strict=True):
+                self._producer.produce(
+                    topic.name,
+                    key=record["signal"].encode(),
+                    value=value,
+                    on_delivery=on_delivery,
+                )
         remaining = self._producer.flush(30)
         if failures or remaining:
             raise PublishError(
@@ -386,6 +445,8 @@ class ScoringWorker:
             extra={"model_version": new.champion.version, "component": "model"},
         )
         publish_serving_info(new, self.serving)
+        if self.drift is not None and new.champion.version != self.serving.champion.version:
+            self.drift[0].reset("score")
         self.serving = new
         summary.swaps += 1
         metrics.MODEL_SWAPS.inc()
@@ -418,6 +479,13 @@ class ScoringWorker:
         offsets = next_offsets(messages)
         if offsets:
             self._consumer.commit(offsets=offsets, asynchronous=False)
+
+
+def _number(value: Any) -> float:
+    """A watched field as a float; missing or non-numeric is NaN (skipped by the monitor)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return float("nan")
+    return float(value)
 
 
 def _as_bytes(value: str | bytes | None) -> bytes | None:

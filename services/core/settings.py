@@ -232,6 +232,43 @@ class RateLimitSettings(_Group):
     )
 
 
+class DriftSettings(_Group):
+    """Online drift detection (River) in the scoring worker and the label join, and the
+    retraining policy of the control plane. Defaults are the measured ones in docs/drift.md."""
+
+    enabled: bool = Field(True, description="Watch scores and features in the scoring worker.")
+    detector: Literal["adwin", "page_hinkley"] = Field(
+        "adwin", description="River detector for every watched signal."
+    )
+    adwin_delta: float = Field(
+        1e-5, gt=0, lt=1, description="ADWIN confidence: smaller = fewer false alarms, slower."
+    )
+    ph_threshold: float = Field(50.0, gt=0, description="PageHinkley threshold.")
+    ph_delta: float = Field(0.005, ge=0, description="PageHinkley tolerated change.")
+    min_events: int = Field(
+        1000, ge=1, description="Events a detector must see (after start or a firing) to fire."
+    )
+    features: tuple[str, ...] = Field(
+        ("position", "item_age_hours", "session_depth"),
+        description="Numeric event fields watched for covariate drift (a JSON list in env).",
+    )
+    label_horizon_seconds: int = Field(
+        7200,
+        ge=60,
+        description="How long predictions are kept in Redis for the label join (labels later "
+        "than this are counted as unmatched).",
+    )
+    cooldown_seconds: float = Field(
+        600.0, ge=0, description="After a retrain request, further drift signals only accumulate."
+    )
+    min_partitions: int = Field(
+        2,
+        ge=1,
+        description="Input-drift signals from at least this many partitions (within the "
+        "cooldown window) before retraining; one error-drift signal suffices.",
+    )
+
+
 class MetricsSettings(_Group):
     """Prometheus exposition."""
 
@@ -291,6 +328,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     worker: WorkerSettings = WorkerSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
+    drift: DriftSettings = DriftSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
 

@@ -63,6 +63,7 @@ class PredictionOut:
 
     source: Inbound
     record: dict[str, Any]
+    event: dict[str, Any] | None = None  # the decoded input (drift monitors read its fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +207,9 @@ def process_batch(
             missing[group] = missing.get(group, 0) + 1
     name = serving.champion.name
     predictions = [
-        PredictionOut(message, _record(event, name, version, variant, score, flag, miss, now_ms))
+        PredictionOut(
+            message, _record(event, name, version, variant, score, flag, miss, now_ms), event
+        )
         for (message, event), score, version, variant, flag, miss in zip(
             good,
             scored.scores,
