@@ -15,6 +15,7 @@ from services.drift.monitor import DetectorConfig, DriftMonitor
 from services.features.redis_store import RedisFeatureStore
 from services.features.spec import FeatureSpec
 from services.kafka.config import admin_config
+from services.labels.store import PredictionStore
 from services.ratelimit.bucket import RedisTokenBuckets
 from services.scoring.loader import ServingLoader
 from services.scoring.model import LoadedModel
@@ -97,6 +98,13 @@ def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> Scor
         watcher=watcher,
         shadow_topic=shadow_topic,
         drift=(drift_monitor(settings), topics[4], codecs[4]) if settings.drift.enabled else None,
+        predictions_store=prediction_store(settings) if settings.drift.enabled else None,
+    )
+
+
+def prediction_store(settings: Settings) -> PredictionStore:
+    return PredictionStore(
+        redis_client(settings), settings.redis.key_prefix, settings.drift.label_horizon_seconds
     )
 
 

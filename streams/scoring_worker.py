@@ -29,6 +29,7 @@ from services.features.store import FeatureStore
 from services.kafka.config import consumer_config, producer_config
 from services.kafka.offsets import next_offsets
 from services.kafka.topics import TopicSpec
+from services.labels.store import PredictionStore, Stored
 from services.ratelimit.bucket import Limiter
 from services.scoring.model import LoadedModel
 from services.scoring.pipeline import (
@@ -103,6 +104,7 @@ class ScoringWorker:
         watcher: ModelWatcher | None = None,
         shadow_topic: TopicSpec | None = None,
         drift: tuple[DriftMonitor, TopicSpec, AvroCodec] | None = None,
+        predictions_store: PredictionStore | None = None,
     ) -> None:
         self.settings = settings
         self.input_topic, self.predictions_topic, self.dlq_topic = (
@@ -116,6 +118,7 @@ class ScoringWorker:
         self.watcher = watcher
         self.shadow_topic = shadow_topic
         self.drift = drift
+        self.predictions_store = predictions_store
         self.clock_ms = clock_ms
         self.limiter = limiter
         self.worker_id = settings.worker.worker_id or default_worker_id()
@@ -254,6 +257,8 @@ class ScoringWorker:
             signals = self._watch(result)
         with metrics.STAGE_DURATION.labels(stage="publish").time():
             self._publish(result, signals)
+        with metrics.STAGE_DURATION.labels(stage="remember").time():
+            self._remember(result)
         deferred = {(d.topic, d.partition, d.offset) for d in result.deferred}
         with metrics.STAGE_DURATION.labels(stage="commit").time():
             self._commit(
@@ -310,6 +315,30 @@ class ScoringWorker:
                     metrics.SHADOW_RANK_CORRELATION.set(a.rank_correlation)
             return result
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _remember(self, result: BatchResult) -> None:
+        """Keep served and shadow scores for the label join. Best effort: losing them costs
+        online quality figures, never predictions, so a Redis error is counted, not raised."""
+        store = self.predictions_store
+        if store is None or not result.predictions:
+            return
+        try:
+            for kind, preds in (("served", result.predictions), ("shadow", result.shadow)):
+                store.put_many(
+                    kind,
+                    (
+                        (
+                            p.record["event_id"],
+                            Stored(
+                                p.record["model_version"], p.record["variant"], p.record["score"]
+                            ),
+                        )
+                        for p in preds
+                    ),
+                )
+        except FeatureStoreUnavailable as exc:
+            metrics.FEATURE_LOOKUPS.labels(outcome="prediction_store_error").inc()
+            logger.warning("predictions not stored for the label join: %s", exc)
 
     def _watch(self, result: BatchResult) -> list[dict[str, Any]]:
         """Feed served scores and watched fields to the drift monitors, per partition."""
