@@ -145,3 +145,46 @@ RETRAIN_REQUESTS = Counter(
     ["trigger"],
     namespace=NAMESPACE,
 )
+# Control plane (label join, drift aggregation, retraining, promotion).
+LABELS_JOINED = Counter(
+    "labels_joined_total",
+    "Labels read by the label join: matched to a stored prediction, or unmatched (expired or "
+    "never scored).",
+    ["outcome"],
+    namespace=NAMESPACE,
+)
+LABEL_LAG = Histogram(
+    "label_lag_seconds",
+    "Time from an event to its label (label_time - event_time).",
+    namespace=NAMESPACE,
+    buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+)
+ONLINE_LOG_LOSS = Gauge(
+    "online_log_loss",
+    "Log loss over the recent labelled window, per model version and variant.",
+    ["model_version", "variant"],
+    namespace=NAMESPACE,
+)
+ONLINE_AUC = Gauge(
+    "online_auc",
+    "AUC over the recent labelled window, per model version and variant.",
+    ["model_version", "variant"],
+    namespace=NAMESPACE,
+)
+RETRAIN_OUTCOMES = Counter(
+    "retrain_outcomes_total",
+    "Retrain requests answered: trained (challenger in shadow) or skipped (why in the log).",
+    ["outcome"],
+    namespace=NAMESPACE,
+)
+PROMOTION_DECISIONS = Counter(
+    "promotion_decisions_total",
+    "Automatic promotion decisions after a shadow period: promote or keep.",
+    ["decision"],
+    namespace=NAMESPACE,
+)
+CONTROL_PLANE_TICK = Gauge(
+    "control_plane_last_tick_timestamp_seconds",
+    "Unix time of the control plane's last timer tick (liveness).",
+    namespace=NAMESPACE,
+)

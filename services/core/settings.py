@@ -269,6 +269,28 @@ class DriftSettings(_Group):
     )
 
 
+class RetrainSettings(_Group):
+    """The control plane's trainer and automatic promotion."""
+
+    window_seconds: int = Field(
+        3600, ge=60, description="Train on the labelled events of this recent window."
+    )
+    max_events: int = Field(50_000, ge=1000, description="At most this many events per partition.")
+    min_labelled: int = Field(
+        2000, ge=100, description="Fewer labelled events in the window than this: no training."
+    )
+    auto_promote: bool = Field(True, description="Promote a shadowed challenger that wins.")
+    min_shadow_seconds: float = Field(
+        600.0, ge=0, description="Shadow at least this long before deciding."
+    )
+    min_labels: int = Field(
+        1000, ge=10, description="Labelled events needed for both champion and challenger."
+    )
+    promote_margin: float = Field(
+        0.002, ge=0, description="Online log loss the challenger must win by to be promoted."
+    )
+
+
 class MetricsSettings(_Group):
     """Prometheus exposition."""
 
@@ -279,6 +301,9 @@ class MetricsSettings(_Group):
         ge=0,
         le=65535,
         description="Port of the worker's /metrics, /healthz, /readyz (0: any free port, logged).",
+    )
+    control_plane_port: int = Field(
+        9465, ge=0, le=65535, description="The control plane's /metrics, /healthz, /readyz."
     )
 
 
@@ -329,6 +354,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
     drift: DriftSettings = DriftSettings()
+    retrain: RetrainSettings = RetrainSettings()
     metrics: MetricsSettings = MetricsSettings()
     log: LogSettings = LogSettings()
 

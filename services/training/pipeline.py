@@ -18,7 +18,7 @@ import sklearn
 from services.core.errors import StreamMLError
 from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore
-from services.scoring.model import artifact_digest, write_artifacts
+from services.scoring.model import LoadedModel, artifact_digest, write_artifacts
 from services.scoring.registry import MlflowRegistry
 from services.training.dataset import ValidationReport, build_training_set, validate
 from services.training.train import Flavor, evaluate, fit, fit_fallback, predict, split
@@ -71,6 +71,8 @@ def train_and_register(
     seed: int = 42,
     holdout_share: float = 0.2,
     extra_params: Mapping[str, Any] | None = None,
+    compare_to: LoadedModel | None = None,
+    make_champion_if_none: bool = True,
 ) -> TrainResult:
     """Raises ``TrainingRefused`` when the data fails validation (the report says why)."""
     ts = build_training_set(spec, store, events, labels)
@@ -84,6 +86,10 @@ def train_and_register(
         for k, v in evaluate(ts.y[hold_idx], predict(trained, ts.X[hold_idx])).items()
     }
     metrics["train_rows"] = float(len(train_idx))
+    if compare_to is not None:
+        # The champion on the very same holdout rows: the comparison a promotion needs.
+        champion = evaluate(ts.y[hold_idx], compare_to.predict(ts.X[hold_idx]))
+        metrics |= {f"champion_holdout_{k}": v for k, v in champion.items()}
     base_rate = float(ts.y[train_idx].mean())
     fingerprint = ts.fingerprint()
     with tempfile.TemporaryDirectory(prefix="streamscore-train-") as tmp:
@@ -120,7 +126,7 @@ def train_and_register(
         {"flavor": flavor, "feature_spec_version": spec.version, "data_fingerprint": fingerprint},
     )
     alias_set = False
-    if registry.alias_version("champion") is None:
+    if make_champion_if_none and registry.alias_version("champion") is None:
         registry.set_alias("champion", version)
         alias_set = True
     logger.info(

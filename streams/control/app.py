@@ -1,0 +1,248 @@
+"""The faust app and its agents. Run: `streamscore worker control-plane`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust
+
+from services.core import metrics
+from services.core.settings import Settings
+from services.drift.signals import drift_signal
+from services.labels.join import join
+from services.retrain.policy import retrain_request
+from services.retrain.trainer import answer
+from services.scoring.operations import apply_change
+from services.scoring.rollout import plan_promote
+from streams.control.state import ControlState, build_state
+
+logger = logging.getLogger(__name__)
+GROUP = "streamscore-control"
+TICK_SECONDS = 5.0
+
+
+def create_app(settings: Settings) -> tuple[faust.App, ControlState]:
+    state = build_state(settings)
+    servers = ";".join(f"kafka://{s}" for s in settings.kafka_bootstrap.split(","))
+    app = faust.App(
+        GROUP,
+        broker=servers,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        store="memory://",
+        broker_session_timeout=settings.kafka.session_timeout_ms / 1000,
+        broker_heartbeat_interval=settings.kafka.heartbeat_interval_ms / 1000,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="latest",
+    )
+    t = settings.topics
+    labels = app.topic(t.labels, value_type=bytes, key_type=bytes)
+    drift = app.topic(t.drift_signals, value_type=bytes, key_type=bytes)
+    retrain = app.topic(t.retrain_requests, value_type=bytes, key_type=bytes)
+    events = app.topic(t.model_events, value_type=bytes, key_type=bytes)
+    codecs = state.codecs
+
+    @app.agent(labels)
+    async def label_join(stream: Any) -> None:
+        async for batch in stream.take_events(500, within=1.0):
+            signals = await asyncio.get_running_loop().run_in_executor(
+                None, _join_labels, state, batch
+            )
+            for record in signals:
+                value = codecs["DriftSignal"].encode_one(record)
+                await drift.send(key=record["signal"].encode(), value=value)
+
+    @app.agent(drift)
+    async def aggregate_drift(stream: Any) -> None:
+        async for value in stream:
+            signal = codecs["DriftSignal"].decode_one(value)
+            if not isinstance(signal, dict) or signal["model_name"] != state.registry.name:
+                continue
+            now = int(time.time() * 1000)
+            evidence = state.aggregator.add(signal, now)
+            if evidence is None:
+                continue
+            request = retrain_request(
+                state.registry.name,
+                signal["model_version"],
+                evidence,
+                settings.retrain.window_seconds * 1000,
+                now,
+                "control-plane",
+            )
+            metrics.RETRAIN_REQUESTS.labels(trigger="drift").inc()
+            logger.warning("retrain requested: %s (%d signals)", request["reason"], len(evidence))
+            await retrain.send(
+                key=state.registry.name.encode(),
+                value=codecs["RetrainRequest"].encode_one(request),
+            )
+
+    @app.agent(retrain)
+    async def train(stream: Any) -> None:
+        async for value in stream:
+            request = codecs["RetrainRequest"].decode_one(value)
+            if not isinstance(request, dict) or request["model_name"] != state.registry.name:
+                continue
+            logger.info("training for request %s (%s)", request["request_id"], request["reason"])
+            outcome = await asyncio.get_running_loop().run_in_executor(
+                None,
+                answer,
+                settings,
+                state.registry,
+                state.spec,
+                state.features,
+                state.trainer_codecs,
+                request,
+            )
+            metrics.RETRAIN_OUTCOMES.labels(
+                outcome="trained" if outcome.get("trained") else "skipped"
+            ).inc()
+            logger.info("retrain outcome: %s", {k: v for k, v in outcome.items() if k != "metrics"})
+
+    @app.agent(events)
+    async def model_events(stream: Any) -> None:
+        async for value in stream:
+            event = codecs["ModelEvent"].decode_one(value)
+            if isinstance(event, dict):
+                metrics.MODEL_EVENTS.labels(source="control_plane").inc()
+                logger.info(
+                    "model event: %s %s v%s -> v%s by %s: %s",
+                    event["event_type"],
+                    event.get("alias"),
+                    event.get("from_version"),
+                    event.get("to_version"),
+                    event["actor"],
+                    event["reason"],
+                )
+
+    @app.timer(interval=TICK_SECONDS)  # type: ignore[untyped-decorator]  # faust is untyped here
+    async def tick() -> None:
+        state.last_tick = time.monotonic()
+        metrics.CONTROL_PLANE_TICK.set(time.time())
+        await asyncio.get_running_loop().run_in_executor(None, _consider_promotion, state)
+
+    return app, state
+
+
+def _join_labels(state: ControlState, batch: list[Any]) -> list[dict[str, Any]]:
+    """Join a batch of labels (event objects from faust) to stored predictions; update the
+    quality book and metrics; feed the champion's per-event error to the drift detectors."""
+    codec = state.codecs["Label"]
+    rows = []
+    for event in batch:
+        label = codec.decode_one(event.value)
+        if isinstance(label, dict):
+            rows.append((event.message.partition, event.message.offset, label))
+    ids = [r[2]["event_id"] for r in rows]
+    joined, unmatched = join(
+        rows, state.predictions.get_many("served", ids), state.predictions.get_many("shadow", ids)
+    )
+    now = int(time.time() * 1000)
+    metrics.LABELS_JOINED.labels(outcome="matched").inc(len(joined))
+    metrics.LABELS_JOINED.labels(outcome="unmatched").inc(unmatched)
+    for j in joined:
+        metrics.LABEL_LAG.observe(max(0.0, j.label_lag_ms / 1000))
+    state.book.add(joined, now)
+    _publish_quality(state)
+    champion = state.registry.rollout_state().champion
+    if champion != state.error_champion:
+        state.error_monitor.reset("error")  # another model's errors are another baseline
+        state.error_champion = champion
+    signals = []
+    by_partition: dict[int, list[Any]] = {}
+    for j in joined:
+        if j.served.variant == "champion" and j.served.model_version == champion:
+            by_partition.setdefault(j.partition, []).append(j)
+    times = {r[2]["event_id"]: int(r[2]["event_time"]) for r in rows}
+    for partition, items in by_partition.items():
+        evidence = state.error_monitor.observe(
+            partition,
+            "error",
+            [j.error for j in items],
+            [j.offset for j in items],
+            [times[j.event_id] for j in items],
+        )
+        if evidence is not None:
+            metrics.DRIFT_SIGNALS.labels(detector=evidence.detector, signal="error").inc()
+            logger.warning(
+                "concept drift: log loss %.4f -> %.4f (labels partition %d, offsets %d-%d)",
+                evidence.stats_before["mean"],
+                evidence.stats_after["mean"],
+                partition,
+                evidence.offset_start,
+                evidence.offset_end,
+            )
+            signals.append(
+                drift_signal(
+                    evidence,
+                    state.settings.topics.labels,
+                    state.registry.name,
+                    champion or "",
+                    now,
+                )
+            )
+    return signals
+
+
+def _publish_quality(state: ControlState) -> None:
+    for version, variant in state.book.keys():
+        q = state.book.quality(version, variant)
+        if "log_loss" in q:
+            metrics.ONLINE_LOG_LOSS.labels(model_version=version, variant=variant).set(
+                q["log_loss"]
+            )
+        if "auc" in q:
+            metrics.ONLINE_AUC.labels(model_version=version, variant=variant).set(q["auc"])
+
+
+def _consider_promotion(state: ControlState) -> None:
+    """A challenger the control plane put in shadow: promote it when the policy says so."""
+    s = state.settings
+    rollout = state.registry.rollout_state()
+    challenger = rollout.challenger
+    if not s.retrain.auto_promote or rollout.mode != "shadow" or challenger is None:
+        return
+    if challenger in state.decided or rollout.champion is None:
+        return
+    started = next(
+        (
+            h.at_ms
+            for h in reversed(state.registry.history())
+            if h.event_type == "shadow_started" and h.to_version == challenger
+        ),
+        None,
+    )
+    history = state.registry.history()
+    by_us = any(
+        h.actor == "control-plane"
+        and h.to_version == challenger
+        and h.event_type == "shadow_started"
+        for h in history
+    )
+    if started is None or not by_us:
+        return  # a person started this shadow: a person decides
+    now = int(time.time() * 1000)
+    champion_q = state.book.quality(rollout.champion, "champion", since_ms=started)
+    challenger_q = state.book.quality(challenger, "shadow", since_ms=started)
+    decision, why = state.promotion.decide(started, now, champion_q, challenger_q)
+    if decision == "wait":
+        return
+    state.decided.add(challenger)
+    metrics.PROMOTION_DECISIONS.labels(decision=decision).inc()
+    if decision == "promote":
+        apply_change(
+            s,
+            state.registry,
+            state.codecs["ModelEvent"],
+            lambda st, _r: plan_promote(st, challenger, f"auto: {why}", "control-plane", now),
+        )
+        logger.warning("promoted v%s: %s", challenger, why)
+    else:
+        state.registry.client.set_model_version_tag(
+            state.registry.name, challenger, "streamscore.decision", f"kept as challenger: {why}"
+        )
+        logger.warning("v%s stays challenger: %s", challenger, why)

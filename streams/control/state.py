@@ -1,0 +1,67 @@
+"""What the control plane's agents share, built once from settings."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from services.codec.avro import AvroCodec
+from services.codec.factory import codec_for, schema_ids, schemas_dir
+from services.codec.schemas import load_schemas
+from services.core.settings import Settings
+from services.drift.monitor import DriftMonitor
+from services.features.redis_store import RedisFeatureStore
+from services.features.spec import FeatureSpec
+from services.labels.join import QualityBook
+from services.labels.store import PredictionStore
+from services.retrain.policy import DriftAggregator, PromotionPolicy
+from services.retrain.trainer import Codecs
+from services.scoring.registry import MlflowRegistry
+from streams.runtime import drift_monitor, feature_spec, feature_store, prediction_store
+from streams.topics import by_record
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ControlState:
+    settings: Settings
+    registry: MlflowRegistry
+    spec: FeatureSpec
+    features: RedisFeatureStore
+    predictions: PredictionStore
+    codecs: dict[str, AvroCodec]
+    book: QualityBook
+    error_monitor: DriftMonitor
+    aggregator: DriftAggregator
+    promotion: PromotionPolicy
+    decided: set[str] = field(default_factory=set)  # challenger versions already decided
+    last_tick: float = field(default_factory=time.monotonic)
+    error_champion: str | None = None  # the champion the error detectors are watching
+
+    @property
+    def trainer_codecs(self) -> Codecs:
+        c = self.codecs
+        return Codecs(c["Interaction"], c["Label"], c["ModelEvent"])
+
+
+def build_state(settings: Settings) -> ControlState:
+    records = load_schemas(schemas_dir(settings))
+    ids = schema_ids(settings)
+    names = ("Interaction", "Label", "DriftSignal", "RetrainRequest", "ModelEvent")
+    codecs = {n: codec_for(settings, by_record(settings.topics, n), records, ids) for n in names}
+    spec = feature_spec(settings)
+    r, d = settings.retrain, settings.drift
+    return ControlState(
+        settings=settings,
+        registry=MlflowRegistry(settings),
+        spec=spec,
+        features=feature_store(settings, spec),
+        predictions=prediction_store(settings),
+        codecs=codecs,
+        book=QualityBook(),
+        error_monitor=drift_monitor(settings),
+        aggregator=DriftAggregator(int(d.cooldown_seconds * 1000), d.min_partitions),
+        promotion=PromotionPolicy(int(r.min_shadow_seconds * 1000), r.min_labels, r.promote_margin),
+    )
