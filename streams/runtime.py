@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import redis
 from confluent_kafka.admin import AdminClient
@@ -150,3 +151,20 @@ def worker_probes(settings: Settings, worker: ScoringWorker) -> Probes:
         return None if worker.serving.champion is not None else "no model loaded"
 
     return Probes(alive, {"broker": broker, "redis": redis_ok, "model": model})
+
+
+def control_plane_probes(settings: Settings, state: Any) -> Probes:
+    """/healthz: the control plane's timer ticked recently. /readyz: Redis and the registry."""
+    client = redis_client(settings)
+
+    def alive() -> str | None:
+        age = time.monotonic() - state.last_tick
+        return None if age < LIVENESS_SECONDS else f"timer last ticked {age:.0f} s ago"
+
+    def redis_ok() -> str | None:
+        return None if client.ping() else "no PONG"
+
+    def registry() -> str | None:
+        return None if state.registry.rollout_state().champion else "no champion in the registry"
+
+    return Probes(alive, {"redis": redis_ok, "registry": registry})

@@ -32,11 +32,13 @@ def labelled_window(
     settings: Settings, codecs: Codecs, since_ms: int, max_events: int
 ) -> tuple[list[dict[str, Any]], dict[str, bool]]:
     """Interactions and labels since ``since_ms``, replayed from their topics."""
-    events = []
+    # By event id, the last copy winning: producers' retries and redrives can repeat an event.
+    by_id: dict[str, dict[str, Any]] = {}
     for m in read_since(settings, settings.topics.interactions, since_ms, max_events):
         decoded = codecs.interaction.decode_one(m.value())
         if isinstance(decoded, dict):
-            events.append(decoded)
+            by_id[str(decoded["event_id"])] = decoded
+    events = list(by_id.values())
     labels = {}
     for m in read_since(settings, settings.topics.labels, since_ms, max_events * 2):
         decoded = codecs.label.decode_one(m.value())

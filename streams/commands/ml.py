@@ -20,7 +20,13 @@ from services.scoring.registry import MlflowRegistry
 from services.training.pipeline import TrainingRefused, train_and_register
 from streams.commands.common import app, emit, json_option
 from streams.probes import serve
-from streams.runtime import feature_spec, feature_store, scoring_worker, worker_probes
+from streams.runtime import (
+    control_plane_probes,
+    feature_spec,
+    feature_store,
+    scoring_worker,
+    worker_probes,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger(__name__)
@@ -220,3 +226,25 @@ def worker_scoring(ctx: click.Context, max_events: int | None, timeout: float | 
         if target is not None:
             target.unlink(missing_ok=True)
     emit(a, summary.to_dict(), lambda c: c.print(summary.to_dict()))
+
+
+@worker.command("control-plane")
+@click.pass_context
+def worker_control_plane(ctx: click.Context) -> None:
+    """The control plane (faust): label join, drift aggregation, retraining, promotion.
+
+    One instance per model: its topics have one partition, and it keeps the online quality
+    book in memory. Stop with SIGTERM/SIGINT."""
+    from faust.worker import Worker
+
+    from streams.control.app import create_app
+
+    a = app(ctx)
+    faust_app, state = create_app(a.settings)
+    if a.settings.metrics.enabled:
+        m = a.settings.metrics
+        try:
+            serve(control_plane_probes(a.settings, state), m.host, m.control_plane_port)
+        except OSError as exc:
+            logger.warning("control plane probe port %d unavailable: %s", m.control_plane_port, exc)
+    Worker(faust_app, loglevel=a.settings.log.level.lower(), quiet=True).execute_from_commandline()
