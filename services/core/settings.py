@@ -7,6 +7,7 @@ Every variable is listed in ``docs/configuration.md`` (a test keeps the two in s
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -246,7 +247,7 @@ class DriftSettings(_Group):
     ph_threshold: float = Field(50.0, gt=0, description="PageHinkley threshold.")
     ph_delta: float = Field(0.005, ge=0, description="PageHinkley tolerated change.")
     min_events: int = Field(
-        1000, ge=1, description="Events a detector must see (after start or a firing) to fire."
+        1000, ge=0, description="After a firing, the detector's flags are ignored this long."
     )
     features: tuple[str, ...] = Field(
         ("position", "item_age_hours", "session_depth"),
@@ -447,6 +448,8 @@ def env_table_markdown() -> str:
             shown = "unset"
         elif isinstance(default, Path):
             shown = f"`{str(default).replace(str(Path.home()), '~')}`"
+        elif isinstance(default, list | tuple):
+            shown = f"`{json.dumps(list(default))}`"
         else:
             shown = f"`{default}`"
         lines.append(f"| `{name}` | {shown} | {field.description} |")
@@ -465,6 +468,10 @@ def to_env(settings: Settings) -> dict[str, str]:
                 walk(f"{prefix}{name.upper()}{NESTED_DELIMITER}", value)
             elif isinstance(value, SecretStr):
                 env[f"{prefix}{name.upper()}"] = value.get_secret_value()
+            elif isinstance(value, list | tuple | dict):
+                env[f"{prefix}{name.upper()}"] = json.dumps(
+                    list(value) if not isinstance(value, dict) else value
+                )
             elif value is not None:
                 env[f"{prefix}{name.upper()}"] = str(value)
 

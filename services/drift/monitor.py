@@ -34,7 +34,7 @@ class DetectorConfig:
     adwin_delta: float = 1e-5
     ph_threshold: float = 50.0
     ph_delta: float = 0.005
-    min_events: int = 1000  # no firing before this many events since the last one
+    min_events: int = 1000  # after a firing, flags are ignored for this many events (debounce)
 
     def build(self) -> Any:
         if self.kind == "adwin":
@@ -95,6 +95,7 @@ class SignalMonitor:
     partition: int
     detector: Any = None
     seen: int = 0
+    quiet_left: int = 0  # flags ignored for this many more events (set after a firing)
     before: _Running = field(default_factory=_Running)
     recent: deque[tuple[int, int, int, int, int, float, int]] = field(default_factory=deque)
     # per observed batch: first offset, last offset, first time, last time, events,
@@ -116,12 +117,13 @@ class SignalMonitor:
         xs = arr[keep]
         positions = np.nonzero(keep)[0]
         fired: int | None = None  # index into xs
-        update, need = self.detector.update, self.config.min_events - self.seen
+        update, quiet = self.detector.update, self.quiet_left
         for i, x in enumerate(xs.tolist()):
             update(x)
-            if self.detector.drift_detected and i + 1 >= need:
+            if self.detector.drift_detected and i + 1 > quiet:
                 fired = i
                 break
+        self.quiet_left = max(0, quiet - len(xs)) if fired is None else 0
         if len(arr):
             upto = xs if fired is None else xs[: fired + 1]
             self.recent.append(
@@ -153,6 +155,7 @@ class SignalMonitor:
             self.detector.update(x)
         self.before.add_many(rest)
         self.seen = len(rest)
+        self.quiet_left = max(0, self.config.min_events - len(rest))
         self.recent.clear()
         return evidence
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from unittest import mock
+
 import pydantic
 import pytest
 
@@ -80,3 +83,13 @@ def test_cli_exits_2_on_bad_config(
         main(["topics"])
     assert exc.value.code == 2
     assert "STREAMSCORE_LOCAL__REDIS_PORT" in capsys.readouterr().err
+
+
+def test_to_env_round_trips_list_settings() -> None:
+    from services.core.settings import to_env
+
+    s = Settings(drift={"features": ("position",)})
+    env = to_env(s)
+    assert env["STREAMSCORE_DRIFT__FEATURES"] == '["position"]'
+    with mock.patch.dict(os.environ, env):
+        assert Settings().drift.features == ("position",)

@@ -1,0 +1,138 @@
+"""The retraining loop end to end on the real stack: concept drift injected into a live stream
+with delayed labels → the label join's detector fires → a retrain request → a challenger trained
+on the replayed window and put in shadow → promoted by policy → the scoring worker hot-swaps."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from load.world import Drift, World, strip_private
+from services.scoring.registry import MlflowRegistry
+from services.training.pipeline import train_and_register
+from streams.runtime import feature_spec, feature_store, scoring_worker
+from tests.integration.conftest import Stack, free_port
+from tests.integration.pipeline_env import Pipeline, make_pipeline
+
+pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
+ONSET = 3000
+
+
+@pytest.fixture
+def pipeline(stack: Stack, tmp_path: Path) -> Iterator[Pipeline]:
+    overrides = {
+        "drift": {"cooldown_seconds": 300, "min_events": 500},
+        "retrain": {
+            "min_labelled": 1000,
+            "min_labels": 300,
+            "min_shadow_seconds": 2,
+            "window_seconds": 600,
+            "promote_margin": 0.0,
+        },
+        "batch": {"max_messages": 500, "timeout_seconds": 0.05},
+    }
+    for base in make_pipeline(stack, tmp_path, **overrides):
+        model = base.settings.model.model_copy(
+            update={"name": f"loop-{tmp_path.name[-20:]}", "poll_seconds": 1.0}
+        )
+        p = Pipeline(
+            base.settings.model_copy(update={"model": model}), base.world, base.trained, set()
+        )
+        spec = feature_spec(p.settings)
+        history = p.world.events(4000, start_index=30_000_000)
+        labels = {lab["event_id"]: lab["engaged"] for lab in p.world.labels(history)}
+        train_and_register(
+            MlflowRegistry(p.settings), spec, feature_store(p.settings, spec), history, labels
+        )
+        yield p
+
+
+def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pipeline) -> None:
+    s = pipeline.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")} | pipeline.env()
+    port = free_port()
+    env |= {"STREAMSCORE_METRICS__ENABLED": "true", "STREAMSCORE_METRICS__CONTROL_PLANE_PORT": str(port), "STREAMSCORE_METRICS__HOST": "127.0.0.1"}
+    control = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "worker", "control-plane"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    worker = scoring_worker(s)
+    summary: dict[str, Any] = {}
+    scoring = threading.Thread(target=lambda: summary.update(worker.run().to_dict()))
+    scoring.start()
+    registry = MlflowRegistry(s)
+    # The same users and items as the features in Redis; the world turns at ONSET.
+    world = World(
+        feature_spec(s),
+        n_users=400,
+        n_items=150,
+        seed=7,
+        start_time_ms=int(time.time() * 1000),
+        rate_per_second=1000,
+        drift=Drift("concept", 60_000 + ONSET, 0, 1.0),
+    )
+    codec, label_codec = pipeline.codec("Interaction"), pipeline.codec("Label")
+    from confluent_kafka import Producer
+
+    from services.kafka.config import producer_config
+
+    producer = Producer(producer_config(s))
+    sent, index, history = 0, 60_000, []
+    deadline = time.monotonic() + 60
+    try:
+        time.sleep(8)  # the control plane joins its group before labels flow
+        while time.monotonic() < deadline:
+            raw = world.events(500, start_index=index)
+            index += 500
+            events = [strip_private(e) for e in raw]
+            for e, v in zip(events, codec.encode_many(events), strict=True):
+                producer.produce(s.topics.interactions, key=e["user_id"].encode(), value=v)
+            producer.flush(10)
+            time.sleep(0.5)  # labels arrive after the predictions were stored
+            for lab in world.labels(raw):
+                lab = lab | {"label_time": lab["event_time"] + 500}
+                producer.produce(
+                    s.topics.labels, key=lab["event_id"].encode(), value=label_codec.encode_one(lab)
+                )
+            producer.flush(10)
+            sent += len(events)
+            history = registry.history()
+            if (
+                any(h.event_type == "promoted" for h in history)
+                or any(h.event_type == "shadow_started" for h in history)
+                and sent > 40_000
+            ):
+                break
+            assert control.poll() is None, (
+                control.stderr.read().decode()[-3000:] if control.stderr else ""
+            )
+        import urllib.request
+        Path("/tmp/cp_metrics.txt").write_bytes(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read())
+        time.sleep(3)  # the worker hears the promotion and swaps
+        worker.request_stop()
+        scoring.join(60)
+    finally:
+        worker.request_stop()
+        control.terminate()
+        _, err = control.communicate(timeout=60)
+    log = err.decode()
+    Path("/tmp/cp_test.log").write_text(log)
+    assert "concept drift" in log and "retrain requested" in log, log[-3000:]
+    kinds = [(h.event_type, h.actor) for h in history]
+    assert ("shadow_started", "control-plane") in kinds, kinds
+    assert ("promoted", "control-plane") in kinds, (kinds, log[-2000:])
+    promoted = next(h for h in history if h.event_type == "promoted")
+    assert promoted.from_version == "1" and promoted.to_version == "2"
+    assert "online log loss" in promoted.reason
+    assert registry.rollout_state().champion == "2"
+    assert summary["swaps"] >= 2  # into shadow, then the promotion
