@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from tests.integration.conftest import Stack, free_port
 from tests.integration.pipeline_env import Pipeline, make_pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
-ONSET = 3000
+ONSET = 6000  # events before the world turns: 1,000 labels per partition to learn the baseline
 
 
 @pytest.fixture
@@ -58,14 +59,27 @@ def pipeline(stack: Stack, tmp_path: Path) -> Iterator[Pipeline]:
 def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pipeline) -> None:
     s = pipeline.settings
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")} | pipeline.env()
-    port = free_port()
-    env |= {"STREAMSCORE_METRICS__ENABLED": "true", "STREAMSCORE_METRICS__CONTROL_PLANE_PORT": str(port), "STREAMSCORE_METRICS__HOST": "127.0.0.1"}
+    port = free_port()  # the control plane's /metrics: the label join's figures
+    env |= {
+        "STREAMSCORE_METRICS__ENABLED": "true",
+        "STREAMSCORE_METRICS__CONTROL_PLANE_PORT": str(port),
+        "STREAMSCORE_METRICS__HOST": "127.0.0.1",
+    }
     control = subprocess.Popen(
         [sys.executable, "-m", "streams.cli", "worker", "control-plane"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    lines: list[str] = []
+
+    def collect() -> None:
+        assert control.stderr is not None
+        for raw_line in iter(control.stderr.readline, b""):
+            lines.append(raw_line.decode(errors="replace"))
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
     worker = scoring_worker(s)
     summary: dict[str, Any] = {}
     scoring = threading.Thread(target=lambda: summary.update(worker.run().to_dict()))
@@ -88,9 +102,15 @@ def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pip
 
     producer = Producer(producer_config(s))
     sent, index, history = 0, 60_000, []
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     try:
-        time.sleep(8)  # the control plane joins its group before labels flow
+        # Labels must flow only once the control plane owns the labels topic's partitions
+        # (its group starts at the latest offsets).
+        joined = time.monotonic() + 90
+        while not any("Setting newly assigned partitions" in line for line in lines):
+            assert time.monotonic() < joined and control.poll() is None, "".join(lines)[-3000:]
+            time.sleep(0.5)
+        time.sleep(2)
         while time.monotonic() < deadline:
             raw = world.events(500, start_index=index)
             index += 500
@@ -107,26 +127,23 @@ def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pip
             producer.flush(10)
             sent += len(events)
             history = registry.history()
-            if (
-                any(h.event_type == "promoted" for h in history)
-                or any(h.event_type == "shadow_started" for h in history)
-                and sent > 40_000
-            ):
+            decided = any("stays challenger" in line or "promoted v" in line for line in lines)
+            if any(h.event_type == "promoted" for h in history) or decided:
                 break
-            assert control.poll() is None, (
-                control.stderr.read().decode()[-3000:] if control.stderr else ""
-            )
-        import urllib.request
-        Path("/tmp/cp_metrics.txt").write_bytes(urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read())
+            assert control.poll() is None, "".join(lines)[-3000:]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:  # noqa: S310
+            scraped = r.read().decode()
         time.sleep(3)  # the worker hears the promotion and swaps
         worker.request_stop()
         scoring.join(60)
     finally:
         worker.request_stop()
         control.terminate()
-        _, err = control.communicate(timeout=60)
-    log = err.decode()
-    Path("/tmp/cp_test.log").write_text(log)
+        control.wait(timeout=60)
+        reader.join(10)
+        if control.stderr is not None:
+            control.stderr.close()
+    log = "".join(lines)
     assert "concept drift" in log and "retrain requested" in log, log[-3000:]
     kinds = [(h.event_type, h.actor) for h in history]
     assert ("shadow_started", "control-plane") in kinds, kinds
@@ -136,3 +153,6 @@ def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pip
     assert "online log loss" in promoted.reason
     assert registry.rollout_state().champion == "2"
     assert summary["swaps"] >= 2  # into shadow, then the promotion
+    assert 'streamscore_labels_joined_total{outcome="matched"}' in scraped
+    assert 'streamscore_online_log_loss{model_version="1",variant="champion"}' in scraped
+    assert 'streamscore_drift_signals_total{detector="ADWIN",signal="error"}' in scraped
