@@ -22,6 +22,7 @@ from streams.control.state import ControlState, build_state
 logger = logging.getLogger(__name__)
 GROUP = "streamscore-control"
 TICK_SECONDS = 5.0
+ALL_PARTITIONS = -1  # the error signal's partition: every partition of the labels topic
 
 
 def create_app(settings: Settings) -> tuple[faust.App, ControlState]:
@@ -148,43 +149,44 @@ def _join_labels(state: ControlState, batch: list[Any]) -> list[dict[str, Any]]:
         metrics.LABEL_LAG.observe(max(0.0, j.label_lag_ms / 1000))
     state.book.add(joined, now)
     _publish_quality(state)
-    champion = state.registry.rollout_state().champion
-    if champion != state.error_champion:
-        state.error_monitor.reset("error")  # another model's errors are another baseline
-        state.error_champion = champion
-    signals = []
-    by_partition: dict[int, list[Any]] = {}
-    for j in joined:
-        if j.served.variant == "champion" and j.served.model_version == champion:
-            by_partition.setdefault(j.partition, []).append(j)
+    # The champion is the newest version the labels show served as champion (no registry call
+    # per batch); another model's errors are another baseline, so a new one resets the detectors.
+    served = {int(j.served.model_version) for j in joined if j.served.variant == "champion"}
+    if served and (state.error_champion is None or max(served) > int(state.error_champion)):
+        state.error_monitor.reset("error")
+        state.error_champion = str(max(served))
+    champion = state.error_champion
+    signals: list[dict[str, Any]] = []
     times = {r[2]["event_id"]: int(r[2]["event_time"]) for r in rows}
-    for partition, items in by_partition.items():
+    # One detector over all label partitions: label partitions follow the event id's hash, so
+    # splitting them only divides the evidence (six partitions see a change six times slower).
+    # The window is identified by event time (replay with offsets_for_times), not by offsets.
+    rows_c = [
+        j for j in joined if j.served.variant == "champion" and j.served.model_version == champion
+    ]
+    if rows_c:
+        state.error_seen += len(rows_c)
+        positions = list(range(state.error_seen - len(rows_c), state.error_seen))
         evidence = state.error_monitor.observe(
-            partition,
+            ALL_PARTITIONS,
             "error",
-            [j.error for j in items],
-            [j.offset for j in items],
-            [times[j.event_id] for j in items],
+            [j.error for j in rows_c],
+            positions,
+            [times[j.event_id] for j in rows_c],
         )
         if evidence is not None:
             metrics.DRIFT_SIGNALS.labels(detector=evidence.detector, signal="error").inc()
             logger.warning(
-                "concept drift: log loss %.4f -> %.4f (labels partition %d, offsets %d-%d)",
+                "concept drift: log loss %.4f -> %.4f (event times %d-%d)",
                 evidence.stats_before["mean"],
                 evidence.stats_after["mean"],
-                partition,
-                evidence.offset_start,
-                evidence.offset_end,
+                evidence.time_start_ms,
+                evidence.time_end_ms,
             )
-            signals.append(
-                drift_signal(
-                    evidence,
-                    state.settings.topics.labels,
-                    state.registry.name,
-                    champion or "",
-                    now,
-                )
+            record = drift_signal(
+                evidence, state.settings.topics.labels, state.registry.name, champion or "", now
             )
+            signals.append(record | {"offset_start": -1, "offset_end": -1})
     return signals
 
 

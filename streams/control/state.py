@@ -38,7 +38,8 @@ class ControlState:
     promotion: PromotionPolicy
     decided: set[str] = field(default_factory=set)  # challenger versions already decided
     last_tick: float = field(default_factory=time.monotonic)
-    error_champion: str | None = None  # the champion the error detectors are watching
+    error_champion: str | None = None  # the champion the error detector is watching
+    error_seen: int = 0  # labelled events fed to it (its positions)
 
     @property
     def trainer_codecs(self) -> Codecs:

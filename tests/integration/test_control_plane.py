@@ -36,6 +36,7 @@ def pipeline(stack: Stack, tmp_path: Path) -> Iterator[Pipeline]:
             "min_labels": 300,
             "min_shadow_seconds": 2,
             "window_seconds": 600,
+            "max_events": 1500,  # per partition: a small window keeps training to seconds
             "promote_margin": 0.0,
         },
         "batch": {"max_messages": 500, "timeout_seconds": 0.05},
