@@ -61,6 +61,9 @@ def write_config(home: Path) -> Path:
 def argv(home: Path, port: int) -> list[str]:
     config = write_config(home)
     data = home / "prometheus" / "data"
+    # A fresh database each start: the local Prometheus is for this session, and series from a
+    # previous one (a worker that is gone, old latencies) would fire its alerts again.
+    shutil.rmtree(data, ignore_errors=True)
     data.mkdir(parents=True, exist_ok=True)
     return [
         binary(),

@@ -46,6 +46,8 @@ from services.scoring.registry import MlflowRegistry
 from services.scoring.rollout import AliasChange, RolloutState, plan_promote, plan_rollout
 from services.training.pipeline import train_and_register
 from streams.commands.common import app, emit, json_option
+from streams.commands.demo_drift import drift_act, start_control_plane, wait_until_assigned
+from streams.commands.demo_drift import render as render_drift
 from streams.commands.ml import HISTORY_START_INDEX, make_world
 from streams.commands.models import render_compare
 from streams.runtime import feature_spec, feature_store
@@ -62,9 +64,15 @@ def _pct(values: list[float], p: float) -> float:
 @click.option("--events", "n_events", default=20_000, show_default=True, help="Events to stream.")
 @click.option("--rate", default=2000.0, show_default=True, help="Events per second.")
 @click.option("--keep-stack", is_flag=True, help="Leave the stack running afterwards.")
+@click.option(
+    "--drift/--no-drift",
+    default=True,
+    show_default=True,
+    help="Act 2: concept drift and the retraining loop (control plane).",
+)
 @json_option
 @click.pass_context
-def demo(ctx: click.Context, n_events: int, rate: float, keep_stack: bool) -> None:
+def demo(ctx: click.Context, n_events: int, rate: float, keep_stack: bool, drift: bool) -> None:
     """Run the whole loop once on the embedded stack and summarise what happened."""
     a = app(ctx)
     s = a.settings
@@ -74,7 +82,7 @@ def demo(ctx: click.Context, n_events: int, rate: float, keep_stack: bool) -> No
         status = stack.up(topic_table(s.topics), with_prometheus=bool(shutil.which("prometheus")))
     a.err.print(f"stack: {status.broker} on {status.bootstrap_servers}, Redis {status.redis_url}")
     try:
-        summary = _run(a.err, s, n_events, rate)
+        summary = _run(a.err, s, n_events, rate, drift)
     finally:
         if status.started and not keep_stack:
             stack.down()
@@ -84,7 +92,7 @@ def demo(ctx: click.Context, n_events: int, rate: float, keep_stack: bool) -> No
         ctx.exit(1)
 
 
-def _run(err: Console, s: Settings, n: int, rate: float) -> dict[str, Any]:
+def _run(err: Console, s: Settings, n: int, rate: float, drift: bool) -> dict[str, Any]:
     spec = feature_spec(s)
     world = make_world(
         spec, 5000, 2000, 42, start_time_ms=int(time.time() * 1000), rate_per_second=rate
@@ -118,6 +126,7 @@ def _run(err: Console, s: Settings, n: int, rate: float) -> dict[str, Any]:
     )
     steps = _rollout_steps(challenger.version)
 
+    control = start_control_plane(s) if drift else None
     worker_env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")}
     worker_env |= to_env(s) | {"STREAMSCORE_METRICS__PORT": "0"}
     worker = subprocess.Popen(  # noqa: S603 (our own CLI)
@@ -145,7 +154,26 @@ def _run(err: Console, s: Settings, n: int, rate: float) -> dict[str, Any]:
     try:
         result = _stream(err, s, world, n, rate, steps)
         result["prometheus"] = _ask_prometheus(err, s, result)
+        if control is not None:
+            proc, lines = control
+            with err.status("waiting for the control plane to join its group..."):
+                joined = wait_until_assigned(lines, proc, 90)
+            if joined:
+
+                def act_world(**kw: Any) -> Any:
+                    return make_world(spec, 5000, 2000, 42, **kw)
+
+                # Slower than act 1: the label join, the trainer and the worker share 2 cores.
+                result["drift"] = drift_act(err, s, act_world, lines, min(rate, 1000.0))
+            else:
+                result["drift"] = {
+                    "error": "the control plane did not start",
+                    "log": [t for _, t in lines[-20:]],
+                }
     finally:
+        if control is not None:
+            control[0].terminate()
+            control[0].wait(timeout=60)
         worker.send_signal(signal.SIGTERM)
         out, _ = worker.communicate(timeout=60)
     result["worker_exit_code"] = worker.returncode
@@ -423,6 +451,11 @@ def _render(c: Console, r: dict[str, Any]) -> None:
         t.add_row(k, v)
     c.print(t)
     _render_rollout(c, r)
+    act = r.get("drift")
+    if act and "error" not in act:
+        render_drift(c, act)
+    elif act:
+        c.print(f"[red]act 2 failed[/red]: {act['error']}")
     p = r.get("prometheus")
     if p:
 

@@ -1,0 +1,241 @@
+"""The demo's second act: concept drift on a live stream, and the loop that answers it.
+
+The control plane (a subprocess) joins delayed labels to the stored predictions; the world turns
+(concept drift) partway through; the label join's detector fires, the control plane requests a
+retrain, trains a challenger on the replayed window, shadows it and promotes it when it wins;
+the running scoring worker swaps. The demo produces the events and, a second later, their
+labels (it plays the label producer), and reports the timeline and the live quality before the
+drift, after it, and after the new champion took over.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Consumer, Producer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from load.world import Drift, World, strip_private
+from services.codec.factory import codec_for
+from services.core.settings import Settings, to_env
+from services.kafka.config import consumer_config, producer_config
+from services.labels.join import log_loss_one
+from streams.topics import by_record
+
+CHUNK = 500
+LABEL_DELAY_SECONDS = 1.0
+MARKERS = {
+    "concept drift": "drift detected",
+    "retrain requested": "retrain requested",
+    "in shadow": "challenger trained, in shadow",
+    "promoted v": "challenger promoted",
+    "stays challenger": "challenger kept (not better)",
+}
+# Faster than production so the story fits in a demo: a short shadow, fewer labels.
+CONTROL_ENV = {
+    "STREAMSCORE_RETRAIN__MIN_SHADOW_SECONDS": "8",
+    "STREAMSCORE_RETRAIN__MIN_LABELS": "800",
+    "STREAMSCORE_RETRAIN__MIN_LABELLED": "3000",
+    "STREAMSCORE_RETRAIN__WINDOW_SECONDS": "300",
+    "STREAMSCORE_RETRAIN__MAX_EVENTS": "2500",
+    "STREAMSCORE_METRICS__ENABLED": "false",
+}
+
+
+def start_control_plane(s: Settings) -> tuple[subprocess.Popen[bytes], list[tuple[float, str]]]:
+    """The control plane as a subprocess; its log lines are collected with their arrival time."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")}
+    env |= to_env(s) | CONTROL_ENV
+    proc = subprocess.Popen(  # noqa: S603 (our own CLI)
+        [sys.executable, "-m", "streams.cli", "worker", "control-plane"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    lines: list[tuple[float, str]] = []
+
+    def collect() -> None:
+        if proc.stderr is None:  # pragma: no cover (stderr=PIPE above)
+            return
+        for raw in iter(proc.stderr.readline, b""):
+            lines.append((time.time(), raw.decode(errors="replace").rstrip()))
+
+    threading.Thread(target=collect, daemon=True).start()
+    return proc, lines
+
+
+def wait_until_assigned(lines: list[tuple[float, str]], proc: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any("Setting newly assigned partitions" in text for _, text in lines):
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def drift_act(
+    err: Console,
+    s: Settings,
+    make_world: Callable[..., World],
+    lines: list[tuple[float, str]],
+    rate: float,
+    pre_drift: int = 10_000,
+    max_seconds: float = 240.0,
+) -> dict[str, Any]:
+    """Stream until the loop decided, then 10 s more (or ``max_seconds``); returns the
+    timeline and the quality per phase."""
+    start_index = 100_000
+    onset = start_index + pre_drift
+    world = make_world(
+        drift=Drift("concept", onset, 0, 1.0),
+        rate_per_second=rate,
+        start_time_ms=int(time.time() * 1000) - int(start_index * 1000 / rate),
+    )
+    codec = codec_for(s, by_record(s.topics, "Interaction"))
+    label_codec = codec_for(s, by_record(s.topics, "Label"))
+    pred_codec = codec_for(s, by_record(s.topics, "Prediction"))
+    producer = Producer(producer_config(s))
+    reader = Consumer(
+        consumer_config(
+            s, f"streamscore-demo-{uuid.uuid4().hex[:8]}", **{"auto.offset.reset": "latest"}
+        )
+    )
+    reader.subscribe([s.topics.predictions])
+    joined = time.monotonic() + 30
+    while not reader.assignment() and time.monotonic() < joined:
+        reader.poll(0.1)
+    truth: dict[str, bool] = {}
+    index_of: dict[str, int] = {}
+    served: dict[str, tuple[str, float]] = {}
+    pending: list[tuple[float, list[dict[str, Any]]]] = []
+    started = time.time()
+    sent, index, decided_at = 0, start_index, None
+    seen_markers: set[str] = set()
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task("act 2: streaming; the world turns at event 10,000", total=None)
+        while time.time() - started < max_seconds:
+            raw = world.events(CHUNK, start_index=index)
+            index += CHUNK
+            events = [strip_private(e) for e in raw]
+            for e, v in zip(events, codec.encode_many(events), strict=True):
+                producer.produce(s.topics.interactions, key=e["user_id"].encode(), value=v)
+            labels = world.labels(raw)
+            for e, lab in zip(raw, labels, strict=True):
+                truth[lab["event_id"]] = bool(lab["engaged"])
+                index_of[lab["event_id"]] = int(e["_index"])
+            pending.append((time.time() + LABEL_DELAY_SECONDS, labels))
+            while pending and pending[0][0] <= time.time():
+                for lab in pending.pop(0)[1]:
+                    lab = lab | {"label_time": int(time.time() * 1000)}
+                    producer.produce(
+                        s.topics.labels,
+                        key=lab["event_id"].encode(),
+                        value=label_codec.encode_one(lab),
+                    )
+            producer.poll(0)
+            sent += CHUNK
+            for m in reader.consume(5000, 0.0):
+                p = pred_codec.decode_one(m.value()) if m.error() is None else None
+                if isinstance(p, dict):
+                    served[p["event_id"]] = (p["model_version"], p["score"])
+            for key, what in MARKERS.items():
+                if key not in seen_markers and any(key in text for _, text in lines):
+                    seen_markers.add(key)
+                    progress.update(task, description=f"act 2: {what} (event {index - onset:+,})")
+            if {"promoted v", "stays challenger"} & seen_markers and decided_at is None:
+                decided_at = time.time()
+            if decided_at is not None and time.time() - decided_at >= 10:
+                break  # 10 s of stream after the decision, to measure the new champion
+            time.sleep(max(0.0, started + sent / rate - time.time()))
+        producer.flush(30)
+        end = time.monotonic() + 10
+        while len(served) < sent and time.monotonic() < end:
+            for m in reader.consume(5000, 0.2):
+                p = pred_codec.decode_one(m.value()) if m.error() is None else None
+                if isinstance(p, dict):
+                    served[p["event_id"]] = (p["model_version"], p["score"])
+    reader.close()
+    return {
+        "events": sent,
+        "onset_event": pre_drift,
+        "timeline": _timeline(lines, started, rate, start_index, onset),
+        "quality": _quality(served, truth, index_of, onset),
+    }
+
+
+def _timeline(
+    lines: list[tuple[float, str]], started: float, rate: float, start_index: int, onset: int
+) -> list[dict[str, Any]]:
+    out = []
+    for key, what in MARKERS.items():
+        hit = next(((t, text) for t, text in lines if key in text and t >= started - 5), None)
+        if hit is None:
+            continue
+        t, text = hit
+        at_event = int((t - started) * rate) + start_index - onset
+        detail = text.split("] ", 3)[-1] if "] " in text else text
+        out.append({"step": what, "events_after_onset": at_event, "detail": detail[:160]})
+    return out
+
+
+def _quality(
+    served: dict[str, tuple[str, float]],
+    truth: dict[str, bool],
+    index_of: dict[str, int],
+    onset: int,
+) -> list[dict[str, Any]]:
+    """Log loss and AUC of what was served: before the drift, after it by the old champion, and
+    by each later version."""
+    from sklearn.metrics import roc_auc_score
+
+    groups: dict[str, list[tuple[float, bool]]] = {}
+    for event_id, (version, score) in served.items():
+        if event_id not in truth:
+            continue
+        phase = "before the drift" if index_of[event_id] < onset else "after the drift"
+        groups.setdefault(f"{phase}, served by v{version}", []).append((score, truth[event_id]))
+    rows = []
+    for name, pairs in sorted(groups.items(), key=lambda kv: kv[0][:6] != "before"):
+        ys = np.array([y for _, y in pairs], dtype=int)
+        ps = np.array([p for p, _ in pairs])
+        row = {
+            "segment": name,
+            "events": len(pairs),
+            "log_loss": float(np.mean([log_loss_one(p, bool(y)) for p, y in pairs])),
+        }
+        if 0 < ys.sum() < len(ys):
+            row["auc"] = float(roc_auc_score(ys, ps))
+        rows.append(row)
+    return rows
+
+
+def render(c: Console, act: dict[str, Any]) -> None:
+    c.print(
+        f"act 2: concept drift injected at event {act['onset_event']:,} of {act['events']:,} "
+        "streamed (labels 1 s behind)"
+    )
+    for step in act["timeline"]:
+        c.print(f"  {step['events_after_onset']:>+8,} events: {step['step']}: {step['detail']}")
+    if not act["timeline"]:
+        c.print("  [yellow]the control plane reported nothing: see its log[/yellow]")
+    t = Table(title="live quality of what was served (against the world's labels)")
+    for col in ("segment", "events", "log loss", "AUC"):
+        t.add_column(col, justify="right")
+    for q in act["quality"]:
+        t.add_row(
+            q["segment"],
+            f"{q['events']:,}",
+            f"{q['log_loss']:.4f}",
+            f"{q['auc']:.3f}" if "auc" in q else "",
+        )
+    c.print(t)
