@@ -111,8 +111,19 @@ def prediction_store(settings: Settings) -> PredictionStore:
 
 def drift_monitor(settings: Settings) -> DriftMonitor:
     d = settings.drift
-    config = DetectorConfig(d.detector, d.adwin_delta, d.ph_threshold, d.ph_delta, d.min_events)
-    return DriftMonitor({"default": config})
+
+    def config(kind: str) -> DetectorConfig:
+        return DetectorConfig(
+            "page_hinkley" if kind == "page_hinkley" else "adwin",
+            d.adwin_delta,
+            d.ph_threshold,
+            d.ph_delta,
+            d.min_events,
+        )
+
+    return DriftMonitor(
+        {"default": config(d.detector)} | {sig: config(k) for sig, k in d.detectors.items()}
+    )
 
 
 def rate_limiter(settings: Settings) -> RedisTokenBuckets | None:

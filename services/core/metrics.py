@@ -171,6 +171,12 @@ ONLINE_AUC = Gauge(
     ["model_version", "variant"],
     namespace=NAMESPACE,
 )
+ONLINE_CALIBRATION = Gauge(
+    "online_calibration_gap",
+    "Mean score minus observed rate over the recent labelled window (0 = calibrated).",
+    ["model_version", "variant"],
+    namespace=NAMESPACE,
+)
 RETRAIN_OUTCOMES = Counter(
     "retrain_outcomes_total",
     "Retrain requests answered: trained (challenger in shadow) or skipped (why in the log).",

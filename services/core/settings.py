@@ -244,6 +244,11 @@ class DriftSettings(_Group):
     adwin_delta: float = Field(
         1e-5, gt=0, lt=1, description="ADWIN confidence: smaller = fewer false alarms, slower."
     )
+    detectors: dict[str, Literal["adwin", "page_hinkley"]] = Field(
+        default_factory=dict,
+        description='Per-signal detector overrides (JSON), e.g. {"feature:item_age_hours": '
+        '"page_hinkley"}; signals are score, error and feature:<name>.',
+    )
     ph_threshold: float = Field(50.0, gt=0, description="PageHinkley threshold.")
     ph_delta: float = Field(0.005, ge=0, description="PageHinkley tolerated change.")
     min_events: int = Field(
@@ -443,13 +448,13 @@ def env_table_markdown() -> str:
             lines += ["", f"### `{group}`" if group else "### Top level", ""]
             lines += ["| variable | default | meaning |", "|---|---|---|"]
             current = group
-        default = field.default
+        default = field.get_default(call_default_factory=True)
         if default is None:
             shown = "unset"
         elif isinstance(default, Path):
             shown = f"`{str(default).replace(str(Path.home()), '~')}`"
-        elif isinstance(default, list | tuple):
-            shown = f"`{json.dumps(list(default))}`"
+        elif isinstance(default, list | tuple | dict):
+            shown = f"`{json.dumps(default if isinstance(default, dict) else list(default))}`"
         else:
             shown = f"`{default}`"
         lines.append(f"| `{name}` | {shown} | {field.description} |")

@@ -199,6 +199,10 @@ def _publish_quality(state: ControlState) -> None:
             )
         if "auc" in q:
             metrics.ONLINE_AUC.labels(model_version=version, variant=variant).set(q["auc"])
+        if "calibration" in q:
+            metrics.ONLINE_CALIBRATION.labels(model_version=version, variant=variant).set(
+                q["calibration"]
+            )
 
 
 def _consider_promotion(state: ControlState) -> None:
