@@ -67,3 +67,12 @@ def test_workers_use_the_registry_server_and_report_readiness() -> None:
     assert env["STREAMSCORE_MODEL__TRACKING_URI"] == "http://mlflow:5000"
     assert "/readyz" in " ".join(services["scoring"]["healthcheck"]["test"])
     assert services["scoring"]["command"] == ["worker", "scoring"]
+
+
+def test_the_control_plane_runs_and_is_scraped() -> None:
+    services = _compose()["services"]
+    assert services["control-plane"]["command"] == ["worker", "control-plane"]
+    port = services["control-plane"]["environment"]["STREAMSCORE_METRICS__CONTROL_PLANE_PORT"]
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in scrape["scrape_configs"]}
+    assert jobs["streamscore-control"]["static_configs"][0]["targets"] == [f"control-plane:{port}"]
