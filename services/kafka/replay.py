@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -10,6 +9,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from services.core.errors import BrokerUnavailable
 from services.core.settings import Settings
 from services.kafka.config import consumer_config
+from services.kafka.tail import read_to_ends
 
 
 def read_since(
@@ -36,19 +36,7 @@ def read_since(
             if start < high:
                 assignment.append(TopicPartition(topic, tp.partition, start))
                 ends[tp.partition] = high
-        if not assignment:
-            return []
-        consumer.assign(assignment)
-        out: list[Message] = []
-        deadline = time.monotonic() + timeout
-        while ends and time.monotonic() < deadline:
-            for m in consumer.consume(1000, 0.2):
-                if m.error() is not None:
-                    continue
-                out.append(m)
-                if (m.offset() or 0) + 1 >= ends.get(m.partition() or 0, 0):
-                    ends.pop(m.partition() or 0, None)
-        return out
+        return read_to_ends(consumer, assignment, ends, timeout)
     except KafkaException as exc:
         raise BrokerUnavailable(f"cannot replay {topic}: {exc}", topic=topic) from exc
     finally:

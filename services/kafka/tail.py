@@ -29,20 +29,29 @@ def read_tail(settings: Settings, topic: str, last: int, timeout: float = 15.0) 
             if high > low:
                 assignment.append(TopicPartition(topic, p, max(low, high - last)))
                 ends[p] = high
-        if not assignment:
-            return []
-        consumer.assign(assignment)
-        out: list[Message] = []
-        deadline = time.monotonic() + timeout
-        while ends and time.monotonic() < deadline:
-            for m in consumer.consume(1000, 0.2):
-                if m.error() is not None:
-                    continue
-                out.append(m)
-                if (m.offset() or 0) + 1 >= ends.get(m.partition() or 0, 0):
-                    ends.pop(m.partition() or 0, None)
-        return out
+        return read_to_ends(consumer, assignment, ends, timeout)
     except KafkaException as exc:
         raise BrokerUnavailable(f"cannot read {topic}: {exc}", topic=topic) from exc
     finally:
         consumer.close()
+
+
+def read_to_ends(
+    consumer: Consumer, assignment: list[TopicPartition], ends: dict[int, int], timeout: float
+) -> list[Message]:
+    """Read ``assignment`` until each partition reaches its end offset in ``ends`` (or the
+    time is up); the caller closes the consumer."""
+    if not assignment:
+        return []
+    consumer.assign(assignment)
+    out: list[Message] = []
+    remaining = dict(ends)
+    deadline = time.monotonic() + timeout
+    while remaining and time.monotonic() < deadline:
+        for m in consumer.consume(1000, 0.2):
+            if m.error() is not None:
+                continue
+            out.append(m)
+            if (m.offset() or 0) + 1 >= remaining.get(m.partition() or 0, 0):
+                remaining.pop(m.partition() or 0, None)
+    return out
