@@ -152,8 +152,6 @@ class ModelWatcher:
         state = self.loader.source.rollout_state()
         if state == self._state and not (retry_refused and self._refused == state):
             return
-        if state == self._refused and not retry_refused:
-            return
         if source == "poll":
             metrics.MODEL_EVENTS.labels(source="poll").inc()
         built = self.loader.build(state, self._serving)

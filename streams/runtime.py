@@ -69,10 +69,11 @@ def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> Scor
     if model is not None:
         serving = model
     else:
-        loader = ServingLoader(MlflowRegistry(settings))
+        registry = MlflowRegistry(settings)
+        loader = ServingLoader(registry)
         if settings.model.alias != "champion":
             # Pinned to another alias (e.g. a replay with the challenger): no rollout, no watch.
-            pinned = MlflowRegistry(settings).alias_version(settings.model.alias)
+            pinned = registry.alias_version(settings.model.alias)
             if pinned is None:
                 raise ConfigError(
                     f"model {settings.model.name} has no alias {settings.model.alias!r}"

@@ -47,7 +47,8 @@ PREDICTIONS = Counter(
 )
 FALLBACKS = Counter(
     "fallbacks_total",
-    "Predictions answered by the fallback scorer instead of the model.",
+    "Fallbacks by reason: predictions answered by a fallback rung (logistic, base_rate, "
+    "challenger_error, shadow_error), or serving sets built on an earlier version (model_load).",
     ["reason"],
     namespace=NAMESPACE,
 )

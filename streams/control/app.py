@@ -214,22 +214,13 @@ def _consider_promotion(state: ControlState) -> None:
         return
     if challenger in state.decided or rollout.champion is None:
         return
-    started = next(
-        (
-            h.at_ms
-            for h in reversed(state.registry.history())
-            if h.event_type == "shadow_started" and h.to_version == challenger
-        ),
-        None,
-    )
-    history = state.registry.history()
-    by_us = any(
-        h.actor == "control-plane"
-        and h.to_version == challenger
-        and h.event_type == "shadow_started"
-        for h in history
-    )
-    if started is None or not by_us:
+    shadowed = [
+        h
+        for h in state.registry.history()  # one registry read for both questions
+        if h.event_type == "shadow_started" and h.to_version == challenger
+    ]
+    started = shadowed[-1].at_ms if shadowed else None
+    if started is None or not any(h.actor == "control-plane" for h in shadowed):
         return  # a person started this shadow: a person decides
     now = int(time.time() * 1000)
     champion_q = state.book.quality(rollout.champion, "champion", since_ms=started)

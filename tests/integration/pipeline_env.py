@@ -144,3 +144,11 @@ def make_pipeline(stack: Stack, tmp_path: Path, **overrides: Any) -> Iterator[Pi
 
 def world_events(p: Pipeline, n: int, start: int = 0) -> list[dict[str, Any]]:
     return [strip_private(e) for e in p.world.events(n, start_index=start)]
+
+
+def with_model(p: Pipeline, name: str, **model: Any) -> Pipeline:
+    """The same pipeline with its own registered-model name (and other model settings)."""
+    settings = p.settings.model_copy(
+        update={"model": p.settings.model.model_copy(update={"name": name, **model})}
+    )
+    return Pipeline(settings, p.world, p.trained, p.missing_users)

@@ -21,7 +21,7 @@ from services.scoring.registry import MlflowRegistry
 from services.training.pipeline import train_and_register
 from streams.runtime import feature_spec, feature_store, scoring_worker
 from tests.integration.conftest import Stack, free_port
-from tests.integration.pipeline_env import Pipeline, make_pipeline
+from tests.integration.pipeline_env import Pipeline, make_pipeline, with_model
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
 ONSET = 6000  # events before the world turns: 1,000 labels per partition to learn the baseline
@@ -42,12 +42,7 @@ def pipeline(stack: Stack, tmp_path: Path) -> Iterator[Pipeline]:
         "batch": {"max_messages": 500, "timeout_seconds": 0.05},
     }
     for base in make_pipeline(stack, tmp_path, **overrides):
-        model = base.settings.model.model_copy(
-            update={"name": f"loop-{tmp_path.name[-20:]}", "poll_seconds": 1.0}
-        )
-        p = Pipeline(
-            base.settings.model_copy(update={"model": model}), base.world, base.trained, set()
-        )
+        p = with_model(base, f"loop-{tmp_path.name[-20:]}", poll_seconds=1.0)
         spec = feature_spec(p.settings)
         history = p.world.events(4000, start_index=30_000_000)
         labels = {lab["event_id"]: lab["engaged"] for lab in p.world.labels(history)}

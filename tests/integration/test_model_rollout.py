@@ -31,16 +31,9 @@ from services.training.pipeline import train_and_register
 from streams.cli import main
 from streams.runtime import feature_spec, feature_store, scoring_worker
 from tests.integration.conftest import Stack
-from tests.integration.pipeline_env import Pipeline, make_pipeline, world_events
+from tests.integration.pipeline_env import Pipeline, make_pipeline, with_model, world_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
-
-
-def _with_model(p: Pipeline, name: str, **model: Any) -> Pipeline:
-    settings = p.settings.model_copy(
-        update={"model": p.settings.model.model_copy(update={"name": name, **model})}
-    )
-    return Pipeline(settings, p.world, p.trained, p.missing_users)
 
 
 @pytest.fixture
@@ -49,7 +42,7 @@ def pipeline(stack: Stack, tmp_path: Path) -> Iterator[Pipeline]:
     for base in make_pipeline(
         stack, tmp_path, batch={"max_messages": 200, "timeout_seconds": 0.05}
     ):
-        p = _with_model(base, f"rollout-{tmp_path.name[-24:]}")
+        p = with_model(base, f"rollout-{tmp_path.name[-24:]}")
         spec = feature_spec(p.settings)
         store = feature_store(p.settings, spec)
         history = p.world.events(4000, start_index=20_000_000)
@@ -128,7 +121,7 @@ def test_promote_during_a_live_stream_scores_each_event_once_and_in_order(
     pipeline: Pipeline,
 ) -> None:
     # Polling is slowed to a minute, so only the model event can explain a swap within seconds.
-    p = _with_model(pipeline, pipeline.settings.model.name, poll_seconds=60.0)
+    p = with_model(pipeline, pipeline.settings.model.name, poll_seconds=60.0)
     events = world_events(p, 9000, start=100_000)
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")} | p.env()
     worker = subprocess.Popen(
@@ -184,7 +177,7 @@ def test_promote_during_a_live_stream_scores_each_event_once_and_in_order(
 
 
 def test_a_tampered_version_is_refused_and_scoring_continues(pipeline: Pipeline) -> None:
-    p = _with_model(pipeline, pipeline.settings.model.name, poll_seconds=0.5)
+    p = with_model(pipeline, pipeline.settings.model.name, poll_seconds=0.5)
     _tamper(p, "2")
     # Through our CLI the promotion is refused before anything changes...
     refused = _cli(p, "models", "promote", "2", "-m", "should be refused")
@@ -228,7 +221,7 @@ def test_a_tampered_version_is_refused_and_scoring_continues(pipeline: Pipeline)
 
 
 def test_shadow_then_canary_then_rollback(pipeline: Pipeline) -> None:
-    p = _with_model(pipeline, pipeline.settings.model.name, watch=False)
+    p = with_model(pipeline, pipeline.settings.model.name, watch=False)
     assert _cli(p, "models", "shadow", "2", "-m", "compare first").returncode == 0
     events = world_events(p, 1500, start=120_000)
     _send(p, events)
