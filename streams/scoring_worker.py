@@ -1,8 +1,10 @@
 """The scoring worker: the imperative shell around ``services.scoring.pipeline.process_batch``.
 
-consume(n) → process the batch (decode, validate, one Redis round trip, one predict) → produce
-predictions and dead letters → wait for every acknowledgement → commit. Nothing is committed that
-was not delivered, so a crash means redelivery (same prediction ids), never loss.
+take what has arrived (never wait for a batch to fill) → process the batch (decode, validate,
+one Redis round trip, one predict) → produce predictions and dead letters and go straight on →
+commit, asynchronously and periodically, only offsets whose every output Kafka acknowledged
+(``services.kafka.tracker``). Commits are synchronous on revoke, on shutdown and before a pause.
+A crash therefore means redelivery (same prediction ids), never loss; a rebalance is routine.
 """
 
 from __future__ import annotations
@@ -16,38 +18,41 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from services.codec.avro import AvroCodec
 from services.core import metrics
 from services.core.errors import FeatureStoreUnavailable, PublishError
 from services.core.settings import Settings
 from services.drift.monitor import DriftMonitor
-from services.drift.signals import drift_signal
 from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore
 from services.kafka.config import consumer_config, producer_config
-from services.kafka.offsets import next_offsets
 from services.kafka.topics import TopicSpec
-from services.labels.store import PredictionStore, Stored
+from services.kafka.tracker import DeliveryTracker
+from services.labels.store import PredictionStore
 from services.ratelimit.bucket import Limiter
 from services.scoring.model import LoadedModel
-from services.scoring.pipeline import (
-    BatchResult,
-    Inbound,
-    PredictionOut,
-    dead_letter_headers,
-    dead_letter_record,
-    process_batch,
-)
+from services.scoring.pipeline import BatchResult, Inbound, process_batch
 from services.scoring.serving import Serving
 from services.validation.rules import RecordRules
 from streams.model_watcher import ModelWatcher, publish_serving_info
+from streams.worker_outputs import Outputs, drift_signals, remember
 
 logger = logging.getLogger(__name__)
 FEATURE_RETRIES = 5
 JOIN_GRACE_SECONDS = 30.0  # how long --timeout waits for a first partition assignment
 LAG_SAMPLE_SECONDS = 5.0
+REVOKE_FLUSH_SECONDS = 10.0  # on revoke, how long to wait for outputs before committing
+# A fenced or rebalancing member's commit fails routinely: what it covered is read again.
+_ROUTINE_COMMIT_ERRORS = {
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError._NO_OFFSET,
+    KafkaError._ASSIGNMENT_LOST,
+    KafkaError._STATE,
+}
 
 
 @dataclass
@@ -62,6 +67,9 @@ class WorkerSummary:
     swaps: int = 0  # serving-set changes applied between batches
     shadow_predictions: int = 0
     deferred: int = 0  # backpressure: messages re-read later (not yet counted as consumed)
+    commits: int = 0
+    commit_failures: int = 0
+    rebalances: int = 0
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
     elapsed_seconds: float = 0.0
 
@@ -75,6 +83,9 @@ class WorkerSummary:
             "swaps": self.swaps,
             "shadow_predictions": self.shadow_predictions,
             "deferred": self.deferred,
+            "commits": self.commits,
+            "commit_failures": self.commit_failures,
+            "rebalances": self.rebalances,
             "rejected_by_reason": dict(self.rejected_by_reason),
             "elapsed_seconds": round(self.elapsed_seconds, 3),
         }
@@ -125,43 +136,102 @@ class ScoringWorker:
         self._stopping = False
         self.last_loop = time.monotonic()  # liveness: /healthz fails when this gets old
         self._next_lag_sample = 0.0
+        self._next_commit = 0.0
         self._assigned_at: float | None = None
         self._paused: dict[tuple[str, int], float] = {}
-        self._consumer = Consumer(consumer_config(settings, settings.worker.scoring_group))
+        self._tracker = DeliveryTracker()
+        self._summary = WorkerSummary()
+        self._consumer = Consumer(
+            consumer_config(settings, settings.worker.scoring_group, on_commit=self._on_commit)
+        )
         self._producer = Producer(producer_config(settings))
+        self._outputs = Outputs(
+            self._producer,
+            self._tracker,
+            self.worker_id,
+            predictions=(predictions_topic, self.codec_out),
+            dead_letters=(dlq_topic, self.codec_dlq),
+            shadow=shadow_topic,
+            drift=(drift[1], drift[2]) if drift is not None else None,
+        )
         publish_serving_info(self.serving, None)
 
-    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            try:
-                metrics.CONSUMER_LAG.remove(tp.topic, str(tp.partition))
-            except KeyError:
-                pass
-
-    def _sample_lag(self) -> None:
-        """Consumer lag per assigned partition, from the client's cached high watermarks (no
-        broker round trip), at most every few seconds."""
-        now = time.monotonic()
-        if now < self._next_lag_sample:
-            return
-        self._next_lag_sample = now + LAG_SAMPLE_SECONDS
-        assigned = self._consumer.assignment()
-        if not assigned:
-            return
-        for tp in self._consumer.position(assigned):
-            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            if high < 0 or tp.offset < 0:
-                continue  # not known yet (nothing fetched, or no position)
-            metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                max(0, high - tp.offset)
-            )
+    # -- group membership -------------------------------------------------------------------
 
     def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned_at = time.monotonic()
+        self._summary.rebalances += 1
         logger.info(
             "partitions assigned: %s",
             ",".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "none",
         )
+
+    def _on_revoke(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Routine: wait (bounded) for the revoked partitions' outputs, commit what is
+        acknowledged, and forget them. Their unacknowledged work is read again by the next
+        owner: duplicates with the same prediction id, never a gap."""
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        deadline = time.monotonic() + REVOKE_FLUSH_SECONDS
+        while self._tracker.in_flight(keys) and time.monotonic() < deadline:
+            self._producer.flush(0.1)
+        self._commit(sync=True, only=keys)
+        self._forget(keys)
+        logger.info("partitions revoked: %s", ",".join(f"{t}[{p}]" for t, p in keys) or "none")
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The group moved on without us (session expired): nothing may be committed."""
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self._forget(keys)
+        logger.warning("partitions lost: %s", ",".join(f"{t}[{p}]" for t, p in keys))
+
+    def _forget(self, keys: list[tuple[str, int]]) -> None:
+        self._tracker.forget(keys)
+        for t, p in keys:
+            self._paused.pop((t, p), None)
+            try:
+                metrics.CONSUMER_LAG.remove(t, str(p))
+            except KeyError:
+                pass
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """Asynchronous commit results (served by consume/poll)."""
+        if err is None:
+            return
+        self._commit_failed(err, [(tp.topic, tp.partition) for tp in partitions])
+
+    def _commit_failed(self, err: KafkaError, keys: list[tuple[str, int]]) -> None:
+        if err.code() == KafkaError._NO_OFFSET:
+            return
+        self._summary.commit_failures += 1
+        metrics.COMMITS.labels(outcome=err.name().lower()).inc()
+        self._tracker.uncommit(keys)
+        level = logging.INFO if err.code() in _ROUTINE_COMMIT_ERRORS else logging.WARNING
+        logger.log(level, "commit not accepted (%s); the offsets are read again", err.name())
+
+    def _commit(self, *, sync: bool, only: list[tuple[str, int]] | None = None) -> None:
+        positions = self._tracker.positions(only)
+        self._count_acknowledged()
+        if not positions:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        try:
+            if sync:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+            else:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            self._commit_failed(exc.args[0], list(positions))
+            return
+        self._summary.commits += 1
+        metrics.COMMITS.labels(outcome="ok").inc()
+
+    def _count_acknowledged(self) -> None:
+        """Metrics for outputs once Kafka acknowledged them (per chunk, arrays)."""
+        for chunk in self._tracker.completed():
+            self._outputs.acknowledged(chunk)
+        metrics.OUTPUTS_IN_FLIGHT.set(self._tracker.in_flight())
+
+    # -- the loop ---------------------------------------------------------------------------
 
     def request_stop(self, *_: object) -> None:
         """Finish the batch in hand, flush, commit, and leave (SIGTERM/SIGINT handler)."""
@@ -170,12 +240,15 @@ class ScoringWorker:
     def run(
         self, max_events: int | None = None, idle_timeout: float | None = None
     ) -> WorkerSummary:
-        """Score until stopped, ``max_events`` inputs are committed, or nothing came for
-        ``idle_timeout`` seconds."""
-        summary = WorkerSummary()
+        """Score until stopped, ``max_events`` inputs are handled (their outputs acknowledged
+        and committed on the way out), or nothing came for ``idle_timeout`` seconds."""
+        summary = self._summary
         started = last_message = time.monotonic()
         self._consumer.subscribe(
-            [self.input_topic.name], on_assign=self._on_assign, on_revoke=self._on_revoke
+            [self.input_topic.name],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
         logger.info(
             "scoring worker %s started: %s -> %s, model %s: %s",
@@ -189,17 +262,22 @@ class ScoringWorker:
             self.watcher.start()
         try:
             while not self._stopping:
-                self.last_loop = time.monotonic()
+                self.last_loop = now = time.monotonic()
                 metrics.WORKER_UP.set(time.time())
                 self._maybe_swap(summary)
-                self._sample_lag()
+                self._sample_lag(now)
+                self._resume_due(now)
                 want = self.settings.batch.max_messages
                 if max_events is not None:
                     if summary.consumed >= max_events:
                         break
                     want = min(want, max_events - summary.consumed)
-                self._resume_due()
-                messages = self._consume(want)
+                messages = self._take(want)
+                self._producer.poll(0)  # delivery reports: advance the commit positions
+                self._check_deliveries()
+                if now >= self._next_commit:
+                    self._commit(sync=False)
+                    self._next_commit = now + self.settings.batch.commit_interval_seconds
                 if not messages:
                     # Idle time counts from the last message or the last assignment, so a slow
                     # group join (a dead member's session must expire first) is not "idle".
@@ -213,21 +291,41 @@ class ScoringWorker:
                         break
                     continue
                 last_message = time.monotonic()
-                if logger.isEnabledFor(logging.DEBUG):
-                    lag_ms = int(time.time() * 1000) - min(m.timestamp()[1] for m in messages)
-                    logger.debug("batch of %d, oldest produced %d ms ago", len(messages), lag_ms)
                 self._handle(messages, summary)
+                self._bound_in_flight()
         finally:
             if self.watcher is not None:
                 self.watcher.stop()
             summary.elapsed_seconds = time.monotonic() - started
-            self._producer.flush(30)
-            self._consumer.close()
+            self._close()
             logger.info("scoring worker %s stopped: %s", self.worker_id, summary.to_dict())
         return summary
 
-    def _consume(self, n: int) -> list[Message]:
-        batch = self._consumer.consume(num_messages=n, timeout=self.settings.batch.timeout_seconds)
+    def _close(self) -> None:
+        """Flush, commit what Kafka acknowledged, leave the group; raise if outputs failed."""
+        remaining = self._producer.flush(30)
+        try:
+            self._commit(sync=True)
+        finally:
+            self._consumer.close()
+        if remaining:
+            logger.error("%d outputs unacknowledged at shutdown: not committed", remaining)
+        self._check_deliveries()
+
+    def _take(self, n: int) -> list[Message]:
+        """What has arrived, up to ``n``; waits (up to the batch timeout) only when nothing has.
+
+        librdkafka's ``consume(n, timeout)`` waits for ``n`` messages or the timeout, so a
+        batch that never fills would cost the whole timeout in latency. Instead: take what is
+        queued now; when nothing is, wait for one message, then take what came with it.
+        """
+        batch = self._consumer.consume(num_messages=n, timeout=0)
+        if not batch:
+            batch = self._consumer.consume(
+                num_messages=1, timeout=self.settings.batch.timeout_seconds
+            )
+            if batch and n > 1:
+                batch += self._consumer.consume(num_messages=n - 1, timeout=0)
         out = []
         for m in batch:
             err = m.error()
@@ -237,33 +335,74 @@ class ScoringWorker:
                 logger.warning("consume error: %s", err)
         return out
 
+    def _check_deliveries(self) -> None:
+        """A prediction or dead letter Kafka refused (after librdkafka's own retries): stop.
+        Offsets stay before it, so a restart scores it again."""
+        if self._tracker.errors:
+            (topic, partition), err = self._tracker.errors[0]
+            raise PublishError(
+                f"{len(self._tracker.errors)} outputs were not delivered, first: {err}; "
+                "offsets are not committed past them",
+                topic=topic,
+                partition=partition,
+                stage="publish",
+            )
+
+    def _bound_in_flight(self) -> None:
+        """Stop taking input while too many outputs wait for the broker (bounded memory)."""
+        limit = self.settings.batch.max_in_flight
+        deadline = time.monotonic() + 60
+        while self._tracker.in_flight() > limit:
+            self._producer.poll(0.05)
+            self._check_deliveries()
+            self.last_loop = time.monotonic()
+            if time.monotonic() > deadline:
+                raise PublishError(
+                    f"{self._tracker.in_flight()} outputs unacknowledged for 60 s",
+                    topic=self.predictions_topic.name,
+                    stage="publish",
+                )
+
     def _handle(self, messages: list[Message], summary: WorkerSummary) -> None:
         inbound = [
             Inbound(
                 m.topic() or "",
                 m.partition() or 0,
                 m.offset() or 0,
-                _as_bytes(m.key()),
-                _as_bytes(m.value()),
+                m.key(),
+                m.value(),
                 _headers(m),
             )
             for m in messages
         ]
         metrics.MESSAGES_CONSUMED.labels(topic=self.input_topic.name).inc(len(inbound))
         metrics.BATCH_MESSAGES.observe(len(inbound))
-        with metrics.STAGE_DURATION.labels(stage="process").time():
-            result = self._process_with_retry(inbound)
-        with metrics.STAGE_DURATION.labels(stage="drift").time():
-            signals = self._watch(result)
-        with metrics.STAGE_DURATION.labels(stage="publish").time():
-            self._publish(result, signals)
-        with metrics.STAGE_DURATION.labels(stage="remember").time():
-            self._remember(result)
-        deferred = {(d.topic, d.partition, d.offset) for d in result.deferred}
-        with metrics.STAGE_DURATION.labels(stage="commit").time():
-            self._commit(
-                [m for m in messages if (m.topic(), m.partition(), m.offset()) not in deferred]
+        t0 = time.perf_counter()
+        result = self._process_with_retry(inbound)
+        t1 = time.perf_counter()
+        signals: list[dict[str, Any]] = []
+        if self.drift is not None:
+            signals = drift_signals(
+                self.drift[0],
+                result,
+                self.settings.drift.features,
+                self.input_topic.name,
+                self.serving,
+                self.clock_ms(),
             )
+        t2 = time.perf_counter()
+        self._outputs.publish(inbound, result, signals, self.clock_ms())
+        t3 = time.perf_counter()
+        if self.predictions_store is not None:
+            remember(self.predictions_store, result)
+        t4 = time.perf_counter()
+        for stage, seconds in (
+            ("process", t1 - t0),
+            ("drift", t2 - t1),
+            ("publish", t3 - t2),
+            ("remember", t4 - t3),
+        ):
+            metrics.STAGE_DURATION.labels(stage=stage).observe(seconds)
         if result.deferred:
             self._hold_back(result.deferred)
         summary.deferred += len(result.deferred)
@@ -273,8 +412,8 @@ class ScoringWorker:
         summary.shadow_predictions += len(result.shadow) if self.shadow_topic else 0
         summary.batches += 1
         summary.degraded_batches += int(result.degraded)
-        for letter in result.dead_letters:
-            summary.rejected_by_reason[letter.rejected.reason.value] += 1
+        if result.dead_letters:
+            summary.rejected_by_reason.update(d.rejected.reason.value for d in result.dead_letters)
 
     def _process_with_retry(self, inbound: list[Inbound]) -> BatchResult:
         delay = 0.2
@@ -297,8 +436,9 @@ class ScoringWorker:
                 if attempt == FEATURE_RETRIES:
                     raise
                 logger.warning("feature store unavailable (attempt %d): %s", attempt, exc)
-                time.sleep(delay)
+                self._producer.poll(delay)  # serve delivery reports while backing off
                 delay = min(delay * 2, 5.0)
+                self.last_loop = time.monotonic()
                 continue
             for group, n in result.missing.items():
                 metrics.FEATURE_LOOKUPS.labels(outcome=f"missing_{group}").inc(n)
@@ -315,150 +455,6 @@ class ScoringWorker:
                     metrics.SHADOW_RANK_CORRELATION.set(a.rank_correlation)
             return result
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _remember(self, result: BatchResult) -> None:
-        """Keep served and shadow scores for the label join. Best effort: losing them costs
-        online quality figures, never predictions, so a Redis error is counted, not raised."""
-        store = self.predictions_store
-        if store is None or not result.predictions:
-            return
-        try:
-            for kind, preds in (("served", result.predictions), ("shadow", result.shadow)):
-                store.put_many(
-                    kind,
-                    (
-                        (
-                            p.record["event_id"],
-                            Stored(
-                                p.record["model_version"], p.record["variant"], p.record["score"]
-                            ),
-                        )
-                        for p in preds
-                    ),
-                )
-        except FeatureStoreUnavailable as exc:
-            metrics.FEATURE_LOOKUPS.labels(outcome="prediction_store_error").inc()
-            logger.warning("predictions not stored for the label join: %s", exc)
-
-    def _watch(self, result: BatchResult) -> list[dict[str, Any]]:
-        """Feed served scores and watched fields to the drift monitors, per partition."""
-        if self.drift is None or not result.predictions:
-            return []
-        monitor, topic, _codec = self.drift
-        by_partition: dict[int, list[PredictionOut]] = {}
-        for p in result.predictions:
-            by_partition.setdefault(p.source.partition, []).append(p)
-        signals = []
-        now = self.clock_ms()
-        version = self.serving.champion.version
-        for partition, preds in by_partition.items():
-            offsets = [p.source.offset for p in preds]
-            times = [p.record["event_time"] for p in preds]
-            # Only the champion's scores: a canary's are another model's by design.
-            watched = {
-                "score": [
-                    p.record["score"] if p.record["variant"] == "champion" else float("nan")
-                    for p in preds
-                ]
-            }
-            for name in self.settings.drift.features:
-                watched[f"feature:{name}"] = [_number((p.event or {}).get(name)) for p in preds]
-            for signal, values in watched.items():
-                evidence = monitor.observe(partition, signal, values, offsets, times)
-                if evidence is not None:
-                    record = drift_signal(
-                        evidence, self.input_topic.name, self.serving.champion.name, version, now
-                    )
-                    signals.append(record)
-                    metrics.DRIFT_SIGNALS.labels(detector=evidence.detector, signal=signal).inc()
-                    logger.warning(
-                        "drift on %s: %s mean %.4g -> %.4g (offsets %d-%d)",
-                        signal,
-                        evidence.detector,
-                        evidence.stats_before.get("mean", float("nan")),
-                        evidence.stats_after.get("mean", float("nan")),
-                        evidence.offset_start,
-                        evidence.offset_end,
-                        extra={"topic": topic.name, "partition": partition, "stage": "drift"},
-                    )
-        return signals
-
-    def _publish(self, result: BatchResult, signals: list[dict[str, Any]] | None = None) -> None:
-        failures: list[str] = []
-
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                failures.append(str(err))
-
-        now = self.clock_ms()
-        preds = self.codec_out.encode_many([p.record for p in result.predictions])
-        for p, value in zip(result.predictions, preds, strict=True):
-            self._producer.produce(
-                self.predictions_topic.name, key=p.source.key, value=value, on_delivery=on_delivery
-            )
-        shadow = self.codec_out.encode_many([p.record for p in result.shadow])
-        if shadow and self.shadow_topic is not None:
-            for p, value in zip(result.shadow, shadow, strict=True):
-                self._producer.produce(
-                    self.shadow_topic.name, key=p.source.key, value=value, on_delivery=on_delivery
-                )
-        letters = self.codec_dlq.encode_many(
-            [dead_letter_record(d, self.worker_id, now) for d in result.dead_letters]
-        )
-        for d, value in zip(result.dead_letters, letters, strict=True):
-            self._producer.produce(
-                self.dlq_topic.name,
-                key=d.source.key,
-                value=value,
-                headers=dead_letter_headers(d),
-                on_delivery=on_delivery,
-            )
-            metrics.MESSAGES_REJECTED.labels(
-                stage=d.rejected.stage.value, reason=d.rejected.reason.value
-            ).inc()
-            if logger.isEnabledFor(logging.DEBUG):  # coordinates and reason only, no payload
-                logger.debug(
-                    "dead letter: %s",
-                    d.rejected.reason.value,
-                    extra={
-                        "topic": d.source.topic,
-                        "partition": d.source.partition,
-                        "offset": d.source.offset,
-                        "stage": d.rejected.stage.value,
-                        "reason": d.rejected.reason.value,
-                    },
-                )
-        if signals and self.drift is not None:
-            _monitor, topic, codec = self.drift
-            for record, value in zip(signals, codec.encode_many(signals), strict=True):
-                self._producer.produce(
-                    topic.name,
-                    key=record["signal"].encode(),
-                    value=value,
-                    on_delivery=on_delivery,
-                )
-        remaining = self._producer.flush(30)
-        if failures or remaining:
-            raise PublishError(
-                f"{len(failures)} deliveries failed, {remaining} unacknowledged: "
-                f"{failures[:3]}; offsets not committed",
-                topic=self.predictions_topic.name,
-            )
-        metrics.MESSAGES_PRODUCED.labels(topic=self.predictions_topic.name).inc(len(preds))
-        metrics.MESSAGES_PRODUCED.labels(topic=self.dlq_topic.name).inc(len(letters))
-        acked = time.time()
-        for p in result.predictions:
-            metrics.EVENT_TO_PREDICTION.observe(max(0.0, acked - p.record["event_time"] / 1000))
-        served = Counter(
-            (p.record["model_version"], p.record["variant"]) for p in result.predictions
-        )
-        for (version, variant), n in served.items():
-            metrics.PREDICTIONS.labels(model_version=version, variant=variant).inc(n)
-        if result.shadow and self.shadow_topic is not None:
-            metrics.MESSAGES_PRODUCED.labels(topic=self.shadow_topic.name).inc(len(shadow))
-            metrics.PREDICTIONS.labels(
-                model_version=result.shadow[0].record["model_version"], variant="shadow"
-            ).inc(len(shadow))
 
     def _maybe_swap(self, summary: WorkerSummary) -> None:
         """Between batches only: every prediction of a batch comes from one serving set."""
@@ -480,13 +476,31 @@ class ScoringWorker:
         summary.swaps += 1
         metrics.MODEL_SWAPS.inc()
 
+    def _sample_lag(self, now: float) -> None:
+        """Consumer lag per assigned partition, from the client's cached high watermarks (no
+        broker round trip), at most every few seconds."""
+        if now < self._next_lag_sample:
+            return
+        self._next_lag_sample = now + LAG_SAMPLE_SECONDS
+        assigned = self._consumer.assignment()
+        if not assigned:
+            return
+        for tp in self._consumer.position(assigned):
+            _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0 or tp.offset < 0:
+                continue  # not known yet (nothing fetched, or no position)
+            metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                max(0, high - tp.offset)
+            )
+
     def _hold_back(self, deferred: list[Inbound]) -> None:
-        """Backpressure: rewind each throttled partition to its first deferred message and pause
-        it; ``_resume_due`` lets it go again once the pause is over."""
+        """Backpressure: commit what is acknowledged, rewind each throttled partition to its
+        first deferred message and pause it; ``_resume_due`` lets it go again later."""
         first: dict[tuple[str, int], int] = {}
         for d in deferred:
             key = (d.topic, d.partition)
             first[key] = min(first.get(key, d.offset), d.offset)
+        self._commit(sync=True, only=list(first))
         parts = [TopicPartition(t, p, o) for (t, p), o in first.items()]
         self._consumer.pause(parts)
         for tp in parts:
@@ -496,32 +510,19 @@ class ScoringWorker:
             self._paused[(t, p)] = until
         metrics.MESSAGES_DEFERRED.inc(len(deferred))
 
-    def _resume_due(self) -> None:
-        now = time.monotonic()
+    def _resume_due(self, now: float) -> None:
+        if not self._paused:
+            return
         due = [tp for tp, until in self._paused.items() if until <= now]
         if due:
             self._consumer.resume([TopicPartition(t, p) for t, p in due])
             for tp in due:
                 del self._paused[tp]
 
-    def _commit(self, messages: list[Message]) -> None:
-        offsets = next_offsets(messages)
-        if offsets:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-
-
-def _number(value: Any) -> float:
-    """A watched field as a float; missing or non-numeric is NaN (skipped by the monitor)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return float("nan")
-    return float(value)
-
-
-def _as_bytes(value: str | bytes | None) -> bytes | None:
-    return value.encode() if isinstance(value, str) else value
-
 
 def _headers(m: Message) -> tuple[tuple[str, bytes | None], ...]:
-    raw = m.headers() or []
+    raw = m.headers()
+    if not raw:
+        return ()
     items = raw.items() if isinstance(raw, dict) else raw
-    return tuple((str(k), _as_bytes(v)) for k, v in items)
+    return tuple((str(k), v.encode() if isinstance(v, str) else v) for k, v in items)

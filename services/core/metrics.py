@@ -6,6 +6,9 @@ detector. Never ids.
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
 NAMESPACE = "streamscore"
@@ -195,3 +198,44 @@ CONTROL_PLANE_TICK = Gauge(
     "Unix time of the control plane's last timer tick (liveness).",
     namespace=NAMESPACE,
 )
+COMMITS = Counter(
+    "commits_total",
+    "Offset commits by outcome: ok, or the broker's error (a fenced or rebalancing member's "
+    "commit fails routinely; what it covered is read again, never lost).",
+    ["outcome"],
+    namespace=NAMESPACE,
+)
+PUBLISH_FAILURES = Counter(
+    "publish_failures_total",
+    "Outputs Kafka did not acknowledge, by topic. For predictions and dead letters the worker "
+    "stops without committing past them; shadow and drift outputs are best effort.",
+    ["topic"],
+    namespace=NAMESPACE,
+)
+OUTPUTS_IN_FLIGHT = Gauge(
+    "outputs_in_flight",
+    "Predictions and dead letters produced but not yet acknowledged by Kafka.",
+    namespace=NAMESPACE,
+)
+
+
+def observe_many(histogram: Histogram, values: Any) -> None:
+    """Observe a whole array at once: one bucket count per bucket, not one call per value.
+
+    prometheus_client has no bulk observe; this fills the same per-bucket counters and sum
+    that ``observe`` does (its buckets are stored non-cumulatively, upper bounds inclusive).
+
+    >>> h = Histogram("doc_example_seconds", "doc", buckets=(0.1, 1.0), registry=None)
+    >>> observe_many(h, np.array([0.05, 0.1, 0.5, 7.0]))
+    >>> [b.get() for b in h._buckets], h._sum.get()
+    ([2.0, 1.0, 1.0], 7.65)
+    """
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        return
+    bounds = np.asarray(histogram._upper_bounds, dtype=np.float64)
+    counts = np.bincount(np.searchsorted(bounds, arr, side="left"), minlength=len(bounds))
+    for bucket, n in zip(histogram._buckets, counts.tolist(), strict=False):
+        if n:
+            bucket.inc(n)
+    histogram._sum.inc(float(arr.sum()))

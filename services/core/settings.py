@@ -63,7 +63,13 @@ class KafkaSettings(_Group):
         description="fetch.wait.max.ms: low for latency (tansu never answers a waiting fetch "
         "early).",
     )
-    linger_ms: int = Field(5, ge=0, description="Producer linger.ms: lets micro-batches form.")
+    linger_ms: int = Field(
+        1,
+        ge=0,
+        description="Producer linger.ms. The worker hands a whole batch's outputs to the "
+        "producer at once, so they batch without waiting; 1 ms only gathers trickles at light "
+        "load, where a longer linger would be pure latency.",
+    )
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
         "lz4", description="Producer compression.type."
     )
@@ -127,9 +133,30 @@ class BatchSettings(_Group):
     """Micro-batch bounds for the hot path."""
 
     max_messages: int = Field(
-        1000, ge=1, le=100_000, description="Messages per consume() micro-batch."
+        1000,
+        ge=1,
+        le=100_000,
+        description="Most messages per micro-batch. A batch is whatever has arrived, up to this: "
+        "it never waits to fill.",
     )
-    timeout_seconds: float = Field(0.1, gt=0, description="Longest wait for a micro-batch to fill.")
+    timeout_seconds: float = Field(
+        0.1,
+        gt=0,
+        description="How long an idle worker waits for a first message before its loop turns "
+        "again (commits, model swaps, liveness). Never a wait for a batch to fill.",
+    )
+    commit_interval_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often acknowledged offsets are committed (asynchronously). Commits "
+        "are also made, synchronously, on revoke, on shutdown and before a pause or seek.",
+    )
+    max_in_flight: int = Field(
+        20_000,
+        ge=100,
+        description="Outputs produced but not yet acknowledged before the worker stops taking "
+        "input and waits for the broker (bounds memory when the broker is slow).",
+    )
     max_message_bytes: int = Field(
         1_000_000, ge=64, description="Values larger than this are rejected as too_large."
     )

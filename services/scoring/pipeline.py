@@ -160,16 +160,23 @@ def process_batch(
     dead: list[DeadLetterOut] = []
     good: list[tuple[Inbound, dict[str, Any]]] = []
     envelope = [check_envelope(m) for m in messages]
-    dead += [DeadLetterOut(m, r) for m, r in zip(messages, envelope, strict=True) if r is not None]
-    messages = [m for m, r in zip(messages, envelope, strict=True) if r is None]
     deferred: list[Inbound] = []
-    if limiter is not None and messages and backpressure:
-        producers = [producer_of(m.key, m.headers) for m in messages]
-        admitted = split_by_quota(producers, limiter.take(Counter(producers)))
+    if limiter is not None and backpressure:
+        # Tokens are asked for the envelope-valid messages only, but deferral keeps each
+        # partition's order over all of them: an envelope reject after the first denied message
+        # waits too, so no commit can pass a deferred message.
+        ok = [m for m, r in zip(messages, envelope, strict=True) if r is None]
+        producers = [producer_of(m.key, m.headers) for m in ok]
+        granted = split_by_quota(producers, limiter.take(Counter(producers))) if ok else []
+        it = iter(granted)
+        admitted = [next(it) if r is None else True for r in envelope]
         wait = defer_from_first_denial(messages, admitted)
         deferred = [m for m, w in zip(messages, wait, strict=True) if w]
+        envelope = [r for r, w in zip(envelope, wait, strict=True) if not w]
         messages = [m for m, w in zip(messages, wait, strict=True) if not w]
-    elif limiter is not None and messages:
+    dead += [DeadLetterOut(m, r) for m, r in zip(messages, envelope, strict=True) if r is not None]
+    messages = [m for m, r in zip(messages, envelope, strict=True) if r is None]
+    if limiter is not None and messages and not backpressure:
         producers = [producer_of(m.key, m.headers) for m in messages]
         admitted = split_by_quota(producers, limiter.take(Counter(producers)))
         dead += [

@@ -179,3 +179,16 @@ def test_a_noisy_producer_is_limited_and_the_others_are_not(model: LoadedModel) 
     assert sum(1 for s in served if s.partition == 1) == 20
     assert [s.offset for s in served if s.partition == 0] == list(range(10))  # first come
     assert len(result.predictions) + len(result.dead_letters) == 120
+
+
+def test_an_envelope_reject_after_a_deferred_message_waits_with_it(model: LoadedModel) -> None:
+    """Backpressure: offset 11 is denied, offset 13 has an oversized key. 13 must not become a
+    dead letter now (its partition's commit would pass 11 and 12): it is deferred with them."""
+    msgs = [Inbound("t", 0, o, b"u1", GOOD[o]) for o in (10, 11, 12)]
+    msgs.append(Inbound("t", 0, 13, b"k" * 5000, GOOD[13]))
+    result = process_batch(
+        msgs, CODEC, RULES, SPEC, STORE.get_many, model, NOW, FixedQuota(1), backpressure=True
+    )
+    assert [d.offset for d in result.deferred] == [11, 12, 13]
+    assert [p.source.offset for p in result.predictions] == [10]
+    assert result.dead_letters == []

@@ -1,0 +1,307 @@
+"""What the scoring worker writes for a batch: predictions, dead letters, shadow scores, drift
+signals and the prediction store; produced without waiting, tracked per partition chunk.
+
+Predictions and dead letters carry their chunk's ``ack`` as delivery callback, so the commit
+position follows Kafka's acknowledgements. Shadow predictions and drift signals are best effort:
+a failed delivery is counted and logged, and never holds back serving or commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from services.codec.avro import AvroCodec
+from services.core import metrics
+from services.core.errors import FeatureStoreUnavailable, PublishError
+from services.drift.monitor import DriftMonitor
+from services.drift.signals import drift_signal
+from services.kafka.topics import TopicSpec
+from services.kafka.tracker import Chunk, DeliveryTracker
+from services.labels.store import PredictionStore, Stored
+from services.scoring.pipeline import (
+    BatchResult,
+    Inbound,
+    dead_letter_headers,
+    dead_letter_record,
+)
+from services.scoring.serving import Serving
+
+# The worker's own logger: dead letters and delivery failures are the worker's log lines.
+logger = logging.getLogger("streams.scoring_worker")
+BUFFER_FULL_WAIT_SECONDS = 60.0
+
+
+@dataclass(slots=True)
+class _Sent:
+    """A chunk's payload: what to count once Kafka acknowledged all of it."""
+
+    predictions: int
+    dead_letters: int
+    event_times_ms: list[int]
+
+
+class _BestEffort:
+    """Delivery callback of an output that must not hold back commits."""
+
+    __slots__ = ("topic",)
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+
+    def __call__(self, err: KafkaError | None, _msg: Any = None) -> None:
+        if err is not None:
+            metrics.PUBLISH_FAILURES.labels(topic=self.topic).inc()
+            logger.warning("best-effort output to %s not delivered: %s", self.topic, err)
+
+
+class Outputs:
+    """Produces a batch's outputs on one producer and opens their chunks on the tracker."""
+
+    def __init__(
+        self,
+        producer: Producer,
+        tracker: DeliveryTracker,
+        worker_id: str,
+        *,
+        predictions: tuple[TopicSpec, AvroCodec],
+        dead_letters: tuple[TopicSpec, AvroCodec],
+        shadow: TopicSpec | None,
+        drift: tuple[TopicSpec, AvroCodec] | None,
+    ) -> None:
+        self.producer, self.tracker, self.worker_id = producer, tracker, worker_id
+        self.predictions_topic, self.codec_out = predictions
+        self.dlq_topic, self.codec_dlq = dead_letters
+        self.shadow_topic = shadow
+        self.drift = drift
+        self._shadow_cb = _BestEffort(shadow.name) if shadow else None
+        self._drift_cb = _BestEffort(drift[0].name) if drift else None
+
+    def _send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        on_delivery: Any,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+    ) -> None:
+        """One produce; a full local queue waits for the broker (bounded), and a message the
+        client refuses outright is reported to its callback as a failed delivery."""
+        deadline = None
+        while True:
+            try:
+                if headers is None:
+                    self.producer.produce(topic, value, key, on_delivery=on_delivery)
+                else:
+                    self.producer.produce(
+                        topic, value, key, headers=headers, on_delivery=on_delivery
+                    )
+                return
+            except BufferError:
+                deadline = deadline or time.monotonic() + BUFFER_FULL_WAIT_SECONDS
+                if time.monotonic() > deadline:
+                    raise PublishError(
+                        "producer queue full for 60 s: the broker is not taking writes",
+                        topic=topic,
+                        stage="publish",
+                    ) from None
+                self.producer.poll(0.05)
+            except KafkaException as exc:
+                on_delivery(exc.args[0], None)
+                return
+
+    def publish(
+        self,
+        inbound: Sequence[Inbound],
+        result: BatchResult,
+        signals: Sequence[dict[str, Any]],
+        now_ms: int,
+    ) -> None:
+        chunks = self._open_chunks(inbound, result)
+        send = self._send
+        topic = self.predictions_topic.name
+        records = [p.record for p in result.predictions]
+        for p, value in zip(result.predictions, self.codec_out.encode_many(records), strict=True):
+            src = p.source
+            send(topic, value, src.key, chunks[(src.topic, src.partition)].ack)
+        if result.predictions:
+            served = Counter((r["model_version"], r["variant"]) for r in records)
+            for (version, variant), n in served.items():
+                metrics.PREDICTIONS.labels(model_version=version, variant=variant).inc(n)
+        if result.shadow and self.shadow_topic is not None:
+            shadow = self.codec_out.encode_many([p.record for p in result.shadow])
+            for p, value in zip(result.shadow, shadow, strict=True):
+                send(self.shadow_topic.name, value, p.source.key, self._shadow_cb)
+            metrics.MESSAGES_PRODUCED.labels(topic=self.shadow_topic.name).inc(len(shadow))
+            metrics.PREDICTIONS.labels(
+                model_version=result.shadow[0].record["model_version"], variant="shadow"
+            ).inc(len(shadow))
+        if result.dead_letters:
+            letters = self.codec_dlq.encode_many(
+                [dead_letter_record(d, self.worker_id, now_ms) for d in result.dead_letters]
+            )
+            rejected: Counter[tuple[str, str]] = Counter()
+            for d, value in zip(result.dead_letters, letters, strict=True):
+                src = d.source
+                send(
+                    self.dlq_topic.name,
+                    value,
+                    src.key,
+                    chunks[(src.topic, src.partition)].ack,
+                    dead_letter_headers(d),
+                )
+                rejected[(d.rejected.stage.value, d.rejected.reason.value)] += 1
+                if logger.isEnabledFor(logging.DEBUG):  # coordinates and reason only
+                    logger.debug(
+                        "dead letter: %s",
+                        d.rejected.reason.value,
+                        extra={
+                            "topic": src.topic,
+                            "partition": src.partition,
+                            "offset": src.offset,
+                            "stage": d.rejected.stage.value,
+                            "reason": d.rejected.reason.value,
+                        },
+                    )
+            for (stage, reason), n in rejected.items():
+                metrics.MESSAGES_REJECTED.labels(stage=stage, reason=reason).inc(n)
+        if signals and self.drift is not None:
+            topic_spec, codec = self.drift
+            for record, value in zip(signals, codec.encode_many(list(signals)), strict=True):
+                send(topic_spec.name, value, record["signal"].encode(), self._drift_cb)
+
+    def _open_chunks(
+        self, inbound: Sequence[Inbound], result: BatchResult
+    ) -> dict[tuple[str, int], Chunk]:
+        """One chunk per partition of the batch: its handled offsets (deferred ones excluded;
+        they are a suffix per partition) and one output due per handled input."""
+        first_deferred: dict[tuple[str, int], int] = {}
+        for d in result.deferred:
+            key = (d.topic, d.partition)
+            first_deferred[key] = min(first_deferred.get(key, d.offset), d.offset)
+        span: dict[tuple[str, int], list[int]] = {}
+        for m in inbound:
+            key = (m.topic, m.partition)
+            cut = first_deferred.get(key)
+            if cut is not None and m.offset >= cut:
+                continue
+            bounds = span.get(key)
+            if bounds is None:
+                span[key] = [m.offset, m.offset + 1]
+            else:
+                bounds[1] = max(bounds[1], m.offset + 1)
+        sent = {key: _Sent(0, 0, []) for key in span}
+        for p in result.predictions:
+            counts = sent[(p.source.topic, p.source.partition)]
+            counts.predictions += 1
+            counts.event_times_ms.append(p.record["event_time"])
+        for letter in result.dead_letters:
+            sent[(letter.source.topic, letter.source.partition)].dead_letters += 1
+        return {
+            key: self.tracker.open(
+                key, first, end, sent[key].predictions + sent[key].dead_letters, sent[key]
+            )
+            for key, (first, end) in span.items()
+        }
+
+    def acknowledged(self, chunk: Chunk) -> None:
+        """Count a chunk whose every output Kafka acknowledged."""
+        sent: _Sent | None = chunk.payload
+        if sent is None:
+            return
+        if sent.predictions:
+            metrics.MESSAGES_PRODUCED.labels(topic=self.predictions_topic.name).inc(
+                sent.predictions
+            )
+            acked = chunk.done_at if chunk.done_at is not None else time.time()
+            latency = acked - np.asarray(sent.event_times_ms, dtype=np.float64) / 1000.0
+            metrics.observe_many(metrics.EVENT_TO_PREDICTION, np.maximum(latency, 0.0))
+        if sent.dead_letters:
+            metrics.MESSAGES_PRODUCED.labels(topic=self.dlq_topic.name).inc(sent.dead_letters)
+
+
+def drift_signals(
+    monitor: DriftMonitor,
+    result: BatchResult,
+    features: Sequence[str],
+    topic: str,
+    serving: Serving,
+    now_ms: int,
+) -> list[dict[str, Any]]:
+    """Feed served scores and watched fields to the drift monitors, per partition, as arrays;
+    returns the DriftSignal records of detectors that fired."""
+    preds = result.predictions
+    if not preds:
+        return []
+    partitions = np.fromiter((p.source.partition for p in preds), np.int64, len(preds))
+    offsets = np.fromiter((p.source.offset for p in preds), np.int64, len(preds))
+    times = np.fromiter((p.record["event_time"] for p in preds), np.int64, len(preds))
+    # Only the champion's scores: a canary's are another model's by design.
+    scores = np.fromiter(
+        (p.record["score"] if p.record["variant"] == "champion" else np.nan for p in preds),
+        np.float64,
+        len(preds),
+    )
+    watched = {"score": scores}
+    for name in features:
+        watched[f"feature:{name}"] = np.fromiter(
+            (_number((p.event or {}).get(name)) for p in preds), np.float64, len(preds)
+        )
+    signals = []
+    version = serving.champion.version
+    for partition in np.unique(partitions).tolist():
+        rows = partitions == partition
+        offs, ts = offsets[rows].tolist(), times[rows].tolist()
+        for signal, values in watched.items():
+            evidence = monitor.observe(partition, signal, values[rows], offs, ts)
+            if evidence is None:
+                continue
+            signals.append(drift_signal(evidence, topic, serving.champion.name, version, now_ms))
+            metrics.DRIFT_SIGNALS.labels(detector=evidence.detector, signal=signal).inc()
+            logger.warning(
+                "drift on %s: %s mean %.4g -> %.4g (offsets %d-%d)",
+                signal,
+                evidence.detector,
+                evidence.stats_before.get("mean", float("nan")),
+                evidence.stats_after.get("mean", float("nan")),
+                evidence.offset_start,
+                evidence.offset_end,
+                extra={"topic": topic, "partition": partition, "stage": "drift"},
+            )
+    return signals
+
+
+def remember(store: PredictionStore, result: BatchResult) -> None:
+    """Keep served and shadow scores for the label join. Best effort: losing them costs online
+    quality figures, never predictions, so a Redis error is counted, not raised."""
+    if not result.predictions:
+        return
+    try:
+        for kind, preds in (("served", result.predictions), ("shadow", result.shadow)):
+            store.put_many(
+                kind,
+                (
+                    (
+                        p.record["event_id"],
+                        Stored(p.record["model_version"], p.record["variant"], p.record["score"]),
+                    )
+                    for p in preds
+                ),
+            )
+    except FeatureStoreUnavailable as exc:
+        metrics.FEATURE_LOOKUPS.labels(outcome="prediction_store_error").inc()
+        logger.warning("predictions not stored for the label join: %s", exc)
+
+
+def _number(value: Any) -> float:
+    """A watched field as a float; missing or non-numeric is NaN (skipped by the monitor)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return float("nan")
+    return float(value)
