@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import socket
 import time
 from collections import Counter
@@ -72,6 +73,11 @@ class WorkerSummary:
     rebalances: int = 0
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
     elapsed_seconds: float = 0.0
+    # Wall-clock window of the work itself (benchmarks): the first message taken, and the last
+    # acknowledgement of an output; CPU seconds of this process since the first message.
+    first_message_at: float | None = None
+    last_acked_at: float | None = None
+    busy_cpu_seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,6 +94,10 @@ class WorkerSummary:
             "rebalances": self.rebalances,
             "rejected_by_reason": dict(self.rejected_by_reason),
             "elapsed_seconds": round(self.elapsed_seconds, 3),
+            "first_message_at": self.first_message_at,
+            "last_acked_at": self.last_acked_at,
+            "busy_cpu_seconds": round(self.busy_cpu_seconds, 3),
+            "max_rss_bytes": _max_rss_bytes(),
         }
 
 
@@ -229,6 +239,11 @@ class ScoringWorker:
         """Metrics for outputs once Kafka acknowledged them (per chunk, arrays)."""
         for chunk in self._tracker.completed():
             self._outputs.acknowledged(chunk)
+            if chunk.done_at is not None:
+                last = self._summary.last_acked_at
+                self._summary.last_acked_at = (
+                    chunk.done_at if last is None else max(last, chunk.done_at)
+                )
         metrics.OUTPUTS_IN_FLIGHT.set(self._tracker.in_flight())
 
     # -- the loop ---------------------------------------------------------------------------
@@ -244,6 +259,7 @@ class ScoringWorker:
         and committed on the way out), or nothing came for ``idle_timeout`` seconds."""
         summary = self._summary
         started = last_message = time.monotonic()
+        cpu_started: float | None = None
         self._consumer.subscribe(
             [self.input_topic.name],
             on_assign=self._on_assign,
@@ -291,6 +307,9 @@ class ScoringWorker:
                         break
                     continue
                 last_message = time.monotonic()
+                if summary.first_message_at is None:
+                    summary.first_message_at = time.time()
+                    cpu_started = time.process_time()
                 self._handle(messages, summary)
                 self._bound_in_flight()
         finally:
@@ -298,6 +317,8 @@ class ScoringWorker:
                 self.watcher.stop()
             summary.elapsed_seconds = time.monotonic() - started
             self._close()
+            if cpu_started is not None:
+                summary.busy_cpu_seconds = time.process_time() - cpu_started
             logger.info("scoring worker %s stopped: %s", self.worker_id, summary.to_dict())
         return summary
 
@@ -518,6 +539,11 @@ class ScoringWorker:
             self._consumer.resume([TopicPartition(t, p) for t, p in due])
             for tp in due:
                 del self._paused[tp]
+
+
+def _max_rss_bytes() -> int:
+    """Peak resident memory of this process (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _headers(m: Message) -> tuple[tuple[str, bytes | None], ...]:

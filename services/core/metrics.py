@@ -198,6 +198,13 @@ CONTROL_PLANE_TICK = Gauge(
     "Unix time of the control plane's last timer tick (liveness).",
     namespace=NAMESPACE,
 )
+MODEL_COMPILES = Counter(
+    "model_compiles_total",
+    "LightGBM versions prepared for serving: compiled (lleaves), cached (loaded from the "
+    "compiled cache), failed or unavailable (LightGBM's own predictor serves them).",
+    ["outcome"],
+    namespace=NAMESPACE,
+)
 COMMITS = Counter(
     "commits_total",
     "Offset commits by outcome: ok, or the broker's error (a fenced or rebalancing member's "

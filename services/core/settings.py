@@ -228,6 +228,16 @@ class ModelSettings(_Group):
         le=1,
         description="Score at which downstream acts; shadow agreement counts flips across it.",
     )
+    compile: bool = Field(
+        True,
+        description="Compile LightGBM versions to native code (lleaves) when they are loaded; "
+        "LightGBM's own predictor is the fallback.",
+    )
+    compile_cache_dir: Path = Field(
+        Path.home() / ".cache" / "streamscore" / "compiled",
+        description="Compiled models, keyed by artifact sha256, CPU and compiler version. It "
+        "holds native code the workers load: keep it as trusted as the Python environment.",
+    )
 
 
 class WorkerSettings(_Group):

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.core.errors import ModelIntegrityError, ModelLoadError
+from services.scoring.compiled import CompiledForest, compile_lightgbm
 
 MODEL_FILES = {"lightgbm": "model.txt", "sklearn": "model.skops"}
 METADATA_FILE = "metadata.json"
@@ -135,11 +136,14 @@ class LoadedModel:
     version: str
     metadata: ModelMetadata
     model: Any
+    compiled: CompiledForest | None = None  # LightGBM compiled by lleaves, when it could be
 
     def predict(self, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """Engagement probability per row (columns in ``metadata.feature_names`` order)."""
         if len(X) == 0:
             return np.empty(0)
+        if self.compiled is not None:
+            return self.compiled.predict(X)
         if self.metadata.flavor == "lightgbm":
             return np.asarray(self.model.predict(X, num_threads=1), dtype=np.float64)
         return np.asarray(self.model.predict_proba(X)[:, 1], dtype=np.float64)
@@ -184,8 +188,15 @@ def write_artifacts(
     return meta
 
 
-def load_artifacts(directory: Path, name: str, version: str, expected_sha256: str) -> LoadedModel:
-    """Verify and load a downloaded version.
+def load_artifacts(
+    directory: Path,
+    name: str,
+    version: str,
+    expected_sha256: str,
+    compile_cache: Path | None = None,
+) -> LoadedModel:
+    """Verify and load a downloaded version; with ``compile_cache``, a LightGBM model is also
+    compiled (or taken from that cache), LightGBM's predictor staying the fallback.
 
     Raises:
         ModelIntegrityError: ``artifact_digest(directory)`` is not ``expected_sha256``, or the
@@ -224,4 +235,7 @@ def load_artifacts(directory: Path, name: str, version: str, expected_sha256: st
             model = sio.load(path, trusted=untrusted)
     except (lgb.basic.LightGBMError, ValueError, TypeError) as exc:
         raise ModelLoadError(f"{name} v{version}: cannot load {path.name}: {exc}") from exc
-    return LoadedModel(name, version, meta, model)
+    compiled = None
+    if meta.flavor == "lightgbm" and compile_cache is not None:
+        compiled = compile_lightgbm(path, meta.sha256, compile_cache)
+    return LoadedModel(name, version, meta, model, compiled)

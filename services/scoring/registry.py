@@ -49,6 +49,9 @@ class MlflowRegistry:
         self._mlflow = mlflow
         self.name = settings.model.name
         self.uri = settings.mlflow_uri
+        self._compile_cache = (
+            settings.model.compile_cache_dir if settings.model.compile else None
+        )
         self._artifact_root: Path | None = None
         if settings.model.tracking_uri is None:
             (settings.home / "mlflow").mkdir(parents=True, exist_ok=True)
@@ -247,6 +250,8 @@ class MlflowRegistry:
                 )
             except (MlflowException, OSError) as exc:
                 raise ModelLoadError(f"{self.name} v{mv.version}: download failed: {exc}") from exc
-            loaded = load_artifacts(Path(local), self.name, str(mv.version), expected)
+            loaded = load_artifacts(
+                Path(local), self.name, str(mv.version), expected, self._compile_cache
+            )
         logger.info("model loaded: %s v%s", self.name, mv.version)
         return loaded
