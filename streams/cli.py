@@ -79,6 +79,7 @@ COMMANDS = {
     "models": "streams.commands.models:models",
     "worker": "streams.commands.ml:worker",
     "dlq": "streams.commands.dlq:dlq",
+    "load": "streams.commands.load:load",
 }
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import socket
 import time
 from collections import Counter
@@ -428,9 +427,10 @@ class ScoringWorker:
             self._hold_back(result.deferred)
         summary.deferred += len(result.deferred)
         summary.consumed += len(inbound) - len(result.deferred)
-        summary.predictions += len(result.predictions)
+        summary.predictions += result.n_predictions
         summary.dead_letters += len(result.dead_letters)
-        summary.shadow_predictions += len(result.shadow) if self.shadow_topic else 0
+        if result.shadowed is not None and self.shadow_topic is not None:
+            summary.shadow_predictions += len(result.shadowed)
         summary.batches += 1
         summary.degraded_batches += int(result.degraded)
         if result.dead_letters:
@@ -463,7 +463,7 @@ class ScoringWorker:
                 continue
             for group, n in result.missing.items():
                 metrics.FEATURE_LOOKUPS.labels(outcome=f"missing_{group}").inc(n)
-            if result.predictions:
+            if result.served is not None:
                 metrics.FEATURE_LOOKUPS.labels(outcome="batch_ok").inc()
             for reason, n in result.fallbacks.items():
                 metrics.FALLBACKS.labels(reason=reason).inc(n)
@@ -542,8 +542,16 @@ class ScoringWorker:
 
 
 def _max_rss_bytes() -> int:
-    """Peak resident memory of this process (Linux reports kilobytes)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Peak resident memory of this process: VmHWM (``ru_maxrss`` would include the parent's
+    peak across exec); 0 where /proc is not there."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _headers(m: Message) -> tuple[tuple[str, bytes | None], ...]:

@@ -25,7 +25,7 @@ from services.drift.monitor import DriftMonitor
 from services.drift.signals import drift_signal
 from services.kafka.topics import TopicSpec
 from services.kafka.tracker import Chunk, DeliveryTracker
-from services.labels.store import PredictionStore, Stored
+from services.labels.store import PredictionStore
 from services.scoring.pipeline import (
     BatchResult,
     Inbound,
@@ -126,23 +126,25 @@ class Outputs:
     ) -> None:
         chunks = self._open_chunks(inbound, result)
         send = self._send
-        topic = self.predictions_topic.name
-        records = [p.record for p in result.predictions]
-        for p, value in zip(result.predictions, self.codec_out.encode_many(records), strict=True):
-            src = p.source
-            send(topic, value, src.key, chunks[(src.topic, src.partition)].ack)
-        if result.predictions:
-            served = Counter((r["model_version"], r["variant"]) for r in records)
-            for (version, variant), n in served.items():
+        served = result.served
+        if served is not None:
+            topic = self.predictions_topic.name
+            values = self.codec_out.encode_columns(served.columns(), len(served))
+            for src, value in zip(served.sources, values, strict=True):
+                send(topic, value, src.key, chunks[(src.topic, src.partition)].ack)
+            for (version, variant), n in Counter(
+                zip(served.versions, served.variants, strict=True)
+            ).items():
                 metrics.PREDICTIONS.labels(model_version=version, variant=variant).inc(n)
-        if result.shadow and self.shadow_topic is not None:
-            shadow = self.codec_out.encode_many([p.record for p in result.shadow])
-            for p, value in zip(result.shadow, shadow, strict=True):
-                send(self.shadow_topic.name, value, p.source.key, self._shadow_cb)
-            metrics.MESSAGES_PRODUCED.labels(topic=self.shadow_topic.name).inc(len(shadow))
-            metrics.PREDICTIONS.labels(
-                model_version=result.shadow[0].record["model_version"], variant="shadow"
-            ).inc(len(shadow))
+        shadow = result.shadowed
+        if shadow is not None and self.shadow_topic is not None:
+            values = self.codec_out.encode_columns(shadow.columns(), len(shadow))
+            for src, value in zip(shadow.sources, values, strict=True):
+                send(self.shadow_topic.name, value, src.key, self._shadow_cb)
+            metrics.MESSAGES_PRODUCED.labels(topic=self.shadow_topic.name).inc(len(values))
+            metrics.PREDICTIONS.labels(model_version=shadow.versions[0], variant="shadow").inc(
+                len(values)
+            )
         if result.dead_letters:
             letters = self.codec_dlq.encode_many(
                 [dead_letter_record(d, self.worker_id, now_ms) for d in result.dead_letters]
@@ -198,10 +200,12 @@ class Outputs:
             else:
                 bounds[1] = max(bounds[1], m.offset + 1)
         sent = {key: _Sent(0, 0, []) for key in span}
-        for p in result.predictions:
-            counts = sent[(p.source.topic, p.source.partition)]
-            counts.predictions += 1
-            counts.event_times_ms.append(p.record["event_time"])
+        if result.served is not None:
+            times = result.served.field("event_time")
+            for src, t in zip(result.served.sources, times, strict=True):
+                counts = sent[(src.topic, src.partition)]
+                counts.predictions += 1
+                counts.event_times_ms.append(t)
         for letter in result.dead_letters:
             sent[(letter.source.topic, letter.source.partition)].dead_letters += 1
         return {
@@ -237,22 +241,19 @@ def drift_signals(
 ) -> list[dict[str, Any]]:
     """Feed served scores and watched fields to the drift monitors, per partition, as arrays;
     returns the DriftSignal records of detectors that fired."""
-    preds = result.predictions
-    if not preds:
+    block = result.served
+    if block is None:
         return []
-    partitions = np.fromiter((p.source.partition for p in preds), np.int64, len(preds))
-    offsets = np.fromiter((p.source.offset for p in preds), np.int64, len(preds))
-    times = np.fromiter((p.record["event_time"] for p in preds), np.int64, len(preds))
+    n = len(block)
+    partitions = np.fromiter((m.partition for m in block.sources), np.int64, n)
+    offsets = np.fromiter((m.offset for m in block.sources), np.int64, n)
+    times = np.asarray(block.field("event_time"), dtype=np.int64)
     # Only the champion's scores: a canary's are another model's by design.
-    scores = np.fromiter(
-        (p.record["score"] if p.record["variant"] == "champion" else np.nan for p in preds),
-        np.float64,
-        len(preds),
-    )
-    watched = {"score": scores}
+    champion = np.asarray([v == "champion" for v in block.variants], dtype=bool)
+    watched = {"score": np.where(champion, block.scores, np.nan)}
     for name in features:
         watched[f"feature:{name}"] = np.fromiter(
-            (_number((p.event or {}).get(name)) for p in preds), np.float64, len(preds)
+            (_number(v) for v in block.field(name)), np.float64, n
         )
     signals = []
     version = serving.champion.version
@@ -281,20 +282,12 @@ def drift_signals(
 def remember(store: PredictionStore, result: BatchResult) -> None:
     """Keep served and shadow scores for the label join. Best effort: losing them costs online
     quality figures, never predictions, so a Redis error is counted, not raised."""
-    if not result.predictions:
-        return
     try:
-        for kind, preds in (("served", result.predictions), ("shadow", result.shadow)):
-            store.put_many(
-                kind,
-                (
-                    (
-                        p.record["event_id"],
-                        Stored(p.record["model_version"], p.record["variant"], p.record["score"]),
-                    )
-                    for p in preds
-                ),
-            )
+        for kind, block in (("served", result.served), ("shadow", result.shadowed)):
+            if block is not None:
+                store.put_columns(
+                    kind, block.field("event_id"), block.versions, block.variants, block.scores
+                )
     except FeatureStoreUnavailable as exc:
         metrics.FEATURE_LOOKUPS.labels(outcome="prediction_store_error").inc()
         logger.warning("predictions not stored for the label join: %s", exc)

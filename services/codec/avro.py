@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import fastavro
 from fastavro.read import SchemaResolutionError
 
+from services.codec.columns import ColumnEncoder, Const
 from services.codec.ids import SchemaIds
 from services.codec.schemas import RecordSchema, fingerprint, without_timestamp_logical_types
 from services.codec.wire import HEADER_SIZE, frame, unframe
-from services.core.errors import UnknownSchemaIdError
+from services.core.errors import ConfigError, UnknownSchemaIdError
 from services.core.outcomes import Reason, Rejected, Stage
 
 # What fastavro raises on bytes that are not valid Avro for the writer schema: short reads,
@@ -63,6 +64,8 @@ class AvroCodec:
         self._max_bytes = max_message_bytes
         # schema id -> (parsed writer schema, reader schema or None when identical)
         self._writers: dict[int, tuple[Any, Any | None]] = {self.schema_id: (record.reader, None)}
+        # Built on first use; False when the schema is not flat (fastavro writes it then).
+        self._columns: ColumnEncoder | Literal[False] | None = None
 
     def encode_one(self, record: Mapping[str, Any]) -> bytes:
         """Serialise one record (raises ``ValueError``/``TypeError`` naming the bad field)."""
@@ -81,6 +84,23 @@ class AvroCodec:
             fastavro.schemaless_writer(buf, parsed, record, strict=True)
             out.append(header + buf.getvalue())
         return out
+
+    def encode_columns(self, columns: Mapping[str, Any], n: int) -> list[bytes]:
+        """Serialise ``n`` records given as columns (``services.codec.columns``), framed.
+
+        Flat schemas are written by ``ColumnEncoder``; any other falls back to fastavro."""
+        if self._columns is None:
+            try:
+                self._columns = ColumnEncoder(self.record.source)
+            except ConfigError:
+                self._columns = False
+        if not self._columns:
+            records = [
+                {k: (v.value if isinstance(v, Const) else v[i]) for k, v in columns.items()}
+                for i in range(n)
+            ]
+            return self.encode_many(records)
+        return self._columns.encode(columns, n, frame(self.schema_id, b""))
 
     def decode_one(self, data: bytes | None) -> dict[str, Any] | Rejected:
         """Decode one value, or say why it cannot be decoded. Never raises on bad bytes.

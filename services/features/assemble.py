@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from services.codec.columns import column
 from services.features.spec import FeatureSpec
 from services.features.store import Lookup
 
@@ -66,8 +67,19 @@ def lookup_requests(
     return {g.name: [str(e[g.key_field]) for e in events] for g in spec.groups}
 
 
-def context_matrix(events: Sequence[Mapping[str, Any]]) -> npt.NDArray[np.float64]:
-    """The event-derived columns (``CONTEXT_FEATURES``); an unknown RTT is NaN.
+def _numbers(values: list[Any]) -> npt.NDArray[np.float64]:
+    """A numeric column; ``None`` becomes NaN (unknown)."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except TypeError:  # a None among them
+        return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def context_matrix(
+    events: Sequence[Mapping[str, Any]], out: npt.NDArray[np.float64] | None = None
+) -> npt.NDArray[np.float64]:
+    """The event-derived columns (``CONTEXT_FEATURES``), column by column; an unknown RTT is
+    NaN. Fills ``out`` (n x 11) when given.
 
     >>> ev = {"position": 2, "session_depth": 5, "item_age_hours": 1.5, "user_tenure_days": 9,
     ...       "network_rtt_ms": None, "is_following_author": True, "is_video": False,
@@ -76,22 +88,18 @@ def context_matrix(events: Sequence[Mapping[str, Any]]) -> npt.NDArray[np.float6
     >>> context_matrix([ev]).tolist()
     [[2.0, 5.0, 1.5, 9.0, nan, 1.0, 0.0, 0.0, 2.0, 3.0, 5.0]]
     """
-    out = np.empty((len(events), len(CONTEXT_FEATURES)), dtype=np.float64)
-    for i, e in enumerate(events):
-        rtt = e.get("network_rtt_ms")
-        out[i] = (
-            e["position"],
-            e["session_depth"],
-            e["item_age_hours"],
-            e["user_tenure_days"],
-            np.nan if rtt is None else rtt,
-            e["is_following_author"],
-            e["is_video"],
-            e.get("is_sponsored", False),
-            _SURFACE_CODE.get(e["surface"], 0),
-            _DEVICE_CODE.get(e["device"], 0),
-            (e["event_time"] // MS_PER_HOUR) % 24,
-        )
+    n = len(events)
+    if out is None:
+        out = np.empty((n, len(CONTEXT_FEATURES)), dtype=np.float64)
+    for j, name in enumerate(CONTEXT_FEATURES[:8]):
+        values = column(events, name)
+        if name == "is_sponsored":
+            values = [False if v is None else v for v in values]
+        out[:, j] = _numbers(values)
+    out[:, 8] = [_SURFACE_CODE.get(v, 0) for v in column(events, "surface")]
+    out[:, 9] = [_DEVICE_CODE.get(v, 0) for v in column(events, "device")]
+    times = np.asarray(column(events, "event_time"), dtype=np.int64)
+    out[:, 10] = (times // MS_PER_HOUR) % 24
     return out
 
 
@@ -99,11 +107,20 @@ def assemble(
     spec: FeatureSpec, events: Sequence[Mapping[str, Any]], lookups: Mapping[str, Lookup]
 ) -> FeatureMatrix:
     """Concatenate entity features (spec order) and context features into one matrix."""
-    parts = [lookups[g.name].values.astype(np.float64) for g in spec.groups]
-    parts.append(context_matrix(events))
-    values = np.hstack(parts) if events else np.empty((0, len(feature_names(spec))))
-    missing = tuple(
-        tuple(g.name for g in spec.groups if not lookups[g.name].found[i])
-        for i in range(len(events))
-    )
-    return FeatureMatrix(values, feature_names(spec), missing)
+    names = feature_names(spec)
+    values = np.empty((len(events), len(names)), dtype=np.float64)  # one preallocated matrix
+    at = 0
+    for g in spec.groups:
+        values[:, at : at + g.width] = lookups[g.name].values
+        at += g.width
+    if events:
+        context_matrix(events, values[:, at:])
+    found = [lookups[g.name].found for g in spec.groups]
+    if all(f.all() for f in found):
+        missing: tuple[tuple[str, ...], ...] = ((),) * len(events)
+    else:
+        missing = tuple(
+            tuple(g.name for g, f in zip(spec.groups, found, strict=True) if not f[i])
+            for i in range(len(events))
+        )
+    return FeatureMatrix(values, names, missing)

@@ -47,9 +47,7 @@ def cache_key(model_sha256: str) -> str:
     return f"{model_sha256}-{cpu}-lleaves{version}.so"
 
 
-def compile_lightgbm(
-    model_file: Path, model_sha256: str, cache_dir: Path
-) -> CompiledForest | None:
+def compile_lightgbm(model_file: Path, model_sha256: str, cache_dir: Path) -> CompiledForest | None:
     """Compile ``model_file`` (LightGBM text), or load it from ``cache_dir``; None when it
     cannot be compiled (the caller serves LightGBM's predictor instead)."""
     try:

@@ -12,7 +12,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from services.codec.avro import AvroCodec
+from services.codec.columns import Const, column
 from services.core.outcomes import Reason, Rejected, Stage
 from services.dlq.plan import REDRIVE_HEADER
 from services.features.assemble import assemble, lookup_requests
@@ -22,7 +26,7 @@ from services.ratelimit.bucket import Limiter, producer_of, split_by_quota
 from services.scoring.model import LoadedModel
 from services.scoring.rollout import Agreement
 from services.scoring.serving import Serving, score_rows
-from services.validation.rules import RecordRules, validate_one
+from services.validation.rules import RecordRules, validate_many
 
 Headers = tuple[tuple[str, bytes | None], ...]
 
@@ -67,16 +71,99 @@ class PredictionOut:
 
 
 @dataclass(frozen=True, slots=True)
+class PredictionBlock:
+    """One batch's predictions as columns: the hot path encodes, counts and stores them without
+    a dict per event; ``outs()`` gives per-event ``PredictionOut`` records for everything else.
+    """
+
+    sources: list[Inbound]
+    events: list[dict[str, Any]]
+    model_name: str
+    versions: list[str]
+    variants: list[str]
+    scores: npt.NDArray[np.float64]
+    degraded: list[bool]
+    missing: tuple[tuple[str, ...], ...]
+    scored_at: int
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def field(self, name: str) -> list[Any]:
+        """One input field for every prediction."""
+        return column(self.events, name)
+
+    def columns(self) -> dict[str, Any]:
+        """The Prediction record's fields, a column each (``Const`` when uniform)."""
+        event_ids = self.field("event_id")
+        versions: Any = _uniform(self.versions)
+        if isinstance(versions, Const):
+            tail = f"\x1f{versions.value}"
+            ids = [prediction_id_raw(e + tail) for e in event_ids]
+        else:
+            ids = [prediction_id(e, v) for e, v in zip(event_ids, self.versions, strict=True)]
+        return {
+            "prediction_id": ids,
+            "event_id": event_ids,
+            "user_id": self.field("user_id"),
+            "item_id": self.field("item_id"),
+            "score": self.scores,
+            "model_name": Const(self.model_name),
+            "model_version": versions,
+            "variant": _uniform(self.variants),
+            "degraded": _uniform(self.degraded),
+            "missing_features": _uniform([list(m) for m in self.missing]),
+            "event_time": self.field("event_time"),
+            "scored_at": Const(self.scored_at),
+        }
+
+    def records(self) -> list[dict[str, Any]]:
+        cols = self.columns()
+        n = len(self)
+        expanded = {k: [v.value] * n if isinstance(v, Const) else list(v) for k, v in cols.items()}
+        expanded["score"] = [float(x) for x in self.scores]
+        rows = zip(*expanded.values(), strict=True)
+        return [dict(zip(expanded, row, strict=True)) for row in rows]
+
+    def outs(self, with_events: bool = True) -> list[PredictionOut]:
+        return [
+            PredictionOut(src, rec, ev if with_events else None)
+            for src, rec, ev in zip(self.sources, self.records(), self.events, strict=True)
+        ]
+
+
+def _uniform(values: list[Any]) -> Any:
+    """``Const`` when every value is the same (the common case: one version, one variant)."""
+    if values and all(v == values[0] for v in values):
+        return Const(values[0])
+    return values
+
+
+@dataclass(frozen=True, slots=True)
 class BatchResult:
-    predictions: list[PredictionOut] = field(default_factory=list)
+    served: PredictionBlock | None = None
     dead_letters: list[DeadLetterOut] = field(default_factory=list)
     degraded: bool = False  # a fallback scorer answered for some of this batch
     missing: dict[str, int] = field(default_factory=dict)  # feature lookups that fell back
     # Backpressure: messages to consume again later (per partition, a suffix of the batch).
     deferred: list[Inbound] = field(default_factory=list)
-    shadow: list[PredictionOut] = field(default_factory=list)  # variant=shadow, not served
+    shadowed: PredictionBlock | None = None  # variant=shadow, not served
     agreement: Agreement | None = None  # champion vs shadow on this batch
     fallbacks: dict[str, int] = field(default_factory=dict)  # fallback rung/reason -> rows
+
+    @property
+    def predictions(self) -> list[PredictionOut]:
+        """Served predictions, one record each (tests and slow paths; the worker uses
+        ``served``)."""
+        return self.served.outs() if self.served is not None else []
+
+    @property
+    def shadow(self) -> list[PredictionOut]:
+        return self.shadowed.outs(with_events=False) if self.shadowed is not None else []
+
+    @property
+    def n_predictions(self) -> int:
+        return len(self.served) if self.served is not None else 0
 
 
 def defer_from_first_denial(messages: Sequence[Inbound], admitted: Sequence[bool]) -> list[bool]:
@@ -103,7 +190,12 @@ def prediction_id(event_id: str, model_version: str) -> str:
     >>> prediction_id("e1", "3") == prediction_id("e1", "3") != prediction_id("e1", "4")
     True
     """
-    return hashlib.sha256(f"{event_id}\x1f{model_version}".encode()).hexdigest()[:32]
+    return prediction_id_raw(f"{event_id}\x1f{model_version}")
+
+
+def prediction_id_raw(joined: str) -> str:
+    """``prediction_id`` of ``"<event_id>\\x1f<model_version>"``, already joined."""
+    return hashlib.sha256(joined.encode()).hexdigest()[:32]
 
 
 def check_envelope(message: Inbound) -> Rejected | None:
@@ -158,7 +250,6 @@ def process_batch(
     """
     serving = model if isinstance(model, Serving) else Serving(model)
     dead: list[DeadLetterOut] = []
-    good: list[tuple[Inbound, dict[str, Any]]] = []
     envelope = [check_envelope(m) for m in messages]
     deferred: list[Inbound] = []
     if limiter is not None and backpressure:
@@ -192,52 +283,57 @@ def process_batch(
             if not ok
         ]
         messages = [m for m, ok in zip(messages, admitted, strict=True) if ok]
+    good: list[Inbound] = []
+    events: list[dict[str, Any]] = []
     for message, decoded in zip(
         messages, codec.decode_many([m.value for m in messages]), strict=True
     ):
         if isinstance(decoded, Rejected):
             dead.append(DeadLetterOut(message, decoded))
-            continue
-        refused = validate_one(decoded, rules, now_ms)
-        if refused is not None:
-            dead.append(DeadLetterOut(message, refused))
         else:
-            good.append((message, decoded))
-    if not good:
-        return BatchResult([], dead, deferred=deferred)
-    events = [e for _, e in good]
+            good.append(message)
+            events.append(decoded)
+    refusals = validate_many(events, rules, now_ms)
+    if any(r is not None for r in refusals):
+        dead += [DeadLetterOut(m, r) for m, r in zip(good, refusals, strict=True) if r is not None]
+        good = [m for m, r in zip(good, refusals, strict=True) if r is None]
+        events = [e for e, r in zip(events, refusals, strict=True) if r is None]
+    if not events:
+        return BatchResult(None, dead, deferred=deferred)
     matrix = assemble(spec, events, lookup(lookup_requests(spec, events)))
-    scored = score_rows(serving, matrix.values, [e["user_id"] for e in events], threshold)
+    scored = score_rows(serving, matrix.values, column(events, "user_id"), threshold)
     missing: dict[str, int] = {}
     for row in matrix.missing:
         for group in row:
             missing[group] = missing.get(group, 0) + 1
     name = serving.champion.name
-    predictions = [
-        PredictionOut(
-            message, _record(event, name, version, variant, score, flag, miss, now_ms), event
-        )
-        for (message, event), score, version, variant, flag, miss in zip(
-            good,
-            scored.scores,
-            scored.versions,
-            scored.variants,
-            scored.degraded,
-            matrix.missing,
-            strict=True,
-        )
-    ]
-    shadow: list[PredictionOut] = []
+    served = PredictionBlock(
+        good,
+        events,
+        name,
+        scored.versions,
+        scored.variants,
+        scored.scores,
+        scored.degraded,
+        matrix.missing,
+        now_ms,
+    )
+    shadow = None
     if scored.shadow_scores is not None and scored.shadow_version is not None:
-        sv = scored.shadow_version
-        shadow = [
-            PredictionOut(message, _record(event, name, sv, "shadow", score, False, miss, now_ms))
-            for (message, event), score, miss in zip(
-                good, scored.shadow_scores, matrix.missing, strict=True
-            )
-        ]
+        n = len(events)
+        shadow = PredictionBlock(
+            good,
+            events,
+            name,
+            [scored.shadow_version] * n,
+            ["shadow"] * n,
+            scored.shadow_scores,
+            [False] * n,
+            matrix.missing,
+            now_ms,
+        )
     return BatchResult(
-        predictions,
+        served,
         dead,
         any(scored.degraded),
         missing,
@@ -246,32 +342,6 @@ def process_batch(
         scored.agreement,
         dict(scored.fallbacks),
     )
-
-
-def _record(
-    event: dict[str, Any],
-    model_name: str,
-    version: str,
-    variant: str,
-    score: float,
-    degraded: bool,
-    missing: Sequence[str],
-    now_ms: int,
-) -> dict[str, Any]:
-    return {
-        "prediction_id": prediction_id(event["event_id"], version),
-        "event_id": event["event_id"],
-        "user_id": event["user_id"],
-        "item_id": event["item_id"],
-        "score": float(score),
-        "model_name": model_name,
-        "model_version": version,
-        "variant": variant,
-        "degraded": degraded,
-        "missing_features": list(missing),
-        "event_time": event["event_time"],
-        "scored_at": now_ms,
-    }
 
 
 def dead_letter_record(letter: DeadLetterOut, worker_id: str, now_ms: int) -> dict[str, Any]:

@@ -49,9 +49,7 @@ class MlflowRegistry:
         self._mlflow = mlflow
         self.name = settings.model.name
         self.uri = settings.mlflow_uri
-        self._compile_cache = (
-            settings.model.compile_cache_dir if settings.model.compile else None
-        )
+        self._compile_cache = settings.model.compile_cache_dir if settings.model.compile else None
         self._artifact_root: Path | None = None
         if settings.model.tracking_uri is None:
             (settings.home / "mlflow").mkdir(parents=True, exist_ok=True)

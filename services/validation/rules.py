@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
+from services.codec.columns import column
 from services.core.errors import ConfigError
 from services.core.outcomes import Reason, Rejected, Stage
 
@@ -134,5 +138,59 @@ def validate_one(record: Mapping[str, Any], rules: RecordRules, now_ms: int) -> 
 def validate_many(
     records: Sequence[Mapping[str, Any]], rules: RecordRules, now_ms: int
 ) -> list[Rejected | None]:
-    """``validate_one`` over a batch, in order."""
-    return [validate_one(r, rules, now_ms) for r in records]
+    """``validate_one`` over a batch, in order, checked column by column.
+
+    Each rule is checked for the whole batch at once (numpy over numbers and lengths; a
+    pattern once per distinct value). Only the records some rule flags go through
+    ``validate_one``, which names their first broken rule; so the result is exactly
+    ``[validate_one(r, rules, now_ms) for r in records]``, faster.
+
+    >>> rules = RecordRules.from_dict({"record": "R", "fields": {"n": {"min": 0}}})
+    >>> [r.reason.value if r else None for r in validate_many(
+    ...     [{"n": 1}, {"n": -1}, {"n": None}, {"n": float("inf")}], rules, 0)]
+    [None, 'out_of_range', None, 'not_finite']
+    """
+    n = len(records)
+    if n == 0:
+        return []
+    flagged = np.zeros(n, dtype=bool)
+    for rule in rules.fields:
+        flagged |= _flag(column(records, rule.name), rule)
+    if rules.time_field is not None:
+        times = column(records, rules.time_field)
+        if {type(t) for t in times} <= {int, type(None)}:
+            t = np.asarray([now_ms if v is None else v for v in times], dtype=np.float64)
+            flagged |= (t < now_ms - rules.max_age_ms) | (t > now_ms + rules.max_future_ms)
+        else:
+            flagged[:] = True  # mixed types: let validate_one decide every record
+    return [validate_one(records[i], rules, now_ms) if flagged[i] else None for i in range(n)]
+
+
+def _flag(values: list[Any], rule: FieldRule) -> npt.NDArray[np.bool_]:
+    """Records whose value may break ``rule`` (a superset is fine: validate_one decides)."""
+    kinds = {type(v) for v in values}
+    present = np.asarray([v is not None for v in values], dtype=bool)
+    if kinds <= {str, type(None)}:
+        lengths = np.asarray([len(v) if v is not None else 0 for v in values])
+        bad = np.zeros(len(values), dtype=bool)
+        if rule.min_length is not None:
+            bad |= lengths < rule.min_length
+        if rule.max_length is not None:
+            bad |= lengths > rule.max_length
+        if rule.pattern is not None:
+            match = rule.pattern.fullmatch
+            ok = {v: match(v) is not None for v in set(values) if v is not None}
+            bad |= np.asarray([v is not None and not ok[v] for v in values], dtype=bool)
+        flagged: npt.NDArray[np.bool_] = bad & present
+        return flagged
+    if kinds <= {int, float, type(None)}:
+        x = np.asarray([0.0 if v is None else v for v in values], dtype=np.float64)
+        finite = np.isfinite(x)
+        bad = ~finite if not rule.allow_nan else np.zeros(len(values), dtype=bool)
+        if rule.min is not None:
+            bad |= finite & (x < rule.min)
+        if rule.max is not None:
+            bad |= finite & (x > rule.max)
+        out: npt.NDArray[np.bool_] = bad & present
+        return out
+    return present  # bools, bytes, mixed: checked one by one

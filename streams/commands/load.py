@@ -1,0 +1,226 @@
+"""`streamscore load bench`: throughput, latency and soak of the scoring worker against peers."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from streams.commands.common import app, emit, json_option
+
+
+@click.group()
+def load() -> None:
+    """Load generation and benchmarks (never part of `make test`)."""
+
+
+@load.command("bench")
+@click.option("--events", default=100_000, show_default=True, help="Pre-filled input events.")
+@click.option(
+    "--naive-events", default=10_000, show_default=True, help="Events the naive peer scores."
+)
+@click.option("--rounds", default=3, show_default=True, help="Interleaved rounds (median).")
+@click.option(
+    "--broker",
+    type=click.Choice(["kafka", "tansu"]),
+    default="kafka",
+    show_default=True,
+    help="Embedded broker of the private stack.",
+)
+@click.option("--latency", is_flag=True, help="Also open-loop latency at 500/s and 25/50/75%.")
+@click.option("--latency-seconds", default=20.0, show_default=True, help="Per latency rate.")
+@click.option("--soak", "soak_seconds", default=0.0, help="Also a soak at 50% for this long.")
+@click.option(
+    "--price-per-core-hour", default=0.05, show_default=True, help="For the cost line (USD)."
+)
+@click.option(
+    "--impls",
+    default="naive,bare,ceiling,streamscore,streamscore_x2",
+    show_default=True,
+    help="Which implementations run, comma-separated.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write bench.json, bench.md and bench.png here.",
+)
+@json_option
+@click.pass_context
+def bench(
+    ctx: click.Context,
+    events: int,
+    naive_events: int,
+    rounds: int,
+    broker: str,
+    latency: bool,
+    latency_seconds: float,
+    soak_seconds: float,
+    price_per_core_hour: float,
+    impls: str,
+    out_dir: Path | None,
+) -> None:
+    """Naive, bare and ceiling peers against the real worker (one and two processes), on a
+    private embedded stack; medians of interleaved rounds, ratios pair by pair."""
+    from load import bench as b
+
+    a = app(ctx)
+    chosen = tuple(i.strip() for i in impls.split(",") if i.strip())
+    unknown = [i for i in chosen if i not in b.IMPLS]
+    if unknown or events < 1000 or rounds < 1:
+        raise click.UsageError(
+            f"--impls: unknown {unknown}" if unknown else "--events >= 1000, --rounds >= 1"
+        )
+    started = time.time()
+    result: dict[str, Any] = {"machine": b.machine(), "broker": broker, "events": events}
+    with b.private_stack(broker, a.err.print) as (base, pids):
+        env = b.prepare(base, pids, events, naive_events, a.err.print)
+        with Progress(console=a.err, transient=True) as progress:
+            task = progress.add_task("bench", total=rounds * len(chosen))
+
+            def tick(what: str) -> None:
+                progress.update(task, description=what)
+
+            def step(what: str) -> None:
+                tick(what)
+                progress.advance(task)
+
+            runs = b.throughput(env, rounds, chosen, step)
+            result["runs"] = [b.asdict(r) for r in runs]
+            result |= b.summarise(runs)
+            result["cost"] = b.cost(result["rows"], price_per_core_hour)
+            result["price_per_core_hour"] = price_per_core_hour
+            top = result["rows"].get("streamscore", {}).get("events_per_second")
+            if latency and top:
+                rates = [500.0] + [top * f for f in (0.25, 0.5, 0.75)]
+                result["latency"] = b.latency(env, rates, latency_seconds, 3.0, tick)
+            if soak_seconds > 0 and top:
+                result["soak"] = b.soak(env, top * 0.5, soak_seconds, tick)
+    result["seconds"] = round(time.time() - started)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "bench.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+        (out_dir / "bench.md").write_text(markdown(result), encoding="utf-8")
+        plot(result, out_dir / "bench.png")
+    emit(a, result, lambda c: render(c, result))
+    if not all(row["all_accounted"] for row in result["rows"].values()):
+        ctx.exit(1)
+
+
+LABELS = {
+    "naive": "naive (one event at a time)",
+    "bare": "bare (hand-written micro-batch loop)",
+    "ceiling": "ceiling (consume → produce, no work)",
+    "streamscore": "streamscore worker, 1 process",
+    "streamscore_x2": "streamscore worker, 2 processes",
+}
+
+
+def _fmt(x: Any, spec: str = ",.0f") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def table_rows(result: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for impl, row in result["rows"].items():
+        c = result["cost"][impl]
+        out.append(
+            [
+                LABELS.get(impl, impl),
+                _fmt(row["events_per_second"]),
+                _fmt(row["vs_naive"], ".1f") + "x",
+                _fmt(row["vs_bare"], ".2f") + "x",
+                _fmt(row["worker_cpu_us"], ".1f"),
+                _fmt(row["infra_cpu_us"], ".1f"),
+                _fmt(row["max_rss_mb"], ".0f"),
+                _fmt(c["core_seconds_per_million"], ".0f"),
+                "yes" if row["all_accounted"] else "NO",
+            ]
+        )
+    return out
+
+
+HEAD = [
+    "implementation",
+    "events/s",
+    "vs naive",
+    "vs bare",
+    "worker CPU µs/event",
+    "broker+Redis CPU µs/event",
+    "RSS MB",
+    "core-s per 1M events",
+    "all accounted",
+]
+
+
+def render(console: Console, result: dict[str, Any]) -> None:
+    t = Table(title=f"throughput: medians of {result['runs'][-1]['round'] + 1} rounds")
+    for h in HEAD:
+        t.add_column(h)
+    for r in table_rows(result):
+        t.add_row(*r)
+    console.print(t)
+    console.print(f"ratios (pair by pair within a round, median): {result['ratios']}")
+    for row in result.get("latency", []):
+        console.print(
+            f"latency at {row['rate']:,}/s: p50 {row['p50_ms']} ms, p95 {row['p95_ms']} ms, "
+            f"p99 {row['p99_ms']} ms ({row['samples']:,} samples)"
+        )
+    if "soak" in result:
+        console.print(
+            f"soak: {json.dumps({k: v for k, v in result['soak'].items() if k != 'rss_samples'})}"
+        )
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+    lines += ["| " + " | ".join(r) + " |" for r in table_rows(result)]
+    if result.get("latency"):
+        lines += [
+            "",
+            "| arrival rate (events/s) | achieved | p50 ms | p95 ms | p99 ms | samples |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in result["latency"]:
+            lines.append(
+                f"| {row['rate']:,} | {row['achieved_rate']:,} | {row['p50_ms']} | "
+                f"{row['p95_ms']} | {row['p99_ms']} | {row['samples']:,} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lat = result.get("latency") or []
+    fig, axes = plt.subplots(1, 2 if lat else 1, figsize=(12 if lat else 7, 4.5), squeeze=False)
+    ax = axes[0][0]
+    names = list(result["rows"])
+    ax.barh(
+        [LABELS.get(n, n) for n in names], [result["rows"][n]["events_per_second"] for n in names]
+    )
+    ax.set_xlabel("events/s (median of rounds)")
+    ax.set_title("throughput, one run of `streamscore load bench`")
+    ax.invert_yaxis()
+    if lat:
+        ax2 = axes[0][1]
+        rates = [r["rate"] for r in lat]
+        for q in ("p50_ms", "p95_ms", "p99_ms"):
+            ax2.plot(rates, [r[q] for r in lat], marker="o", label=q.replace("_ms", ""))
+        ax2.set_xlabel("arrival rate (events/s)")
+        ax2.set_ylabel("latency (ms)")
+        ax2.set_title("open-loop latency, one worker")
+        ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
