@@ -75,7 +75,8 @@ class Run:
     infra_cpu_us: float  # broker + Redis CPU per event over the busy window
     broker_cpu_us: float
     redis_cpu_us: float
-    max_rss_mb: float
+    max_rss_mb: float  # peak resident memory of the largest process
+    rss_mb: float  # resident memory at the end of the run (steady state after the work)
     outputs: int  # predictions + dead letters read back
     max_score_diff: float  # against the offline model, on the sampled events found
 
@@ -331,6 +332,7 @@ def run_one(env: Env, impl: str, rnd: int) -> Run:
         round(infra.get("broker", 0.0) / target * 1e6, 2),
         round(infra.get("redis", 0.0) / target * 1e6, 2),
         round(max(r["max_rss_bytes"] for r in reports) / 2**20, 1),
+        round(max(r.get("rss_bytes", 0) for r in reports) / 2**20, 1),
         outputs,
         diff,
     )
@@ -437,6 +439,7 @@ def summarise(runs: list[Run]) -> dict[str, Any]:
             "broker_cpu_us": statistics.median(r.broker_cpu_us for r in rs),
             "redis_cpu_us": statistics.median(r.redis_cpu_us for r in rs),
             "max_rss_mb": statistics.median(r.max_rss_mb for r in rs),
+            "rss_mb": statistics.median(r.rss_mb for r in rs),
             "runs": len(rs),
             "all_accounted": all(r.outputs == r.events for r in rs),
             "max_score_diff": max(r.max_score_diff for r in rs),

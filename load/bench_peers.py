@@ -150,17 +150,18 @@ class Peer:
                     "first_message_at": first,
                     "last_acked_at": self.last_acked_at,
                     "busy_cpu_seconds": time.process_time() - cpu0,
-                    "max_rss_bytes": peak_rss_bytes(),
+                    "max_rss_bytes": status_bytes("VmHWM:"),
+                    "rss_bytes": status_bytes("VmRSS:"),
                 }
             ),
             flush=True,
         )
 
 
-def peak_rss_bytes() -> int:
-    """VmHWM: this process's own peak (ru_maxrss would carry the parent's across exec)."""
+def status_bytes(field: str) -> int:
+    """VmRSS (now) or VmHWM (this process's own peak; ru_maxrss carries the parent's)."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field):
             return int(line.split()[1]) * 1024
     return 0
 

@@ -162,7 +162,11 @@ def worker_probes(settings: Settings, worker: ScoringWorker) -> Probes:
     def model() -> str | None:
         return None if worker.serving.champion is not None else "no model loaded"
 
-    return Probes(alive, {"broker": broker, "redis": redis_ok, "model": model})
+    def threads() -> str | None:
+        dead = worker.dead_threads()
+        return f"background thread stopped: {', '.join(dead)}" if dead else None
+
+    return Probes(alive, {"broker": broker, "redis": redis_ok, "model": model, "threads": threads})
 
 
 def control_plane_probes(settings: Settings, state: Any) -> Probes:

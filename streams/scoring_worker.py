@@ -37,7 +37,7 @@ from services.scoring.pipeline import BatchResult, Inbound, process_batch
 from services.scoring.serving import Serving
 from services.validation.rules import RecordRules
 from streams.model_watcher import ModelWatcher, publish_serving_info
-from streams.worker_outputs import Outputs, drift_signals, remember
+from streams.worker_outputs import BackgroundRemember, Outputs, drift_signals
 
 logger = logging.getLogger(__name__)
 FEATURE_RETRIES = 5
@@ -96,7 +96,8 @@ class WorkerSummary:
             "first_message_at": self.first_message_at,
             "last_acked_at": self.last_acked_at,
             "busy_cpu_seconds": round(self.busy_cpu_seconds, 3),
-            "max_rss_bytes": _max_rss_bytes(),
+            "max_rss_bytes": _proc_status_bytes("VmHWM:"),
+            "rss_bytes": _proc_status_bytes("VmRSS:"),
         }
 
 
@@ -139,10 +140,14 @@ class ScoringWorker:
         self.shadow_topic = shadow_topic
         self.drift = drift
         self.predictions_store = predictions_store
+        self._remember = (
+            BackgroundRemember(predictions_store) if predictions_store is not None else None
+        )
         self.clock_ms = clock_ms
         self.limiter = limiter
         self.worker_id = settings.worker.worker_id or default_worker_id()
         self._stopping = False
+        self._closed = False
         self.last_loop = time.monotonic()  # liveness: /healthz fails when this gets old
         self._next_lag_sample = 0.0
         self._next_commit = 0.0
@@ -247,6 +252,13 @@ class ScoringWorker:
 
     # -- the loop ---------------------------------------------------------------------------
 
+    def dead_threads(self) -> list[str]:
+        """Background threads that should run and do not (for the readiness probe)."""
+        dead = []
+        if self._remember is not None and not self._remember.alive and not self._closed:
+            dead.append("prediction-store")
+        return dead
+
     def request_stop(self, *_: object) -> None:
         """Finish the batch in hand, flush, commit, and leave (SIGTERM/SIGINT handler)."""
         self._stopping = True
@@ -323,6 +335,9 @@ class ScoringWorker:
 
     def _close(self) -> None:
         """Flush, commit what Kafka acknowledged, leave the group; raise if outputs failed."""
+        self._closed = True
+        if self._remember is not None:
+            self._remember.close()
         remaining = self._producer.flush(30)
         try:
             self._commit(sync=True)
@@ -413,8 +428,8 @@ class ScoringWorker:
         t2 = time.perf_counter()
         self._outputs.publish(inbound, result, signals, self.clock_ms())
         t3 = time.perf_counter()
-        if self.predictions_store is not None:
-            remember(self.predictions_store, result)
+        if self._remember is not None:
+            self._remember.submit(result)
         t4 = time.perf_counter()
         for stage, seconds in (
             ("process", t1 - t0),
@@ -541,13 +556,13 @@ class ScoringWorker:
                 del self._paused[tp]
 
 
-def _max_rss_bytes() -> int:
-    """Peak resident memory of this process: VmHWM (``ru_maxrss`` would include the parent's
-    peak across exec); 0 where /proc is not there."""
+def _proc_status_bytes(field: str) -> int:
+    """This process's resident memory now (``VmRSS:``) or at its peak (``VmHWM:``; not
+    ``ru_maxrss``, which carries the parent's peak across exec); 0 where /proc is not there."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass

@@ -9,6 +9,8 @@ a failed delivery is counted and logged, and never holds back serving or commits
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from services.codec.avro import AvroCodec
@@ -252,9 +255,7 @@ def drift_signals(
     champion = np.asarray([v == "champion" for v in block.variants], dtype=bool)
     watched = {"score": np.where(champion, block.scores, np.nan)}
     for name in features:
-        watched[f"feature:{name}"] = np.fromiter(
-            (_number(v) for v in block.field(name)), np.float64, n
-        )
+        watched[f"feature:{name}"] = _numbers(block.field(name))
     signals = []
     version = serving.champion.version
     for partition in np.unique(partitions).tolist():
@@ -279,6 +280,50 @@ def drift_signals(
     return signals
 
 
+class BackgroundRemember:
+    """Writes each batch's scores to the prediction store on a thread of its own, off the
+    scoring path (the worker only waited on Redis for it).
+
+    At most ``max_pending`` batches wait; beyond that ``submit`` blocks (bounded memory, and a
+    slow Redis slows scoring instead of growing a queue). Best effort like ``remember``: a
+    failure is counted and logged, and the thread goes on; ``alive`` feeds the readiness probe.
+    """
+
+    def __init__(self, store: PredictionStore, max_pending: int = 4) -> None:
+        self.store = store
+        self._queue: queue.Queue[BatchResult | None] = queue.Queue(maxsize=max_pending)
+        self._thread = threading.Thread(target=self._run, name="prediction-store", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def submit(self, result: BatchResult) -> None:
+        if result.served is not None:
+            self._queue.put(result)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, then stop the thread (bounded)."""
+        try:
+            self._queue.put(None, timeout=timeout)
+        except queue.Full:
+            logger.warning("prediction store writer did not drain in %.0f s", timeout)
+            return
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            try:
+                remember(self.store, item)
+            except Exception:  # noqa: BLE001 (the writer must outlive any one batch)
+                metrics.FEATURE_LOOKUPS.labels(outcome="prediction_store_error").inc()
+                logger.exception("prediction store write failed")
+
+
 def remember(store: PredictionStore, result: BatchResult) -> None:
     """Keep served and shadow scores for the label join. Best effort: losing them costs online
     quality figures, never predictions, so a Redis error is counted, not raised."""
@@ -291,6 +336,13 @@ def remember(store: PredictionStore, result: BatchResult) -> None:
     except FeatureStoreUnavailable as exc:
         metrics.FEATURE_LOOKUPS.labels(outcome="prediction_store_error").inc()
         logger.warning("predictions not stored for the label join: %s", exc)
+
+
+def _numbers(values: list[Any]) -> npt.NDArray[np.float64]:
+    """A watched field as floats, per batch; missing or non-numeric is NaN (skipped)."""
+    if {type(v) for v in values} <= {int, float}:
+        return np.asarray(values, dtype=np.float64)
+    return np.fromiter((_number(v) for v in values), np.float64, len(values))
 
 
 def _number(value: Any) -> float:

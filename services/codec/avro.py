@@ -5,7 +5,10 @@ Records are plain dicts. Timestamp fields are ``int`` epoch milliseconds (UTC) b
 
 from __future__ import annotations
 
+import copy
 import io
+import logging
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -18,6 +21,8 @@ from services.codec.schemas import RecordSchema, fingerprint, without_timestamp_
 from services.codec.wire import HEADER_SIZE, frame, unframe
 from services.core.errors import ConfigError, UnknownSchemaIdError
 from services.core.outcomes import Reason, Rejected, Stage
+
+logger = logging.getLogger(__name__)
 
 # What fastavro raises on bytes that are not valid Avro for the writer schema: short reads,
 # bad varints, out-of-range union/enum indexes, invalid UTF-8. Anything else is a bug and
@@ -66,6 +71,9 @@ class AvroCodec:
         self._writers: dict[int, tuple[Any, Any | None]] = {self.schema_id: (record.reader, None)}
         # Built on first use; False when the schema is not flat (fastavro writes it then).
         self._columns: ColumnEncoder | Literal[False] | None = None
+        self._fast: Any = None  # cavro fast path, built on first use (False: none)
+        self._nonce = os.urandom(8)
+        self._header = frame(self.schema_id, b"")
 
     def encode_one(self, record: Mapping[str, Any]) -> bytes:
         """Serialise one record (raises ``ValueError``/``TypeError`` naming the bad field)."""
@@ -147,8 +155,55 @@ class AvroCodec:
         return value
 
     def decode_many(self, values: Sequence[bytes | None]) -> list[dict[str, Any] | Rejected]:
-        """Decode a batch; the result has one entry per input, in order."""
-        return [self.decode_one(v) for v in values]
+        """Decode a batch; the result has one entry per input, in order.
+
+        Values written with this codec's own schema take a fast path (cavro, ~1.7x fastavro
+        here: docs/performance.md). It reads the body followed by a random per-codec nonce as
+        one record of two fields, so a body with trailing bytes, or one cut short, shows as a
+        nonce that does not match; such values, any error, and every other schema id go
+        through ``decode_one``, which names the reason. The result equals ``decode_one`` on
+        every value (a property test holds the two to that).
+        """
+        fast = self._fast_reader()
+        if fast is None:
+            return [self.decode_one(v) for v in values]
+        header, nonce, limit = self._header, self._nonce, self._max_bytes
+        out: list[dict[str, Any] | Rejected] = []
+        append = out.append
+        for v in values:
+            if v is not None and 5 < len(v) <= limit and v[:5] == header:
+                try:
+                    both = fast(v[5:] + nonce)
+                    if both["n"] == nonce:
+                        append(both["r"])
+                        continue
+                except Exception:  # noqa: BLE001, S110 (decode_one classifies this value)
+                    pass
+            append(self.decode_one(v))
+        return out
+
+    def _fast_reader(self) -> Any:
+        """cavro's decoder of (record, nonce) for this codec's own schema; None without cavro
+        or for a schema it does not parse (fastavro then reads everything)."""
+        if self._fast is None:
+            self._fast = False
+            try:
+                import cavro
+
+                source = without_timestamp_logical_types(copy.deepcopy(self.record.source))
+                pair = {
+                    "type": "record",
+                    "name": "StreamscoreFastPath",
+                    "fields": [
+                        {"name": "r", "type": source},
+                        {"name": "n", "type": {"type": "fixed", "name": "Nonce", "size": 8}},
+                    ],
+                }
+                options = cavro.DEFAULT_OPTIONS.replace(record_decodes_to_dict=True)
+                self._fast = cavro.Schema(pair, options=options).binary_decode
+            except Exception as exc:  # noqa: BLE001 (no fast path is a slower path, not an error)
+                logger.info("no fast Avro decoder for %s: %s", self.subject, exc)
+        return self._fast or None
 
     def _writer_for(self, schema_id: int) -> tuple[Any, Any | None]:
         cached = self._writers.get(schema_id)

@@ -1,5 +1,5 @@
-"""Token buckets in Redis (one Lua call per producer, all pipelined: one round trip per batch),
-and the pure split of a batch into admitted and rate-limited messages."""
+"""Token buckets in Redis (one Lua call per batch for all its producers: one command, one round
+trip), and the pure split of a batch into admitted and rate-limited messages."""
 
 from __future__ import annotations
 
@@ -13,22 +13,28 @@ from services.core.errors import FeatureStoreUnavailable
 
 PRODUCER_HEADER = "producer-id"
 
-# Atomic refill-and-take. Time comes from the Redis server, so every worker sees one clock.
+# Atomic refill-and-take for every bucket of a batch (KEYS[i] wants ARGV[i + 2] tokens). Time
+# comes from the Redis server, so every worker sees one clock.
 _TAKE = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local want = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(b[1]) or burst
-local ts = tonumber(b[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
-local granted = math.min(want, math.floor(tokens))
-tokens = tokens - granted
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 60000)
-return granted
+local ttl = math.ceil(burst / rate * 1000) + 60000
+local out = {}
+for i = 1, #KEYS do
+  local want = tonumber(ARGV[i + 2])
+  local b = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
+  local tokens = tonumber(b[1]) or burst
+  local ts = tonumber(b[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - ts) * rate / 1000)
+  local granted = math.min(want, math.floor(tokens))
+  tokens = tokens - granted
+  redis.call('HSET', KEYS[i], 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('PEXPIRE', KEYS[i], ttl)
+  out[i] = granted
+end
+return out
 """
 
 
@@ -52,14 +58,10 @@ class RedisTokenBuckets:
             return {}
         names = list(requested)
         try:
-            pipe = self._client.pipeline(transaction=False)
-            for name in names:
-                self._script(
-                    keys=[self._prefix + name],
-                    args=[self._rate, self._burst, requested[name]],
-                    client=pipe,
-                )
-            granted = pipe.execute()
+            granted = self._script(
+                keys=[self._prefix + n for n in names],
+                args=[self._rate, self._burst, *(requested[n] for n in names)],
+            )
         except (redis.RedisError, OSError) as exc:
             raise FeatureStoreUnavailable(f"rate-limit buckets unavailable: {exc}") from exc
         return {n: int(g) for n, g in zip(names, granted, strict=True)}

@@ -139,7 +139,7 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
                 _fmt(row["vs_bare"], ".2f") + "x",
                 _fmt(row["worker_cpu_us"], ".1f"),
                 _fmt(row["infra_cpu_us"], ".1f"),
-                _fmt(row["max_rss_mb"], ".0f"),
+                f"{_fmt(row['rss_mb'], '.0f')} / {_fmt(row['max_rss_mb'], '.0f')}",
                 _fmt(c["core_seconds_per_million"], ".0f"),
                 "yes" if row["all_accounted"] else "NO",
             ]
@@ -154,7 +154,7 @@ HEAD = [
     "vs bare",
     "worker CPU µs/event",
     "broker+Redis CPU µs/event",
-    "RSS MB",
+    "RSS MB (end / peak)",
     "core-s per 1M events",
     "all accounted",
 ]

@@ -126,7 +126,12 @@ def test_metrics_of_a_known_stream_equal_what_was_sent(pipeline: Pipeline) -> No
     lag = [v for (n, _), v in m.items() if n == "streamscore_consumer_lag_messages"]
     assert lag and max(lag) == 0  # everything consumed
     assert ready_code == 200
-    assert json.loads(ready)["checks"] == {"broker": "ok", "redis": "ok", "model": "ok"}
+    assert json.loads(ready)["checks"] == {
+        "broker": "ok",
+        "redis": "ok",
+        "model": "ok",
+        "threads": "ok",
+    }
 
 
 def test_readiness_names_a_dependency_that_is_down(pipeline: Pipeline) -> None:
