@@ -15,8 +15,9 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -40,6 +41,7 @@ from streams.model_watcher import ModelWatcher, publish_serving_info
 from streams.worker_outputs import BackgroundRemember, Outputs, drift_signals
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 FEATURE_RETRIES = 5
 JOIN_GRACE_SECONDS = 30.0  # how long --timeout waits for a first partition assignment
 LAG_SAMPLE_SECONDS = 5.0
@@ -154,6 +156,9 @@ class ScoringWorker:
         self._assigned_at: float | None = None
         self._paused: dict[tuple[str, int], float] = {}
         self._tracker = DeliveryTracker()
+        # Redis calls of a batch (rate-limit tokens, features) wait here while it decodes and
+        # validates: the GIL is free while a thread waits on a socket.
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-io")
         self._summary = WorkerSummary()
         self._consumer = Consumer(
             consumer_config(settings, settings.worker.scoring_group, on_commit=self._on_commit)
@@ -252,6 +257,10 @@ class ScoringWorker:
 
     # -- the loop ---------------------------------------------------------------------------
 
+    def _start_io(self, call: Callable[[], T]) -> Callable[[], T]:
+        """Run a Redis call on the IO thread; the batch's CPU work goes on meanwhile."""
+        return self._io.submit(call).result
+
     def dead_threads(self) -> list[str]:
         """Background threads that should run and do not (for the readiness probe)."""
         dead = []
@@ -336,6 +345,7 @@ class ScoringWorker:
     def _close(self) -> None:
         """Flush, commit what Kafka acknowledged, leave the group; raise if outputs failed."""
         self._closed = True
+        self._io.shutdown(wait=True)
         if self._remember is not None:
             self._remember.close()
         remaining = self._producer.flush(30)
@@ -466,6 +476,7 @@ class ScoringWorker:
                     self.limiter,
                     self.settings.rate_limit.policy == "backpressure",
                     self.settings.model.decision_threshold,
+                    self._start_io,
                 )
             except FeatureStoreUnavailable as exc:
                 metrics.FEATURE_LOOKUPS.labels(outcome="error").inc()

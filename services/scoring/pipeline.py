@@ -10,7 +10,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -166,6 +166,25 @@ class BatchResult:
         return len(self.served) if self.served is not None else 0
 
 
+T = TypeVar("T")
+
+
+class Start(Protocol):
+    """Starts an IO call; returns a way to wait for its answer (re-raising its error)."""
+
+    def __call__(self, call: Callable[[], T]) -> Callable[[], T]: ...
+
+
+def run_now(call: Callable[[], T]) -> Callable[[], T]:
+    """``start`` that calls at once (tests, replay): the answer is ready when asked for.
+
+    >>> run_now(lambda: 42)()
+    42
+    """
+    answer = call()
+    return lambda: answer
+
+
 def defer_from_first_denial(messages: Sequence[Inbound], admitted: Sequence[bool]) -> list[bool]:
     """Backpressure keeps order: in each partition, everything from the first denied message on
     waits (is consumed again later), even messages whose producer still had tokens.
@@ -240,6 +259,7 @@ def process_batch(
     limiter: Limiter | None = None,
     backpressure: bool = False,
     threshold: float = 0.5,
+    start: Start = run_now,
 ) -> BatchResult:
     """envelope → rate limit → decode → validate → enrich (one lookup) → score (one predict
     per serving model).
@@ -247,6 +267,11 @@ def process_batch(
     ``model`` is the serving set (champion, and a challenger in shadow or canary) or a single
     model. ``lookup`` is the feature store's ``get_many``; it may raise
     ``FeatureStoreUnavailable`` (transient: the worker retries the batch, nothing committed).
+
+    ``start`` runs the two IO calls (rate-limit tokens, feature lookup) and returns a way to
+    wait for their answer. The default calls them at once; the worker starts them on an IO
+    thread, so that the rate-limit answer is awaited while the batch decodes and the features
+    while it is validated. Either way the result is the same.
     """
     serving = model if isinstance(model, Serving) else Serving(model)
     dead: list[DeadLetterOut] = []
@@ -267,9 +292,14 @@ def process_batch(
         messages = [m for m, w in zip(messages, wait, strict=True) if not w]
     dead += [DeadLetterOut(m, r) for m, r in zip(messages, envelope, strict=True) if r is not None]
     messages = [m for m, r in zip(messages, envelope, strict=True) if r is None]
+    quota = None
     if limiter is not None and messages and not backpressure:
         producers = [producer_of(m.key, m.headers) for m in messages]
-        admitted = split_by_quota(producers, limiter.take(Counter(producers)))
+        counts = Counter(producers)
+        quota = start(lambda: limiter.take(counts))  # answered while the batch decodes
+    decoded = codec.decode_many([m.value for m in messages])
+    if quota is not None:
+        admitted = split_by_quota(producers, quota())
         dead += [
             DeadLetterOut(
                 m,
@@ -282,25 +312,29 @@ def process_batch(
             for m, p, ok in zip(messages, producers, admitted, strict=True)
             if not ok
         ]
+        decoded = [d for d, ok in zip(decoded, admitted, strict=True) if ok]
         messages = [m for m, ok in zip(messages, admitted, strict=True) if ok]
     good: list[Inbound] = []
     events: list[dict[str, Any]] = []
-    for message, decoded in zip(
-        messages, codec.decode_many([m.value for m in messages]), strict=True
-    ):
-        if isinstance(decoded, Rejected):
-            dead.append(DeadLetterOut(message, decoded))
+    for message, record in zip(messages, decoded, strict=True):
+        if isinstance(record, Rejected):
+            dead.append(DeadLetterOut(message, record))
         else:
             good.append(message)
-            events.append(decoded)
-    refusals = validate_many(events, rules, now_ms)
-    if any(r is not None for r in refusals):
-        dead += [DeadLetterOut(m, r) for m, r in zip(good, refusals, strict=True) if r is not None]
-        good = [m for m, r in zip(good, refusals, strict=True) if r is None]
-        events = [e for e, r in zip(events, refusals, strict=True) if r is None]
+            events.append(record)
     if not events:
         return BatchResult(None, dead, deferred=deferred)
-    matrix = assemble(spec, events, lookup(lookup_requests(spec, events)))
+    requests = lookup_requests(spec, events)
+    features = start(lambda: lookup(requests))  # read while the batch is validated
+    refusals = validate_many(events, rules, now_ms)
+    found = features()
+    if any(r is not None for r in refusals):
+        dead += [DeadLetterOut(m, r) for m, r in zip(good, refusals, strict=True) if r is not None]
+        keep = np.asarray([r is None for r in refusals], dtype=bool)
+        found = {g: Lookup(v.values[keep], v.found[keep]) for g, v in found.items()}
+        good = [m for m, r in zip(good, refusals, strict=True) if r is None]
+        events = [e for e, r in zip(events, refusals, strict=True) if r is None]
+    matrix = assemble(spec, events, found)
     scored = score_rows(serving, matrix.values, column(events, "user_id"), threshold)
     missing: dict[str, int] = {}
     for row in matrix.missing:
