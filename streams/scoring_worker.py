@@ -15,7 +15,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -38,7 +38,7 @@ from services.scoring.pipeline import BatchResult, Inbound, process_batch
 from services.scoring.serving import Serving
 from services.validation.rules import RecordRules
 from streams.model_watcher import ModelWatcher, publish_serving_info
-from streams.worker_outputs import BackgroundRemember, Outputs, drift_signals
+from streams.worker_outputs import Outputs, drift_signals, remember
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -142,9 +142,7 @@ class ScoringWorker:
         self.shadow_topic = shadow_topic
         self.drift = drift
         self.predictions_store = predictions_store
-        self._remember = (
-            BackgroundRemember(predictions_store) if predictions_store is not None else None
-        )
+        self._remembering: Future[None] | None = None  # the last batch's prediction-store write
         self.clock_ms = clock_ms
         self.limiter = limiter
         self.worker_id = settings.worker.worker_id or default_worker_id()
@@ -261,11 +259,20 @@ class ScoringWorker:
         """Run a Redis call on the IO thread; the batch's CPU work goes on meanwhile."""
         return self._io.submit(call).result
 
+    def _remember(self, store: PredictionStore, result: BatchResult) -> None:
+        """The prediction-store write goes to the IO thread, off the scoring path; the next
+        batch's Redis calls queue behind it. At most one waits (bounded memory): a slow Redis
+        slows scoring rather than growing a queue. Best effort (``remember`` counts errors)."""
+        if self._remembering is not None:
+            self._remembering.result()
+        self._remembering = self._io.submit(remember, store, result)
+
     def dead_threads(self) -> list[str]:
         """Background threads that should run and do not (for the readiness probe)."""
         dead = []
-        if self._remember is not None and not self._remember.alive and not self._closed:
-            dead.append("prediction-store")
+        watcher = self.watcher
+        if watcher is not None and watcher.started and not watcher.alive and not self._closed:
+            dead.append("model-watcher")
         return dead
 
     def request_stop(self, *_: object) -> None:
@@ -345,9 +352,7 @@ class ScoringWorker:
     def _close(self) -> None:
         """Flush, commit what Kafka acknowledged, leave the group; raise if outputs failed."""
         self._closed = True
-        self._io.shutdown(wait=True)
-        if self._remember is not None:
-            self._remember.close()
+        self._io.shutdown(wait=True)  # the last prediction-store write included
         remaining = self._producer.flush(30)
         try:
             self._commit(sync=True)
@@ -438,8 +443,8 @@ class ScoringWorker:
         t2 = time.perf_counter()
         self._outputs.publish(inbound, result, signals, self.clock_ms())
         t3 = time.perf_counter()
-        if self._remember is not None:
-            self._remember.submit(result)
+        if self.predictions_store is not None and result.served is not None:
+            self._remember(self.predictions_store, result)
         t4 = time.perf_counter()
         for stage, seconds in (
             ("process", t1 - t0),

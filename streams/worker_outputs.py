@@ -9,8 +9,6 @@ a failed delivery is counted and logged, and never holds back serving or commits
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -278,50 +276,6 @@ def drift_signals(
                 extra={"topic": topic, "partition": partition, "stage": "drift"},
             )
     return signals
-
-
-class BackgroundRemember:
-    """Writes each batch's scores to the prediction store on a thread of its own, off the
-    scoring path (the worker only waited on Redis for it).
-
-    At most ``max_pending`` batches wait; beyond that ``submit`` blocks (bounded memory, and a
-    slow Redis slows scoring instead of growing a queue). Best effort like ``remember``: a
-    failure is counted and logged, and the thread goes on; ``alive`` feeds the readiness probe.
-    """
-
-    def __init__(self, store: PredictionStore, max_pending: int = 4) -> None:
-        self.store = store
-        self._queue: queue.Queue[BatchResult | None] = queue.Queue(maxsize=max_pending)
-        self._thread = threading.Thread(target=self._run, name="prediction-store", daemon=True)
-        self._thread.start()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def submit(self, result: BatchResult) -> None:
-        if result.served is not None:
-            self._queue.put(result)
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop the thread (bounded)."""
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            logger.warning("prediction store writer did not drain in %.0f s", timeout)
-            return
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            try:
-                remember(self.store, item)
-            except Exception:  # noqa: BLE001 (the writer must outlive any one batch)
-                metrics.FEATURE_LOOKUPS.labels(outcome="prediction_store_error").inc()
-                logger.exception("prediction store write failed")
 
 
 def remember(store: PredictionStore, result: BatchResult) -> None:
