@@ -473,7 +473,9 @@ def _reader(env: Env, topic: str, stop: threading.Event, out: list[tuple[int, fl
     c.subscribe([topic])
     try:
         while not stop.is_set():
-            batch = [m for m in c.consume(1000, 0.05) if m.error() is None]
+            # What has arrived, without waiting for 1000 (consume(n, t) waits for n or t).
+            got = c.consume(1000, 0) or c.consume(1, 0.05)
+            batch = [m for m in got if m.error() is None]
             if not batch:
                 continue
             now = time.time()
@@ -488,22 +490,31 @@ def _start_live_worker(env: Env, tag: str) -> tuple[subprocess.Popen[bytes], str
     """A long-running worker on a fresh, empty input topic; returns it once it has partitions."""
     env.counter += 1
     inp, out = f"bench.lat-in-{env.counter}-{tag}.v1", f"bench.lat-out-{env.counter}-{tag}.v1"
-    add_topics(env.settings, {inp: "Interaction", out: "Prediction"})
+    add_topics(env.settings, {inp: "Interaction", out: "Prediction", f"{inp}.dlq": "DeadLetter"})
     proc = launch_worker(_worker_settings(env, inp, out, f"bench-live-{env.counter}"))
     return proc, inp, out
 
 
-def _wait_assigned(env: Env, inp: str, group: str, deadline_s: float = 90) -> None:
-    """Until the group has a member owning the input's partitions (from the broker)."""
-    admin = AdminClient(admin_config(env.settings))
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
-        owned = sum(len(m.assignment.topic_partitions) for m in desc.members)
-        if owned >= PARTITIONS:
-            return
-        time.sleep(0.2)  # polling the broker for a condition, with a deadline
-    raise RuntimeError(f"group {group} never owned {inp}'s partitions")
+def _wait_scoring(
+    env: Env,
+    proc: subprocess.Popen[bytes],
+    inp: str,
+    samples: list[tuple[int, float]],
+    timeout: float = 120,
+) -> None:
+    """Until the live worker has scored a first probe event (read back by the reader)."""
+    key, body, _ = env.peer["bodies"][0]
+    producer = Producer(producer_config(env.settings))
+    producer.produce(inp, bytes.fromhex(body), bytes.fromhex(key))
+    producer.flush(30)
+    deadline = time.monotonic() + timeout
+    while not samples:
+        if proc.poll() is not None:
+            err = proc.communicate()[1].decode(errors="replace")[-2000:]
+            raise RuntimeError(f"the live worker exited {proc.returncode}: {err}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the live worker on {inp} scored nothing in {timeout:.0f} s")
+        time.sleep(0.1)  # waiting for the reader thread, with a deadline
 
 
 def latency(
@@ -515,8 +526,8 @@ def latency(
     stop = threading.Event()
     reader = threading.Thread(target=_reader, args=(env, out, stop, samples), daemon=True)
     try:
-        _wait_assigned(env, inp, f"bench-live-{env.counter}")
         reader.start()
+        _wait_scoring(env, proc, inp, samples)
         for rate in rates:
             tick(f"latency at {rate:,.0f} events/s for {seconds:.0f} s")
             env.counter += 1
@@ -561,8 +572,12 @@ def soak(env: Env, rate: float, seconds: float, tick: Say) -> dict[str, Any]:
     proc, inp, out = _start_live_worker(env, "soak")
     group = f"bench-live-{env.counter}"
     rss: list[tuple[float, int]] = []
+    samples: list[tuple[int, float]] = []
+    stop = threading.Event()
+    reader = threading.Thread(target=_reader, args=(env, out, stop, samples), daemon=True)
     try:
-        _wait_assigned(env, inp, group)
+        reader.start()
+        _wait_scoring(env, proc, inp, samples)
         env.counter += 1
         t0 = time.monotonic()
         sender = _launch_peer(
@@ -578,6 +593,7 @@ def soak(env: Env, rate: float, seconds: float, tick: Say) -> dict[str, Any]:
         (sent,) = _finish([sender], timeout=120)
         lag = _lag_when_settled(env, inp, group, timeout=60)
     finally:
+        stop.set()
         proc.terminate()
         proc.communicate(timeout=60)
     steady = [b for t, b in rss if t >= min(60.0, seconds / 4)] or [b for _, b in rss]

@@ -43,10 +43,10 @@ class Peer:
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.cfg = cfg
-        self.consumer = Consumer(
+        self.consumer = Consumer(  # the open-loop producer consumes nothing: a throwaway group
             {
                 "bootstrap.servers": cfg["bootstrap"],
-                "group.id": cfg["group"],
+                "group.id": cfg.get("group", "bench-openloop"),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": 10,
@@ -57,10 +57,12 @@ class Peer:
         self.producer = Producer(
             {
                 "bootstrap.servers": cfg["bootstrap"],
-                "linger.ms": 5,
+                # The open-loop source sends at once (its own latency is not the worker's).
+                "linger.ms": 0 if "rate" in cfg else 5,
                 "acks": "all",
                 "enable.idempotence": True,
                 "compression.type": "lz4",
+                "socket.nagle.disable": True,
             }
         )
         self.acked = 0

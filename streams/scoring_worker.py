@@ -154,9 +154,10 @@ class ScoringWorker:
         self._assigned_at: float | None = None
         self._paused: dict[tuple[str, int], float] = {}
         self._tracker = DeliveryTracker()
-        # Redis calls of a batch (rate-limit tokens, features) wait here while it decodes and
-        # validates: the GIL is free while a thread waits on a socket.
-        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="scoring-io")
+        # Redis calls of a batch (rate-limit tokens, features, the prediction store) wait here,
+        # two at a time, while it decodes and validates: the GIL is free while a thread waits
+        # on a socket.
+        self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scoring-io")
         self._summary = WorkerSummary()
         self._consumer = Consumer(
             consumer_config(settings, settings.worker.scoring_group, on_commit=self._on_commit)

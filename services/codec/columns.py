@@ -29,7 +29,10 @@ import numpy.typing as npt
 
 from services.core.errors import ConfigError
 
-_SMALL_LEN = [bytes((2 * n,)) for n in range(64)]  # zigzag varint of 0..63 is one byte
+_SMALL_LEN = [bytes((2 * n,)) for n in range(64)]
+SMALL = (
+    32  # below this many rows, numbers are encoded one by one  # zigzag varint of 0..63 is one byte
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,12 +152,25 @@ class ColumnEncoder:
             return opt, lambda col, n: [opt(x) for x in col]
         if t in ("string", "bytes"):
             return _string, lambda col, n: [_string(x) for x in col]
+        # numpy pays off from a few dozen values on; small batches (light load) go value by value.
         if t in ("int", "long"):
-            return (lambda x: zigzag_varint(int(x))), lambda col, n: varints(col)
+            return (
+                lambda x: zigzag_varint(int(x))
+            ), lambda col, n: varints(col) if n >= SMALL else [zigzag_varint(int(x)) for x in col]
         if t == "double":
-            return (lambda x: struct.pack("<d", x)), lambda col, n: _doubles(col, "<f8")
+            return (
+                (lambda x: struct.pack("<d", x)),
+                lambda col, n: (
+                    _doubles(col, "<f8") if n >= SMALL else [struct.pack("<d", x) for x in col]
+                ),
+            )
         if t == "float":
-            return (lambda x: struct.pack("<f", x)), lambda col, n: _doubles(col, "<f4")
+            return (
+                (lambda x: struct.pack("<f", x)),
+                lambda col, n: (
+                    _doubles(col, "<f4") if n >= SMALL else [struct.pack("<f", x) for x in col]
+                ),
+            )
         if t == "boolean":
             return (lambda x: b"\x01" if x else b"\x00"), lambda col, n: [
                 b"\x01" if x else b"\x00" for x in col

@@ -24,6 +24,9 @@ def common_config(settings: Settings) -> dict[str, Any]:
         "client.id": k.client_id,
         "security.protocol": k.security_protocol,
         "logger": _LIBRDKAFKA_LOGGER,
+        # Small requests go out at once: with Nagle's algorithm a lone produce or fetch can wait
+        # for the peer's delayed ACK (tens of ms) before it is sent.
+        "socket.nagle.disable": True,
     }
     if k.sasl_mechanism:
         conf["sasl.mechanism"] = k.sasl_mechanism

@@ -269,9 +269,9 @@ def process_batch(
     ``FeatureStoreUnavailable`` (transient: the worker retries the batch, nothing committed).
 
     ``start`` runs the two IO calls (rate-limit tokens, feature lookup) and returns a way to
-    wait for their answer. The default calls them at once; the worker starts them on an IO
-    thread, so that the rate-limit answer is awaited while the batch decodes and the features
-    while it is validated. Either way the result is the same.
+    wait for their answer. The default calls them at once; the worker starts them on IO
+    threads, so that they run at the same time as each other, the decoding and the
+    validation. Either way the result is the same.
     """
     serving = model if isinstance(model, Serving) else Serving(model)
     dead: list[DeadLetterOut] = []
@@ -298,6 +298,12 @@ def process_batch(
         counts = Counter(producers)
         quota = start(lambda: limiter.take(counts))  # answered while the batch decodes
     decoded = codec.decode_many([m.value for m in messages])
+    # Features are asked for every decoded event now (rows of events refused below are
+    # dropped), so that their round trip overlaps the rate limit's and the validation.
+    readable = [d for d in decoded if not isinstance(d, Rejected)]
+    requests = lookup_requests(spec, readable)
+    features = start(lambda: lookup(requests)) if readable else None
+    admitted = [True] * len(messages)
     if quota is not None:
         admitted = split_by_quota(producers, quota())
         dead += [
@@ -312,22 +318,29 @@ def process_batch(
             for m, p, ok in zip(messages, producers, admitted, strict=True)
             if not ok
         ]
-        decoded = [d for d, ok in zip(decoded, admitted, strict=True) if ok]
-        messages = [m for m, ok in zip(messages, admitted, strict=True) if ok]
     good: list[Inbound] = []
     events: list[dict[str, Any]] = []
-    for message, record in zip(messages, decoded, strict=True):
+    rows: list[int] = []  # per good event, its row in the feature lookup
+    looked_up = 0
+    for message, record, admit in zip(messages, decoded, admitted, strict=True):
         if isinstance(record, Rejected):
-            dead.append(DeadLetterOut(message, record))
-        else:
+            if admit:
+                dead.append(DeadLetterOut(message, record))
+            continue
+        if admit:
             good.append(message)
             events.append(record)
+            rows.append(looked_up)
+        looked_up += 1
     if not events:
+        if features is not None:
+            features()  # the lookup's errors are the batch's, whatever became of its rows
         return BatchResult(None, dead, deferred=deferred)
-    requests = lookup_requests(spec, events)
-    features = start(lambda: lookup(requests))  # read while the batch is validated
     refusals = validate_many(events, rules, now_ms)
-    found = features()
+    found = features() if features is not None else {}
+    if len(rows) != looked_up:  # rate-limited events had rows too
+        take = np.asarray(rows)
+        found = {g: Lookup(v.values[take], v.found[take]) for g, v in found.items()}
     if any(r is not None for r in refusals):
         dead += [DeadLetterOut(m, r) for m, r in zip(good, refusals, strict=True) if r is not None]
         keep = np.asarray([r is None for r in refusals], dtype=bool)
@@ -337,8 +350,8 @@ def process_batch(
     matrix = assemble(spec, events, found)
     scored = score_rows(serving, matrix.values, column(events, "user_id"), threshold)
     missing: dict[str, int] = {}
-    for row in matrix.missing:
-        for group in row:
+    for groups in matrix.missing:
+        for group in groups:
             missing[group] = missing.get(group, 0) + 1
     name = serving.champion.name
     served = PredictionBlock(

@@ -63,7 +63,7 @@ def _fastavro(schema: dict[str, Any], record: dict[str, Any]) -> bytes:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(row, max_size=30), st.booleans())
+@given(st.lists(row, max_size=50), st.booleans())
 def test_columns_encode_as_fastavro_does(rows: list[dict[str, Any]], as_arrays: bool) -> None:
     enc = ColumnEncoder(SCHEMA)
     cols: dict[str, Any] = {f["name"]: [r[f["name"]] for r in rows] for f in SCHEMA["fields"]}
