@@ -38,7 +38,7 @@ from services.scoring.pipeline import BatchResult, Inbound, process_batch
 from services.scoring.serving import Serving
 from services.validation.rules import RecordRules
 from streams.model_watcher import ModelWatcher, publish_serving_info
-from streams.worker_outputs import Outputs, drift_signals, remember
+from streams.worker_outputs import DriftFeed, Outputs, remember
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -163,6 +163,9 @@ class ScoringWorker:
             consumer_config(settings, settings.worker.scoring_group, on_commit=self._on_commit)
         )
         self._producer = Producer(producer_config(settings))
+        self._drift_feed = (
+            DriftFeed(drift[0], settings.drift.features, input_topic.name) if drift else None
+        )
         self._outputs = Outputs(
             self._producer,
             self._tracker,
@@ -256,6 +259,11 @@ class ScoringWorker:
 
     # -- the loop ---------------------------------------------------------------------------
 
+    def _flush_drift(self, *, force: bool) -> None:
+        feed = self._drift_feed
+        if feed is not None and (force or feed.due(time.monotonic())):
+            self._outputs.publish_signals(feed.flush(self.serving, self.clock_ms()))
+
     def _start_io(self, call: Callable[[], T]) -> Callable[[], T]:
         """Run a Redis call on the IO thread; the batch's CPU work goes on meanwhile."""
         return self._io.submit(call).result
@@ -323,6 +331,7 @@ class ScoringWorker:
                     self._commit(sync=False)
                     self._next_commit = now + self.settings.batch.commit_interval_seconds
                 if not messages:
+                    self._flush_drift(force=False)
                     # Idle time counts from the last message or the last assignment, so a slow
                     # group join (a dead member's session must expire first) is not "idle".
                     since = time.monotonic() - max(last_message, self._assigned_at or started)
@@ -353,6 +362,7 @@ class ScoringWorker:
     def _close(self) -> None:
         """Flush, commit what Kafka acknowledged, leave the group; raise if outputs failed."""
         self._closed = True
+        self._flush_drift(force=True)
         self._io.shutdown(wait=True)  # the last prediction-store write included
         remaining = self._producer.flush(30)
         try:
@@ -432,15 +442,11 @@ class ScoringWorker:
         result = self._process_with_retry(inbound)
         t1 = time.perf_counter()
         signals: list[dict[str, Any]] = []
-        if self.drift is not None:
-            signals = drift_signals(
-                self.drift[0],
-                result,
-                self.settings.drift.features,
-                self.input_topic.name,
-                self.serving,
-                self.clock_ms(),
-            )
+        feed = self._drift_feed
+        if feed is not None:
+            feed.add(result, time.monotonic())
+            if feed.due(time.monotonic()):
+                signals = feed.flush(self.serving, self.clock_ms())
         t2 = time.perf_counter()
         self._outputs.publish(inbound, result, signals, self.clock_ms())
         t3 = time.perf_counter()
@@ -522,6 +528,7 @@ class ScoringWorker:
             self.serving.describe(),
             extra={"model_version": new.champion.version, "component": "model"},
         )
+        self._flush_drift(force=True)  # what the old serving set scored is judged as its own
         publish_serving_info(new, self.serving)
         if self.drift is not None and new.champion.version != self.serving.champion.version:
             self.drift[0].reset("score")

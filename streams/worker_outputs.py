@@ -175,10 +175,14 @@ class Outputs:
                     )
             for (stage, reason), n in rejected.items():
                 metrics.MESSAGES_REJECTED.labels(stage=stage, reason=reason).inc(n)
+        self.publish_signals(signals)
+
+    def publish_signals(self, signals: Sequence[dict[str, Any]]) -> None:
+        """Drift signals: best effort, like shadow predictions."""
         if signals and self.drift is not None:
             topic_spec, codec = self.drift
             for record, value in zip(signals, codec.encode_many(list(signals)), strict=True):
-                send(topic_spec.name, value, record["signal"].encode(), self._drift_cb)
+                self._send(topic_spec.name, value, record["signal"].encode(), self._drift_cb)
 
     def _open_chunks(
         self, inbound: Sequence[Inbound], result: BatchResult
@@ -232,50 +236,97 @@ class Outputs:
             metrics.MESSAGES_PRODUCED.labels(topic=self.dlq_topic.name).inc(sent.dead_letters)
 
 
-def drift_signals(
-    monitor: DriftMonitor,
-    result: BatchResult,
-    features: Sequence[str],
-    topic: str,
-    serving: Serving,
-    now_ms: int,
-) -> list[dict[str, Any]]:
-    """Feed served scores and watched fields to the drift monitors, per partition, as arrays;
-    returns the DriftSignal records of detectors that fired."""
-    block = result.served
-    if block is None:
-        return []
-    n = len(block)
-    partitions = np.fromiter((m.partition for m in block.sources), np.int64, n)
-    offsets = np.fromiter((m.offset for m in block.sources), np.int64, n)
-    times = np.asarray(block.field("event_time"), dtype=np.int64)
-    # Only the champion's scores: a canary's are another model's by design.
-    champion = np.asarray([v == "champion" for v in block.variants], dtype=bool)
-    watched = {"score": np.where(champion, block.scores, np.nan)}
-    for name in features:
-        watched[f"feature:{name}"] = _numbers(block.field(name))
-    signals = []
-    version = serving.champion.version
-    for partition in np.unique(partitions).tolist():
-        rows = partitions == partition
-        offs, ts = offsets[rows].tolist(), times[rows].tolist()
-        for signal, values in watched.items():
-            evidence = monitor.observe(partition, signal, values[rows], offs, ts)
-            if evidence is None:
-                continue
-            signals.append(drift_signal(evidence, topic, serving.champion.name, version, now_ms))
-            metrics.DRIFT_SIGNALS.labels(detector=evidence.detector, signal=signal).inc()
-            logger.warning(
-                "drift on %s: %s mean %.4g -> %.4g (offsets %d-%d)",
-                signal,
-                evidence.detector,
-                evidence.stats_before.get("mean", float("nan")),
-                evidence.stats_after.get("mean", float("nan")),
-                evidence.offset_start,
-                evidence.offset_end,
-                extra={"topic": topic, "partition": partition, "stage": "drift"},
+@dataclass(slots=True)
+class _DriftRows:
+    partitions: npt.NDArray[np.int64]
+    offsets: npt.NDArray[np.int64]
+    times: npt.NDArray[np.int64]
+    watched: dict[str, npt.NDArray[np.float64]]
+
+
+class DriftFeed:
+    """The drift monitors' input, gathered over small batches.
+
+    The detectors see the same values in the same order as batch by batch, but in pieces of at
+    least ``min_rows`` (or whatever waited ``max_wait_seconds``): at light load a batch is one
+    or two events, and numpy's fixed cost per call would otherwise be paid per event. The
+    worker flushes before a model swap (the score detector restarts with a new champion).
+    """
+
+    def __init__(
+        self,
+        monitor: DriftMonitor,
+        features: Sequence[str],
+        topic: str,
+        min_rows: int = 256,
+        max_wait_seconds: float = 1.0,
+    ) -> None:
+        self.monitor, self.features, self.topic = monitor, tuple(features), topic
+        self.min_rows, self.max_wait = min_rows, max_wait_seconds
+        self._pending: list[_DriftRows] = []
+        self._rows = 0
+        self._since = 0.0
+
+    def add(self, result: BatchResult, now: float) -> None:
+        block = result.served
+        if block is None:
+            return
+        n = len(block)
+        # Only the champion's scores: a canary's are another model's by design.
+        champion = np.asarray([v == "champion" for v in block.variants], dtype=bool)
+        watched = {"score": np.where(champion, block.scores, np.nan)}
+        for name in self.features:
+            watched[f"feature:{name}"] = _numbers(block.field(name))
+        self._pending.append(
+            _DriftRows(
+                np.fromiter((m.partition for m in block.sources), np.int64, n),
+                np.fromiter((m.offset for m in block.sources), np.int64, n),
+                np.asarray(block.field("event_time"), dtype=np.int64),
+                watched,
             )
-    return signals
+        )
+        if not self._rows:
+            self._since = now
+        self._rows += n
+
+    def due(self, now: float) -> bool:
+        return self._rows >= self.min_rows or (
+            self._rows > 0 and now - self._since >= self.max_wait
+        )
+
+    def flush(self, serving: Serving, now_ms: int) -> list[dict[str, Any]]:
+        """Feed what is pending, per partition; the DriftSignal records of detectors that
+        fired."""
+        if not self._pending:
+            return []
+        parts, self._pending, self._rows = self._pending, [], 0
+        partitions = np.concatenate([p.partitions for p in parts])
+        offsets = np.concatenate([p.offsets for p in parts])
+        times = np.concatenate([p.times for p in parts])
+        watched = {k: np.concatenate([p.watched[k] for p in parts]) for k in parts[0].watched}
+        signals = []
+        version = serving.champion.version
+        for partition in np.unique(partitions).tolist():
+            rows = partitions == partition
+            offs, ts = offsets[rows].tolist(), times[rows].tolist()
+            for signal, values in watched.items():
+                evidence = self.monitor.observe(partition, signal, values[rows], offs, ts)
+                if evidence is None:
+                    continue
+                record = drift_signal(evidence, self.topic, serving.champion.name, version, now_ms)
+                signals.append(record)
+                metrics.DRIFT_SIGNALS.labels(detector=evidence.detector, signal=signal).inc()
+                logger.warning(
+                    "drift on %s: %s mean %.4g -> %.4g (offsets %d-%d)",
+                    signal,
+                    evidence.detector,
+                    evidence.stats_before.get("mean", float("nan")),
+                    evidence.stats_after.get("mean", float("nan")),
+                    evidence.offset_start,
+                    evidence.offset_end,
+                    extra={"topic": self.topic, "partition": partition, "stage": "drift"},
+                )
+        return signals
 
 
 def remember(store: PredictionStore, result: BatchResult) -> None:

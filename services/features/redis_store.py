@@ -11,11 +11,12 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 import redis
 
 from services.core.errors import FeatureStoreUnavailable
 from services.features.spec import FeatureSpec
-from services.features.store import Lookup, Matrix, lookup_from_rows
+from services.features.store import Lookup, Matrix
 
 logger = logging.getLogger(__name__)
 _LOAD_CHUNK = 5000
@@ -31,6 +32,7 @@ class RedisFeatureStore:
         self._client = client
         self._prefix = f"{key_prefix}feat:{spec.version}:"
         self._ttl = ttl_seconds or None
+        self._default_rows: dict[str, npt.NDArray[np.float32]] = {}
 
     def key(self, group: str, entity: str) -> str:
         return f"{self._prefix}{group}:{entity}"
@@ -38,7 +40,7 @@ class RedisFeatureStore:
     def get_many(self, requests: dict[str, Sequence[str]]) -> dict[str, Lookup]:
         # One MGET for every group: a batch costs one round trip whatever its size.
         plan = [(name, list(dict.fromkeys(keys))) for name, keys in requests.items()]
-        redis_keys = [self.key(name, k) for name, uniq in plan for k in uniq]
+        redis_keys = [f"{self._prefix}{name}:{k}" for name, uniq in plan for k in uniq]
         try:
             raw = self._client.mget(redis_keys) if redis_keys else []
         except (redis.RedisError, OSError) as exc:
@@ -49,23 +51,42 @@ class RedisFeatureStore:
         pos = 0
         for name, uniq in plan:
             group = self.spec.group(name)
-            rows: dict[str, np.ndarray] = {}
-            for entity, blob in zip(uniq, raw[pos : pos + len(uniq)], strict=True):
+            size = 4 * group.width
+            blobs = raw[pos : pos + len(uniq)]
+            pos += len(uniq)
+            # Unique entities' rows, defaults where missing; then one gather to the batch.
+            rows = np.empty((len(uniq), group.width), dtype=np.float32)
+            rows[:] = self._defaults(group.name)
+            have = np.zeros(len(uniq), dtype=np.bool_)
+            for i, blob in enumerate(blobs):
                 if not isinstance(blob, bytes):  # None: not loaded (clients never decode here)
                     continue
-                if len(blob) != 4 * group.width:
+                if len(blob) != size:
                     # A row of another width is not ours to trust: count it as missing.
                     logger.warning(
                         "feature row %s has %d bytes, expected %d: using defaults",
-                        self.key(name, entity),
+                        self.key(name, uniq[i]),
                         len(blob),
-                        4 * group.width,
+                        size,
                     )
                     continue
-                rows[entity] = np.frombuffer(blob, dtype=np.float32)
-            pos += len(uniq)
-            out[name] = lookup_from_rows(group, requests[name], rows)
+                rows[i] = np.frombuffer(blob, dtype=np.float32)
+                have[i] = True
+            keys = requests[name]
+            if len(uniq) == len(keys):
+                out[name] = Lookup(rows, have)
+            else:
+                at = {k: i for i, k in enumerate(uniq)}
+                index = np.fromiter((at[k] for k in keys), np.intp, len(keys))
+                out[name] = Lookup(rows[index], have[index])
         return out
+
+    def _defaults(self, group: str) -> npt.NDArray[np.float32]:
+        row = self._default_rows.get(group)
+        if row is None:
+            row = np.asarray(self.spec.group(group).defaults, dtype=np.float32)
+            self._default_rows[group] = row
+        return row
 
     def put_many(self, group: str, keys: Sequence[str], values: Matrix) -> int:
         g = self.spec.group(group)
