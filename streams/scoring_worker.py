@@ -9,6 +9,7 @@ A crash therefore means redelivery (same prediction ids), never loss; a rebalanc
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -312,6 +313,11 @@ class ScoringWorker:
         )
         if self.watcher is not None:
             self.watcher.start()
+        # Everything loaded so far (libraries, the model) lives as long as the process: keep it
+        # out of the garbage collector's full passes, which otherwise walk it every few seconds
+        # and stall the loop for tens to hundreds of milliseconds.
+        gc.collect()
+        gc.freeze()
         try:
             while not self._stopping:
                 self.last_loop = now = time.monotonic()
