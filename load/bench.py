@@ -631,10 +631,9 @@ def _lag_when_settled(env: Env, topic: str, group: str, timeout: float) -> int:
 
 
 def machine() -> dict[str, Any]:
+    from importlib.metadata import version
+
     import confluent_kafka
-    import fastavro
-    import lightgbm
-    import lleaves
 
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -645,12 +644,15 @@ def machine() -> dict[str, Any]:
         "cpu": cpu,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": version("confluent-kafka"),
         "librdkafka": confluent_kafka.libversion()[0],
-        "fastavro": fastavro.__version__,
-        "lightgbm": lightgbm.__version__,
-        "lleaves": getattr(lleaves, "__version__", "?"),
-        "numpy": np.__version__,
+        "fastavro": version("fastavro"),
+        "cavro": version("cavro"),
+        "lightgbm": version("lightgbm"),
+        "lleaves": version("lleaves"),
+        "llvmlite": version("llvmlite"),
+        "numpy": version("numpy"),
+        "redis_py": version("redis"),
     }
 
 

@@ -39,12 +39,12 @@ class CompiledForest:
 
 def cache_key(model_sha256: str) -> str:
     """File name of a compiled model: artifact, target CPU and compiler all name it."""
-    import lleaves
+    from importlib.metadata import version
+
     from llvmlite import binding
 
     cpu = binding.get_host_cpu_name()
-    version = getattr(lleaves, "__version__", "unknown")
-    return f"{model_sha256}-{cpu}-lleaves{version}.so"
+    return f"{model_sha256}-{cpu}-lleaves{version('lleaves')}-llvmlite{version('llvmlite')}.so"
 
 
 def compile_lightgbm(model_file: Path, model_sha256: str, cache_dir: Path) -> CompiledForest | None:

@@ -209,6 +209,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.barh(
         [LABELS.get(n, n) for n in names], [result["rows"][n]["events_per_second"] for n in names]
     )
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x / 1000:.0f}k"))
     ax.set_xlabel("events/s (median of rounds)")
     ax.set_title("throughput, one run of `streamscore load bench`")
     ax.invert_yaxis()
