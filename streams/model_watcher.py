@@ -21,7 +21,7 @@ from services.core.settings import Settings
 from services.kafka.config import consumer_config
 from services.scoring.loader import Built, ServingLoader
 from services.scoring.rollout import RolloutState
-from services.scoring.serving import Serving
+from services.scoring.serving import Serving, compile_serving
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,11 @@ class ModelWatcher:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+    def adopt(self, serving: Serving) -> None:
+        """The serving set the worker starts with, when it differs from the one built (its
+        compiled form): later builds start from it."""
+        self._serving = serving
 
     def take(self) -> Serving | None:
         """The new serving set, once, if one is ready (called by the worker between batches)."""
@@ -177,4 +182,12 @@ class ModelWatcher:
             with self._lock:
                 self._pending = built.serving
             self._serving = built.serving
+            self._state = state
+            # Served by LightGBM's predictor from the next batch; compiled meanwhile, in a child
+            # process, then offered again (same versions, same scores, cheaper).
+            if self.settings.model.compile:
+                faster = compile_serving(built.serving, self.settings.model.compile_cache_dir)
+                with self._lock:
+                    if faster is not None and self._serving is built.serving:
+                        self._pending = self._serving = faster
         self._state = state

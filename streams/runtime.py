@@ -21,7 +21,7 @@ from services.ratelimit.bucket import RedisTokenBuckets
 from services.scoring.loader import ServingLoader
 from services.scoring.model import LoadedModel
 from services.scoring.registry import MlflowRegistry
-from services.scoring.serving import Serving
+from services.scoring.serving import Serving, compile_serving
 from services.validation.rules import RecordRules
 from streams.model_watcher import ModelWatcher, record_built
 from streams.probes import Probes
@@ -86,6 +86,13 @@ def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> Scor
             serving = built.serving
             if settings.model.watch:
                 watcher = ModelWatcher(settings, loader, state, built.serving, codecs[3])
+    if settings.model.compile:
+        # Compiled before the first batch (a child process; the cache makes it instant after the
+        # first time); the watcher compiles what it loads later.
+        base = serving if isinstance(serving, Serving) else Serving(serving)
+        serving = compile_serving(base, settings.model.compile_cache_dir) or base
+        if watcher is not None:
+            watcher.adopt(serving)
     return ScoringWorker(
         settings,
         input_topic=topics[0],

@@ -528,6 +528,14 @@ class ScoringWorker:
         new = self.watcher.take()
         if new is None:
             return
+        if (new.versions(), new.mode, new.canary_percent) == (
+            self.serving.versions(),
+            self.serving.mode,
+            self.serving.canary_percent,
+        ):
+            self.serving = new  # the same models, compiled: not a change of what is served
+            logger.info("serving the compiled form of %s", new.describe())
+            return
         logger.info(
             "swapped to %s (was %s)",
             new.describe(),

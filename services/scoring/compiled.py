@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,34 @@ def cache_key(model_sha256: str) -> str:
     return f"{model_sha256}-{cpu}-lleaves{version('lleaves')}-llvmlite{version('llvmlite')}.so"
 
 
+COMPILE_TIMEOUT_SECONDS = 600.0
+
+
+def _compile_in_child(model_file: Path, target: Path) -> None:
+    """Compile in a separate process: lleaves builds the LLVM IR in Python for seconds, and in
+    this process that would hold the GIL and stall a worker's scoring loop (a model swap is
+    prepared on the watcher thread while the loop scores). The child writes a private
+    temporary name, renamed into place: no process ever loads a half-written file, and two
+    compiling at once both end with a whole one."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        done = subprocess.run(  # noqa: S603 (this module, this interpreter, our own paths)
+            [sys.executable, "-m", "services.scoring.compiled", str(model_file), tmp],
+            capture_output=True,
+            timeout=COMPILE_TIMEOUT_SECONDS,
+            check=False,
+        )
+        if done.returncode != 0:
+            tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
+            raise RuntimeError(f"compiler exited {done.returncode}: {' '.join(tail)}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def compile_lightgbm(model_file: Path, model_sha256: str, cache_dir: Path) -> CompiledForest | None:
     """Compile ``model_file`` (LightGBM text), or load it from ``cache_dir``; None when it
     cannot be compiled (the caller serves LightGBM's predictor instead)."""
@@ -62,14 +92,7 @@ def compile_lightgbm(model_file: Path, model_sha256: str, cache_dir: Path) -> Co
         outcome = "cached" if target.is_file() else "compiled"
         model = lleaves.Model(model_file=str(model_file))
         if outcome == "compiled":
-            # Compile into a private temporary name, then rename: a worker never loads a
-            # half-written file, and two workers compiling at once both end with a whole one.
-            fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".so.tmp")
-            os.close(fd)
-            os.unlink(tmp)
-            model.compile(cache=tmp)
-            os.replace(tmp, target)
-            model = lleaves.Model(model_file=str(model_file))
+            _compile_in_child(model_file, target)
         model.compile(cache=str(target))
     except Exception as exc:  # noqa: BLE001 (any compiler failure falls back to LightGBM)
         logger.warning("model %s not compiled, LightGBM predicts: %s", model_sha256[:12], exc)
@@ -78,3 +101,12 @@ def compile_lightgbm(model_file: Path, model_sha256: str, cache_dir: Path) -> Co
     metrics.MODEL_COMPILES.labels(outcome=outcome).inc()
     logger.info("model %s %s (%s)", model_sha256[:12], outcome, target.name)
     return CompiledForest(model, target)
+
+
+if __name__ == "__main__":  # the compiler child: python -m services.scoring.compiled MODEL OUT
+    # Lowest priority: on a busy host the compiler takes the CPU that scoring leaves over and
+    # never slows the worker that asked for it (it serves LightGBM's predictor meanwhile).
+    os.nice(19)
+    import lleaves
+
+    lleaves.Model(model_file=sys.argv[1]).compile(cache=sys.argv[2])

@@ -248,8 +248,6 @@ class MlflowRegistry:
                 )
             except (MlflowException, OSError) as exc:
                 raise ModelLoadError(f"{self.name} v{mv.version}: download failed: {exc}") from exc
-            loaded = load_artifacts(
-                Path(local), self.name, str(mv.version), expected, self._compile_cache
-            )
+            loaded = load_artifacts(Path(local), self.name, str(mv.version), expected)
         logger.info("model loaded: %s v%s", self.name, mv.version)
         return loaded

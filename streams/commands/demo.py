@@ -26,7 +26,7 @@ from typing import Any
 
 import click
 import numpy as np
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -232,15 +232,20 @@ def _stream(
     seq_of_event = {eid: i for i, (_, _, eid) in enumerate(messages) if eid is not None}
 
     producer = Producer(producer_config(s))
-    reader = Consumer(
-        consumer_config(s, f"streamscore-demo-{run}", **{"auto.offset.reset": "latest"})
-    )
-    reader.subscribe(
-        [s.topics.predictions, s.topics.shadow_predictions, by_record(s.topics, "DeadLetter").name]
-    )
-    joined = time.monotonic() + 30
-    while not reader.assignment() and time.monotonic() < joined:
-        reader.poll(0.1)
+    reader = Consumer(consumer_config(s, f"streamscore-demo-{run}"))
+    # Read from each partition's end as it is now, assigned explicitly: "latest" with a
+    # subscription resolves its start asynchronously, and a fast worker's first predictions
+    # could land before it did (and never be read).
+    start_at = []
+    for topic in (
+        s.topics.predictions,
+        s.topics.shadow_predictions,
+        by_record(s.topics, "DeadLetter").name,
+    ):
+        for p in reader.list_topics(topic, timeout=10).topics[topic].partitions:
+            high = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            start_at.append(TopicPartition(topic, p, high))
+    reader.assign(start_at)
     sent_at: dict[int, float] = {}
     latencies: list[float] = []
     scores: dict[str, float] = {}
