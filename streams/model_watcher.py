@@ -9,6 +9,7 @@ poll, so a tampered artifact does not flood the logs.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -71,9 +72,33 @@ class ModelWatcher:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        self._compile_queue: queue.Queue[Serving | None] = queue.Queue()
+        self._compiler = threading.Thread(
+            target=self._compile_loop, name="model-compiler", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
+        if self.settings.model.compile:
+            self._compiler.start()
+
+    def _compile_loop(self) -> None:
+        """Compile serving sets the watcher built, newest only; offer the compiled form while
+        the worker still serves those versions. A failure keeps LightGBM's predictor."""
+        while True:
+            target = self._compile_queue.get()
+            while not self._compile_queue.empty():  # a newer set supersedes an older one
+                target = self._compile_queue.get()
+            if target is None:
+                return
+            try:
+                faster = compile_serving(target, self.settings.model.compile_cache_dir)
+            except Exception:  # noqa: BLE001 (compiling is an optimisation; serving goes on)
+                logger.exception("compiling %s failed; LightGBM predicts", target.describe())
+                continue
+            with self._lock:
+                if faster is not None and self._serving is target:
+                    self._pending = self._serving = faster
 
     @property
     def started(self) -> bool:
@@ -85,6 +110,7 @@ class ModelWatcher:
 
     def stop(self) -> None:
         self._stop.set()
+        self._compile_queue.put(None)
         self._thread.join(timeout=10)
 
     def adopt(self, serving: Serving) -> None:
@@ -180,14 +206,10 @@ class ModelWatcher:
                 self._serving.describe(),
             )
             with self._lock:
-                self._pending = built.serving
-            self._serving = built.serving
-            self._state = state
-            # Served by LightGBM's predictor from the next batch; compiled meanwhile, in a child
-            # process, then offered again (same versions, same scores, cheaper).
+                self._pending = self._serving = built.serving
+            # Served by LightGBM's predictor from the next batch; compiled meanwhile on the
+            # compiler thread (in a child process), then offered again: same versions, same
+            # scores, cheaper. This thread goes on hearing rollout changes meanwhile.
             if self.settings.model.compile:
-                faster = compile_serving(built.serving, self.settings.model.compile_cache_dir)
-                with self._lock:
-                    if faster is not None and self._serving is built.serving:
-                        self._pending = self._serving = faster
+                self._compile_queue.put(built.serving)
         self._state = state

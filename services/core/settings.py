@@ -235,8 +235,9 @@ class ModelSettings(_Group):
     )
     compile_cache_dir: Path = Field(
         Path.home() / ".cache" / "streamscore" / "compiled",
-        description="Compiled models, keyed by artifact sha256, CPU and compiler version. It "
-        "holds native code the workers load: keep it as trusted as the Python environment.",
+        description="Compiled models, keyed by the model's sha256, the CPU and the compiler "
+        "versions. It holds native code the workers load: keep it as trusted as the Python "
+        "environment.",
     )
 
 

@@ -1,11 +1,13 @@
-"""LightGBM models compiled to native code with lleaves, cached on disk by artifact sha256.
+"""LightGBM models compiled to native code with lleaves, cached on disk by the model's sha256.
 
-A version is compiled when it is loaded (at start-up, or by the model watcher before a swap),
-never in the scoring loop. The cache file is keyed by the model file's sha256, the CPU it was
-compiled for and the lleaves version, so a cache shared between hosts or upgrades never loads
-code built for something else. LightGBM's own predictor stays as the fallback: a model that
-cannot be compiled (lleaves missing, an unsupported tree, a compiler error) is served by
-LightGBM and counted in ``streamscore_model_compile_total{outcome}``.
+A worker compiles its serving set before its first batch, and the model watcher compiles what
+it loads later after the worker has already swapped to it (served by LightGBM's predictor
+meanwhile); the compiler runs in a low-priority child process, never on the scoring path. The
+cache file is keyed by the model text's sha256, the CPU it was compiled for and the lleaves and
+llvmlite versions, so a cache shared between hosts or upgrades never loads code built for
+something else. LightGBM's own predictor stays as the fallback: a model that cannot be compiled
+(lleaves missing, an unsupported tree, a compiler error) is served by LightGBM and counted in
+``streamscore_model_compiles_total{outcome}``.
 
 The cache directory holds native code the worker loads: it must be as trusted as the Python
 environment itself (same owner, not writable by others).

@@ -17,9 +17,7 @@ def test_each_prediction_is_its_own_inputs(model: LoadedModel, mode: str) -> Non
     values = [v for pair in zip(GOOD[:120], (BAD * 20)[:120], strict=True) for v in pair]
     messages = [Inbound("t", i % 3, i, b"k", v) for i, v in enumerate(values)]
     serving = (
-        Serving(model)
-        if mode == "none"
-        else Serving(model, model, mode, 50.0)  # type: ignore[arg-type]
+        Serving(model) if mode == "none" else Serving(model, model, mode, 50.0)  # type: ignore[arg-type]
     )
     result = process_batch(messages, CODEC, RULES, SPEC, STORE.get_many, serving, NOW)
     assert len(result.predictions) + len(result.dead_letters) == len(messages)
