@@ -55,7 +55,7 @@ def _messages_in(pipeline: Pipeline, topic: str) -> int:
 
 def test_a_worker_joining_mid_stream_crashes_nobody(pipeline: Pipeline) -> None:
     codec = pipeline.codec("Interaction")
-    events = world_events(pipeline, 9000, start=300_000)
+    events = world_events(pipeline, 9000, start=20_000)
     values = [
         (e["user_id"].encode(), v, [])
         for e, v in zip(events, codec.encode_many(events), strict=True)
@@ -90,6 +90,7 @@ def test_a_worker_joining_mid_stream_crashes_nobody(pipeline: Pipeline) -> None:
     one: WorkerSummary = first["summary"]
     two = json.loads(out)
     assert one.consumed > 0 and two["consumed"] > 0, (one.to_dict(), two)
+    assert one.dead_letters == 0 and two["dead_letters"] == 0, (one.to_dict(), two)  # all valid
     assert one.rebalances >= 2  # the join moved partitions: a rebalance it went through
 
     # Duplicates are expected after a rebalance: read the whole topic, not just one per event.
