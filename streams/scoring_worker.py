@@ -33,7 +33,7 @@ from services.kafka.config import consumer_config, producer_config
 from services.kafka.topics import TopicSpec
 from services.kafka.tracker import DeliveryTracker
 from services.labels.store import PredictionStore
-from services.ratelimit.bucket import Limiter
+from services.ratelimit.bucket import ChargeOnce, Limiter
 from services.scoring.model import LoadedModel
 from services.scoring.pipeline import BatchResult, Inbound, process_batch
 from services.scoring.serving import Serving
@@ -481,6 +481,8 @@ class ScoringWorker:
 
     def _process_with_retry(self, inbound: list[Inbound]) -> BatchResult:
         delay = 0.2
+        # Tokens are charged (and refunded) once per batch, however often it is retried.
+        limiter = ChargeOnce(self.limiter) if self.limiter is not None else None
         for attempt in range(1, FEATURE_RETRIES + 1):
             try:
                 result = process_batch(
@@ -491,7 +493,7 @@ class ScoringWorker:
                     self.store.get_many,
                     self.serving,
                     self.clock_ms(),
-                    self.limiter,
+                    limiter,
                     self.settings.rate_limit.policy == "backpressure",
                     self.settings.model.decision_threshold,
                     self._start_io,

@@ -37,11 +37,64 @@ end
 return out
 """
 
+# Tokens handed back (a deferred message that was charged is read and charged again later).
+_GIVE = """
+local burst = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local tokens = tonumber(redis.call('HGET', KEYS[i], 'tokens'))
+  if tokens then
+    redis.call('HSET', KEYS[i], 'tokens', tostring(math.min(burst, tokens + tonumber(ARGV[i + 1]))))
+  end
+end
+return #KEYS
+"""
+
 
 class Limiter(Protocol):
     def take(self, requested: Mapping[str, int]) -> dict[str, int]:
         """Tokens granted per producer (at most what was requested)."""
         ...
+
+    def give_back(self, returned: Mapping[str, int]) -> None:
+        """Tokens taken for messages that were not handled after all (deferred)."""
+        ...
+
+
+class ChargeOnce:
+    """One batch's view of a limiter: a retried batch (the feature store failed) is charged
+    once, and its refund is made once, however often the batch is processed.
+
+    >>> class Counting:
+    ...     taken = 0
+    ...     def take(self, requested):
+    ...         self.taken += sum(requested.values())
+    ...         return dict(requested)
+    ...     def give_back(self, returned):
+    ...         self.taken -= sum(returned.values())
+    >>> inner = Counting()
+    >>> once = ChargeOnce(inner)
+    >>> once.take({"a": 3}) == once.take({"a": 3}) == {"a": 3}
+    True
+    >>> once.give_back({"a": 1}); once.give_back({"a": 1}); inner.taken
+    2
+    """
+
+    def __init__(self, inner: Limiter) -> None:
+        self._inner = inner
+        self._granted: dict[tuple[tuple[str, int], ...], dict[str, int]] = {}
+        self._given: set[tuple[tuple[str, int], ...]] = set()
+
+    def take(self, requested: Mapping[str, int]) -> dict[str, int]:
+        key = tuple(sorted(requested.items()))
+        if key not in self._granted:
+            self._granted[key] = self._inner.take(requested)
+        return self._granted[key]
+
+    def give_back(self, returned: Mapping[str, int]) -> None:
+        key = tuple(sorted(returned.items()))
+        if key not in self._given:
+            self._inner.give_back(returned)
+            self._given.add(key)
 
 
 class RedisTokenBuckets:
@@ -52,6 +105,7 @@ class RedisTokenBuckets:
         self._prefix = f"{prefix}rl:"
         self._rate, self._burst = rate, burst
         self._script = client.register_script(_TAKE)
+        self._give = client.register_script(_GIVE)
 
     def take(self, requested: Mapping[str, int]) -> dict[str, int]:
         if not requested:
@@ -65,6 +119,18 @@ class RedisTokenBuckets:
         except (redis.RedisError, OSError) as exc:
             raise FeatureStoreUnavailable(f"rate-limit buckets unavailable: {exc}") from exc
         return {n: int(g) for n, g in zip(names, granted, strict=True)}
+
+    def give_back(self, returned: Mapping[str, int]) -> None:
+        names = [n for n, k in returned.items() if k > 0]
+        if not names:
+            return
+        try:
+            self._give(
+                keys=[self._prefix + n for n in names],
+                args=[self._burst, *(returned[n] for n in names)],
+            )
+        except (redis.RedisError, OSError) as exc:
+            raise FeatureStoreUnavailable(f"rate-limit buckets unavailable: {exc}") from exc
 
 
 def producer_of(key: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> str:

@@ -288,6 +288,15 @@ def process_batch(
         admitted = [next(it) if r is None else True for r in envelope]
         wait = defer_from_first_denial(messages, admitted)
         deferred = [m for m, w in zip(messages, wait, strict=True) if w]
+        # A deferred message that got a token is charged again when it is read again: hand
+        # its token back now.
+        paid = Counter(
+            producer_of(m.key, m.headers)
+            for m, r, a, w in zip(messages, envelope, admitted, wait, strict=True)
+            if w and a and r is None
+        )
+        if paid:
+            limiter.give_back(paid)
         envelope = [r for r, w in zip(envelope, wait, strict=True) if not w]
         messages = [m for m, w in zip(messages, wait, strict=True) if not w]
     dead += [DeadLetterOut(m, r) for m, r in zip(messages, envelope, strict=True) if r is not None]

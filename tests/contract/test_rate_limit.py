@@ -26,3 +26,14 @@ def test_two_workers_share_one_bucket(redis_url: str) -> None:
     a = RedisTokenBuckets(redis.Redis.from_url(redis_url), prefix, rate=1.0, burst=30)
     b = RedisTokenBuckets(redis.Redis.from_url(redis_url), prefix, rate=1.0, burst=30)
     assert a.take({"p": 20})["p"] + b.take({"p": 20})["p"] == 30
+
+
+def test_tokens_given_back_are_taken_again_up_to_the_burst(redis_url: str) -> None:
+    buckets = RedisTokenBuckets(
+        redis.Redis.from_url(redis_url), f"t:{uuid.uuid4().hex}:", rate=0.001, burst=10
+    )
+    assert buckets.take({"p": 10}) == {"p": 10}
+    buckets.give_back({"p": 4, "never-seen": 3})
+    assert buckets.take({"p": 10, "never-seen": 20}) == {"p": 4, "never-seen": 10}
+    buckets.give_back({"p": 100})
+    assert buckets.take({"p": 100}) == {"p": 10}  # never more than the burst

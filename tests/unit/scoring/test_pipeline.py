@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -160,8 +162,15 @@ class FixedQuota:
     def __init__(self, quota: int) -> None:
         self.quota = quota
 
-    def take(self, requested: dict[str, int]) -> dict[str, int]:
-        return {p: min(n, self.quota) for p, n in requested.items()}
+        self.net: Counter[str] = Counter()  # tokens taken minus tokens given back
+
+    def take(self, requested: Mapping[str, int]) -> dict[str, int]:
+        granted = {p: min(n, self.quota) for p, n in requested.items()}
+        self.net.update(granted)
+        return granted
+
+    def give_back(self, returned: Mapping[str, int]) -> None:
+        self.net.subtract(returned)
 
 
 def test_a_noisy_producer_is_limited_and_the_others_are_not(model: LoadedModel) -> None:
@@ -192,3 +201,46 @@ def test_an_envelope_reject_after_a_deferred_message_waits_with_it(model: Loaded
     assert [d.offset for d in result.deferred] == [11, 12, 13]
     assert [p.source.offset for p in result.predictions] == [10]
     assert result.dead_letters == []
+
+
+def test_a_deferred_message_is_charged_once_however_often_it_is_read(model: LoadedModel) -> None:
+    """Partition 0's second message is denied; the third (another producer, admitted) waits
+    with it. Reading the deferred messages again must not charge the third producer twice."""
+    msgs = [
+        Inbound("t", 0, 0, b"a", GOOD[0], (("producer-id", b"a"),)),
+        Inbound("t", 0, 1, b"a", GOOD[1], (("producer-id", b"a"),)),
+        Inbound("t", 0, 2, b"b", GOOD[2], (("producer-id", b"b"),)),
+    ]
+    limiter = FixedQuota(1)
+    first = process_batch(
+        msgs, CODEC, RULES, SPEC, STORE.get_many, model, NOW, limiter, backpressure=True
+    )
+    assert [d.offset for d in first.deferred] == [1, 2]
+    assert limiter.net == Counter({"a": 1, "b": 0})  # b's token went back
+    limiter.quota = 10
+    again = process_batch(
+        first.deferred, CODEC, RULES, SPEC, STORE.get_many, model, NOW, limiter, backpressure=True
+    )
+    assert [p.source.offset for p in again.predictions] == [1, 2]
+    assert limiter.net == Counter({"a": 2, "b": 1})  # one token per message handled
+
+
+def test_a_retried_batch_is_charged_once(model: LoadedModel) -> None:
+    """The worker retries a batch whose feature lookup failed; the retry reuses the grant."""
+    from services.core.errors import FeatureStoreUnavailable
+    from services.ratelimit.bucket import ChargeOnce
+
+    failures = iter([True, False])
+
+    def flaky(requests: Any) -> Any:
+        if next(failures):
+            raise FeatureStoreUnavailable("down")
+        return STORE.get_many(requests)
+
+    msgs = [Inbound("t", 0, i, b"k", GOOD[i], (("producer-id", b"p"),)) for i in range(5)]
+    limiter = FixedQuota(100)
+    once = ChargeOnce(limiter)
+    with pytest.raises(FeatureStoreUnavailable):
+        process_batch(msgs, CODEC, RULES, SPEC, flaky, model, NOW, once)
+    result = process_batch(msgs, CODEC, RULES, SPEC, flaky, model, NOW, once)
+    assert len(result.predictions) == 5 and limiter.net == Counter({"p": 5})
