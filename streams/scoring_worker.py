@@ -175,6 +175,7 @@ class ScoringWorker:
             dead_letters=(dlq_topic, self.codec_dlq),
             shadow=shadow_topic,
             drift=(drift[1], drift[2]) if drift is not None else None,
+            dead_letter_max_bytes=settings.batch.dead_letter_max_bytes,
         )
         publish_serving_info(self.serving, None)
 

@@ -22,17 +22,13 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from services.codec.avro import AvroCodec
 from services.core import metrics
 from services.core.errors import FeatureStoreUnavailable, PublishError
+from services.dlq.letter import dead_letter_headers, dead_letter_key, dead_letter_record
 from services.drift.monitor import DriftMonitor
 from services.drift.signals import drift_signal
 from services.kafka.topics import TopicSpec
 from services.kafka.tracker import Chunk, DeliveryTracker
 from services.labels.store import PredictionStore
-from services.scoring.pipeline import (
-    BatchResult,
-    Inbound,
-    dead_letter_headers,
-    dead_letter_record,
-)
+from services.scoring.pipeline import BatchResult, DeadLetterOut, Inbound
 from services.scoring.serving import Serving
 
 # The worker's own logger: dead letters and delivery failures are the worker's log lines.
@@ -63,6 +59,39 @@ class _BestEffort:
             logger.warning("best-effort output to %s not delivered: %s", self.topic, err)
 
 
+# The broker or the client refuses a message for its size with one of these.
+_TOO_LARGE = {
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_RECORD,
+}
+
+
+class _LetterDelivery:
+    """Delivery callback of one dead letter. Refused for its size (the topic's own
+    ``max.message.bytes`` is below ours), it is sent again without the original; anything
+    else, or a refusal of that too, is the chunk's failure (the worker stops, uncommitted)."""
+
+    __slots__ = ("outputs", "letter", "ack", "retried")
+
+    def __init__(self, outputs: Outputs, letter: DeadLetterOut, ack: Any) -> None:
+        self.outputs, self.letter, self.ack, self.retried = outputs, letter, ack, False
+
+    def __call__(self, err: KafkaError | None, _msg: Any = None) -> None:
+        if err is None or self.retried or err.code() not in _TOO_LARGE:
+            self.ack(err, _msg)
+            return
+        self.retried = True
+        metrics.DEAD_LETTERS_CUT.inc()
+        logger.warning(
+            "dead letter refused by %s (%s): sent again without the original",
+            self.outputs.dlq_topic.name,
+            err.name(),
+            extra={"topic": self.letter.source.topic, "offset": self.letter.source.offset},
+        )
+        self.outputs.send_dead_letter(self.letter, self, minimal=True)
+
+
 class Outputs:
     """Produces a batch's outputs on one producer and opens their chunks on the tracker."""
 
@@ -76,6 +105,7 @@ class Outputs:
         dead_letters: tuple[TopicSpec, AvroCodec],
         shadow: TopicSpec | None,
         drift: tuple[TopicSpec, AvroCodec] | None,
+        dead_letter_max_bytes: int = 1_000_000,
     ) -> None:
         self.producer, self.tracker, self.worker_id = producer, tracker, worker_id
         self.predictions_topic, self.codec_out = predictions
@@ -84,6 +114,8 @@ class Outputs:
         self.drift = drift
         self._shadow_cb = _BestEffort(shadow.name) if shadow else None
         self._drift_cb = _BestEffort(drift[0].name) if drift else None
+        self.dead_letter_max_bytes = dead_letter_max_bytes
+        self._now_ms = 0
 
     def _send(
         self,
@@ -147,8 +179,10 @@ class Outputs:
                 len(values)
             )
         if result.dead_letters:
+            self._now_ms = now_ms
+            cut = self.dead_letter_max_bytes
             letters = self.codec_dlq.encode_many(
-                [dead_letter_record(d, self.worker_id, now_ms) for d in result.dead_letters]
+                [dead_letter_record(d, self.worker_id, now_ms, cut) for d in result.dead_letters]
             )
             rejected: Counter[tuple[str, str]] = Counter()
             for d, value in zip(result.dead_letters, letters, strict=True):
@@ -156,8 +190,8 @@ class Outputs:
                 send(
                     self.dlq_topic.name,
                     value,
-                    src.key,
-                    chunks[(src.topic, src.partition)].ack,
+                    dead_letter_key(d),
+                    _LetterDelivery(self, d, chunks[(src.topic, src.partition)].ack),
                     dead_letter_headers(d),
                 )
                 rejected[(d.rejected.stage.value, d.rejected.reason.value)] += 1
@@ -176,6 +210,20 @@ class Outputs:
             for (stage, reason), n in rejected.items():
                 metrics.MESSAGES_REJECTED.labels(stage=stage, reason=reason).inc(n)
         self.publish_signals(signals)
+
+    def send_dead_letter(
+        self, letter: DeadLetterOut, on_delivery: Any, *, minimal: bool = False
+    ) -> None:
+        record = dead_letter_record(
+            letter, self.worker_id, self._now_ms, self.dead_letter_max_bytes, minimal=minimal
+        )
+        self._send(
+            self.dlq_topic.name,
+            self.codec_dlq.encode_one(record),
+            None if minimal else dead_letter_key(letter),
+            on_delivery,
+            dead_letter_headers(letter),
+        )
 
     def publish_signals(self, signals: Sequence[dict[str, Any]]) -> None:
         """Drift signals: best effort, like shadow predictions."""

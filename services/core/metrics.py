@@ -219,6 +219,12 @@ PUBLISH_FAILURES = Counter(
     ["topic"],
     namespace=NAMESPACE,
 )
+DEAD_LETTERS_CUT = Counter(
+    "dead_letters_stripped_total",
+    "Dead letters the dead-letter topic refused for their size and that were sent again "
+    "without the original (raise the topic's max.message.bytes to keep originals).",
+    namespace=NAMESPACE,
+)
 OUTPUTS_IN_FLIGHT = Gauge(
     "outputs_in_flight",
     "Predictions and dead letters produced but not yet acknowledged by Kafka.",

@@ -160,6 +160,13 @@ class BatchSettings(_Group):
     max_message_bytes: int = Field(
         1_000_000, ge=64, description="Values larger than this are rejected as too_large."
     )
+    dead_letter_max_bytes: int = Field(
+        1_000_000,
+        ge=16384,
+        description="Largest dead letter written: the original is cut to fit, and the cut "
+        "named in its detail. A dead-letter topic whose max.message.bytes is smaller still gets "
+        "the dead letter without the original.",
+    )
 
 
 class LocalSettings(_Group):

@@ -18,7 +18,6 @@ import numpy.typing as npt
 from services.codec.avro import AvroCodec
 from services.codec.columns import Const, column
 from services.core.outcomes import Reason, Rejected, Stage
-from services.dlq.plan import REDRIVE_HEADER
 from services.features.assemble import assemble, lookup_requests
 from services.features.spec import FeatureSpec
 from services.features.store import Lookup
@@ -35,9 +34,7 @@ Headers = tuple[tuple[str, bytes | None], ...]
 MAX_KEY_BYTES = 1024
 MAX_HEADERS = 64
 MAX_HEADER_BYTES = 8192
-# What a dead letter keeps of the original: brokers refuse messages over 1 MB by default, so an
-# oversized original is cut (and marked) rather than making the dead letter itself unwritable.
-DLQ_KEEP_VALUE_BYTES = 256 * 1024
+# A dead letter that keeps a cut original says so (services.dlq.letter builds it).
 TRUNCATED_MARK = "[original truncated"
 
 
@@ -398,55 +395,3 @@ def process_batch(
         scored.agreement,
         dict(scored.fallbacks),
     )
-
-
-def dead_letter_record(letter: DeadLetterOut, worker_id: str, now_ms: int) -> dict[str, Any]:
-    """The DeadLetter Avro record for a refused message (original bytes kept, never printed)."""
-    src = letter.source
-    key, value, headers = src.key, src.value, list(src.headers)
-    cut: list[str] = []
-    if key is not None and len(key) > MAX_KEY_BYTES:
-        cut.append(f"key {len(key)} bytes")
-        key = key[:MAX_KEY_BYTES]
-    if value is not None and len(value) > DLQ_KEEP_VALUE_BYTES:
-        cut.append(f"value {len(value)} bytes")
-        value = value[:DLQ_KEEP_VALUE_BYTES]
-    if len(headers) > MAX_HEADERS or any(
-        v is not None and len(v) > MAX_HEADER_BYTES for _, v in headers
-    ):
-        cut.append(f"{len(headers)} headers")
-        headers = [(k[:256], v[:MAX_HEADER_BYTES] if v else v) for k, v in headers[:MAX_HEADERS]]
-    detail = letter.rejected.detail
-    if cut:
-        detail += f" {TRUNCATED_MARK}: {', '.join(cut)}; not redrivable]"
-    return {
-        "source_topic": src.topic,
-        "source_partition": src.partition,
-        "source_offset": src.offset,
-        "original_key": key,
-        "original_value": value,
-        "original_headers": [{"key": k, "value": v} for k, v in headers],
-        "stage": letter.rejected.stage.value,
-        "reason": letter.rejected.reason.value,
-        "detail": detail,
-        "worker_id": worker_id,
-        "failed_at": now_ms,
-        "redrive_count": _redrive_count(src.headers),
-    }
-
-
-def dead_letter_headers(letter: DeadLetterOut) -> list[tuple[str, str | bytes | None]]:
-    return [
-        ("error.stage", letter.rejected.stage.value.encode()),
-        ("error.reason", letter.rejected.reason.value.encode()),
-    ]
-
-
-def _redrive_count(headers: Headers) -> int:
-    for k, v in headers:
-        if k == REDRIVE_HEADER and v is not None:
-            try:
-                return int(v.decode())
-            except (UnicodeDecodeError, ValueError):
-                return 0
-    return 0

@@ -16,16 +16,12 @@ from load.world import World, strip_private
 from services.codec.avro import AvroCodec
 from services.codec.manifest import MANIFEST_FILE, Manifest, ManifestSchemaIds
 from services.codec.schemas import DEFAULT_SCHEMAS_DIR, load_schemas
+from services.dlq.letter import dead_letter_record
 from services.features.assemble import assemble, lookup_requests
 from services.features.spec import FeatureSpec
 from services.features.store import InMemoryFeatureStore
 from services.scoring.model import LoadedModel
-from services.scoring.pipeline import (
-    Inbound,
-    dead_letter_record,
-    prediction_id,
-    process_batch,
-)
+from services.scoring.pipeline import Inbound, prediction_id, process_batch
 from services.validation.rules import RecordRules
 
 SPEC = FeatureSpec.load()
