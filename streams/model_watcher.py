@@ -3,7 +3,9 @@ as the fallback. Loading happens on this thread; the worker swaps between batche
 
 A version that fails to load is refused (metric, log) and the worker keeps what it serves. A
 refused state is retried when a new model event arrives or the state changes, not on every
-poll, so a tampered artifact does not flood the logs.
+poll, so a tampered artifact does not flood the logs. A registry outage is not a change: the
+serving set stays as it is (``streamscore_registry_up`` 0) until the registry answers. No error
+ends the watcher; the readiness probe fails if its thread is gone all the same.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from services.codec.avro import AvroCodec
 from services.core import metrics
+from services.core.errors import RegistryUnavailable
 from services.core.settings import Settings
 from services.kafka.config import consumer_config
 from services.scoring.loader import Built, ServingLoader
@@ -25,6 +28,7 @@ from services.scoring.rollout import RolloutState
 from services.scoring.serving import Serving, compile_serving
 
 logger = logging.getLogger(__name__)
+OUTAGE_RETRY_SECONDS = 5.0  # how soon a failed refresh is tried again (at most the poll period)
 
 
 def record_built(built: Built) -> None:
@@ -69,6 +73,7 @@ class ModelWatcher:
         self._codec = event_codec
         self._pending: Serving | None = None
         self._refused: RolloutState | None = None
+        self.registry_down = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
@@ -125,26 +130,57 @@ class ModelWatcher:
         return pending
 
     def _run(self) -> None:
+        """Never ends on an error: a refresh that fails is counted, logged and tried again at
+        the next poll (sooner during a registry outage); the worker keeps what it serves."""
         consumer = self._subscribe()
         poll = self.settings.model.poll_seconds
         next_poll = time.monotonic() + poll
+        owed = False  # a model event was heard but its refresh failed: retry it like one
         try:
             while not self._stop.is_set():
-                heard = self._read_events(consumer) if consumer else 0
-                if not consumer:
-                    self._stop.wait(0.2)
-                if heard:
-                    metrics.MODEL_EVENTS.labels(source="topic").inc(heard)
-                    self._refresh(retry_refused=True, source="event")
-                elif time.monotonic() >= next_poll:
-                    self._refresh(retry_refused=False, source="poll")
-                if heard or time.monotonic() >= next_poll:
+                heard = 0
+                try:
+                    heard = self._read_events(consumer) if consumer else 0
+                    if not consumer:
+                        self._stop.wait(0.2)
+                    if heard:
+                        metrics.MODEL_EVENTS.labels(source="topic").inc(heard)
+                    if heard or owed:
+                        owed = True
+                        self._refresh(retry_refused=True, source="event")
+                        owed = False
+                    elif time.monotonic() >= next_poll:
+                        self._refresh(retry_refused=False, source="poll")
+                    if heard or time.monotonic() >= next_poll:
+                        next_poll = time.monotonic() + poll
+                    self._registry_answered()
+                except RegistryUnavailable as exc:
+                    self._registry_down(exc)
+                    next_poll = time.monotonic() + min(poll, OUTAGE_RETRY_SECONDS)
+                    self._stop.wait(min(poll, OUTAGE_RETRY_SECONDS))
+                except Exception:  # noqa: BLE001 (the watcher must outlive any one refresh)
+                    metrics.WATCHER_ERRORS.inc()
+                    logger.exception(
+                        "model watcher: refresh failed; this worker keeps %s and tries again",
+                        self._serving.describe(),
+                    )
                     next_poll = time.monotonic() + poll
-        except Exception:  # noqa: BLE001 (the watcher must never take the worker down)
-            logger.exception("model watcher stopped; this worker keeps its current model")
+                    self._stop.wait(min(poll, OUTAGE_RETRY_SECONDS))
         finally:
             if consumer is not None:
                 consumer.close()
+
+    def _registry_down(self, exc: RegistryUnavailable) -> None:
+        metrics.REGISTRY_UP.set(0)
+        if not self.registry_down:
+            logger.warning("%s: serving %s until it answers", exc, self._serving.describe())
+        self.registry_down = True
+
+    def _registry_answered(self) -> None:
+        if self.registry_down:
+            logger.info("model registry answers again")
+        self.registry_down = False
+        metrics.REGISTRY_UP.set(1)
 
     def _subscribe(self) -> Consumer | None:
         topic = self.settings.topics.model_events
@@ -195,6 +231,7 @@ class ModelWatcher:
             metrics.MODEL_EVENTS.labels(source="poll").inc()
         built = self.loader.build(state, self._serving)
         record_built(built)
+        self.loader.remember(built.serving)
         self._refused = state if built.refusals else None
         if built.serving.versions() != self._serving.versions() or (
             built.serving.mode,

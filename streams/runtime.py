@@ -10,7 +10,8 @@ from confluent_kafka.admin import AdminClient
 
 from services.codec.factory import codec_for, schema_ids, schemas_dir
 from services.codec.schemas import load_schemas
-from services.core.errors import ConfigError
+from services.core import metrics
+from services.core.errors import ConfigError, ModelLoadError, RegistryUnavailable
 from services.core.settings import Settings
 from services.drift.monitor import DetectorConfig, DriftMonitor
 from services.features.redis_store import RedisFeatureStore
@@ -18,7 +19,7 @@ from services.features.spec import FeatureSpec
 from services.kafka.config import admin_config
 from services.labels.store import PredictionStore
 from services.ratelimit.bucket import RedisTokenBuckets
-from services.scoring.loader import ServingLoader
+from services.scoring.loader import ServingLoader, smoke_check
 from services.scoring.model import LoadedModel
 from services.scoring.registry import MlflowRegistry
 from services.scoring.serving import Serving, compile_serving
@@ -70,7 +71,7 @@ def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> Scor
         serving = model
     else:
         registry = MlflowRegistry(settings)
-        loader = ServingLoader(registry)
+        loader = ServingLoader(registry, registry.cache, registry.signing_key)
         if settings.model.alias != "champion":
             # Pinned to another alias (e.g. a replay with the challenger): no rollout, no watch.
             pinned = registry.alias_version(settings.model.alias)
@@ -80,8 +81,14 @@ def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> Scor
                 )
             serving = loader.load(pinned)
         else:
-            state = loader.source.rollout_state()
-            built = loader.build(state, None)
+            try:
+                state = loader.source.rollout_state()
+                built = loader.build(state, None)
+                loader.remember(built.serving)
+            except RegistryUnavailable as outage:
+                state, built = loader.from_copies(outage)
+                metrics.FALLBACKS.labels(reason="local_copy").inc()
+                metrics.REGISTRY_UP.set(0)
             record_built(built)
             serving = built.serving
             if settings.model.watch:
@@ -147,6 +154,18 @@ def rate_limiter(settings: Settings) -> RedisTokenBuckets | None:
 LIVENESS_SECONDS = 30.0  # a worker loop that has not turned for this long is stuck
 
 
+def model_problem(serving: Serving, watcher: ModelWatcher | None) -> str | None:
+    """The readiness "model" check: the served champion scores a row to a probability (it was
+    verified when loaded), and the watcher that follows rollout changes is alive."""
+    try:
+        smoke_check(serving.champion)
+    except ModelLoadError as exc:
+        return str(exc)
+    if watcher is not None and watcher.started and not watcher.alive:
+        return "model watcher stopped: promotions and rollbacks are not followed"
+    return None
+
+
 def worker_probes(settings: Settings, worker: ScoringWorker) -> Probes:
     """/healthz: the loop turns. /readyz: input topic reachable, Redis answers, model loaded."""
     admin = AdminClient(admin_config(settings))
@@ -167,7 +186,7 @@ def worker_probes(settings: Settings, worker: ScoringWorker) -> Probes:
         return None if client.ping() else "no PONG"
 
     def model() -> str | None:
-        return None if worker.serving.champion is not None else "no model loaded"
+        return model_problem(worker.serving, worker.watcher)
 
     def threads() -> str | None:
         dead = worker.dead_threads()

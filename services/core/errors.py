@@ -114,6 +114,11 @@ class SchemaRegistryUnavailable(TransientError):
     """The Confluent Schema Registry did not answer in time."""
 
 
+class RegistryUnavailable(TransientError):
+    """The model registry (MLflow) or its artifact store did not answer: workers keep serving
+    what they serve, and start from their local copies."""
+
+
 class PublishError(TransientError):
     """A produced message was not acknowledged by the broker."""
 

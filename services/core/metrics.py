@@ -219,6 +219,18 @@ PUBLISH_FAILURES = Counter(
     ["topic"],
     namespace=NAMESPACE,
 )
+REGISTRY_UP = Gauge(
+    "registry_up",
+    "1 while the model registry answers the worker's watcher, 0 during an outage (the worker "
+    "keeps serving what it serves).",
+    namespace=NAMESPACE,
+)
+WATCHER_ERRORS = Counter(
+    "model_watcher_errors_total",
+    "Refreshes of the model watcher that failed for a reason other than a registry outage; "
+    "each is logged with its traceback and retried.",
+    namespace=NAMESPACE,
+)
 DEAD_LETTERS_CUT = Counter(
     "dead_letters_stripped_total",
     "Dead letters the dead-letter topic refused for their size and that were sent again "

@@ -246,6 +246,24 @@ class ModelSettings(_Group):
         "versions. It holds native code the workers load: keep it as trusted as the Python "
         "environment.",
     )
+    cache_dir: Path | None = Field(
+        None,
+        description="Local copies of the verified versions a worker served, and the rollout "
+        "state it served last: a worker that starts while the registry is unavailable serves "
+        "them (verified again) instead of refusing to start. Unset: <home>/model-cache.",
+    )
+    registry_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How long one call to an MLflow tracking server may take (2 retries); "
+        "a registry that does not answer is an outage: workers keep what they serve.",
+    )
+    signing_key: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key. When set, `streamscore train` signs each version's "
+        "artifact digest (version tag artifact_hmac) and workers refuse a version whose "
+        "signature is missing or wrong.",
+    )
 
 
 class WorkerSettings(_Group):

@@ -13,7 +13,13 @@ from typing import Protocol
 
 import numpy as np
 
-from services.core.errors import ConfigError, ModelIntegrityError, ModelLoadError
+from services.core.errors import (
+    ConfigError,
+    ModelIntegrityError,
+    ModelLoadError,
+    RegistryUnavailable,
+)
+from services.scoring.artifact_cache import ArtifactCache
 from services.scoring.model import LoadedModel
 from services.scoring.rollout import AliasChange, RolloutState, previous_champion
 from services.scoring.serving import Serving
@@ -70,9 +76,65 @@ def smoke_check(model: LoadedModel) -> None:
 class ServingLoader:
     """Loads versions once (cached by version number) and builds serving sets."""
 
-    def __init__(self, source: ModelSource) -> None:
+    def __init__(
+        self,
+        source: ModelSource,
+        copies: ArtifactCache | None = None,
+        signing_key: bytes | None = None,
+    ) -> None:
         self.source = source
+        self.copies = copies  # local copies for a start during a registry outage
+        self.signing_key = signing_key
         self._cache: dict[str, LoadedModel] = {}
+
+    def remember(self, serving: Serving) -> None:
+        """Record what is served now (its versions were verified from the registry)."""
+        if self.copies is None:
+            return
+        challenger = serving.challenger.version if serving.challenger else None
+        state = RolloutState(
+            serving.champion.version, challenger, serving.mode, serving.canary_percent
+        )
+        try:
+            self.copies.remember(state)
+        except OSError as exc:
+            logger.warning("cannot record the served state locally: %s", exc)
+
+    def from_copies(self, outage: RegistryUnavailable) -> tuple[RolloutState, Built]:
+        """Start-up during a registry outage: what this machine served last, verified again.
+
+        Raises:
+            RegistryUnavailable: no usable local copy (the worker must not start).
+        """
+        state = self.copies.last_state() if self.copies is not None else None
+        if state is None or state.champion is None:
+            raise RegistryUnavailable(
+                f"{outage}; and no local copy of a served version: refusing to start"
+            )
+        try:
+            champion = self.copies.load(state.champion, self.signing_key)  # type: ignore[union-attr]
+            smoke_check(champion)
+        except ModelLoadError as exc:
+            raise RegistryUnavailable(
+                f"{outage}; and the local copy of v{state.champion} is unusable ({exc}): "
+                "refusing to start"
+            ) from exc
+        challenger = None
+        target = state.active_challenger()
+        if target is not None:
+            try:
+                challenger = self.copies.load(target, self.signing_key)  # type: ignore[union-attr]
+                smoke_check(challenger)
+            except ModelLoadError as exc:
+                logger.error("local copy of challenger v%s unusable: %s", target, exc)
+        mode = state.mode if challenger is not None else "none"
+        serving = Serving(champion, challenger, mode, state.canary_percent if challenger else 0.0)
+        self._cache = {m.version: m for m in (champion, challenger) if m is not None}
+        logger.warning(
+            "registry unavailable: serving the local copy of what this machine served last (%s)",
+            serving.describe(),
+        )
+        return state, Built(serving)
 
     def load(self, version: str) -> LoadedModel:
         """A verified, smoke-checked version. Raises ModelLoadError (or ModelIntegrityError)."""
@@ -106,10 +168,18 @@ class ServingLoader:
         return Built(serving, refusals, fell_back)
 
     def _try(self, version: str, role: str, refusals: list[Refusal]) -> LoadedModel | None:
+        """A version, or None (refused and reported). A registry outage is not a refusal: it
+        propagates, and the caller keeps what it serves."""
         try:
             return self.load(version)
-        except ModelLoadError as exc:
-            reason = "integrity" if isinstance(exc, ModelIntegrityError) else "load"
+        except (ModelLoadError, ConfigError) as exc:
+            reason = (
+                "integrity"
+                if isinstance(exc, ModelIntegrityError)
+                else "missing"
+                if isinstance(exc, ConfigError)
+                else "load"
+            )
             refusals.append(Refusal(version, role, reason, str(exc)))
             logger.error(
                 "refusing %s v%s (%s): %s",
@@ -134,9 +204,11 @@ class ServingLoader:
             if model is not None:
                 logger.warning("serving earlier champion v%s instead of v%s", current, bad)
                 return model
+        if bad is None:  # no champion was ever named: no version is approved
+            raise ConfigError(f"model {self.source.name} has no champion: run `streamscore train`")
         older = [v for v in self.source.version_numbers() if v not in tried]
         for version in sorted(older, key=int, reverse=True):
-            if bad is not None and int(version) > int(bad):
+            if int(version) > int(bad):
                 continue  # never newer-than-champion versions nobody approved
             model = self._try(version, "champion", refusals)
             if model is not None:

@@ -1,12 +1,14 @@
 """A model ready to score: its artifact verified by sha256 and loaded from a safe format.
 
-Formats: LightGBM's text model, and scikit-learn through skops with only sklearn/numpy types
-trusted. Never pickle.
+Formats: LightGBM's text model, and scikit-learn through skops with an exact allowlist of the
+types our trainer writes. Never pickle. With a signing key configured, the artifact digest must
+also carry its HMAC signature.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +23,23 @@ from services.scoring.compiled import CompiledForest, compile_lightgbm
 
 MODEL_FILES = {"lightgbm": "model.txt", "sklearn": "model.skops"}
 METADATA_FILE = "metadata.json"
-_TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "collections.")
+# skops loads its own safe defaults (scikit-learn estimators, numpy arrays, plain containers)
+# and lists every other type in a file as untrusted. Of those we admit exactly the ones our
+# trainer writes, per flavour; anything else (``builtins.exec``, a numpy function, a user class)
+# is refused. Widen it only together with the trainer.
+SKOPS_ALLOWED = {
+    "sklearn": frozenset({"sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"}),
+}
+SIGNATURE_TAG = "artifact_hmac"
+
+
+def sign_digest(digest: str, key: bytes) -> str:
+    """HMAC-SHA256 of an artifact digest: the version tag ``artifact_hmac``.
+
+    >>> sign_digest("ab", b"k") == sign_digest("ab", b"k") != sign_digest("ab", b"other")
+    True
+    """
+    return hmac.new(key, digest.encode(), hashlib.sha256).hexdigest()
 
 
 def sha256_file(path: Path) -> str:
@@ -194,6 +212,9 @@ def load_artifacts(
     version: str,
     expected_sha256: str,
     compile_cache: Path | None = None,
+    *,
+    signature: str | None = None,
+    signing_key: bytes | None = None,
 ) -> LoadedModel:
     """Verify and load a downloaded version; with ``compile_cache``, a LightGBM model is also
     compiled (or taken from that cache), LightGBM's predictor staying the fallback.
@@ -203,6 +224,13 @@ def load_artifacts(
             model file is not the one its metadata names.
         ModelLoadError: files missing or unreadable, or untrusted types in a skops file.
     """
+    if signing_key is not None and not (
+        signature and hmac.compare_digest(signature, sign_digest(expected_sha256, signing_key))
+    ):
+        raise ModelIntegrityError(
+            f"{name} v{version}: {'a wrong' if signature else 'no'} {SIGNATURE_TAG} signature "
+            "(a signing key is configured): refusing to load it"
+        )
     digest = artifact_digest(directory)
     if digest != expected_sha256:
         raise ModelIntegrityError(
@@ -229,7 +257,7 @@ def load_artifacts(
             import skops.io as sio
 
             untrusted = sio.get_untrusted_types(file=path)
-            unsafe = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES)]
+            unsafe = [t for t in untrusted if t not in SKOPS_ALLOWED[meta.flavor]]
             if unsafe:
                 raise ModelLoadError(f"{name} v{version}: untrusted types in skops file: {unsafe}")
             model = sio.load(path, trusted=untrusted)

@@ -8,15 +8,17 @@ artifact's sha256 as a version tag, checked on every load.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.core.errors import ConfigError, ModelLoadError
+from services.core.errors import ConfigError, ModelLoadError, RegistryUnavailable
 from services.core.settings import Settings
-from services.scoring.model import LoadedModel, load_artifacts
+from services.scoring.artifact_cache import ArtifactCache
+from services.scoring.model import SIGNATURE_TAG, LoadedModel, load_artifacts, sign_digest
 from services.scoring.rollout import MODES, AliasChange, Mode, RolloutState
 
 logger = logging.getLogger(__name__)
@@ -25,6 +27,18 @@ ARTIFACT_PATH = "model"
 MODE_TAG = "streamscore.rollout.mode"
 PERCENT_TAG = "streamscore.rollout.canary_percent"
 HISTORY_TAG = "streamscore.history."
+
+
+def _not_found(exc: Exception) -> bool:
+    """The registry answered "no such model/version/alias" (anything else is an outage)."""
+    code = getattr(exc, "error_code", "")
+    return code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") or (
+        "not found" in str(exc).lower() and "connection" not in str(exc).lower()
+    )
+
+
+def _outage(exc: Exception) -> RegistryUnavailable:
+    return RegistryUnavailable(f"model registry unavailable: {type(exc).__name__}: {exc}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +62,19 @@ class MlflowRegistry:
 
         self._mlflow = mlflow
         self.name = settings.model.name
+        if settings.model.tracking_uri is not None:
+            # A tracking server that does not answer must read as an outage in seconds, not
+            # after MLflow's default retries (minutes). The operator's own values win.
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+            os.environ.setdefault(
+                "MLFLOW_HTTP_REQUEST_TIMEOUT", f"{settings.model.registry_timeout_seconds:g}"
+            )
+        key = settings.model.signing_key
+        self.signing_key = key.get_secret_value().encode() if key is not None else None
+        self.cache = ArtifactCache(
+            settings.model.cache_dir or settings.home / "model-cache", settings.model.name
+        )
         self.uri = settings.mlflow_uri
         self._compile_cache = settings.model.compile_cache_dir if settings.model.compile else None
         self._artifact_root: Path | None = None
@@ -94,8 +121,9 @@ class MlflowRegistry:
                 exc
             ):
                 raise
+        signed = {SIGNATURE_TAG: sign_digest(sha256, self.signing_key)} if self.signing_key else {}
         mv = self.client.create_model_version(
-            self.name, source=source, run_id=run_id, tags={SHA_TAG: sha256, **tags}
+            self.name, source=source, run_id=run_id, tags={SHA_TAG: sha256, **signed, **tags}
         )
         return str(mv.version)
 
@@ -112,13 +140,19 @@ class MlflowRegistry:
 
     # -- rollout state and alias history (registered-model aliases and tags) -----------------
     def rollout_state(self) -> RolloutState:
-        """Champion, challenger and rollout mode, read in one registry call."""
+        """Champion, challenger and rollout mode, read in one registry call.
+
+        Raises:
+            RegistryUnavailable: the registry did not answer (not the same as "no champion").
+        """
         from mlflow.exceptions import MlflowException
 
         try:
             rm = self.client.get_registered_model(self.name)
-        except MlflowException:
-            return RolloutState(None)
+        except Exception as exc:  # noqa: BLE001 (MLflow, HTTP and database errors alike)
+            if isinstance(exc, MlflowException) and _not_found(exc):
+                return RolloutState(None)
+            raise _outage(exc) from exc
         aliases = {k: str(v) for k, v in (rm.aliases or {}).items()}
         tags = rm.tags or {}
         mode: Mode = "none"
@@ -169,8 +203,10 @@ class MlflowRegistry:
 
         try:
             tags = self.client.get_registered_model(self.name).tags or {}
-        except MlflowException:
-            return []
+        except Exception as exc:  # noqa: BLE001
+            if isinstance(exc, MlflowException) and _not_found(exc):
+                return []
+            raise _outage(exc) from exc
         out = []
         for key in sorted(k for k in tags if k.startswith(HISTORY_TAG)):
             try:
@@ -195,8 +231,10 @@ class MlflowRegistry:
         try:
             found = self.client.search_model_versions(f"name='{self.name}'")
             aliases = self.client.get_registered_model(self.name).aliases or {}
-        except MlflowException:
-            return []
+        except Exception as exc:  # noqa: BLE001
+            if isinstance(exc, MlflowException) and _not_found(exc):
+                return []
+            raise _outage(exc) from exc
         # search_model_versions does not fill in aliases on every backend; the model does.
         by_version: dict[str, list[str]] = {}
         for alias, version in aliases.items():
@@ -225,6 +263,7 @@ class MlflowRegistry:
         Raises:
             ConfigError: no such alias/version.
             ModelIntegrityError, ModelLoadError: the artifact is tampered with or unloadable.
+            RegistryUnavailable: the registry or its artifact store did not answer.
         """
         from mlflow.exceptions import MlflowException
 
@@ -233,12 +272,15 @@ class MlflowRegistry:
                 mv = self.client.get_model_version_by_alias(self.name, alias or "champion")
             else:
                 mv = self.client.get_model_version(self.name, version)
-        except MlflowException as exc:
+        except Exception as exc:  # noqa: BLE001
+            if not (isinstance(exc, MlflowException) and _not_found(exc)):
+                raise _outage(exc) from exc
             what = f"version {version}" if version else f"alias {alias}"
             raise ConfigError(
                 f"model {self.name} has no {what} in the registry: run `streamscore train`"
             ) from exc
         expected = (mv.tags or {}).get(SHA_TAG)
+        signature = (mv.tags or {}).get(SIGNATURE_TAG)
         if not expected:
             raise ModelLoadError(f"{self.name} v{mv.version} has no {SHA_TAG} tag: refusing it")
         with tempfile.TemporaryDirectory(prefix="streamscore-model-") as tmp:
@@ -246,8 +288,19 @@ class MlflowRegistry:
                 local = self._mlflow.artifacts.download_artifacts(
                     artifact_uri=mv.source, dst_path=tmp
                 )
-            except (MlflowException, OSError) as exc:
-                raise ModelLoadError(f"{self.name} v{mv.version}: download failed: {exc}") from exc
-            loaded = load_artifacts(Path(local), self.name, str(mv.version), expected)
+            except Exception as exc:  # noqa: BLE001 (the artifact store is part of the registry)
+                raise _outage(exc) from exc
+            loaded = load_artifacts(
+                Path(local),
+                self.name,
+                str(mv.version),
+                expected,
+                signature=signature,
+                signing_key=self.signing_key,
+            )
+            try:
+                self.cache.put(str(mv.version), expected, signature, Path(local))
+            except OSError as exc:  # the copy is for outages; serving does not need it
+                logger.warning("cannot keep a local copy of v%s: %s", mv.version, exc)
         logger.info("model loaded: %s v%s", self.name, mv.version)
         return loaded

@@ -104,3 +104,17 @@ def test_sklearn_round_trips_through_skops(tmp_path: Path) -> None:
     loaded = load_artifacts(tmp_path, "m", "1", artifact_digest(tmp_path))
     assert np.allclose(loaded.predict(X), trained.model.predict_proba(X)[:, 1])
     assert not list(tmp_path.glob("*.pkl"))
+
+
+@pytest.mark.parametrize("hook", [eval, np.save], ids=["builtins.eval", "numpy.save"])
+def test_skops_admits_exactly_the_types_our_trainer_writes(tmp_path: Path, hook: object) -> None:
+    """A prefix list ("builtins.", "numpy.") admitted these; the exact allowlist refuses them."""
+    spec = FeatureSpec.load()
+    names = feature_names(spec)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, len(names)))
+    trained = fit(X, (X[:, 1] > 0).astype(np.int64), names, "sklearn", seed=1)
+    trained.model.hook = hook
+    write_artifacts(tmp_path, "sklearn", trained.model, names, spec.version, 0.5)
+    with pytest.raises(ModelLoadError, match="untrusted types"):
+        load_artifacts(tmp_path, "m", "1", artifact_digest(tmp_path))
