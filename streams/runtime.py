@@ -151,7 +151,7 @@ def rate_limiter(settings: Settings) -> RedisTokenBuckets | None:
     )
 
 
-LIVENESS_SECONDS = 30.0  # a worker loop that has not turned for this long is stuck
+LIVENESS_SECONDS = 30.0  # the control plane's timer that has not ticked for this long is stuck
 
 
 def model_problem(serving: Serving, watcher: ModelWatcher | None) -> str | None:
@@ -174,7 +174,8 @@ def worker_probes(settings: Settings, worker: ScoringWorker) -> Probes:
 
     def alive() -> str | None:
         age = time.monotonic() - worker.last_loop
-        return None if age < LIVENESS_SECONDS else f"worker loop last turned {age:.0f} s ago"
+        limit = settings.worker.liveness_seconds
+        return None if age < limit else f"worker loop last turned {age:.0f} s ago"
 
     def broker() -> str | None:
         found = admin.list_topics(topic=topic, timeout=2).topics.get(topic)

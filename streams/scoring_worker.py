@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -24,18 +24,28 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from services.codec.avro import AvroCodec
 from services.core import metrics
-from services.core.errors import FeatureStoreUnavailable, PublishError
+from services.core.errors import (
+    FeatureStoreUnavailable,
+    PublishError,
+    SchemaRegistryUnavailable,
+)
 from services.core.settings import Settings
 from services.drift.monitor import DriftMonitor
 from services.features.spec import FeatureSpec
-from services.features.store import FeatureStore
+from services.features.store import FeatureStore, Lookup
 from services.kafka.config import consumer_config, producer_config
 from services.kafka.topics import TopicSpec
 from services.kafka.tracker import DeliveryTracker
 from services.labels.store import PredictionStore
 from services.ratelimit.bucket import ChargeOnce, Limiter
 from services.scoring.model import LoadedModel
-from services.scoring.pipeline import BatchResult, Inbound, process_batch
+from services.scoring.pipeline import (
+    BatchResult,
+    Inbound,
+    defaults_only,
+    flag_degraded,
+    process_batch,
+)
 from services.scoring.serving import Serving
 from services.validation.rules import RecordRules
 from streams.model_watcher import ModelWatcher, publish_serving_info
@@ -154,6 +164,8 @@ class ScoringWorker:
         self._next_commit = 0.0
         self._assigned_at: float | None = None
         self._paused: dict[tuple[str, int], float] = {}
+        self._revokes = 0  # partitions revoked or lost so far (a batch in hand may be stale)
+        self._holding = False  # every partition paused while a dependency is down
         self._tracker = DeliveryTracker()
         # Redis calls of a batch (rate-limit tokens, features, the prediction store) wait here,
         # two at a time, while it decodes and validates: the GIL is free while a thread waits
@@ -177,12 +189,18 @@ class ScoringWorker:
             drift=(drift[1], drift[2]) if drift is not None else None,
             dead_letter_max_bytes=settings.batch.dead_letter_max_bytes,
         )
+        self._outputs.beat = self._beat
         publish_serving_info(self.serving, None)
+
+    def _beat(self) -> None:
+        self.last_loop = time.monotonic()
 
     # -- group membership -------------------------------------------------------------------
 
-    def _on_assign(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned_at = time.monotonic()
+        if self._holding and partitions:
+            consumer.pause(partitions)  # input is held until the dependency answers
         self._summary.rebalances += 1
         logger.info(
             "partitions assigned: %s",
@@ -193,6 +211,7 @@ class ScoringWorker:
         """Routine: wait (bounded) for the revoked partitions' outputs, commit what is
         acknowledged, and forget them. Their unacknowledged work is read again by the next
         owner: duplicates with the same prediction id, never a gap."""
+        self._revokes += 1
         keys = [(tp.topic, tp.partition) for tp in partitions]
         deadline = time.monotonic() + REVOKE_FLUSH_SECONDS
         while self._tracker.in_flight(keys) and time.monotonic() < deadline:
@@ -203,6 +222,7 @@ class ScoringWorker:
 
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """The group moved on without us (session expired): nothing may be committed."""
+        self._revokes += 1
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self._forget(keys)
         logger.warning("partitions lost: %s", ",".join(f"{t}[{p}]" for t, p in keys))
@@ -447,6 +467,8 @@ class ScoringWorker:
         metrics.BATCH_MESSAGES.observe(len(inbound))
         t0 = time.perf_counter()
         result = self._process_with_retry(inbound)
+        if result is None:
+            return  # dropped uncommitted: read again by this partition's owner
         t1 = time.perf_counter()
         signals: list[dict[str, Any]] = []
         feed = self._drift_feed
@@ -480,49 +502,121 @@ class ScoringWorker:
         if result.dead_letters:
             summary.rejected_by_reason.update(d.rejected.reason.value for d in result.dead_letters)
 
-    def _process_with_retry(self, inbound: list[Inbound]) -> BatchResult:
+    def _process_with_retry(self, inbound: list[Inbound]) -> BatchResult | None:
+        """The batch's result, once its dependencies answer. Redis or the schema registry not
+        answering is transient: a few quick retries, then (Redis, policy ``degrade``) scoring
+        with the declared defaults flagged degraded, or else every partition paused while the
+        batch is retried with backoff until they answer. Returns None when the batch must be
+        dropped uncommitted: the worker is stopping, or a rebalance took partitions meanwhile
+        (their next owner reads them from the last commit)."""
         delay = 0.2
         # Tokens are charged (and refunded) once per batch, however often it is retried.
         limiter = ChargeOnce(self.limiter) if self.limiter is not None else None
-        for attempt in range(1, FEATURE_RETRIES + 1):
-            try:
-                result = process_batch(
-                    inbound,
-                    self.codec_in,
-                    self.rules,
-                    self.spec,
-                    self.store.get_many,
-                    self.serving,
-                    self.clock_ms(),
-                    limiter,
-                    self.settings.rate_limit.policy == "backpressure",
-                    self.settings.model.decision_threshold,
-                    self._start_io,
-                )
-            except FeatureStoreUnavailable as exc:
-                metrics.FEATURE_LOOKUPS.labels(outcome="error").inc()
-                if attempt == FEATURE_RETRIES:
-                    raise
-                logger.warning("feature store unavailable (attempt %d): %s", attempt, exc)
-                self._producer.poll(delay)  # serve delivery reports while backing off
-                delay = min(delay * 2, 5.0)
-                self.last_loop = time.monotonic()
-                continue
-            for group, n in result.missing.items():
-                metrics.FEATURE_LOOKUPS.labels(outcome=f"missing_{group}").inc(n)
-            if result.served is not None:
-                metrics.FEATURE_LOOKUPS.labels(outcome="batch_ok").inc()
-            for reason, n in result.fallbacks.items():
-                metrics.FALLBACKS.labels(reason=reason).inc(n)
-            if result.agreement is not None and result.agreement.n:
-                a = result.agreement
-                metrics.SHADOW_COMPARED.inc(a.n)
-                metrics.SHADOW_ABS_DIFF.inc(a.mean_abs_diff * a.n)
-                metrics.SHADOW_DECISION_FLIPS.inc(a.decision_flips)
-                if a.rank_correlation == a.rank_correlation:  # not NaN
-                    metrics.SHADOW_RANK_CORRELATION.set(a.rank_correlation)
-            return result
-        raise AssertionError("unreachable")  # pragma: no cover
+        lookup: Callable[[dict[str, Sequence[str]]], Mapping[str, Lookup]] = self.store.get_many
+        degraded = False
+        revokes = self._revokes
+        attempt = 0
+        try:
+            while True:
+                attempt += 1
+                try:
+                    result = process_batch(
+                        inbound,
+                        self.codec_in,
+                        self.rules,
+                        self.spec,
+                        lookup,
+                        self.serving,
+                        self.clock_ms(),
+                        limiter,
+                        self.settings.rate_limit.policy == "backpressure",
+                        self.settings.model.decision_threshold,
+                        self._start_io,
+                    )
+                    break
+                except (FeatureStoreUnavailable, SchemaRegistryUnavailable) as exc:
+                    redis_down = isinstance(exc, FeatureStoreUnavailable)
+                    dependency = "redis" if redis_down else "schema_registry"
+                    metrics.DEPENDENCY_FAILURES.labels(dependency=dependency).inc()
+                    if redis_down:
+                        metrics.FEATURE_LOOKUPS.labels(outcome="error").inc()
+                    if attempt == 1 or attempt % 20 == 0:
+                        logger.warning("%s unavailable (attempt %d): %s", dependency, attempt, exc)
+                    if attempt < FEATURE_RETRIES:
+                        self._wait(delay)
+                        delay = min(delay * 2, 5.0)
+                        continue
+                    if redis_down and self.settings.redis.unavailable_policy == "degrade":
+                        if not degraded:
+                            logger.warning("redis unavailable: scoring with declared defaults")
+                        degraded, lookup, limiter = True, defaults_only(self.spec), None
+                        continue
+                    if not self._holding:
+                        self._holding = True
+                        self._consumer.pause(self._consumer.assignment())
+                        metrics.INPUT_HELD.set(1)
+                        logger.warning(
+                            "%s unavailable: input paused, retrying every %.0f s", dependency, 5.0
+                        )
+                    self._wait(delay)
+                    delay = min(delay * 2, 5.0)
+                    if self._stopping or self._revokes != revokes:
+                        return None
+        finally:
+            if self._holding:
+                self._holding = False
+                held = set(self._paused)  # backpressure pauses stay
+                again = [
+                    tp for tp in self._consumer.assignment() if (tp.topic, tp.partition) not in held
+                ]
+                if again:
+                    self._consumer.resume(again)
+                metrics.INPUT_HELD.set(0)
+                logger.info("input resumed")
+        if self._revokes != revokes:
+            return None
+        if degraded:
+            result = flag_degraded(result, "feature_store_down")
+        for group, n in result.missing.items():
+            metrics.FEATURE_LOOKUPS.labels(outcome=f"missing_{group}").inc(n)
+        if result.served is not None and not degraded:
+            metrics.FEATURE_LOOKUPS.labels(outcome="batch_ok").inc()
+        for reason, n in result.fallbacks.items():
+            metrics.FALLBACKS.labels(reason=reason).inc(n)
+        if result.agreement is not None and result.agreement.n:
+            a = result.agreement
+            metrics.SHADOW_COMPARED.inc(a.n)
+            metrics.SHADOW_ABS_DIFF.inc(a.mean_abs_diff * a.n)
+            metrics.SHADOW_DECISION_FLIPS.inc(a.decision_flips)
+            if a.rank_correlation == a.rank_correlation:  # not NaN
+                metrics.SHADOW_RANK_CORRELATION.set(a.rank_correlation)
+        return result
+
+    def _wait(self, seconds: float) -> None:
+        """A bounded wait inside a batch: delivery reports and acknowledged commits go on, and
+        liveness knows we are waiting, not stuck. While input is held (every partition paused)
+        the consumer is polled too, so the group membership is kept and rebalances run."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping:
+            self.last_loop = now = time.monotonic()
+            if now >= deadline:
+                return
+            self._producer.poll(0)
+            if now >= self._next_commit:
+                self._commit(sync=False)
+                self._next_commit = now + self.settings.batch.commit_interval_seconds
+            if self._holding:
+                # Paused partitions return nothing; should one come (a partition assigned
+                # meanwhile), its position is put back: it is read again, never skipped.
+                back: dict[tuple[str, int], int] = {}
+                for m in self._consumer.consume(num_messages=100, timeout=min(0.1, deadline - now)):
+                    if m.error() is None:
+                        key = (m.topic() or "", m.partition() or 0)
+                        back[key] = min(back.get(key, m.offset() or 0), m.offset() or 0)
+                for (t, p), o in back.items():
+                    self._consumer.seek(TopicPartition(t, p, o))
+            else:
+                self._producer.poll(min(0.05, deadline - now))
 
     def _maybe_swap(self, summary: WorkerSummary) -> None:
         """Between batches only: every prediction of a batch comes from one serving set."""

@@ -115,6 +115,7 @@ class Outputs:
         self._shadow_cb = _BestEffort(shadow.name) if shadow else None
         self._drift_cb = _BestEffort(drift[0].name) if drift else None
         self.dead_letter_max_bytes = dead_letter_max_bytes
+        self.beat: Any = lambda: None  # liveness: called while a full queue is waited on
         self._now_ms = 0
 
     def _send(
@@ -146,6 +147,7 @@ class Outputs:
                         stage="publish",
                     ) from None
                 self.producer.poll(0.05)
+                self.beat()
             except KafkaException as exc:
                 on_delivery(exc.args[0], None)
                 return

@@ -219,6 +219,18 @@ PUBLISH_FAILURES = Counter(
     ["topic"],
     namespace=NAMESPACE,
 )
+INPUT_HELD = Gauge(
+    "input_held",
+    "1 while a worker holds its input (every partition paused) because Redis or the schema "
+    "registry does not answer; lag grows, nothing is lost.",
+    namespace=NAMESPACE,
+)
+DEPENDENCY_FAILURES = Counter(
+    "dependency_failures_total",
+    "Calls to a dependency of the hot path that failed and were retried, by dependency.",
+    ["dependency"],
+    namespace=NAMESPACE,
+)
 REGISTRY_UP = Gauge(
     "registry_up",
     "1 while the model registry answers the worker's watcher, 0 during an outage (the worker "

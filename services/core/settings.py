@@ -112,6 +112,13 @@ class RedisSettings(_Group):
     password: SecretStr | None = Field(None, description="Redis password (secret).")
     key_prefix: str = Field("streamscore:", description="Prefix of every key we write.")
     socket_timeout_seconds: float = Field(2.0, gt=0, description="Redis socket timeout.")
+    unavailable_policy: Literal["pause", "degrade"] = Field(
+        "pause",
+        description="When Redis does not answer (after a few quick retries): `pause` stops "
+        "taking input and retries the batch in hand until Redis answers (nothing is scored "
+        "without features; lag grows); `degrade` scores with the spec's declared defaults, "
+        "flagged degraded, and admits every producer (no rate limit can be read).",
+    )
 
 
 class TopicSettings(_Group):
@@ -274,6 +281,13 @@ class WorkerSettings(_Group):
     )
     worker_id: str | None = Field(
         None, description="Id written into dead letters. Unset: <hostname>-<pid>."
+    )
+    liveness_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="/healthz fails when the worker loop has neither turned nor beaten for "
+        "this long. Every wait inside a batch beats (Redis or the schema registry down, a full "
+        "producer queue, too many outputs in flight), so only a stuck loop fails it.",
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
@@ -20,7 +20,7 @@ from services.codec.columns import Const, column
 from services.core.outcomes import Reason, Rejected, Stage
 from services.features.assemble import assemble, lookup_requests
 from services.features.spec import FeatureSpec
-from services.features.store import Lookup
+from services.features.store import Lookup, defaults_matrix
 from services.ratelimit.bucket import Limiter, producer_of, split_by_quota
 from services.scoring.model import LoadedModel
 from services.scoring.rollout import Agreement
@@ -198,6 +198,38 @@ def defer_from_first_denial(messages: Sequence[Inbound], admitted: Sequence[bool
             blocked.add(tp)
         out.append(tp in blocked)
     return out
+
+
+def defaults_only(spec: FeatureSpec) -> Callable[[dict[str, Sequence[str]]], dict[str, Lookup]]:
+    """A lookup that answers every key with its group's declared defaults, found nowhere: what
+    the worker scores with when Redis is down and the policy is ``degrade``."""
+
+    def lookup(requests: dict[str, Sequence[str]]) -> dict[str, Lookup]:
+        return {
+            g.name: Lookup(
+                defaults_matrix(g, len(requests.get(g.name, ()))),
+                np.zeros(len(requests.get(g.name, ())), dtype=bool),
+            )
+            for g in spec.groups
+            if g.name in requests
+        }
+
+    return lookup
+
+
+def flag_degraded(result: BatchResult, reason: str) -> BatchResult:
+    """Every prediction of ``result`` marked degraded, and counted under ``reason``."""
+    served = result.served
+    if served is None:
+        return result
+    fallbacks = dict(result.fallbacks)
+    fallbacks[reason] = fallbacks.get(reason, 0) + len(served)
+    return replace(
+        result,
+        served=replace(served, degraded=[True] * len(served)),
+        degraded=True,
+        fallbacks=fallbacks,
+    )
 
 
 def prediction_id(event_id: str, model_version: str) -> str:
