@@ -64,27 +64,63 @@ class Scored:
     agreement: Agreement | None = None
 
 
+BISECT_CALLS = 64  # most predict calls spent isolating failing rows in one batch
+
+
 def score_with_ladder(
     model: LoadedModel, X: npt.NDArray[np.float64]
-) -> tuple[npt.NDArray[np.float64], str | None]:
-    """The model's scores, or the fallback ladder's; returns which rung answered (None: the
-    model itself).
+) -> tuple[npt.NDArray[np.float64], list[str | None]]:
+    """The model's scores, with only the rows it fails on sent down the fallback ladder; returns
+    the scores and, per row, which rung answered (None: the model itself).
+
+    A row the model scores NaN or inf is one failing row. When the model raises, the batch is
+    bisected to find the rows it raises on (at most ``BISECT_CALLS`` calls; what is still
+    unresolved then goes down the ladder as a whole).
 
     >>> import numpy as np
-    >>> class Broken:
+    >>> class Picky:
     ...     version, metadata = "1", None
-    ...     def predict(self, X): raise RuntimeError("boom")
+    ...     def predict(self, X):
+    ...         if (X[:, 0] < 0).any(): raise RuntimeError("boom")
+    ...         return np.where(X[:, 1] > 0, np.nan, 0.5)
     ...     def predict_fallback(self, X): return np.full(len(X), 0.1), "base_rate"
-    >>> score_with_ladder(Broken(), np.zeros((2, 3)))
-    (array([0.1, 0.1]), 'base_rate')
+    >>> scores, rungs = score_with_ladder(Picky(), np.array([[1, 0], [-1, 0], [1, 1], [1, 0]]))
+    >>> scores.tolist(), rungs
+    ([0.5, 0.1, 0.1, 0.5], [None, 'base_rate', 'base_rate', None])
     """
-    try:
-        scores = model.predict(X)
-        if scores.shape != (len(X),) or not np.isfinite(scores).all():
-            raise ValueError("model returned an unusable score vector")
-        return scores, None
-    except Exception:  # noqa: BLE001 (any model failure degrades the rows instead of losing them)
-        return model.predict_fallback(X)
+    n = len(X)
+    scores = np.empty(n, dtype=np.float64)
+    rungs: list[str | None] = [None] * n
+    failing: list[npt.NDArray[np.intp]] = []
+    budget = [BISECT_CALLS]
+
+    def attempt(rows: npt.NDArray[np.intp]) -> None:
+        budget[0] -= 1
+        try:
+            got = model.predict(X[rows])
+            if got.shape != (len(rows),):
+                raise ValueError("model returned a score vector of the wrong shape")
+        except Exception:  # noqa: BLE001 (a failing row degrades, it is never lost)
+            if len(rows) == 1 or budget[0] <= 0:
+                failing.append(rows)
+            else:
+                half = len(rows) // 2
+                attempt(rows[:half])
+                attempt(rows[half:])
+            return
+        finite = np.isfinite(got)
+        scores[rows[finite]] = got[finite]
+        if not finite.all():
+            failing.append(rows[~finite])
+
+    if n:
+        attempt(np.arange(n))
+    for rows in failing:
+        fallback, rung = model.predict_fallback(X[rows])
+        scores[rows] = fallback
+        for i in rows:
+            rungs[i] = rung
+    return scores, rungs
 
 
 def score_rows(
@@ -93,10 +129,9 @@ def score_rows(
     """Score a batch's matrix under the current rollout."""
     n = len(X)
     fallbacks: Counter[str] = Counter()
-    champ, rung = score_with_ladder(serving.champion, X)
-    degraded = [rung is not None] * n
-    if rung is not None:
-        fallbacks[rung] += n
+    champ, rungs = score_with_ladder(serving.champion, X)
+    degraded = [r is not None for r in rungs]
+    fallbacks.update(r for r in rungs if r is not None)
     versions = [serving.champion.version] * n
     variants = ["champion"] * n
     challenger = serving.challenger
@@ -131,12 +166,14 @@ def score_rows(
             return Scored(champ, versions, variants, degraded, fallbacks)
         scores = champ.copy()
         scores[mask] = canary
-        if rung is not None:
-            fallbacks[rung] = n - int(mask.sum())
         for i in np.nonzero(mask)[0]:
             versions[i] = challenger.version
             variants[i] = "challenger"
-            degraded[i] = False
+            rung = rungs[i]
+            if rung is not None:  # the challenger answered for it, not the ladder
+                fallbacks[rung] -= 1
+                degraded[i] = False
+        fallbacks = +fallbacks
         return Scored(scores, versions, variants, degraded, fallbacks)
     return Scored(champ, versions, variants, degraded, fallbacks)
 

@@ -240,3 +240,37 @@ def test_a_retried_batch_is_charged_once(model: LoadedModel) -> None:
         process_batch(msgs, CODEC, RULES, SPEC, flaky, model, NOW, once)
     result = process_batch(msgs, CODEC, RULES, SPEC, flaky, model, NOW, once)
     assert len(result.predictions) == 5 and limiter.net == Counter({"p": 5})
+
+
+def test_only_the_rows_a_model_fails_on_go_down_the_ladder(model: LoadedModel) -> None:
+    """One row makes the model raise and one makes it answer NaN: the other rows keep the
+    model's own scores (the oracle: the real model scoring them on its own)."""
+    events = GOOD[:40]
+    healthy = process_batch(inbound(events), CODEC, RULES, SPEC, STORE.get_many, model, NOW)
+    expected = [p.record["score"] for p in healthy.predictions]
+    matrix_rows: list[Any] = []
+
+    class Picky:
+        def predict(self, X: Any, **kw: Any) -> Any:
+            matrix_rows.append(len(X))
+            if any((X == poison_raise).all(axis=1)):
+                raise RuntimeError("cannot score this row")
+            out = model.model.predict(X, **kw)
+            out[(X == poison_nan).all(axis=1)] = float("nan")
+            return out
+
+    from services.features.assemble import assemble as assemble_rows
+
+    decoded = [CODEC.decode_one(v) for v in events]
+    found = STORE.get_many(lookup_requests(SPEC, decoded))
+    X = assemble_rows(SPEC, decoded, found).values
+    poison_raise, poison_nan = X[7], X[30]
+    picky = replace(model, model=Picky(), compiled=None)
+    result = process_batch(inbound(events), CODEC, RULES, SPEC, STORE.get_many, picky, NOW)
+    degraded = [i for i, p in enumerate(result.predictions) if p.record["degraded"]]
+    assert degraded == [7, 30]
+    assert sum(result.fallbacks.values()) == 2
+    for i, p in enumerate(result.predictions):
+        if i not in (7, 30):
+            assert p.record["score"] == pytest.approx(expected[i], abs=1e-12)
+    assert len(matrix_rows) <= 2 * 6 + 1  # bisection, not one call per row
