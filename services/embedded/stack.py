@@ -7,7 +7,7 @@ import fcntl
 import logging
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -284,11 +284,14 @@ class EmbeddedStack:
         )
 
     # -- down / status --------------------------------------------------------------------
-    def down(self) -> list[ProcessRecord]:
-        """Stop exactly the processes this stack started; returns those that were running."""
+    def down(self, only: Iterable[str] | None = None) -> list[ProcessRecord]:
+        """Stop the processes this stack started (``only``: just these components, e.g. what
+        one `up` call started); returns those that were running. A component started by an
+        earlier `local up`, or not by us at all, is left alone when not named."""
         stopped: list[ProcessRecord] = []
+        names = [n for n in (PROMETHEUS, BROKER, REDIS) if only is None or n in set(only)]
         with self._locked():
-            for name in (PROMETHEUS, BROKER, REDIS):
+            for name in names:
                 record = ProcessRecord.load(self.state_dir, name)
                 if record is None:
                     continue

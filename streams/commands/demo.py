@@ -85,7 +85,7 @@ def demo(ctx: click.Context, n_events: int, rate: float, keep_stack: bool, drift
         summary = _run(a.err, s, n_events, rate, drift)
     finally:
         if status.started and not keep_stack:
-            stack.down()
+            stack.down(only=status.started)  # what this demo started, and nothing else
     summary["stack"] = {"broker": status.broker, "left_running": keep_stack or not status.started}
     emit(a, summary, lambda c: _render(c, summary))
     if summary["unaccounted"] != 0 or summary["worker_exit_code"] != 0:
