@@ -25,8 +25,25 @@ pytestmark = [pytest.mark.integration]
 
 @pytest.fixture
 def pipeline(stack: Stack, tmp_path: Path) -> Iterator[Pipeline]:
-    # Small batches, so the kill lands between many commits.
-    yield from make_pipeline(stack, tmp_path, batch={"max_messages": 100, "timeout_seconds": 0.1})
+    # Small batches, and commits every 5 s: the kill lands with acknowledged predictions that
+    # are not committed yet, so the restart must score them again (duplicates, never gaps).
+    yield from make_pipeline(
+        stack,
+        tmp_path,
+        batch={"max_messages": 100, "timeout_seconds": 0.1, "commit_interval_seconds": 5},
+    )
+
+
+def _committed(p: Pipeline) -> int:
+    """Offsets the scoring group has committed, summed over the input's partitions."""
+    probe = Consumer(consumer_config(p.settings, p.settings.worker.scoring_group))
+    try:
+        topic = p.settings.topics.interactions
+        parts = probe.list_topics(topic, timeout=10).topics[topic].partitions
+        done = probe.committed([TopicPartition(topic, q) for q in parts], timeout=10)
+        return sum(max(tp.offset, 0) for tp in done)
+    finally:
+        probe.close()
 
 
 def _worker(p: Pipeline, *args: str) -> subprocess.Popen[bytes]:
@@ -63,6 +80,11 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(pipeline: Pipeline) -> No
         if first.poll() is None:
             first.kill()
             first.communicate()
+    # What the kill left: predictions Kafka holds beyond the committed offsets. Those events
+    # are read again, so exactly that many duplicates must follow.
+    committed = _committed(pipeline)
+    before = len(pipeline.read("Prediction", 10**9, timeout=3))
+    assert before > committed, (before, committed)
     pipeline.produce(values[5000:])
 
     # The restart runs in this process: the same worker code, without paying for a second
@@ -79,9 +101,9 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(pipeline: Pipeline) -> No
         assert isinstance(p, dict)
         by_event[str(p["event_id"])].append(p)
     assert set(by_event) == {e["event_id"] for e in events}
-    for copies in by_event.values():
+    assert len(predictions) - len(events) == before - committed  # duplicates happened, exactly
+    for copies in by_event.values():  # the dedupe key is event_id; one version: same id, score
         assert len({(c["prediction_id"], c["score"], c["model_version"]) for c in copies}) == 1
-    print(f"duplicates after the crash: {len(predictions) - len(events)}")
 
 
 def test_two_workers_share_the_partitions_and_stop_cleanly_on_sigterm(pipeline: Pipeline) -> None:
