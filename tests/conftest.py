@@ -25,6 +25,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Run integration tests against this Kafka cluster instead of the embedded one.",
     )
     group.addoption(
+        "--faults",
+        action="store_true",
+        help="Also run the long fault-kit cases (tests/faults, marker `faults`): `make faults`.",
+    )
+    group.addoption(
+        "--faults-report",
+        default=None,
+        help="Write the fault kit's table into this markdown file (between its faults markers).",
+    )
+    group.addoption(
         "--redis-url",
         default=None,
         help="Run integration tests against this existing Redis instead of the embedded one.",

@@ -1,0 +1,257 @@
+"""The fault kit's harness: send events, run real workers (in-process or as processes), read
+every output back and account for each input by its own coordinates, and record a row of the
+reliability table.
+
+An input is accounted for when a prediction carries its ``event_id`` or a dead letter carries
+its (partition, offset). ``lost`` counts inputs with neither; ``duplicated`` counts copies
+beyond the first. The expected values come from what was sent, never from the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+from services.kafka.config import consumer_config, producer_config
+from streams.topics import by_record
+from tests.integration.pipeline_env import Pipeline, world_events
+
+Headers = list[tuple[str, bytes | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    index: int  # position in what was sent
+    partition: int
+    offset: int
+    event_id: str | None  # None: not a readable event (only a dead letter can account for it)
+
+
+@dataclass
+class Tally:
+    sent: int = 0
+    predicted: int = 0  # inputs with at least one prediction
+    dead_lettered: int = 0  # inputs with a dead letter and no prediction
+    duplicated: int = 0  # outputs beyond the first per input
+    lost: int = 0
+    degraded: int = 0  # predictions flagged degraded
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def row(self) -> dict[str, int]:
+        return {
+            k: v for k, v in asdict(self).items() if k != "reasons" and isinstance(v, int)
+        }
+
+
+def wait_for(condition: Callable[[], object], seconds: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail with ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def good_items(p: Pipeline, n: int, start: int) -> list[tuple[bytes | None, bytes, Headers, str]]:
+    codec = p.codec("Interaction")
+    events = world_events(p, n, start=start)
+    return [
+        (e["user_id"].encode(), v, [], e["event_id"])
+        for e, v in zip(events, codec.encode_many(events), strict=True)
+    ]
+
+
+def garbage_items(n: int, size: int = 40, seed: int = 0) -> list[tuple[bytes | None, bytes, Headers, None]]:
+    rng = random.Random(seed)
+    return [(f"g{i}".encode(), rng.randbytes(size), [], None) for i in range(n)]
+
+
+def send(
+    p: Pipeline,
+    items: Iterable[tuple[bytes | None, bytes, Headers, str | None]],
+    rate: float | None = None,
+    **producer_overrides: Any,
+) -> list[Sent]:
+    """Produce ``items`` to the input topic (at ``rate`` per second when given); returns where
+    each landed, from the delivery reports."""
+    producer = Producer(producer_config(p.settings, **producer_overrides))
+    topic = p.settings.topics.interactions
+    sent: list[Sent] = []
+    errors: list[str] = []
+
+    def report(index: int, event_id: str | None) -> Callable[[Any, Any], None]:
+        def cb(err: Any, msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+            else:
+                sent.append(Sent(index, msg.partition(), msg.offset(), event_id))
+
+        return cb
+
+    started = time.monotonic()
+    for i, (key, value, headers, event_id) in enumerate(items):
+        if rate is not None:
+            ahead = started + i / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)  # pacing the producer, not synchronising with the worker
+        producer.produce(topic, value, key, headers=headers, on_delivery=report(i, event_id))
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    assert not errors, errors[:3]
+    return sorted(sent, key=lambda s: s.index)
+
+
+def read_topic(p: Pipeline, record: str, settle: float = 2.0, timeout: float = 120) -> list[Any]:
+    """Every message of ``record``'s topic: read until nothing new came for ``settle`` s."""
+    topic = by_record(p.settings.topics, record)
+    consumer = Consumer(consumer_config(p.settings, f"fault-reader-{uuid.uuid4().hex[:8]}"))
+    parts = consumer.list_topics(topic.name, timeout=10).topics[topic.name].partitions
+    consumer.assign([TopicPartition(topic.name, q, OFFSET_BEGINNING) for q in parts])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    quiet_since = time.monotonic()
+    try:
+        while time.monotonic() < deadline and time.monotonic() - quiet_since < settle:
+            got = [m for m in consumer.consume(1000, 0.2) if m.error() is None]
+            if got:
+                out += got
+                quiet_since = time.monotonic()
+    finally:
+        consumer.close()
+    return out
+
+
+def account(
+    p: Pipeline,
+    sent: list[Sent],
+    expect_outputs: int | None = None,
+    outcomes: dict[int, str] | None = None,
+) -> Tally:
+    """Read every prediction and dead letter back and account for each input; ``outcomes``
+    (filled when given) says what became of each input, by its index: predicted, dead, lost."""
+    if expect_outputs is not None:  # wait until at least this many outputs are there
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            n = len(read_topic(p, "Prediction", settle=0.5)) + len(
+                read_topic(p, "DeadLetter", settle=0.5)
+            )
+            if n >= expect_outputs:
+                break
+    predictions = [p.codec("Prediction").decode_one(m.value()) for m in read_topic(p, "Prediction")]
+    letters = [p.codec("DeadLetter").decode_one(m.value()) for m in read_topic(p, "DeadLetter")]
+    by_event = Counter(str(x["event_id"]) for x in predictions if isinstance(x, dict))
+    by_place = Counter(
+        (int(x["source_partition"]), int(x["source_offset"])) for x in letters if isinstance(x, dict)
+    )
+    tally = Tally(sent=len(sent))
+    tally.degraded = sum(1 for x in predictions if isinstance(x, dict) and x["degraded"])
+    tally.reasons = Counter(str(x["reason"]) for x in letters if isinstance(x, dict))
+    for s in sent:
+        n_pred = by_event.get(s.event_id, 0) if s.event_id is not None else 0
+        n_dead = by_place.get((s.partition, s.offset), 0)
+        if n_pred:
+            tally.predicted += 1
+            outcome = "predicted"
+        elif n_dead:
+            tally.dead_lettered += 1
+            outcome = "dead"
+        else:
+            tally.lost += 1
+            outcome = "lost"
+        if outcomes is not None:
+            outcomes[s.index] = outcome
+        tally.duplicated += max(0, n_pred + n_dead - 1)
+    return tally
+
+
+class WorkerProcess:
+    """`streamscore worker scoring` as a process of its own, logging to a file."""
+
+    def __init__(self, p: Pipeline, log_dir: Path, name: str, env: dict[str, str] | None = None):
+        self.log = log_dir / f"{name}.log"
+        self.out = log_dir / f"{name}.json"
+        base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "--json", "worker", "scoring"],
+            env=base | p.env() | (env or {}),
+            stdout=self.out.open("wb"),
+            stderr=self.log.open("wb"),
+        )
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_assigned(self, seconds: float = 120) -> None:
+        def assigned() -> bool:
+            assert self.proc.poll() is None, f"worker exited:\n{self.text()[-3000:]}"
+            return any(
+                "partitions assigned:" in line and not line.rstrip().endswith("none")
+                for line in self.text().splitlines()
+            )
+
+        wait_for(assigned, seconds, "a partition assignment")
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(30)
+
+    def stop(self, seconds: float = 120) -> int:
+        self.proc.terminate()
+        return self.proc.wait(seconds)
+
+    def summary(self) -> dict[str, Any]:
+        return json.loads(self.out.read_text() or "{}")
+
+
+class InProcessWorker:
+    """A worker on a thread of this process (its metrics are this process's)."""
+
+    def __init__(self, make: Callable[[], Any], **run: Any) -> None:
+        self.worker = make()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, kwargs=run, daemon=True)
+        self.thread.start()
+
+    def _run(self, **run: Any) -> None:
+        try:
+            self.result = self.worker.run(**run)
+        except BaseException as exc:  # noqa: BLE001 (reported to the test)
+            self.error = exc
+
+    def stop(self, seconds: float = 60) -> Any:
+        self.worker.request_stop()
+        self.thread.join(seconds)
+        assert not self.thread.is_alive(), "worker did not stop"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+REPORT: list[dict[str, Any]] = []
+
+
+def record(fault: str, expected: str, observed: str, tally: Tally, seconds: float) -> None:
+    """One row of the reliability table (docs/reliability.md, written by `make faults`)."""
+    REPORT.append(
+        {
+            "fault": fault,
+            "expected": expected,
+            "observed": observed,
+            **tally.row(),
+            "seconds": round(seconds),
+        }
+    )
