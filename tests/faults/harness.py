@@ -51,9 +51,7 @@ class Tally:
     reasons: Counter[str] = field(default_factory=Counter)
 
     def row(self) -> dict[str, int]:
-        return {
-            k: v for k, v in asdict(self).items() if k != "reasons" and isinstance(v, int)
-        }
+        return {k: v for k, v in asdict(self).items() if k != "reasons" and isinstance(v, int)}
 
 
 def wait_for(condition: Callable[[], object], seconds: float, what: str) -> None:
@@ -74,8 +72,10 @@ def good_items(p: Pipeline, n: int, start: int) -> list[tuple[bytes | None, byte
     ]
 
 
-def garbage_items(n: int, size: int = 40, seed: int = 0) -> list[tuple[bytes | None, bytes, Headers, None]]:
-    rng = random.Random(seed)
+def garbage_items(
+    n: int, size: int = 40, seed: int = 0
+) -> list[tuple[bytes | None, bytes, Headers, None]]:
+    rng = random.Random(seed)  # noqa: S311 (test data, reproducible)
     return [(f"g{i}".encode(), rng.randbytes(size), [], None) for i in range(n)]
 
 
@@ -154,7 +154,9 @@ def account(
     letters = [p.codec("DeadLetter").decode_one(m.value()) for m in read_topic(p, "DeadLetter")]
     by_event = Counter(str(x["event_id"]) for x in predictions if isinstance(x, dict))
     by_place = Counter(
-        (int(x["source_partition"]), int(x["source_offset"])) for x in letters if isinstance(x, dict)
+        (int(x["source_partition"]), int(x["source_offset"]))
+        for x in letters
+        if isinstance(x, dict)
     )
     tally = Tally(sent=len(sent))
     tally.degraded = sum(1 for x in predictions if isinstance(x, dict) and x["degraded"])
@@ -254,4 +256,98 @@ def record(fault: str, expected: str, observed: str, tally: Tally, seconds: floa
             **tally.row(),
             "seconds": round(seconds),
         }
+    )
+
+
+class OwnRedis:
+    """A redis-server of the test's own, to stop and start again with its data (SAVE, then
+    the same directory: the dump is loaded at start)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.dir = data_dir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        from services.core.settings import LocalSettings
+        from services.embedded.redis_server import argv
+
+        cmd = argv(LocalSettings(redis_port=self.port), self.dir)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(self.answers, 20, "redis to answer")
+
+    def answers(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis.from_url(self.url, socket_timeout=0.5).ping())
+        except (redis.RedisError, OSError):
+            return False
+
+    def stop(self) -> None:
+        import redis
+
+        redis.Redis.from_url(self.url).save()
+        assert self.proc is not None
+        self.proc.terminate()
+        self.proc.wait(20)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(20)
+
+
+class SlowProxy:
+    """A TCP proxy on loopback that delays every chunk it forwards by ``delay`` seconds."""
+
+    def __init__(self, target_port: int, delay: float) -> None:
+        import socket
+
+        self.delay, self.target = delay, target_port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while not self.closed:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: Any, dst: Any) -> None:
+        try:
+            while chunk := src.recv(65536):
+                time.sleep(self.delay)  # the latency being injected
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.closed = True
+        self.server.close()
+
+
+def outputs_count(p: Pipeline) -> int:
+    return len(read_topic(p, "Prediction", settle=0.3)) + len(
+        read_topic(p, "DeadLetter", settle=0.3)
     )
