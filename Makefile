@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install kafka prometheus demo test test-unit lint clean mlflow-ui
+.PHONY: install kafka prometheus demo test test-unit faults soak lint clean mlflow-ui
 
 install: $(STAMP)
 
@@ -50,6 +50,17 @@ test: install
 	-@$(MAKE) --no-print-directory prometheus
 	$(BIN)/python -m pytest --broker=auto $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)"; fi; exit $$rc
+
+# The fault kit (tests/faults): every case, the long ones too, on Apache Kafka when it can run;
+# the table of what each case observed is written into docs/reliability.md. About 10 minutes.
+faults: install
+	-@$(MAKE) --no-print-directory kafka || echo "Apache Kafka unavailable: the fault kit runs on tansu"
+	$(BIN)/python -m pytest tests/faults --broker=auto --faults --faults-report=docs/reliability.md $(PYTEST_ARGS)
+
+# The 10-minute soak at half the rate measured in the same run (not part of `make faults`).
+soak: install
+	-@$(MAKE) --no-print-directory kafka || echo "Apache Kafka unavailable: the soak runs on tansu"
+	$(BIN)/python -m pytest tests/faults/test_soak.py --broker=auto --faults --soak-seconds=600 $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit tests/contract services $(PYTEST_ARGS)

@@ -190,6 +190,11 @@ class ScoringWorker:
             dead_letter_max_bytes=settings.batch.dead_letter_max_bytes,
         )
         self._outputs.beat = self._beat
+        # Dead letters refused for their size are written again alone, in batches well under
+        # any topic's max.message.bytes.
+        self._outputs.make_rescue_producer = lambda: Producer(
+            producer_config(settings, **{"batch.size": 4096, "linger.ms": 0})
+        )
         publish_serving_info(self.serving, None)
 
     def _beat(self) -> None:

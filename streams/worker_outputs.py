@@ -34,6 +34,7 @@ from services.scoring.serving import Serving
 # The worker's own logger: dead letters and delivery failures are the worker's log lines.
 logger = logging.getLogger("streams.scoring_worker")
 BUFFER_FULL_WAIT_SECONDS = 60.0
+RESCUE_WAIT_SECONDS = 30.0
 
 
 @dataclass(slots=True)
@@ -69,27 +70,27 @@ _TOO_LARGE = {
 
 class _LetterDelivery:
     """Delivery callback of one dead letter. Refused for its size (the topic's own
-    ``max.message.bytes`` is below ours), it is sent again without the original; anything
-    else, or a refusal of that too, is the chunk's failure (the worker stops, uncommitted)."""
+    ``max.message.bytes`` is below ours, or a batch it rode in was), it is written again
+    without the original, alone, on the rescue producer; anything else, or a refusal of that
+    too, is the chunk's failure (the worker stops, uncommitted)."""
 
-    __slots__ = ("outputs", "letter", "ack", "retried")
+    __slots__ = ("outputs", "letter", "ack")
 
     def __init__(self, outputs: Outputs, letter: DeadLetterOut, ack: Any) -> None:
-        self.outputs, self.letter, self.ack, self.retried = outputs, letter, ack, False
+        self.outputs, self.letter, self.ack = outputs, letter, ack
 
     def __call__(self, err: KafkaError | None, _msg: Any = None) -> None:
-        if err is None or self.retried or err.code() not in _TOO_LARGE:
+        if err is None or err.code() not in _TOO_LARGE:
             self.ack(err, _msg)
             return
-        self.retried = True
         metrics.DEAD_LETTERS_CUT.inc()
         logger.warning(
-            "dead letter refused by %s (%s): sent again without the original",
+            "dead letter refused by %s (%s): written again without the original",
             self.outputs.dlq_topic.name,
             err.name(),
             extra={"topic": self.letter.source.topic, "offset": self.letter.source.offset},
         )
-        self.outputs.send_dead_letter(self.letter, self, minimal=True)
+        self.ack(self.outputs.rescue_dead_letter(self.letter), None)
 
 
 class Outputs:
@@ -117,6 +118,9 @@ class Outputs:
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.beat: Any = lambda: None  # liveness: called while a full queue is waited on
         self._now_ms = 0
+        self._rescue: Producer | None = None
+        # Replaced by the worker with one built from its settings (small batches).
+        self.make_rescue_producer: Any = lambda: producer
 
     def _send(
         self,
@@ -213,19 +217,28 @@ class Outputs:
                 metrics.MESSAGES_REJECTED.labels(stage=stage, reason=reason).inc(n)
         self.publish_signals(signals)
 
-    def send_dead_letter(
-        self, letter: DeadLetterOut, on_delivery: Any, *, minimal: bool = False
-    ) -> None:
+    def rescue_dead_letter(self, letter: DeadLetterOut) -> KafkaError | None:
+        """Write ``letter`` without its original on a producer of its own whose batches stay
+        small (the topic's limit applies to a whole batch), and wait for the answer: the rare
+        path, after a refusal for size. Returns the delivery error, None when written."""
+        if self._rescue is None:
+            self._rescue = self.make_rescue_producer()
         record = dead_letter_record(
-            letter, self.worker_id, self._now_ms, self.dead_letter_max_bytes, minimal=minimal
+            letter, self.worker_id, self._now_ms, self.dead_letter_max_bytes, minimal=True
         )
-        self._send(
-            self.dlq_topic.name,
-            self.codec_dlq.encode_one(record),
-            None if minimal else dead_letter_key(letter),
-            on_delivery,
-            dead_letter_headers(letter),
-        )
+        answer: list[KafkaError | None] = []
+        try:
+            self._rescue.produce(
+                self.dlq_topic.name,
+                self.codec_dlq.encode_one(record),
+                None,
+                headers=dead_letter_headers(letter),
+                on_delivery=lambda err, _msg: answer.append(err),
+            )
+        except KafkaException as exc:
+            return exc.args[0]  # type: ignore[no-any-return]
+        self._rescue.flush(RESCUE_WAIT_SECONDS)
+        return answer[0] if answer else KafkaError(KafkaError._MSG_TIMED_OUT)
 
     def publish_signals(self, signals: Sequence[dict[str, Any]]) -> None:
         """Drift signals: best effort, like shadow predictions."""

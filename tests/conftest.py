@@ -30,6 +30,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Also run the long fault-kit cases (tests/faults, marker `faults`): `make faults`.",
     )
     group.addoption(
+        "--soak-seconds",
+        type=float,
+        default=0.0,
+        help="Run the fault kit's soak for this long (600 for the 10-minute soak: `make soak`).",
+    )
+    group.addoption(
         "--faults-report",
         default=None,
         help="Write the fault kit's table into this markdown file (between its faults markers).",

@@ -114,24 +114,34 @@ def send(
     return sorted(sent, key=lambda s: s.index)
 
 
-def read_topic(p: Pipeline, record: str, settle: float = 2.0, timeout: float = 120) -> list[Any]:
-    """Every message of ``record``'s topic: read until nothing new came for ``settle`` s."""
+def read_topic(p: Pipeline, record: str, timeout: float = 120) -> list[Any]:
+    """Every message of ``record``'s topic up to its end as it is now (high watermarks read
+    first; a read-committed consumer stops at the last stable offset)."""
     topic = by_record(p.settings.topics, record)
     consumer = Consumer(consumer_config(p.settings, f"fault-reader-{uuid.uuid4().hex[:8]}"))
-    parts = consumer.list_topics(topic.name, timeout=10).topics[topic.name].partitions
-    consumer.assign([TopicPartition(topic.name, q, OFFSET_BEGINNING) for q in parts])
-    out: list[Any] = []
-    deadline = time.monotonic() + timeout
-    quiet_since = time.monotonic()
     try:
-        while time.monotonic() < deadline and time.monotonic() - quiet_since < settle:
-            got = [m for m in consumer.consume(1000, 0.2) if m.error() is None]
-            if got:
-                out += got
-                quiet_since = time.monotonic()
+        parts = consumer.list_topics(topic.name, timeout=10).topics[topic.name].partitions
+        ends = {
+            q: consumer.get_watermark_offsets(TopicPartition(topic.name, q), timeout=10)[1]
+            for q in parts
+        }
+        todo = {q for q, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(topic.name, q, OFFSET_BEGINNING) for q in todo])
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while todo and time.monotonic() < deadline:
+            for m in consumer.consume(1000, 0.2):
+                if m.error() is None:
+                    out.append(m)
+                    if m.offset() + 1 >= ends[m.partition()]:
+                        todo.discard(m.partition())
+            for tp in consumer.position([TopicPartition(topic.name, q) for q in list(todo)]):
+                if tp.offset >= ends[tp.partition]:  # control records at the end
+                    todo.discard(tp.partition)
+        assert not todo, f"{record}: partitions {sorted(todo)} not read to their end in time"
+        return out
     finally:
         consumer.close()
-    return out
 
 
 def account(
@@ -145,9 +155,7 @@ def account(
     if expect_outputs is not None:  # wait until at least this many outputs are there
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            n = len(read_topic(p, "Prediction", settle=0.5)) + len(
-                read_topic(p, "DeadLetter", settle=0.5)
-            )
+            n = outputs_count(p)
             if n >= expect_outputs:
                 break
     predictions = [p.codec("Prediction").decode_one(m.value()) for m in read_topic(p, "Prediction")]
@@ -186,12 +194,13 @@ class WorkerProcess:
         self.log = log_dir / f"{name}.log"
         self.out = log_dir / f"{name}.json"
         base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "--json", "worker", "scoring"],
-            env=base | p.env() | (env or {}),
-            stdout=self.out.open("wb"),
-            stderr=self.log.open("wb"),
-        )
+        with self.out.open("wb") as out, self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "--json", "worker", "scoring"],
+                env=base | p.env() | (env or {}),
+                stdout=out,
+                stderr=log,
+            )
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -348,6 +357,15 @@ class SlowProxy:
 
 
 def outputs_count(p: Pipeline) -> int:
-    return len(read_topic(p, "Prediction", settle=0.3)) + len(
-        read_topic(p, "DeadLetter", settle=0.3)
-    )
+    """Predictions plus dead letters written so far (from the topics' end offsets)."""
+    total = 0
+    consumer = Consumer(consumer_config(p.settings, f"fault-count-{uuid.uuid4().hex[:8]}"))
+    try:
+        for record in ("Prediction", "DeadLetter"):
+            name = by_record(p.settings.topics, record).name
+            for q in consumer.list_topics(name, timeout=10).topics[name].partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(name, q), timeout=10)
+                total += high - low
+    finally:
+        consumer.close()
+    return total
