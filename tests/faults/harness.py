@@ -356,6 +356,16 @@ class SlowProxy:
         self.server.close()
 
 
+def wait_accounted(p: Pipeline, sent: list[Sent], seconds: float) -> Tally:
+    """Wait until every input has an output (duplicates do not count); returns the tally."""
+    deadline = time.monotonic() + seconds
+    while True:
+        tally = account(p, sent)
+        if tally.lost == 0 or time.monotonic() > deadline:
+            return tally
+        time.sleep(1)  # polling the topics, not synchronising with the worker
+
+
 def outputs_count(p: Pipeline) -> int:
     """Predictions plus dead letters written so far (from the topics' end offsets)."""
     total = 0

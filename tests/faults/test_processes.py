@@ -32,6 +32,7 @@ from tests.faults.harness import (
     read_topic,
     record,
     send,
+    wait_accounted,
     wait_for,
 )
 from tests.integration.conftest import Stack, free_port, isolated_settings
@@ -62,7 +63,7 @@ def test_sigkill_mid_stream_and_restart(stack: Stack, tmp_path: Path) -> None:
     first.kill()
     second = WorkerProcess(p, tmp_path, "second")
     flow.join(60)
-    wait_for(lambda: outputs_count(p) >= 6000, 120, "every event scored after the restart")
+    wait_accounted(p, sent, 120)
     assert second.stop() == 0
     tally = account(p, sent)
     assert tally.lost == 0 and tally.predicted == 6000
@@ -92,7 +93,7 @@ def test_rebalance_under_load(stack: Stack, tmp_path: Path) -> None:
     wait_for(lambda: outputs_count(p) >= 7000, 90, "work after the third joined")
     b.kill()
     flow.join(60)
-    wait_for(lambda: outputs_count(p) >= 12_000, 180, "every event scored")
+    wait_accounted(p, sent, 180)
     assert c.stop() == 0
     tally = account(p, sent)
     assert tally.lost == 0 and tally.predicted == 12_000
@@ -132,7 +133,7 @@ def test_broker_restart_while_the_worker_runs(own_stack: Stack, tmp_path: Path) 
     time.sleep(5)  # the fault itself: the broker stays down for five seconds
     embedded.up(topic_table(own_stack.settings.topics), own_stack.kind)  # type: ignore[arg-type]
     sent += send(p, good_items(p, 2000, start=2000))
-    wait_for(lambda: outputs_count(p) >= 4000, 180, "every event after the restart")
+    wait_accounted(p, sent, 180)
     assert worker.proc.poll() is None, worker.text()[-2000:]
     assert worker.stop() == 0
     tally = account(p, sent)
@@ -257,7 +258,7 @@ def test_registry_down_during_a_promotion(stack: Stack, tmp_path: Path) -> None:
         assert _cli(p, "models", "promote", "2", "-m", "after the outage").returncode == 0
         wait_for(lambda: "swapped to" in worker.text(), 60, "the swap to v2")
         sent += send(p, good_items(p, 500, start=1000))
-        wait_for(lambda: outputs_count(p) >= 1500, 60, "v2 serving")
+        wait_accounted(p, sent, 60)
         assert worker.stop() == 0
         tally = account(p, sent)
         decoded = [p.codec("Prediction").decode_one(m.value()) for m in read_topic(p, "Prediction")]

@@ -13,10 +13,9 @@ from tests.faults.harness import (
     WorkerProcess,
     account,
     good_items,
-    outputs_count,
     record,
     send,
-    wait_for,
+    wait_accounted,
 )
 from tests.integration.conftest import Stack
 from tests.integration.pipeline_env import make_pipeline
@@ -55,7 +54,7 @@ def test_soak_at_half_the_measured_rate(
     for first in range(0, n, chunk):
         sent += send(p, good_items(p, min(chunk, n - first), start=first), rate=rate)
         rss.append(_rss(worker.proc.pid))
-    wait_for(lambda: outputs_count(p) >= n, 300, "the soak's last outputs")
+    wait_accounted(p, sent, 300)
     lag_seconds = time.monotonic() - started - seconds
     assert worker.stop() == 0
     tally = account(p, sent)
