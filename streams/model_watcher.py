@@ -74,6 +74,7 @@ class ModelWatcher:
         self._pending: Serving | None = None
         self._refused: RolloutState | None = None
         self.registry_down = False
+        self.reads = 0  # registry reads so far (tests wait on it)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
@@ -224,6 +225,7 @@ class ModelWatcher:
         return heard
 
     def _refresh(self, *, retry_refused: bool, source: str) -> None:
+        self.reads += 1
         state = self.loader.source.rollout_state()
         if state == self._state and not (retry_refused and self._refused == state):
             return

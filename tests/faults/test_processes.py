@@ -70,7 +70,7 @@ def test_sigkill_mid_stream_and_restart(stack: Stack, tmp_path: Path) -> None:
     record(
         "SIGKILL a worker mid-stream, start another",
         "the uncommitted tail (at most one commit interval) is scored again: duplicates, no loss",
-        f"{tally.duplicated} duplicates (same prediction ids)",
+        f"{tally.duplicated} duplicates",
         tally,
         time.monotonic() - started,
     )

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,14 @@ def pipeline(stack: Stack, tmp_path: Path) -> Iterator[Pipeline]:
             MlflowRegistry(p.settings), spec, feature_store(p.settings, spec), history, labels
         )
         yield p
+
+
+def until(condition: Callable[[], object], seconds: float, what: str) -> None:
+    """Wait for ``condition``, failing with ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pipeline) -> None:
@@ -106,7 +114,7 @@ def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pip
         while not any("Setting newly assigned partitions" in line for line in lines):
             assert time.monotonic() < joined and control.poll() is None, "".join(lines)[-3000:]
             time.sleep(0.5)
-        time.sleep(2)
+        until(lambda: worker._assigned_at is not None, 90, "the scoring worker's partitions")
         while time.monotonic() < deadline:
             raw = world.events(500, start_index=index)
             index += 500
@@ -114,7 +122,11 @@ def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pip
             for e, v in zip(events, codec.encode_many(events), strict=True):
                 producer.produce(s.topics.interactions, key=e["user_id"].encode(), value=v)
             producer.flush(10)
-            time.sleep(0.5)  # labels arrive after the predictions were stored
+            # Labels arrive after the predictions were stored (as in production).
+            store = worker.predictions_store
+            assert store is not None
+            last = events[-1]["event_id"]
+            until(lambda s=store, e=last: s.get_many("served", [e])[0] is not None, 60, "stored")
             for lab in world.labels(raw):
                 lab = lab | {"label_time": lab["event_time"] + 500}
                 producer.produce(
@@ -129,7 +141,8 @@ def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pip
             assert control.poll() is None, "".join(lines)[-3000:]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:  # noqa: S310
             scraped = r.read().decode()
-        time.sleep(3)  # the worker hears the promotion and swaps
+        if any(h.event_type == "promoted" for h in history):  # the worker hears it and swaps
+            until(lambda: worker.serving.champion.version == "2", 60, "the swap to v2")
         worker.request_stop()
         scoring.join(60)
     finally:

@@ -97,10 +97,17 @@ def test_metrics_of_a_known_stream_equal_what_was_sent(pipeline: Pipeline) -> No
             time.sleep(0.3)
         pipeline.produce(sent)
         assert len(pipeline.read("Prediction", len(events))) == len(events)
-        time.sleep(6)  # one lag sample (every 5 s) after the last batch
-        code, body = _get(f"{base}/metrics")
-        assert code == 200
-        m = _samples(body.decode())
+        # The lag is sampled every 5 s: wait for a sample taken after the last batch.
+        lag_deadline = time.monotonic() + 30
+        while True:
+            code, body = _get(f"{base}/metrics")
+            assert code == 200
+            m = _samples(body.decode())
+            lags = [v for (n, _), v in m.items() if n == "streamscore_consumer_lag_messages"]
+            if lags and max(lags) == 0:
+                break
+            assert time.monotonic() < lag_deadline, f"lag never reached 0: {lags}"
+            time.sleep(0.5)
         ready_code, ready = _get(f"{base}/readyz")
     finally:
         worker.send_signal(signal.SIGTERM)

@@ -42,10 +42,17 @@ def test_dead_pid_is_not_running() -> None:
 
 
 def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    code = (
+        "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ignoring SIGTERM', flush=True); time.sleep(60)"
+    )
     argv = [sys.executable, "-c", code]
-    proc = spawn(argv, tmp_path / "p.log", tmp_path)
-    time.sleep(0.3)  # let the child install its SIGTERM handler
+    log = tmp_path / "p.log"
+    proc = spawn(argv, log, tmp_path)
+    deadline = time.monotonic() + 30  # wait until the child's SIGTERM handler is installed
+    while "ignoring SIGTERM" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.01)
     ticks = start_ticks(proc.pid)
     assert ticks is not None
     assert stop(_record(proc.pid, ticks, tuple(argv)), timeout=0.5) is True

@@ -194,3 +194,32 @@ def test_signed_versions_are_required_when_a_key_is_set(model_dir: Path, tmp_pat
     for signature in (None, sign_digest(digest, b"another key")):
         with pytest.raises(ModelIntegrityError, match="signature"):
             load_artifacts(model_dir, "m", "1", digest, signature=signature, signing_key=b"key")
+
+
+def test_a_signing_key_signs_at_registration_and_is_required_at_load(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    """Through the registry (MLflow on sqlite in a temporary home): a version registered with
+    the key loads with it; registered without a signature it is refused once a key is set,
+    and a different key refuses it too."""
+    from pydantic import SecretStr
+
+    from services.core.errors import ModelIntegrityError
+    from services.scoring.registry import MlflowRegistry
+
+    def registry(key: str | None) -> MlflowRegistry:
+        model = {"name": "signed", "compile": False, "signing_key": SecretStr(key) if key else None}
+        return MlflowRegistry(Settings(home=tmp_path, model=model))
+
+    digest = artifact_digest(model_dir)
+    versions = {}
+    for key in ("k1", None):
+        r = registry(key)
+        run_id, uri = r.log_run({}, {}, {}, model_dir, "signing")
+        versions[key] = r.register(run_id, uri, digest, {})
+    assert registry("k1").load(version=versions["k1"]).version == versions["k1"]
+    with pytest.raises(ModelIntegrityError, match="no artifact_hmac"):
+        registry("k1").load(version=versions[None])
+    with pytest.raises(ModelIntegrityError, match="wrong artifact_hmac"):
+        registry("k2").load(version=versions["k1"])
+    assert registry(None).load(version=versions[None]).version == versions[None]
