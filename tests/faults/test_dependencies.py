@@ -226,3 +226,29 @@ def test_schema_registry_unavailable_is_retried(
         tally,
         time.monotonic() - started,
     )
+
+
+def test_a_batch_larger_than_the_producer_queue(stack: Stack, tmp_path: Path) -> None:
+    """The producer's local queue holds 50 messages and a batch has 1,000 outputs: each
+    produce that finds it full waits for the broker (BufferError used to crash the worker)."""
+    from confluent_kafka import Producer
+
+    from services.kafka.config import producer_config
+
+    p = next(make_pipeline(stack, tmp_path, batch={"max_messages": 1000}))
+    worker = scoring_worker(p.settings)
+    small = Producer(producer_config(p.settings, **{"queue.buffering.max.messages": 50}))
+    worker._producer = worker._outputs.producer = small
+    started = time.monotonic()
+    sent = send(p, good_items(p, 2000, start=0) + garbage_items(100))
+    summary = worker.run(max_events=2100, idle_timeout=30)
+    tally = account(p, sent)
+    assert summary.consumed == 2100 and tally.lost == 0 and tally.duplicated == 0
+    assert (tally.predicted, tally.dead_lettered) == (2000, 100)
+    record(
+        "a batch's outputs overflow the producer's local queue (50 messages, batches of 1,000)",
+        "produce waits for the broker to drain the queue (bounded, 60 s), then goes on",
+        f"{summary.batches} batches, no error",
+        tally,
+        time.monotonic() - started,
+    )

@@ -19,8 +19,7 @@ import pytest
 
 from services.embedded.stack import BROKER, EmbeddedStack
 from services.scoring.registry import MlflowRegistry
-from services.training.pipeline import train_and_register
-from streams.runtime import feature_spec, feature_store, scoring_worker
+from streams.runtime import scoring_worker
 from streams.topics import topic_table
 from tests.faults.harness import (
     Sent,
@@ -36,7 +35,7 @@ from tests.faults.harness import (
     wait_for,
 )
 from tests.integration.conftest import Stack, free_port, isolated_settings
-from tests.integration.pipeline_env import Pipeline, make_pipeline, with_model
+from tests.integration.pipeline_env import Pipeline, make_pipeline, with_two_versions
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 FAST = {"max_messages": 200, "timeout_seconds": 0.05}
@@ -147,18 +146,6 @@ def test_broker_restart_while_the_worker_runs(own_stack: Stack, tmp_path: Path) 
     )
 
 
-def _two_versions(p: Pipeline, name: str) -> Pipeline:
-    q = with_model(p, name)
-    spec = feature_spec(q.settings)
-    store = feature_store(q.settings, spec)
-    history = q.world.events(4000, start_index=20_000_000)
-    labels = {lab["event_id"]: lab["engaged"] for lab in q.world.labels(history)}
-    registry = MlflowRegistry(q.settings)
-    for seed in (7, 8):
-        train_and_register(registry, spec, store, history, labels, seed=seed)
-    return q
-
-
 def _cli(p: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")} | p.env()
     return subprocess.run(
@@ -173,7 +160,7 @@ def _cli(p: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
 def test_corrupted_champion_artifact(stack: Stack, tmp_path: Path) -> None:
     """v2 was promoted over v1; then v2's stored model is changed on disk. A worker started
     afterwards refuses v2 and serves v1 (the previous champion), and counts the fallback."""
-    p = _two_versions(
+    p = with_two_versions(
         next(make_pipeline(stack, tmp_path, batch=FAST)), f"corrupt-{tmp_path.name[-20:]}"
     )
     assert _cli(p, "models", "promote", "2", "-m", "fault kit").returncode == 0
@@ -233,7 +220,7 @@ def test_registry_down_during_a_promotion(stack: Stack, tmp_path: Path) -> None:
         remote = base.settings.model.model_copy(
             update={"tracking_uri": f"http://127.0.0.1:{port}", "poll_seconds": 2.0}
         )
-        p = _two_versions(
+        p = with_two_versions(
             Pipeline(
                 base.settings.model_copy(update={"model": remote}),
                 base.world,

@@ -152,3 +152,17 @@ def with_model(p: Pipeline, name: str, **model: Any) -> Pipeline:
         update={"model": p.settings.model.model_copy(update={"name": name, **model})}
     )
     return Pipeline(settings, p.world, p.trained, p.missing_users)
+
+
+def with_two_versions(p: Pipeline, name: str) -> Pipeline:
+    """The pipeline with a registered model of its own: v1 champion, v2 trained on another
+    seed (history from the same world as the features in Redis, at indexes no test streams)."""
+    q = with_model(p, name)
+    spec = feature_spec(q.settings)
+    store = feature_store(q.settings, spec)
+    history = q.world.events(4000, start_index=20_000_000)
+    labels = {lab["event_id"]: lab["engaged"] for lab in q.world.labels(history)}
+    registry = MlflowRegistry(q.settings)
+    for seed in (7, 8):
+        train_and_register(registry, spec, store, history, labels, seed=seed)
+    return q

@@ -27,11 +27,16 @@ from services.core import metrics
 from services.core.settings import Settings
 from services.scoring.registry import MlflowRegistry
 from services.scoring.rollout import in_canary, plan_promote
-from services.training.pipeline import train_and_register
 from streams.cli import main
-from streams.runtime import feature_spec, feature_store, scoring_worker
+from streams.runtime import scoring_worker
 from tests.integration.conftest import Stack
-from tests.integration.pipeline_env import Pipeline, make_pipeline, with_model, world_events
+from tests.integration.pipeline_env import (
+    Pipeline,
+    make_pipeline,
+    with_model,
+    with_two_versions,
+    world_events,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
 
@@ -42,16 +47,7 @@ def pipeline(stack: Stack, tmp_path: Path) -> Iterator[Pipeline]:
     for base in make_pipeline(
         stack, tmp_path, batch={"max_messages": 200, "timeout_seconds": 0.05}
     ):
-        p = with_model(base, f"rollout-{tmp_path.name[-24:]}")
-        spec = feature_spec(p.settings)
-        store = feature_store(p.settings, spec)
-        history = p.world.events(4000, start_index=20_000_000)
-        # History from the same world as the features in Redis, at indexes no test streams.
-        labels = {lab["event_id"]: lab["engaged"] for lab in p.world.labels(history)}
-        registry = MlflowRegistry(p.settings)
-        for seed in (7, 8):
-            train_and_register(registry, spec, store, history, labels, seed=seed)
-        yield p
+        yield with_two_versions(base, f"rollout-{tmp_path.name[-24:]}")
 
 
 def _send(p: Pipeline, events: list[dict[str, Any]]) -> None:
