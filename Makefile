@@ -60,7 +60,7 @@ faults: install
 # The 10-minute soak at half the rate measured in the same run (not part of `make faults`).
 soak: install
 	-@$(MAKE) --no-print-directory kafka || echo "Apache Kafka unavailable: the soak runs on tansu"
-	$(BIN)/python -m pytest tests/faults/test_soak.py --broker=auto --faults --soak-seconds=600 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/faults/test_soak.py --broker=auto --faults --soak-seconds=600 --timeout=1800 $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit tests/contract services $(PYTEST_ARGS)

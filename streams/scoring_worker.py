@@ -473,7 +473,8 @@ class ScoringWorker:
         t0 = time.perf_counter()
         result = self._process_with_retry(inbound)
         if result is None:
-            return  # dropped uncommitted: read again by this partition's owner
+            self._rewind(inbound)  # dropped uncommitted: read again by each partition's owner
+            return
         t1 = time.perf_counter()
         signals: list[dict[str, Any]] = []
         feed = self._drift_feed
@@ -596,6 +597,19 @@ class ScoringWorker:
             if a.rank_correlation == a.rank_correlation:  # not NaN
                 metrics.SHADOW_RANK_CORRELATION.set(a.rank_correlation)
         return result
+
+    def _rewind(self, inbound: list[Inbound]) -> None:
+        """Put the position of each partition still ours back to the first message of a batch
+        that was dropped, so that it is read again rather than skipped (a cooperative rebalance
+        keeps the positions of the partitions it does not move)."""
+        first: dict[tuple[str, int], int] = {}
+        for m in inbound:
+            key = (m.topic, m.partition)
+            first[key] = min(first.get(key, m.offset), m.offset)
+        owned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        for (t, p), o in first.items():
+            if (t, p) in owned:
+                self._consumer.seek(TopicPartition(t, p, o))
 
     def _wait(self, seconds: float) -> None:
         """A bounded wait inside a batch: delivery reports and acknowledged commits go on, and

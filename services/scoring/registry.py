@@ -132,8 +132,10 @@ class MlflowRegistry:
 
         try:
             return str(self.client.get_model_version_by_alias(self.name, alias).version)
-        except MlflowException:
-            return None
+        except Exception as exc:  # noqa: BLE001
+            if isinstance(exc, MlflowException) and _not_found(exc):
+                return None
+            raise _outage(exc) from exc
 
     def set_alias(self, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(self.name, alias, version)

@@ -10,6 +10,7 @@ from typing import Any
 import faust
 
 from services.core import metrics
+from services.core.errors import RegistryUnavailable, TransientError
 from services.core.settings import Settings
 from services.drift.signals import drift_signal
 from services.labels.join import join
@@ -89,16 +90,20 @@ def create_app(settings: Settings) -> tuple[faust.App, ControlState]:
             if not isinstance(request, dict) or request["model_name"] != state.registry.name:
                 continue
             logger.info("training for request %s (%s)", request["request_id"], request["reason"])
-            outcome = await asyncio.get_running_loop().run_in_executor(
-                None,
-                answer,
-                settings,
-                state.registry,
-                state.spec,
-                state.features,
-                state.trainer_codecs,
-                request,
-            )
+            try:
+                outcome = await asyncio.get_running_loop().run_in_executor(
+                    None,
+                    answer,
+                    settings,
+                    state.registry,
+                    state.spec,
+                    state.features,
+                    state.trainer_codecs,
+                    request,
+                )
+            except TransientError as exc:  # registry, Redis or Kafka down: not this request's fault
+                logger.warning("retrain request %s not answered: %s", request["request_id"], exc)
+                outcome = {"trained": False, "why": str(exc)}
             metrics.RETRAIN_OUTCOMES.labels(
                 outcome="trained" if outcome.get("trained") else "skipped"
             ).inc()
@@ -124,7 +129,12 @@ def create_app(settings: Settings) -> tuple[faust.App, ControlState]:
     async def tick() -> None:
         state.last_tick = time.monotonic()
         metrics.CONTROL_PLANE_TICK.set(time.time())
-        await asyncio.get_running_loop().run_in_executor(None, _consider_promotion, state)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, _consider_promotion, state)
+            metrics.REGISTRY_UP.set(1)
+        except RegistryUnavailable as exc:  # the timer goes on; the decision waits for MLflow
+            metrics.REGISTRY_UP.set(0)
+            logger.warning("promotion check skipped: %s", exc)
 
     return app, state
 

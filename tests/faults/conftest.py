@@ -3,11 +3,12 @@ With --faults-report, the table of what each case observed is written into that 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.faults.harness import REPORT
+from tests.faults.harness import REPORT, RUNNING
 from tests.integration.conftest import (  # noqa: F401 (fixtures and hooks, shared)
     broker_kind,
     pytest_generate_tests,
@@ -15,6 +16,17 @@ from tests.integration.conftest import (  # noqa: F401 (fixtures and hooks, shar
 )
 
 BEGIN, END = "<!-- faults:begin -->", "<!-- faults:end -->"
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left_behind() -> Iterator[None]:
+    """A failed case must not leave a worker process consuming (or holding a group) behind."""
+    yield
+    while RUNNING:
+        proc = RUNNING.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(30)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

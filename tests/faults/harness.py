@@ -63,6 +63,15 @@ def wait_for(condition: Callable[[], object], seconds: float, what: str) -> None
         time.sleep(0.05)
 
 
+def renamed(item: tuple[bytes | None, bytes, Headers, str], k: int) -> tuple[Any, bytes, Any, str]:
+    """``item`` again as a new event: its 36-character event id (the record's first field,
+    after the 5-byte header and a 1-byte length) replaced in the encoded bytes."""
+    key, value, headers, event_id = item
+    assert len(event_id) == 36 and value[5] == 72  # zigzag(36): one length byte
+    new_id = f"s{k:035d}"
+    return key, value[:6] + new_id.encode() + value[42:], headers, new_id
+
+
 def good_items(p: Pipeline, n: int, start: int) -> list[tuple[bytes | None, bytes, Headers, str]]:
     codec = p.codec("Interaction")
     events = world_events(p, n, start=start)
@@ -187,6 +196,9 @@ def account(
     return tally
 
 
+RUNNING: list[subprocess.Popen[bytes]] = []  # killed after each test, whatever happened
+
+
 class WorkerProcess:
     """`streamscore worker scoring` as a process of its own, logging to a file."""
 
@@ -201,6 +213,7 @@ class WorkerProcess:
                 stdout=out,
                 stderr=log,
             )
+        RUNNING.append(self.proc)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")

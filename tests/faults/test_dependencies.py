@@ -252,3 +252,37 @@ def test_a_batch_larger_than_the_producer_queue(stack: Stack, tmp_path: Path) ->
         tally,
         time.monotonic() - started,
     )
+
+
+@pytest.mark.faults
+def test_redis_down_while_a_second_worker_joins(
+    stack: Stack, tmp_path: Path, own_redis: OwnRedis
+) -> None:
+    """Redis stops, input is held, and meanwhile a second worker joins: the rebalance moves
+    partitions under a held batch. The held batch is dropped and its partitions rewound, never
+    skipped; once Redis answers, every event is scored."""
+    from tests.faults.harness import WorkerProcess, wait_accounted
+
+    p = _pipeline(stack, tmp_path, own_redis.url, unavailable_policy="pause")
+    started = time.monotonic()
+    first = InProcessWorker(lambda: scoring_worker(p.settings), idle_timeout=None)
+    sent = send(p, good_items(p, 1000, start=0))
+    wait_accounted(p, sent, 120)
+    own_redis.stop()
+    sent += send(p, good_items(p, 1000, start=1000))
+    wait_for(lambda: _value(metrics.INPUT_HELD) == 1, 60, "input held")
+    second = WorkerProcess(p, tmp_path, "second")
+    second.wait_assigned()
+    own_redis.start()
+    sent += send(p, good_items(p, 1000, start=2000))
+    tally = wait_accounted(p, sent, 180)
+    assert second.stop() == 0
+    first.stop()
+    assert tally.lost == 0 and tally.predicted == 3000
+    record(
+        "Redis down while a second worker joins (policy `pause`)",
+        "the held batch is dropped and rewound across the rebalance; all scored after",
+        f"{tally.duplicated} duplicates",
+        tally,
+        time.monotonic() - started,
+    )
