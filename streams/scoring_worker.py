@@ -166,6 +166,7 @@ class ScoringWorker:
         self._paused: dict[tuple[str, int], float] = {}
         self._revokes = 0  # partitions revoked or lost so far (a batch in hand may be stale)
         self._holding = False  # every partition paused while a dependency is down
+        self._degrading = False  # policy degrade, Redis down: batches score with defaults
         self._tracker = DeliveryTracker()
         # Redis calls of a batch (rate-limit tokens, features, the prediction store) wait here,
         # two at a time, while it decodes and validates: the GIL is free while a thread waits
@@ -548,13 +549,16 @@ class ScoringWorker:
                         metrics.FEATURE_LOOKUPS.labels(outcome="error").inc()
                     if attempt == 1 or attempt % 20 == 0:
                         logger.warning("%s unavailable (attempt %d): %s", dependency, attempt, exc)
-                    if attempt < FEATURE_RETRIES:
+                    # While degrading, one failed try is enough: no batch waits for retries.
+                    quick = 1 if redis_down and self._degrading else FEATURE_RETRIES
+                    if attempt < quick:
                         self._wait(delay)
                         delay = min(delay * 2, 5.0)
                         continue
                     if redis_down and self.settings.redis.unavailable_policy == "degrade":
-                        if not degraded:
+                        if not self._degrading:
                             logger.warning("redis unavailable: scoring with declared defaults")
+                        self._degrading = True
                         degraded, lookup, limiter = True, defaults_only(self.spec), None
                         continue
                     if not self._holding:
@@ -583,6 +587,9 @@ class ScoringWorker:
             return None
         if degraded:
             result = flag_degraded(result, "feature_store_down")
+        elif self._degrading:
+            self._degrading = False
+            logger.info("redis answers again: scoring with stored features")
         for group, n in result.missing.items():
             metrics.FEATURE_LOOKUPS.labels(outcome=f"missing_{group}").inc(n)
         if result.served is not None and not degraded:
