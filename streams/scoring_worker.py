@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -57,6 +58,8 @@ FEATURE_RETRIES = 5
 JOIN_GRACE_SECONDS = 30.0  # how long --timeout waits for a first partition assignment
 LAG_SAMPLE_SECONDS = 5.0
 REVOKE_FLUSH_SECONDS = 10.0  # on revoke, how long to wait for outputs before committing
+REJOIN_SECONDS = 60.0  # no assignment this long after losing the partitions: a new consumer
+CLOSE_SECONDS = 30.0  # most time given to leaving the group at shutdown
 # A fenced or rebalancing member's commit fails routinely: what it covered is read again.
 _ROUTINE_COMMIT_ERRORS = {
     KafkaError.ILLEGAL_GENERATION,
@@ -173,9 +176,8 @@ class ScoringWorker:
         # on a socket.
         self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scoring-io")
         self._summary = WorkerSummary()
-        self._consumer = Consumer(
-            consumer_config(settings, settings.worker.scoring_group, on_commit=self._on_commit)
-        )
+        self._consumer = self._new_consumer()
+        self._lost_at: float | None = None  # partitions lost, and no assignment since
         self._producer = Producer(producer_config(settings))
         self._drift_feed = (
             DriftFeed(drift[0], settings.drift.features, input_topic.name) if drift else None
@@ -203,8 +205,44 @@ class ScoringWorker:
 
     # -- group membership -------------------------------------------------------------------
 
+    def _new_consumer(self) -> Consumer:
+        return Consumer(
+            consumer_config(
+                self.settings, self.settings.worker.scoring_group, on_commit=self._on_commit
+            )
+        )
+
+    def _subscribe(self) -> None:
+        self._consumer.subscribe(
+            [self.input_topic.name],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+
+    def _rejoin_if_stuck(self, now: float) -> None:
+        """A consumer whose partitions were lost (its session expired, e.g. while the broker
+        restarted) should rejoin the group by itself; librdkafka sometimes never does (its
+        coordinator requests stay queued). After ``REJOIN_SECONDS`` without an assignment the
+        consumer is replaced by a new one; the old one is closed on a thread of its own, since
+        its close can wait on the coordinator for ever. Nothing was owned meanwhile, so nothing
+        is read twice by this worker or skipped."""
+        if self._lost_at is None or now - self._lost_at < REJOIN_SECONDS:
+            return
+        logger.error(
+            "no partition assignment %.0f s after losing the partitions: replacing the consumer",
+            now - self._lost_at,
+        )
+        metrics.CONSUMER_REBUILDS.inc()
+        old = self._consumer
+        threading.Thread(target=_close_quietly, args=(old,), daemon=True).start()
+        self._consumer = self._new_consumer()
+        self._subscribe()
+        self._lost_at = now  # the same patience for the new one
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned_at = time.monotonic()
+        self._lost_at = None
         if self._holding and partitions:
             consumer.pause(partitions)  # input is held until the dependency answers
         self._summary.rebalances += 1
@@ -229,6 +267,7 @@ class ScoringWorker:
     def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """The group moved on without us (session expired): nothing may be committed."""
         self._revokes += 1
+        self._lost_at = time.monotonic()
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self._forget(keys)
         logger.warning("partitions lost: %s", ",".join(f"{t}[{p}]" for t, p in keys))
@@ -324,12 +363,7 @@ class ScoringWorker:
         summary = self._summary
         started = last_message = time.monotonic()
         cpu_started: float | None = None
-        self._consumer.subscribe(
-            [self.input_topic.name],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_lost,
-        )
+        self._subscribe()
         logger.info(
             "scoring worker %s started: %s -> %s, model %s: %s",
             self.worker_id,
@@ -350,6 +384,7 @@ class ScoringWorker:
                 self.last_loop = now = time.monotonic()
                 metrics.WORKER_UP.set(time.time())
                 self._maybe_swap(summary)
+                self._rejoin_if_stuck(now)
                 self._sample_lag(now)
                 self._resume_due(now)
                 want = self.settings.batch.max_messages
@@ -401,7 +436,13 @@ class ScoringWorker:
         try:
             self._commit(sync=True)
         finally:
-            self._consumer.close()
+            # Leaving the group waits on its coordinator; one that does not answer must not
+            # keep the process from exiting (the group notices after the session timeout).
+            closer = threading.Thread(target=_close_quietly, args=(self._consumer,), daemon=True)
+            closer.start()
+            closer.join(CLOSE_SECONDS)
+            if closer.is_alive():
+                logger.warning("the consumer did not leave its group in %.0f s", CLOSE_SECONDS)
         if remaining:
             logger.error("%d outputs unacknowledged at shutdown: not committed", remaining)
         self._check_deliveries()
@@ -715,6 +756,13 @@ class ScoringWorker:
             self._consumer.resume([TopicPartition(t, p) for t, p in due])
             for tp in due:
                 del self._paused[tp]
+
+
+def _close_quietly(consumer: Consumer) -> None:
+    try:
+        consumer.close()
+    except (KafkaException, RuntimeError) as exc:
+        logger.info("closing a consumer: %s", exc)
 
 
 def _proc_status_bytes(field: str) -> int:

@@ -219,6 +219,12 @@ PUBLISH_FAILURES = Counter(
     ["topic"],
     namespace=NAMESPACE,
 )
+CONSUMER_REBUILDS = Counter(
+    "consumer_rebuilds_total",
+    "Consumers replaced because they had not rejoined their group a minute after losing their "
+    "partitions (seen after a broker restart longer than the session timeout).",
+    namespace=NAMESPACE,
+)
 INPUT_HELD = Gauge(
     "input_held",
     "1 while a worker holds its input (every partition paused) because Redis or the schema "

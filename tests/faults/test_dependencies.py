@@ -286,3 +286,31 @@ def test_redis_down_while_a_second_worker_joins(
         tally,
         time.monotonic() - started,
     )
+
+
+def test_a_consumer_that_never_rejoins_is_replaced(stack: Stack, tmp_path: Path) -> None:
+    """After a broker restart longer than the session timeout, librdkafka sometimes leaves a
+    consumer without partitions for good (seen in `make faults`: coordinator requests queued for
+    minutes). That state is set here as it was seen; the worker replaces its consumer and the
+    new one scores everything."""
+    from streams import scoring_worker as module
+
+    p = next(make_pipeline(stack, tmp_path))
+    worker = scoring_worker(p.settings)
+    before = _value(metrics.CONSUMER_REBUILDS)
+    stuck = worker._consumer
+    worker._lost_at = time.monotonic() - module.REJOIN_SECONDS - 1
+    started = time.monotonic()
+    sent = send(p, good_items(p, 500, start=0))
+    summary = worker.run(max_events=500, idle_timeout=30)
+    assert worker._consumer is not stuck
+    assert _value(metrics.CONSUMER_REBUILDS) == before + 1
+    tally = account(p, sent)
+    assert summary.predictions == 500 and tally.lost == 0
+    record(
+        "a consumer left without partitions after it lost them (never rejoins)",
+        "replaced by a new consumer after a minute; the new one joins and scores",
+        "replaced once; every event scored",
+        tally,
+        time.monotonic() - started,
+    )
