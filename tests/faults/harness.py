@@ -379,18 +379,6 @@ def wait_accounted(p: Pipeline, sent: list[Sent], seconds: float) -> Tally:
         time.sleep(1)  # polling the topics, not synchronising with the worker
 
 
-def committed_total(p: Pipeline) -> int:
-    """Offsets the scoring group has committed on the input, summed over its partitions."""
-    probe = Consumer(consumer_config(p.settings, p.settings.worker.scoring_group))
-    try:
-        topic = p.settings.topics.interactions
-        parts = probe.list_topics(topic, timeout=10).topics[topic].partitions
-        done = probe.committed([TopicPartition(topic, q) for q in parts], timeout=10)
-        return sum(max(tp.offset, 0) for tp in done)
-    finally:
-        probe.close()
-
-
 def outputs_count(p: Pipeline) -> int:
     """Predictions plus dead letters written so far (from the topics' end offsets)."""
     total = 0

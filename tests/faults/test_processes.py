@@ -25,7 +25,6 @@ from tests.faults.harness import (
     Sent,
     WorkerProcess,
     account,
-    committed_total,
     garbage_items,
     good_items,
     outputs_count,
@@ -36,7 +35,12 @@ from tests.faults.harness import (
     wait_for,
 )
 from tests.integration.conftest import Stack, free_port, isolated_settings
-from tests.integration.pipeline_env import Pipeline, make_pipeline, with_two_versions
+from tests.integration.pipeline_env import (
+    Pipeline,
+    committed_total,
+    make_pipeline,
+    with_two_versions,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 FAST = {"max_messages": 200, "timeout_seconds": 0.05}

@@ -166,3 +166,15 @@ def with_two_versions(p: Pipeline, name: str) -> Pipeline:
     for seed in (7, 8):
         train_and_register(registry, spec, store, history, labels, seed=seed)
     return q
+
+
+def committed_total(p: Pipeline) -> int:
+    """Offsets the scoring group has committed on the input, summed over its partitions."""
+    probe = Consumer(consumer_config(p.settings, p.settings.worker.scoring_group))
+    try:
+        topic = p.settings.topics.interactions
+        parts = probe.list_topics(topic, timeout=10).topics[topic].partitions
+        done = probe.committed([TopicPartition(topic, q) for q in parts], timeout=10)
+        return sum(max(tp.offset, 0) for tp in done)
+    finally:
+        probe.close()

@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 from services.kafka.config import consumer_config
 from streams.runtime import scoring_worker
 from tests.integration.conftest import Stack
-from tests.integration.pipeline_env import Pipeline, make_pipeline, world_events
+from tests.integration.pipeline_env import Pipeline, committed_total, make_pipeline, world_events
 
 pytestmark = [pytest.mark.integration]
 
@@ -32,18 +32,6 @@ def pipeline(stack: Stack, tmp_path: Path) -> Iterator[Pipeline]:
         tmp_path,
         batch={"max_messages": 100, "timeout_seconds": 0.1, "commit_interval_seconds": 5},
     )
-
-
-def _committed(p: Pipeline) -> int:
-    """Offsets the scoring group has committed, summed over the input's partitions."""
-    probe = Consumer(consumer_config(p.settings, p.settings.worker.scoring_group))
-    try:
-        topic = p.settings.topics.interactions
-        parts = probe.list_topics(topic, timeout=10).topics[topic].partitions
-        done = probe.committed([TopicPartition(topic, q) for q in parts], timeout=10)
-        return sum(max(tp.offset, 0) for tp in done)
-    finally:
-        probe.close()
 
 
 def _worker(p: Pipeline, *args: str) -> subprocess.Popen[bytes]:
@@ -82,7 +70,7 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(pipeline: Pipeline) -> No
             first.communicate()
     # What the kill left: predictions Kafka holds beyond the committed offsets. Those events
     # are read again, so exactly that many duplicates must follow.
-    committed = _committed(pipeline)
+    committed = committed_total(pipeline)
     before = len(pipeline.read("Prediction", 10**9, timeout=3))
     assert before > committed, (before, committed)
     pipeline.produce(values[5000:])
