@@ -8,6 +8,7 @@ concept drift; quality per (version, variant) is kept over a bounded recent wind
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,16 +74,22 @@ def join(
 
 @dataclass
 class QualityBook:
-    """Recent (score, outcome) pairs per (version, variant): online log loss, AUC, calibration."""
+    """Recent (score, outcome) pairs per (version, variant): online log loss, AUC, calibration.
+
+    The label agent adds while the promotion check reads on an executor thread: one lock
+    guards both (a deque mutated during iteration raises)."""
 
     window: int = WINDOW
     pairs: dict[tuple[str, str], deque[tuple[float, bool, int]]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, joined: Sequence[Joined], now_ms: int) -> None:
-        for j in joined:
-            self._add(j.served.model_version, j.served.variant, j.served.score, j.engaged, now_ms)
-            if j.shadow is not None:
-                self._add(j.shadow.model_version, "shadow", j.shadow.score, j.engaged, now_ms)
+        with self._lock:
+            for j in joined:
+                served = j.served
+                self._add(served.model_version, served.variant, served.score, j.engaged, now_ms)
+                if j.shadow is not None:
+                    self._add(j.shadow.model_version, "shadow", j.shadow.score, j.engaged, now_ms)
 
     def _add(self, version: str, variant: str, score: float, y: bool, now_ms: int) -> None:
         key = (version, variant)
@@ -92,7 +99,9 @@ class QualityBook:
 
     def quality(self, version: str, variant: str, since_ms: int = 0) -> dict[str, float]:
         """Count, log loss, AUC (both classes needed) and calibration (mean score - rate)."""
-        rows = [(s, y) for s, y, t in self.pairs.get((version, variant), ()) if t >= since_ms]
+        with self._lock:
+            kept = self.pairs.get((version, variant), ())
+            rows = [(s, y) for s, y, t in kept if t >= since_ms]
         if not rows:
             return {"count": 0.0}
         scores = np.array([s for s, _ in rows])
@@ -110,4 +119,5 @@ class QualityBook:
         return out
 
     def keys(self) -> list[tuple[str, str]]:
-        return sorted(self.pairs)
+        with self._lock:
+            return sorted(self.pairs)

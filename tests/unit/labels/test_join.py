@@ -54,3 +54,34 @@ def test_stored_predictions_round_trip_and_garbage_is_none() -> None:
     s = Stored("12", "shadow", 0.123456789)
     assert decode(encode(s)) == s
     assert decode(b"not|a") is None and decode(None) is None
+
+
+def test_quality_can_be_read_while_labels_are_added() -> None:
+    """The promotion check reads on an executor thread while the label agent appends: without
+    the book's lock, iterating a deque another thread appends to raises RuntimeError."""
+    import sys
+    import threading
+    import time
+
+    book = QualityBook(window=50_000)
+    labels = [_label(i, i % 3 == 0) for i in range(200)]
+    joined, _ = join(labels, [Stored("1", "champion", 0.4)] * 200, [None] * 200)
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            book.add(joined, now_ms=1)
+            time.sleep(0.0005)  # a label batch now and then, as the agent adds them
+
+    thread = threading.Thread(target=writer, daemon=True)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads take turns often: a race shows in a few reads
+    thread.start()
+    try:
+        for _ in range(40):
+            assert book.quality("1", "champion")["count"] > 0
+            assert book.keys() == [("1", "champion")]
+    finally:
+        stop.set()
+        thread.join(10)
+        sys.setswitchinterval(switch)
