@@ -191,12 +191,12 @@ class ScoringWorker:
             shadow=shadow_topic,
             drift=(drift[1], drift[2]) if drift is not None else None,
             dead_letter_max_bytes=settings.batch.dead_letter_max_bytes,
-        )
-        self._outputs.beat = self._beat
-        # Dead letters refused for their size are written again alone, in batches well under
-        # any topic's max.message.bytes.
-        self._outputs.make_rescue_producer = lambda: Producer(
-            producer_config(settings, **{"batch.size": 4096, "linger.ms": 0})
+            beat=self._beat,
+            # Dead letters refused for their size are written again alone, in batches well
+            # under any topic's max.message.bytes.
+            rescue_producer=lambda: Producer(
+                producer_config(settings, **{"batch.size": 4096, "linger.ms": 0})
+            ),
         )
         publish_serving_info(self.serving, None)
 
@@ -313,6 +313,12 @@ class ScoringWorker:
         self._summary.commits += 1
         metrics.COMMITS.labels(outcome="ok").inc()
 
+    def _commit_if_due(self, now: float) -> None:
+        """The periodic asynchronous commit of what Kafka acknowledged."""
+        if now >= self._next_commit:
+            self._commit(sync=False)
+            self._next_commit = now + self.settings.batch.commit_interval_seconds
+
     def _count_acknowledged(self) -> None:
         """Metrics for outputs once Kafka acknowledged them (per chunk, arrays)."""
         for chunk in self._tracker.completed():
@@ -395,9 +401,7 @@ class ScoringWorker:
                 messages = self._take(want)
                 self._producer.poll(0)  # delivery reports: advance the commit positions
                 self._check_deliveries()
-                if now >= self._next_commit:
-                    self._commit(sync=False)
-                    self._next_commit = now + self.settings.batch.commit_interval_seconds
+                self._commit_if_due(now)
                 if not messages:
                     self._flush_drift(force=False)
                     # Idle time counts from the last message or the last assignment, so a slow
@@ -607,7 +611,7 @@ class ScoringWorker:
                         self._consumer.pause(self._consumer.assignment())
                         metrics.INPUT_HELD.set(1)
                         logger.warning(
-                            "%s unavailable: input paused, retrying every %.0f s", dependency, 5.0
+                            "%s unavailable: input paused, retrying (backoff up to 5 s)", dependency
                         )
                     self._wait(delay)
                     delay = min(delay * 2, 5.0)
@@ -669,9 +673,7 @@ class ScoringWorker:
             if now >= deadline:
                 return
             self._producer.poll(0)
-            if now >= self._next_commit:
-                self._commit(sync=False)
-                self._next_commit = now + self.settings.batch.commit_interval_seconds
+            self._commit_if_due(now)
             if self._holding:
                 # Paused partitions return nothing; should one come (a partition assigned
                 # meanwhile), its position is put back: it is read again, never skipped.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,7 +107,12 @@ class Outputs:
         shadow: TopicSpec | None,
         drift: tuple[TopicSpec, AvroCodec] | None,
         dead_letter_max_bytes: int = 1_000_000,
+        beat: Callable[[], None] = lambda: None,
+        rescue_producer: Callable[[], Producer] | None = None,
     ) -> None:
+        """``beat``: liveness, called while a full queue is waited on. ``rescue_producer``:
+        builds the producer that writes dead letters again without their original (small
+        batches); the main producer when not given."""
         self.producer, self.tracker, self.worker_id = producer, tracker, worker_id
         self.predictions_topic, self.codec_out = predictions
         self.dlq_topic, self.codec_dlq = dead_letters
@@ -116,11 +121,10 @@ class Outputs:
         self._shadow_cb = _BestEffort(shadow.name) if shadow else None
         self._drift_cb = _BestEffort(drift[0].name) if drift else None
         self.dead_letter_max_bytes = dead_letter_max_bytes
-        self.beat: Any = lambda: None  # liveness: called while a full queue is waited on
+        self.beat = beat
         self._now_ms = 0
         self._rescue: Producer | None = None
-        # Replaced by the worker with one built from its settings (small batches).
-        self.make_rescue_producer: Any = lambda: producer
+        self._make_rescue = rescue_producer or (lambda: producer)
 
     def _send(
         self,
@@ -222,7 +226,7 @@ class Outputs:
         small (the topic's limit applies to a whole batch), and wait for the answer: the rare
         path, after a refusal for size. Returns the delivery error, None when written."""
         if self._rescue is None:
-            self._rescue = self.make_rescue_producer()
+            self._rescue = self._make_rescue()
         record = dead_letter_record(
             letter, self.worker_id, self._now_ms, self.dead_letter_max_bytes, minimal=True
         )
@@ -237,6 +241,8 @@ class Outputs:
             )
         except KafkaException as exc:
             return exc.args[0]  # type: ignore[no-any-return]
+        except BufferError:  # its queue is full: the letter fails, the worker stops uncommitted
+            return KafkaError(KafkaError._QUEUE_FULL)
         self._rescue.flush(RESCUE_WAIT_SECONDS)
         return answer[0] if answer else KafkaError(KafkaError._MSG_TIMED_OUT)
 

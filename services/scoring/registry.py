@@ -11,9 +11,10 @@ import logging
 import os
 import tempfile
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from services.core.errors import ConfigError, ModelLoadError, RegistryUnavailable
 from services.core.settings import Settings
@@ -27,6 +28,7 @@ ARTIFACT_PATH = "model"
 MODE_TAG = "streamscore.rollout.mode"
 PERCENT_TAG = "streamscore.rollout.canary_percent"
 HISTORY_TAG = "streamscore.history."
+T = TypeVar("T")
 
 
 def _not_found(exc: Exception) -> bool:
@@ -39,6 +41,20 @@ def _not_found(exc: Exception) -> bool:
 
 def _outage(exc: Exception) -> RegistryUnavailable:
     return RegistryUnavailable(f"model registry unavailable: {type(exc).__name__}: {exc}")
+
+
+def _ask(call: Callable[[], T], missing: Callable[[], T]) -> T:
+    """A registry read: its answer, or ``missing()`` when the registry says there is no such
+    model, version or alias. Any other failure (MLflow, HTTP and database errors alike) is an
+    outage: ``RegistryUnavailable``."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return call()
+    except Exception as exc:  # noqa: BLE001
+        if isinstance(exc, MlflowException) and _not_found(exc):
+            return missing()
+        raise _outage(exc) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,14 +144,10 @@ class MlflowRegistry:
         return str(mv.version)
 
     def alias_version(self, alias: str) -> str | None:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return str(self.client.get_model_version_by_alias(self.name, alias).version)
-        except Exception as exc:  # noqa: BLE001
-            if isinstance(exc, MlflowException) and _not_found(exc):
-                return None
-            raise _outage(exc) from exc
+        return _ask(
+            lambda: str(self.client.get_model_version_by_alias(self.name, alias).version),
+            lambda: None,
+        )
 
     def set_alias(self, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(self.name, alias, version)
@@ -147,14 +159,9 @@ class MlflowRegistry:
         Raises:
             RegistryUnavailable: the registry did not answer (not the same as "no champion").
         """
-        from mlflow.exceptions import MlflowException
-
-        try:
-            rm = self.client.get_registered_model(self.name)
-        except Exception as exc:  # noqa: BLE001 (MLflow, HTTP and database errors alike)
-            if isinstance(exc, MlflowException) and _not_found(exc):
-                return RolloutState(None)
-            raise _outage(exc) from exc
+        rm = _ask(lambda: self.client.get_registered_model(self.name), lambda: None)
+        if rm is None:
+            return RolloutState(None)
         aliases = {k: str(v) for k, v in (rm.aliases or {}).items()}
         tags = rm.tags or {}
         mode: Mode = "none"
@@ -201,14 +208,8 @@ class MlflowRegistry:
 
     def history(self) -> list[AliasChange]:
         """Every recorded alias change, oldest first."""
-        from mlflow.exceptions import MlflowException
-
-        try:
-            tags = self.client.get_registered_model(self.name).tags or {}
-        except Exception as exc:  # noqa: BLE001
-            if isinstance(exc, MlflowException) and _not_found(exc):
-                return []
-            raise _outage(exc) from exc
+        rm = _ask(lambda: self.client.get_registered_model(self.name), lambda: None)
+        tags = (rm.tags or {}) if rm is not None else {}
         out = []
         for key in sorted(k for k in tags if k.startswith(HISTORY_TAG)):
             try:
@@ -228,15 +229,13 @@ class MlflowRegistry:
             return {}
 
     def versions(self) -> list[VersionInfo]:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            found = self.client.search_model_versions(f"name='{self.name}'")
-            aliases = self.client.get_registered_model(self.name).aliases or {}
-        except Exception as exc:  # noqa: BLE001
-            if isinstance(exc, MlflowException) and _not_found(exc):
-                return []
-            raise _outage(exc) from exc
+        found: list[Any] = _ask(
+            lambda: list(self.client.search_model_versions(f"name='{self.name}'")), list
+        )
+        rm = _ask(lambda: self.client.get_registered_model(self.name), lambda: None)
+        if rm is None:
+            return []
+        aliases = rm.aliases or {}
         # search_model_versions does not fill in aliases on every backend; the model does.
         by_version: dict[str, list[str]] = {}
         for alias, version in aliases.items():
@@ -267,20 +266,21 @@ class MlflowRegistry:
             ModelIntegrityError, ModelLoadError: the artifact is tampered with or unloadable.
             RegistryUnavailable: the registry or its artifact store did not answer.
         """
-        from mlflow.exceptions import MlflowException
 
-        try:
-            if version is None:
-                mv = self.client.get_model_version_by_alias(self.name, alias or "champion")
-            else:
-                mv = self.client.get_model_version(self.name, version)
-        except Exception as exc:  # noqa: BLE001
-            if not (isinstance(exc, MlflowException) and _not_found(exc)):
-                raise _outage(exc) from exc
+        def missing() -> Any:
             what = f"version {version}" if version else f"alias {alias}"
             raise ConfigError(
                 f"model {self.name} has no {what} in the registry: run `streamscore train`"
-            ) from exc
+            )
+
+        mv = _ask(
+            lambda: (
+                self.client.get_model_version_by_alias(self.name, alias or "champion")
+                if version is None
+                else self.client.get_model_version(self.name, version)
+            ),
+            missing,
+        )
         expected = (mv.tags or {}).get(SHA_TAG)
         signature = (mv.tags or {}).get(SIGNATURE_TAG)
         if not expected:

@@ -28,6 +28,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from services.kafka.config import consumer_config, producer_config
 from streams.topics import by_record
 from tests.integration.pipeline_env import Pipeline, world_events
+from tests.waiting import wait_for
 
 Headers = list[tuple[str, bytes | None]]
 
@@ -52,15 +53,6 @@ class Tally:
 
     def row(self) -> dict[str, int]:
         return {k: v for k, v in asdict(self).items() if k != "reasons" and isinstance(v, int)}
-
-
-def wait_for(condition: Callable[[], object], seconds: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail with ``what`` after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def renamed(item: tuple[bytes | None, bytes, Headers, str], k: int) -> tuple[Any, bytes, Any, str]:

@@ -271,8 +271,11 @@ def test_redis_down_while_a_second_worker_joins(
     own_redis.stop()
     sent += send(p, good_items(p, 1000, start=1000))
     wait_for(lambda: _value(metrics.INPUT_HELD) == 1, 60, "input held")
+    rebalances = first.worker._summary.rebalances
     second = WorkerProcess(p, tmp_path, "second")
     second.wait_assigned()
+    # The group moved partitions while the first worker held its batch.
+    wait_for(lambda: first.worker._summary.rebalances > rebalances, 60, "the rebalance")
     own_redis.start()
     sent += send(p, good_items(p, 1000, start=2000))
     tally = wait_accounted(p, sent, 180)

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from services.training.pipeline import train_and_register
 from streams.runtime import feature_spec, feature_store, scoring_worker
 from tests.integration.conftest import Stack, free_port
 from tests.integration.pipeline_env import Pipeline, make_pipeline, with_model
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
 ONSET = 6000  # events before the world turns: 1,000 labels per partition to learn the baseline
@@ -50,14 +51,6 @@ def pipeline(stack: Stack, tmp_path: Path) -> Iterator[Pipeline]:
             MlflowRegistry(p.settings), spec, feature_store(p.settings, spec), history, labels
         )
         yield p
-
-
-def until(condition: Callable[[], object], seconds: float, what: str) -> None:
-    """Wait for ``condition``, failing with ``what`` after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pipeline) -> None:
@@ -114,7 +107,7 @@ def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pip
         while not any("Setting newly assigned partitions" in line for line in lines):
             assert time.monotonic() < joined and control.poll() is None, "".join(lines)[-3000:]
             time.sleep(0.5)
-        until(lambda: worker._assigned_at is not None, 90, "the scoring worker's partitions")
+        wait_for(lambda: worker._assigned_at is not None, 90, "the scoring worker's partitions")
         while time.monotonic() < deadline:
             raw = world.events(500, start_index=index)
             index += 500
@@ -126,7 +119,7 @@ def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pip
             store = worker.predictions_store
             assert store is not None
             last = events[-1]["event_id"]
-            until(lambda s=store, e=last: s.get_many("served", [e])[0] is not None, 60, "stored")
+            wait_for(lambda s=store, e=last: s.get_many("served", [e])[0] is not None, 60, "stored")
             for lab in world.labels(raw):
                 lab = lab | {"label_time": lab["event_time"] + 500}
                 producer.produce(
@@ -142,7 +135,7 @@ def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pip
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:  # noqa: S310
             scraped = r.read().decode()
         if any(h.event_type == "promoted" for h in history):  # the worker hears it and swaps
-            until(lambda: worker.serving.champion.version == "2", 60, "the swap to v2")
+            wait_for(lambda: worker.serving.champion.version == "2", 60, "the swap to v2")
         worker.request_stop()
         scoring.join(60)
     finally:

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,7 @@ from tests.integration.pipeline_env import (
     with_two_versions,
     world_events,
 )
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
 
@@ -105,14 +106,6 @@ def _cli(p: Pipeline, *args: str) -> _Ran:
     return _Ran(int(rc or 0), out.getvalue(), err.getvalue())
 
 
-def _until(condition: Callable[[], object], seconds: float, what: str) -> None:
-    """Wait for ``condition``, failing with ``what`` after ``seconds``."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def _tamper(p: Pipeline, version: str) -> None:
     """Change one leaf of a registered version's stored model, as an attacker or a bad disk."""
     source = MlflowRegistry(p.settings).client.get_model_version(p.settings.model.name, version)
@@ -143,7 +136,7 @@ def test_promote_during_a_live_stream_scores_each_event_once_and_in_order(
         promoted_at: list[float] = []
 
         def promote_midway() -> None:
-            _until(lambda: len(p.read("Prediction", 3000, timeout=0.5)) >= 3000, 60, "3,000")
+            wait_for(lambda: len(p.read("Prediction", 3000, timeout=0.5)) >= 3000, 60, "3,000")
             result = _cli(p, "models", "promote", "2", "-m", "live promotion test")
             assert result.returncode == 0, result.stderr
             promoted_at.append(time.time())
@@ -200,14 +193,14 @@ def test_a_tampered_version_is_refused_and_scoring_continues(pipeline: Pipeline)
         target=lambda: summary.update(worker.run(max_events=2000, idle_timeout=30).to_dict())
     )
     thread.start()
-    _until(lambda: worker._summary.consumed >= 1000, 60, "the first 1,000 scored")
+    wait_for(lambda: worker._summary.consumed >= 1000, 60, "the first 1,000 scored")
     state, change = plan_promote(registry.rollout_state(), "2", "manual", "someone", 0)
     registry.apply(state, change)
     watcher = worker.watcher
     assert watcher is not None
     reads = watcher.reads
     # Several polls: the refusal must not be retried (or logged) on each.
-    _until(lambda: watcher.reads >= reads + 4, 30, "four registry polls")
+    wait_for(lambda: watcher.reads >= reads + 4, 30, "four registry polls")
     _send(p, events[1000:])
     thread.join(timeout=120)
     assert summary["predictions"] == 2000 and summary["swaps"] == 0

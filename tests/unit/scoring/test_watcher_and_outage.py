@@ -4,8 +4,7 @@ during an outage serves the local copy (or refuses), and readiness tells the tru
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,17 +23,11 @@ from services.scoring.rollout import AliasChange, RolloutState
 from services.scoring.serving import Serving
 from streams.model_watcher import ModelWatcher
 from streams.runtime import model_problem
+from tests.waiting import wait_for
 
 SCHEMAS = load_schemas(DEFAULT_SCHEMAS_DIR)
 IDS = ManifestSchemaIds(Manifest.load(DEFAULT_SCHEMAS_DIR / MANIFEST_FILE))
 EVENTS = AvroCodec(SCHEMAS["ModelEvent"], IDS, "ml.model-events.v1-value")
-
-
-def wait_for(condition: Callable[[], object], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 class Source:
