@@ -76,6 +76,7 @@ COMMANDS = {
     "demo": "streams.commands.demo:demo",
     "features": "streams.commands.ml:features",
     "train": "streams.commands.ml:train",
+    "retrain": "streams.commands.retrain:retrain",
     "models": "streams.commands.models:models",
     "worker": "streams.commands.ml:worker",
     "dlq": "streams.commands.dlq:dlq",

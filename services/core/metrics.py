@@ -183,8 +183,32 @@ ONLINE_CALIBRATION = Gauge(
 )
 RETRAIN_OUTCOMES = Counter(
     "retrain_outcomes_total",
-    "Retrain requests answered: trained (challenger in shadow) or skipped (why in the log).",
+    "Retrain requests answered, by outcome: shadowed, gated (lost offline to the champion), "
+    "held (a person's challenger is in place), refused (validation), expired (never enough "
+    "labelled events), failed (errors on every try); why in the log.",
     ["outcome"],
+    namespace=NAMESPACE,
+)
+RETRAIN_WAITING = Gauge(
+    "retrain_waiting",
+    "1 while a retrain request waits for enough labelled events after its change point.",
+    namespace=NAMESPACE,
+)
+CONTROL_PLANE_ERRORS = Counter(
+    "control_plane_errors_total",
+    "Failures in the control plane's agents and timer, by task; each is logged and tried again.",
+    ["task"],
+    namespace=NAMESPACE,
+)
+CONTROL_PLANE_DROPPED = Counter(
+    "control_plane_dropped_total",
+    "Label batches given up after repeated non-transient errors (logged with their offsets).",
+    ["task"],
+    namespace=NAMESPACE,
+)
+CONTROL_PLANE_BOOK_ROWS = Gauge(
+    "control_plane_book_rows",
+    "Rows the quality book holds (bounded: a window per serving version and variant).",
     namespace=NAMESPACE,
 )
 PROMOTION_DECISIONS = Counter(

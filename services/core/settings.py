@@ -356,11 +356,44 @@ class RetrainSettings(_Group):
     """The control plane's trainer and automatic promotion."""
 
     window_seconds: int = Field(
-        3600, ge=60, description="Train on the labelled events of this recent window."
+        3600,
+        ge=60,
+        description="Train on this recent window when a request names no change point "
+        "(manual and quality-triggered requests).",
+    )
+    change_point_margin_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="A drift request's window starts this long before the detected change point "
+        "(the detector places the change at batch granularity).",
     )
     max_events: int = Field(50_000, ge=1000, description="At most this many events per partition.")
     min_labelled: int = Field(
-        2000, ge=100, description="Fewer labelled events in the window than this: no training."
+        2000,
+        ge=100,
+        description="Labelled events needed in the window (after the change point); fewer: the "
+        "request waits and is tried again.",
+    )
+    max_wait_seconds: float = Field(
+        3600.0,
+        gt=0,
+        description="A request still short of labelled events this long after it was made "
+        "expires (logged, counted).",
+    )
+    retry_seconds: float = Field(
+        15.0, gt=0, description="Between attempts at a waiting or failed retrain request."
+    )
+    holdout_share: float = Field(
+        0.2, gt=0, lt=0.5, description="The newest share of the window (by event time) held out."
+    )
+    offline_margin: float = Field(
+        0.0,
+        ge=0,
+        description="A challenger whose holdout log loss is worse than the champion's on the "
+        "same rows by more than this is recorded but not shadowed.",
+    )
+    replay_timeout_seconds: float = Field(
+        120.0, gt=0, description="Reading the window must reach the topics' ends within this."
     )
     auto_promote: bool = Field(True, description="Promote a shadowed challenger that wins.")
     min_shadow_seconds: float = Field(
@@ -370,7 +403,25 @@ class RetrainSettings(_Group):
         1000, ge=10, description="Labelled events needed for both champion and challenger."
     )
     promote_margin: float = Field(
-        0.002, ge=0, description="Online log loss the challenger must win by to be promoted."
+        0.002,
+        ge=0,
+        description="Online log loss the challenger must win by, on the same events, to be "
+        "promoted.",
+    )
+    quality_margin: float = Field(
+        0.1,
+        ge=0,
+        description="Absolute trigger: retrain when the champion's online log loss exceeds its "
+        "own holdout log loss by more than this.",
+    )
+    quality_min_events: int = Field(
+        1000, ge=10, description="Labelled events of the champion the absolute trigger needs."
+    )
+    book_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="After a restart, the quality book is rebuilt from this much of the labels "
+        "topic (0: start empty).",
     )
 
 

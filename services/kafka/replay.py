@@ -13,31 +13,51 @@ from services.kafka.tail import read_to_ends
 
 
 def read_since(
-    settings: Settings, topic: str, since_ms: int, max_messages: int, timeout: float = 60.0
+    settings: Settings,
+    topic: str,
+    since_ms: int,
+    max_messages: int,
+    timeout: float = 60.0,
+    until_group: str | None = None,
 ) -> list[Message]:
     """Every message of ``topic`` with a timestamp from ``since_ms`` up to the end as it was
-    when called; the newest ``max_messages`` per partition at most.
+    when called; the newest ``max_messages`` per partition at most. All of it, or an error.
+
+    ``until_group``: stop instead at that consumer group's committed offsets (what the group
+    has not handled yet is left to it; a partition without a commit is read to its end).
 
     Raises:
-        BrokerUnavailable: metadata or offsets cannot be read.
+        BrokerUnavailable: metadata or offsets cannot be read, or the end was not reached in
+            ``timeout`` seconds.
     """
-    consumer = Consumer(consumer_config(settings, f"streamscore-replay-{uuid.uuid4().hex[:8]}"))
+    consumer = Consumer(consumer_config(settings, until_group or _throwaway()))
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:
             raise BrokerUnavailable(f"topic {topic} not found", topic=topic)
-        wanted = [TopicPartition(topic, p, since_ms) for p in meta.partitions]
+        partitions = sorted(meta.partitions)
+        wanted = [TopicPartition(topic, p, since_ms) for p in partitions]
         starts = consumer.offsets_for_times(wanted, timeout=10)
+        committed = {}
+        if until_group is not None:
+            tps = [TopicPartition(topic, p) for p in partitions]
+            committed = {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
         assignment, ends = [], {}
         for tp in starts:
             _low, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), 10)
-            start = tp.offset if tp.offset >= 0 else high  # -1: nothing that recent
-            start = max(start, high - max_messages)
-            if start < high:
+            end = committed.get(tp.partition, -1)
+            end = high if end < 0 else min(end, high)
+            start = tp.offset if tp.offset >= 0 else end  # -1: nothing that recent
+            start = max(start, end - max_messages)
+            if start < end:
                 assignment.append(TopicPartition(topic, tp.partition, start))
-                ends[tp.partition] = high
-        return read_to_ends(consumer, assignment, ends, timeout)
+                ends[tp.partition] = end
+        return read_to_ends(consumer, assignment, ends, timeout, strict=True)
     except KafkaException as exc:
         raise BrokerUnavailable(f"cannot replay {topic}: {exc}", topic=topic) from exc
     finally:
         consumer.close()
+
+
+def _throwaway() -> str:
+    return f"streamscore-replay-{uuid.uuid4().hex[:8]}"

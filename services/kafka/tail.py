@@ -37,10 +37,20 @@ def read_tail(settings: Settings, topic: str, last: int, timeout: float = 15.0) 
 
 
 def read_to_ends(
-    consumer: Consumer, assignment: list[TopicPartition], ends: dict[int, int], timeout: float
+    consumer: Consumer,
+    assignment: list[TopicPartition],
+    ends: dict[int, int],
+    timeout: float,
+    strict: bool = False,
 ) -> list[Message]:
-    """Read ``assignment`` until each partition reaches its end offset in ``ends`` (or the
-    time is up); the caller closes the consumer."""
+    """Read ``assignment`` until each partition reaches its end offset in ``ends``; the caller
+    closes the consumer.
+
+    Raises:
+        BrokerUnavailable: ``strict`` and the time ran out before every partition reached its
+            end (a partial read would silently drop the newest messages). Without ``strict``,
+            what was read in time is returned.
+    """
     if not assignment:
         return []
     consumer.assign(assignment)
@@ -54,4 +64,10 @@ def read_to_ends(
             out.append(m)
             if (m.offset() or 0) + 1 >= remaining.get(m.partition() or 0, 0):
                 remaining.pop(m.partition() or 0, None)
+    if strict and remaining:
+        topic = assignment[0].topic
+        behind = ", ".join(f"partition {p} to offset {end}" for p, end in sorted(remaining.items()))
+        raise BrokerUnavailable(
+            f"replay of {topic} incomplete after {timeout:.0f} s: not read {behind}", topic=topic
+        )
     return out

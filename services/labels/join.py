@@ -30,6 +30,7 @@ class Joined:
     served: Stored
     shadow: Stored | None
     label_lag_ms: int  # label_time - event_time
+    event_time: int = 0
 
     @property
     def error(self) -> float:
@@ -67,6 +68,7 @@ def join(
                 s,
                 sh,
                 int(label["label_time"]) - int(label["event_time"]),
+                int(label["event_time"]),
             )
         )
     return out, unmatched
@@ -74,50 +76,114 @@ def join(
 
 @dataclass
 class QualityBook:
-    """Recent (score, outcome) pairs per (version, variant): online log loss, AUC, calibration.
+    """Recent (score, outcome) pairs per (version, variant), and per (champion, shadow) pair the
+    two scores of the same events: online log loss, AUC, calibration, and the paired comparison
+    a promotion needs. Rows are kept and filtered by the event's time (when it was scored, give
+    or take the worker's lag), not by when its label happened to be joined.
 
     The label agent adds while the promotion check reads on an executor thread: one lock
-    guards both (a deque mutated during iteration raises)."""
+    guards both (a deque mutated during iteration raises). Memory is bounded: ``window`` rows
+    per key, and ``prune`` drops the keys of versions that no longer serve."""
 
     window: int = WINDOW
     pairs: dict[tuple[str, str], deque[tuple[float, bool, int]]] = field(default_factory=dict)
+    paired: dict[tuple[str, str], deque[tuple[float, float, bool, int]]] = field(
+        default_factory=dict
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
-    def add(self, joined: Sequence[Joined], now_ms: int) -> None:
+    def add(self, joined: Sequence[Joined]) -> None:
         with self._lock:
             for j in joined:
-                served = j.served
-                self._add(served.model_version, served.variant, served.score, j.engaged, now_ms)
-                if j.shadow is not None:
-                    self._add(j.shadow.model_version, "shadow", j.shadow.score, j.engaged, now_ms)
+                served, shadow, t = j.served, j.shadow, j.event_time
+                self._add(served.model_version, served.variant, served.score, j.engaged, t)
+                if shadow is None:
+                    continue
+                self._add(shadow.model_version, "shadow", shadow.score, j.engaged, t)
+                if served.variant == "champion":
+                    key = (served.model_version, shadow.model_version)
+                    if key not in self.paired:
+                        self.paired[key] = deque(maxlen=self.window)
+                    self.paired[key].append((served.score, shadow.score, j.engaged, t))
 
-    def _add(self, version: str, variant: str, score: float, y: bool, now_ms: int) -> None:
+    def _add(self, version: str, variant: str, score: float, y: bool, at_ms: int) -> None:
         key = (version, variant)
         if key not in self.pairs:
             self.pairs[key] = deque(maxlen=self.window)
-        self.pairs[key].append((score, y, now_ms))
+        self.pairs[key].append((score, y, at_ms))
 
     def quality(self, version: str, variant: str, since_ms: int = 0) -> dict[str, float]:
-        """Count, log loss, AUC (both classes needed) and calibration (mean score - rate)."""
+        """Count, log loss, AUC (both classes needed) and calibration (mean score - rate) of
+        the events from ``since_ms`` (event time)."""
         with self._lock:
             kept = self.pairs.get((version, variant), ())
             rows = [(s, y) for s, y, t in kept if t >= since_ms]
         if not rows:
             return {"count": 0.0}
-        scores = np.array([s for s, _ in rows])
-        ys = np.array([y for _, y in rows], dtype=np.float64)
-        p = np.clip(scores, 1e-6, 1 - 1e-6)
-        out = {
-            "count": float(len(rows)),
-            "log_loss": float(-(ys * np.log(p) + (1 - ys) * np.log(1 - p)).mean()),
-            "calibration": float(scores.mean() - ys.mean()),
-        }
-        if 0 < ys.sum() < len(ys):
-            from sklearn.metrics import roc_auc_score
+        return _quality(np.array([s for s, _ in rows]), np.array([y for _, y in rows], dtype=float))
 
-            out["auc"] = float(roc_auc_score(ys, scores))
+    def paired_quality(self, champion: str, challenger: str, since_ms: int = 0) -> dict[str, float]:
+        """Both models on the same labelled events (served by ``champion`` as champion and
+        shadow-scored by ``challenger``): ``count``, ``champion_log_loss``,
+        ``challenger_log_loss`` (and AUCs when both classes are present)."""
+        with self._lock:
+            kept = self.paired.get((champion, challenger), ())
+            rows = [(a, b, y) for a, b, y, t in kept if t >= since_ms]
+        if not rows:
+            return {"count": 0.0}
+        ys = np.array([y for _, _, y in rows], dtype=float)
+        out = {"count": float(len(rows))}
+        for name, col in (("champion", 0), ("challenger", 1)):
+            q = _quality(np.array([r[col] for r in rows]), ys)
+            out |= {f"{name}_{k}": v for k, v in q.items() if k != "count"}
         return out
+
+    def series(
+        self, version: str, variant: str, last: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The newest ``last`` rows as arrays (scores, outcomes as 0/1, event times), in
+        event-time order."""
+        with self._lock:
+            kept = list(self.pairs.get((version, variant), ()))
+        kept.sort(key=lambda r: r[2])
+        kept = kept[-last:]
+        return (
+            np.array([r[0] for r in kept], dtype=float),
+            np.array([r[1] for r in kept], dtype=float),
+            np.array([r[2] for r in kept], dtype=np.int64),
+        )
 
     def keys(self) -> list[tuple[str, str]]:
         with self._lock:
             return sorted(self.pairs)
+
+    def prune(self, serving: set[str]) -> list[tuple[str, str]]:
+        """Forget versions that no longer serve; returns the (version, variant) keys dropped
+        (their gauge series go with them)."""
+        with self._lock:
+            dropped = [k for k in self.pairs if k[0] not in serving]
+            for key in dropped:
+                del self.pairs[key]
+            for key in [k for k in self.paired if not set(k) <= serving]:
+                del self.paired[key]
+        return sorted(dropped)
+
+    def rows(self) -> int:
+        with self._lock:
+            return sum(len(d) for d in self.pairs.values()) + sum(
+                len(d) for d in self.paired.values()
+            )
+
+
+def _quality(scores: np.ndarray, ys: np.ndarray) -> dict[str, float]:
+    p = np.clip(scores, 1e-6, 1 - 1e-6)
+    out = {
+        "count": float(len(ys)),
+        "log_loss": float(-(ys * np.log(p) + (1 - ys) * np.log(1 - p)).mean()),
+        "calibration": float(scores.mean() - ys.mean()),
+    }
+    if 0 < ys.sum() < len(ys):
+        from sklearn.metrics import roc_auc_score
+
+        out["auc"] = float(roc_auc_score(ys, scores))
+    return out

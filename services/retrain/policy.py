@@ -5,9 +5,16 @@ input drift (scores or features moved) needs signals from ``min_partitions`` par
 the cooldown window, so one odd partition does not retrain the model. After a request, further
 signals only accumulate until the cooldown ends (debounce).
 
+A request's window starts at the change point the detector placed (not "the last hour", which
+after a drift is mostly the old concept). A trained challenger is shadowed only when it does not
+lose to the champion on the newest slice of that window (the offline gate).
+
 Promote: after at least ``min_shadow_seconds`` in shadow and ``min_labels`` labelled events
-for both, the challenger is promoted when its online log loss beats the champion's on the same
-events by ``margin``; otherwise it stays challenger and the decision is recorded.
+scored by both models, the challenger is promoted when its online log loss beats the champion's
+on those same events by ``margin``; otherwise it stays challenger and the decision is recorded.
+
+The absolute trigger: the champion's online log loss above its own holdout log loss by a
+margin requests a retrain even when no detector fired (a model that was never good).
 """
 
 from __future__ import annotations
@@ -16,6 +23,9 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 
 @dataclass
@@ -49,9 +59,39 @@ class DriftAggregator:
             return evidence
         return None
 
+    def allow(self, now_ms: int) -> bool:
+        """A request without detector evidence (the quality trigger): allowed outside the
+        cooldown, which it then starts.
+
+        >>> agg = DriftAggregator(cooldown_ms=1000, min_partitions=2)
+        >>> agg.allow(0), agg.allow(500), agg.allow(1500)
+        (True, False, True)
+        """
+        if self.last_request_ms is not None and now_ms - self.last_request_ms < self.cooldown_ms:
+            return False
+        self.last_request_ms = now_ms
+        return True
+
+    def disarm(self) -> None:
+        """The request this cooldown belongs to failed: the next signal may ask again."""
+        self.last_request_ms = None
+
 
 def _at(signal: Mapping[str, Any]) -> int:
     return int(signal.get("detected_at", 0))
+
+
+def change_point(evidence: list[Mapping[str, Any]], margin_ms: int) -> int | None:
+    """Where the new concept starts: the earliest ``time_start`` among the signals, less the
+    margin; None when no signal places a change (a manual or quality-triggered request).
+
+    >>> change_point([{"time_start": 5000}, {"time_start": 4000}, {"time_start": 0}], 500)
+    3500
+    >>> change_point([{"signal": "error"}], 500) is None
+    True
+    """
+    starts = [int(s["time_start"]) for s in evidence if int(s.get("time_start") or 0) > 0]
+    return min(starts) - margin_ms if starts else None
 
 
 def retrain_request(
@@ -61,22 +101,88 @@ def retrain_request(
     window_ms: int,
     now_ms: int,
     requested_by: str,
+    *,
+    margin_ms: int = 0,
+    reason: str | None = None,
+    window_start_ms: int | None = None,
 ) -> dict[str, Any]:
-    """The RetrainRequest record for ``evidence`` (its id is deterministic)."""
+    """The RetrainRequest record for ``evidence`` (its id is deterministic).
+
+    The window starts at the change point the signals place (less ``margin_ms``), else at
+    ``window_start_ms``, else ``window_ms`` before now: training on the new concept, not on a
+    window that is mostly the old one.
+
+    >>> r = retrain_request("m", "1", [{"signal": "error", "time_start": 9000}], 5000, 10000,
+    ...                     "t", margin_ms=1000)
+    >>> r["window_start"], r["reason"]
+    (8000, 'drift: error')
+    >>> retrain_request("m", "1", [], 5000, 10000, "ops", reason="manual: x")["window_start"]
+    5000
+    """
     ids = [str(s.get("signal_id", "")) for s in evidence]
-    request_id = hashlib.sha256("\x1f".join([model_name, *ids]).encode()).hexdigest()[:32]
+    salt = [] if evidence else [str(now_ms), reason or ""]
+    request_id = hashlib.sha256("\x1f".join([model_name, *ids, *salt]).encode()).hexdigest()[:32]
     kinds = {s["signal"] for s in evidence}
+    start = change_point(evidence, margin_ms)
+    if start is None:
+        start = window_start_ms if window_start_ms is not None else now_ms - window_ms
     return {
         "request_id": request_id,
         "model_name": model_name,
-        "reason": "drift: " + ", ".join(sorted(kinds)),
+        "reason": reason or "drift: " + ", ".join(sorted(kinds)),
         "base_model_version": base_version,
         "drift_signal_ids": ids,
-        "window_start": now_ms - window_ms,
+        "window_start": start,
         "window_end": now_ms,
         "requested_by": requested_by,
         "requested_at": now_ms,
     }
+
+
+def offline_gate(metrics: Mapping[str, float], margin: float) -> tuple[bool, str]:
+    """Shadow a challenger only when it does not lose to the champion on the same holdout
+    rows (the newest of the window) by more than ``margin`` in log loss.
+
+    >>> offline_gate({"holdout_log_loss": 0.60, "champion_holdout_log_loss": 0.70}, 0.0)[0]
+    True
+    >>> offline_gate({"holdout_log_loss": 0.4376, "champion_holdout_log_loss": 0.4325}, 0.0)
+    (False, 'holdout log loss 0.4376 vs champion 0.4325 on the same rows (margin 0)')
+    >>> offline_gate({"holdout_log_loss": 0.5}, 0.0)[0]   # no champion to lose to
+    True
+    """
+    mine = metrics["holdout_log_loss"]
+    theirs = metrics.get("champion_holdout_log_loss")
+    if theirs is None or theirs != theirs:  # no champion (or NaN)
+        return True, f"holdout log loss {mine:.4f}, no champion to compare with"
+    why = (
+        f"holdout log loss {mine:.4f} vs champion {theirs:.4f} on the same rows (margin {margin:g})"
+    )
+    return mine <= theirs + margin, why
+
+
+def quality_trigger(
+    online: Mapping[str, float], holdout_log_loss: float | None, min_events: int, margin: float
+) -> str | None:
+    """The absolute trigger: why to retrain when the champion's online log loss exceeds its
+    own holdout log loss by more than ``margin`` over at least ``min_events`` labelled events;
+    None otherwise (also when the holdout figure is unknown).
+
+    >>> quality_trigger({"count": 2000, "log_loss": 0.80}, 0.55, 1000, 0.1)
+    'quality: online log loss 0.8000 over 2000 events vs holdout 0.5500 (margin 0.1)'
+    >>> quality_trigger({"count": 2000, "log_loss": 0.60}, 0.55, 1000, 0.1) is None
+    True
+    >>> quality_trigger({"count": 500, "log_loss": 0.90}, 0.55, 1000, 0.1) is None
+    True
+    """
+    n = online.get("count", 0)
+    if holdout_log_loss is None or n < min_events or "log_loss" not in online:
+        return None
+    if online["log_loss"] <= holdout_log_loss + margin:
+        return None
+    return (
+        f"quality: online log loss {online['log_loss']:.4f} over {n:.0f} events vs holdout "
+        f"{holdout_log_loss:.4f} (margin {margin:g})"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,31 +192,54 @@ class PromotionPolicy:
     margin: float  # log loss improvement required
 
     def decide(
-        self,
-        shadow_started_ms: int,
-        now_ms: int,
-        champion: Mapping[str, float],
-        challenger: Mapping[str, float],
+        self, shadow_started_ms: int, now_ms: int, paired: Mapping[str, float]
     ) -> tuple[str, str]:
-        """("wait" | "promote" | "keep", why).
+        """("wait" | "promote" | "keep", why), from the two models' log loss on the same
+        labelled events (those with both a served and a shadow score: ``paired`` holds
+        ``count``, ``champion_log_loss`` and ``challenger_log_loss``).
 
         >>> pol = PromotionPolicy(min_shadow_ms=1000, min_labels=100, margin=0.01)
-        >>> good = {"count": 500, "log_loss": 0.40}
-        >>> pol.decide(0, 500, {"count": 500, "log_loss": 0.5}, good)[0]
-        'wait'
-        >>> pol.decide(0, 2000, {"count": 500, "log_loss": 0.5}, good)[0]
-        'promote'
-        >>> pol.decide(0, 2000, {"count": 500, "log_loss": 0.405}, good)[0]
+        >>> good = {"count": 500, "champion_log_loss": 0.5, "challenger_log_loss": 0.4}
+        >>> pol.decide(0, 500, good)[0], pol.decide(0, 2000, good)[0]
+        ('wait', 'promote')
+        >>> pol.decide(0, 2000, good | {"challenger_log_loss": 0.495})[0]
         'keep'
+        >>> pol.decide(0, 2000, good | {"count": 99})[0]
+        'wait'
         """
         if now_ms - shadow_started_ms < self.min_shadow_ms:
             return "wait", "minimum shadow period not over"
-        n = min(champion.get("count", 0), challenger.get("count", 0))
+        n = paired.get("count", 0)
         if n < self.min_labels:
-            return "wait", f"{n:.0f} labelled events for both, need {self.min_labels}"
-        gain = champion["log_loss"] - challenger["log_loss"]
+            return "wait", f"{n:.0f} labelled events scored by both, need {self.min_labels}"
+        champion, challenger = paired["champion_log_loss"], paired["challenger_log_loss"]
         why = (
-            f"online log loss champion {champion['log_loss']:.4f} vs challenger "
-            f"{challenger['log_loss']:.4f} over {n:.0f} labelled events (margin {self.margin})"
+            f"online log loss champion {champion:.4f} vs challenger {challenger:.4f} on the same "
+            f"{n:.0f} labelled events (margin {self.margin})"
         )
-        return ("promote" if gain >= self.margin else "keep"), why
+        return ("promote" if champion - challenger >= self.margin else "keep"), why
+
+
+def change_index(errors: npt.NDArray[np.float64], threshold: float = 1.36) -> int:
+    """Where the mean of ``errors`` (in time order) most likely changed: the CUSUM estimate
+    (the split maximising |S_k - k/n S_n|), or 0 when the change is not significant
+    (normalised statistic below ``threshold``, the 5% Kolmogorov bound): the whole window.
+
+    ADWIN places a change at the boundary of its buckets, which grow to thousands of events, so
+    its start can lie far before the change; with the labelled window in hand, this places it
+    at one event.
+
+    >>> change_index(np.r_[np.zeros(300), np.ones(100)] + np.tile([0.1, -0.1], 200))
+    300
+    >>> change_index(np.tile([0.5, -0.5], 200))
+    0
+    """
+    n = len(errors)
+    if n < 2:
+        return 0
+    centred = np.cumsum(errors - errors.mean())
+    k = int(np.argmax(np.abs(centred[:-1])))
+    sd = float(errors.std())
+    if sd == 0 or abs(centred[k]) / (sd * np.sqrt(n)) < threshold:
+        return 0
+    return k + 1

@@ -1,24 +1,36 @@
-"""Answer a retrain request: replay the recent labelled window, train, compare with the champion
-on the same holdout, register a challenger with its evidence, and put it in shadow."""
+"""Answer a retrain request: replay the window from its change point, wait for enough labelled
+events of the new concept, train, compare with the champion on the newest slice of the window,
+register the challenger with its evidence, and shadow it only when it passes the offline gate and
+no person's challenger is in place."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
 
 from services.codec.avro import AvroCodec
+from services.core.errors import TransientError
 from services.core.settings import Settings
 from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore
 from services.kafka.replay import read_since
+from services.retrain.policy import change_index, offline_gate
+from services.scoring.model import LoadedModel
 from services.scoring.operations import apply_change
 from services.scoring.registry import MlflowRegistry
 from services.scoring.rollout import plan_rollout
+from services.training.dataset import build_training_set
 from services.training.pipeline import TrainingRefused, train_and_register
 
 logger = logging.getLogger(__name__)
+ACTOR = "control-plane"
+APPLY_TRIES = 3  # a transient registry error while shadowing: tried again before giving up
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,20 +43,65 @@ class Codecs:
 def labelled_window(
     settings: Settings, codecs: Codecs, since_ms: int, max_events: int
 ) -> tuple[list[dict[str, Any]], dict[str, bool]]:
-    """Interactions and labels since ``since_ms``, replayed from their topics."""
+    """Interactions with an event time from ``since_ms``, and their labels, replayed from the
+    topics to their current ends (all of it, or ``BrokerUnavailable``)."""
+    timeout = settings.retrain.replay_timeout_seconds
     # By event id, the last copy winning: producers' retries and redrives can repeat an event.
     by_id: dict[str, dict[str, Any]] = {}
-    for m in read_since(settings, settings.topics.interactions, since_ms, max_events):
+    for m in read_since(settings, settings.topics.interactions, since_ms, max_events, timeout):
         decoded = codecs.interaction.decode_one(m.value())
-        if isinstance(decoded, dict):
+        if isinstance(decoded, dict) and int(decoded["event_time"]) >= since_ms:
             by_id[str(decoded["event_id"])] = decoded
     events = list(by_id.values())
     labels = {}
-    for m in read_since(settings, settings.topics.labels, since_ms, max_events * 2):
+    for m in read_since(settings, settings.topics.labels, since_ms, max_events * 2, timeout):
         decoded = codecs.label.decode_one(m.value())
         if isinstance(decoded, dict):
             labels[str(decoded["event_id"])] = bool(decoded["engaged"])
     return events, labels
+
+
+def refined_start(
+    spec: FeatureSpec,
+    store: FeatureStore,
+    champion: LoadedModel,
+    events: list[dict[str, Any]],
+    labels: dict[str, bool],
+    since: int,
+    margin_ms: int,
+) -> int:
+    """The event time where the champion's per-event log loss over the window changed (the
+    CUSUM estimate), less ``margin_ms``; ``since`` when no change is significant. Never before
+    ``since``."""
+    ts = build_training_set(spec, store, events, labels)
+    if len(ts.y) < 2:
+        return since
+    time_of = {str(e["event_id"]): int(e["event_time"]) for e in events}
+    times = np.array([time_of[i] for i in ts.event_ids], dtype=np.int64)
+    order = np.argsort(times, kind="stable")
+    p = np.clip(champion.predict(ts.X[order]), 1e-6, 1 - 1e-6)
+    y = ts.y[order].astype(np.float64)
+    errors = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    at = change_index(errors)
+    if at == 0:
+        return since
+    found = int(times[order][at])
+    logger.info("change point refined from %d to %d (%d rows before it)", since, found, at)
+    return max(since, found - margin_ms)
+
+
+def person_challenger(registry: MlflowRegistry) -> str | None:
+    """The active challenger if a person (not the control plane) put it in place."""
+    rollout = registry.rollout_state()
+    challenger = rollout.active_challenger()
+    if challenger is None:
+        return None
+    started = [
+        h
+        for h in registry.history()
+        if h.to_version == challenger and h.event_type in ("shadow_started", "canary_started")
+    ]
+    return challenger if not started or started[-1].actor != ACTOR else None
 
 
 def answer(
@@ -55,25 +112,42 @@ def answer(
     codecs: Codecs,
     request: dict[str, Any],
 ) -> dict[str, Any]:
-    """Train a challenger for ``request`` and shadow it; returns what happened (also when
-    nothing was trained, with the reason)."""
+    """Try to answer ``request``; returns what happened, with ``status``:
+
+    - ``waiting``: fewer than ``min_labelled`` labelled events since the window start yet (the
+      caller tries again later);
+    - ``refused``: the window failed training-set validation;
+    - ``gated``: trained and recorded, but it lost to the champion on the holdout: not shadowed;
+    - ``held``: trained and recorded, but a person's challenger is in place: not shadowed;
+    - ``shadowed``: the challenger is in shadow.
+
+    Raises:
+        TransientError: Kafka, Redis or the registry did not answer (try again later).
+    """
     started = time.monotonic()
     r = settings.retrain
     since = int(request.get("window_start") or (time.time() * 1000 - r.window_seconds * 1000))
     events, labels = labelled_window(settings, codecs, since, r.max_events)
+    champion_version = registry.alias_version("champion")
+    champion = registry.load(version=champion_version) if champion_version else None
+    if champion is not None and request.get("requested_by") == ACTOR:
+        # The detector's start is coarse (and a quality trigger's is a guess): with the
+        # labelled window in hand, the champion's own errors say where the change is.
+        margin = int(r.change_point_margin_seconds * 1000)
+        since = refined_start(spec, store, champion, events, labels, since, margin)
+        events = [e for e in events if int(e["event_time"]) >= since]
     labelled = sum(1 for e in events if e["event_id"] in labels)
     outcome: dict[str, Any] = {
         "request_id": request["request_id"],
+        "window_start": since,
         "events": len(events),
         "labelled": labelled,
     }
     if labelled < r.min_labelled:
         return outcome | {
-            "trained": False,
-            "why": f"{labelled} labelled events in the window, need {r.min_labelled}",
+            "status": "waiting",
+            "why": f"{labelled} labelled events since the window start, need {r.min_labelled}",
         }
-    champion_version = registry.alias_version("champion")
-    champion = registry.load(version=champion_version) if champion_version else None
     try:
         result = train_and_register(
             registry,
@@ -82,6 +156,8 @@ def answer(
             events,
             labels,
             seed=int(time.time()) % 10_000,
+            holdout_share=r.holdout_share,
+            holdout_newest=True,
             extra_params={
                 "retrain_request": request["request_id"],
                 "retrain_reason": request["reason"],
@@ -92,26 +168,52 @@ def answer(
             make_champion_if_none=False,
         )
     except TrainingRefused as exc:
-        return outcome | {"trained": False, "why": "; ".join(exc.report.problems)}
+        return outcome | {"status": "refused", "why": "; ".join(exc.report.problems)}
     m = result.metrics
-    champion_loss = m.get("champion_holdout_log_loss", float("nan"))
-    why = (
-        f"retrain {request['request_id'][:8]} ({request['reason']}): holdout log loss "
-        f"{m['holdout_log_loss']:.4f} vs champion {champion_loss:.4f}"
-    )
+    passed, gate = offline_gate(m, r.offline_margin)
+    why = f"retrain {request['request_id'][:8]} ({request['reason']}): {gate}"
+    done = outcome | {"version": result.version, "metrics": m}
+    if not passed:
+        _record(registry, result.version, f"not shadowed, lost offline: {gate}")
+        logger.warning("challenger v%s not shadowed (offline gate): %s", result.version, why)
+        return done | {"status": "gated", "why": gate}
+    held = _retry(lambda: person_challenger(registry))
+    if held is not None:
+        note = f"not shadowed: v{held} is a challenger a person put in place"
+        _record(registry, result.version, note)
+        logger.warning("challenger v%s %s", result.version, note)
+        return done | {"status": "held", "why": note}
     now = int(time.time() * 1000)
-    applied = apply_change(
-        settings,
-        registry,
-        codecs.model_event,
-        lambda s, _r: plan_rollout(s, result.version, "shadow", 0, why, "control-plane", now),
+    applied = _retry(
+        lambda: apply_change(
+            settings,
+            registry,
+            codecs.model_event,
+            lambda s, _r: plan_rollout(s, result.version, "shadow", 0, why, ACTOR, now),
+        )
     )
     logger.info("challenger v%s in shadow: %s", result.version, why)
-    return outcome | {
-        "trained": True,
-        "version": result.version,
-        "metrics": m,
+    return done | {
+        "status": "shadowed",
+        "why": gate,
         "shadow_since_ms": now,
         "now_serving": applied.after.describe(),
         "seconds": round(time.monotonic() - started, 1),
     }
+
+
+def _record(registry: MlflowRegistry, version: str, decision: str) -> None:
+    _retry(lambda: registry.tag_version(version, "streamscore.decision", decision))
+
+
+def _retry(call: Callable[[], T], tries: int = APPLY_TRIES) -> T:
+    """``call``, tried again after a transient error (1 s, 2 s, ...); the last error raised."""
+    for attempt in range(tries):
+        try:
+            return call()
+        except TransientError as exc:
+            if attempt == tries - 1:
+                raise
+            logger.warning("registry call failed (%s); trying again", exc)
+            time.sleep(2**attempt)
+    raise AssertionError("unreachable")  # pragma: no cover

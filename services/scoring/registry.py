@@ -57,6 +57,16 @@ def _ask(call: Callable[[], T], missing: Callable[[], T]) -> T:
         raise _outage(exc) from exc
 
 
+def _write(call: Callable[[], object]) -> None:
+    """A registry write: an outage is ``RegistryUnavailable``; "no such model or version" is
+    ``ConfigError``."""
+
+    def missing() -> None:
+        raise ConfigError("the registry has no such model or version")
+
+    _ask(call, missing)
+
+
 @dataclass(frozen=True, slots=True)
 class VersionInfo:
     """One registered version as listed by `streamscore models list`."""
@@ -150,7 +160,12 @@ class MlflowRegistry:
         )
 
     def set_alias(self, alias: str, version: str) -> None:
-        self.client.set_registered_model_alias(self.name, alias, version)
+        _write(lambda: self.client.set_registered_model_alias(self.name, alias, version))
+
+    def tag_version(self, version: str, key: str, value: str) -> None:
+        """Raises ``RegistryUnavailable`` (transient) on an outage, ``ConfigError`` when the
+        version does not exist."""
+        _write(lambda: self.client.set_model_version_tag(self.name, version, key, value))
 
     # -- rollout state and alias history (registered-model aliases and tags) -----------------
     def rollout_state(self) -> RolloutState:
@@ -196,15 +211,18 @@ class MlflowRegistry:
         if state.challenger is not None:
             self.set_alias("challenger", state.challenger)
         elif self.alias_version("challenger") is not None:
-            self.client.delete_registered_model_alias(self.name, "challenger")
+            _write(lambda: self.client.delete_registered_model_alias(self.name, "challenger"))
         if not set_tags:
             self._set_rollout_tags(state)
         key = f"{HISTORY_TAG}{change.at_ms:015d}.{uuid.uuid4().hex[:6]}"
-        self.client.set_registered_model_tag(self.name, key, change.to_json())
+        _write(lambda: self.client.set_registered_model_tag(self.name, key, change.to_json()))
 
     def _set_rollout_tags(self, state: RolloutState) -> None:
-        self.client.set_registered_model_tag(self.name, MODE_TAG, state.mode)
-        self.client.set_registered_model_tag(self.name, PERCENT_TAG, f"{state.canary_percent:g}")
+        c = self.client
+        _write(lambda: c.set_registered_model_tag(self.name, MODE_TAG, state.mode))
+        _write(
+            lambda: c.set_registered_model_tag(self.name, PERCENT_TAG, f"{state.canary_percent:g}")
+        )
 
     def history(self) -> list[AliasChange]:
         """Every recorded alias change, oldest first."""

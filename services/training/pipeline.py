@@ -21,7 +21,15 @@ from services.features.store import FeatureStore
 from services.scoring.model import LoadedModel, artifact_digest, write_artifacts
 from services.scoring.registry import MlflowRegistry
 from services.training.dataset import ValidationReport, build_training_set, validate
-from services.training.train import Flavor, evaluate, fit, fit_fallback, predict, split
+from services.training.train import (
+    Flavor,
+    evaluate,
+    fit,
+    fit_fallback,
+    predict,
+    split,
+    split_by_time,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +81,23 @@ def train_and_register(
     extra_params: Mapping[str, Any] | None = None,
     compare_to: LoadedModel | None = None,
     make_champion_if_none: bool = True,
+    holdout_newest: bool = False,
 ) -> TrainResult:
-    """Raises ``TrainingRefused`` when the data fails validation (the report says why)."""
+    """Raises ``TrainingRefused`` when the data fails validation (the report says why).
+
+    ``holdout_newest``: hold out the newest events by ``event_time`` instead of a random share
+    (retraining after a drift: the holdout is the new concept).
+    """
     ts = build_training_set(spec, store, events, labels)
     report = validate(ts, spec)
     if not report.ok:
         raise TrainingRefused(report)
-    train_idx, hold_idx = split(len(ts.y), holdout_share, seed)
+    if holdout_newest:
+        time_of = {str(e["event_id"]): int(e["event_time"]) for e in events}
+        times = np.array([time_of[i] for i in ts.event_ids], dtype=np.int64)
+        train_idx, hold_idx = split_by_time(times, holdout_share)
+    else:
+        train_idx, hold_idx = split(len(ts.y), holdout_share, seed)
     trained = fit(ts.X[train_idx], ts.y[train_idx], ts.names, flavor, seed)
     metrics = {
         f"holdout_{k}": v
@@ -106,6 +124,7 @@ def train_and_register(
             "flavor": flavor,
             "seed": seed,
             "holdout_share": holdout_share,
+            "holdout": "newest" if holdout_newest else "random",
             "rows": len(ts.y),
             **dict(extra_params or {}),
         }

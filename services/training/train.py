@@ -49,6 +49,22 @@ def split(
     return np.sort(order[:cut]), np.sort(order[cut:])
 
 
+def split_by_time(
+    times: npt.NDArray[np.int64], holdout_share: float
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Train on the older rows, hold out the newest ``holdout_share`` by time: after a drift
+    the holdout is the newest concept, and the model is judged on what comes next, as it
+    will be when it serves (ties keep their order).
+
+    >>> tr, ho = split_by_time(np.array([50, 10, 40, 20, 30]), 0.4)
+    >>> tr.tolist(), ho.tolist()
+    ([1, 3, 4], [0, 2])
+    """
+    order = np.argsort(times, kind="stable")
+    cut = int(len(times) * (1 - holdout_share))
+    return np.sort(order[:cut]), np.sort(order[cut:])
+
+
 def fit(
     X: npt.NDArray[np.float64],
     y: npt.NDArray[np.int64],

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from services.codec.avro import AvroCodec
 from services.codec.factory import codec_for, schema_ids, schemas_dir
 from services.codec.schemas import load_schemas
+from services.core.errors import RegistryUnavailable
 from services.core.settings import Settings
 from services.drift.monitor import DriftMonitor
 from services.features.redis_store import RedisFeatureStore
@@ -18,6 +19,7 @@ from services.labels.store import PredictionStore
 from services.retrain.policy import DriftAggregator, PromotionPolicy
 from services.retrain.trainer import Codecs
 from services.scoring.registry import MlflowRegistry
+from services.scoring.rollout import RolloutState
 from streams.runtime import drift_monitor, feature_spec, feature_store, prediction_store
 from streams.topics import by_record
 
@@ -40,6 +42,18 @@ class ControlState:
     last_tick: float = field(default_factory=time.monotonic)
     error_champion: str | None = None  # the champion the error detector is watching
     error_seen: int = 0  # labelled events fed to it (its positions)
+    rollout: RolloutState | None = None  # the registry's, as of the last tick
+    holdout: dict[str, float | None] = field(default_factory=dict)  # holdout log loss by version
+
+    def champion(self) -> str | None:
+        """The registry's champion as of the last tick (read once if no tick has yet)."""
+        if self.rollout is None:
+            try:
+                self.rollout = self.registry.rollout_state()
+            except RegistryUnavailable as exc:
+                logger.warning("registry unavailable; no champion known yet: %s", exc)
+                return None
+        return self.rollout.champion
 
     @property
     def trainer_codecs(self) -> Codecs:

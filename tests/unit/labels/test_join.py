@@ -12,7 +12,7 @@ def _label(i: int, engaged: bool) -> tuple[int, int, dict[str, object]]:
     return (
         i % 3,
         i,
-        {"event_id": f"e{i}", "engaged": engaged, "event_time": 1000, "label_time": 4000},
+        {"event_id": f"e{i}", "engaged": engaged, "event_time": 1000 + i, "label_time": 4000 + i},
     )
 
 
@@ -40,13 +40,14 @@ def test_quality_book_separates_versions_and_windows() -> None:
     served = [Stored("1", "champion", float(good[i])) for i in range(3000)]
     shadow = [Stored("2", "shadow", 0.3) for _ in range(3000)]
     joined, _ = join(labels, served, shadow)
-    book.add(joined[:1500], now_ms=10)
-    book.add(joined[1500:], now_ms=20)
+    book.add(joined[:1500])
+    book.add(joined[1500:])
     champion, flat = book.quality("1", "champion"), book.quality("2", "shadow")
     assert champion["count"] == 1000  # the window keeps the newest
     assert champion["auc"] == 1.0 and flat["auc"] == 0.5  # a constant score ranks nothing
     assert champion["log_loss"] < flat["log_loss"]
-    assert book.quality("1", "champion", since_ms=20)["count"] == 1000
+    # Filtered by the event's time, not by when the label was joined.
+    assert book.quality("1", "champion", since_ms=1000 + 2500)["count"] == 500
     assert book.quality("9", "champion") == {"count": 0.0}
 
 
@@ -70,7 +71,7 @@ def test_quality_can_be_read_while_labels_are_added() -> None:
 
     def writer() -> None:
         while not stop.is_set():
-            book.add(joined, now_ms=1)
+            book.add(joined)
             time.sleep(0.0005)  # a label batch now and then, as the agent adds them
 
     thread = threading.Thread(target=writer, daemon=True)
@@ -85,3 +86,31 @@ def test_quality_can_be_read_while_labels_are_added() -> None:
         stop.set()
         thread.join(10)
         sys.setswitchinterval(switch)
+
+
+def test_paired_quality_compares_the_same_events_only() -> None:
+    """Hand-computed: the champion scores 0.5 on every event, the challenger 0.9 on the events
+    it shadowed; events only the champion scored (before the shadow) are not in the pairing."""
+    labels = [_label(i, True) for i in range(6)]
+    served = [Stored("1", "champion", 0.5)] * 6
+    shadow = [None, None, None, Stored("2", "shadow", 0.9), Stored("2", "shadow", 0.9), None]
+    shadow[5] = Stored("2", "shadow", 0.9)
+    joined, _ = join(labels, served, shadow)
+    book = QualityBook()
+    book.add(joined)
+    paired = book.paired_quality("1", "2")
+    assert paired["count"] == 3
+    assert abs(paired["champion_log_loss"] - (-np.log(0.5))) < 1e-12
+    assert abs(paired["challenger_log_loss"] - (-np.log(0.9))) < 1e-12
+    assert book.quality("1", "champion")["count"] == 6  # the unpaired view keeps all six
+    assert book.paired_quality("1", "2", since_ms=1000 + 5)["count"] == 1
+
+
+def test_prune_forgets_versions_that_no_longer_serve() -> None:
+    labels = [_label(i, i % 2 == 0) for i in range(10)]
+    joined, _ = join(labels, [Stored("1", "champion", 0.4)] * 10, [Stored("2", "shadow", 0.6)] * 10)
+    book = QualityBook()
+    book.add(joined)
+    assert book.keys() == [("1", "champion"), ("2", "shadow")] and book.rows() == 30
+    assert book.prune({"2"}) == [("1", "champion")]
+    assert book.keys() == [("2", "shadow")] and book.rows() == 10  # the pairing went with v1

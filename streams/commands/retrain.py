@@ -1,0 +1,110 @@
+"""`streamscore retrain`: ask the control plane for a retrain, as ops (a RetrainRequest)."""
+
+from __future__ import annotations
+
+import getpass
+import re
+import time
+from datetime import datetime
+
+import click
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from rich.console import Console
+
+from services.codec.factory import codec_for
+from services.core.errors import BrokerUnavailable
+from services.kafka.config import producer_config
+from services.retrain.policy import retrain_request
+from streams.commands.common import app, emit, json_option
+from streams.topics import by_record
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, now_ms: int) -> int:
+    """An event time in ms from ``30m``/``2h``/``1d`` (ago), epoch milliseconds, or ISO 8601.
+
+    >>> parse_since("2h", 10_000_000), parse_since("1700000000000", 0)
+    (2800000, 1700000000000)
+    >>> parse_since("2025-11-22T08:00:00+00:00", 0)
+    1763798400000
+    """
+    m = _RELATIVE.match(text.strip())
+    if m:
+        return now_ms - int(float(m.group(1)) * _UNIT[m.group(2)] * 1000)
+    if text.strip().isdigit():
+        return int(text)
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{text!r}: give 30m, 2h, 1d, epoch milliseconds or ISO 8601", param_hint="--since"
+        ) from exc
+    if parsed.tzinfo is None:
+        raise click.BadParameter(f"{text!r} has no time zone", param_hint="--since")
+    return int(parsed.timestamp() * 1000)
+
+
+@click.command()
+@click.option("--reason", required=True, help="Why (recorded with the request and the model).")
+@click.option(
+    "--since",
+    default=None,
+    help="Train on events from this event time: 30m, 2h, 1d (ago), epoch ms or ISO 8601 "
+    "[default: STREAMSCORE_RETRAIN__WINDOW_SECONDS ago].",
+)
+@json_option
+@click.pass_context
+def retrain(ctx: click.Context, reason: str, since: str | None) -> None:
+    """Publish a RetrainRequest; the control plane answers it as it answers drift (waits for
+    enough labelled events, trains, gates offline, shadows)."""
+    a = app(ctx)
+    s = a.settings
+    now = int(time.time() * 1000)
+    start = parse_since(since, now) if since else None
+    if start is not None and start >= now:
+        raise click.BadParameter("must be in the past", param_hint="--since")
+    request = retrain_request(
+        s.model.name,
+        None,
+        [],
+        s.retrain.window_seconds * 1000,
+        now,
+        f"cli:{getpass.getuser()}",
+        reason=f"manual: {reason}",
+        window_start_ms=start,
+    )
+    codec = codec_for(s, by_record(s.topics, "RetrainRequest"))
+    errors: list[str] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    try:
+        producer = Producer(producer_config(s, **{"message.timeout.ms": 15_000}))
+        producer.produce(
+            s.topics.retrain_requests,
+            key=s.model.name.encode(),
+            value=codec.encode_one(request),
+            on_delivery=on_delivery,
+        )
+        if producer.flush(20) != 0:
+            errors.append("not acknowledged within 20 s")
+    except (KafkaException, BufferError) as exc:
+        errors.append(str(exc))
+    if errors:
+        raise BrokerUnavailable(
+            f"retrain request not sent to {s.topics.retrain_requests} at "
+            f"{s.kafka_bootstrap}: {errors[0]}",
+            topic=s.topics.retrain_requests,
+        )
+
+    def render(c: Console) -> None:
+        c.print(
+            f"retrain request {request['request_id']} sent to {s.topics.retrain_requests}: "
+            f"window from {request['window_start']}; the control plane logs its outcome"
+        )
+
+    emit(a, request, render)

@@ -1,0 +1,224 @@
+"""The control plane's work, one function per job, over ``ControlState`` (faust only wires these
+to topics and a timer in ``streams.control.app``).
+
+Threads: ``join_labels`` runs on an executor thread for the label agent, ``tick`` on one for
+the timer. They share the quality book (guarded by its lock) and the cached rollout state (one
+attribute, written by ``tick`` only). The drift aggregator is touched on the event loop only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from services.core import metrics
+from services.drift.signals import drift_signal
+from services.labels.join import join
+from services.retrain.policy import change_index, quality_trigger
+from services.retrain.trainer import ACTOR
+from services.scoring.operations import apply_change
+from services.scoring.rollout import RolloutState, plan_promote
+from streams.control.state import ControlState
+
+logger = logging.getLogger(__name__)
+ALL_PARTITIONS = -1  # the error signal's partition: every partition of the labels topic
+QUALITY_GAUGES = (metrics.ONLINE_LOG_LOSS, metrics.ONLINE_AUC, metrics.ONLINE_CALIBRATION)
+
+
+# -- labels ------------------------------------------------------------------------------------
+def join_labels(
+    state: ControlState, rows: Sequence[tuple[int, int, Mapping[str, Any]]], detect: bool = True
+) -> list[dict[str, Any]]:
+    """Join decoded labels (partition, offset, record) to the stored predictions, add them to
+    the quality book, and feed the champion's per-event error to the drift detector; returns
+    the DriftSignal records to publish.
+
+    The champion is the registry's champion alias (cached per tick), so after a rollback the
+    detector watches the version that serves; a different champion is a new baseline, so the
+    detector starts over.
+
+    Raises:
+        FeatureStoreUnavailable: the prediction store did not answer (the caller retries).
+    """
+    ids = [r[2]["event_id"] for r in rows]
+    joined, unmatched = join(
+        rows, state.predictions.get_many("served", ids), state.predictions.get_many("shadow", ids)
+    )
+    metrics.LABELS_JOINED.labels(outcome="matched").inc(len(joined))
+    metrics.LABELS_JOINED.labels(outcome="unmatched").inc(unmatched)
+    for j in joined:
+        metrics.LABEL_LAG.observe(max(0.0, j.label_lag_ms / 1000))
+    state.book.add(joined)
+    publish_quality(state)
+    champion = state.champion()
+    if not detect or champion is None:
+        return []
+    if champion != state.error_champion:
+        state.error_monitor.reset("error")
+        state.error_champion, state.error_seen = champion, 0
+    mine = [
+        j for j in joined if j.served.variant == "champion" and j.served.model_version == champion
+    ]
+    if not mine:
+        return []
+    # One detector over all label partitions: label partitions follow the event id's hash, so
+    # splitting them only divides the evidence (six partitions see a change six times slower).
+    # The window is identified by event time (replay with offsets_for_times), not by offsets.
+    mine.sort(key=lambda j: j.event_time)
+    state.error_seen += len(mine)
+    positions = list(range(state.error_seen - len(mine), state.error_seen))
+    evidence = state.error_monitor.observe(
+        ALL_PARTITIONS, "error", [j.error for j in mine], positions, [j.event_time for j in mine]
+    )
+    if evidence is None:
+        return []
+    metrics.DRIFT_SIGNALS.labels(detector=evidence.detector, signal="error").inc()
+    logger.warning(
+        "concept drift: log loss %.4f -> %.4f (event times %d-%d)",
+        evidence.stats_before["mean"],
+        evidence.stats_after["mean"],
+        evidence.time_start_ms,
+        evidence.time_end_ms,
+    )
+    now = int(time.time() * 1000)
+    record = drift_signal(
+        evidence, state.settings.topics.labels, state.registry.name, champion, now
+    )
+    return [record | {"offset_start": -1, "offset_end": -1}]
+
+
+def publish_quality(state: ControlState) -> None:
+    for version, variant in state.book.keys():
+        q = state.book.quality(version, variant)
+        for gauge, key in zip(QUALITY_GAUGES, ("log_loss", "auc", "calibration"), strict=True):
+            if key in q:
+                gauge.labels(model_version=version, variant=variant).set(q[key])
+
+
+def rebuild_book(state: ControlState, group: str) -> int:
+    """After a restart: the labels the control plane's group already handled (from
+    ``retrain.book_seconds`` ago up to its committed offsets), joined again, into the book.
+    The detector is not fed: it learns its baseline from live labels. Returns rows joined.
+
+    Raises:
+        BrokerUnavailable, FeatureStoreUnavailable: the caller logs and starts empty.
+    """
+    from services.kafka.replay import read_since
+
+    seconds = state.settings.retrain.book_seconds
+    if seconds <= 0:
+        return 0
+    since = int(time.time() * 1000 - seconds * 1000)
+    codec = state.codecs["Label"]
+    rows = []
+    messages = read_since(
+        state.settings, state.settings.topics.labels, since, state.book.window, until_group=group
+    )
+    for m in messages:
+        label = codec.decode_one(m.value())
+        if isinstance(label, dict):
+            rows.append((m.partition() or 0, m.offset() or 0, label))
+    for start in range(0, len(rows), 5000):
+        join_labels(state, rows[start : start + 5000], detect=False)
+    return len(rows)
+
+
+# -- the timer -----------------------------------------------------------------------------------
+def tick(state: ControlState) -> list[dict[str, Any]]:
+    """Once per tick: read the rollout state (one registry read, cached for the label join),
+    prune what no longer serves, decide a shadowed challenger, and check the champion's online
+    quality against its own holdout; returns retrain requests the quality check wants (the
+    caller applies the cooldown).
+
+    Raises:
+        RegistryUnavailable: the registry did not answer; the cached state is kept.
+    """
+    rollout = state.registry.rollout_state()
+    state.rollout = rollout
+    metrics.REGISTRY_UP.set(1)
+    prune(state, rollout)
+    consider_promotion(state, rollout)
+    return check_quality(state, rollout)
+
+
+def prune(state: ControlState, rollout: RolloutState) -> None:
+    serving = {v for v in (rollout.champion, rollout.active_challenger()) if v is not None}
+    for version, variant in state.book.prune(serving):
+        for gauge in QUALITY_GAUGES:
+            try:
+                gauge.remove(version, variant)
+            except KeyError:
+                pass
+    for version in [v for v in state.holdout if v not in serving]:
+        del state.holdout[version]
+    state.decided &= serving
+    metrics.CONTROL_PLANE_BOOK_ROWS.set(state.book.rows())
+
+
+def consider_promotion(state: ControlState, rollout: RolloutState) -> None:
+    """A challenger the control plane put in shadow: promote it when the policy says so, on
+    the events both models scored."""
+    s = state.settings
+    challenger = rollout.challenger
+    if not s.retrain.auto_promote or rollout.mode != "shadow" or challenger is None:
+        return
+    if challenger in state.decided or rollout.champion is None:
+        return
+    shadowed = [
+        h
+        for h in state.registry.history()
+        if h.event_type == "shadow_started" and h.to_version == challenger
+    ]
+    if not shadowed or shadowed[-1].actor != ACTOR:
+        return  # a person started this shadow: a person decides
+    started = shadowed[-1].at_ms
+    now = int(time.time() * 1000)
+    paired = state.book.paired_quality(rollout.champion, challenger, since_ms=started)
+    decision, why = state.promotion.decide(started, now, paired)
+    if decision == "wait":
+        return
+    if decision == "promote":
+        apply_change(
+            s,
+            state.registry,
+            state.codecs["ModelEvent"],
+            lambda st, _r: plan_promote(st, challenger, f"auto: {why}", ACTOR, now),
+        )
+        logger.warning("promoted v%s: %s", challenger, why)
+    else:
+        state.registry.tag_version(challenger, "streamscore.decision", f"kept as challenger: {why}")
+        logger.warning("v%s stays challenger: %s", challenger, why)
+    state.decided.add(challenger)  # only once it is written: a failed write is tried again
+    metrics.PROMOTION_DECISIONS.labels(decision=decision).inc()
+
+
+def check_quality(state: ControlState, rollout: RolloutState) -> list[dict[str, Any]]:
+    """The absolute trigger: the champion's newest labelled events against its own holdout."""
+    r = state.settings.retrain
+    champion = rollout.champion
+    if champion is None:
+        return []
+    scores, ys, times = state.book.series(champion, "champion", last=r.quality_min_events)
+    if len(ys) < r.quality_min_events:
+        return []
+    holdout = holdout_log_loss(state, champion)
+    p = np.clip(scores, 1e-6, 1 - 1e-6)
+    errors = -(ys * np.log(p) + (1 - ys) * np.log(1 - p))
+    online = {"count": float(len(ys)), "log_loss": float(errors.mean())}
+    why = quality_trigger(online, holdout, r.quality_min_events, r.quality_margin)
+    if why is None:
+        return []
+    start = int(times[change_index(errors)])
+    return [{"reason": why, "window_start": start, "base_version": champion}]
+
+
+def holdout_log_loss(state: ControlState, version: str) -> float | None:
+    if version not in state.holdout:
+        info = next((v for v in state.registry.versions() if v.version == version), None)
+        found = state.registry.run_metrics(info.run_id if info else None)
+        state.holdout[version] = found.get("holdout_log_loss")
+    return state.holdout[version]
