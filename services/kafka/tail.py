@@ -59,11 +59,12 @@ def read_to_ends(
     deadline = time.monotonic() + timeout
     while remaining and time.monotonic() < deadline:
         for m in consumer.consume(1000, 0.2):
-            if m.error() is not None:
-                continue
+            partition, offset = m.partition() or 0, m.offset() or 0
+            if m.error() is not None or offset >= remaining.get(partition, -1):
+                continue  # past its end (read in the same fetch), or a partition already done
             out.append(m)
-            if (m.offset() or 0) + 1 >= remaining.get(m.partition() or 0, 0):
-                remaining.pop(m.partition() or 0, None)
+            if offset + 1 >= remaining[partition]:
+                remaining.pop(partition)
     if strict and remaining:
         topic = assignment[0].topic
         behind = ", ".join(f"partition {p} to offset {end}" for p, end in sorted(remaining.items()))

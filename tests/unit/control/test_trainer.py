@@ -53,9 +53,17 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     labels = {lab["event_id"]: lab["engaged"] for lab in world.labels(history)}
     train_and_register(registry, SPEC, store, history, labels, seed=1)  # v1, champion
     window: dict[str, Any] = {}
-    monkeypatch.setattr(trainer, "labelled_window", lambda *_a: (window["events"], window["labels"]))
+    monkeypatch.setattr(
+        trainer, "labelled_window", lambda *_a: (window["events"], window["labels"])
+    )
     monkeypatch.setattr("services.scoring.operations.announce", lambda *_a: None)
-    return {"settings": settings, "world": world, "store": store, "registry": registry, "window": window}
+    return {
+        "settings": settings,
+        "world": world,
+        "store": store,
+        "registry": registry,
+        "window": window,
+    }
 
 
 def _answer(env: dict[str, Any], start: int, n: int, since_index: int) -> dict[str, Any]:
@@ -70,9 +78,7 @@ def _answer(env: dict[str, Any], start: int, n: int, since_index: int) -> dict[s
         "drift_signal_ids": ["s"],
         "window_start": world.start_time_ms + since_index,  # 1 event per ms at 1000/s
     }
-    return trainer.answer(
-        env["settings"], env["registry"], SPEC, env["store"], _codecs(), request
-    )
+    return trainer.answer(env["settings"], env["registry"], SPEC, env["store"], _codecs(), request)
 
 
 def test_a_challenger_that_loses_offline_is_recorded_not_shadowed(env: dict[str, Any]) -> None:
@@ -119,7 +125,9 @@ def test_a_challenger_a_person_put_in_place_is_not_replaced(env: dict[str, Any])
     registry, world, store = env["registry"], env["world"], env["store"]
     later = world.events(4000, start_index=40_000)
     labels = {lab["event_id"]: lab["engaged"] for lab in world.labels(later)}
-    v2 = train_and_register(registry, SPEC, store, later, labels, seed=2, make_champion_if_none=False)
+    v2 = train_and_register(
+        registry, SPEC, store, later, labels, seed=2, make_champion_if_none=False
+    )
     apply_change(
         env["settings"],
         registry,
