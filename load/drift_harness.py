@@ -1,6 +1,10 @@
 """Detector evaluation on synthetic streams: detection delay and false alarms at default settings.
 
     python -m load.drift_harness [--stationary 1000000] [--seeds 5] [--plot docs/img/drift.png]
+    python -m load.drift_harness --loop [--seeds 5] [--plot docs/img/heal.png]
+
+``--loop`` measures the whole retraining loop instead (``load.heal_harness``): onset to
+detection and to promotion, and the promoted model against an oracle.
 
 Streams come from ``load.world.World`` with its drift knobs (abrupt or ramped; covariate or
 concept). The "model" is the world's own pre-drift truth, i.e. a perfect model trained before
@@ -211,8 +215,22 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=60_000, help="Per drifted stream.")
     parser.add_argument("--plot", default=None)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--loop", action="store_true", help="Measure the retraining loop.")
     args = parser.parse_args()
     started = time.perf_counter()
+    if args.loop:
+        from load import heal_harness
+
+        runs = heal_harness.evaluate_loop(args.seeds)
+        if args.plot:
+            heal_harness.plot(runs, args.plot)
+        rows = heal_harness.summarise(runs)
+        if args.json:
+            print(json.dumps({"summary": rows, "runs": runs}, indent=2))
+        else:
+            print(heal_harness.markdown(rows))
+            print(f"\n({time.perf_counter() - started:.0f} s)")
+        return
     rows = summarise(evaluate(args.stationary, args.seeds, args.events))
     if args.plot:
         plot(args.plot)

@@ -68,11 +68,10 @@ def refined_start(
     events: list[dict[str, Any]],
     labels: dict[str, bool],
     since: int,
-    margin_ms: int,
 ) -> int:
     """The event time where the champion's per-event log loss over the window changed (the
-    CUSUM estimate), less ``margin_ms``; ``since`` when no change is significant. Never before
-    ``since``."""
+    CUSUM estimate); ``since`` when no change is significant. Never before ``since`` (the
+    request's window, which the margin widened so the change is inside it)."""
     ts = build_training_set(spec, store, events, labels)
     if len(ts.y) < 2:
         return since
@@ -87,7 +86,7 @@ def refined_start(
         return since
     found = int(times[order][at])
     logger.info("change point refined from %d to %d (%d rows before it)", since, found, at)
-    return max(since, found - margin_ms)
+    return max(since, found)
 
 
 def person_challenger(registry: MlflowRegistry) -> str | None:
@@ -133,8 +132,7 @@ def answer(
     if champion is not None and request.get("requested_by") == ACTOR:
         # The detector's start is coarse (and a quality trigger's is a guess): with the
         # labelled window in hand, the champion's own errors say where the change is.
-        margin = int(r.change_point_margin_seconds * 1000)
-        since = refined_start(spec, store, champion, events, labels, since, margin)
+        since = refined_start(spec, store, champion, events, labels, since)
         events = [e for e in events if int(e["event_time"]) >= since]
     labelled = sum(1 for e in events if e["event_id"] in labels)
     outcome: dict[str, Any] = {
@@ -158,6 +156,7 @@ def answer(
             seed=int(time.time()) % 10_000,
             holdout_share=r.holdout_share,
             holdout_newest=True,
+            refit_on_all=True,
             extra_params={
                 "retrain_request": request["request_id"],
                 "retrain_reason": request["reason"],

@@ -116,17 +116,23 @@ def drift_act(
         reader.poll(0.1)
     truth: dict[str, bool] = {}
     index_of: dict[str, int] = {}
+    after_onset: dict[str, dict[str, Any]] = {}  # events of the new concept, for the oracle
+    labels_sent: list[str] = []  # event ids whose label was sent, in order
+    labels_at_decision: int | None = None  # how many had been sent when the loop decided
     served: dict[str, tuple[str, float]] = {}
     pending: list[tuple[float, list[dict[str, Any]]]] = []
     started = time.time()
     sent, index, decided_at = 0, start_index, None
-    seen_markers: set[str] = set()
+    seen_markers: dict[str, int] = {}  # marker -> events streamed after the onset when seen
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("act 2: streaming; the world turns at event 10,000", total=None)
         while time.time() - started < max_seconds:
             raw = world.events(CHUNK, start_index=index)
             index += CHUNK
             events = [strip_private(e) for e in raw]
+            for e, stripped in zip(raw, events, strict=True):
+                if e["_index"] >= onset:
+                    after_onset[stripped["event_id"]] = stripped
             for e, v in zip(events, codec.encode_many(events), strict=True):
                 producer.produce(s.topics.interactions, key=e["user_id"].encode(), value=v)
             labels = world.labels(raw)
@@ -136,6 +142,7 @@ def drift_act(
             pending.append((time.time() + LABEL_DELAY_SECONDS, labels))
             while pending and pending[0][0] <= time.time():
                 for lab in pending.pop(0)[1]:
+                    labels_sent.append(lab["event_id"])
                     lab = lab | {"label_time": int(time.time() * 1000)}
                     producer.produce(
                         s.topics.labels,
@@ -150,10 +157,11 @@ def drift_act(
                     served[p["event_id"]] = (p["model_version"], p["score"])
             for key, what in MARKERS.items():
                 if key not in seen_markers and any(key in text for _, text in lines):
-                    seen_markers.add(key)
+                    seen_markers[key] = index - onset
                     progress.update(task, description=f"act 2: {what} (event {index - onset:+,})")
-            if {"promoted v", "stays challenger"} & seen_markers and decided_at is None:
+            if {"promoted v", "stays challenger"} & set(seen_markers) and decided_at is None:
                 decided_at = time.time()
+                labels_at_decision = len(labels_sent)
             if decided_at is not None and time.time() - decided_at >= 10:
                 break  # 10 s of stream after the decision, to measure the new champion
             time.sleep(max(0.0, started + sent / rate - time.time()))
@@ -165,27 +173,69 @@ def drift_act(
                 if isinstance(p, dict):
                     served[p["event_id"]] = (p["model_version"], p["score"])
     reader.close()
+    available = labels_sent[: labels_at_decision or 0]
     return {
         "events": sent,
         "onset_event": pre_drift,
-        "timeline": _timeline(lines, started, rate, start_index, onset),
+        "timeline": _timeline(lines, seen_markers),
         "quality": _quality(served, truth, index_of, onset),
+        "healed": _against_oracle(s, served, truth, after_onset, available),
     }
 
 
-def _timeline(
-    lines: list[tuple[float, str]], started: float, rate: float, start_index: int, onset: int
-) -> list[dict[str, Any]]:
+def _timeline(lines: list[tuple[float, str]], seen: dict[str, int]) -> list[dict[str, Any]]:
+    """Each step with the number of events streamed after the onset when its log line was
+    seen (counted, not wall time x rate)."""
     out = []
     for key, what in MARKERS.items():
-        hit = next(((t, text) for t, text in lines if key in text and t >= started - 5), None)
-        if hit is None:
+        if key not in seen:
             continue
-        t, text = hit
-        at_event = int((t - started) * rate) + start_index - onset
+        text = next(text for _, text in lines if key in text)
         detail = text.split("] ", 3)[-1] if "] " in text else text
-        out.append({"step": what, "events_after_onset": at_event, "detail": detail[:160]})
+        out.append({"step": what, "events_after_onset": seen[key], "detail": detail[:160]})
     return out
+
+
+def _against_oracle(
+    s: Settings,
+    served: dict[str, tuple[str, float]],
+    truth: dict[str, bool],
+    after_onset: dict[str, dict[str, Any]],
+    available: list[str],
+) -> dict[str, Any] | None:
+    """The promoted model against an oracle: a model trained offline on exactly the post-onset
+    labelled events available when the loop decided, both judged on the events the promoted
+    version served (sklearn's AUC against the world's labels)."""
+    from sklearn.metrics import roc_auc_score
+
+    from services.training.dataset import build_training_set
+    from services.training.train import fit, predict
+    from streams.runtime import feature_spec, feature_store
+
+    versions = sorted({v for e, (v, _) in served.items() if e in after_onset}, key=int)
+    if len(versions) < 2:
+        return None  # nothing new served after the onset
+    newest = versions[-1]
+    judged = [e for e, (v, _) in served.items() if v == newest and e in truth]
+    ys = [int(truth[e]) for e in judged]
+    oracle_ids = [e for e in available if e in after_onset]
+    if not judged or len(set(ys)) < 2 or len(oracle_ids) < 100:
+        return None
+    spec = feature_spec(s)
+    store = feature_store(s, spec)
+    train = build_training_set(
+        spec, store, [after_onset[e] for e in oracle_ids], {e: truth[e] for e in oracle_ids}
+    )
+    oracle = fit(train.X, train.y, train.names, "lightgbm", 7)
+    judged_events = [after_onset[e] for e in judged]
+    X = build_training_set(spec, store, judged_events, dict.fromkeys(judged, True)).X
+    return {
+        "version": newest,
+        "events": len(judged),
+        "auc": float(roc_auc_score(ys, [served[e][1] for e in judged])),
+        "oracle_auc": float(roc_auc_score(ys, predict(oracle, X))),
+        "oracle_rows": len(oracle_ids),
+    }
 
 
 def _quality(
@@ -239,3 +289,11 @@ def render(c: Console, act: dict[str, Any]) -> None:
             f"{q['auc']:.3f}" if "auc" in q else "",
         )
     c.print(t)
+    healed = act.get("healed")
+    if healed:
+        c.print(
+            f"healed: v{healed['version']} AUC {healed['auc']:.3f} on the {healed['events']:,} "
+            f"post-drift events it served; an oracle trained offline on the "
+            f"{healed['oracle_rows']:,} post-drift labels available at the decision: "
+            f"{healed['oracle_auc']:.3f}"
+        )
