@@ -364,8 +364,8 @@ class RetrainSettings(_Group):
     change_point_margin_seconds: float = Field(
         30.0,
         ge=0,
-        description="A drift request's window starts this long before the detected change point "
-        "(the detector places the change at batch granularity).",
+        description="A drift request's window starts this long before the detector's change "
+        "point, so the trainer's own estimate of the change (one event) lies inside it.",
     )
     max_events: int = Field(50_000, ge=1000, description="At most this many events per partition.")
     min_labelled: int = Field(
