@@ -4,6 +4,7 @@ on the replayed window and put in shadow → promoted by policy → the scoring 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -220,3 +221,33 @@ def test_the_quality_book_is_rebuilt_after_a_restart(pipeline: Pipeline) -> None
     q = state.book.quality("1", "champion")
     assert q["count"] == 300
     assert abs(q["log_loss"] - (-(np.log(0.8) + np.log(0.2)) / 2)) < 1e-9  # half engaged
+
+
+def test_ops_can_ask_for_a_retrain_by_hand(pipeline: Pipeline) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")} | pipeline.env()
+    before = int(time.time() * 1000)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "--json",
+            "retrain",
+            "--reason",
+            "bad release",
+            "--since",
+            "2h",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    printed = json.loads(out.stdout)
+    [message] = pipeline.read("RetrainRequest", 1, timeout=30)
+    request = pipeline.codec("RetrainRequest").decode_one(message.value())
+    assert request == printed
+    assert request["reason"] == "manual: bad release" and request["requested_by"].startswith("cli:")
+    assert abs(request["window_start"] - (before - 2 * 3600 * 1000)) < 60_000
