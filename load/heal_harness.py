@@ -279,8 +279,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
     head = (
         "| drift | detector | false alarms | detected | onset → detection (median) | promoted "
-        "| onset → promotion (median) | promoted AUC | oracle AUC | worst ratio | promoted log loss "
-        "| oracle log loss | old champion AUC |\n" + "|---" * 13 + "|\n"
+        "| onset → promotion (median) | promoted AUC | oracle AUC | worst ratio "
+        "| promoted log loss | oracle log loss | old champion AUC |\n" + "|---" * 13 + "|\n"
     )
     lines = [
         f"| {r['scenario']} | {r['detector']} | {r['false_alarms']} | {r['detected']}/{r['runs']} "

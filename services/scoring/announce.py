@@ -14,12 +14,9 @@ from services.kafka.config import producer_config
 logger = logging.getLogger(__name__)
 
 
-def announce(settings: Settings, codec: AvroCodec, event: dict[str, Any]) -> str | None:
-    """Publish ``event``; returns None when delivered, else why not.
-
-    A failed announce is not fatal: the registry already holds the change, and workers poll it
-    every ``model.poll_seconds``.
-    """
+def send_one(settings: Settings, topic: str, key: bytes, value: bytes) -> str | None:
+    """Produce one message and wait for the broker's acknowledgement (at most ~15 s); returns
+    None when delivered, else why not."""
     errors: list[str] = []
 
     def on_delivery(err: KafkaError | None, _msg: Message) -> None:
@@ -28,17 +25,22 @@ def announce(settings: Settings, codec: AvroCodec, event: dict[str, Any]) -> str
 
     try:
         producer = Producer(producer_config(settings, **{"message.timeout.ms": 10_000}))
-        producer.produce(
-            settings.topics.model_events,
-            key=event["model_name"].encode(),
-            value=codec.encode_one(event),
-            on_delivery=on_delivery,
-        )
+        producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
         if producer.flush(15) != 0:
             errors.append("not acknowledged within 15 s")
     except (KafkaException, BufferError) as exc:
         errors.append(str(exc))
-    if errors:
-        logger.warning("model event not announced (%s); workers will poll", errors[0])
-        return errors[0]
-    return None
+    return errors[0] if errors else None
+
+
+def announce(settings: Settings, codec: AvroCodec, event: dict[str, Any]) -> str | None:
+    """Publish ``event``; returns None when delivered, else why not.
+
+    A failed announce is not fatal: the registry already holds the change, and workers poll it
+    every ``model.poll_seconds``.
+    """
+    topic, key = settings.topics.model_events, event["model_name"].encode()
+    problem = send_one(settings, topic, key, codec.encode_one(event))
+    if problem is not None:
+        logger.warning("model event not announced (%s); workers will poll", problem)
+    return problem

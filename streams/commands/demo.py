@@ -114,7 +114,19 @@ def _run(err: Console, s: Settings, n: int, rate: float, drift: bool) -> dict[st
         labels = {x["event_id"]: x["engaged"] for x in history.labels(past)}
         trained = train_and_register(registry, spec, store, past, labels, seed=42)
     challenger = trained
-    if trained.alias_set:  # the first run: that model became champion, so train a newcomer
+    if not trained.alias_set and _retrained_for_drift(registry):
+        # Act 2 of an earlier run promoted a model of the drifted world: act 1 starts again
+        # from a model of this world (verified, recorded and announced like any promotion).
+        apply_change(
+            s,
+            registry,
+            codec_for(s, by_record(s.topics, "ModelEvent")),
+            lambda st, _r: plan_promote(
+                st, trained.version, "demo: a fresh baseline after act 2", "demo", _now()
+            ),
+        )
+    if trained.alias_set or registry.alias_version("champion") == trained.version:
+        # That model is champion (the first run, or a fresh baseline): train a newcomer.
         with err.status("training a second version on other history (the newcomer)..."):
             past = history.events(40_000, start_index=HISTORY_START_INDEX + 10_000_000)
             labels = {x["event_id"]: x["engaged"] for x in history.labels(past)}
@@ -177,6 +189,9 @@ def _run(err: Console, s: Settings, n: int, rate: float, drift: bool) -> dict[st
         worker.send_signal(signal.SIGTERM)
         out, _ = worker.communicate(timeout=60)
     result["worker_exit_code"] = worker.returncode
+    if worker.returncode != 0:
+        err.print("[red]the scoring worker exited with an error; its last log lines:[/red]")
+        err.print("\n".join(log_tail), markup=False, highlight=False)
     try:
         result["worker"] = json.loads(out.decode() or "{}")
     except json.JSONDecodeError:
@@ -208,6 +223,12 @@ def _rollout_steps(version: str) -> list[Step]:
         return plan_promote(state, version, "demo: canary healthy", "demo", _now())
 
     return [(0.2, "shadow", shadow), (0.45, "canary 10%", canary), (0.7, "promote", promote)]
+
+
+def _retrained_for_drift(registry: MlflowRegistry) -> bool:
+    """The champion is one the control plane promoted (act 2 of an earlier run)."""
+    moves = [h for h in registry.history() if h.event_type in ("promoted", "rolled_back")]
+    return bool(moves) and moves[-1].actor == "control-plane"
 
 
 def _now() -> int:

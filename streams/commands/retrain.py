@@ -8,13 +8,12 @@ import time
 from datetime import datetime
 
 import click
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from rich.console import Console
 
 from services.codec.factory import codec_for
 from services.core.errors import BrokerUnavailable
-from services.kafka.config import producer_config
 from services.retrain.policy import retrain_request
+from services.scoring.announce import send_one
 from streams.commands.common import app, emit, json_option
 from streams.topics import by_record
 
@@ -76,28 +75,13 @@ def retrain(ctx: click.Context, reason: str, since: str | None) -> None:
         window_start_ms=start,
     )
     codec = codec_for(s, by_record(s.topics, "RetrainRequest"))
-    errors: list[str] = []
-
-    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            errors.append(str(err))
-
-    try:
-        producer = Producer(producer_config(s, **{"message.timeout.ms": 15_000}))
-        producer.produce(
-            s.topics.retrain_requests,
-            key=s.model.name.encode(),
-            value=codec.encode_one(request),
-            on_delivery=on_delivery,
-        )
-        if producer.flush(20) != 0:
-            errors.append("not acknowledged within 20 s")
-    except (KafkaException, BufferError) as exc:
-        errors.append(str(exc))
-    if errors:
+    problem = send_one(
+        s, s.topics.retrain_requests, s.model.name.encode(), codec.encode_one(request)
+    )
+    if problem is not None:
         raise BrokerUnavailable(
             f"retrain request not sent to {s.topics.retrain_requests} at "
-            f"{s.kafka_bootstrap}: {errors[0]}",
+            f"{s.kafka_bootstrap}: {problem}",
             topic=s.topics.retrain_requests,
         )
 

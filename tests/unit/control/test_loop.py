@@ -75,6 +75,12 @@ class Predictions:
         return [self.kept.get((kind, i)) for i in ids]
 
 
+def in_shadow(actor: str) -> Registry:
+    """Champion v1, v2 in shadow since T0, started by ``actor``."""
+    started = AliasChange("shadow_started", "challenger", None, "2", "retrain", actor, T0)
+    return Registry(RolloutState("1", "2", "shadow"), [started])
+
+
 def make_state(registry: Registry, **retrain: Any) -> ControlState:
     settings = Settings(
         drift={"min_events": 200, "cooldown_seconds": 60},
@@ -169,10 +175,7 @@ def test_promotion_compares_the_two_models_on_the_same_events() -> None:
     """On the events both scored, the champion is better; the champion's other events since
     the shadow started (scored alone: the challenger failed on them) are bad ones. Comparing
     each model on its own events would promote; the paired comparison keeps the champion."""
-    history = [
-        AliasChange("shadow_started", "challenger", None, "2", "retrain", "control-plane", T0)
-    ]
-    registry = Registry(RolloutState("1", "2", "shadow"), history)
+    registry = in_shadow("control-plane")
     state = make_state(registry)
     rng = np.random.default_rng(2)
     p, y = calibrated(rng, 1000)
@@ -185,10 +188,7 @@ def test_promotion_compares_the_two_models_on_the_same_events() -> None:
 
 
 def test_a_failed_promotion_write_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    history = [
-        AliasChange("shadow_started", "challenger", None, "2", "retrain", "control-plane", T0)
-    ]
-    registry = Registry(RolloutState("1", "2", "shadow"), history)
+    registry = in_shadow("control-plane")
     state = make_state(registry)
     rng = np.random.default_rng(3)
     p, y = calibrated(rng, 500)
@@ -209,8 +209,7 @@ def test_a_failed_promotion_write_is_tried_again(monkeypatch: pytest.MonkeyPatch
 
 
 def test_a_challenger_a_person_started_is_left_to_the_person() -> None:
-    history = [AliasChange("shadow_started", "challenger", None, "2", "checking", "alice", T0)]
-    registry = Registry(RolloutState("1", "2", "shadow"), history)
+    registry = in_shadow("alice")
     state = make_state(registry)
     rng = np.random.default_rng(4)
     p, y = calibrated(rng, 500)
