@@ -290,6 +290,7 @@ def _stream(
                 if (
                     isinstance(p, dict)
                     and p["event_id"] in seq_of_event
+                    and seq_of_event[p["event_id"]] in sent_at  # not a backlog's (same world)
                     and p["event_id"] not in scores
                 ):
                     scores[p["event_id"]] = p["score"]
