@@ -122,7 +122,13 @@ def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pip
             store = worker.predictions_store
             assert store is not None
             last = events[-1]["event_id"]
-            wait_for(lambda s=store, e=last: s.get_many("served", [e])[0] is not None, 60, "stored")
+            try:
+                wait_for(
+                    lambda s=store, e=last: s.get_many("served", [e])[0] is not None, 120, "stored"
+                )
+            except AssertionError as exc:  # say what the worker and the control plane were doing
+                state = f"holding={worker._holding} assigned={worker._assigned_at} sent={sent}"
+                raise AssertionError(f"{exc}; {state}\n" + "".join(lines)[-4000:]) from exc
             for lab in world.labels(raw):
                 lab = lab | {"label_time": lab["event_time"] + 500}
                 producer.produce(
