@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -42,6 +43,7 @@ def pipeline(stack: Stack, tmp_path: Path) -> Iterator[Pipeline]:
             "window_seconds": 600,
             "max_events": 1500,  # per partition: a small window keeps training to seconds
             "promote_margin": 0.0,
+            "retry_seconds": 1.0,  # a request waiting for labels is tried again soon
         },
         "batch": {"max_messages": 500, "timeout_seconds": 0.05},
     }
@@ -91,8 +93,9 @@ def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pip
         n_users=400,
         n_items=150,
         seed=7,
-        start_time_ms=int(time.time() * 1000),
-        rate_per_second=1000,
+        # Event times start now (the stream starts at index 60,000) and advance at 2,000/s.
+        start_time_ms=int(time.time() * 1000) - 30_000,
+        rate_per_second=2000,
         drift=Drift("concept", 60_000 + ONSET, 0, 1.0),
     )
     codec, label_codec = pipeline.codec("Interaction"), pipeline.codec("Label")
@@ -113,6 +116,9 @@ def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pip
         wait_for(lambda: worker._assigned_at is not None, 90, "the scoring worker's partitions")
         while time.monotonic() < deadline:
             raw = world.events(500, start_index=index)
+            # Paced to the world's clock: events more than 300 s ahead of now are refused
+            # (time_out_of_window), and the quality book filters by event time.
+            time.sleep(max(0.0, (raw[-1]["event_time"] - time.time() * 1000) / 1000 - 1.0))
             index += 500
             events = [strip_private(e) for e in raw]
             for e, v in zip(events, codec.encode_many(events), strict=True):
@@ -127,8 +133,14 @@ def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pip
                     lambda s=store, e=last: s.get_many("served", [e])[0] is not None, 120, "stored"
                 )
             except AssertionError as exc:  # say what the worker and the control plane were doing
-                state = f"holding={worker._holding} assigned={worker._assigned_at} sent={sent}"
-                raise AssertionError(f"{exc}; {state}\n" + "".join(lines)[-4000:]) from exc
+                state = (
+                    f"holding={worker._holding} assigned={worker._assigned_at} sent={sent} "
+                    f"loop {time.monotonic() - worker.last_loop:.1f} s ago, "
+                    f"thread alive={scoring.is_alive()}"
+                )
+                frame = sys._current_frames().get(scoring.ident or -1)
+                stack = "".join(traceback.format_stack(frame))[-3000:] if frame else "(ended)"
+                raise AssertionError(f"{exc}; {state}\n{stack}\n" + "".join(lines)[-3000:]) from exc
             for lab in world.labels(raw):
                 lab = lab | {"label_time": lab["event_time"] + 500}
                 producer.produce(
