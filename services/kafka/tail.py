@@ -65,6 +65,12 @@ def read_to_ends(
             out.append(m)
             if offset + 1 >= remaining[partition]:
                 remaining.pop(partition)
+        if remaining:  # a transaction marker or an aborted batch ends a partition unseen
+            topic = assignment[0].topic
+            at = consumer.position([TopicPartition(topic, p) for p in remaining])
+            for tp in at:
+                if tp.offset >= remaining.get(tp.partition, tp.offset + 1):
+                    remaining.pop(tp.partition)
     if strict and remaining:
         topic = assignment[0].topic
         behind = ", ".join(f"partition {p} to offset {end}" for p, end in sorted(remaining.items()))

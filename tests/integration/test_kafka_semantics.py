@@ -37,3 +37,28 @@ def test_offsets_for_times_finds_the_first_message_at_or_after_a_time(
         assert lookup(base + 10**9) == -1  # OFFSET_END: nothing at or after that time
     finally:
         consumer.close()
+
+
+def test_a_replay_reads_to_the_end_past_a_transaction_marker(
+    stack: Stack, topic_factory: Callable[..., TopicSpec]
+) -> None:
+    """A transactional producer's commit marker is the partition's last offset and is never
+    delivered: the strict replay must still see the end (before, it timed out), and must not
+    return what was written after it began."""
+    import uuid
+
+    from services.kafka.replay import read_since
+
+    topic = topic_factory(partitions=1)
+    producer = Producer(
+        producer_config(stack.settings, **{"transactional.id": f"t-{uuid.uuid4().hex[:8]}"})
+    )
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    for i in range(5):
+        producer.produce(topic.name, value=str(i).encode())
+    producer.commit_transaction(30)
+    started = time.monotonic()
+    got = read_since(stack.settings, topic.name, 0, 100, timeout=20)
+    assert [m.value() for m in got] == [str(i).encode() for i in range(5)]
+    assert time.monotonic() - started < 15  # it saw the end; it did not wait out the timeout
