@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import faust
 
+from services.codec.avro import AvroCodec
 from services.core import metrics
 from services.core.errors import RegistryUnavailable, TransientError
 from services.core.settings import Settings
@@ -74,46 +75,52 @@ def create_app(settings: Settings) -> tuple[faust.App, ControlState]:
     @app.agent(labels)
     async def label_join(stream: Any) -> None:
         async for batch in stream.take_events(500, within=1.0):
-            rows = []
-            for event in batch:
-                label = codecs["Label"].decode_one(event.value)
-                if isinstance(label, dict):
-                    rows.append((event.message.partition, event.message.offset, label))
+            raw = [(e.message.partition, e.message.offset, e.value) for e in batch]
             where = _offsets(batch)
-            signals = await retrying("label_join", where, join_labels, state, rows)
+            signals = await retrying("label_join", where, decode_and_join, state, raw)
             for record in signals or []:
-                value = codecs["DriftSignal"].encode_one(record)
-                await drift.send(key=record["signal"].encode(), value=value)
+                try:
+                    value = codecs["DriftSignal"].encode_one(record)
+                    await drift.send(key=record["signal"].encode(), value=value)
+                except Exception:  # noqa: BLE001  (not published: acted on here all the same)
+                    metrics.CONTROL_PLANE_ERRORS.labels(task="label_join").inc()
+                    logger.exception("drift signal not published; aggregated directly")
+                    await on_signal(record)
+
+    async def on_signal(signal: dict[str, Any]) -> None:
+        try:
+            if signal["model_name"] != state.registry.name:
+                return
+            now = int(time.time() * 1000)
+            evidence = state.aggregator.add(signal, now)
+            if evidence is None:
+                return
+            request = retrain_request(
+                state.registry.name,
+                signal["model_version"],
+                evidence,
+                settings.retrain.window_seconds * 1000,
+                now,
+                "control-plane",
+                margin_ms=int(settings.retrain.change_point_margin_seconds * 1000),
+            )
+            await send_request(request, "drift")
+        except Exception:  # noqa: BLE001  (counted and logged; the agent goes on)
+            state.aggregator.disarm()  # a request that was not sent must not hold the cooldown
+            metrics.CONTROL_PLANE_ERRORS.labels(task="aggregate_drift").inc()
+            logger.exception("drift signal not handled")
 
     @app.agent(drift)
     async def aggregate_drift(stream: Any) -> None:
         async for value in stream:
-            try:
-                signal = codecs["DriftSignal"].decode_one(value)
-                if not isinstance(signal, dict) or signal["model_name"] != state.registry.name:
-                    continue
-                now = int(time.time() * 1000)
-                evidence = state.aggregator.add(signal, now)
-                if evidence is None:
-                    continue
-                request = retrain_request(
-                    state.registry.name,
-                    signal["model_version"],
-                    evidence,
-                    settings.retrain.window_seconds * 1000,
-                    now,
-                    "control-plane",
-                    margin_ms=int(settings.retrain.change_point_margin_seconds * 1000),
-                )
-                await send_request(request, "drift")
-            except Exception:  # noqa: BLE001  (counted and logged; the agent goes on)
-                metrics.CONTROL_PLANE_ERRORS.labels(task="aggregate_drift").inc()
-                logger.exception("drift signal not handled")
+            signal = await decoded("aggregate_drift", codecs["DriftSignal"], value)
+            if isinstance(signal, dict):
+                await on_signal(signal)
 
     @app.agent(retrain)
     async def train(stream: Any) -> None:
         async for value in stream:
-            request = codecs["RetrainRequest"].decode_one(value)
+            request = await decoded("retrain", codecs["RetrainRequest"], value)
             if not isinstance(request, dict) or request["model_name"] != state.registry.name:
                 continue
             logger.info("training for request %s (%s)", request["request_id"], request["reason"])
@@ -123,17 +130,17 @@ def create_app(settings: Settings) -> tuple[faust.App, ControlState]:
     @app.agent(events)
     async def model_events(stream: Any) -> None:
         async for value in stream:
-            event = codecs["ModelEvent"].decode_one(value)
+            event = await decoded("model_events", codecs["ModelEvent"], value)
             if isinstance(event, dict):
                 metrics.MODEL_EVENTS.labels(source="control_plane").inc()
                 logger.info(
                     "model event: %s %s v%s -> v%s by %s: %s",
-                    event["event_type"],
+                    event.get("event_type"),
                     event.get("alias"),
                     event.get("from_version"),
                     event.get("to_version"),
-                    event["actor"],
-                    event["reason"],
+                    event.get("actor"),
+                    event.get("reason"),
                 )
 
     @app.timer(interval=TICK_SECONDS)  # type: ignore[untyped-decorator]  # faust is untyped here
@@ -182,6 +189,22 @@ async def on_tick(
             state.aggregator.disarm()
             metrics.CONTROL_PLANE_ERRORS.labels(task="tick").inc()
             logger.exception("retrain request not sent")
+
+
+async def decoded(task: str, codec: AvroCodec, value: bytes) -> Any:
+    """``codec.decode_one(value)``; a schema registry that does not answer is waited for."""
+    return await retrying(task, "decoding", codec.decode_one, value)
+
+
+def decode_and_join(state: ControlState, raw: list[tuple[int, int, bytes]]) -> list[dict[str, Any]]:
+    """Labels as faust hands them (partition, offset, bytes): decoded, then joined."""
+    codec = state.codecs["Label"]
+    rows = []
+    for partition, offset, value in raw:
+        label = codec.decode_one(value)
+        if isinstance(label, dict):
+            rows.append((partition, offset, label))
+    return join_labels(state, rows)
 
 
 async def retrying(task: str, where: str, call: Callable[..., T], *args: Any) -> T | None:
