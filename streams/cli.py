@@ -77,6 +77,7 @@ COMMANDS = {
     "features": "streams.commands.ml:features",
     "train": "streams.commands.ml:train",
     "retrain": "streams.commands.retrain:retrain",
+    "lag": "streams.commands.lag:lag",
     "models": "streams.commands.models:models",
     "worker": "streams.commands.ml:worker",
     "dlq": "streams.commands.dlq:dlq",
@@ -102,6 +103,7 @@ COMMANDS = {
     "--bootstrap-servers", default=None, help="Overrides STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS."
 )
 @click.option("--redis-url", default=None, help="Overrides STREAMSCORE_REDIS__URL.")
+@click.version_option(package_name="streamscore", prog_name="streamscore")
 @click.pass_context
 def cli(
     ctx: click.Context,

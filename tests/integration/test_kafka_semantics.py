@@ -62,3 +62,58 @@ def test_a_replay_reads_to_the_end_past_a_transaction_marker(
     got = read_since(stack.settings, topic.name, 0, 100, timeout=20)
     assert [m.value() for m in got] == [str(i).encode() for i in range(5)]
     assert time.monotonic() - started < 15  # it saw the end; it did not wait out the timeout
+
+
+def test_lag_is_read_from_the_broker(
+    stack: Stack, topic_factory: Callable[..., TopicSpec], group_id: str
+) -> None:
+    """Hand-made: 10 messages, the group committed 4 of them: lag 6, as the broker says."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from services.core.settings import to_env
+
+    topic = topic_factory(partitions=1)
+    producer = Producer(producer_config(stack.settings))
+    for i in range(10):
+        producer.produce(topic.name, value=str(i).encode())
+    assert producer.flush(30) == 0
+    consumer = Consumer(consumer_config(stack.settings, group_id))
+    consumer.commit(offsets=[TopicPartition(topic.name, 0, 4)], asynchronous=False)
+    consumer.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")}
+    env |= to_env(stack.settings)
+    out = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "--json", "lag", "--group", group_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(out.stdout)
+    assert rows == [
+        {
+            "group": group_id,
+            "topic": topic.name,
+            "partition": 0,
+            "committed": 4,
+            "log_end": 10,
+            "lag": 6,
+        }
+    ]
+    piped = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "lag", "--group", group_id],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert piped.stdout.splitlines() == [
+        "group\ttopic\tpartition\tcommitted\tlog_end\tlag",
+        f"{group_id}\t{topic.name}\t0\t4\t10\t6",
+    ]

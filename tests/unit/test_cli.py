@@ -137,3 +137,29 @@ def test_schemas_check_refuses_removing_a_required_field(schemas_copy: Path, lev
         "Interaction.country: field removed, and it had no default" in p
         for p in json.loads(out)["problems"]
     )
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    code, out = run("--version")
+    assert code == 0 and out.strip() == f"streamscore, version {version('streamscore')}"
+
+
+def test_lag_against_an_unreachable_broker_is_one_line_and_exit_1() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "--bootstrap-servers", "127.0.0.1:9", "lag"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: cannot read consumer lag from 127.0.0.1:9")
+    )
