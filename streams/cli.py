@@ -78,6 +78,7 @@ COMMANDS = {
     "train": "streams.commands.ml:train",
     "retrain": "streams.commands.retrain:retrain",
     "lag": "streams.commands.lag:lag",
+    "tail": "streams.commands.tail:tail",
     "models": "streams.commands.models:models",
     "worker": "streams.commands.ml:worker",
     "dlq": "streams.commands.dlq:dlq",

@@ -78,3 +78,54 @@ def read_to_ends(
             f"replay of {topic} incomplete after {timeout:.0f} s: not read {behind}", topic=topic
         )
     return out
+
+
+def read_window(
+    settings: Settings,
+    topic: str,
+    n: int,
+    *,
+    from_beginning: bool = False,
+    since_ms: int | None = None,
+    start_at: tuple[int, int] | None = None,
+    timeout: float = 15.0,
+) -> list[Message]:
+    """Up to ``n`` messages per partition: the newest (default), the first (``from_beginning``),
+    the first from a time (``since_ms``), or from one partition's offset (``start_at``:
+    partition, offset). Oldest first per partition.
+
+    Raises:
+        BrokerUnavailable: the topic does not exist or the broker did not answer.
+    """
+    if not (from_beginning or since_ms is not None or start_at is not None):
+        return read_tail(settings, topic, n, timeout)
+    consumer = Consumer(consumer_config(settings, f"streamscore-tail-{uuid.uuid4().hex[:8]}"))
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise BrokerUnavailable(f"topic {topic} not found", topic=topic)
+        parts = sorted(meta.partitions) if start_at is None else [start_at[0]]
+        starts: dict[int, int] = {}
+        if since_ms is not None:
+            found = consumer.offsets_for_times(
+                [TopicPartition(topic, p, since_ms) for p in parts], timeout=10
+            )
+            starts = {tp.partition: tp.offset for tp in found}
+        assignment, ends = [], {}
+        for p in parts:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if start_at is not None:
+                start = max(low, start_at[1])
+            elif since_ms is not None:
+                start = starts.get(p, -1) if starts.get(p, -1) >= 0 else high
+            else:
+                start = low
+            end = min(high, start + n)
+            if start < end:
+                assignment.append(TopicPartition(topic, p, start))
+                ends[p] = end
+        return read_to_ends(consumer, assignment, ends, timeout)
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"cannot read {topic}: {exc}", topic=topic) from exc
+    finally:
+        consumer.close()

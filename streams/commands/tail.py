@@ -1,0 +1,117 @@
+"""`streamscore tail TOPIC`: look at a topic, decoded with its schema, one JSON object a line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+from confluent_kafka import Message
+
+from services.codec.factory import codec_for
+from services.core.errors import ConfigError
+from services.kafka.tail import read_window
+from streams.commands.common import app
+from streams.commands.retrain import parse_since
+from streams.topics import topic_table
+
+FILTER_SCAN = 10_000  # messages per partition read when --key or --where filters them
+
+
+@click.command()
+@click.argument("topic")
+@click.option(
+    "-n", "n", default=10, show_default=True, help="Messages to print (the newest, by default)."
+)
+@click.option("--from-beginning", is_flag=True, help="The first messages instead of the newest.")
+@click.option("--from-time", default=None, help="From this event time: 30m, 2h, epoch ms, ISO.")
+@click.option("--offset", "at", default=None, help="From PARTITION:OFFSET.")
+@click.option("--raw", is_flag=True, help="The value's bytes (hex), not decoded.")
+@click.option("--key", default=None, help="Only messages with this key.")
+@click.option("--where", "where", multiple=True, help="Only values with FIELD=VALUE (repeatable).")
+@click.option("--json", "json_flag", is_flag=True, hidden=True)  # one object a line anyway
+@click.pass_context
+def tail(
+    ctx: click.Context,
+    topic: str,
+    n: int,
+    from_beginning: bool,
+    from_time: str | None,
+    at: str | None,
+    raw: bool,
+    key: str | None,
+    where: tuple[str, ...],
+    json_flag: bool,
+) -> None:
+    """Print messages of TOPIC as JSON lines (topic, partition, offset, timestamp, key, value).
+    Values are decoded with the topic's schema from the topic table; --raw for other topics."""
+    s = app(ctx).settings
+    if n < 1:
+        raise click.BadParameter("must be at least 1", param_hint="-n")
+    if sum(bool(x) for x in (from_beginning, from_time, at)) > 1:
+        raise click.UsageError("give one of --from-beginning, --from-time, --offset")
+    start_at = _partition_offset(at) if at else None
+    filters = [_field_value(w) for w in where]
+    codec = None
+    if not raw:
+        spec = next((t for t in topic_table(s.topics) if t.name == topic), None)
+        if spec is None:
+            raise ConfigError(f"{topic} is not in the topic table (streamscore topics); use --raw")
+        codec = codec_for(s, spec)
+    since = parse_since(from_time, int(time.time() * 1000)) if from_time else None
+    # With a filter, look further (up to FILTER_SCAN a partition) for N that match.
+    scan = n if key is None and not filters else max(n, FILTER_SCAN)
+    messages = read_window(
+        s, topic, scan, from_beginning=from_beginning, since_ms=since, start_at=start_at
+    )
+    newest_first = not (from_beginning or since is not None or start_at is not None)
+    messages.sort(key=lambda m: (m.timestamp()[1], m.partition() or 0, m.offset() or 0))
+    shown = 0
+    out = []
+    for m in reversed(messages) if newest_first else messages:
+        row = _row(m, codec)
+        if key is not None and row["key"] != key:
+            continue
+        if any(str((row.get("value") or {}).get(f)) != v for f, v in filters):
+            continue
+        out.append(row)
+        shown += 1
+        if shown >= n:
+            break
+    for row in reversed(out) if newest_first else out:
+        sys.stdout.write(json.dumps(row, default=str) + "\n")
+
+
+def _row(m: Message, codec: Any) -> dict[str, Any]:
+    k = m.key()
+    row: dict[str, Any] = {
+        "topic": m.topic(),
+        "partition": m.partition(),
+        "offset": m.offset(),
+        "timestamp": m.timestamp()[1],
+        "key": k.decode(errors="replace") if k is not None else None,
+    }
+    value = m.value()
+    if codec is None:
+        return row | {"value_hex": value.hex() if value is not None else None}
+    decoded = codec.decode_one(value)
+    if isinstance(decoded, dict):
+        return row | {"value": decoded}
+    return row | {"value": None, "undecodable": f"{decoded.reason.value}: {decoded.detail}"}
+
+
+def _partition_offset(text: str) -> tuple[int, int]:
+    try:
+        p, o = text.split(":")
+        return int(p), int(o)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r}: give PARTITION:OFFSET", param_hint="--offset") from exc
+
+
+def _field_value(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise click.BadParameter(f"{text!r}: give FIELD=VALUE", param_hint="--where")
+    f, v = text.split("=", 1)
+    return f, v
