@@ -79,6 +79,7 @@ COMMANDS = {
     "retrain": "streams.commands.retrain:retrain",
     "lag": "streams.commands.lag:lag",
     "tail": "streams.commands.tail:tail",
+    "produce": "streams.commands.produce:produce",
     "models": "streams.commands.models:models",
     "worker": "streams.commands.ml:worker",
     "dlq": "streams.commands.dlq:dlq",

@@ -17,6 +17,16 @@ logger = logging.getLogger(__name__)
 def send_one(settings: Settings, topic: str, key: bytes, value: bytes) -> str | None:
     """Produce one message and wait for the broker's acknowledgement (at most ~15 s); returns
     None when delivered, else why not."""
+    return send_all(settings, topic, [(key, value, [])])
+
+
+def send_all(
+    settings: Settings,
+    topic: str,
+    messages: list[tuple[bytes | None, bytes, list[tuple[str, str | bytes | None]]]],
+) -> str | None:
+    """Produce (key, value, headers) messages and wait for every acknowledgement (at most
+    ~15 s); returns None when all were delivered, else the first reason one was not."""
     errors: list[str] = []
 
     def on_delivery(err: KafkaError | None, _msg: Message) -> None:
@@ -25,7 +35,8 @@ def send_one(settings: Settings, topic: str, key: bytes, value: bytes) -> str | 
 
     try:
         producer = Producer(producer_config(settings, **{"message.timeout.ms": 10_000}))
-        producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+        for key, value, headers in messages:
+            producer.produce(topic, key=key, value=value, headers=headers, on_delivery=on_delivery)
         if producer.flush(15) != 0:
             errors.append("not acknowledged within 15 s")
     except (KafkaException, BufferError) as exc:

@@ -75,3 +75,23 @@ def test_tail_decodes_filters_and_prints_raw(pipeline: Pipeline) -> None:
 
     out = _cli(pipeline, "tail", "no.such.topic.v1")
     assert out.returncode == 2 and "not in the topic table" in out.stderr
+
+
+def test_produce_validates_then_sends(pipeline: Pipeline, tmp_path: Path) -> None:
+    topic = pipeline.settings.topics.interactions
+    out = _cli(pipeline, "--json", "produce", topic, "--example")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout) == {"topic": topic, "sent": 1}
+    good, bad = world_events(pipeline, 2)
+    bad["position"] = -5  # the rules: position >= 0
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    out = _cli(pipeline, "produce", topic, "--value", f"@{batch}")
+    assert out.returncode == 2 and "value 2: out_of_range: position=-5" in out.stderr, out.stderr
+    out = _cli(pipeline, "produce", topic, "--value", '{"event_id": "x"}')
+    assert out.returncode == 2 and "does not match Interaction" in out.stderr, out.stderr
+    batch.write_text(json.dumps(good) + "\n")
+    assert _cli(pipeline, "produce", topic, "--value", f"@{batch}").returncode == 0
+    rows = [json.loads(x) for x in _cli(pipeline, "tail", topic, "-n", "10").stdout.splitlines()]
+    assert [r["value"]["event_id"] for r in rows][-1] == good["event_id"]  # only the valid ones
+    assert len(rows) == 2 and rows[-1]["key"] == good["user_id"]
