@@ -248,3 +248,32 @@ def worker_control_plane(ctx: click.Context) -> None:
         except OSError as exc:
             logger.warning("control plane probe port %d unavailable: %s", m.control_plane_port, exc)
     Worker(faust_app, loglevel=a.settings.log.level.lower(), quiet=True).execute_from_commandline()
+
+
+@features.command("get")
+@click.argument("group")
+@click.argument("key")
+@json_option
+@click.pass_context
+def features_get(ctx: click.Context, group: str, key: str) -> None:
+    """The features stored for one entity (GROUP from the feature spec, KEY its id): each
+    value, or the spec's default when the entity has none (exit 3)."""
+    a = app(ctx)
+    spec = feature_spec(a.settings)
+    known = [g.name for g in spec.groups]
+    if group not in known:
+        raise click.BadParameter(f"{group!r}: the spec's groups are {', '.join(known)}")
+    g = spec.group(group)
+    lookup = feature_store(a.settings, spec).get_many({group: [key]})[group]
+    found = bool(lookup.found[0])
+    values = {n: float(v) for n, v in zip(g.names, lookup.values[0].tolist(), strict=True)}
+    result = {"group": group, "key": key, "found": found, "features": values}
+
+    def render(c: Console) -> None:
+        c.print(f"{group} {key}: " + ("stored" if found else "not stored: the spec's defaults"))
+        for n, v in values.items():
+            c.print(f"  {n} = {v:g}")
+
+    emit(a, result, render)
+    if not found:
+        ctx.exit(3)

@@ -95,3 +95,19 @@ def test_produce_validates_then_sends(pipeline: Pipeline, tmp_path: Path) -> Non
     rows = [json.loads(x) for x in _cli(pipeline, "tail", topic, "-n", "10").stdout.splitlines()]
     assert [r["value"]["event_id"] for r in rows][-1] == good["event_id"]  # only the valid ones
     assert len(rows) == 2 and rows[-1]["key"] == good["user_id"]
+
+
+def test_features_get_shows_stored_values_or_the_defaults(pipeline: Pipeline) -> None:
+    import numpy as np
+
+    keys, rows = pipeline.world.features("user")
+    stored = next(i for i, k in enumerate(keys) if k not in pipeline.missing_users)
+    out = _cli(pipeline, "--json", "features", "get", "user", keys[stored])
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout)
+    assert got["found"] is True
+    assert np.allclose(list(got["features"].values()), rows[stored].astype(float))
+    out = _cli(pipeline, "--json", "features", "get", "user", "u-nobody")
+    assert out.returncode == 3 and json.loads(out.stdout)["found"] is False
+    out = _cli(pipeline, "features", "get", "planet", "x")
+    assert out.returncode == 2 and "the spec's groups are" in out.stderr
