@@ -30,6 +30,7 @@ from load.world import Drift, World
 from services.core.settings import DriftSettings
 from services.drift.monitor import DetectorConfig, DriftMonitor
 from services.features.spec import FeatureSpec
+from services.labels.join import log_losses
 
 BATCH = 500
 ONSET = 20_000
@@ -62,10 +63,9 @@ def signals_of(
     events = world.events(n, start_index=start)
     scores = truth.probabilities(events)
     labels = np.array([lab["engaged"] for lab in world.labels(events)], dtype=np.float64)
-    p = np.clip(scores, 1e-6, 1 - 1e-6)
     out = {
         "score": scores,
-        "error": -(labels * np.log(p) + (1 - labels) * np.log(1 - p)),
+        "error": log_losses(scores, labels),
     }
     for name in ("position", "item_age_hours", "session_depth"):
         out[f"feature:{name}"] = np.array([float(e[name]) for e in events])

@@ -32,6 +32,7 @@ from services.core.settings import DriftSettings, RetrainSettings
 from services.drift.monitor import DetectorConfig, SignalMonitor
 from services.features.spec import FeatureSpec
 from services.features.store import InMemoryFeatureStore
+from services.labels.join import log_losses
 from services.retrain.policy import (
     DriftAggregator,
     PromotionPolicy,
@@ -128,11 +129,6 @@ def make_stream(seed: int, strength: float) -> Stream:
     return Stream(X, y, X_test, y_test, names, predict(champion, X), predict(champion, X_test))
 
 
-def _log_loss(p: Array, y: npt.NDArray[np.int64]) -> Array:
-    q = np.clip(p, 1e-6, 1 - 1e-6)
-    return np.asarray(-(y * np.log(q) + (1 - y) * np.log(1 - q)), dtype=np.float64)
-
-
 def run_loop(stream: Stream, detector: str, seed: int) -> dict[str, Any]:
     """The loop over one stream until the first promotion after the onset (or the end)."""
     r = RetrainSettings()
@@ -140,7 +136,7 @@ def run_loop(stream: Stream, detector: str, seed: int) -> dict[str, Any]:
     aggregator = DriftAggregator(COOLDOWN, 1)
     promotion = PromotionPolicy(0, MIN_PAIRED, r.promote_margin)
     served = stream.champion_scores
-    errors = _log_loss(served, stream.y)
+    errors = log_losses(served, stream.y)
     out: dict[str, Any] = {"detector": detector, "seed": seed, "false_alarms": 0, "requests": 0}
     out |= {"detected": None, "promoted": None, "gated": 0, "kept": 0}
     pending: int | None = None  # the window start of the request being answered
@@ -179,7 +175,7 @@ def run_loop(stream: Stream, detector: str, seed: int) -> dict[str, Any]:
                 hy = stream.y[rows[ho]]
                 metrics = {
                     "holdout_log_loss": float(
-                        _log_loss(predict(model, stream.X[rows[ho]]), hy).mean()
+                        log_losses(predict(model, stream.X[rows[ho]]), hy).mean()
                     ),
                     "champion_holdout_log_loss": float(errors[rows[ho]].mean()),
                 }
@@ -199,7 +195,7 @@ def run_loop(stream: Stream, detector: str, seed: int) -> dict[str, Any]:
                     "count": float(len(paired)),
                     "champion_log_loss": float(errors[paired].mean()),
                     "challenger_log_loss": float(
-                        _log_loss(scores[paired], stream.y[paired]).mean()
+                        log_losses(scores[paired], stream.y[paired]).mean()
                     ),
                 }
                 decision, _why = promotion.decide(since, end, q)
@@ -219,7 +215,7 @@ def run_loop(stream: Stream, detector: str, seed: int) -> dict[str, Any]:
                     break
                 elif decision == "promote":  # before the onset: a same-concept model, served on
                     served = scores
-                    errors = _log_loss(served, stream.y)
+                    errors = log_losses(served, stream.y)
                     shadow = None
     out |= _judged("champion", stream.champion_test, stream.y_test)
     return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from services.core.errors import BrokerUnavailable
@@ -35,8 +35,6 @@ def group_lag(settings: Settings, groups: list[str]) -> list[PartitionLag]:
     Raises:
         BrokerUnavailable: the broker did not answer.
     """
-    from confluent_kafka import Consumer
-
     admin = AdminClient(admin_config(settings))
     consumer = Consumer(consumer_config(settings, "streamscore-lag-reader"))
     out: list[PartitionLag] = []

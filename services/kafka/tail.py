@@ -18,22 +18,7 @@ def read_tail(settings: Settings, topic: str, last: int, timeout: float = 15.0) 
     Raises:
         BrokerUnavailable: the topic's metadata or offsets cannot be read.
     """
-    consumer = Consumer(consumer_config(settings, f"streamscore-tail-{uuid.uuid4().hex[:8]}"))
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise BrokerUnavailable(f"topic {topic} not found", topic=topic)
-        assignment, ends = [], {}
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                assignment.append(TopicPartition(topic, p, max(low, high - last)))
-                ends[p] = high
-        return read_to_ends(consumer, assignment, ends, timeout)
-    except KafkaException as exc:
-        raise BrokerUnavailable(f"cannot read {topic}: {exc}", topic=topic) from exc
-    finally:
-        consumer.close()
+    return read_window(settings, topic, last, timeout=timeout)
 
 
 def read_to_ends(
@@ -97,8 +82,6 @@ def read_window(
     Raises:
         BrokerUnavailable: the topic does not exist or the broker did not answer.
     """
-    if not (from_beginning or since_ms is not None or start_at is not None):
-        return read_tail(settings, topic, n, timeout)
     consumer = Consumer(consumer_config(settings, f"streamscore-tail-{uuid.uuid4().hex[:8]}"))
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
@@ -118,8 +101,10 @@ def read_window(
                 start = max(low, start_at[1])
             elif since_ms is not None:
                 start = starts.get(p, -1) if starts.get(p, -1) >= 0 else high
-            else:
+            elif from_beginning:
                 start = low
+            else:  # the newest
+                start = max(low, high - n)
             end = min(high, start + n)
             if start < end:
                 assignment.append(TopicPartition(topic, p, start))

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from services.labels.store import Stored
 
@@ -45,6 +46,18 @@ def log_loss_one(score: float, engaged: bool) -> float:
     """
     p = min(max(score, 1e-6), 1 - 1e-6)
     return -math.log(p) if engaged else -math.log(1 - p)
+
+
+def log_losses(scores: npt.ArrayLike, outcomes: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Per-event log loss of ``scores`` against 0/1 ``outcomes`` (scores clipped as in
+    ``log_loss_one``).
+
+    >>> [round(float(x), 4) for x in log_losses([0.8, 0.8], [1, 0])]
+    [0.2231, 1.6094]
+    """
+    p = np.clip(np.asarray(scores, dtype=np.float64), 1e-6, 1 - 1e-6)
+    y = np.asarray(outcomes, dtype=np.float64)
+    return np.asarray(-(y * np.log(p) + (1 - y) * np.log(1 - p)), dtype=np.float64)
 
 
 def join(
@@ -176,10 +189,9 @@ class QualityBook:
 
 
 def _quality(scores: np.ndarray, ys: np.ndarray) -> dict[str, float]:
-    p = np.clip(scores, 1e-6, 1 - 1e-6)
     out = {
         "count": float(len(ys)),
-        "log_loss": float(-(ys * np.log(p) + (1 - ys) * np.log(1 - p)).mean()),
+        "log_loss": float(log_losses(scores, ys).mean()),
         "calibration": float(scores.mean() - ys.mean()),
     }
     if 0 < ys.sum() < len(ys):

@@ -19,6 +19,7 @@ from services.core.settings import Settings
 from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore
 from services.kafka.replay import read_since
+from services.labels.join import log_losses
 from services.retrain.policy import change_index, offline_gate
 from services.scoring.model import LoadedModel
 from services.scoring.operations import apply_change
@@ -78,9 +79,7 @@ def refined_start(
     time_of = {str(e["event_id"]): int(e["event_time"]) for e in events}
     times = np.array([time_of[i] for i in ts.event_ids], dtype=np.int64)
     order = np.argsort(times, kind="stable")
-    p = np.clip(champion.predict(ts.X[order]), 1e-6, 1 - 1e-6)
-    y = ts.y[order].astype(np.float64)
-    errors = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    errors = log_losses(champion.predict(ts.X[order]), ts.y[order])
     at = change_index(errors)
     if at == 0:
         return since

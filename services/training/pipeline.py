@@ -90,10 +90,10 @@ def train_and_register(
     (retraining after a drift: the holdout is the new concept).
 
     ``refit_on_all``: once the holdout has been scored, the registered model is fitted again,
-    with the same parameters, on every row including the holdout (after a drift labelled rows of
-    the new concept are scarce: a fifth more of them is worth about 0.01-0.02 AUC, measured by
-    ``python -m load.drift_harness --loop``). The holdout figures then estimate the refit, and
-    the shadow period measures it on live events before any promotion.
+    with the same parameters, on every row including the holdout (after a drift, labelled rows
+    of the new concept are scarce and the learning curve is still steep there). The holdout
+    figures then estimate the refit, and the shadow period measures it on live events before
+    any promotion.
     """
     ts = build_training_set(spec, store, events, labels)
     report = validate(ts, spec)

@@ -24,7 +24,7 @@ from services.core.errors import RegistryUnavailable, TransientError
 from services.core.settings import Settings
 from services.retrain.policy import retrain_request
 from services.retrain.trainer import answer
-from streams.control.loop import join_labels, rebuild_book, tick
+from streams.control.loop import decode_and_join, rebuild_book, tick
 from streams.control.state import ControlState, build_state
 
 logger = logging.getLogger(__name__)
@@ -194,17 +194,6 @@ async def on_tick(
 async def decoded(task: str, codec: AvroCodec, value: bytes) -> Any:
     """``codec.decode_one(value)``; a schema registry that does not answer is waited for."""
     return await retrying(task, "decoding", codec.decode_one, value)
-
-
-def decode_and_join(state: ControlState, raw: list[tuple[int, int, bytes]]) -> list[dict[str, Any]]:
-    """Labels as faust hands them (partition, offset, bytes): decoded, then joined."""
-    codec = state.codecs["Label"]
-    rows = []
-    for partition, offset, value in raw:
-        label = codec.decode_one(value)
-        if isinstance(label, dict):
-            rows.append((partition, offset, label))
-    return join_labels(state, rows)
 
 
 async def retrying(task: str, where: str, call: Callable[..., T], *args: Any) -> T | None:

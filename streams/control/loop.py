@@ -13,11 +13,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from services.core import metrics
 from services.drift.signals import drift_signal
-from services.labels.join import join
+from services.labels.join import join, log_losses
 from services.retrain.policy import change_index, quality_trigger
 from services.retrain.trainer import ACTOR
 from services.scoring.operations import apply_change
@@ -30,6 +28,26 @@ QUALITY_GAUGES = (metrics.ONLINE_LOG_LOSS, metrics.ONLINE_AUC, metrics.ONLINE_CA
 
 
 # -- labels ------------------------------------------------------------------------------------
+def decode_labels(
+    state: ControlState, raw: Sequence[tuple[int, int, bytes | None]]
+) -> list[tuple[int, int, dict[str, Any]]]:
+    """(partition, offset, value bytes) → (partition, offset, label) for those that decode."""
+    codec = state.codecs["Label"]
+    rows = []
+    for partition, offset, value in raw:
+        label = codec.decode_one(value)
+        if isinstance(label, dict):
+            rows.append((partition, offset, label))
+    return rows
+
+
+def decode_and_join(
+    state: ControlState, raw: Sequence[tuple[int, int, bytes | None]]
+) -> list[dict[str, Any]]:
+    """Labels as the topic holds them: decoded, then joined (``join_labels``)."""
+    return join_labels(state, decode_labels(state, raw))
+
+
 def join_labels(
     state: ControlState, rows: Sequence[tuple[int, int, Mapping[str, Any]]], detect: bool = True
 ) -> list[dict[str, Any]]:
@@ -53,7 +71,6 @@ def join_labels(
     for j in joined:
         metrics.LABEL_LAG.observe(max(0.0, j.label_lag_ms / 1000))
     state.book.add(joined)
-    publish_quality(state)
     champion = state.champion()
     if not detect or champion is None:
         return []
@@ -92,6 +109,7 @@ def join_labels(
 
 
 def publish_quality(state: ControlState) -> None:
+    """The book's quality gauges (once a tick: AUC over the window is not per-batch work)."""
     for version, variant in state.book.keys():
         q = state.book.quality(version, variant)
         for gauge, key in zip(QUALITY_GAUGES, ("log_loss", "auc", "calibration"), strict=True):
@@ -113,17 +131,15 @@ def rebuild_book(state: ControlState, group: str) -> int:
     if seconds <= 0:
         return 0
     since = int(time.time() * 1000 - seconds * 1000)
-    codec = state.codecs["Label"]
-    rows = []
     messages = read_since(
         state.settings, state.settings.topics.labels, since, state.book.window, until_group=group
     )
-    for m in messages:
-        label = codec.decode_one(m.value())
-        if isinstance(label, dict):
-            rows.append((m.partition() or 0, m.offset() or 0, label))
+    rows = decode_labels(
+        state, [(m.partition() or 0, m.offset() or 0, m.value()) for m in messages]
+    )
     for start in range(0, len(rows), 5000):
         join_labels(state, rows[start : start + 5000], detect=False)
+    publish_quality(state)
     return len(rows)
 
 
@@ -141,6 +157,7 @@ def tick(state: ControlState) -> list[dict[str, Any]]:
     state.rollout = rollout
     metrics.REGISTRY_UP.set(1)
     prune(state, rollout)
+    publish_quality(state)
     consider_promotion(state, rollout)
     return check_quality(state, rollout)
 
@@ -206,8 +223,7 @@ def check_quality(state: ControlState, rollout: RolloutState) -> list[dict[str, 
     if len(ys) < r.quality_min_events:
         return []
     holdout = holdout_log_loss(state, champion)
-    p = np.clip(scores, 1e-6, 1 - 1e-6)
-    errors = -(ys * np.log(p) + (1 - ys) * np.log(1 - p))
+    errors = log_losses(scores, ys)
     online = {"count": float(len(ys)), "log_loss": float(errors.mean())}
     why = quality_trigger(online, holdout, r.quality_min_events, r.quality_margin)
     if why is None:
@@ -217,7 +233,9 @@ def check_quality(state: ControlState, rollout: RolloutState) -> list[dict[str, 
 
 
 def holdout_log_loss(state: ControlState, version: str) -> float | None:
-    if version not in state.holdout:
+    """Cached once known; unknown (no such metric, or MLflow did not answer) is asked again at
+    the next tick."""
+    if state.holdout.get(version) is None:
         info = next((v for v in state.registry.versions() if v.version == version), None)
         found = state.registry.run_metrics(info.run_id if info else None)
         state.holdout[version] = found.get("holdout_log_loss")

@@ -3,7 +3,10 @@ schema manifest, MLflow model name; a small world with features loaded and a cha
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -178,3 +181,16 @@ def committed_total(p: Pipeline) -> int:
         return sum(max(tp.offset, 0) for tp in done)
     finally:
         probe.close()
+
+
+def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    """``streamscore ARGS`` in a subprocess configured by ``settings`` only (as ops run it)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")}
+    return subprocess.run(  # noqa: S603 (our own CLI)
+        [sys.executable, "-m", "streams.cli", *args],
+        env=env | to_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

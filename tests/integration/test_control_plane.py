@@ -25,7 +25,7 @@ from services.scoring.registry import MlflowRegistry
 from services.training.pipeline import train_and_register
 from streams.runtime import feature_spec, feature_store, scoring_worker
 from tests.integration.conftest import Stack, free_port
-from tests.integration.pipeline_env import Pipeline, make_pipeline, with_model
+from tests.integration.pipeline_env import Pipeline, make_pipeline, run_cli, with_model
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
@@ -242,25 +242,9 @@ def test_the_quality_book_is_rebuilt_after_a_restart(pipeline: Pipeline) -> None
 
 
 def test_ops_can_ask_for_a_retrain_by_hand(pipeline: Pipeline) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")} | pipeline.env()
     before = int(time.time() * 1000)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streams.cli",
-            "--json",
-            "retrain",
-            "--reason",
-            "bad release",
-            "--since",
-            "2h",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    out = run_cli(
+        pipeline.settings, "--json", "retrain", "--reason", "bad release", "--since", "2h"
     )
     assert out.returncode == 0, out.stderr[-2000:]
     printed = json.loads(out.stdout)

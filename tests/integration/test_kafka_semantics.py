@@ -12,6 +12,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from services.kafka.config import consumer_config, producer_config
 from services.kafka.topics import TopicSpec
 from tests.integration.conftest import Stack
+from tests.integration.pipeline_env import run_cli
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
 
@@ -69,11 +70,6 @@ def test_lag_is_read_from_the_broker(
 ) -> None:
     """Hand-made: 10 messages, the group committed 4 of them: lag 6, as the broker says."""
     import json
-    import os
-    import subprocess
-    import sys
-
-    from services.core.settings import to_env
 
     topic = topic_factory(partitions=1)
     producer = Producer(producer_config(stack.settings))
@@ -83,16 +79,7 @@ def test_lag_is_read_from_the_broker(
     consumer = Consumer(consumer_config(stack.settings, group_id))
     consumer.commit(offsets=[TopicPartition(topic.name, 0, 4)], asynchronous=False)
     consumer.close()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")}
-    env |= to_env(stack.settings)
-    out = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "--json", "lag", "--group", group_id],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    out = run_cli(stack.settings, "--json", "lag", "--group", group_id)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads(out.stdout)
     assert rows == [
@@ -105,14 +92,7 @@ def test_lag_is_read_from_the_broker(
             "lag": 6,
         }
     ]
-    piped = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "lag", "--group", group_id],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    piped = run_cli(stack.settings, "lag", "--group", group_id)
     assert piped.stdout.splitlines() == [
         "group\ttopic\tpartition\tcommitted\tlog_end\tlag",
         f"{group_id}\t{topic.name}\t0\t4\t10\t6",

@@ -4,16 +4,14 @@ sent (hand-made events: their fields are the oracle)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import Stack
-from tests.integration.pipeline_env import Pipeline, make_pipeline, world_events
+from tests.integration.pipeline_env import Pipeline, make_pipeline, run_cli, world_events
 
 pytestmark = [pytest.mark.integration]
 
@@ -24,15 +22,7 @@ def pipeline(stack: Stack, tmp_path: Path) -> Iterator[Pipeline]:
 
 
 def _cli(p: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")} | p.env()
-    return subprocess.run(
-        [sys.executable, "-m", "streams.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(p.settings, *args)
 
 
 def test_tail_decodes_filters_and_prints_raw(pipeline: Pipeline) -> None:

@@ -359,3 +359,16 @@ def test_state_is_bounded_versions_that_stop_serving_are_pruned_with_their_gauge
     assert REGISTRY.get_sample_value(gauge, {"model_version": "1", "variant": "champion"}) is None
     assert _count("streamscore_control_plane_book_rows") == 600
     metrics.ONLINE_LOG_LOSS.clear()
+
+
+def test_a_holdout_figure_mlflow_did_not_give_is_asked_for_again() -> None:
+    """run_metrics answers {} while MLflow is down: the trigger waits, and works once the
+    figure can be read (it is not cached as missing)."""
+    registry = Registry(RolloutState("1"))
+    state = make_state(registry, quality_min_events=1000, quality_margin=0.1)
+    rng = np.random.default_rng(8)
+    q, z = calibrated(rng, 1000, flip=True)
+    feed(state, 0, q, z)
+    assert loop.tick(state) == []  # no holdout figure yet
+    registry.holdout["1"] = 0.45
+    assert len(loop.tick(state)) == 1
