@@ -15,7 +15,7 @@ import click
 import pydantic
 from rich.console import Console
 
-from services.core.errors import ConfigError, StreamMLError
+from services.core.errors import ConfigError, NotFound, StreamMLError
 from services.core.logging import configure_logging
 from services.core.settings import Settings
 from streams.commands.common import AppContext
@@ -83,6 +83,7 @@ COMMANDS = {
     "models": "streams.commands.models:models",
     "worker": "streams.commands.ml:worker",
     "dlq": "streams.commands.dlq:dlq",
+    "replay": "streams.commands.replay:replay",
     "load": "streams.commands.load:load",
 }
 
@@ -146,6 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(2)
+    except NotFound as exc:
+        sys.stderr.write(f"not found: {exc}\n")
+        sys.exit(3)
     except StreamMLError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(1)

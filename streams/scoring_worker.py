@@ -35,6 +35,7 @@ from services.drift.monitor import DriftMonitor
 from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore, Lookup
 from services.kafka.config import consumer_config, producer_config
+from services.kafka.inbound import to_inbound
 from services.kafka.topics import TopicSpec
 from services.kafka.tracker import DeliveryTracker
 from services.labels.store import PredictionStore
@@ -503,17 +504,7 @@ class ScoringWorker:
                 )
 
     def _handle(self, messages: list[Message], summary: WorkerSummary) -> None:
-        inbound = [
-            Inbound(
-                m.topic() or "",
-                m.partition() or 0,
-                m.offset() or 0,
-                m.key(),
-                m.value(),
-                _headers(m),
-            )
-            for m in messages
-        ]
+        inbound = to_inbound(messages)
         metrics.MESSAGES_CONSUMED.labels(topic=self.input_topic.name).inc(len(inbound))
         metrics.BATCH_MESSAGES.observe(len(inbound))
         t0 = time.perf_counter()
@@ -778,11 +769,3 @@ def _proc_status_bytes(field: str) -> int:
     except OSError:
         pass
     return 0
-
-
-def _headers(m: Message) -> tuple[tuple[str, bytes | None], ...]:
-    raw = m.headers()
-    if not raw:
-        return ()
-    items = raw.items() if isinstance(raw, dict) else raw
-    return tuple((str(k), v.encode() if isinstance(v, str) else v) for k, v in items)

@@ -70,6 +70,10 @@ class ConfigError(StreamMLError):
     """Invalid or inconsistent configuration, detected at startup (CLI exit code 2)."""
 
 
+class NotFound(StreamMLError):
+    """What a command was asked to show does not exist (the CLI exits 3)."""
+
+
 class PermanentError(StreamMLError):
     """Bad data: retrying cannot help, so the message goes to the dead-letter topic."""
 

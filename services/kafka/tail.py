@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
@@ -10,6 +9,8 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from services.core.errors import BrokerUnavailable
 from services.core.settings import Settings
 from services.kafka.config import consumer_config
+from services.kafka.ranges import iter_ranges
+from services.replay.plan import Range
 
 
 def read_tail(settings: Settings, topic: str, last: int, timeout: float = 15.0) -> list[Message]:
@@ -28,40 +29,24 @@ def read_to_ends(
     timeout: float,
     strict: bool = False,
 ) -> list[Message]:
-    """Read ``assignment`` until each partition reaches its end offset in ``ends``; the caller
-    closes the consumer.
+    """Read ``assignment`` until each partition reaches its end offset in ``ends``
+    (``services.kafka.ranges.iter_ranges``); the caller closes the consumer.
 
     Raises:
-        BrokerUnavailable: ``strict`` and the time ran out before every partition reached its
-            end (a partial read would silently drop the newest messages). Without ``strict``,
-            what was read in time is returned.
+        BrokerUnavailable: ``strict`` and the read stalled for ``timeout`` seconds before every
+            partition reached its end. Without ``strict``, what was read is returned.
     """
     if not assignment:
         return []
-    consumer.assign(assignment)
+    topic = assignment[0].topic
+    ranges = [Range(tp.partition, tp.offset, ends[tp.partition]) for tp in assignment]
     out: list[Message] = []
-    remaining = dict(ends)
-    deadline = time.monotonic() + timeout
-    while remaining and time.monotonic() < deadline:
-        for m in consumer.consume(1000, 0.2):
-            partition, offset = m.partition() or 0, m.offset() or 0
-            if m.error() is not None or offset >= remaining.get(partition, -1):
-                continue  # past its end (read in the same fetch), or a partition already done
-            out.append(m)
-            if offset + 1 >= remaining[partition]:
-                remaining.pop(partition)
-        if remaining:  # a transaction marker or an aborted batch ends a partition unseen
-            topic = assignment[0].topic
-            at = consumer.position([TopicPartition(topic, p) for p in remaining])
-            for tp in at:
-                if tp.offset >= remaining.get(tp.partition, tp.offset + 1):
-                    remaining.pop(tp.partition)
-    if strict and remaining:
-        topic = assignment[0].topic
-        behind = ", ".join(f"partition {p} to offset {end}" for p, end in sorted(remaining.items()))
-        raise BrokerUnavailable(
-            f"replay of {topic} incomplete after {timeout:.0f} s: not read {behind}", topic=topic
-        )
+    try:
+        for batch in iter_ranges(consumer, topic, ranges, stall_timeout=timeout):
+            out += batch
+    except BrokerUnavailable:
+        if strict:
+            raise
     return out
 
 

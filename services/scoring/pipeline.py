@@ -289,6 +289,7 @@ def process_batch(
     backpressure: bool = False,
     threshold: float = 0.5,
     start: Start = run_now,
+    validate_at: Callable[[Sequence[Inbound]], npt.NDArray[np.int64]] | None = None,
 ) -> BatchResult:
     """envelope → rate limit → decode → validate → enrich (one lookup) → score (one predict
     per serving model).
@@ -301,6 +302,10 @@ def process_batch(
     wait for their answer. The default calls them at once; the worker starts them on IO
     threads, so that they run at the same time as each other, the decoding and the
     validation. Either way the result is the same.
+
+    ``validate_at``: per message, the time its event is validated against instead of
+    ``now_ms`` (a replay passes the time the broker stored each message, so its verdicts do
+    not depend on when it runs).
     """
     serving = model if isinstance(model, Serving) else Serving(model)
     dead: list[DeadLetterOut] = []
@@ -374,7 +379,7 @@ def process_batch(
         if features is not None:
             features()  # the lookup's errors are the batch's, whatever became of its rows
         return BatchResult(None, dead, deferred=deferred)
-    refusals = validate_many(events, rules, now_ms)
+    refusals = validate_many(events, rules, now_ms if validate_at is None else validate_at(good))
     found = features() if features is not None else {}
     if len(rows) != looked_up:  # rate-limited events had rows too
         take = np.asarray(rows)

@@ -139,7 +139,9 @@ SMALL_BATCH = 16
 
 
 def validate_many(
-    records: Sequence[Mapping[str, Any]], rules: RecordRules, now_ms: int
+    records: Sequence[Mapping[str, Any]],
+    rules: RecordRules,
+    now_ms: int | npt.NDArray[np.int64],
 ) -> list[Rejected | None]:
     """``validate_one`` over a batch, in order, checked column by column.
 
@@ -148,25 +150,49 @@ def validate_many(
     ``validate_one``, which names their first broken rule; so the result is exactly
     ``[validate_one(r, rules, now_ms) for r in records]``, faster.
 
+    ``now_ms`` is one time for the batch, or one per record (a replay validates each event
+    against the time the broker stored it, so that a replay's verdicts do not depend on when
+    it runs).
+
     >>> rules = RecordRules.from_dict({"record": "R", "fields": {"n": {"min": 0}}})
     >>> [r.reason.value if r else None for r in validate_many(
     ...     [{"n": 1}, {"n": -1}, {"n": None}, {"n": float("inf")}], rules, 0)]
     [None, 'out_of_range', None, 'not_finite']
     """
     n = len(records)
+    if isinstance(now_ms, int | np.integer):
+        now_ms = int(now_ms)
+    else:
+        at = [int(x) for x in now_ms]
+        if len(at) != n:
+            raise ValueError(f"{len(at)} times for {n} records")
+        flags = _flags(records, rules, np.asarray(at, dtype=np.float64))
+        return [validate_one(records[i], rules, at[i]) if flags[i] else None for i in range(n)]
     if n < SMALL_BATCH:  # numpy's fixed cost per call outweighs a few records
         return [validate_one(r, rules, now_ms) for r in records]
+    flagged = _flags(records, rules, now_ms)
+    return [validate_one(records[i], rules, now_ms) if flagged[i] else None for i in range(n)]
+
+
+def _flags(
+    records: Sequence[Mapping[str, Any]],
+    rules: RecordRules,
+    now_ms: int | npt.NDArray[np.float64],
+) -> npt.NDArray[np.bool_]:
+    """Per record, whether some rule may refuse it (``validate_one`` decides which)."""
+    n = len(records)
     flagged = np.zeros(n, dtype=bool)
     for rule in rules.fields:
         flagged |= _flag(column(records, rule.name), rule)
     if rules.time_field is not None:
         times = column(records, rules.time_field)
         if {type(t) for t in times} <= {int, type(None)}:
-            t = np.asarray([now_ms if v is None else v for v in times], dtype=np.float64)
-            flagged |= (t < now_ms - rules.max_age_ms) | (t > now_ms + rules.max_future_ms)
+            t = np.asarray([np.nan if v is None else v for v in times], dtype=np.float64)
+            with np.errstate(invalid="ignore"):
+                flagged |= (t < now_ms - rules.max_age_ms) | (t > now_ms + rules.max_future_ms)
         else:
             flagged[:] = True  # mixed types: let validate_one decide every record
-    return [validate_one(records[i], rules, now_ms) if flagged[i] else None for i in range(n)]
+    return flagged
 
 
 def _flag(values: list[Any], rule: FieldRule) -> npt.NDArray[np.bool_]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import click
@@ -57,3 +59,31 @@ def emit(ctx: AppContext, data: Any, render: Callable[[Console], None]) -> None:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     else:
         render(ctx.console)
+
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, now_ms: int, flag: str = "--since") -> int:
+    """An event time in ms from ``30m``/``2h``/``1d`` (ago), epoch milliseconds, or ISO 8601.
+
+    >>> parse_since("2h", 10_000_000), parse_since("1700000000000", 0)
+    (2800000, 1700000000000)
+    >>> parse_since("2025-11-22T08:00:00+00:00", 0)
+    1763798400000
+    """
+    m = _RELATIVE.match(text.strip())
+    if m:
+        return now_ms - int(float(m.group(1)) * _UNIT[m.group(2)] * 1000)
+    if text.strip().isdigit():
+        return int(text)
+    try:
+        parsed = datetime.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise click.BadParameter(
+            f"{text!r}: give 30m, 2h, 1d, epoch milliseconds or ISO 8601", param_hint=flag
+        ) from exc
+    if parsed.tzinfo is None:
+        raise click.BadParameter(f"{text!r} has no time zone", param_hint=flag)
+    return int(parsed.timestamp() * 1000)

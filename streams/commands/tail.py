@@ -13,8 +13,7 @@ from confluent_kafka import Message
 from services.codec.factory import codec_for
 from services.core.errors import ConfigError
 from services.kafka.tail import read_window
-from streams.commands.common import app
-from streams.commands.retrain import parse_since
+from streams.commands.common import app, parse_since
 from streams.topics import topic_table
 
 FILTER_SCAN = 10_000  # messages per partition read when --key or --where filters them
@@ -60,7 +59,7 @@ def tail(
         if spec is None:
             raise ConfigError(f"{topic} is not in the topic table (streamscore topics); use --raw")
         codec = codec_for(s, spec)
-    since = parse_since(from_time, int(time.time() * 1000)) if from_time else None
+    since = parse_since(from_time, int(time.time() * 1000), "--from-time") if from_time else None
     # With a filter, look further (up to FILTER_SCAN a partition) for N that match.
     scan = n if key is None and not filters else max(n, FILTER_SCAN)
     messages = read_window(

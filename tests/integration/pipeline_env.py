@@ -3,16 +3,21 @@ schema manifest, MLflow model name; a small world with features loaded and a cha
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
@@ -171,9 +176,10 @@ def with_two_versions(p: Pipeline, name: str) -> Pipeline:
     return q
 
 
-def committed_total(p: Pipeline) -> int:
-    """Offsets the scoring group has committed on the input, summed over its partitions."""
-    probe = Consumer(consumer_config(p.settings, p.settings.worker.scoring_group))
+def committed_total(p: Pipeline, group: str | None = None) -> int:
+    """Offsets ``group`` (the scoring group by default) has committed on the input, summed over
+    its partitions."""
+    probe = Consumer(consumer_config(p.settings, group or p.settings.worker.scoring_group))
     try:
         topic = p.settings.topics.interactions
         parts = probe.list_topics(topic, timeout=10).topics[topic].partitions
@@ -194,3 +200,38 @@ def run_cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+_CLI_LOCK = threading.Lock()
+
+
+def cli_in_process(p: Pipeline, *args: str) -> Ran:
+    """The console script's ``main`` in this process, with the pipeline's settings as env (a
+    subprocess would pay several seconds of imports and MLflow start-up per call)."""
+    from streams.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    rc: int | str | None = 0
+    with (
+        _CLI_LOCK,
+        mock.patch.dict(os.environ, p.env()),
+        redirect_stdout(out),
+        redirect_stderr(err),
+    ):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            rc = exc.code
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
+    return Ran(int(rc or 0), out.getvalue(), err.getvalue())

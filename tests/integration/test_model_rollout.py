@@ -4,9 +4,7 @@ worker, rollback, and the start-up fallback to the last good champion."""
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -14,11 +12,8 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import redirect_stderr, redirect_stdout
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from unittest import mock
 from urllib.parse import urlparse
 
 import pytest
@@ -27,7 +22,6 @@ from services.core import metrics
 from services.core.settings import Settings
 from services.scoring.registry import MlflowRegistry
 from services.scoring.rollout import in_canary, plan_promote
-from streams.cli import main
 from streams.runtime import scoring_worker
 from tests.integration.conftest import Stack
 from tests.integration.pipeline_env import (
@@ -37,6 +31,7 @@ from tests.integration.pipeline_env import (
     with_two_versions,
     world_events,
 )
+from tests.integration.pipeline_env import cli_in_process as _cli
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
@@ -71,39 +66,6 @@ def _predictions(
         assert isinstance(decoded, dict)
         out.append((m.partition(), m.offset(), decoded))
     return out
-
-
-@dataclass
-class _Ran:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-_CLI_LOCK = threading.Lock()
-
-
-def _cli(p: Pipeline, *args: str) -> _Ran:
-    """The console script's ``main`` in this process, with the pipeline's settings as env (a
-    subprocess would pay several seconds of imports and MLflow start-up per call)."""
-    out, err = io.StringIO(), io.StringIO()
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    rc: int | str | None = 0
-    with (
-        _CLI_LOCK,
-        mock.patch.dict(os.environ, p.env()),
-        redirect_stdout(out),
-        redirect_stderr(err),
-    ):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            rc = exc.code
-        finally:
-            root.handlers[:] = handlers
-            root.setLevel(level)
-    return _Ran(int(rc or 0), out.getvalue(), err.getvalue())
 
 
 def _tamper(p: Pipeline, version: str) -> None:

@@ -1,0 +1,114 @@
+"""Reading offset ranges of a topic to their ends: the one read side of replays, dead-letter
+redrives, tails and training windows.
+
+Ends are read strictly: a range that stops making progress raises instead of returning a part
+(a partial read would silently drop the newest messages). Transaction markers and aborted
+batches end a partition without a message, so the consumer's position is checked too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from services.core.errors import BrokerUnavailable
+from services.replay.plan import Range
+
+
+def watermarks(consumer: Consumer, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
+    """Low and high watermark of every partition of ``topic``.
+
+    Raises:
+        BrokerUnavailable: the topic does not exist or the broker did not answer.
+    """
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise BrokerUnavailable(f"topic {topic} not found", topic=topic)
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            for p in sorted(meta.partitions)
+        }
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"cannot read offsets of {topic}: {exc}", topic=topic) from exc
+
+
+def offsets_at(
+    consumer: Consumer, topic: str, partitions: Sequence[int], ms: int, timeout: float = 10.0
+) -> dict[int, int]:
+    """Per partition, the first offset whose timestamp is at or after ``ms``; -1 where none is.
+
+    Raises:
+        BrokerUnavailable: the broker did not answer.
+    """
+    try:
+        found = consumer.offsets_for_times(
+            [TopicPartition(topic, p, ms) for p in partitions], timeout=timeout
+        )
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"cannot look up times in {topic}: {exc}", topic=topic) from exc
+    return {tp.partition: tp.offset for tp in found}
+
+
+def committed(
+    consumer: Consumer, topic: str, partitions: Sequence[int], timeout: float = 10.0
+) -> dict[int, int]:
+    """The consumer's group's committed offsets (negative where it has none).
+
+    Raises:
+        BrokerUnavailable: the group coordinator did not answer.
+    """
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"cannot read committed offsets: {exc}", topic=topic) from exc
+    return {tp.partition: tp.offset for tp in tps}
+
+
+def iter_ranges(
+    consumer: Consumer,
+    topic: str,
+    ranges: Sequence[Range],
+    stall_timeout: float = 30.0,
+    max_batch: int = 1000,
+) -> Iterator[list[Message]]:
+    """Batches of the messages in ``ranges``, in offset order per partition, until every range
+    is read. The caller closes the consumer.
+
+    Raises:
+        BrokerUnavailable: no progress for ``stall_timeout`` seconds (names what was not read),
+            or the client failed.
+    """
+    todo = {r.partition: r.end for r in ranges if r.count}
+    if not todo:
+        return
+    try:
+        consumer.assign([TopicPartition(topic, r.partition, r.start) for r in ranges if r.count])
+        deadline = time.monotonic() + stall_timeout
+        while todo:
+            if time.monotonic() > deadline:
+                behind = ", ".join(f"partition {p} to offset {e}" for p, e in sorted(todo.items()))
+                raise BrokerUnavailable(
+                    f"read of {topic} stalled for {stall_timeout:.0f} s: not read {behind}",
+                    topic=topic,
+                )
+            batch = []
+            for m in consumer.consume(max_batch, 0.2):
+                partition, offset = m.partition() or 0, m.offset() or 0
+                if m.error() is not None or offset >= todo.get(partition, -1):
+                    continue  # past its end (read in the same fetch), or a partition done
+                batch.append(m)
+                if offset + 1 >= todo[partition]:
+                    todo.pop(partition)
+            if todo:  # a transaction marker or an aborted batch ends a partition unseen
+                at = consumer.position([TopicPartition(topic, p) for p in todo])
+                for tp in at:
+                    if tp.offset >= todo.get(tp.partition, tp.offset + 1):
+                        todo.pop(tp.partition)
+            if batch:
+                deadline = time.monotonic() + stall_timeout
+                yield batch
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"cannot read {topic}: {exc}", topic=topic) from exc

@@ -1,0 +1,340 @@
+"""Replaying a topic range: copy it to another topic, or re-score it with one model version into
+a sandbox topic, exactly once, resumably (the IO around ``services.replay`` and
+``services.scoring.pipeline``).
+
+Each batch is one Kafka transaction: its outputs and its consumer group's offsets commit
+together, so an interrupted replay, run again, continues after the last committed batch and no
+event reaches the sandbox twice (for consumers reading ``read_committed``, as ours do).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient
+
+from services.core.errors import BrokerUnavailable, ConfigError, NotFound
+from services.core.settings import Settings
+from services.dlq.letter import dead_letter_headers, dead_letter_key, dead_letter_record
+from services.kafka.admin import ensure_topics, list_topic_partitions
+from services.kafka.config import admin_config, producer_config
+from services.kafka.inbound import to_inbound
+from services.kafka.offsets import next_offsets
+from services.kafka.ranges import committed, iter_ranges, offsets_at, watermarks
+from services.kafka.topics import TopicSpec
+from services.replay.plan import Range, ReplayPlan, clamp, remaining
+from services.scoring.pipeline import Inbound, process_batch
+from services.scoring.serving import Serving, compile_serving
+
+logger = logging.getLogger(__name__)
+
+SANDBOX_PREFIX = "sandbox."
+# One transaction's outputs wait at most this long for the broker.
+COMMIT_TIMEOUT_S = 60.0
+
+
+def sandbox_topic(name: str) -> str:
+    """The predictions topic of sandbox ``name``.
+
+    >>> sandbox_topic("incident-42")
+    'sandbox.incident-42.predictions'
+    """
+    return f"{SANDBOX_PREFIX}{name}.predictions"
+
+
+def group_of(run: str) -> str:
+    return f"streamscore-replay-{run}"
+
+
+@dataclass
+class Outcome:
+    """What a replay did (this run; a resumed run counts from where it continued)."""
+
+    read: int = 0
+    predictions: int = 0
+    dead_letters: int = 0
+    copied: int = 0
+    batches: int = 0
+
+
+Send = tuple[str, bytes | None, bytes | None, Any, int | None, int | None]
+# topic, key, value, headers, partition (None: by key), timestamp (None: now)
+
+
+def resolve(
+    consumer: Consumer,
+    run: str,
+    source: str,
+    target: str,
+    *,
+    from_ms: int | None = None,
+    to_ms: int | None = None,
+    offsets: Sequence[Range] = (),
+    model: str | None = None,
+    dead_letters: str | None = None,
+) -> tuple[ReplayPlan, list[str]]:
+    """The plan: event times become offsets (``offsets_for_times``), ranges are cut to what the
+    partitions hold. Returns it with a note per range cut.
+
+    Raises:
+        BrokerUnavailable: the source topic does not exist or the broker did not answer.
+    """
+    marks = watermarks(consumer, source)
+    if offsets:
+        wanted = list(offsets)
+    else:
+        parts = list(marks)
+        starts = offsets_at(consumer, source, parts, from_ms) if from_ms is not None else {}
+        ends = offsets_at(consumer, source, parts, to_ms) if to_ms is not None else {}
+        wanted = []
+        for p, (low, high) in marks.items():
+            start = starts.get(p, low) if from_ms is not None else low
+            end = ends.get(p, high) if to_ms is not None else high
+            start = high if start < 0 else start  # -1: nothing that recent
+            end = high if end < 0 else end
+            wanted.append(Range(p, start, end))
+    ranges, notes = clamp(wanted, marks)
+    plan = ReplayPlan(
+        run_id=run,
+        source=source,
+        ranges=tuple(ranges),
+        target=target,
+        model=model,
+        dead_letters=dead_letters,
+        window=(from_ms, to_ms),
+    )
+    return plan, notes
+
+
+def ensure_targets(settings: Settings, specs: Sequence[TopicSpec]) -> dict[str, int]:
+    """Create the missing output topics; the partition count of each.
+
+    Raises:
+        BrokerUnavailable: the broker did not answer.
+    """
+    admin = AdminClient(admin_config(settings))
+    existing = list_topic_partitions(admin, 10)
+    ensure_topics(admin, [s for s in specs if s.name not in existing], 30)
+    return list_topic_partitions(admin, 10)
+
+
+def copier(target: str, partitions: int) -> Callable[[list[Message]], tuple[list[Send], Outcome]]:
+    """Copies keep key, value, headers, timestamp and (when the target has it) partition."""
+
+    def run(batch: list[Message]) -> tuple[list[Send], Outcome]:
+        sends: list[Send] = []
+        for m in batch:
+            p = m.partition()
+            ts_type, ts = m.timestamp()
+            sends.append(
+                (
+                    target,
+                    m.key(),
+                    m.value(),
+                    m.headers(),
+                    p if p is not None and p < partitions else None,
+                    ts if ts_type else None,
+                )
+            )
+        return sends, Outcome(read=len(batch), copied=len(batch))
+
+    return run
+
+
+class Rescorer:
+    """The worker's stages (envelope, decode, validate, enrich, score) over a replayed batch,
+    with one model version and no rate limit; each event is validated against the time the
+    broker stored it, so that the verdicts do not depend on when the replay runs."""
+
+    def __init__(self, settings: Settings, plan: ReplayPlan) -> None:
+        # Imported here: copies and dry runs do not pay for MLflow and the model stack.
+        from services.codec.factory import codec_for, schema_ids, schemas_dir
+        from services.codec.schemas import load_schemas
+        from services.scoring.loader import ServingLoader
+        from services.scoring.registry import MlflowRegistry
+        from services.validation.rules import RecordRules
+        from streams.runtime import feature_spec, feature_store
+        from streams.topics import by_record
+
+        if plan.model is None or plan.dead_letters is None:
+            raise ConfigError("a re-score needs a model version and a dead-letter topic")
+        records = load_schemas(schemas_dir(settings))
+        ids = schema_ids(settings)
+        self.codec_in, self.codec_out, self.codec_dlq = (
+            codec_for(settings, by_record(settings.topics, r), records, ids)
+            for r in ("Interaction", "Prediction", "DeadLetter")
+        )
+        self.rules = RecordRules.load("Interaction", schemas_dir(settings) / "rules")
+        self.spec = feature_spec(settings)
+        self.store = feature_store(settings, self.spec)
+        registry = MlflowRegistry(settings)
+        model = ServingLoader(registry, registry.cache, registry.signing_key).load(plan.model)
+        serving = Serving(model)
+        if settings.model.compile:  # as the worker does: the same predictor, the same scores
+            serving = compile_serving(serving, settings.model.compile_cache_dir) or serving
+        self.serving = serving
+        self.threshold = settings.model.decision_threshold
+        self.target, self.dead_letters = plan.target, plan.dead_letters
+        self.worker_id = f"replay-{plan.run_id}"
+        self.max_letter = settings.batch.dead_letter_max_bytes
+
+    def __call__(self, batch: list[Message]) -> tuple[list[Send], Outcome]:
+        inbound = to_inbound(batch)
+        stored = {(m.partition(), m.offset()): m.timestamp()[1] for m in batch}
+        now_ms = int(time.time() * 1000)
+
+        def at(messages: Sequence[Inbound]) -> npt.NDArray[np.int64]:
+            return np.asarray([stored[(m.partition, m.offset)] for m in messages], dtype=np.int64)
+
+        result = process_batch(
+            inbound,
+            self.codec_in,
+            self.rules,
+            self.spec,
+            self.store.get_many,
+            self.serving,
+            now_ms,
+            threshold=self.threshold,
+            validate_at=at,
+        )
+        sends: list[Send] = []
+        served = result.served
+        if served is not None:
+            values = self.codec_out.encode_columns(served.columns(), len(served))
+            sends += [
+                (self.target, src.key, v, None, None, None)
+                for src, v in zip(served.sources, values, strict=True)
+            ]
+        letters = self.codec_dlq.encode_many(
+            [
+                dead_letter_record(d, self.worker_id, now_ms, self.max_letter)
+                for d in result.dead_letters
+            ]
+        )
+        sends += [
+            (self.dead_letters, dead_letter_key(d), v, dead_letter_headers(d), None, None)
+            for d, v in zip(result.dead_letters, letters, strict=True)
+        ]
+        n = len(served) if served is not None else 0
+        return sends, Outcome(read=len(batch), predictions=n, dead_letters=len(letters))
+
+
+def execute(
+    settings: Settings,
+    plan: ReplayPlan,
+    consumer: Consumer,
+    outputs: Callable[[list[Message]], tuple[list[Send], Outcome]],
+    *,
+    rate: float = 0.0,
+    batch_size: int = 500,
+    progress: Callable[[Outcome], None] = lambda _o: None,
+) -> Outcome:
+    """Run what is left of ``plan``, one transaction per batch; ``rate`` events/s at most
+    (0: no limit). ``consumer`` belongs to the plan's group; the caller closes it.
+
+    Raises:
+        BrokerUnavailable: the broker did not take a batch (it was aborted: nothing of it is
+            visible, and running the same replay again continues from it).
+    """
+    producer = Producer(producer_config(settings, **{"transactional.id": group_of(plan.run_id)}))
+    try:
+        # First: fences a run of the same replay that was killed, and aborts what it had open;
+        # only then are the group's committed offsets final.
+        producer.init_transactions(COMMIT_TIMEOUT_S)
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"cannot start the replay's transactions: {exc}") from exc
+    done = committed(consumer, plan.source, [r.partition for r in plan.ranges])
+    todo = remaining(plan, done)
+    total = Outcome()
+    started = time.monotonic()
+    size = max(1, min(batch_size, int(rate) if rate > 0 else batch_size))
+    for batch in iter_ranges(consumer, plan.source, todo, max_batch=size):
+        if rate > 0:  # pace: this batch may start once the events before it were due
+            due = started + total.read / rate
+            if due > time.monotonic():
+                time.sleep(due - time.monotonic())
+        sends, outcome = outputs(batch)
+        _commit(producer, consumer, plan, batch, sends)
+        total.read += outcome.read
+        total.predictions += outcome.predictions
+        total.dead_letters += outcome.dead_letters
+        total.copied += outcome.copied
+        total.batches += 1
+        progress(total)
+    return total
+
+
+def _commit(
+    producer: Producer,
+    consumer: Consumer,
+    plan: ReplayPlan,
+    batch: list[Message],
+    sends: list[Send],
+) -> None:
+    failures: list[KafkaError] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            failures.append(err)
+
+    producer.begin_transaction()
+    try:
+        for topic, key, value, headers, partition, ts in sends:
+            kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": on_delivery}
+            if headers:
+                kwargs["headers"] = headers
+            if partition is not None:
+                kwargs["partition"] = partition
+            if ts is not None:
+                kwargs["timestamp"] = ts
+            while True:
+                try:
+                    producer.produce(topic, **kwargs)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+        producer.send_offsets_to_transaction(
+            next_offsets(batch), consumer.consumer_group_metadata(), COMMIT_TIMEOUT_S
+        )
+        producer.commit_transaction(COMMIT_TIMEOUT_S)
+    except BaseException as exc:  # an interrupt too: never leave a transaction open
+        try:
+            producer.abort_transaction(10)
+        except KafkaException:
+            logger.warning("replay %s: abort failed; the broker times it out", plan.run_id)
+        if isinstance(exc, KafkaException):
+            raise BrokerUnavailable(
+                f"replay batch not committed ({exc}); nothing of it is visible; run the same "
+                "command again to continue"
+            ) from exc
+        raise
+    if failures:  # committed transactions have no failed deliveries; kept as a guard
+        raise BrokerUnavailable(f"replay deliveries failed: {failures[:3]}")
+
+
+def resolve_model(settings: Settings, model: str) -> str:
+    """A version number from a version or an alias.
+
+    Raises:
+        NotFound: no such version or alias.
+        RegistryUnavailable: the registry did not answer.
+    """
+    from services.scoring.registry import MlflowRegistry
+
+    registry = MlflowRegistry(settings)
+    if model.lstrip("v").isdigit():
+        version = model.lstrip("v")
+        if version not in registry.version_numbers():
+            raise NotFound(f"model {settings.model.name} has no version {version}")
+        return version
+    aliased = registry.alias_version(model)
+    if aliased is None:
+        raise NotFound(f"model {settings.model.name} has no alias {model!r}")
+    return aliased
