@@ -6,19 +6,32 @@ Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
+import os
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 import click
 import pydantic
+from pydantic_settings import SettingsError
 from rich.console import Console
 
-from services.core.errors import ConfigError, NotFound, StreamMLError
+from services.core.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    FeatureStoreUnavailable,
+    NotFound,
+    PublishError,
+    RegistryUnavailable,
+    SchemaRegistryUnavailable,
+    StreamMLError,
+)
 from services.core.logging import configure_logging
-from services.core.settings import Settings
-from streams.commands.common import AppContext
+from services.core.settings import Settings, iter_env_vars
+from streams.commands.common import CLIENT_LOGGERS, AppContext, add_json
 
 logger = logging.getLogger(__name__)
 
@@ -40,12 +53,40 @@ def build_settings(**flags: Any) -> Settings:
             overrides[group] = value
     try:
         return Settings(**overrides)
+    except SettingsError as exc:  # a list or map variable that is not JSON
+        names = [n for n in _json_vars() if n in os.environ and not _is_json(os.environ[n])]
+        raise ConfigError(
+            "invalid configuration: "
+            + "; ".join(
+                f'{n}: not JSON (lists and maps are JSON, e.g. \'["a", "b"]\')' for n in names
+            )
+            if names
+            else f"invalid configuration: {exc}"
+        ) from exc
     except pydantic.ValidationError as exc:
         lines = [
             f"STREAMSCORE_{'__'.join(str(p).upper() for p in e['loc'])}: {e['msg']}"
             for e in exc.errors()
         ]
         raise ConfigError("invalid configuration: " + "; ".join(lines)) from exc
+
+
+def _json_vars() -> list[str]:
+    """The variables whose values are JSON (lists, tuples, maps)."""
+    out = []
+    for name, field in iter_env_vars():
+        origin = typing.get_origin(field.annotation) or field.annotation
+        if origin in (list, tuple, dict, set, frozenset):
+            out.append(name)
+    return out
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 class LazyGroup(click.Group):
@@ -65,7 +106,7 @@ class LazyGroup(click.Group):
             return super().get_command(ctx, cmd_name)
         module, attr = target.split(":")
         command: click.Command = getattr(importlib.import_module(module), attr)
-        return command
+        return add_json(command)
 
 
 COMMANDS = {
@@ -124,6 +165,17 @@ def cli(
         log__level=log_level.upper() if log_level else None,
     )
     configure_logging(settings.log)
+    if settings.log.level != "DEBUG":
+        # A one-shot command's outcome is its one error line; the clients' own retries and
+        # connection errors are detail for --log-level DEBUG (workers log them: `worker`).
+        for name in CLIENT_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    _ADDRESSES.update(
+        broker=settings.kafka_bootstrap,
+        redis=settings.redis_url,
+        registry=settings.mlflow_uri,
+        schema_registry=settings.schema_registry.url or "",
+    )
     ctx.obj = AppContext(
         settings=settings,
         json_output=json_output,
@@ -132,8 +184,32 @@ def cli(
     )
 
 
+# The addresses in effect, to name in an error line (set by the root command).
+_ADDRESSES: dict[str, str] = {}
+
+
+def _where(exc: StreamMLError) -> str:
+    """`` [broker host:port]`` (or Redis, registry) when the message does not name it."""
+    kinds: dict[type[StreamMLError], str] = {
+        BrokerUnavailable: "broker",
+        PublishError: "broker",
+        FeatureStoreUnavailable: "redis",
+        RegistryUnavailable: "registry",
+        SchemaRegistryUnavailable: "schema_registry",
+    }
+    kind = kinds.get(type(exc))
+    address = _ADDRESSES.get(kind or "", "")
+    if kind is None or not address or address in str(exc):
+        return ""
+    if kind == "redis":
+        address = address.split("@")[-1]  # never a password
+    return f" [{kind.replace('_', ' ')} {address}]"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: maps our errors to exit codes, one line on stderr."""
+    """Console-script entry point: maps errors to exit codes (docs/cli.md), one line on
+    stderr: 0 ok, 1 failed (a dependency unreachable included), 2 usage or configuration,
+    3 not found. A traceback only with --log-level DEBUG."""
     try:
         rc = cli.main(args=argv, prog_name="streamscore", standalone_mode=False)
     except click.exceptions.Abort:
@@ -151,7 +227,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"not found: {exc}\n")
         sys.exit(3)
     except StreamMLError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {exc}{_where(exc)}\n")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
+    except Exception as exc:  # anything else is still one line (the traceback at DEBUG)
+        logger.debug("unexpected error", exc_info=True)
+        text = str(exc).replace("\n", " ")[:500]
+        sys.stderr.write(f"error: {type(exc).__name__}: {text}\n")
         sys.exit(1)
     sys.exit(rc if isinstance(rc, int) else 0)
 

@@ -41,6 +41,24 @@ class KafkaSettings(_Group):
         "<local.kafka_port>. Set: an external cluster, and `local up` starts no broker.",
     )
     client_id: str = Field("streamscore", description="client.id sent to the broker.")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, v: str | None) -> str | None:
+        """Set means an external cluster: an empty value is a mistake, never the embedded
+        broker by accident."""
+        if v is None:
+            return v
+        parts = [p.strip() for p in v.split(",")]
+        for part in parts:
+            host, _, port = part.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(
+                    f"{v!r}: give host:port[,host:port...] (unset the variable for the "
+                    "embedded broker)"
+                )
+        return ",".join(parts)
+
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT", description="security.protocol."
     )
@@ -110,6 +128,16 @@ class RedisSettings(_Group):
         "redis-server on 127.0.0.1:<local.redis_port>.",
     )
     password: SecretStr | None = Field(None, description="Redis password (secret).")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"{v!r}: give redis://host:port/db (unset the variable for the embedded Redis)"
+            )
+        return v.strip() if v is not None else v
+
     key_prefix: str = Field("streamscore:", description="Prefix of every key we write.")
     socket_timeout_seconds: float = Field(2.0, gt=0, description="Redis socket timeout.")
     unavailable_policy: Literal["pause", "degrade"] = Field(
@@ -444,10 +472,19 @@ class MetricsSettings(_Group):
 class LogSettings(_Group):
     """Logging, configured once by the CLI."""
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level (any case)."
+    )
     format: Literal["text", "json"] = Field(
         "text", description="text locally; json (one object per line) in containers."
     )
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _any_case(cls, v: Any, info: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        return v.strip().upper() if info.field_name == "level" else v.strip().lower()
 
 
 class _SchemaRegistryUrlAlias(PydanticBaseSettingsSource):

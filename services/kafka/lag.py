@@ -52,7 +52,7 @@ def group_lag(settings: Settings, groups: list[str]) -> list[PartitionLag]:
                 out.append(PartitionLag(group, tp.topic, tp.partition, done, high, max(0, lag)))
     except (KafkaException, TimeoutError) as exc:
         raise BrokerUnavailable(
-            f"cannot read consumer lag from {settings.kafka_bootstrap}: {exc}"
+            f"cannot read consumer lag from {settings.kafka_bootstrap}: {exc or 'no answer'}"
         ) from exc
     finally:
         consumer.close()

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.table import Table
 
 from services.core.settings import Settings
 
+# Loggers of the clients we use (Kafka, HTTP to the registry): one-shot commands keep them for
+# --log-level DEBUG, workers log them at their level.
+CLIENT_LOGGERS = ("librdkafka", "urllib3")
+
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=click.Command)
 
 
 @dataclass
@@ -51,6 +58,66 @@ def json_option(func: F) -> F:
         callback=_set,
         help="Print the result as JSON (for scripts).",
     )(func)
+
+
+def table(
+    c: Console,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    title: str | None = None,
+    right: Sequence[str] = (),
+) -> None:
+    """Rows for a person on a terminal (a table); tab-separated lines with a header when stdout
+    is piped, never cut to the terminal's width (``schemas list | cut -f1``)."""
+    if not sys.stdout.isatty():
+        out = ["\t".join(columns)]
+        out += ["\t".join("" if v is None else str(v) for v in row) for row in rows]
+        sys.stdout.write("\n".join(out) + "\n")
+        return
+    t = Table(title=title)
+    for col in columns:
+        t.add_column(col, justify="right" if col in right else "left", overflow="fold")
+    for row in rows:
+        t.add_row(*("-" if v is None else str(v) for v in row))
+    c.print(t)
+
+
+def add_json(command: click.Command) -> click.Command:
+    """``--json`` on every leaf of ``command`` (one flag, one meaning, wherever it is put:
+    ``streamscore --json lag`` and ``streamscore lag --json`` are the same); and no negative
+    number where a command declared a plain int or float."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            add_json(sub)
+    else:
+        for p in command.params:  # numbers are never negative unless a command says so
+            if isinstance(p, click.Option) and p.type is click.INT:
+                p.type = click.IntRange(min=0)
+            elif isinstance(p, click.Option) and p.type is click.FLOAT:
+                p.type = click.FloatRange(min=0)
+        if not getattr(command, "serves", False) and not any(
+            p.name == "json_flag" for p in command.params
+        ):
+            json_option(command)
+    return command
+
+
+def serves(command: C) -> C:
+    """Marks a command that runs a server until stopped: it has no result to print, so no
+    ``--json`` (the global one is refused for it)."""
+    command.serves = True  # type: ignore[attr-defined]
+    inner = command.callback
+    assert inner is not None  # noqa: S101 (a leaf command has a callback)
+
+    @functools.wraps(inner)
+    def callback(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        if app(ctx).json_output:
+            raise click.UsageError(f"{ctx.command_path} runs until stopped; it has no --json")
+        return inner(*args, **kwargs)
+
+    command.callback = callback
+    return command
 
 
 def emit(ctx: AppContext, data: Any, render: Callable[[Console], None]) -> None:

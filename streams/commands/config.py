@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.syntax import Syntax
 
-from services.core.settings import env_table_markdown, masked
+from services.core.settings import env_table_markdown, iter_env_vars, masked
 from streams.commands.common import app, emit, json_option
 
 
@@ -32,6 +32,17 @@ def show(ctx: click.Context) -> None:
 
 
 @config.command("docs")
-def docs() -> None:
-    """Print the Markdown table of every variable (the body of docs/configuration.md)."""
-    click.echo(env_table_markdown(), nl=False)
+@click.pass_context
+def docs(ctx: click.Context) -> None:
+    """Print the Markdown table of every variable (the body of docs/configuration.md); with
+    --json, the variables with their defaults and meanings."""
+    a = app(ctx)
+    data = [
+        {
+            "variable": name,
+            "default": field.get_default(call_default_factory=True),
+            "meaning": field.description,
+        }
+        for name, field in iter_env_vars()
+    ]
+    emit(a, data, lambda _c: click.echo(env_table_markdown(), nl=False))

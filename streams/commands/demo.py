@@ -61,7 +61,14 @@ def _pct(values: list[float], p: float) -> float:
 
 
 @click.command()
-@click.option("--events", "n_events", default=20_000, show_default=True, help="Events to stream.")
+@click.option(
+    "--events",
+    "n_events",
+    default=20_000,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="Events to stream.",
+)
 @click.option("--rate", default=2000.0, show_default=True, help="Events per second.")
 @click.option("--keep-stack", is_flag=True, help="Leave the stack running afterwards.")
 @click.option(

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
 import click
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     Message,
     Producer,
-    TopicPartition,
 )
 from rich.console import Console
-from rich.table import Table
 
 from services.codec.factory import codec_for
 from services.core.errors import PublishError
@@ -24,10 +20,10 @@ from services.core.settings import Settings
 from services.dlq.plan import plan_redrive, summarise
 from services.kafka.config import consumer_config, producer_config
 from services.kafka.offsets import next_offsets
-from streams.commands.common import app, emit, json_option
+from services.kafka.ranges import committed, iter_ranges, watermarks
+from services.replay.plan import Range
+from streams.commands.common import app, emit, json_option, table
 from streams.topics import by_record
-
-IDLE_SECONDS = 2.0
 
 
 @click.group()
@@ -35,18 +31,21 @@ def dlq() -> None:
     """Dead letters of the input topic."""
 
 
-def _drain(consumer: Consumer, settings: Settings, deadline_s: float) -> list[tuple[Message, Any]]:
-    """Everything readable until nothing arrives for IDLE_SECONDS (robust on brokers whose
-    high watermark is wrong)."""
+def _read(
+    consumer: Consumer, settings: Settings, topic: str, stall_s: float, resume: bool
+) -> list[tuple[Message, Any]]:
+    """Every letter of ``topic`` up to its end as it is now: from the beginning, or (``resume``)
+    from the consumer's group's committed offsets. The read side replays use too
+    (``services.kafka.ranges``): all of it, or ``BrokerUnavailable``."""
     codec = codec_for(settings, by_record(settings.topics, "DeadLetter"))
-    out: list[tuple[Message, Any]] = []
-    last = time.monotonic()
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() - last < IDLE_SECONDS and time.monotonic() < deadline:
-        batch = [m for m in consumer.consume(1000, 0.3) if m.error() is None]
-        if batch:
-            last = time.monotonic()
-        out += [(m, codec.decode_one(m.value())) for m in batch]
+    marks = watermarks(consumer, topic)
+    done = committed(consumer, topic, list(marks)) if resume else {}
+    ranges = [Range(p, max(low, done.get(p, -1)), high) for p, (low, high) in marks.items()]
+    out = [
+        (m, codec.decode_one(m.value()))
+        for b in iter_ranges(consumer, topic, ranges, stall_s)
+        for m in b
+    ]
     return [(m, d) for m, d in out if isinstance(d, dict)]
 
 
@@ -61,7 +60,9 @@ def _preview(value: bytes | None) -> str:
 @click.option("--reason", default=None, help="Only this reason code.")
 @click.option("--samples", default=5, show_default=True, help="Sample letters to show.")
 @click.option("--show-payloads", is_flag=True, help="Also print original keys and values.")
-@click.option("--timeout", default=60.0, show_default=True, help="Longest time to read.")
+@click.option(
+    "--timeout", default=30.0, show_default=True, help="Give up when reading stalls this long."
+)
 @json_option
 @click.pass_context
 def inspect(
@@ -73,9 +74,7 @@ def inspect(
     topic = by_record(s.topics, "DeadLetter").name
     consumer = Consumer(consumer_config(s, f"streamscore-dlq-inspect-{uuid.uuid4().hex[:8]}"))
     try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        letters = [d for _, d in _drain(consumer, s, timeout)]
+        letters = [d for _, d in _read(consumer, s, topic, timeout, resume=False)]
     finally:
         consumer.close()
     chosen = [d for d in letters if reason is None or d["reason"] == reason]
@@ -105,10 +104,7 @@ def inspect(
         c.print(
             f"{topic}: {data['total']} dead letters" + (f" with reason {reason}" if reason else "")
         )
-        t = Table("reason", "count")
-        for r, n in data["by_reason"].items():
-            t.add_row(r, str(n))
-        c.print(t)
+        table(c, ("reason", "count"), list(data["by_reason"].items()), right=("count",))
         for sample in shown:
             c.print(sample, highlight=False)
 
@@ -124,7 +120,9 @@ def inspect(
     help="Refuse letters already redriven this often (no endless loops).",
 )
 @click.option("--execute", is_flag=True, help="Actually re-publish (default: dry run).")
-@click.option("--timeout", default=60.0, show_default=True, help="Longest time to read.")
+@click.option(
+    "--timeout", default=30.0, show_default=True, help="Give up when reading stalls this long."
+)
 @json_option
 @click.pass_context
 def redrive(
@@ -140,9 +138,8 @@ def redrive(
     topic = by_record(s.topics, "DeadLetter").name
     group = f"streamscore-dlq-redrive-{reason or 'all'}"
     consumer = Consumer(consumer_config(s, group))
-    consumer.subscribe([topic])
     try:
-        read = _drain(consumer, s, timeout)
+        read = _read(consumer, s, topic, timeout, resume=True)
         plan = plan_redrive([d for _, d in read], reason, max_redrives)
         if execute and plan.to_send:
             failures: list[str] = []

@@ -6,10 +6,9 @@ import sys
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from services.kafka.lag import group_lag
-from streams.commands.common import app, emit, json_option
+from streams.commands.common import app, emit, json_option, table
 
 CONTROL_GROUP = "streamscore-control"
 
@@ -32,17 +31,10 @@ def lag(ctx: click.Context, groups: tuple[str, ...]) -> None:
 
     def render(c: Console) -> None:
         columns = ("group", "topic", "partition", "committed", "log_end", "lag")
+        shown = [[r[k] for k in columns] for r in rows]
+        table(c, columns, shown, f"consumer lag ({', '.join(wanted)})", right=columns[2:])
         if not sys.stdout.isatty():
-            print("\t".join(columns))
-            for r in rows:
-                print("\t".join("" if r[k] is None else str(r[k]) for k in columns))
             return
-        t = Table(title=f"consumer lag ({', '.join(wanted)})")
-        for col in columns:
-            t.add_column(col, justify="right" if col not in ("group", "topic") else "left")
-        for r in rows:
-            t.add_row(*("-" if r[k] is None else f"{r[k]}" for k in columns))
-        c.print(t)
         for g in wanted:
             total = sum(r["lag"] for r in rows if r["group"] == g)
             c.print(

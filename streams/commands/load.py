@@ -21,11 +21,23 @@ def load() -> None:
 
 
 @load.command("bench")
-@click.option("--events", default=100_000, show_default=True, help="Pre-filled input events.")
+@click.option(
+    "--events",
+    default=100_000,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="Pre-filled input events.",
+)
 @click.option(
     "--naive-events", default=10_000, show_default=True, help="Events the naive peer scores."
 )
-@click.option("--rounds", default=3, show_default=True, help="Interleaved rounds (median).")
+@click.option(
+    "--rounds",
+    default=3,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="Interleaved rounds (median).",
+)
 @click.option(
     "--broker",
     type=click.Choice(["kafka", "tansu"]),

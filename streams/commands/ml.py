@@ -18,7 +18,7 @@ from services.embedded.prometheus import register_target
 from services.features.spec import FeatureSpec
 from services.scoring.registry import MlflowRegistry
 from services.training.pipeline import TrainingRefused, train_and_register
-from streams.commands.common import app, emit, json_option
+from streams.commands.common import CLIENT_LOGGERS, app, emit, json_option, serves
 from streams.probes import serve
 from streams.runtime import (
     control_plane_probes,
@@ -36,8 +36,12 @@ HISTORY_START_INDEX = 50_000_000
 def world_options(func: F) -> F:
     """The synthetic world's size and seed; `features load` and `train` must agree on them."""
     func = click.option("--seed", default=42, show_default=True, help="World seed.")(func)
-    func = click.option("--items", "n_items", default=2000, show_default=True)(func)
-    return click.option("--users", "n_users", default=5000, show_default=True)(func)
+    func = click.option(
+        "--items", "n_items", default=2000, type=click.IntRange(min=1), show_default=True
+    )(func)
+    return click.option(
+        "--users", "n_users", default=5000, type=click.IntRange(min=1), show_default=True
+    )(func)
 
 
 def make_world(spec: FeatureSpec, n_users: int, n_items: int, seed: int, **kw: Any) -> Any:
@@ -119,9 +123,22 @@ def _read_feature_file(path: Path, spec: FeatureSpec, group: str) -> tuple[list[
 # -- train ---------------------------------------------------------------------------------
 @click.command()
 @world_options
-@click.option("--events", "n_events", default=40_000, show_default=True, help="History size.")
+@click.option(
+    "--events",
+    "n_events",
+    default=40_000,
+    type=click.IntRange(min=100),
+    show_default=True,
+    help="History size.",
+)
 @click.option("--flavor", type=click.Choice(["lightgbm", "sklearn"]), default="lightgbm")
-@click.option("--holdout", default=0.2, show_default=True, help="Holdout share.")
+@click.option(
+    "--holdout",
+    default=0.2,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    show_default=True,
+    help="Holdout share.",
+)
 @json_option
 @click.pass_context
 def train(
@@ -191,6 +208,8 @@ def train(
 @click.group()
 def worker() -> None:
     """Stream workers."""
+    for name in CLIENT_LOGGERS:  # a worker logs its clients' lines at the configured level
+        logging.getLogger(name).setLevel(logging.NOTSET)
 
 
 @worker.command("scoring")
@@ -228,6 +247,7 @@ def worker_scoring(ctx: click.Context, max_events: int | None, timeout: float | 
     emit(a, summary.to_dict(), lambda c: c.print(summary.to_dict()))
 
 
+@serves
 @worker.command("control-plane")
 @click.pass_context
 def worker_control_plane(ctx: click.Context) -> None:

@@ -34,7 +34,7 @@ from services.scoring.rollout import (
     plan_rollback,
     plan_rollout,
 )
-from streams.commands.common import AppContext, app, emit, json_option
+from streams.commands.common import AppContext, app, emit, json_option, serves, table
 from streams.topics import by_record
 
 
@@ -84,21 +84,21 @@ def models_list(ctx: click.Context) -> None:
     data = {"model": registry.name, "rollout": _state_dict(state), "versions": rows}
 
     def render(c: Console) -> None:
-        t = Table(title=f"model {registry.name} ({a.settings.mlflow_uri}): {state.describe()}")
-        for col in ("version", "aliases", "flavor", "holdout AUC", "created", "run", "sha256"):
-            t.add_column(col, no_wrap=True)
-        for v in rows:
-            auc = v["holdout_auc"]
-            t.add_row(
+        title = f"model {registry.name} ({a.settings.mlflow_uri}): {state.describe()}"
+        columns = ("version", "aliases", "flavor", "holdout_auc", "created", "run", "sha256")
+        shown = [
+            (
                 v["version"],
                 ",".join(v["aliases"]),
                 v["flavor"] or "",
-                f"{auc:.4f}" if auc is not None else "",
+                f"{v['holdout_auc']:.4f}" if v["holdout_auc"] is not None else "",
                 v["created"][:16],
-                (v["run_id"] or "")[:8],
-                (v["sha256"] or "")[:16],
+                v["run_id"] or "",
+                v["sha256"] or "",
             )
-        c.print(t)
+            for v in rows
+        ]
+        table(c, columns, shown, title)
 
     emit(a, data, render)
 
@@ -255,7 +255,13 @@ def models_shadow(ctx: click.Context, version: str, reason: str) -> None:
 
 @models.command("canary")
 @click.argument("version")
-@click.option("--percent", type=float, default=10.0, show_default=True, help="Share of users.")
+@click.option(
+    "--percent",
+    type=click.FloatRange(0, 100, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Share of users.",
+)
 @reason_option
 @json_option
 @click.pass_context
@@ -297,7 +303,13 @@ def models_verify(ctx: click.Context, versions: tuple[str, ...]) -> None:
 
 
 @models.command("compare")
-@click.option("--last", default=5000, show_default=True, help="Newest messages per partition.")
+@click.option(
+    "--last",
+    default=5000,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="Newest messages per partition.",
+)
 @json_option
 @click.pass_context
 def models_compare(ctx: click.Context, last: int) -> None:
@@ -354,9 +366,10 @@ def render_compare(c: Console, report: dict[str, Any], over: str) -> None:
         c.print("no shadow predictions to compare")
 
 
+@serves
 @models.command("ui")
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--port", default=5000, show_default=True, type=click.IntRange(1, 65535))
 @click.pass_context
 def models_ui(ctx: click.Context, host: str, port: int) -> None:
     """Open MLflow's UI on the registry in use: runs, versions, aliases, rollout tags.

@@ -13,7 +13,6 @@ from typing import Any
 import click
 from confluent_kafka import Consumer
 from rich.console import Console
-from rich.table import Table
 
 from services.core.errors import NotFound
 from services.kafka.config import consumer_config
@@ -21,7 +20,7 @@ from services.kafka.ranges import committed, iter_ranges, offsets_at, watermarks
 from services.kafka.topics import TopicSpec, dlq_name
 from services.replay.diff import Scored, diff, histogram_png, markdown
 from services.replay.plan import Range, ReplayPlan, parse_offsets, remaining, run_id
-from streams.commands.common import app, emit, parse_since
+from streams.commands.common import app, emit, parse_since, table
 from streams.replay import (
     Outcome,
     Rescorer,
@@ -255,10 +254,11 @@ def _with_progress(a: Any, total: int, work: Any) -> Outcome:
 def _render_plan(c: Console, d: dict[str, Any], dry: bool) -> None:
     mode = f"re-score with v{d['model_version']}" if d["model_version"] else "copy"
     c.print(f"replay {d['run_id']}: {mode}, {d['source']} -> {d['target']}", highlight=False)
-    t = Table("partition", "start", "end", "offsets", "left")
-    for r in d["ranges"]:
-        t.add_row(*(str(r[k]) for k in ("partition", "start", "end", "offsets", "left")))
-    c.print(t)
+    columns = ("partition", "start", "end", "offsets", "left")
+    if c.file is sys.stdout:
+        table(c, columns, [[r[k] for k in columns] for r in d["ranges"]], right=columns)
+    else:  # the plan of a run that writes is progress, on stderr
+        c.print("; ".join(f"partition {r['partition']}: {r['left']} left" for r in d["ranges"]))
     for note in d["notes"]:
         c.print(f"note: {note}", highlight=False)
     if dry:

@@ -6,7 +6,6 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from services.codec.contract import check_examples
 from services.codec.factory import schema_ids, schemas_dir
@@ -14,7 +13,7 @@ from services.codec.manifest import MANIFEST_FILE, Manifest
 from services.codec.registry import RegistrySchemaIds
 from services.codec.schemas import load_schemas
 from services.core.errors import ConfigError
-from streams.commands.common import app, emit, json_option
+from streams.commands.common import app, emit, json_option, table
 from streams.topics import topic_table
 
 
@@ -56,13 +55,17 @@ def list_(ctx: click.Context) -> None:
         )
 
     def render(console: Console) -> None:
-        t = Table(title=f"schemas (ids from {_source(a.settings)})")
-        for col in ("subject", "record", "id", "fingerprint"):
-            t.add_column(col)
-        for r in rows:
-            sid_text = str(r["schema_id"]) if r["schema_id"] is not None else "NOT REGISTERED"
-            t.add_row(r["subject"], r["record"], sid_text, r["fingerprint"][:23] + "...")
-        console.print(t)
+        shown = [
+            (
+                r["subject"],
+                r["record"],
+                r["schema_id"] if r["schema_id"] is not None else "NOT REGISTERED",
+                r["fingerprint"],
+            )
+            for r in rows
+        ]
+        title = f"schemas (ids from {_source(a.settings)})"
+        table(console, ("subject", "record", "id", "fingerprint"), shown, title)
 
     emit(a, rows, render)
 

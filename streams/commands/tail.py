@@ -22,7 +22,12 @@ FILTER_SCAN = 10_000  # messages per partition read when --key or --where filter
 @click.command()
 @click.argument("topic")
 @click.option(
-    "-n", "n", default=10, show_default=True, help="Messages to print (the newest, by default)."
+    "-n",
+    "n",
+    default=10,
+    type=click.IntRange(min=1),
+    show_default=True,
+    help="Messages to print (the newest, by default).",
 )
 @click.option("--from-beginning", is_flag=True, help="The first messages instead of the newest.")
 @click.option("--from-time", default=None, help="From this event time: 30m, 2h, epoch ms, ISO.")

@@ -7,11 +7,10 @@ from dataclasses import asdict
 import click
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
-from rich.table import Table
 
 from services.kafka.admin import ensure_topics
 from services.kafka.config import admin_config
-from streams.commands.common import app, emit, json_option
+from streams.commands.common import app, emit, json_option, table
 from streams.topics import topic_table
 
 
@@ -19,20 +18,23 @@ from streams.topics import topic_table
 @json_option
 @click.pass_context
 def topics(ctx: click.Context) -> None:
+    """The topic table; `topics` alone is `topics list`."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(list_)
+
+
+@topics.command("list")
+@click.pass_context
+def list_(ctx: click.Context) -> None:
     """Print the topic table (name, partitions, key/value codec, role)."""
-    if ctx.invoked_subcommand is not None:
-        return
     a = app(ctx)
-    table = topic_table(a.settings.topics)
-    data = [asdict(t) | {"subject": t.subject, "config": dict(t.config)} for t in table]
+    specs = topic_table(a.settings.topics)
+    data = [asdict(t) | {"subject": t.subject, "config": dict(t.config)} for t in specs]
 
     def render(console: Console) -> None:
-        t = Table(title="streamscore topics")
-        for col in ("topic", "partitions", "key", "value (Avro)", "role"):
-            t.add_column(col, overflow="fold")
-        for s in table:
-            t.add_row(s.name, str(s.partitions), s.key, s.value_record, s.role)
-        console.print(t)
+        columns = ("topic", "partitions", "key", "value", "role")
+        rows = [(s.name, s.partitions, s.key, s.value_record, s.role) for s in specs]
+        table(console, columns, rows, "streamscore topics", right=("partitions",))
 
     emit(a, data, render)
 
