@@ -121,6 +121,7 @@ COMMANDS = {
     "lag": "streams.commands.lag:lag",
     "tail": "streams.commands.tail:tail",
     "produce": "streams.commands.produce:produce",
+    "predictions": "streams.commands.predictions:predictions",
     "models": "streams.commands.models:models",
     "worker": "streams.commands.ml:worker",
     "dlq": "streams.commands.dlq:dlq",

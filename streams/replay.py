@@ -35,18 +35,8 @@ from services.scoring.serving import Serving, compile_serving
 
 logger = logging.getLogger(__name__)
 
-SANDBOX_PREFIX = "sandbox."
 # One transaction's outputs wait at most this long for the broker.
 COMMIT_TIMEOUT_S = 60.0
-
-
-def sandbox_topic(name: str) -> str:
-    """The predictions topic of sandbox ``name``.
-
-    >>> sandbox_topic("incident-42")
-    'sandbox.incident-42.predictions'
-    """
-    return f"{SANDBOX_PREFIX}{name}.predictions"
 
 
 def group_of(run: str) -> str:

@@ -8,6 +8,8 @@ from services.kafka.topics import TopicSpec, dlq_name
 # Six partitions let up to six scoring workers share the input; control-plane topics are low
 # volume and keep a single partition so their events stay totally ordered.
 HOT_PARTITIONS = 6
+# Replays write to sandbox topics, never in the table: sandbox.<name>.predictions (and .dlq).
+SANDBOX_PREFIX = "sandbox."
 DLQ_RETENTION_MS = str(14 * 24 * 3600 * 1000)  # two weeks to inspect and redrive
 
 
@@ -98,3 +100,12 @@ def by_record(topics: TopicSettings, record: str) -> TopicSpec:
     """The main topic whose values are ``record`` (the first in the table; Prediction also has
     the shadow topic)."""
     return next(t for t in topic_table(topics) if t.value_record == record)
+
+
+def sandbox_topic(name: str) -> str:
+    """The predictions topic of sandbox ``name``.
+
+    >>> sandbox_topic("incident-42")
+    'sandbox.incident-42.predictions'
+    """
+    return f"{SANDBOX_PREFIX}{name}.predictions"

@@ -405,7 +405,13 @@ def remember(store: PredictionStore, result: BatchResult) -> None:
         for kind, block in (("served", result.served), ("shadow", result.shadowed)):
             if block is not None:
                 store.put_columns(
-                    kind, block.field("event_id"), block.versions, block.variants, block.scores
+                    kind,
+                    block.field("event_id"),
+                    block.versions,
+                    block.variants,
+                    block.scores,
+                    block.degraded,
+                    block.missing,
                 )
     except FeatureStoreUnavailable as exc:
         metrics.FEATURE_LOOKUPS.labels(outcome="prediction_store_error").inc()

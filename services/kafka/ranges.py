@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from services.core.errors import BrokerUnavailable
+from services.core.errors import BrokerUnavailable, NotFound
 from services.replay.plan import Range
 
 
@@ -21,12 +21,13 @@ def watermarks(consumer: Consumer, topic: str, timeout: float = 10.0) -> dict[in
     """Low and high watermark of every partition of ``topic``.
 
     Raises:
-        BrokerUnavailable: the topic does not exist or the broker did not answer.
+        NotFound: the topic does not exist.
+        BrokerUnavailable: the broker did not answer.
     """
     try:
         meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if meta is None or meta.error is not None:
-            raise BrokerUnavailable(f"topic {topic} not found", topic=topic)
+            raise NotFound(f"topic {topic} does not exist")
         return {
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
             for p in sorted(meta.partitions)
@@ -112,3 +113,21 @@ def iter_ranges(
                 yield batch
     except KafkaException as exc:
         raise BrokerUnavailable(f"cannot read {topic}: {exc}", topic=topic) from exc
+
+
+def ranges_since(consumer: Consumer, topic: str, since_ms: int | None) -> list[Range]:
+    """Per partition, from the first message at or after ``since_ms`` (from the beginning when
+    None) to the end as it is now.
+
+    Raises:
+        NotFound: the topic does not exist.
+        BrokerUnavailable: the broker did not answer.
+    """
+    marks = watermarks(consumer, topic)
+    starts = offsets_at(consumer, topic, list(marks), since_ms) if since_ms is not None else {}
+    out = []
+    for p, (low, high) in marks.items():
+        start = starts.get(p, low) if since_ms is not None else low
+        start = high if start < 0 else max(start, low)
+        out.append(Range(p, start, high))
+    return out

@@ -6,7 +6,7 @@ import uuid
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from services.core.errors import BrokerUnavailable
+from services.core.errors import BrokerUnavailable, NotFound
 from services.core.settings import Settings
 from services.kafka.config import consumer_config
 from services.kafka.ranges import iter_ranges
@@ -65,13 +65,14 @@ def read_window(
     partition, offset). Oldest first per partition.
 
     Raises:
-        BrokerUnavailable: the topic does not exist or the broker did not answer.
+        NotFound: the topic does not exist.
+        BrokerUnavailable: the broker did not answer.
     """
     consumer = Consumer(consumer_config(settings, f"streamscore-tail-{uuid.uuid4().hex[:8]}"))
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:
-            raise BrokerUnavailable(f"topic {topic} not found", topic=topic)
+            raise NotFound(f"topic {topic} does not exist")
         parts = sorted(meta.partitions) if start_at is None else [start_at[0]]
         starts: dict[int, int] = {}
         if since_ms is not None:

@@ -1,9 +1,11 @@
 """Predictions kept for the label horizon, so delayed labels can be joined to what was served.
 
 One Redis key per event and kind (served or shadow), ``<prefix>pred:<kind>:<event_id>`` =
-``version|variant|score``, with a TTL of the label horizon; the scoring worker writes a batch with
-one server-side script call (one command, one round trip: a pipeline of one SET per event cost
-~20 µs per event in the client, the script ~1) and the label join reads a batch with one MGET.
+``version|variant|score|degraded|missing groups`` (rows written before the last two fields
+existed read as not degraded, nothing missing), with a TTL of the label horizon; the scoring
+worker writes a batch with one server-side script call (one command, one round trip: a
+pipeline of one SET per event cost ~20 µs per event in the client, the script ~1) and the label
+join reads a batch with one MGET.
 """
 
 from __future__ import annotations
@@ -21,14 +23,22 @@ class Stored:
     model_version: str
     variant: str
     score: float
+    degraded: bool = False
+    missing: tuple[str, ...] = ()
 
 
 def encode(stored: Stored) -> bytes:
     """
     >>> decode(encode(Stored("3", "champion", 0.25)))
-    Stored(model_version='3', variant='champion', score=0.25)
+    Stored(model_version='3', variant='champion', score=0.25, degraded=False, missing=())
+    >>> decode(encode(Stored("3", "champion", 0.5, True, ("user", "item")))).missing
+    ('user', 'item')
+    >>> decode(b"2|shadow|0.125").score
+    0.125
     """
-    return f"{stored.model_version}|{stored.variant}|{stored.score!r}".encode()
+    s = stored
+    missing = ",".join(s.missing)
+    return f"{s.model_version}|{s.variant}|{s.score!r}|{int(s.degraded)}|{missing}".encode()
 
 
 def decode(raw: bytes | str | None) -> Stored | None:
@@ -36,8 +46,12 @@ def decode(raw: bytes | str | None) -> Stored | None:
         return None
     try:
         text = raw.decode() if isinstance(raw, bytes) else raw
-        version, variant, score = text.split("|")
-        return Stored(version, variant, float(score))
+        parts = text.split("|")
+        if len(parts) == 3:
+            return Stored(parts[0], parts[1], float(parts[2]))
+        version, variant, score, degraded, missing = parts
+        groups = tuple(missing.split(",")) if missing else ()
+        return Stored(version, variant, float(score), degraded == "1", groups)
     except (UnicodeDecodeError, ValueError):
         return None
 
@@ -70,6 +84,8 @@ class PredictionStore:
             [s.model_version for _, s in pairs],
             [s.variant for _, s in pairs],
             [s.score for _, s in pairs],
+            [s.degraded for _, s in pairs],
+            [s.missing for _, s in pairs],
         )
 
     def put_columns(
@@ -79,15 +95,22 @@ class PredictionStore:
         versions: Sequence[str],
         variants: Sequence[str],
         scores: Iterable[float],
+        degraded: Sequence[bool] | None = None,
+        missing: Sequence[Sequence[str]] | None = None,
     ) -> int:
         """A batch as columns (the worker's hot path): one script call."""
         if not event_ids:
             return 0
         head = f"{self.prefix}pred:{kind}:"
         keys = [head + e for e in event_ids]
+        n = len(event_ids)
+        flags = degraded if degraded is not None else [False] * n
+        groups = missing if missing is not None else [()] * n
         values = [
-            f"{v}|{var}|{s!r}"
-            for v, var, s in zip(versions, variants, map(float, scores), strict=True)
+            f"{v}|{var}|{s!r}|{int(d)}|{','.join(m)}"
+            for v, var, s, d, m in zip(
+                versions, variants, map(float, scores), flags, groups, strict=True
+            )
         ]
         try:
             self._set_all(keys=keys, args=[self.ttl, *values])

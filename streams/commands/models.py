@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.codec.factory import codec_for
-from services.core.errors import ConfigError, ModelLoadError
+from services.core.errors import ConfigError, ModelLoadError, NotFound
 from services.kafka.tail import read_tail
 from services.scoring.compare import compare_report
 from services.scoring.loader import ServingLoader
@@ -116,7 +116,7 @@ def models_show(ctx: click.Context, version: str | None, n_history: int) -> None
     version = version or state.champion
     found = [v for v in registry.versions() if v.version == version]
     if not found:
-        raise ConfigError(f"model {registry.name} has no version {version}")
+        raise NotFound(f"model {registry.name} has no version {version}")
     v = found[0]
     history = registry.history()[-n_history:]
     metrics = registry.run_metrics(v.run_id)

@@ -16,10 +16,10 @@ from rich.console import Console
 
 from services.core.errors import NotFound
 from services.kafka.config import consumer_config
-from services.kafka.ranges import committed, iter_ranges, offsets_at, watermarks
+from services.kafka.ranges import committed, iter_ranges, ranges_since
 from services.kafka.topics import TopicSpec, dlq_name
 from services.replay.diff import Scored, diff, histogram_png, markdown
-from services.replay.plan import Range, ReplayPlan, parse_offsets, remaining, run_id
+from services.replay.plan import ReplayPlan, parse_offsets, remaining, run_id
 from streams.commands.common import app, emit, parse_since, table
 from streams.replay import (
     Outcome,
@@ -29,10 +29,9 @@ from streams.replay import (
     group_of,
     resolve,
     resolve_model,
-    sandbox_topic,
 )
 from streams.replay import execute as run_replay
-from streams.topics import HOT_PARTITIONS, topic_table
+from streams.topics import HOT_PARTITIONS, sandbox_topic, topic_table
 
 logger = logging.getLogger(__name__)
 
@@ -290,13 +289,7 @@ def _read_predictions(
     codec = codec_for(s, by_record(s.topics, "Prediction"))
     consumer = Consumer(consumer_config(s, f"streamscore-replay-diff-{uuid.uuid4().hex[:8]}"))
     try:
-        marks = watermarks(consumer, topic)
-        starts = offsets_at(consumer, topic, list(marks), since_ms) if since_ms else {}
-        ranges = []
-        for p, (low, high) in marks.items():
-            start = starts.get(p, low) if since_ms else low
-            start = high if start < 0 else max(start, low)
-            ranges.append(Range(p, start, high))
+        ranges = ranges_since(consumer, topic, since_ms)
         messages = [m for b in iter_ranges(consumer, topic, ranges) for m in b]
     finally:
         consumer.close()

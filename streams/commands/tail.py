@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 import sys
 import time
+import uuid
 from typing import Any
 
 import click
-from confluent_kafka import Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from services.codec.factory import codec_for
 from services.core.errors import ConfigError
+from services.core.settings import Settings
+from services.kafka.config import consumer_config
+from services.kafka.ranges import watermarks
 from services.kafka.tail import read_window
+from services.kafka.topics import DLQ_SUFFIX, TopicSpec
 from streams.commands.common import app, parse_since
-from streams.topics import topic_table
+from streams.topics import SANDBOX_PREFIX, by_record, topic_table
 
 FILTER_SCAN = 10_000  # messages per partition read when --key or --where filters them
 
@@ -35,6 +40,7 @@ FILTER_SCAN = 10_000  # messages per partition read when --key or --where filter
 @click.option("--raw", is_flag=True, help="The value's bytes (hex), not decoded.")
 @click.option("--key", default=None, help="Only messages with this key.")
 @click.option("--where", "where", multiple=True, help="Only values with FIELD=VALUE (repeatable).")
+@click.option("--follow", "-f", is_flag=True, help="Then print new messages until Ctrl-C.")
 @click.option("--json", "json_flag", is_flag=True, hidden=True)  # one object a line anyway
 @click.pass_context
 def tail(
@@ -47,6 +53,7 @@ def tail(
     raw: bool,
     key: str | None,
     where: tuple[str, ...],
+    follow: bool,
     json_flag: bool,
 ) -> None:
     """Print messages of TOPIC as JSON lines (topic, partition, offset, timestamp, key, value).
@@ -60,13 +67,12 @@ def tail(
     filters = [_field_value(w) for w in where]
     codec = None
     if not raw:
-        spec = next((t for t in topic_table(s.topics) if t.name == topic), None)
-        if spec is None:
-            raise ConfigError(f"{topic} is not in the topic table (streamscore topics); use --raw")
-        codec = codec_for(s, spec)
+        codec = codec_for(s, _spec_of(s, topic))
     since = parse_since(from_time, int(time.time() * 1000), "--from-time") if from_time else None
     # With a filter, look further (up to FILTER_SCAN a partition) for N that match.
     scan = n if key is None and not filters else max(n, FILTER_SCAN)
+    consumer = Consumer(consumer_config(s, f"streamscore-tail-{uuid.uuid4().hex[:8]}"))
+    before = watermarks(consumer, topic) if follow else {}
     messages = read_window(
         s, topic, scan, from_beginning=from_beginning, since_ms=since, start_at=start_at
     )
@@ -86,6 +92,44 @@ def tail(
             break
     for row in reversed(out) if newest_first else out:
         sys.stdout.write(json.dumps(row, default=str) + "\n")
+    if not follow:
+        consumer.close()
+        return
+    sys.stdout.flush()
+    # New messages: from past what was read, or from the end as it was before the read.
+    starts = {p: high for p, (_low, high) in before.items()}
+    for m in messages:
+        p = m.partition() or 0
+        starts[p] = max(starts.get(p, 0), (m.offset() or 0) + 1)
+    consumer.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
+    try:
+        while True:
+            for m in consumer.consume(500, 0.5):
+                if m.error() is not None:
+                    continue
+                row = _row(m, codec)
+                if key is not None and row["key"] != key:
+                    continue
+                if any(str((row.get("value") or {}).get(f)) != v for f, v in filters):
+                    continue
+                sys.stdout.write(json.dumps(row, default=str) + "\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+
+
+def _spec_of(s: Settings, topic: str) -> TopicSpec:
+    """The topic's entry in the topic table; a sandbox's topics carry predictions and dead
+    letters; anything else is refused (use --raw)."""
+    spec = next((t for t in topic_table(s.topics) if t.name == topic), None)
+    if spec is not None:
+        return spec
+    if topic.startswith(SANDBOX_PREFIX):
+        record = "DeadLetter" if topic.endswith(DLQ_SUFFIX) else "Prediction"
+        return by_record(s.topics, record)
+    raise ConfigError(f"{topic} is not in the topic table (streamscore topics); use --raw")
 
 
 def _row(m: Message, codec: Any) -> dict[str, Any]:

@@ -21,7 +21,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from services.kafka.config import consumer_config
-from streams.replay import group_of, sandbox_topic
+from streams.replay import group_of
+from streams.topics import sandbox_topic
 from tests.integration.conftest import Stack
 from tests.integration.pipeline_env import (
     Pipeline,
