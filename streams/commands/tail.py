@@ -41,7 +41,6 @@ FILTER_SCAN = 10_000  # messages per partition read when --key or --where filter
 @click.option("--key", default=None, help="Only messages with this key.")
 @click.option("--where", "where", multiple=True, help="Only values with FIELD=VALUE (repeatable).")
 @click.option("--follow", "-f", is_flag=True, help="Then print new messages until Ctrl-C.")
-@click.option("--json", "json_flag", is_flag=True, hidden=True)  # one object a line anyway
 @click.pass_context
 def tail(
     ctx: click.Context,
@@ -54,9 +53,9 @@ def tail(
     key: str | None,
     where: tuple[str, ...],
     follow: bool,
-    json_flag: bool,
 ) -> None:
-    """Print messages of TOPIC as JSON lines (topic, partition, offset, timestamp, key, value).
+    """Print messages of TOPIC as JSON lines (topic, partition, offset, timestamp, key, value),
+    with or without --json.
     Values are decoded with the topic's schema from the topic table; --raw for other topics."""
     s = app(ctx).settings
     if n < 1:
