@@ -264,3 +264,57 @@ def test_an_interrupted_replay_resumes_and_writes_each_event_once(
     assert set(replayed) == {e["event_id"] for e in first}
     done = _cli(p, "--json", *args[:-4])
     assert json.loads(done.stdout)["outcome"]["read"] == 0  # complete: nothing more
+
+
+def test_predictions_get_finds_what_was_served_and_explains_it_now(
+    served: dict[str, Any],
+) -> None:
+    p, first = served["p"], served["first"]
+    event = first[7]
+    original = served["orig"][event["event_id"]]
+    got = _cli(p, "--json", "predictions", "get", event["event_id"])
+    assert got.returncode == 0, got.stderr[-2000:]
+    row = json.loads(got.stdout)
+    assert row["source"] == "prediction store"
+    assert (row["score"], row["model_version"], row["variant"]) == (
+        original["score"],
+        original["model_version"],
+        original["variant"],
+    )
+    assert row["missing_features"] == original["missing_features"]
+    explained = json.loads(
+        _cli(p, "--json", "predictions", "get", event["event_id"], "--explain").stdout
+    )
+    assert explained["source"].startswith(p.settings.topics.predictions)
+    assert explained["user_id"] == event["user_id"]
+    now = explained["now"]
+    assert now["event"]["event_id"] == event["event_id"]
+    user = now["groups"]["user"]
+    assert user["key"] == event["user_id"]
+    assert user["found"] == (event["user_id"] not in p.missing_users)
+    missing = _cli(p, "predictions", "get", "no-such-event", "--since", "10m")
+    assert missing.returncode == 3 and "no prediction for event no-such-event" in missing.stderr
+
+
+def test_tail_follow_prints_new_messages(served: dict[str, Any]) -> None:
+    p = served["p"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")} | p.env()
+    topic = p.settings.topics.interactions
+    proc = subprocess.Popen(  # noqa: S603 (our own CLI)
+        [sys.executable, "-m", "streams.cli", "tail", topic, "-n", "1", "--follow"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first_line = json.loads(proc.stdout.readline())  # the newest one, then it follows
+        assert first_line["topic"] == topic
+        new = world_events(p, 1, start=302_000)
+        _send(p, new)
+        line = json.loads(proc.stdout.readline())
+        assert line["value"]["event_id"] == new[0]["event_id"]
+    finally:
+        proc.kill()
+        proc.communicate()
