@@ -186,3 +186,45 @@ def test_an_unreachable_dependency_is_one_line_naming_it(tmp_path: Path) -> None
         assert len(lines) == 1, (args, err)
         assert where[kind][1] in lines[0] and "Traceback" not in err, (args, err)
         assert out == "", (args, out)
+
+
+def _doc_commands() -> list[tuple[str, list[str]]]:
+    """Every `streamscore ...` line in the playbooks and the CLI guide (continuations joined,
+    comments dropped), as tokens after `streamscore`."""
+    out = []
+    root = Path(__file__).resolve().parents[2] / "docs"
+    for doc in ("operations.md", "cli.md"):
+        text = (root / doc).read_text(encoding="utf-8").replace("\\\n", " ")
+        for line in text.splitlines():
+            for part in line.split("`"):
+                part = part.split("#")[0].split("|")[0].strip()
+                if part.startswith("streamscore ") and not part.startswith("streamscore_"):
+                    out.append((doc, part.split()[1:]))
+    return out
+
+
+def test_every_command_in_the_docs_exists_with_the_flags_it_shows() -> None:
+    commands = _doc_commands()
+    assert len(commands) > 30
+    globals_ = {o for p in cli.params for o in p.opts}
+    for doc, tokens in commands:
+        command: click.Command = cli
+        rest = list(tokens)
+        while isinstance(command, click.Group) and rest and not rest[0].startswith("-"):
+            if rest[0] in globals_:
+                rest = rest[2:]
+                continue
+            found = command.get_command(click.Context(command), rest[0])
+            if found is None and getattr(command, "name", "") == "replay":
+                found = command.get_command(click.Context(command), "run")
+                rest.insert(0, "run")
+            assert found is not None, f"{doc}: streamscore {' '.join(tokens)}"
+            command, rest = found, rest[1:]
+        if isinstance(command, click.Group) and command.name == "replay":
+            command = command.get_command(click.Context(command), "run")  # type: ignore[assignment]
+        known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+        known |= globals_ | {"-h", "--help"}
+        for token in rest:
+            if token.startswith("-") and not token.lstrip("-").isdigit():
+                flag = token.split("=")[0]
+                assert flag in known, f"{doc}: {flag} in streamscore {' '.join(tokens)}"
