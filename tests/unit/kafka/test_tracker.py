@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from services.kafka.tracker import Chunk, DeliveryTracker
@@ -36,6 +36,12 @@ ops = st.lists(
 
 @settings(max_examples=400, deadline=None)
 @given(ops, st.randoms(use_true_random=False))
+# A re-read that stops short of what was read before: no gap may follow it (the model once
+# skipped offset 1 here, a history no broker produces).
+@example(
+    [("batch", ("in", 0), 2, 2, 0), ("batch", ("in", 0), 1, 0, 0), ("batch", ("in", 0), 1, 0, 1)],
+    random.Random(0),  # noqa: S311 (a test's shuffle)
+)
 def test_never_commits_past_an_unacknowledged_input(plan: list[tuple], rnd: random.Random) -> None:
     tracker = DeliveryTracker(clock=lambda: 0.0)
     fetch = {tp: 0 for tp in PARTITIONS}  # the consumer's next offset per partition
@@ -57,8 +63,10 @@ def test_never_commits_past_an_unacknowledged_input(plan: list[tuple], rnd: rand
         if op[0] == "batch":
             _, tp, n, deferred, gap = op
             # A gap (offsets with no record) can only lie ahead of new data, never where a
-            # deferred message is waiting to be read again.
-            start = fetch[tp] + (0 if tp in rewound else gap)
+            # deferred message is waiting to be read again (right after a rewind, or further on
+            # when a re-read stopped short of what had been read before).
+            seen_end = max(consumed[tp], default=-1) + 1
+            start = fetch[tp] + (0 if tp in rewound or fetch[tp] < seen_end else gap)
             rewound.discard(tp)
             offsets = list(range(start, start + n))
             consumed[tp].update(offsets)
