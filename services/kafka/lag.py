@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -56,4 +57,42 @@ def group_lag(settings: Settings, groups: list[str]) -> list[PartitionLag]:
         ) from exc
     finally:
         consumer.close()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class TopicRate:
+    topic: str
+    partitions: int
+    messages: int  # held now: log end - log start, summed over partitions
+    per_second: float  # log-end growth over the sampling interval
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def topic_rates(settings: Settings, topics: list[str], interval: float) -> list[TopicRate]:
+    """Per topic, the messages it holds and how fast its log end grows, from two readings of
+    the watermarks ``interval`` seconds apart.
+
+    Raises:
+        BrokerUnavailable: the broker did not answer.
+        NotFound: a topic does not exist.
+    """
+    from services.kafka.ranges import watermarks
+
+    consumer = Consumer(consumer_config(settings, "streamscore-lag-reader"))
+    try:
+        first = {t: watermarks(consumer, t) for t in topics}
+        started = time.monotonic()
+        time.sleep(interval)  # the sampling interval of a rate, not synchronisation
+        second = {t: watermarks(consumer, t) for t in topics}
+        elapsed = time.monotonic() - started
+    finally:
+        consumer.close()
+    out = []
+    for t in topics:
+        held = sum(high - low for low, high in second[t].values())
+        grown = sum(second[t][p][1] - first[t].get(p, (0, 0))[1] for p in second[t])
+        out.append(TopicRate(t, len(second[t]), held, grown / elapsed if elapsed > 0 else 0.0))
     return out

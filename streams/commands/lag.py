@@ -7,7 +7,7 @@ import sys
 import click
 from rich.console import Console
 
-from services.kafka.lag import group_lag
+from services.kafka.lag import group_lag, topic_rates
 from streams.commands.common import app, emit, json_option, table
 
 CONTROL_GROUP = "streamscore-control"
@@ -20,14 +20,43 @@ CONTROL_GROUP = "streamscore-control"
     multiple=True,
     help="Consumer group (repeatable) [default: the scoring workers' and the control plane's].",
 )
+@click.option(
+    "--by-topic",
+    is_flag=True,
+    help="Per topic the groups read: messages held and log-end growth per second.",
+)
+@click.option(
+    "--interval",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.1, 60),
+    help="Seconds between the two readings a rate comes from (--by-topic).",
+)
 @json_option
 @click.pass_context
-def lag(ctx: click.Context, groups: tuple[str, ...]) -> None:
+def lag(ctx: click.Context, groups: tuple[str, ...], by_topic: bool, interval: float) -> None:
     """Committed offsets against the log end, per group and partition, as the broker sees them
-    (a table on a terminal, tab-separated lines when piped, JSON with --json)."""
+    (a table on a terminal, tab-separated lines when piped, JSON with --json). --by-topic: per
+    topic, the messages it holds, how fast it grows and the groups' total lag."""
     a = app(ctx)
     wanted = list(groups) or [a.settings.worker.scoring_group, CONTROL_GROUP]
     rows = [r.to_dict() for r in group_lag(a.settings, wanted)]
+    if by_topic:
+        names = sorted({r["topic"] for r in rows})
+        rates = [
+            t.to_dict() | {"lag": sum(r["lag"] for r in rows if r["topic"] == t.topic)}
+            for t in topic_rates(a.settings, names, interval)
+        ]
+        columns = ("topic", "partitions", "messages", "per_second", "lag")
+
+        def per_topic(c: Console) -> None:
+            shown = [
+                [*(t[k] for k in columns[:3]), f"{t['per_second']:.1f}", t["lag"]] for t in rates
+            ]
+            table(c, columns, shown, "topics", right=columns[1:])
+
+        emit(a, rates, per_topic)
+        return
 
     def render(c: Console) -> None:
         columns = ("group", "topic", "partition", "committed", "log_end", "lag")

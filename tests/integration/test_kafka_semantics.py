@@ -97,3 +97,8 @@ def test_lag_is_read_from_the_broker(
         "group\ttopic\tpartition\tcommitted\tlog_end\tlag",
         f"{group_id}\t{topic.name}\t0\t4\t10\t6",
     ]
+    topics = run_cli(stack.settings, "--json", "lag", "--group", group_id, "--by-topic")
+    assert topics.returncode == 0, topics.stderr[-2000:]
+    [row] = json.loads(topics.stdout)
+    assert (row["topic"], row["partitions"], row["messages"], row["lag"]) == (topic.name, 1, 10, 6)
+    assert row["per_second"] == 0.0  # nothing produced between the two readings
