@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from services.core.errors import BrokerUnavailable, ConfigError, NotFound
@@ -27,7 +27,7 @@ from services.kafka.admin import ensure_topics, list_topic_partitions
 from services.kafka.config import admin_config, producer_config
 from services.kafka.inbound import to_inbound
 from services.kafka.offsets import next_offsets
-from services.kafka.ranges import committed, iter_ranges, offsets_at, watermarks
+from services.kafka.ranges import committed, iter_ranges, ranges_since, watermarks
 from services.kafka.topics import TopicSpec
 from services.replay.plan import Range, ReplayPlan, clamp, remaining
 from services.scoring.pipeline import Inbound, process_batch
@@ -74,23 +74,14 @@ def resolve(
     partitions hold. Returns it with a note per range cut.
 
     Raises:
-        BrokerUnavailable: the source topic does not exist or the broker did not answer.
+        NotFound: the source topic does not exist.
+        BrokerUnavailable: the broker did not answer.
     """
-    marks = watermarks(consumer, source)
     if offsets:
-        wanted = list(offsets)
+        ranges, notes = clamp(offsets, watermarks(consumer, source))
     else:
-        parts = list(marks)
-        starts = offsets_at(consumer, source, parts, from_ms) if from_ms is not None else {}
-        ends = offsets_at(consumer, source, parts, to_ms) if to_ms is not None else {}
-        wanted = []
-        for p, (low, high) in marks.items():
-            start = starts.get(p, low) if from_ms is not None else low
-            end = ends.get(p, high) if to_ms is not None else high
-            start = high if start < 0 else start  # -1: nothing that recent
-            end = high if end < 0 else end
-            wanted.append(Range(p, start, end))
-    ranges, notes = clamp(wanted, marks)
+        ranges = [r for r in ranges_since(consumer, source, from_ms, to_ms) if r.count]
+        notes = []
     plan = ReplayPlan(
         run_id=run,
         source=source,
@@ -216,10 +207,26 @@ class Rescorer:
         return sends, Outcome(read=len(batch), predictions=n, dead_letters=len(letters))
 
 
+def fence(settings: Settings, run: str) -> Producer:
+    """The replay's transactional producer. Starting it fences a run of the same replay that
+    was killed and aborts the batch it had open; only then are the group's committed offsets
+    final (until then the broker holds them as unstable), so call it before reading them.
+
+    Raises:
+        BrokerUnavailable: the broker did not answer.
+    """
+    producer = Producer(producer_config(settings, **{"transactional.id": group_of(run)}))
+    try:
+        producer.init_transactions(COMMIT_TIMEOUT_S)
+    except KafkaException as exc:
+        raise BrokerUnavailable(f"cannot start the replay's transactions: {exc}") from exc
+    return producer
+
+
 def execute(
-    settings: Settings,
     plan: ReplayPlan,
     consumer: Consumer,
+    producer: Producer,
     outputs: Callable[[list[Message]], tuple[list[Send], Outcome]],
     *,
     rate: float = 0.0,
@@ -227,19 +234,13 @@ def execute(
     progress: Callable[[Outcome], None] = lambda _o: None,
 ) -> Outcome:
     """Run what is left of ``plan``, one transaction per batch; ``rate`` events/s at most
-    (0: no limit). ``consumer`` belongs to the plan's group; the caller closes it.
+    (0: no limit). ``consumer`` belongs to the plan's group and ``producer`` comes from
+    ``fence``; the caller closes the consumer.
 
     Raises:
         BrokerUnavailable: the broker did not take a batch (it was aborted: nothing of it is
             visible, and running the same replay again continues from it).
     """
-    producer = Producer(producer_config(settings, **{"transactional.id": group_of(plan.run_id)}))
-    try:
-        # First: fences a run of the same replay that was killed, and aborts what it had open;
-        # only then are the group's committed offsets final.
-        producer.init_transactions(COMMIT_TIMEOUT_S)
-    except KafkaException as exc:
-        raise BrokerUnavailable(f"cannot start the replay's transactions: {exc}") from exc
     done = committed(consumer, plan.source, [r.partition for r in plan.ranges])
     todo = remaining(plan, done)
     total = Outcome()
@@ -268,16 +269,10 @@ def _commit(
     batch: list[Message],
     sends: list[Send],
 ) -> None:
-    failures: list[KafkaError] = []
-
-    def on_delivery(err: KafkaError | None, _msg: Message) -> None:
-        if err is not None:
-            failures.append(err)
-
     producer.begin_transaction()
     try:
         for topic, key, value, headers, partition, ts in sends:
-            kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": on_delivery}
+            kwargs: dict[str, Any] = {"key": key, "value": value}
             if headers:
                 kwargs["headers"] = headers
             if partition is not None:
@@ -293,6 +288,7 @@ def _commit(
         producer.send_offsets_to_transaction(
             next_offsets(batch), consumer.consumer_group_metadata(), COMMIT_TIMEOUT_S
         )
+        # Flushes the batch first; a delivery that failed makes the commit fail (and abort).
         producer.commit_transaction(COMMIT_TIMEOUT_S)
     except BaseException as exc:  # an interrupt too: never leave a transaction open
         try:
@@ -305,8 +301,6 @@ def _commit(
                 "command again to continue"
             ) from exc
         raise
-    if failures:  # committed transactions have no failed deliveries; kept as a guard
-        raise BrokerUnavailable(f"replay deliveries failed: {failures[:3]}")
 
 
 def resolve_model(settings: Settings, model: str) -> str:

@@ -115,19 +115,24 @@ def iter_ranges(
         raise BrokerUnavailable(f"cannot read {topic}: {exc}", topic=topic) from exc
 
 
-def ranges_since(consumer: Consumer, topic: str, since_ms: int | None) -> list[Range]:
+def ranges_since(
+    consumer: Consumer, topic: str, since_ms: int | None, until_ms: int | None = None
+) -> list[Range]:
     """Per partition, from the first message at or after ``since_ms`` (from the beginning when
-    None) to the end as it is now.
+    None) up to the first at or after ``until_ms`` (the end as it is now when None).
 
     Raises:
         NotFound: the topic does not exist.
         BrokerUnavailable: the broker did not answer.
     """
     marks = watermarks(consumer, topic)
-    starts = offsets_at(consumer, topic, list(marks), since_ms) if since_ms is not None else {}
+    parts = list(marks)
+    starts = offsets_at(consumer, topic, parts, since_ms) if since_ms is not None else {}
+    ends = offsets_at(consumer, topic, parts, until_ms) if until_ms is not None else {}
     out = []
     for p, (low, high) in marks.items():
-        start = starts.get(p, low) if since_ms is not None else low
-        start = high if start < 0 else max(start, low)
-        out.append(Range(p, start, high))
+        start, end = starts.get(p, low), ends.get(p, high)
+        start = high if start < 0 else max(start, low)  # -1: nothing that recent
+        end = high if end < 0 else min(end, high)
+        out.append(Range(p, start, max(start, end)))
     return out

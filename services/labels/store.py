@@ -106,8 +106,9 @@ class PredictionStore:
         n = len(event_ids)
         flags = degraded if degraded is not None else [False] * n
         groups = missing if missing is not None else [()] * n
+        joined = {m: ",".join(m) for m in set(map(tuple, groups))}  # a few distinct per batch
         values = [
-            f"{v}|{var}|{s!r}|{int(d)}|{','.join(m)}"
+            f"{v}|{var}|{s!r}|{int(d)}|{joined[tuple(m)]}"
             for v, var, s, d, m in zip(
                 versions, variants, map(float, scores), flags, groups, strict=True
             )

@@ -149,5 +149,5 @@ def _explain(s: Settings, event_id: str, result: dict[str, Any], since_ms: int) 
     return {
         "looked_up_at": int(time.time() * 1000),
         "groups": groups,
-        "event": {k: v for k, v in event[0].items()} if event else None,
+        "event": event[0] if event else None,
     }

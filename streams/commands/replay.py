@@ -26,6 +26,7 @@ from streams.replay import (
     Rescorer,
     copier,
     ensure_targets,
+    fence,
     group_of,
     resolve,
     resolve_model,
@@ -150,6 +151,9 @@ def run(
     plan_file = _plans_dir(s.home) / f"{rid}.json"
     consumer = Consumer(consumer_config(s, group_of(rid)))
     try:
+        # Before the committed offsets are read: a killed run's open batch leaves them unstable
+        # until it is fenced (a dry run reads them as they are).
+        producer = fence(s, rid) if execute else None
         if plan_file.exists():
             plan = ReplayPlan.from_json(plan_file.read_text(encoding="utf-8"))
             notes = [f"continuing replay {rid} (plan of its first run, {plan_file})"]
@@ -215,9 +219,11 @@ def run(
         )
         started = time.monotonic()
 
+        assert producer is not None  # noqa: S101 (fenced above when executing)
+
         def execute_plan(progress: Any) -> Outcome:
             return run_replay(
-                s, plan, consumer, outputs, rate=rate, batch_size=batch, progress=progress
+                plan, consumer, producer, outputs, rate=rate, batch_size=batch, progress=progress
             )
 
         outcome = _with_progress(a, summary["left"], execute_plan)
@@ -254,9 +260,9 @@ def _render_plan(c: Console, d: dict[str, Any], dry: bool) -> None:
     mode = f"re-score with v{d['model_version']}" if d["model_version"] else "copy"
     c.print(f"replay {d['run_id']}: {mode}, {d['source']} -> {d['target']}", highlight=False)
     columns = ("partition", "start", "end", "offsets", "left")
-    if c.file is sys.stdout:
+    if dry:  # the result
         table(c, columns, [[r[k] for k in columns] for r in d["ranges"]], right=columns)
-    else:  # the plan of a run that writes is progress, on stderr
+    else:  # a run that writes: progress, on stderr
         c.print("; ".join(f"partition {r['partition']}: {r['left']} left" for r in d["ranges"]))
     for note in d["notes"]:
         c.print(f"note: {note}", highlight=False)

@@ -70,48 +70,60 @@ def tail(
     since = parse_since(from_time, int(time.time() * 1000), "--from-time") if from_time else None
     # With a filter, look further (up to FILTER_SCAN a partition) for N that match.
     scan = n if key is None and not filters else max(n, FILTER_SCAN)
-    consumer = Consumer(consumer_config(s, f"streamscore-tail-{uuid.uuid4().hex[:8]}"))
-    before = watermarks(consumer, topic) if follow else {}
+    # New messages start past what the window reads, or at the end as it was before the read.
+    before = _ends(s, topic) if follow else {}
     messages = read_window(
         s, topic, scan, from_beginning=from_beginning, since_ms=since, start_at=start_at
     )
     newest_first = not (from_beginning or since is not None or start_at is not None)
     messages.sort(key=lambda m: (m.timestamp()[1], m.partition() or 0, m.offset() or 0))
-    shown = 0
     out = []
     for m in reversed(messages) if newest_first else messages:
         row = _row(m, codec)
-        if key is not None and row["key"] != key:
-            continue
-        if any(str((row.get("value") or {}).get(f)) != v for f, v in filters):
-            continue
-        out.append(row)
-        shown += 1
-        if shown >= n:
-            break
+        if _wanted(row, key, filters):
+            out.append(row)
+            if len(out) >= n:
+                break
     for row in reversed(out) if newest_first else out:
         sys.stdout.write(json.dumps(row, default=str) + "\n")
-    if not follow:
-        consumer.close()
-        return
-    sys.stdout.flush()
-    # New messages: from past what was read, or from the end as it was before the read.
-    starts = {p: high for p, (_low, high) in before.items()}
-    for m in messages:
-        p = m.partition() or 0
-        starts[p] = max(starts.get(p, 0), (m.offset() or 0) + 1)
-    consumer.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
+    if follow:
+        for m in messages:
+            p = m.partition() or 0
+            before[p] = max(before.get(p, 0), (m.offset() or 0) + 1)
+        _follow(s, topic, before, codec, key, filters)
+
+
+def _wanted(row: dict[str, Any], key: str | None, filters: list[tuple[str, str]]) -> bool:
+    if key is not None and row["key"] != key:
+        return False
+    return all(str((row.get("value") or {}).get(f)) == v for f, v in filters)
+
+
+def _ends(s: Settings, topic: str) -> dict[int, int]:
+    consumer = Consumer(consumer_config(s, f"streamscore-tail-{uuid.uuid4().hex[:8]}"))
     try:
+        return {p: high for p, (_low, high) in watermarks(consumer, topic).items()}
+    finally:
+        consumer.close()
+
+
+def _follow(
+    s: Settings,
+    topic: str,
+    starts: dict[int, int],
+    codec: Any,
+    key: str | None,
+    filters: list[tuple[str, str]],
+) -> None:
+    """Print new messages from ``starts`` (partition: offset) until Ctrl-C."""
+    sys.stdout.flush()
+    consumer = Consumer(consumer_config(s, f"streamscore-tail-{uuid.uuid4().hex[:8]}"))
+    try:
+        consumer.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
         while True:
             for m in consumer.consume(500, 0.5):
-                if m.error() is not None:
-                    continue
-                row = _row(m, codec)
-                if key is not None and row["key"] != key:
-                    continue
-                if any(str((row.get("value") or {}).get(f)) != v for f, v in filters):
-                    continue
-                sys.stdout.write(json.dumps(row, default=str) + "\n")
+                if m.error() is None and _wanted(row := _row(m, codec), key, filters):
+                    sys.stdout.write(json.dumps(row, default=str) + "\n")
             sys.stdout.flush()
     except KeyboardInterrupt:
         pass
