@@ -29,8 +29,12 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from services.features.assemble import DEVICES, MS_PER_HOUR, SURFACES
+from services.features.assemble import MS_PER_HOUR
 from services.features.spec import FeatureSpec
+
+# The feed's enums, as its schema declares them (the generator is domain code).
+SURFACES = ("UNKNOWN", "HOME_FEED", "EXPLORE", "PROFILE", "SEARCH", "NOTIFICATIONS")
+DEVICES = ("UNKNOWN", "IOS", "ANDROID", "WEB")
 
 COUNTRIES = ("DE", "US", "BR", "IN", "JP", "FR", "GB", "NG")
 START_TIME_MS = 1_763_798_400_000  # 2025-11-22T08:00:00Z, the default start of generated time
@@ -99,6 +103,10 @@ class World:
 
     def item_ids(self) -> list[str]:
         return [f"i-{i:06d}" for i in range(self.n_items)]
+
+    def weights(self, group: str) -> npt.NDArray[np.float64]:
+        """Each entity's share of the traffic, in ``features(group)`` order."""
+        return self.user_weights if group == "user" else self.item_weights
 
     def features(self, group: str) -> tuple[list[str], npt.NDArray[np.float32]]:
         """Entity keys and their feature rows, as loaded into the feature store."""
@@ -201,6 +209,13 @@ class World:
                 }
             )
         return out
+
+
+def make(spec: FeatureSpec, seed: int = 42, entities: int | None = None, **kw: Any) -> World:
+    """The domain generator's entry point (domain.json ``generator``): ``entities`` users and
+    two fifths as many items (default 5,000 users)."""
+    users = entities or 5000
+    return World(spec, n_users=users, n_items=max(1, users * 2 // 5), seed=seed, **kw)
 
 
 def strip_private(event: dict[str, Any]) -> dict[str, Any]:

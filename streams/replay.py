@@ -138,10 +138,10 @@ class Rescorer:
         # Imported here: copies and dry runs do not pay for MLflow and the model stack.
         from services.codec.factory import codec_for, schema_ids, schemas_dir
         from services.codec.schemas import load_schemas
+        from services.domain.config import domain_of
         from services.scoring.loader import ServingLoader
         from services.scoring.registry import MlflowRegistry
-        from services.validation.rules import RecordRules
-        from streams.runtime import feature_spec, feature_store
+        from streams.runtime import feature_store
         from streams.topics import by_record
 
         if plan.model is None or plan.dead_letters is None:
@@ -150,10 +150,10 @@ class Rescorer:
         ids = schema_ids(settings)
         self.codec_in, self.codec_out, self.codec_dlq = (
             codec_for(settings, by_record(settings.topics, r), records, ids)
-            for r in ("Interaction", "Prediction", "DeadLetter")
+            for r in (settings.topics.event_record, settings.topics.prediction_record, "DeadLetter")
         )
-        self.rules = RecordRules.load("Interaction", schemas_dir(settings) / "rules")
-        self.spec = feature_spec(settings)
+        domain = domain_of(settings)
+        self.rules, self.spec = domain.rules, domain.spec
         self.store = feature_store(settings, self.spec)
         registry = MlflowRegistry(settings)
         model = ServingLoader(registry, registry.cache, registry.signing_key).load(plan.model)

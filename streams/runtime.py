@@ -13,6 +13,7 @@ from services.codec.schemas import load_schemas
 from services.core import metrics
 from services.core.errors import ConfigError, ModelLoadError, RegistryUnavailable
 from services.core.settings import Settings
+from services.domain.config import domain_of
 from services.drift.monitor import DetectorConfig, DriftMonitor
 from services.features.redis_store import RedisFeatureStore
 from services.features.spec import FeatureSpec
@@ -23,7 +24,6 @@ from services.scoring.loader import ServingLoader, smoke_check
 from services.scoring.model import LoadedModel
 from services.scoring.registry import MlflowRegistry
 from services.scoring.serving import Serving, compile_serving
-from services.validation.rules import RecordRules
 from streams.model_watcher import ModelWatcher, record_built
 from streams.probes import Probes
 from streams.scoring_worker import ScoringWorker
@@ -41,7 +41,8 @@ def redis_client(settings: Settings) -> redis.Redis:
 
 
 def feature_spec(settings: Settings) -> FeatureSpec:
-    return FeatureSpec.load(settings.features.spec_path)
+    """The domain's feature spec, checked against its schemas."""
+    return domain_of(settings).spec
 
 
 def feature_store(settings: Settings, spec: FeatureSpec | None = None) -> RedisFeatureStore:
@@ -58,7 +59,8 @@ def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> Scor
     when ``settings.model.watch``)."""
     records = load_schemas(schemas_dir(settings))
     ids = schema_ids(settings)
-    names = ("Interaction", "Prediction", "DeadLetter", "ModelEvent", "DriftSignal")
+    t = settings.topics
+    names = (t.event_record, t.prediction_record, "DeadLetter", "ModelEvent", "DriftSignal")
     topics = [by_record(settings.topics, r) for r in names]
     codecs = [codec_for(settings, t, records, ids) for t in topics]
     shadow_topic = next(
@@ -106,7 +108,7 @@ def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> Scor
         predictions_topic=topics[1],
         dlq_topic=topics[2],
         codecs=(codecs[0], codecs[1], codecs[2]),
-        rules=RecordRules.load("Interaction", schemas_dir(settings) / "rules"),
+        rules=domain_of(settings).rules,
         spec=spec,
         store=feature_store(settings, spec),
         model=serving,

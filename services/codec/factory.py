@@ -8,14 +8,15 @@ from services.codec.avro import AvroCodec
 from services.codec.ids import SchemaIds
 from services.codec.manifest import ManifestSchemaIds
 from services.codec.registry import RegistrySchemaIds
-from services.codec.schemas import DEFAULT_SCHEMAS_DIR, RecordSchema, load_schemas
+from services.codec.schemas import RecordSchema, load_schemas
 from services.core.errors import ConfigError
 from services.core.settings import Settings
 from services.kafka.topics import TopicSpec
 
 
 def schemas_dir(settings: Settings) -> Path:
-    return settings.schema_registry.schemas_dir or DEFAULT_SCHEMAS_DIR
+    """The domain folder: its schemas, examples, rules, feature spec and manifest."""
+    return settings.domain_dir
 
 
 def schema_ids(settings: Settings) -> SchemaIds:

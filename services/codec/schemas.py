@@ -13,8 +13,10 @@ import fastavro
 
 from services.core.errors import ConfigError
 
-# The repository's schemas/ directory, used when settings name none (editable installs).
+# The repository's schemas/ directory: the feed domain, and the platform's own records.
 DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+# Records every domain shares; a domain folder without them uses these.
+PLATFORM_RECORDS = ("DeadLetter", "DriftSignal", "RetrainRequest", "ModelEvent")
 
 
 def fingerprint(schema: dict[str, Any]) -> str:
@@ -66,8 +68,8 @@ def full_name(source: dict[str, Any]) -> str:
 class RecordSchema:
     """One record schema: its source JSON, parsed forms and fingerprint."""
 
-    name: str  # short record name, e.g. "Interaction" (also the file stem)
-    full_name: str  # namespaced, e.g. "io.streamscore.feed.Interaction"
+    name: str  # short record name, e.g. "Prediction" (also the file stem)
+    full_name: str  # namespaced, e.g. "io.streamscore.ops.DeadLetter"
     source: dict[str, Any]
     parsed: Any  # fastavro's parsed schema, for writing
     reader: Any  # parsed, timestamps as ints, for reading
@@ -97,7 +99,8 @@ def parse_record(source: dict[str, Any], path: Path) -> RecordSchema:
 
 
 def load_schemas(schemas_dir: Path) -> dict[str, RecordSchema]:
-    """Load every ``*.avsc`` in ``schemas_dir``, keyed by short record name.
+    """Load every ``*.avsc`` in ``schemas_dir``, keyed by short record name, and the platform's
+    records (``PLATFORM_RECORDS``) the folder does not have.
 
     Raises:
         ConfigError: a file is not JSON, not a record, or its record name differs from its stem.
@@ -116,4 +119,9 @@ def load_schemas(schemas_dir: Path) -> dict[str, RecordSchema]:
         out[record.name] = record
     if not out:
         raise ConfigError(f"no *.avsc files in {schemas_dir}")
+    if schemas_dir.resolve() != DEFAULT_SCHEMAS_DIR.resolve():
+        for name in PLATFORM_RECORDS:
+            if name not in out:
+                path = DEFAULT_SCHEMAS_DIR / f"{name}.avsc"
+                out[name] = parse_record(json.loads(path.read_text(encoding="utf-8")), path)
     return out

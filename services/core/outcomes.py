@@ -49,3 +49,4 @@ class Rejected:
     stage: Stage
     reason: Reason
     detail: str
+    field: str = ""  # the field a validation rule refused, when one did

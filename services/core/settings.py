@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -114,8 +114,8 @@ class SchemaRegistrySettings(_Group):
     )
     schemas_dir: Path | None = Field(
         None,
-        description="Directory of *.avsc, examples/ and manifest.json. Unset: the repository's "
-        "schemas/ directory.",
+        description="The domain folder (*.avsc, examples/, rules/, features.json, domain.json, "
+        "manifest.json), as a path. Unset: the folder of `domain`.",
     )
 
 
@@ -150,17 +150,29 @@ class RedisSettings(_Group):
 
 
 class TopicSettings(_Group):
-    """Topic names; dead-letter topics are always ``<topic>.dlq``."""
+    """Topic names; dead-letter topics are always ``<topic>.dlq``. The input, prediction and
+    label topics default to the domain's (its domain.json `topics`); the defaults shown are the
+    feed domain's."""
 
     interactions: str = Field("feed.interactions.v1", description="Input interaction events.")
     predictions: str = Field("feed.predictions.v1", description="Predictions, keyed like input.")
-    labels: str = Field("feed.labels.v1", description="Delayed ground truth (engaged or not).")
+    labels: str = Field("feed.labels.v1", description="Delayed ground truth (the domain's label).")
     drift_signals: str = Field("ml.drift-signals.v1", description="Drift detector firings.")
     retrain_requests: str = Field("ml.retrain-requests.v1", description="Retraining requests.")
     model_events: str = Field("ml.model-events.v1", description="Model registry/alias events.")
     shadow_predictions: str = Field(
         "feed.shadow-predictions.v1",
         description="The shadow challenger's predictions (variant=shadow, never served).",
+    )
+    event_record: str = Field(
+        "Interaction", description="Avro record of the input topic (the domain's `event.record`)."
+    )
+    prediction_record: str = Field(
+        "Prediction",
+        description="Avro record of the prediction topics (the domain's `prediction.record`).",
+    )
+    label_record: str = Field(
+        "Label", description="Avro record of the label topic (the domain's `label.record`)."
     )
 
 
@@ -236,8 +248,8 @@ class FeatureSettings(_Group):
 
     spec_path: Path | None = Field(
         None,
-        description="Feature spec (JSON): entity groups, feature names and defaults. Unset: the "
-        "repository's schemas/features.json.",
+        description="Feature spec (JSON): entity groups, event features, names and defaults. "
+        "Unset: the domain folder's features.json.",
     )
     ttl_seconds: int = Field(
         0, ge=0, description="Expiry of loaded feature keys in Redis; 0 keeps them forever."
@@ -247,7 +259,11 @@ class FeatureSettings(_Group):
 class ModelSettings(_Group):
     """The model registry (MLflow) and which model the scoring worker serves."""
 
-    name: str = Field("engagement", description="Registered model name in MLflow.")
+    name: str = Field(
+        "engagement",
+        description="Registered model name in MLflow. Unset: the domain's `model_name`; the "
+        "default shown is the feed domain's.",
+    )
     alias: str = Field("champion", description="Alias the scoring worker serves.")
     tracking_uri: str | None = Field(
         None,
@@ -351,7 +367,7 @@ class DriftSettings(_Group):
     )
     detectors: dict[str, Literal["adwin", "page_hinkley"]] = Field(
         default_factory=dict,
-        description='Per-signal detector overrides (JSON), e.g. {"feature:item_age_hours": '
+        description='Per-signal detector overrides (JSON), e.g. {"feature:<name>": '
         '"page_hinkley"}; signals are score, error and feature:<name>.',
     )
     ph_threshold: float = Field(50.0, gt=0, description="PageHinkley threshold.")
@@ -360,8 +376,9 @@ class DriftSettings(_Group):
         1000, ge=0, description="After a firing, the detector's flags are ignored this long."
     )
     features: tuple[str, ...] = Field(
-        ("position", "item_age_hours", "session_depth"),
-        description="Numeric event fields watched for covariate drift (a JSON list in env).",
+        (),
+        description="Numeric event fields watched for covariate drift (a JSON list in env). "
+        "Unset: the domain's `drift_features`.",
     )
     label_horizon_seconds: int = Field(
         7200,
@@ -498,6 +515,54 @@ class _SchemaRegistryUrlAlias(PydanticBaseSettingsSource):
         return {"schema_registry": {"url": value}} if value else {}
 
 
+# The shipped domains: the feed is the repository's schemas/ folder, others live beneath it.
+SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+DOMAIN_FILE = "domain.json"
+# domain.json `topics` keys and the TopicSettings fields they default.
+DOMAIN_TOPICS = {
+    "events": "interactions",
+    "predictions": "predictions",
+    "shadow_predictions": "shadow_predictions",
+    "labels": "labels",
+}
+
+
+def domain_folder(domain: str) -> Path:
+    """A shipped domain's folder by name, else ``domain`` read as a path.
+
+    >>> domain_folder("feed") == SCHEMAS_DIR, domain_folder("payments").name
+    (True, 'payments')
+    """
+    if domain == "feed":
+        return SCHEMAS_DIR
+    shipped = SCHEMAS_DIR / "domains" / domain
+    if "/" not in domain and shipped.is_dir():
+        return shipped
+    return Path(domain).expanduser().absolute()
+
+
+def domain_declares(folder: Path) -> dict[str, Any]:
+    """The parsed ``domain.json`` of ``folder`` ({} when it has none).
+
+    Raises:
+        ConfigError: the file is not a JSON object, or the folder does not exist.
+    """
+    from services.core.errors import ConfigError
+
+    if not folder.is_dir():
+        raise ConfigError(f"domain folder {folder} does not exist (STREAMSCORE_DOMAIN)")
+    path = folder / DOMAIN_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a JSON object")
+    return data
+
+
 class Settings(BaseSettings):
     """Everything configurable, in one frozen object. ``repr`` never shows a secret."""
 
@@ -509,6 +574,11 @@ class Settings(BaseSettings):
         case_sensitive=False,
     )
 
+    domain: str = Field(
+        "feed",
+        description="The domain served: a shipped one by name (feed, payments) or the path of a "
+        "domain folder. See docs/adapting.md.",
+    )
     home: Path = Field(
         Path(".streamscore"),
         description="State directory: the embedded stack's pid and log files and Kafka data. "
@@ -533,6 +603,39 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().absolute()
+
+    @property
+    def domain_dir(self) -> Path:
+        """The domain folder in effect: ``schema_registry.schemas_dir``, else ``domain``."""
+        if self.schema_registry.schemas_dir is not None:
+            return self.schema_registry.schemas_dir
+        return domain_folder(self.domain)
+
+    @model_validator(mode="after")
+    def _domain_defaults(self) -> Settings:
+        """Topic names, drift features and the model name that were not set come from the
+        domain's ``domain.json`` (a folder without one keeps the defaults)."""
+        declared = domain_declares(self.domain_dir)
+        topics = {
+            field: declared["topics"][key]
+            for key, field in DOMAIN_TOPICS.items()
+            if key in declared.get("topics", {}) and field not in self.topics.model_fields_set
+        }
+        records = {"event": "event_record", "prediction": "prediction_record"}
+        for key, field in (records | {"label": "label_record"}).items():
+            part = declared.get(key)
+            record = part.get("record") if isinstance(part, dict) else None
+            if record and field not in self.topics.model_fields_set:
+                topics[field] = str(record)
+        if topics:
+            object.__setattr__(self, "topics", self.topics.model_copy(update=topics))
+        if "drift_features" in declared and "features" not in self.drift.model_fields_set:
+            features = {"features": tuple(declared["drift_features"])}
+            object.__setattr__(self, "drift", self.drift.model_copy(update=features))
+        if "model_name" in declared and "name" not in self.model.model_fields_set:
+            name = {"name": str(declared["model_name"])}
+            object.__setattr__(self, "model", self.model.model_copy(update=name))
+        return self
 
     @classmethod
     def settings_customise_sources(

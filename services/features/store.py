@@ -48,7 +48,7 @@ def defaults_matrix(group: GroupSpec, n: int) -> Matrix:
     """``n`` rows of the group's declared defaults.
 
     >>> from services.features.spec import FeatureDef
-    >>> g = GroupSpec("user", "user_id", (FeatureDef("a", 0.5, 0, 1),))
+    >>> g = GroupSpec("user", "who", (FeatureDef("a", 0.5, 0, 1),))
     >>> defaults_matrix(g, 2).tolist()
     [[0.5], [0.5]]
     """

@@ -12,7 +12,7 @@ DLQ_SUFFIX = ".dlq"
 class TopicSpec:
     """One topic: its name, partition count, codecs and who uses it.
 
-    >>> TopicSpec("feed.x.v1", 3, "string", "Interaction", "input", "producers", "scoring").subject
+    >>> TopicSpec("feed.x.v1", 3, "string", "Event", "input", "producers", "scoring").subject
     'feed.x.v1-value'
     """
 

@@ -27,7 +27,7 @@ class Joined:
     event_id: str
     partition: int
     offset: int
-    engaged: bool
+    outcome: bool  # the label's target (the domain's label.target field)
     served: Stored
     shadow: Stored | None
     label_lag_ms: int  # label_time - event_time
@@ -36,16 +36,16 @@ class Joined:
     @property
     def error(self) -> float:
         """Log loss of the served score."""
-        return log_loss_one(self.served.score, self.engaged)
+        return log_loss_one(self.served.score, self.outcome)
 
 
-def log_loss_one(score: float, engaged: bool) -> float:
+def log_loss_one(score: float, outcome: bool) -> float:
     """
     >>> round(log_loss_one(0.8, True), 4), round(log_loss_one(0.8, False), 4)
     (0.2231, 1.6094)
     """
     p = min(max(score, 1e-6), 1 - 1e-6)
-    return -math.log(p) if engaged else -math.log(1 - p)
+    return -math.log(p) if outcome else -math.log(1 - p)
 
 
 def log_losses(scores: npt.ArrayLike, outcomes: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -64,9 +64,12 @@ def join(
     labels: Sequence[tuple[int, int, Mapping[str, Any]]],
     served: Sequence[Stored | None],
     shadow: Sequence[Stored | None],
+    target: str,
+    join_key: str = "event_id",
 ) -> tuple[list[Joined], int]:
     """Labels (partition, offset, record) with their stored predictions; returns the joined
-    and how many labels had no stored prediction (expired, or never scored)."""
+    and how many labels had no stored prediction (expired, or never scored). ``target`` is the
+    label's boolean outcome field, ``join_key`` the field naming the event."""
     out, unmatched = [], 0
     for (partition, offset, label), s, sh in zip(labels, served, shadow, strict=True):
         if s is None:
@@ -74,10 +77,10 @@ def join(
             continue
         out.append(
             Joined(
-                label["event_id"],
+                label[join_key],
                 partition,
                 offset,
-                bool(label["engaged"]),
+                bool(label[target]),
                 s,
                 sh,
                 int(label["label_time"]) - int(label["event_time"]),
@@ -109,15 +112,15 @@ class QualityBook:
         with self._lock:
             for j in joined:
                 served, shadow, t = j.served, j.shadow, j.event_time
-                self._add(served.model_version, served.variant, served.score, j.engaged, t)
+                self._add(served.model_version, served.variant, served.score, j.outcome, t)
                 if shadow is None:
                     continue
-                self._add(shadow.model_version, "shadow", shadow.score, j.engaged, t)
+                self._add(shadow.model_version, "shadow", shadow.score, j.outcome, t)
                 if served.variant == "champion":
                     key = (served.model_version, shadow.model_version)
                     if key not in self.paired:
                         self.paired[key] = deque(maxlen=self.window)
-                    self.paired[key].append((served.score, shadow.score, j.engaged, t))
+                    self.paired[key].append((served.score, shadow.score, j.outcome, t))
 
     def _add(self, version: str, variant: str, score: float, y: bool, at_ms: int) -> None:
         key = (version, variant)

@@ -16,6 +16,7 @@ import numpy as np
 from services.codec.avro import AvroCodec
 from services.core.errors import TransientError
 from services.core.settings import Settings
+from services.domain.config import domain_of
 from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore
 from services.kafka.replay import read_since
@@ -44,9 +45,10 @@ class Codecs:
 def labelled_window(
     settings: Settings, codecs: Codecs, since_ms: int, max_events: int
 ) -> tuple[list[dict[str, Any]], dict[str, bool]]:
-    """Interactions with an event time from ``since_ms``, and their labels, replayed from the
+    """Events with an event time from ``since_ms``, and their labels, replayed from the
     topics to their current ends (all of it, or ``BrokerUnavailable``)."""
     timeout = settings.retrain.replay_timeout_seconds
+    label = domain_of(settings).label
     # By event id, the last copy winning: producers' retries and redrives can repeat an event.
     by_id: dict[str, dict[str, Any]] = {}
     for m in read_since(settings, settings.topics.interactions, since_ms, max_events, timeout):
@@ -58,7 +60,7 @@ def labelled_window(
     for m in read_since(settings, settings.topics.labels, since_ms, max_events * 2, timeout):
         decoded = codecs.label.decode_one(m.value())
         if isinstance(decoded, dict):
-            labels[str(decoded["event_id"])] = bool(decoded["engaged"])
+            labels[str(decoded[label.join_key])] = bool(decoded[label.target])
     return events, labels
 
 

@@ -82,6 +82,7 @@ class PredictionBlock:
     degraded: list[bool]
     missing: tuple[tuple[str, ...], ...]
     scored_at: int
+    carry: tuple[str, ...] = ()  # event fields copied into each prediction (the spec's carry)
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -99,11 +100,11 @@ class PredictionBlock:
             ids = [prediction_id_raw(e + tail) for e in event_ids]
         else:
             ids = [prediction_id(e, v) for e, v in zip(event_ids, self.versions, strict=True)]
+        carried = {name: self.field(name) for name in self.carry}
         return {
             "prediction_id": ids,
             "event_id": event_ids,
-            "user_id": self.field("user_id"),
-            "item_id": self.field("item_id"),
+            **carried,
             "score": self.scores,
             "model_name": Const(self.model_name),
             "model_version": versions,
@@ -391,7 +392,7 @@ def process_batch(
         good = [m for m, r in zip(good, refusals, strict=True) if r is None]
         events = [e for e, r in zip(events, refusals, strict=True) if r is None]
     matrix = assemble(spec, events, found)
-    scored = score_rows(serving, matrix.values, column(events, "user_id"), threshold)
+    scored = score_rows(serving, matrix.values, column(events, spec.key_field), threshold)
     missing: dict[str, int] = {}
     for groups in matrix.missing:
         for group in groups:
@@ -407,6 +408,7 @@ def process_batch(
         scored.degraded,
         matrix.missing,
         now_ms,
+        spec.carry,
     )
     shadow = None
     if scored.shadow_scores is not None and scored.shadow_version is not None:
@@ -421,6 +423,7 @@ def process_batch(
             [False] * n,
             matrix.missing,
             now_ms,
+            spec.carry,
         )
     return BatchResult(
         served,

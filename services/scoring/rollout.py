@@ -45,17 +45,17 @@ class RolloutState:
         return head
 
 
-def canary_bucket(user_id: str) -> int:
+def canary_bucket(key: str) -> int:
     """A user's fixed bucket in [0, 10000): a hash, so the same user always lands in it.
 
     >>> canary_bucket("u1") == canary_bucket("u1")
     True
     """
-    digest = hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).digest()
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
     return int.from_bytes(digest[:8], "big") % CANARY_BUCKETS
 
 
-def in_canary(user_ids: Sequence[str], percent: float) -> list[bool]:
+def in_canary(keys: Sequence[str], percent: float) -> list[bool]:
     """Which users the challenger serves: sticky per user, and raising the percentage only
     adds users (a user in the 5% canary is still in the 10% one).
 
@@ -63,7 +63,7 @@ def in_canary(user_ids: Sequence[str], percent: float) -> list[bool]:
     ([False, False], [True, True])
     """
     cut = round(percent * CANARY_BUCKETS / 100)
-    return [canary_bucket(u) < cut for u in user_ids]
+    return [canary_bucket(u) < cut for u in keys]
 
 
 @dataclass(frozen=True, slots=True)

@@ -124,7 +124,7 @@ def score_with_ladder(
 
 
 def score_rows(
-    serving: Serving, X: npt.NDArray[np.float64], user_ids: Sequence[str], threshold: float
+    serving: Serving, X: npt.NDArray[np.float64], keys: Sequence[str], threshold: float
 ) -> Scored:
     """Score a batch's matrix under the current rollout."""
     n = len(X)
@@ -155,7 +155,7 @@ def score_rows(
             challenger.version,
             agreement(champ, shadow, threshold),
         )
-    mask = np.asarray(in_canary(user_ids, serving.canary_percent), dtype=bool)
+    mask = np.asarray(in_canary(keys, serving.canary_percent), dtype=bool)
     if mask.any():
         try:
             canary = challenger.predict(X[mask])

@@ -16,22 +16,6 @@ from services.features.assemble import assemble, feature_names, lookup_requests
 from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore
 
-# Context columns and the ranges a sane event has; NaN is allowed only where the event may omit it.
-CONTEXT_RANGES: dict[str, tuple[float, float]] = {
-    "position": (0, 10_000),
-    "session_depth": (0, 1_000_000),
-    "item_age_hours": (0, 24 * 365 * 20),
-    "user_tenure_days": (0, 365 * 50),
-    "network_rtt_ms": (0, 600_000),
-    "is_following_author": (0, 1),
-    "is_video": (0, 1),
-    "is_sponsored": (0, 1),
-    "surface": (0, 5),
-    "device": (0, 3),
-    "hour_of_day": (0, 23),
-}
-NULLABLE = {"network_rtt_ms"}
-
 
 @dataclass(frozen=True, slots=True)
 class TrainingSet:
@@ -85,7 +69,7 @@ def build_training_set(
         parts.append(matrix.values)
         for row in matrix.missing:
             missing.update(row)
-    n_cols = sum(g.width for g in spec.groups) + len(CONTEXT_RANGES)
+    n_cols = len(feature_names(spec))
     X = np.vstack(parts) if parts else np.empty((0, n_cols))
     y = np.array([int(labels[e["event_id"]]) for e in labelled], dtype=np.int64)
     names = feature_names(spec)
@@ -116,11 +100,15 @@ def validate(
     dupes = rows - len(set(ts.event_ids))
     if dupes:
         problems.append(f"{dupes} duplicate event ids")
-    ranges = {f.name: (f.min, f.max) for g in spec.groups for f in g.features} | CONTEXT_RANGES
+    ranges = {f.name: (f.min, f.max) for g in spec.groups for f in g.features}
+    for d in spec.context:
+        ranges |= dict.fromkeys(d.columns, d.bounds())
+    # NaN is allowed only where the spec makes it the default (an unknown value).
+    nullable = {c for d in spec.context if math.isnan(d.fill()) for c in d.columns}
     for j, name in enumerate(ts.names):
         col = ts.X[:, j]
         nan = int(np.isnan(col).sum())
-        if nan and name not in NULLABLE:
+        if nan and name not in nullable:
             problems.append(f"{name}: {nan} missing values")
         if np.isinf(col).any():
             problems.append(f"{name}: infinite values")

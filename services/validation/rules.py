@@ -80,8 +80,8 @@ class RecordRules:
             raise ConfigError(f"cannot read rules {path}: {exc}") from exc
 
 
-def _reject(reason: Reason, detail: str) -> Rejected:
-    return Rejected(Stage.VALIDATE, reason, detail)
+def _reject(reason: Reason, detail: str, field: str) -> Rejected:
+    return Rejected(Stage.VALIDATE, reason, detail, field)
 
 
 def validate_one(record: Mapping[str, Any], rules: RecordRules, now_ms: int) -> Rejected | None:
@@ -101,26 +101,31 @@ def validate_one(record: Mapping[str, Any], rules: RecordRules, now_ms: int) -> 
             continue  # absent optional field: the schema already decided it may be null
         if isinstance(value, str):
             if rule.min_length is not None and len(value) < rule.min_length:
-                return _reject(Reason.MISSING_VALUE, f"{rule.name} is empty")
+                return _reject(Reason.MISSING_VALUE, f"{rule.name} is empty", rule.name)
             if rule.max_length is not None and len(value) > rule.max_length:
                 return _reject(
                     Reason.TOO_LONG,
                     f"{rule.name} has {len(value)} characters, max {rule.max_length}",
+                    rule.name,
                 )
             if rule.pattern is not None and not rule.pattern.fullmatch(value):
                 return _reject(
-                    Reason.BAD_FORMAT, f"{rule.name} does not match {rule.pattern.pattern}"
+                    Reason.BAD_FORMAT,
+                    f"{rule.name} does not match {rule.pattern.pattern}",
+                    rule.name,
                 )
         elif isinstance(value, int | float) and not isinstance(value, bool):
             if isinstance(value, float) and not math.isfinite(value):
                 if not rule.allow_nan:
-                    return _reject(Reason.NOT_FINITE, f"{rule.name} is {value}")
+                    return _reject(Reason.NOT_FINITE, f"{rule.name} is {value}", rule.name)
                 continue
             if (rule.min is not None and value < rule.min) or (
                 rule.max is not None and value > rule.max
             ):
                 return _reject(
-                    Reason.OUT_OF_RANGE, f"{rule.name}={value} outside [{rule.min}, {rule.max}]"
+                    Reason.OUT_OF_RANGE,
+                    f"{rule.name}={value} outside [{rule.min}, {rule.max}]",
+                    rule.name,
                 )
     if rules.time_field is not None:
         t = record.get(rules.time_field)
@@ -131,6 +136,7 @@ def validate_one(record: Mapping[str, Any], rules: RecordRules, now_ms: int) -> 
                 Reason.TIME_OUT_OF_WINDOW,
                 f"{rules.time_field}={t} is outside [now-{rules.max_age_ms // 86_400_000}d, "
                 f"now+{rules.max_future_ms // 1000}s]",
+                rules.time_field,
             )
     return None
 

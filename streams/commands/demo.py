@@ -37,6 +37,7 @@ from load.world import strip_private
 from services.codec.factory import codec_for
 from services.core.errors import EmbeddedStackError, StreamMLError
 from services.core.settings import Settings, to_env
+from services.domain.config import domain_of
 from services.embedded import prometheus
 from services.embedded.stack import EmbeddedStack
 from services.kafka.config import consumer_config, producer_config
@@ -101,24 +102,26 @@ def demo(ctx: click.Context, n_events: int, rate: float, keep_stack: bool, drift
 
 def _run(err: Console, s: Settings, n: int, rate: float, drift: bool) -> dict[str, Any]:
     spec = feature_spec(s)
-    world = make_world(
-        spec, 5000, 2000, 42, start_time_ms=int(time.time() * 1000), rate_per_second=rate
-    )
+    label = domain_of(s).label
+    world = make_world(s, 42, start_time_ms=int(time.time() * 1000), rate_per_second=rate)
     store = feature_store(s, spec)
-    with err.status("loading user and item features into Redis..."):
-        users, rows = world.features("user")
-        # The rarest users (about 2% of traffic) get no features, to show that such events are
-        # scored with the spec's defaults and flagged, not dropped.
-        order = np.argsort(world.user_weights)
-        cut = int(np.searchsorted(np.cumsum(world.user_weights[order]), 0.02))
+    with err.status(f"loading {', '.join(g.name for g in spec.groups)} features into Redis..."):
+        first = spec.groups[0].name
+        keys, rows = world.features(first)
+        # The rarest entities of the first group (about 2% of traffic) get no features, to show
+        # that such events are scored with the spec's defaults and flagged, not dropped.
+        weights = world.weights(first)
+        order = np.argsort(weights)
+        cut = int(np.searchsorted(np.cumsum(weights[order]), 0.02))
         keep = np.sort(order[cut:])
-        store.put_many("user", [users[i] for i in keep], rows[keep])
-        store.put_many("item", *world.features("item"))
+        store.put_many(first, [keys[i] for i in keep], rows[keep])
+        for g in spec.groups[1:]:
+            store.put_many(g.name, *world.features(g.name))
     registry = MlflowRegistry(s)
     with err.status("training a model on 40,000 historical events (MLflow run + registry)..."):
-        history = make_world(spec, 5000, 2000, 42, start_time_ms=int(time.time() * 1000) - 400_000)
+        history = make_world(s, 42, start_time_ms=int(time.time() * 1000) - 400_000)
         past = history.events(40_000, start_index=HISTORY_START_INDEX)
-        labels = {x["event_id"]: x["engaged"] for x in history.labels(past)}
+        labels = {x[label.join_key]: x[label.target] for x in history.labels(past)}
         trained = train_and_register(registry, spec, store, past, labels, seed=42)
     challenger = trained
     if not trained.alias_set and _retrained_for_drift(registry):
@@ -136,7 +139,7 @@ def _run(err: Console, s: Settings, n: int, rate: float, drift: bool) -> dict[st
         # That model is champion (the first run, or a fresh baseline): train a newcomer.
         with err.status("training a second version on other history (the newcomer)..."):
             past = history.events(40_000, start_index=HISTORY_START_INDEX + 10_000_000)
-            labels = {x["event_id"]: x["engaged"] for x in history.labels(past)}
+            labels = {x[label.join_key]: x[label.target] for x in history.labels(past)}
             challenger = train_and_register(registry, spec, store, past, labels, seed=43)
     served = registry.alias_version("champion")
     err.print(
@@ -180,7 +183,7 @@ def _run(err: Console, s: Settings, n: int, rate: float, drift: bool) -> dict[st
             if joined:
 
                 def act_world(**kw: Any) -> Any:
-                    return make_world(spec, 5000, 2000, 42, **kw)
+                    return make_world(s, 42, **kw)
 
                 # Slower than act 1: the label join, the trainer and the worker share 2 cores.
                 result["drift"] = drift_act(err, s, act_world, lines, min(rate, 1000.0))
@@ -245,8 +248,9 @@ def _now() -> int:
 def _stream(
     err: Console, s: Settings, world: Any, n: int, rate: float, steps: list[Step]
 ) -> dict[str, Any]:
-    codec = codec_for(s, by_record(s.topics, "Interaction"))
-    pred_codec = codec_for(s, by_record(s.topics, "Prediction"))
+    codec = codec_for(s, by_record(s.topics, s.topics.event_record))
+    pred_codec = codec_for(s, by_record(s.topics, s.topics.prediction_record))
+    key_field = domain_of(s).key_field
     dlq_codec = codec_for(s, by_record(s.topics, "DeadLetter"))
     raw = world.events(n)
     events = [strip_private(e) for e in raw]
@@ -254,7 +258,7 @@ def _stream(
     run = uuid.uuid4().hex[:12]
     messages: list[tuple[bytes, bytes, str | None]] = []  # key, value, event id when valid
     for i, (event, value) in enumerate(zip(events, codec.encode_many(events), strict=True)):
-        messages.append((event["user_id"].encode(), value, event["event_id"]))
+        messages.append((event[key_field].encode(), value, event["event_id"]))
         if i % HOSTILE_EVERY == HOSTILE_EVERY - 1:
             messages.append((b"hostile", hostile[(i // HOSTILE_EVERY) % len(hostile)][0], None))
     seq_of_event = {eid: i for i, (_, _, eid) in enumerate(messages) if eid is not None}
@@ -376,10 +380,15 @@ def _stream(
     reader.close()
 
     truth = world.labels(raw)
-    y = np.array([lab["engaged"] for lab in truth if lab["event_id"] in scores], dtype=int)
-    p = np.array([scores[lab["event_id"]] for lab in truth if lab["event_id"] in scores])
+    truth_of = domain_of(s).label
+    y = np.array(
+        [lab[truth_of.target] for lab in truth if lab[truth_of.join_key] in scores], dtype=int
+    )
+    p = np.array(
+        [scores[lab[truth_of.join_key]] for lab in truth if lab[truth_of.join_key] in scores]
+    )
     oracle = world.probabilities(raw)
-    y_all = np.array([lab["engaged"] for lab in truth], dtype=int)
+    y_all = np.array([lab[truth_of.target] for lab in truth], dtype=int)
     return {
         "events_in": len(messages),
         "valid_sent": len(events),
@@ -398,7 +407,7 @@ def _stream(
         "variants": compare_report(
             list(served.values()),
             list(shadow.values()),
-            {lab["event_id"]: bool(lab["engaged"]) for lab in truth},
+            {lab[truth_of.join_key]: bool(lab[truth_of.target]) for lab in truth},
             s.model.decision_threshold,
         ),
     }

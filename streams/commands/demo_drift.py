@@ -28,6 +28,7 @@ from rich.table import Table
 from load.world import Drift, World, strip_private
 from services.codec.factory import codec_for
 from services.core.settings import Settings, to_env
+from services.domain.config import domain_of
 from services.kafka.config import consumer_config, producer_config
 from services.labels.join import log_loss_one
 from streams.topics import by_record
@@ -104,9 +105,10 @@ def drift_act(
         rate_per_second=rate,
         start_time_ms=int(time.time() * 1000) - int(start_index * 1000 / rate),
     )
-    codec = codec_for(s, by_record(s.topics, "Interaction"))
-    label_codec = codec_for(s, by_record(s.topics, "Label"))
-    pred_codec = codec_for(s, by_record(s.topics, "Prediction"))
+    codec = codec_for(s, by_record(s.topics, s.topics.event_record))
+    label_codec = codec_for(s, by_record(s.topics, s.topics.label_record))
+    pred_codec = codec_for(s, by_record(s.topics, s.topics.prediction_record))
+    domain = domain_of(s)
     producer = Producer(producer_config(s))
     reader = Consumer(
         consumer_config(
@@ -137,10 +139,10 @@ def drift_act(
                 if e["_index"] >= onset:
                     after_onset[stripped["event_id"]] = stripped
             for e, v in zip(events, codec.encode_many(events), strict=True):
-                producer.produce(s.topics.interactions, key=e["user_id"].encode(), value=v)
+                producer.produce(s.topics.interactions, key=e[domain.key_field].encode(), value=v)
             labels = world.labels(raw)
             for e, lab in zip(raw, labels, strict=True):
-                truth[lab["event_id"]] = bool(lab["engaged"])
+                truth[lab[domain.label.join_key]] = bool(lab[domain.label.target])
                 index_of[lab["event_id"]] = int(e["_index"])
             pending.append((time.time() + LABEL_DELAY_SECONDS, labels))
             while pending and pending[0][0] <= time.time():

@@ -49,7 +49,7 @@ def load() -> None:
 @click.option("--latency-seconds", default=20.0, show_default=True, help="Per latency rate.")
 @click.option("--soak", "soak_seconds", default=0.0, help="Also a soak at 50% for this long.")
 @click.option(
-    "--price-per-core-hour", default=0.05, show_default=True, help="For the cost line (USD)."
+    "--price-per-core-hour", default=0.05, show_default=True, help="For the cost line (US dollars)."
 )
 @click.option(
     "--impls",

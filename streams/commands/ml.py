@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import signal
 import time
@@ -13,12 +14,18 @@ import click
 import numpy as np
 from rich.console import Console
 
+from services.codec.table import RowProblem, convert, records_from_rows
 from services.core.errors import ConfigError
+from services.core.settings import Settings
+from services.domain.config import domain_of
 from services.embedded.prometheus import register_target
 from services.features.spec import FeatureSpec
 from services.scoring.registry import MlflowRegistry
+from services.training.dataset import ValidationReport
 from services.training.pipeline import TrainingRefused, train_and_register
+from services.validation.rules import validate_many
 from streams.commands.common import CLIENT_LOGGERS, app, emit, json_option, serves
+from streams.files import format_of, read_rows
 from streams.probes import serve
 from streams.runtime import (
     control_plane_probes,
@@ -36,19 +43,27 @@ HISTORY_START_INDEX = 50_000_000
 def world_options(func: F) -> F:
     """The synthetic world's size and seed; `features load` and `train` must agree on them."""
     func = click.option("--seed", default=42, show_default=True, help="World seed.")(func)
-    func = click.option(
-        "--items", "n_items", default=2000, type=click.IntRange(min=1), show_default=True
-    )(func)
     return click.option(
-        "--users", "n_users", default=5000, type=click.IntRange(min=1), show_default=True
+        "--entities",
+        default=None,
+        type=click.IntRange(min=1),
+        help="Entities of the synthetic world's first group [default: the generator's].",
     )(func)
 
 
-def make_world(spec: FeatureSpec, n_users: int, n_items: int, seed: int, **kw: Any) -> Any:
-    # The synthetic world is a development tool from load/; only these commands use it.
-    from load.world import World
+def make_world(settings: Settings, seed: int, entities: int | None = None, **kw: Any) -> Any:
+    """The domain's synthetic world (its domain.json `generator`: a module with ``make``).
 
-    return World(spec, n_users=n_users, n_items=n_items, seed=seed, **kw)
+    A development tool: only the commands that generate data use it.
+    """
+    domain = domain_of(settings)
+    if not domain.generator:
+        raise ConfigError(
+            f"domain {domain.name} declares no generator: load features with "
+            "`features load --file` and train with `train --events FILE --labels FILE`"
+        )
+    module = importlib.import_module(domain.generator)
+    return module.make(domain.spec, seed=seed, entities=entities, **kw)
 
 
 # -- features ------------------------------------------------------------------------------
@@ -65,13 +80,14 @@ def features() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="CSV or Parquet with a key column and the group's feature columns (see the spec).",
 )
-@click.option("--group", type=click.Choice(["user", "item"]), help="Group of --file.")
+@click.option("--group", help="The feature spec's group of --file.")
 @json_option
 @click.pass_context
 def features_load(
-    ctx: click.Context, n_users: int, n_items: int, seed: int, path: Path | None, group: str | None
+    ctx: click.Context, entities: int | None, seed: int, path: Path | None, group: str | None
 ) -> None:
-    """Load user/item features from the synthetic world (default) or from a file."""
+    """Load entity features from a file (--file, --group) or from the domain's synthetic world
+    (every group)."""
     a = app(ctx)
     spec = feature_spec(a.settings)
     store = feature_store(a.settings, spec)
@@ -79,13 +95,16 @@ def features_load(
     if path is not None:
         if group is None:
             raise click.UsageError("--file needs --group")
+        known = [g.name for g in spec.groups]
+        if group not in known:
+            raise click.BadParameter(f"{group!r}: the spec's groups are {', '.join(known)}")
         keys, matrix = _read_feature_file(path, spec, group)
         loaded[group] = store.put_many(group, keys, matrix)
     else:
-        world = make_world(spec, n_users, n_items, seed)
-        for g in ("user", "item"):
-            keys, matrix = world.features(g)
-            loaded[g] = store.put_many(g, keys, matrix)
+        world = make_world(a.settings, seed, entities)
+        for g in spec.groups:
+            keys, matrix = world.features(g.name)
+            loaded[g.name] = store.put_many(g.name, keys, matrix)
     data = {"loaded": loaded, "spec_version": spec.version, "redis": a.settings.redis_url}
     emit(
         a,
@@ -101,7 +120,10 @@ def _read_feature_file(path: Path, spec: FeatureSpec, group: str) -> tuple[list[
     import pandas as pd
 
     g = spec.group(group)
-    frame = pd.read_parquet(path) if path.suffix in (".parquet", ".pq") else pd.read_csv(path)
+    if path.suffix.lower() in (".parquet", ".pq"):
+        frame = pd.read_parquet(path)
+    else:  # keys as text: an id such as 007 must not become 7
+        frame = pd.read_csv(path, dtype={g.key_field: str})
     missing = [c for c in (g.key_field, *g.names) if c not in frame.columns]
     if missing:
         raise ConfigError(f"{path}: missing columns {missing} declared by the feature spec")
@@ -121,15 +143,37 @@ def _read_feature_file(path: Path, spec: FeatureSpec, group: str) -> tuple[list[
 
 
 # -- train ---------------------------------------------------------------------------------
+def _events_arg(ctx: click.Context, param: click.Parameter, value: str) -> int | Path:
+    """``--events``: a history size to generate, or a file of events."""
+    text = value.strip()
+    if text.lstrip("-").isdigit():
+        n = int(text)
+        if n < 100:
+            raise click.BadParameter(f"{n}: generate at least 100 events (or give a file)")
+        return n
+    path = Path(text)
+    format_of(path)
+    if not path.is_file():
+        raise click.BadParameter(f"{text}: no such file")
+    return path
+
+
 @click.command()
 @world_options
 @click.option(
     "--events",
-    "n_events",
-    default=40_000,
-    type=click.IntRange(min=100),
+    "events_from",
+    default="40000",
     show_default=True,
-    help="History size.",
+    callback=_events_arg,
+    help="History: a number of events to generate from the domain's world, or a CSV, Parquet "
+    "or JSON-lines file of events (then give --labels).",
+)
+@click.option(
+    "--labels",
+    "labels_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With an events file: a file of labels (the domain's label join key and target).",
 )
 @click.option("--flavor", type=click.Choice(["lightgbm", "sklearn"]), default="lightgbm")
 @click.option(
@@ -143,27 +187,43 @@ def _read_feature_file(path: Path, spec: FeatureSpec, group: str) -> tuple[list[
 @click.pass_context
 def train(
     ctx: click.Context,
-    n_users: int,
-    n_items: int,
+    entities: int | None,
     seed: int,
-    n_events: int,
+    events_from: int | Path,
+    labels_path: Path | None,
     flavor: str,
     holdout: float,
 ) -> None:
-    """Train on generated history (features read from Redis), record the run in MLflow, and
-    register a new model version (champion when there is none)."""
+    """Train on history (generated, or files of events and labels) with features read from
+    Redis, record the run in MLflow, and register a new model version (champion when there is
+    none). Invalid rows refuse the training, with a report."""
     a = app(ctx)
     spec = feature_spec(a.settings)
-    world = make_world(
-        spec, n_users, n_items, seed, start_time_ms=int(time.time() * 1000) - n_events * 10
-    )
-    with a.err.status(f"generating {n_events:,} historical events and labels..."):
-        # History comes from far past the indexes `demo` and load tests stream, so a model is
-        # never evaluated online on the very events it was trained on.
-        events = world.events(n_events, start_index=HISTORY_START_INDEX)
-        labels = {lab["event_id"]: lab["engaged"] for lab in world.labels(events)}
-    with a.err.status(f"training {flavor} and recording the run in MLflow..."):
-        try:
+    if isinstance(events_from, Path):
+        if labels_path is None:
+            raise click.UsageError("an events file needs --labels FILE")
+        with a.err.status(f"reading {events_from} and {labels_path}..."):
+            events, labels, problems = read_history(a.settings, events_from, labels_path)
+        params: dict[str, Any] = {"events_file": str(events_from), "events": len(events)}
+    else:
+        if labels_path is not None:
+            raise click.UsageError("--labels goes with an events file")
+        n_events = events_from
+        world = make_world(
+            a.settings, seed, entities, start_time_ms=int(time.time() * 1000) - n_events * 10
+        )
+        label = domain_of(a.settings).label
+        with a.err.status(f"generating {n_events:,} historical events and labels..."):
+            # History comes from far past the indexes `demo` and load tests stream, so a model
+            # is never evaluated online on the very events it was trained on.
+            events = world.events(n_events, start_index=HISTORY_START_INDEX)
+            labels = {x[label.join_key]: x[label.target] for x in world.labels(events)}
+        problems = []
+        params = {"world_entities": entities or "default", "events": n_events}
+    try:
+        if problems:
+            raise TrainingRefused(ValidationReport(len(events), 0, tuple(problems)))
+        with a.err.status(f"training {flavor} and recording the run in MLflow..."):
             result = train_and_register(
                 MlflowRegistry(a.settings),
                 spec,
@@ -173,18 +233,18 @@ def train(
                 flavor=flavor,  # type: ignore[arg-type]  # click.Choice guarantees the literal
                 seed=seed,
                 holdout_share=holdout,
-                extra_params={"world_users": n_users, "world_items": n_items, "events": n_events},
+                extra_params=params,
             )
-        except TrainingRefused as exc:
-            problems = list(exc.report.problems)
+    except TrainingRefused as exc:
+        refused = list(exc.report.problems)
 
-            def render_refusal(c: Console) -> None:
-                for p in problems:
-                    c.print(f"[red]refused[/red]: {p}")
+        def render_refusal(c: Console) -> None:
+            for p in refused:
+                c.print(f"[red]refused[/red]: {p}", highlight=False)
 
-            emit(a, {"refused": True, "problems": problems}, render_refusal)
-            ctx.exit(1)
-            return
+        emit(a, {"refused": True, "problems": refused}, render_refusal)
+        ctx.exit(1)
+        return
     m = result.metrics
 
     def render(c: Console) -> None:
@@ -202,6 +262,96 @@ def train(
         )
 
     emit(a, result.to_dict(), render)
+
+
+MAX_REPORTED = 20  # row problems listed in a refusal; the count covers them all
+
+
+def read_history(
+    settings: Settings, events_path: Path, labels_path: Path
+) -> tuple[list[dict[str, Any]], dict[str, bool], list[str]]:
+    """Events and labels from files, checked as the worker checks events (the Avro schema, then
+    the domain's rules) and labels against the label schema; returns them and the problems."""
+    domain = domain_of(settings)
+    now = int(time.time() * 1000)
+    events: list[dict[str, Any]] = []
+    problems: list[str] = []
+    bad = 0
+    first = 1
+    for chunk in read_rows(events_path):
+        got, wrong = records_from_rows(domain.records[domain.event_record], chunk, first)
+        first += len(chunk)
+        refusals = validate_many(got, domain.rules, now) if got else []
+        said = [str(w) for w in wrong] + [
+            f"event {rec['event_id']}: {r.reason.value}: {r.detail}"
+            for rec, r in zip(got, refusals, strict=True)
+            if r is not None
+        ]
+        events += [rec for rec, r in zip(got, refusals, strict=True) if r is None]
+        bad += len(said)
+        problems += [f"{events_path.name}: {w}" for w in said[: MAX_REPORTED - len(problems)]]
+    label = domain.label
+    labels: dict[str, bool] = {}
+    first = 1
+    for chunk in read_rows(labels_path):
+        found, wrong = _labels_from_rows(domain.records[label.record], label, chunk, first)
+        first += len(chunk)
+        labels |= found
+        bad += len(wrong)
+        problems += [f"{labels_path.name}: {w}" for w in wrong[: MAX_REPORTED - len(problems)]]
+    if bad > len(problems):
+        problems.append(f"... {bad} invalid rows in all")
+    return events, labels, problems
+
+
+def read_holdout(
+    settings: Settings, path: Path
+) -> tuple[list[dict[str, Any]], dict[str, bool], list[str]]:
+    """A holdout file: events with the label's target as one more column."""
+    domain = domain_of(settings)
+    target = domain.label.target
+    now = int(time.time() * 1000)
+    events: list[dict[str, Any]] = []
+    labels: dict[str, bool] = {}
+    problems: list[str] = []
+    first = 1
+    for chunk in read_rows(path):
+        for n, row in enumerate(chunk, first):
+            try:
+                labels[str(row.get("event_id"))] = bool(convert("boolean", row.get(target)))
+            except (ValueError, TypeError) as exc:
+                problems.append(f"row {n}: {target}: {exc}")
+        got, wrong = records_from_rows(domain.records[domain.event_record], chunk, first)
+        first += len(chunk)
+        problems += [str(w) for w in wrong]
+        refusals = validate_many(got, domain.rules, now) if got else []
+        problems += [
+            f"event {e['event_id']}: {r.reason.value}: {r.detail}"
+            for e, r in zip(got, refusals, strict=True)
+            if r is not None
+        ]
+        events += got
+    return events, labels, problems[:MAX_REPORTED]
+
+
+def _labels_from_rows(
+    record: Any, label: Any, rows: list[dict[str, Any]], first: int
+) -> tuple[dict[str, bool], list[RowProblem]]:
+    """Labels need only their join key and target: other label fields may be left out."""
+    fields = {f["name"]: f["type"] for f in record.source["fields"]}
+    out: dict[str, bool] = {}
+    wrong: list[RowProblem] = []
+    for n, row in enumerate(rows, first):
+        try:
+            key = convert(fields[label.join_key], row.get(label.join_key))
+        except (ValueError, TypeError) as exc:
+            wrong.append(RowProblem(n, label.join_key, str(exc)))
+            continue
+        try:
+            out[key] = bool(convert(fields[label.target], row.get(label.target)))
+        except (ValueError, TypeError) as exc:
+            wrong.append(RowProblem(n, label.target, str(exc)))
+    return out, wrong
 
 
 # -- worker --------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""`streamscore models list|show|promote|rollback|shadow|canary|verify|compare|ui`.
+"""`streamscore models list|show|register|promote|rollback|shadow|canary|verify|compare|ui`.
 
 Every change is planned by the pure rules in ``services.scoring.rollout``, verified (the target
 version must download, match its sha256 and score), written to the MLflow registry (aliases,
@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -22,6 +23,7 @@ from rich.table import Table
 
 from services.codec.factory import codec_for
 from services.core.errors import ConfigError, ModelLoadError, NotFound
+from services.domain.config import domain_of
 from services.kafka.tail import read_tail
 from services.scoring.compare import compare_report
 from services.scoring.loader import ServingLoader
@@ -317,8 +319,9 @@ def models_compare(ctx: click.Context, last: int) -> None:
     and (with labels) online AUC/log loss; champion vs shadow agreement."""
     a = app(ctx)
     s = a.settings
-    codec = codec_for(s, by_record(s.topics, "Prediction"))
-    label_codec = codec_for(s, by_record(s.topics, "Label"))
+    codec = codec_for(s, by_record(s.topics, s.topics.prediction_record))
+    label_codec = codec_for(s, by_record(s.topics, s.topics.label_record))
+    label = domain_of(s).label
 
     def read(topic: str, c: Any) -> list[dict[str, Any]]:
         out = []
@@ -330,7 +333,7 @@ def models_compare(ctx: click.Context, last: int) -> None:
 
     served = read(s.topics.predictions, codec)
     shadow = read(s.topics.shadow_predictions, codec)
-    labels = {d["event_id"]: bool(d["engaged"]) for d in read(s.topics.labels, label_codec)}
+    labels = {d[label.join_key]: bool(d[label.target]) for d in read(s.topics.labels, label_codec)}
     report = compare_report(served, shadow, labels, s.model.decision_threshold)
 
     emit(a, report, lambda c: render_compare(c, report, f"the newest {last} per partition"))
@@ -397,3 +400,63 @@ def models_ui(ctx: click.Context, host: str, port: int) -> None:
             str(port),
         ],
     )
+
+
+@models.command("register")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--holdout",
+    "holdout_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="CSV, Parquet or JSON lines of events with the label's target column: the version's "
+    "holdout metrics, with features read from Redis as the workers read them.",
+)
+@click.option(
+    "--base-rate",
+    type=click.FloatRange(0, 1),
+    help="Share of positives, the fallback ladder's last rung [default: the holdout's].",
+)
+@json_option
+@click.pass_context
+def models_register(
+    ctx: click.Context, path: Path, holdout_path: Path | None, base_rate: float | None
+) -> None:
+    """Register a model trained elsewhere: a LightGBM text model (.txt) or scikit-learn saved
+    with skops (.skops). Its feature names and order must be the spec's; its sha256 is
+    recorded. It becomes champion only when there is none; otherwise shadow, canary and promote
+    it like any version."""
+    from services.training.dataset import build_training_set
+    from services.training.external import register_external
+    from streams.commands.ml import read_holdout
+    from streams.runtime import feature_spec, feature_store
+
+    a = app(ctx)
+    s = a.settings
+    spec = feature_spec(s)
+    holdout = None
+    if holdout_path is not None:
+        events, labels, problems = read_holdout(s, holdout_path)
+        if problems:
+            raise ConfigError(f"{holdout_path.name}: " + "; ".join(problems))
+        ts = build_training_set(spec, feature_store(s, spec), events, labels)
+        holdout = (ts.X, ts.y)
+    with a.err.status(f"checking {path.name} and recording it in MLflow..."):
+        result = register_external(
+            MlflowRegistry(s), spec, path, holdout=holdout, base_rate=base_rate
+        )
+    data = result.to_dict() | {"model": s.model.name}
+
+    def render(c: Console) -> None:
+        c.print(
+            f"model {s.model.name} v{result.version} registered from {path.name} "
+            f"({result.flavor}, sha256 {result.sha256[:12]}...)"
+            f"{' and made champion' if result.champion else ''}"
+        )
+        if result.metrics:
+            m = result.metrics
+            c.print(
+                f"holdout: {int(m['holdout_rows'])} rows, AUC {m['holdout_auc']:.4f}, "
+                f"log loss {m['holdout_log_loss']:.4f}"
+            )
+
+    emit(a, data, render)

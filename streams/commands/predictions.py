@@ -68,7 +68,7 @@ def get(ctx: click.Context, event_id: str, since: str, explain: bool) -> None:
     result: dict[str, Any] = {"event_id": event_id}
     found = None
     if stored is None or explain:
-        found = find(s, s.topics.predictions, "Prediction", since_ms, _is(event_id))
+        found = find(s, s.topics.predictions, s.topics.prediction_record, since_ms, _is(event_id))
     if found is not None:
         rec, where = found
         result |= {
@@ -77,8 +77,7 @@ def get(ctx: click.Context, event_id: str, since: str, explain: bool) -> None:
             "variant": rec["variant"],
             "degraded": rec["degraded"],
             "missing_features": list(rec["missing_features"]),
-            "user_id": rec["user_id"],
-            "item_id": rec["item_id"],
+            **{name: rec.get(name) for name in feature_spec(s).carry},
             "event_time": rec["event_time"],
             "scored_at": rec["scored_at"],
             "source": where,
@@ -131,7 +130,7 @@ def _explain(s: Settings, event_id: str, result: dict[str, Any], since_ms: int) 
     """The entities' features as the store holds them now, and the input event when the input
     topic still has it. Labelled "now": the score was computed from the values of its time."""
     spec = feature_spec(s)
-    event = find(s, s.topics.interactions, "Interaction", since_ms, _is(event_id))
+    event = find(s, s.topics.interactions, s.topics.event_record, since_ms, _is(event_id))
     source: dict[str, Any] = event[0] if event else result
     keys = {g.name: source.get(g.key_field) for g in spec.groups}
     wanted: dict[str, Sequence[str]] = {g: [str(k)] for g, k in keys.items() if k is not None}

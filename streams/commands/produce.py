@@ -14,6 +14,7 @@ from rich.console import Console
 
 from services.codec.factory import codec_for, schemas_dir
 from services.core.errors import BrokerUnavailable, ConfigError
+from services.domain.config import domain_of
 from services.ratelimit.bucket import PRODUCER_HEADER
 from services.scoring.announce import send_all
 from services.validation.rules import RecordRules, validate_one
@@ -25,7 +26,9 @@ from streams.topics import topic_table
 @click.argument("topic")
 @click.option("--value", "value", default=None, help="A JSON object, or @FILE of JSON lines.")
 @click.option("--example", is_flag=True, help="The record's first example, with a new id and now.")
-@click.option("--key", default=None, help="Message key [default: user_id, else event_id].")
+@click.option(
+    "--key", default=None, help="Message key [default: the domain's key field, else event_id]."
+)
 @click.option("--producer-id", default="cli", show_default=True, help="The producer-id header.")
 @json_option
 @click.pass_context
@@ -52,6 +55,9 @@ def produce(
     rules_path = schemas_dir(s) / "rules" / f"{spec.value_record}.json"
     rules = RecordRules.load(spec.value_record, rules_path.parent) if rules_path.exists() else None
     now = int(time.time() * 1000)
+    domain = domain_of(s)
+    keys = {domain.event_record: domain.key_field, domain.label.record: domain.label.join_key}
+    key_field = keys.get(spec.value_record, "event_id")
     framed = []
     for i, record in enumerate(values, 1):
         try:
@@ -61,7 +67,7 @@ def produce(
         problem = validate_one(record, rules, now) if rules is not None else None
         if problem is not None:
             raise ConfigError(f"value {i}: {problem.reason.value}: {problem.detail}")
-        k = key if key is not None else record.get("user_id", record.get("event_id"))
+        k = key if key is not None else record.get(key_field, record.get("event_id"))
         framed.append((None if k is None else str(k).encode(), payload))
     header: list[tuple[str, str | bytes | None]] = [(PRODUCER_HEADER, producer_id.encode())]
     not_sent = send_all(s, topic, [(k, payload, header) for k, payload in framed])

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from services.core import metrics
+from services.domain.config import domain_of
 from services.drift.signals import drift_signal
 from services.labels.join import join, log_losses
 from services.retrain.policy import change_index, quality_trigger
@@ -32,7 +33,7 @@ def decode_labels(
     state: ControlState, raw: Sequence[tuple[int, int, bytes | None]]
 ) -> list[tuple[int, int, dict[str, Any]]]:
     """(partition, offset, value bytes) → (partition, offset, label) for those that decode."""
-    codec = state.codecs["Label"]
+    codec = state.codecs[state.settings.topics.label_record]
     rows = []
     for partition, offset, value in raw:
         label = codec.decode_one(value)
@@ -62,9 +63,14 @@ def join_labels(
     Raises:
         FeatureStoreUnavailable: the prediction store did not answer (the caller retries).
     """
-    ids = [r[2]["event_id"] for r in rows]
+    label = domain_of(state.settings).label
+    ids = [r[2][label.join_key] for r in rows]
     joined, unmatched = join(
-        rows, state.predictions.get_many("served", ids), state.predictions.get_many("shadow", ids)
+        rows,
+        state.predictions.get_many("served", ids),
+        state.predictions.get_many("shadow", ids),
+        label.target,
+        label.join_key,
     )
     metrics.LABELS_JOINED.labels(outcome="matched").inc(len(joined))
     metrics.LABELS_JOINED.labels(outcome="unmatched").inc(unmatched)

@@ -58,13 +58,15 @@ class ControlState:
     @property
     def trainer_codecs(self) -> Codecs:
         c = self.codecs
-        return Codecs(c["Interaction"], c["Label"], c["ModelEvent"])
+        t = self.settings.topics
+        return Codecs(c[t.event_record], c[t.label_record], c["ModelEvent"])
 
 
 def build_state(settings: Settings) -> ControlState:
     records = load_schemas(schemas_dir(settings))
     ids = schema_ids(settings)
-    names = ("Interaction", "Label", "DriftSignal", "RetrainRequest", "ModelEvent")
+    t = settings.topics
+    names = (t.event_record, t.label_record, "DriftSignal", "RetrainRequest", "ModelEvent")
     codecs = {n: codec_for(settings, by_record(settings.topics, n), records, ids) for n in names}
     spec = feature_spec(settings)
     r, d = settings.retrain, settings.drift

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import zlib
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from load.world import World, strip_private
-from services.features.assemble import CONTEXT_FEATURES, assemble, feature_names, lookup_requests
+from services.features.assemble import assemble, context_names, feature_names, lookup_requests
 from services.features.spec import FeatureSpec
 from services.features.store import InMemoryFeatureStore
 from services.training.dataset import build_training_set
 
 SPEC = FeatureSpec.load()
+SPEC_FILE = json.loads((Path(__file__).parents[3] / "schemas" / "features.json").read_text())
 
 
 def test_columns_are_user_then_item_then_context() -> None:
     names = feature_names(SPEC)
     assert names[:16] == tuple(SPEC.group("user").names)
     assert names[16:32] == tuple(SPEC.group("item").names)
-    assert names[32:] == CONTEXT_FEATURES
+    assert names[32:] == context_names(SPEC)
+    assert len(names) == 43
 
 
 def test_missing_entities_get_defaults_and_are_flagged() -> None:
@@ -69,6 +76,7 @@ def test_assemble_matches_rows_computed_by_hand() -> None:
                     "features": [{"name": "i_a", "default": 7.0, "min": -9, "max": 9}],
                 },
             ],
+            "context": SPEC_FILE["context"],  # the feed's declared event features
         }
     )
     store = InMemoryFeatureStore(spec)
@@ -97,5 +105,60 @@ def test_assemble_matches_rows_computed_by_hand() -> None:
         [0.25, -1.0, 7.0, 0, 1, 48.0, 0, 120.5, 0, 1, 1, 0, 3, 0],
     ]
     np.testing.assert_array_equal(matrix.values, np.asarray(expected))
-    assert matrix.missing == ((), ("user", "item"))
-    assert matrix.names[:3] == ("u_a", "u_b", "i_a") and matrix.names[-1] == "hour_of_day"
+    # A null is_sponsored falls back to its declared default, flagged like a missing entity.
+    assert matrix.missing == (("is_sponsored",), ("user", "item"))
+    assert matrix.names[:3] == ("u_a", "u_b", "i_a") and matrix.names[-1] == "hour_of_day"  # the feed names it so
+
+
+def test_every_encoding_matches_rows_computed_by_hand() -> None:
+    """One-hot, hashed and vocabulary categories, booleans, day of week, nulls and unknowns."""
+    spec = FeatureSpec.from_dict(
+        {
+            "version": "kinds",
+            "groups": [],
+            "context": [
+                {"name": "amount", "kind": "number", "min": 0, "max": 100, "default": 1.5},
+                {"name": "cur", "kind": "enum", "symbols": ["EUR", "USD"], "encoding": "onehot"},
+                {"name": "chan", "kind": "enum", "symbols": ["POS", "WEB"], "default": "POS"},
+                {"name": "mcc", "kind": "category", "vocabulary": ["5411", "5812"]},
+                {"name": "country", "kind": "category", "buckets": 16, "default": -1},
+                {"name": "present", "kind": "bool", "default": True, "flag": False},
+                {"name": "dow", "field": "t", "kind": "weekday"},
+            ],
+        }
+    )
+    day = 86_400_000
+    events = [
+        {"amount": 12.0, "cur": "USD", "chan": "WEB", "mcc": "5812", "country": "DE",
+         "present": False, "t": 4 * day + 5},  # 1970-01-05 was a Monday
+        {"amount": None, "cur": "CHF", "chan": "ATM", "mcc": "7995", "country": None,
+         "present": None, "t": 10 * day},  # a Sunday; unknown symbols and nulls
+    ]  # fmt: skip
+    matrix = assemble(spec, events, {})
+    de = zlib.crc32(b"DE") % 16
+    expected = [
+        # amount EUR USD chan mcc country present dow
+        [12.0, 0, 1, 1, 1, de, 0, 0],
+        [1.5, 0, 0, 0, 2, -1, 1, 6],
+    ]
+    np.testing.assert_array_equal(matrix.values, np.asarray(expected, dtype=np.float64))
+    assert matrix.names == ("amount", "cur=EUR", "cur=USD", "chan", "mcc", "country", "present", "dow")
+    assert matrix.missing == ((), ("amount", "country"))
+
+
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        ({"name": "x", "kind": "colour"}, "kind must be one of"),
+        ({"name": "x", "kind": "category"}, "either buckets"),
+        ({"name": "x", "kind": "category", "buckets": 4, "vocabulary": ["a"]}, "either buckets"),
+        ({"name": "x", "kind": "enum", "symbols": ["A"], "default": "B"}, "not one of"),
+        ({"name": "x", "kind": "number", "min": 0, "max": 1, "default": 5}, "in [min, max]"),
+        ({"name": "x", "kind": "enum", "symbols": ["A"], "encoding": "hot"}, "encoding"),
+    ],
+)
+def test_a_context_feature_that_cannot_encode_is_refused(bad: dict, says: str) -> None:
+    from services.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=says.replace("[", "\\[")):
+        FeatureSpec.from_dict({"version": "v", "groups": [], "context": [bad]})

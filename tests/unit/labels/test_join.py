@@ -25,7 +25,7 @@ def test_join_counts_unmatched_and_keeps_shadow() -> None:
         Stored("1", "champion", 0.1),
     ]
     shadow = [Stored("3", "shadow", 0.7), None, None, None]
-    joined, unmatched = join(labels, served, shadow)
+    joined, unmatched = join(labels, served, shadow, "engaged")
     assert unmatched == 1 and [j.event_id for j in joined] == ["e0", "e2", "e3"]
     assert joined[0].shadow == Stored("3", "shadow", 0.7) and joined[0].label_lag_ms == 3000
     assert joined[2].error == log_loss_one(0.1, False)
@@ -39,7 +39,7 @@ def test_quality_book_separates_versions_and_windows() -> None:
     labels = [_label(i, bool(y[i])) for i in range(3000)]
     served = [Stored("1", "champion", float(good[i])) for i in range(3000)]
     shadow = [Stored("2", "shadow", 0.3) for _ in range(3000)]
-    joined, _ = join(labels, served, shadow)
+    joined, _ = join(labels, served, shadow, "engaged")
     book.add(joined[:1500])
     book.add(joined[1500:])
     champion, flat = book.quality("1", "champion"), book.quality("2", "shadow")
@@ -66,7 +66,7 @@ def test_quality_can_be_read_while_labels_are_added() -> None:
 
     book = QualityBook(window=50_000)
     labels = [_label(i, i % 3 == 0) for i in range(200)]
-    joined, _ = join(labels, [Stored("1", "champion", 0.4)] * 200, [None] * 200)
+    joined, _ = join(labels, [Stored("1", "champion", 0.4)] * 200, [None] * 200, "engaged")
     stop = threading.Event()
 
     def writer() -> None:
@@ -95,7 +95,7 @@ def test_paired_quality_compares_the_same_events_only() -> None:
     served = [Stored("1", "champion", 0.5)] * 6
     shadow = [None, None, None, Stored("2", "shadow", 0.9), Stored("2", "shadow", 0.9), None]
     shadow[5] = Stored("2", "shadow", 0.9)
-    joined, _ = join(labels, served, shadow)
+    joined, _ = join(labels, served, shadow, "engaged")
     book = QualityBook()
     book.add(joined)
     paired = book.paired_quality("1", "2")
@@ -108,7 +108,9 @@ def test_paired_quality_compares_the_same_events_only() -> None:
 
 def test_prune_forgets_versions_that_no_longer_serve() -> None:
     labels = [_label(i, i % 2 == 0) for i in range(10)]
-    joined, _ = join(labels, [Stored("1", "champion", 0.4)] * 10, [Stored("2", "shadow", 0.6)] * 10)
+    joined, _ = join(
+        labels, [Stored("1", "champion", 0.4)] * 10, [Stored("2", "shadow", 0.6)] * 10, "engaged"
+    )
     book = QualityBook()
     book.add(joined)
     assert book.keys() == [("1", "champion"), ("2", "shadow")] and book.rows() == 30

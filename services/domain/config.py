@@ -1,0 +1,260 @@
+"""Load a domain folder and check that its parts agree, with errors that name the part.
+
+A domain folder holds the Avro schemas (``*.avsc``) with ``examples/``, the semantic rules
+(``rules/<Record>.json``), the feature spec (``features.json``), ``domain.json`` (which record is
+the event, the prediction and the label, the label's join key and target, the topics, the model
+name, the drift features and the synthetic generator) and ``manifest.json`` (schema ids when no
+registry is configured). The platform's own records (dead letters, drift signals, retrain
+requests, model events) come from the repository's ``schemas/`` when the folder lacks them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from services.codec.schemas import RecordSchema, load_schemas
+from services.core.errors import ConfigError
+from services.core.settings import DOMAIN_FILE, Settings, domain_declares
+from services.features.spec import ContextDef, FeatureSpec
+from services.validation.rules import RecordRules
+
+NUMERIC = {"int", "long", "float", "double"}
+PREDICTION_FIELDS = (
+    "prediction_id",
+    "event_id",
+    "score",
+    "model_name",
+    "model_version",
+    "variant",
+    "degraded",
+    "missing_features",
+    "event_time",
+    "scored_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LabelDef:
+    """The delayed ground truth: its record, the field joining it to an event, and the boolean
+    outcome a model predicts."""
+
+    record: str
+    join_key: str
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    """Everything one deployment declares about what it scores."""
+
+    name: str
+    folder: Path
+    event_record: str
+    prediction_record: str
+    label: LabelDef
+    spec: FeatureSpec
+    rules: RecordRules
+    records: dict[str, RecordSchema]
+    generator: str | None
+
+    @property
+    def key_field(self) -> str:
+        """The event field a score is about: input keys, canary routing and SDK keys use it."""
+        return self.spec.key_field
+
+    def example_events(self) -> list[dict[str, Any]]:
+        """The event record's examples (``examples/<Record>/*.json``), in file order."""
+        from services.codec.examples import load_example
+
+        record = self.records[self.event_record]
+        folder = self.folder / "examples" / self.event_record
+        return [load_example(p, record.source) for p in sorted(folder.glob("*.json"))]
+
+
+def _fields(record: RecordSchema) -> dict[str, Any]:
+    return {f["name"]: f["type"] for f in record.source["fields"]}
+
+
+def _branches(avro_type: Any) -> list[Any]:
+    """The non-null branches of a (possibly nullable) field type."""
+    types = avro_type if isinstance(avro_type, list) else [avro_type]
+    return [t for t in types if t != "null"]
+
+
+def _base(avro_type: Any) -> str:
+    """The primitive or complex type name of one branch ("enum", "long", "string", ...)."""
+    branches = _branches(avro_type)
+    if len(branches) != 1:
+        return "union"
+    t = branches[0]
+    return str(t["type"]) if isinstance(t, dict) else str(t)
+
+
+def _symbols(avro_type: Any) -> tuple[str, ...]:
+    t = _branches(avro_type)[0]
+    return tuple(t.get("symbols", ())) if isinstance(t, dict) else ()
+
+
+def _need(data: dict[str, Any], key: str, where: str) -> Any:
+    if key not in data:
+        raise ConfigError(f"{where}: missing {key!r}")
+    return data[key]
+
+
+def check_context(d: ContextDef, fields: dict[str, Any], record: str) -> ContextDef:
+    """Check one event feature against the event schema; an enum without declared symbols takes
+    the schema's. Returns the (completed) definition."""
+    where = f"features.json: context feature {d.name!r}"
+    if d.field not in fields:
+        raise ConfigError(f"{where} names field {d.field!r}, which {record} lacks")
+    base = _base(fields[d.field])
+    wanted = {
+        "number": NUMERIC,
+        "bool": {"boolean"},
+        "enum": {"enum"},
+        "category": {"string"},
+        "hour": {"long"},
+        "weekday": {"long"},
+    }[d.kind]
+    if base not in wanted:
+        raise ConfigError(
+            f"{where}: kind {d.kind} needs a {' or '.join(sorted(wanted))} field, "
+            f"but {record}.{d.field} is {base}"
+        )
+    if d.kind == "enum":
+        schema_symbols = _symbols(fields[d.field])
+        if not d.symbols:
+            d = replace(d, symbols=schema_symbols)
+            d.check()
+        unknown = [s for s in d.symbols if s not in schema_symbols]
+        if unknown:
+            raise ConfigError(f"{where}: symbols {unknown} are not in {record}.{d.field}")
+    return d
+
+
+def check_spec(spec: FeatureSpec, event: RecordSchema, prediction: RecordSchema) -> FeatureSpec:
+    """The feature spec against the event and prediction schemas."""
+    fields = _fields(event)
+    for g in spec.groups:
+        if g.key_field not in fields:
+            raise ConfigError(
+                f"features.json: group {g.name!r} is keyed by {g.key_field!r}, "
+                f"which {event.name} lacks"
+            )
+        if fields[g.key_field] != "string":
+            raise ConfigError(
+                f"features.json: group {g.name!r}: entity key {event.name}.{g.key_field} must be "
+                f"a (non-null) string, not {fields[g.key_field]!r}"
+            )
+    context = tuple(check_context(d, fields, event.name) for d in spec.context)
+    if spec.key_field not in fields or fields[spec.key_field] != "string":
+        raise ConfigError(f"features.json: key_field {spec.key_field!r} must be a string field")
+    out_fields = _fields(prediction)
+    for name in spec.carry:
+        if name not in fields:
+            raise ConfigError(f"features.json: carry field {name!r} is not in {event.name}")
+        if name not in out_fields:
+            raise ConfigError(
+                f"features.json: carry field {name!r} is not in {prediction.name}: add it there"
+            )
+    return replace(spec, context=context)
+
+
+def check_records(event: RecordSchema, prediction: RecordSchema) -> None:
+    fields = _fields(event)
+    if fields.get("event_id") != "string":
+        raise ConfigError(f"{event.name}: needs a string field event_id (predictions key on it)")
+    if _base(fields.get("event_time", "null")) != "long" or isinstance(fields["event_time"], list):
+        raise ConfigError(f"{event.name}: needs a long field event_time (epoch milliseconds)")
+    missing = [f for f in PREDICTION_FIELDS if f not in _fields(prediction)]
+    if missing:
+        raise ConfigError(f"{prediction.name}: lacks the prediction fields {missing}")
+
+
+def check_rules(rules: RecordRules, event: RecordSchema) -> None:
+    fields = _fields(event)
+    if rules.record != event.name:
+        raise ConfigError(f"rules/{event.name}.json: its record is {rules.record!r}")
+    for rule in rules.fields:
+        if rule.name not in fields:
+            raise ConfigError(
+                f"rules/{event.name}.json: a rule on field {rule.name!r}, which {event.name} lacks"
+            )
+    if rules.time_field is not None and rules.time_field not in fields:
+        raise ConfigError(f"rules/{event.name}.json: time_window field {rules.time_field!r}?")
+
+
+def check_label(label: LabelDef, records: dict[str, RecordSchema]) -> None:
+    if label.record not in records:
+        raise ConfigError(f"{DOMAIN_FILE}: label record {label.record!r} has no .avsc")
+    fields = _fields(records[label.record])
+    if fields.get(label.join_key) != "string":
+        raise ConfigError(f"{label.record}: join key {label.join_key!r} must be a string field")
+    if fields.get(label.target) != "boolean":
+        raise ConfigError(f"{label.record}: target {label.target!r} must be a boolean field")
+    for name in ("event_time", "label_time"):  # the label's lag is measured between them
+        if _base(fields.get(name, "null")) != "long":
+            raise ConfigError(f"{label.record}: needs a long field {name} (epoch milliseconds)")
+
+
+def load_domain(
+    folder: Path, spec_path: Path | None = None, drift_features: tuple[str, ...] = ()
+) -> Domain:
+    """Load and check the domain in ``folder``.
+
+    Raises:
+        ConfigError: naming the file and the part that does not agree.
+    """
+    declared = domain_declares(folder)
+    where = str(folder / DOMAIN_FILE)
+    if not declared:
+        raise ConfigError(f"{where} not found: a domain folder declares itself there")
+    try:
+        event_record = str(_need(_need(declared, "event", where), "record", where))
+        prediction_record = str(declared.get("prediction", {}).get("record", "Prediction"))
+        lab = _need(declared, "label", where)
+        label = LabelDef(
+            str(_need(lab, "record", where)),
+            str(lab.get("join_key", "event_id")),
+            str(_need(lab, "target", where)),
+        )
+    except (AttributeError, TypeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    records = load_schemas(folder)
+    for name in (event_record, prediction_record):
+        if name not in records:
+            raise ConfigError(f"{where}: record {name!r} has no {name}.avsc in {folder}")
+    event, prediction = records[event_record], records[prediction_record]
+    check_records(event, prediction)
+    check_label(label, records)
+    spec = check_spec(FeatureSpec.load(spec_path or folder / "features.json"), event, prediction)
+    rules = RecordRules.load(event_record, folder / "rules")
+    check_rules(rules, event)
+    fields = _fields(event)
+    for name in drift_features:
+        if name not in fields or _base(fields[name]) not in NUMERIC:
+            raise ConfigError(f"drift feature {name!r} is not a numeric field of {event_record}")
+    return Domain(
+        name=str(declared.get("name", folder.name)),
+        folder=folder,
+        event_record=event_record,
+        prediction_record=prediction_record,
+        label=label,
+        spec=spec,
+        rules=rules,
+        records=records,
+        generator=declared.get("generator"),
+    )
+
+
+_CACHE: dict[tuple[Path, Path | None, tuple[str, ...]], Domain] = {}
+
+
+def domain_of(settings: Settings) -> Domain:
+    """The checked domain ``settings`` serve (loaded once per folder)."""
+    key = (settings.domain_dir, settings.features.spec_path, tuple(settings.drift.features))
+    if key not in _CACHE:
+        _CACHE[key] = load_domain(*key)
+    return _CACHE[key]

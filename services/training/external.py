@@ -1,0 +1,191 @@
+"""Register a model trained outside streamscore: a LightGBM text model or a skops file.
+
+It is loaded the way the workers load a version (sha256, skops allowlist), its feature names and
+their order are checked against the domain's spec, and an optional holdout gives it metrics.
+After that it is a version like any other: shadow, canary, promote, roll back.
+"""
+
+from __future__ import annotations
+
+import platform
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from services.core.errors import ConfigError, ModelLoadError
+from services.features.assemble import feature_names
+from services.features.spec import FeatureSpec
+from services.scoring.model import (
+    METADATA_FILE,
+    MODEL_FILES,
+    LoadedModel,
+    ModelMetadata,
+    artifact_digest,
+    load_artifacts,
+    sha256_file,
+)
+from services.scoring.registry import MlflowRegistry
+from services.training.train import evaluate
+
+FLAVORS = {".txt": "lightgbm", ".skops": "sklearn"}
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    version: str
+    run_id: str
+    champion: bool
+    flavor: str
+    sha256: str
+    metrics: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "run_id": self.run_id,
+            "champion": self.champion,
+            "flavor": self.flavor,
+            "artifact_sha256": self.sha256,
+            "metrics": self.metrics,
+        }
+
+
+def flavor_of(path: Path) -> str:
+    """``lightgbm`` for a ``.txt`` text model, ``sklearn`` for a ``.skops`` file.
+
+    >>> flavor_of(Path("m.txt")), flavor_of(Path("m.skops"))
+    ('lightgbm', 'sklearn')
+    """
+    flavor = FLAVORS.get(path.suffix.lower())
+    if flavor is None:
+        raise ConfigError(
+            f"{path.name}: give a LightGBM text model (.txt) or a scikit-learn model saved with "
+            "skops (.skops); pickle and joblib files are refused (unsafe to load)"
+        )
+    return flavor
+
+
+def names_of(model: Any, flavor: str) -> tuple[str, ...]:
+    """The feature names a fitted model was trained with, in its column order."""
+    if flavor == "lightgbm":
+        return tuple(model.feature_name())
+    names = getattr(model, "feature_names_in_", None)
+    if names is None:
+        raise ConfigError(
+            "the scikit-learn model has no feature names: fit it on a pandas DataFrame whose "
+            "columns are the spec's features (`streamscore domain show` lists them, in order)"
+        )
+    if not hasattr(model, "predict_proba"):
+        raise ConfigError("the scikit-learn model has no predict_proba: a classifier is needed")
+    return tuple(str(n) for n in names)
+
+
+def check_binary(model: Any, flavor: str) -> None:
+    """The model must give a probability of the positive class."""
+    if flavor == "lightgbm":
+        objective = str(model.dump_model(num_iteration=1).get("objective", ""))
+        if not objective.startswith(("binary", "cross_entropy")):
+            raise ConfigError(
+                f"the LightGBM model's objective is {objective!r}: a binary classifier is needed"
+            )
+    elif len(getattr(model, "classes_", ())) != 2:
+        raise ConfigError("the scikit-learn model must be a binary classifier (two classes)")
+
+
+def stage(path: Path, spec: FeatureSpec, base_rate: float, directory: Path) -> LoadedModel:
+    """Copy the model file into ``directory`` as an artifact (metadata with its sha256), load it
+    as a worker would, and check it against ``spec``.
+
+    Raises:
+        ConfigError: not a format we load safely, feature names or order differ from the spec,
+            not a binary classifier.
+        ModelLoadError: the file does not load (corrupt, untrusted skops types).
+    """
+    flavor = flavor_of(path)
+    if not 0.0 <= base_rate <= 1.0:
+        raise ConfigError(f"base rate {base_rate} must lie in [0, 1]")
+    target = directory / MODEL_FILES[flavor]
+    shutil.copyfile(path, target)
+    names = feature_names(spec)
+    meta = ModelMetadata(flavor, names, spec.version, sha256_file(target), base_rate, None)
+    (directory / METADATA_FILE).write_text(meta.to_json(), encoding="utf-8")
+    try:
+        loaded = load_artifacts(directory, "external", "new", artifact_digest(directory))
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{path.name}: {exc}") from exc
+    have = names_of(loaded.model, flavor)
+    if have != names:
+        missing = [n for n in names if n not in have]
+        extra = [n for n in have if n not in names]
+        detail = (
+            f"missing {missing}, unknown {extra}"
+            if missing or extra
+            else "the same names in another order"
+        )
+        raise ConfigError(
+            f"{path.name}: its features do not match spec {spec.version} ({detail}); the spec's "
+            f"order is {list(names)}"
+        )
+    check_binary(loaded.model, flavor)
+    probe = np.zeros((1, len(names)), dtype=np.float64)  # it must score a row at all
+    scores = loaded.predict(probe)
+    if not (np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()):
+        raise ConfigError(f"{path.name}: scores a row outside [0, 1]: {scores.tolist()}")
+    return loaded
+
+
+def register_external(
+    registry: MlflowRegistry,
+    spec: FeatureSpec,
+    path: Path,
+    *,
+    holdout: tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]] | None = None,
+    base_rate: float | None = None,
+    compare_to: LoadedModel | None = None,
+    make_champion_if_none: bool = True,
+) -> Registered:
+    """Register ``path`` as a new version. ``holdout`` (features, labels) gives it metrics and
+    its base rate (the last rung of the fallback ladder) when ``base_rate`` is not given."""
+    if base_rate is None:
+        if holdout is None or len(holdout[1]) == 0:
+            raise ConfigError("give --base-rate, or a --holdout file to measure it")
+        base_rate = float(np.mean(holdout[1]))
+    source_sha = sha256_file(path)
+    with tempfile.TemporaryDirectory(prefix="streamscore-register-") as tmp:
+        loaded = stage(path, spec, base_rate, Path(tmp))
+        flavor = loaded.metadata.flavor
+        metrics: dict[str, float] = {}
+        if holdout is not None and len(holdout[1]):
+            X, y = holdout
+            metrics = {f"holdout_{k}": v for k, v in evaluate(y, loaded.predict(X)).items()}
+            metrics["holdout_rows"] = float(len(y))
+            if compare_to is not None:
+                compared = evaluate(y, compare_to.predict(X))
+                metrics |= {f"champion_holdout_{k}": v for k, v in compared.items()}
+        digest = artifact_digest(Path(tmp))
+        tags = {
+            "feature_spec_version": spec.version,
+            "origin": "external",
+            "source_file": path.name,
+            "source_sha256": source_sha,
+            "python": platform.python_version(),
+            "artifact_sha256": digest,
+        }
+        params = {"flavor": flavor, "origin": "external", "base_rate": base_rate}
+        run_id, source = registry.log_run(params, metrics, tags, Path(tmp), f"register-{flavor}")
+    version = registry.register(
+        run_id,
+        source,
+        digest,
+        {"flavor": flavor, "feature_spec_version": spec.version, "origin": "external"},
+    )
+    champion = False
+    if make_champion_if_none and registry.alias_version("champion") is None:
+        registry.set_alias("champion", version)
+        champion = True
+    return Registered(version, run_id, champion, flavor, digest, metrics)

@@ -1,0 +1,365 @@
+"""The client SDK: send events and read predictions for any configured domain (docs/clients.md).
+
+``EventProducer`` checks each event as the scoring worker will (the Avro schema, then the
+domain's rules), so a bad event raises ``InvalidEvent`` in the caller's code instead of becoming
+a dead letter later; it frames events in the Confluent wire format, keys them by the domain's key
+field and adds the ``producer-id`` header that rate limits read.
+
+``PredictionConsumer`` decodes predictions, drops redeliveries (the same ``event_id`` within a
+window: at-least-once delivery can repeat a prediction after a crash or a rebalance), and commits
+only what the caller has handled.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from fastavro.validation import ValidationError, validate
+
+from services.codec.factory import codec_for
+from services.core.errors import BrokerUnavailable, StreamMLError
+from services.core.settings import Settings
+from services.domain.config import Domain, domain_of
+from services.kafka.config import consumer_config, producer_config
+from services.ratelimit.bucket import PRODUCER_HEADER
+from services.validation.rules import validate_one
+from streams.topics import by_record
+
+_NO_DEFAULT = object()
+
+
+class InvalidEvent(StreamMLError, ValueError):
+    """An event the worker would refuse; nothing was sent. ``field`` and ``rule`` name why
+    (``rule`` is a dead-letter reason code, or ``required``, ``type``, ``unknown_field``)."""
+
+    def __init__(self, field: str, rule: str, detail: str, index: int | None = None) -> None:
+        where = f"event {index}: " if index is not None else ""
+        super().__init__(f"{where}{field}: {rule}: {detail}")
+        self.field, self.rule, self.detail, self.index = field, rule, detail, index
+
+
+class DeliveryFailed(StreamMLError):
+    """Events the broker did not acknowledge (each with its error); the others were sent."""
+
+    def __init__(self, failures: list[Delivery]) -> None:
+        first = failures[0]
+        super().__init__(
+            f"{len(failures)} events not delivered, first {first.event_id}: {first.error}"
+        )
+        self.failures = failures
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One delivery report."""
+
+    event_id: str
+    topic: str
+    partition: int
+    offset: int
+    error: str | None = None
+
+
+class EventProducer:
+    """Validate, frame, key and send events to the domain's input topic.
+
+    >>> # with EventProducer(producer_id="checkout") as producer:
+    >>> #     producer.send({"event_id": "...", ...})   # raises InvalidEvent before sending
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        producer_id: str = "sdk",
+        topic: str | None = None,
+        on_delivery: Callable[[Delivery], None] | None = None,
+        **config: Any,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.domain: Domain = domain_of(self.settings)
+        t = self.settings.topics
+        self.topic = topic or t.interactions
+        self._codec = codec_for(self.settings, by_record(t, t.event_record))
+        record = self.domain.records[self.domain.event_record]
+        self._schema = record.parsed
+        self._fields = [(f["name"], f.get("default", _NO_DEFAULT)) for f in record.source["fields"]]
+        self._names = {n for n, _ in self._fields}
+        self._headers: list[tuple[str, str | bytes | None]] = [
+            (PRODUCER_HEADER, producer_id.encode())
+        ]
+        self._on_delivery = on_delivery
+        self._producer = Producer(producer_config(self.settings, **config))
+        self.delivered = 0
+        self.failures: list[Delivery] = []
+
+    # -- checks -------------------------------------------------------------------------------
+    def validate(self, event: Mapping[str, Any], index: int | None = None) -> dict[str, Any]:
+        """The event as it will be sent (defaults filled), or ``InvalidEvent``."""
+        if not isinstance(event, Mapping):
+            raise InvalidEvent(
+                "", "type", f"an event is a mapping, not {type(event).__name__}", index
+            )
+        unknown = sorted(set(event) - self._names)
+        if unknown:
+            raise InvalidEvent(
+                unknown[0], "unknown_field", f"{self.domain.event_record} has no such field", index
+            )
+        out: dict[str, Any] = {}
+        for name, default in self._fields:
+            if name in event:
+                out[name] = event[name]
+            elif default is not _NO_DEFAULT:
+                out[name] = default
+            else:
+                raise InvalidEvent(
+                    name, "required", "missing, and the schema gives no default", index
+                )
+        try:
+            validate(out, self._schema, raise_errors=True, strict=True)
+        except ValidationError as exc:
+            name = str(exc.errors[0].field).rsplit(".", 1)[-1] if exc.errors else ""
+            wanted = _type_name(
+                next(
+                    (f["type"] for f in self._codec.record.source["fields"] if f["name"] == name),
+                    "?",
+                )
+            )
+            got = type(out.get(name)).__name__
+            raise InvalidEvent(
+                name, "type", f"a {got} where the schema wants {wanted}", index
+            ) from None
+        problem = validate_one(out, self.domain.rules, int(time.time() * 1000))
+        if problem is not None:
+            raise InvalidEvent(problem.field, problem.reason.value, problem.detail, index)
+        return out
+
+    # -- sending ------------------------------------------------------------------------------
+    def send(self, event: Mapping[str, Any]) -> str:
+        """Validate and send one event (asynchronously: ``flush`` waits for the broker);
+        returns its ``event_id``."""
+        return self.send_many([event])[0]
+
+    def send_many(self, events: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Validate every event, then send them all: one invalid event raises and none is
+        sent."""
+        checked = [self.validate(e, i) for i, e in enumerate(events)]
+        payloads = [self._codec.encode_one(e) for e in checked]
+        key_field = self.domain.key_field
+        ids = []
+        for event, payload in zip(checked, payloads, strict=True):
+            event_id = str(event["event_id"])
+            self._produce(str(event.get(key_field, event_id)).encode(), payload, event_id)
+            ids.append(event_id)
+        self._producer.poll(0)
+        return ids
+
+    def _produce(self, key: bytes, value: bytes, event_id: str) -> None:
+        def report(err: KafkaError | None, msg: Message) -> None:
+            d = Delivery(
+                event_id,
+                msg.topic() or self.topic,
+                msg.partition() or 0,
+                msg.offset() or -1,
+                None if err is None else str(err),
+            )
+            if err is None:
+                self.delivered += 1
+            else:
+                self.failures.append(d)
+            if self._on_delivery is not None:
+                self._on_delivery(d)
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self._producer.produce(
+                    self.topic, key=key, value=value, headers=self._headers, on_delivery=report
+                )
+                return
+            except BufferError:  # the local queue is full: let the broker catch up
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(
+                        f"{self.settings.kafka_bootstrap}: the send queue stayed full for 30 s"
+                    ) from None
+                self._producer.poll(0.1)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every event sent so far is acknowledged.
+
+        Raises:
+            DeliveryFailed: some events were refused by the broker (reported once).
+            BrokerUnavailable: events still unacknowledged after ``timeout`` seconds.
+        """
+        left = self._producer.flush(timeout)
+        if self.failures:
+            failures, self.failures = self.failures, []
+            raise DeliveryFailed(failures)
+        if left:
+            raise BrokerUnavailable(
+                f"{left} events not acknowledged by {self.settings.kafka_bootstrap} "
+                f"within {timeout:g} s"
+            )
+
+    def __enter__(self) -> EventProducer:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.flush()
+        else:
+            self._producer.flush(10)  # deliver what was sent; the caller's error wins
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One decoded prediction, and where it came from."""
+
+    event_id: str
+    score: float
+    model_version: str
+    variant: str
+    degraded: bool
+    missing_features: tuple[str, ...]
+    record: dict[str, Any] = field(repr=False)
+    topic: str = ""
+    partition: int = 0
+    offset: int = 0
+
+
+class PredictionConsumer:
+    """Iterate over decoded predictions; commit what the caller has handled.
+
+    Iterating yields each prediction once per ``event_id`` within ``dedupe_window`` (the last
+    so many ids). ``commit()`` stores the offsets of every prediction yielded so far (and of the
+    redeliveries skipped before them); with ``auto_commit=True`` each prediction is committed
+    when the caller asks for the next one, so a crash redelivers at most the one in hand.
+    """
+
+    def __init__(
+        self,
+        group_id: str,
+        settings: Settings | None = None,
+        *,
+        topic: str | None = None,
+        dedupe_window: int = 100_000,
+        auto_commit: bool = True,
+        poll_seconds: float = 0.5,
+        **config: Any,
+    ) -> None:
+        self.settings = settings or Settings()
+        t = self.settings.topics
+        self.topic = topic or t.predictions
+        self._codec = codec_for(self.settings, by_record(t, t.prediction_record))
+        self._consumer = Consumer(consumer_config(self.settings, group_id, **config))
+        self._consumer.subscribe([self.topic], on_revoke=self._on_revoke)
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._window = dedupe_window
+        self._auto = auto_commit
+        self._poll = poll_seconds
+        self._handled: dict[tuple[str, int], int] = {}  # next offset to commit, per partition
+        self._stopped = False
+        self.duplicates = 0
+        self.undecodable = 0
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.commit()  # what was handled stays handled for the next owner
+
+    def poll(self, timeout: float | None = None) -> Prediction | None:
+        """The next new prediction, or None when none arrived within ``timeout`` seconds."""
+        deadline = time.monotonic() + (self._poll if timeout is None else timeout)
+        while not self._stopped:
+            msg = self._consumer.poll(max(0.0, deadline - time.monotonic()))
+            if msg is None:
+                return None
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise KafkaException(err)
+            self._handled[(msg.topic() or self.topic, msg.partition() or 0)] = (
+                msg.offset() or 0
+            ) + 1
+            record = self._codec.decode_one(msg.value())
+            if not isinstance(record, dict):
+                self.undecodable += 1
+                continue
+            event_id = str(record["event_id"])
+            if event_id in self._seen:
+                self.duplicates += 1
+                self._seen.move_to_end(event_id)
+                continue
+            self._seen[event_id] = None
+            if len(self._seen) > self._window:
+                self._seen.popitem(last=False)
+            return Prediction(
+                event_id,
+                float(record["score"]),
+                str(record["model_version"]),
+                str(record["variant"]),
+                bool(record["degraded"]),
+                tuple(record["missing_features"]),
+                record,
+                msg.topic() or self.topic,
+                msg.partition() or 0,
+                msg.offset() or 0,
+            )
+        return None
+
+    def __iter__(self) -> Iterator[Prediction]:
+        while not self._stopped:
+            p = self.poll()
+            if p is None:
+                continue
+            yield p
+            if self._auto:
+                self.commit()
+
+    def commit(self) -> None:
+        """Commit every prediction handed out so far (synchronously)."""
+        if not self._handled:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._handled.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                raise
+        self._handled.clear()
+
+    def stop(self) -> None:
+        """Make iteration end at the next poll (from a signal handler or another thread)."""
+        self._stopped = True
+
+    def close(self) -> None:
+        """Commit what was handled and leave the group."""
+        try:
+            self.commit()
+        finally:
+            self._consumer.close()
+
+    def __enter__(self) -> PredictionConsumer:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _type_name(avro_type: Any) -> str:
+    if isinstance(avro_type, list):
+        return " or ".join(_type_name(t) for t in avro_type)
+    if isinstance(avro_type, dict):
+        if avro_type.get("type") == "enum":
+            return "one of " + ", ".join(avro_type["symbols"])
+        return str(avro_type.get("logicalType") or avro_type.get("type"))
+    return str(avro_type)
