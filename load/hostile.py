@@ -11,7 +11,26 @@ from services.codec.wire import frame
 
 
 def hostile_values(codec: AvroCodec, template: dict[str, Any]) -> list[tuple[bytes, str, str]]:
-    """(value bytes, expected stage, expected reason) for a spread of malformed messages."""
+    """(value bytes, expected stage, expected reason) for a spread of malformed feed events."""
+
+    def variant(**changes: Any) -> bytes:
+        return codec.encode_one(template | changes)
+
+    feed: list[tuple[Callable[[], bytes], str, str]] = [
+        (lambda: variant(user_id="u" * 5000), "validate", "too_long"),
+        (lambda: variant(country="Germany"), "validate", "bad_format"),
+        (lambda: variant(position=-3), "validate", "out_of_range"),
+        (lambda: variant(item_age_hours=math.nan), "validate", "not_finite"),
+        (lambda: variant(network_rtt_ms=math.inf), "validate", "not_finite"),
+    ]
+    return any_domain_hostile_values(codec, template) + [(m(), st, r) for m, st, r in feed]
+
+
+def any_domain_hostile_values(
+    codec: AvroCodec, template: dict[str, Any]
+) -> list[tuple[bytes, str, str]]:
+    """Malformed messages any domain's worker refuses the same way: broken framing and Avro,
+    an empty event id, an event time a month ahead."""
     good = codec.encode_one(template)
 
     def variant(**changes: Any) -> bytes:
@@ -25,11 +44,6 @@ def hostile_values(codec: AvroCodec, template: dict[str, Any]) -> list[tuple[byt
         (lambda: good[: len(good) // 2], "decode", "avro_decode_error"),
         (lambda: good + b"\x00\x01", "decode", "trailing_bytes"),
         (lambda: variant(event_id=""), "validate", "missing_value"),
-        (lambda: variant(user_id="u" * 5000), "validate", "too_long"),
-        (lambda: variant(country="Germany"), "validate", "bad_format"),
-        (lambda: variant(position=-3), "validate", "out_of_range"),
-        (lambda: variant(item_age_hours=math.nan), "validate", "not_finite"),
-        (lambda: variant(network_rtt_ms=math.inf), "validate", "not_finite"),
         (
             lambda: variant(event_time=template["event_time"] + 86_400_000 * 30),
             "validate",

@@ -153,6 +153,8 @@ def register_external(
     its base rate (the last rung of the fallback ladder) when ``base_rate`` is not given."""
     if base_rate is None:
         if holdout is None or len(holdout[1]) == 0:
+            with tempfile.TemporaryDirectory(prefix="streamscore-register-") as tmp:
+                stage(path, spec, 0.0, Path(tmp))  # the file's own problems come first
             raise ConfigError("give --base-rate, or a --holdout file to measure it")
         base_rate = float(np.mean(holdout[1]))
     source_sha = sha256_file(path)
@@ -182,7 +184,13 @@ def register_external(
         run_id,
         source,
         digest,
-        {"flavor": flavor, "feature_spec_version": spec.version, "origin": "external"},
+        {
+            "flavor": flavor,
+            "feature_spec_version": spec.version,
+            "origin": "external",
+            "source_file": path.name,
+            "source_sha256": source_sha,
+        },
     )
     champion = False
     if make_champion_if_none and registry.alias_version("champion") is None:

@@ -3,7 +3,9 @@ schema manifest, MLflow model name; a small world with features loaded and a cha
 
 from __future__ import annotations
 
+import importlib
 import io
+import json
 import logging
 import os
 import shutil
@@ -12,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +24,13 @@ from unittest import mock
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from load.world import World, strip_private
+from load.world import strip_private
 from services.codec.avro import AvroCodec
-from services.codec.factory import codec_for, schemas_dir
+from services.codec.factory import codec_for
 from services.codec.manifest import MANIFEST_FILE, Manifest
 from services.codec.schemas import load_schemas
-from services.core.settings import Settings, to_env
+from services.core.settings import Settings, domain_folder, to_env
+from services.domain.config import load_domain
 from services.kafka.admin import ensure_topics
 from services.kafka.config import consumer_config, producer_config
 from services.scoring.registry import MlflowRegistry
@@ -40,7 +43,7 @@ from tests.integration.conftest import Stack
 @dataclass
 class Pipeline:
     settings: Settings
-    world: World
+    world: Any  # the domain's generator world (load.world.World for the feed)
     trained: TrainResult
     missing_users: set[str]
 
@@ -61,16 +64,29 @@ class Pipeline:
 
     def read(self, record: str, expected: int, timeout: float = 90) -> list[Any]:
         """Every message of ``record``'s topic, until ``expected`` arrived or the time is up."""
-        topic = by_record(self.settings.topics, record)
+        return self.read_topic(by_record(self.settings.topics, record).name, expected, timeout)
+
+    def read_topic(
+        self,
+        name: str,
+        expected: int,
+        timeout: float = 90,
+        counts: Callable[[Any], bool] = lambda m: True,
+    ) -> list[Any]:
+        """Every message of topic ``name``, until ``expected`` of them that ``counts`` arrived
+        or the time is up."""
         consumer = Consumer(consumer_config(self.settings, f"reader-{uuid.uuid4().hex[:8]}"))
         # assign(), not subscribe(): no group join, so a read costs milliseconds, not seconds.
-        parts = consumer.list_topics(topic.name, timeout=10).topics[topic.name].partitions
-        consumer.assign([TopicPartition(topic.name, p, OFFSET_BEGINNING) for p in parts])
+        parts = consumer.list_topics(name, timeout=10).topics[name].partitions
+        consumer.assign([TopicPartition(name, p, OFFSET_BEGINNING) for p in parts])
         out: list[Any] = []
+        seen = 0
         deadline = time.monotonic() + timeout
         try:
-            while len(out) < expected and time.monotonic() < deadline:
-                out += [m for m in consumer.consume(1000, 0.2) if m.error() is None]
+            while seen < expected and time.monotonic() < deadline:
+                got = [m for m in consumer.consume(1000, 0.2) if m.error() is None]
+                seen += sum(1 for m in got if counts(m))
+                out += got
             # Anything beyond the expected count would be a duplicate: look briefly for more.
             extra_deadline = time.monotonic() + 0.5
             while time.monotonic() < extra_deadline:
@@ -87,14 +103,23 @@ class Pipeline:
 _MODELS: dict[str, tuple[str, TrainResult]] = {}
 
 
-def make_pipeline(stack: Stack, tmp_path: Path, **overrides: Any) -> Iterator[Pipeline]:
+def make_pipeline(
+    stack: Stack, tmp_path: Path, domain: str = "feed", **overrides: Any
+) -> Iterator[Pipeline]:
+    """A pipeline for ``domain`` (a shipped one): its folder copied, topics of its own, the
+    domain's world (400 entities of its first group) with features loaded, a champion trained."""
     tag = uuid.uuid4().hex[:10]
     schemas = tmp_path / "schemas"
-    shutil.copytree(schemas_dir(stack.settings), schemas)
+    shutil.copytree(domain_folder(domain), schemas, ignore=shutil.ignore_patterns("domains"))
+    declared = load_domain(schemas)
+    drift = json.loads((schemas / "domain.json").read_text()).get("drift_features", [])
+    model_name = json.loads((schemas / "domain.json").read_text()).get("model_name", "model")
     base = stack.settings.model_dump()
+    cache_key = f"{stack.settings.home}:{domain}"
     settings = Settings(
         **{
             **base,
+            "domain": domain,
             "topics": {
                 "interactions": f"test.interactions-{tag}.v1",
                 "predictions": f"test.predictions-{tag}.v1",
@@ -103,12 +128,15 @@ def make_pipeline(stack: Stack, tmp_path: Path, **overrides: Any) -> Iterator[Pi
                 "retrain_requests": f"test.retrain-{tag}.v1",
                 "model_events": f"test.model-events-{tag}.v1",
                 "shadow_predictions": f"test.shadow-{tag}.v1",
+                "event_record": declared.event_record,
+                "prediction_record": declared.prediction_record,
+                "label_record": declared.label.record,
             },
             "schema_registry": base["schema_registry"] | {"schemas_dir": schemas},
             "redis": base["redis"] | {"key_prefix": f"test:{tag}:"},
             "worker": {"scoring_group": f"streamscore-scoring-{tag}"},
-            "model": base["model"]
-            | {"name": _MODELS.get(str(stack.settings.home), (f"engagement-{tag}",))[0]},
+            "model": base["model"] | {"name": _MODELS.get(cache_key, (f"{model_name}-{tag}",))[0]},
+            "drift": base["drift"] | {"features": tuple(drift)},
             "metrics": {"enabled": False},
             **overrides,
         }
@@ -121,30 +149,32 @@ def make_pipeline(stack: Stack, tmp_path: Path, **overrides: Any) -> Iterator[Pi
     ensure_topics(stack.admin(), topic_table(settings.topics), 30)
 
     spec = feature_spec(settings)
-    world = World(spec, n_users=400, n_items=150, seed=7, start_time_ms=int(time.time() * 1000))
+    generator = importlib.import_module(str(declared.generator))
+    now = int(time.time() * 1000)
+    world = generator.make(spec, seed=7, entities=400, start_time_ms=now)
     store = feature_store(settings, spec)
-    users, user_rows = world.features("user")
-    # Users drawing about 5% of the traffic have no features: flagged and defaulted, not dropped.
-    order = np.argsort(world.user_weights)
-    cut = int(np.searchsorted(np.cumsum(world.user_weights[order]), 0.05))
-    missing = {users[i] for i in order[:cut]}
-    keep = [i for i in range(len(users)) if users[i] not in missing]
-    store.put_many("user", [users[i] for i in keep], user_rows[keep])
-    store.put_many("item", *world.features("item"))
-    cached = _MODELS.get(str(stack.settings.home))
+    first = spec.groups[0].name
+    keys, rows = world.features(first)
+    # Entities drawing about 5% of the traffic have no features: flagged and defaulted, not
+    # dropped.
+    weights = world.weights(first)
+    order = np.argsort(weights)
+    cut = int(np.searchsorted(np.cumsum(weights[order]), 0.05))
+    missing = {keys[i] for i in order[:cut]}
+    keep = [i for i in range(len(keys)) if keys[i] not in missing]
+    store.put_many(first, [keys[i] for i in keep], rows[keep])
+    for g in spec.groups[1:]:
+        store.put_many(g.name, *world.features(g.name))
+    cached = _MODELS.get(cache_key)
     if cached is None:
-        history = World(
-            spec,
-            n_users=400,
-            n_items=150,
-            seed=7,
-            start_time_ms=int(time.time() * 1000) - 3_600_000,
-        ).events(6000, start_index=10_000_000)
-        labels = {lab["event_id"]: lab["engaged"] for lab in world.labels(history)}
-        # One model per stack: training and MLflow cost seconds, and every test's features are
-        # the same world's, so the same model serves all of them.
+        past = generator.make(spec, seed=7, entities=400, start_time_ms=now - 3_600_000)
+        history = past.events(6000, start_index=10_000_000)
+        label = declared.label
+        labels = {x[label.join_key]: x[label.target] for x in world.labels(history)}
+        # One model per stack and domain: training and MLflow cost seconds, and every test's
+        # features are the same world's, so the same model serves all of them.
         trained = train_and_register(MlflowRegistry(settings), spec, store, history, labels, seed=7)
-        _MODELS[str(stack.settings.home)] = (settings.model.name, trained)
+        _MODELS[cache_key] = (settings.model.name, trained)
     else:
         trained = cached[1]
     yield Pipeline(settings, world, trained, missing)
