@@ -114,6 +114,7 @@ COMMANDS = {
     "topics": "streams.commands.topics:topics",
     "local": "streams.commands.local:local",
     "schemas": "streams.commands.schemas:schemas",
+    "domain": "streams.commands.domain:domain",
     "demo": "streams.commands.demo:demo",
     "features": "streams.commands.ml:features",
     "train": "streams.commands.ml:train",

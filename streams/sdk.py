@@ -266,16 +266,18 @@ class PredictionConsumer:
         self._auto = auto_commit
         self._poll = poll_seconds
         self._handled: dict[tuple[str, int], int] = {}  # next offset to commit, per partition
+        self._in_hand: tuple[tuple[str, int], int] | None = None  # the last one handed out
         self._stopped = False
         self.duplicates = 0
         self.undecodable = 0
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.commit()  # what was handled stays handled for the next owner
+        self._commit_handled()  # what was handled stays handled for the next owner
 
     def poll(self, timeout: float | None = None) -> Prediction | None:
         """The next new prediction, or None when none arrived within ``timeout`` seconds."""
         deadline = time.monotonic() + (self._poll if timeout is None else timeout)
+        self._release()  # asking for the next one: the one in hand was handled
         while not self._stopped:
             msg = self._consumer.poll(max(0.0, deadline - time.monotonic()))
             if msg is None:
@@ -285,21 +287,23 @@ class PredictionConsumer:
                 if err.code() == KafkaError._PARTITION_EOF:
                     continue
                 raise KafkaException(err)
-            self._handled[(msg.topic() or self.topic, msg.partition() or 0)] = (
-                msg.offset() or 0
-            ) + 1
+            where = (msg.topic() or self.topic, msg.partition() or 0)
+            after = (msg.offset() or 0) + 1
             record = self._codec.decode_one(msg.value())
             if not isinstance(record, dict):
                 self.undecodable += 1
+                self._handled[where] = after  # skipped: nothing for the caller to handle
                 continue
             event_id = str(record["event_id"])
             if event_id in self._seen:
                 self.duplicates += 1
                 self._seen.move_to_end(event_id)
+                self._handled[where] = after
                 continue
             self._seen[event_id] = None
             if len(self._seen) > self._window:
                 self._seen.popitem(last=False)
+            self._in_hand = (where, after)
             return Prediction(
                 event_id,
                 float(record["score"]),
@@ -321,10 +325,21 @@ class PredictionConsumer:
                 continue
             yield p
             if self._auto:
-                self.commit()
+                self.commit()  # the caller asked for the next one: this one was handled
+
+    def _release(self) -> None:
+        if self._in_hand is not None:
+            where, offset = self._in_hand
+            self._handled[where] = max(offset, self._handled.get(where, 0))
+            self._in_hand = None
 
     def commit(self) -> None:
-        """Commit every prediction handed out so far (synchronously)."""
+        """Commit every prediction handed out so far, the one in hand included
+        (synchronously)."""
+        self._release()
+        self._commit_handled()
+
+    def _commit_handled(self) -> None:
         if not self._handled:
             return
         offsets = [TopicPartition(t, p, o) for (t, p), o in self._handled.items()]
@@ -340,9 +355,10 @@ class PredictionConsumer:
         self._stopped = True
 
     def close(self) -> None:
-        """Commit what was handled and leave the group."""
+        """Commit what was handled and leave the group. A prediction still in hand (the loop
+        was left while holding it) is not committed: the group delivers it again."""
         try:
-            self.commit()
+            self._commit_handled()
         finally:
             self._consumer.close()
 
