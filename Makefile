@@ -2,6 +2,8 @@
 # Only python3 (>= 3.11) is required; Java 17 + Maven upgrade the embedded broker to Apache Kafka.
 
 PYTHON ?= python3
+# The domain `make demo` shows: feed (default) or payments (`make demo DOMAIN=payments`).
+DOMAIN ?= feed
 VENV := .venv
 BIN := $(VENV)/bin
 # Re-install whenever pyproject.toml changes.
@@ -40,7 +42,7 @@ prometheus:
 demo: install
 	-@$(MAKE) --no-print-directory kafka || echo "Apache Kafka unavailable: the demo uses tansu"
 	-@$(MAKE) --no-print-directory prometheus
-	$(BIN)/streamscore demo
+	STREAMSCORE_DOMAIN=$(DOMAIN) $(BIN)/streamscore demo
 
 # One pytest run: unit, contract and doctests; integration on Apache Kafka (when it can run,
 # else tansu) plus the smoke subset again on tansu. Exit 5 (no tests collected) is a failure of

@@ -175,6 +175,22 @@ class PaymentsWorld:
         return out
 
 
+def hostile_values(codec: Any, template: dict[str, Any]) -> list[tuple[bytes, str, str]]:
+    """Malformed transactions, with the stage and reason a worker refuses each with."""
+    from load.hostile import any_domain_hostile_values
+
+    cases = [
+        (template | {"amount": -5.0}, "validate", "out_of_range"),
+        (template | {"amount": math.inf}, "validate", "not_finite"),
+        (template | {"merchant_category": "54x1"}, "validate", "bad_format"),
+        (template | {"country": "Germany"}, "validate", "bad_format"),
+        (template | {"card_id": "c" * 500}, "validate", "too_long"),
+    ]
+    return any_domain_hostile_values(codec, template) + [
+        (codec.encode_one(e), stage, reason) for e, stage, reason in cases
+    ]
+
+
 def make(spec: FeatureSpec, seed: int = 42, entities: int | None = None, **kw: Any) -> Any:
     """The domain generator's entry point: ``entities`` cards (default 5,000) and an eighth as
     many merchants."""

@@ -32,6 +32,8 @@ import numpy.typing as npt
 from services.features.assemble import MS_PER_HOUR
 from services.features.spec import FeatureSpec
 
+# The feed's generator turns its world at a chosen event (the demo's act 2, the heal harness).
+SUPPORTS_DRIFT = True
 # The feed's enums, as its schema declares them (the generator is domain code).
 SURFACES = ("UNKNOWN", "HOME_FEED", "EXPLORE", "PROFILE", "SEARCH", "NOTIFICATIONS")
 DEVICES = ("UNKNOWN", "IOS", "ANDROID", "WEB")
@@ -209,6 +211,13 @@ class World:
                 }
             )
         return out
+
+
+def hostile_values(codec: Any, template: dict[str, Any]) -> list[tuple[bytes, str, str]]:
+    """The feed's malformed events (the demo mixes them in)."""
+    from load.hostile import hostile_values as feed_hostile
+
+    return feed_hostile(codec, template)
 
 
 def make(spec: FeatureSpec, seed: int = 42, entities: int | None = None, **kw: Any) -> World:

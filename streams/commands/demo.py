@@ -10,6 +10,7 @@ against the labels → worker stopped → stack left as it was found.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -32,7 +33,7 @@ from rich.progress import Progress
 from rich.table import Table
 from sklearn.metrics import roc_auc_score
 
-from load.hostile import hostile_values
+from load.hostile import any_domain_hostile_values
 from load.world import strip_private
 from services.codec.factory import codec_for
 from services.core.errors import EmbeddedStackError, StreamMLError
@@ -148,6 +149,10 @@ def _run(err: Console, s: Settings, n: int, rate: float, drift: bool) -> dict[st
     )
     steps = _rollout_steps(challenger.version)
 
+    generator = importlib.import_module(str(domain_of(s).generator))
+    if drift and not getattr(generator, "SUPPORTS_DRIFT", False):
+        err.print(f"act 2 (drift) skipped: the {domain_of(s).name} generator has no concept drift")
+        drift = False
     control = start_control_plane(s) if drift else None
     worker_env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")}
     worker_env |= to_env(s) | {"STREAMSCORE_METRICS__PORT": "0"}
@@ -254,7 +259,8 @@ def _stream(
     dlq_codec = codec_for(s, by_record(s.topics, "DeadLetter"))
     raw = world.events(n)
     events = [strip_private(e) for e in raw]
-    hostile = hostile_values(codec, events[0])
+    generator = importlib.import_module(str(domain_of(s).generator))
+    hostile = getattr(generator, "hostile_values", any_domain_hostile_values)(codec, events[0])
     run = uuid.uuid4().hex[:12]
     messages: list[tuple[bytes, bytes, str | None]] = []  # key, value, event id when valid
     for i, (event, value) in enumerate(zip(events, codec.encode_many(events), strict=True)):

@@ -52,7 +52,8 @@ def domain_show(ctx: click.Context) -> None:
     def render(c: Console) -> None:
         c.print(f"domain {d.name} ({d.folder}): OK", highlight=False)
         c.print(f"  events {d.event_record} on {t.interactions}, keyed by {d.key_field}")
-        c.print(f"  predictions {d.prediction_record} on {t.predictions}, carrying {', '.join(d.spec.carry)}")
+        carry = ", ".join(d.spec.carry)
+        c.print(f"  predictions {d.prediction_record} on {t.predictions}, carrying {carry}")
         c.print(
             f"  labels {d.label.record} on {t.labels}: {d.label.target}, joined on "
             f"{d.label.join_key}"

@@ -107,7 +107,9 @@ def test_assemble_matches_rows_computed_by_hand() -> None:
     np.testing.assert_array_equal(matrix.values, np.asarray(expected))
     # A null is_sponsored falls back to its declared default, flagged like a missing entity.
     assert matrix.missing == (("is_sponsored",), ("user", "item"))
-    assert matrix.names[:3] == ("u_a", "u_b", "i_a") and matrix.names[-1] == "hour_of_day"  # the feed names it so
+    assert (
+        matrix.names[:3] == ("u_a", "u_b", "i_a") and matrix.names[-1] == "hour_of_day"
+    )  # the feed names it so
 
 
 def test_every_encoding_matches_rows_computed_by_hand() -> None:
@@ -142,7 +144,16 @@ def test_every_encoding_matches_rows_computed_by_hand() -> None:
         [1.5, 0, 0, 0, 2, -1, 1, 6],
     ]
     np.testing.assert_array_equal(matrix.values, np.asarray(expected, dtype=np.float64))
-    assert matrix.names == ("amount", "cur=EUR", "cur=USD", "chan", "mcc", "country", "present", "dow")
+    assert matrix.names == (
+        "amount",
+        "cur=EUR",
+        "cur=USD",
+        "chan",
+        "mcc",
+        "country",
+        "present",
+        "dow",
+    )
     assert matrix.missing == ((), ("amount", "country"))
 
 
