@@ -222,9 +222,10 @@ def hostile_values(codec: Any, template: dict[str, Any]) -> list[tuple[bytes, st
 
 def make(spec: FeatureSpec, seed: int = 42, entities: int | None = None, **kw: Any) -> World:
     """The domain generator's entry point (domain.json ``generator``): ``entities`` users and
-    two fifths as many items (default 5,000 users)."""
-    users = entities or 5000
-    return World(spec, n_users=users, n_items=max(1, users * 2 // 5), seed=seed, **kw)
+    three eighths as many items (by default 5,000 users and 2,000 items)."""
+    if entities is None:
+        return World(spec, n_users=5000, n_items=2000, seed=seed, **kw)
+    return World(spec, n_users=entities, n_items=max(1, entities * 3 // 8), seed=seed, **kw)
 
 
 def strip_private(event: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,12 @@ class LoadedModel:
             return self.compiled.predict(X)
         if self.metadata.flavor == "lightgbm":
             return np.asarray(self.model.predict(X, num_threads=1), dtype=np.float64)
+        if getattr(self.model, "feature_names_in_", None) is not None:
+            # Fitted on named columns (a registered outside model, its names checked against
+            # the spec at registration): the matrix is in that order, only unnamed.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="X does not have valid feature names")
+                return np.asarray(self.model.predict_proba(X)[:, 1], dtype=np.float64)
         return np.asarray(self.model.predict_proba(X)[:, 1], dtype=np.float64)
 
     def predict_fallback(self, X: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], str]:

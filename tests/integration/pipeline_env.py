@@ -22,6 +22,7 @@ from typing import Any
 from unittest import mock
 
 import numpy as np
+import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from load.world import strip_private
@@ -178,6 +179,16 @@ def make_pipeline(
     else:
         trained = cached[1]
     yield Pipeline(settings, world, trained, missing)
+
+
+def domain_fixture(domain: str) -> Any:
+    """A module-scoped fixture: a pipeline of ``domain`` of the module's own."""
+
+    @pytest.fixture(scope="module")
+    def pipeline(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+        yield from make_pipeline(stack, tmp_path_factory.mktemp(domain), domain=domain)
+
+    return pipeline
 
 
 def world_events(p: Pipeline, n: int, start: int = 0) -> list[dict[str, Any]]:

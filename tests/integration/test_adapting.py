@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 
 import lightgbm
@@ -18,17 +17,19 @@ import pandas as pd
 import pytest
 
 from load.world import strip_private
-from tests.integration.conftest import Stack
-from tests.integration.pipeline_env import Pipeline, cli_in_process, make_pipeline, with_model
+from tests.integration.pipeline_env import (
+    Pipeline,
+    cli_in_process,
+    domain_fixture,
+    with_model,
+)
 from tests.integration.test_payments_domain import NAMES, _events_at, _history, _tables, hand_row
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
 DOC = Path(__file__).resolve().parents[2] / "docs" / "adapting.md"
 
 
-@pytest.fixture(scope="module")
-def payments(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    yield from make_pipeline(stack, tmp_path_factory.mktemp("adapting"), domain="payments")
+payments = domain_fixture("payments")
 
 
 def _commands() -> list[str]:

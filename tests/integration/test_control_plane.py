@@ -169,7 +169,7 @@ def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pip
     log = "".join(lines)
     assert "concept drift" in log and "retrain requested" in log, log[-3000:]
     kinds = [(h.event_type, h.actor) for h in history]
-    assert ("shadow_started", "control-plane") in kinds, kinds
+    assert ("shadow_started", "control-plane") in kinds, (kinds, log[-3000:])
     assert ("promoted", "control-plane") in kinds, (kinds, log[-2000:])
     promoted = next(h for h in history if h.event_type == "promoted")
     assert promoted.from_version == "1" and promoted.to_version == "2"

@@ -9,7 +9,6 @@ import math
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,7 @@ from load.payments import make
 from load.world import strip_private
 from services.scoring.registry import MlflowRegistry
 from streams.runtime import feature_spec, scoring_worker
-from tests.integration.conftest import Stack
-from tests.integration.pipeline_env import Pipeline, cli_in_process, make_pipeline
+from tests.integration.pipeline_env import Pipeline, cli_in_process, domain_fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
 
@@ -35,9 +33,7 @@ MCC = ["5411", "5812", "5999", "5732", "5944", "4829", "7995"]  # vocabulary; ot
 CARD_DEFAULTS = [2.0, 60.0, 400.0, 0.0]
 
 
-@pytest.fixture(scope="module")
-def payments(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    yield from make_pipeline(stack, tmp_path_factory.mktemp("payments"), domain="payments")
+payments = domain_fixture("payments")
 
 
 def hand_row(

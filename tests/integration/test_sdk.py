@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -15,16 +14,13 @@ import pytest
 
 from streams.runtime import scoring_worker
 from streams.sdk import EventProducer, InvalidEvent, PredictionConsumer
-from tests.integration.conftest import Stack
-from tests.integration.pipeline_env import Pipeline, make_pipeline
+from tests.integration.pipeline_env import Pipeline, domain_fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
 DOC = Path(__file__).resolve().parents[2] / "docs" / "clients.md"
 
 
-@pytest.fixture(scope="module")
-def payments(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    yield from make_pipeline(stack, tmp_path_factory.mktemp("sdk"), domain="payments")
+payments = domain_fixture("payments")
 
 
 def _examples() -> list[str]:

@@ -1,0 +1,126 @@
+"""Staging a model trained elsewhere: safe formats only, the spec's feature names in the spec's
+order, a binary classifier, loaded exactly as a worker loads a version."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import lightgbm
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io as sio
+from sklearn.linear_model import LinearRegression, LogisticRegression
+
+from services.core.errors import ConfigError, ModelLoadError
+from services.features.assemble import feature_names
+from services.features.spec import FeatureSpec
+from services.training.external import stage
+
+SPEC = FeatureSpec.from_dict(
+    {
+        "version": "t1",
+        "groups": [
+            {"name": "card", "key_field": "card_id", "features": [
+                {"name": "a", "default": 0, "min": -9, "max": 9},
+                {"name": "b", "default": 0, "min": -9, "max": 9}]},
+        ],
+        "context": [{"name": "amount", "kind": "number", "min": 0, "max": 1e6, "default": 0}],
+    }
+)  # fmt: skip
+NAMES = ["a", "b", "amount"]
+RNG = np.random.default_rng(4)
+X = RNG.normal(size=(300, 3))
+Y = (X[:, 0] + X[:, 2] > 0).astype(int)
+
+
+def test_the_spec_order_is_the_one_written_here() -> None:
+    assert list(feature_names(SPEC)) == NAMES
+
+
+def test_a_skops_classifier_fitted_on_named_columns_is_staged(tmp_path: Path) -> None:
+    model = LogisticRegression().fit(pd.DataFrame(X, columns=NAMES), Y)
+    path = tmp_path / "m.skops"
+    sio.dump(model, path)
+    (tmp_path / "artifact").mkdir()
+    loaded = stage(path, SPEC, 0.5, tmp_path / "artifact")
+    assert loaded.metadata.flavor == "sklearn" and loaded.metadata.feature_names == tuple(NAMES)
+    expected = model.predict_proba(pd.DataFrame(X[:5], columns=NAMES))[:, 1]
+    np.testing.assert_allclose(loaded.predict(X[:5]), expected)
+
+
+def test_a_lightgbm_text_model_is_staged_byte_for_byte(tmp_path: Path) -> None:
+    booster = lightgbm.train(
+        {"objective": "binary", "verbose": -1},
+        lightgbm.Dataset(X, Y, feature_name=NAMES),
+        num_boost_round=3,
+    )
+    path = tmp_path / "m.txt"
+    booster.save_model(str(path))
+    (tmp_path / "artifact").mkdir()
+    stage(path, SPEC, 0.1, tmp_path / "artifact")
+    assert (tmp_path / "artifact" / "model.txt").read_bytes() == path.read_bytes()
+
+
+def _dump(model: object, path: Path) -> Path:
+    sio.dump(model, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, error, says",
+    [
+        (lambda d: d / "m.pkl", ConfigError, "pickle and joblib files are refused"),
+        (
+            lambda d: _dump(LogisticRegression().fit(X, Y), d / "m.skops"),
+            ConfigError,
+            "has no feature names",
+        ),
+        (
+            lambda d: _dump(
+                LogisticRegression().fit(pd.DataFrame(X, columns=["b", "a", "amount"]), Y),
+                d / "m.skops",
+            ),
+            ConfigError,
+            "the same names in another order",
+        ),
+        (
+            lambda d: _dump(
+                LogisticRegression().fit(pd.DataFrame(X, columns=["a", "b", "amt"]), Y),
+                d / "m.skops",
+            ),
+            ConfigError,
+            "missing ['amount'], unknown ['amt']",
+        ),
+        (
+            lambda d: _dump(
+                LinearRegression().fit(pd.DataFrame(X, columns=NAMES), Y), d / "m.skops"
+            ),
+            ConfigError,
+            "no predict_proba",
+        ),
+    ],
+    ids=["pickle", "no-names", "order", "names", "regressor"],
+)
+def test_a_model_that_does_not_fit_the_spec_is_refused(
+    tmp_path: Path, make: object, error: type[Exception], says: str
+) -> None:
+    path = make(tmp_path)  # type: ignore[operator]
+    if path.suffix == ".pkl":
+        path.write_bytes(pickle.dumps(LogisticRegression()))
+    (tmp_path / "artifact").mkdir()
+    with pytest.raises(error) as refused:
+        stage(path, SPEC, 0.5, tmp_path / "artifact")
+    assert says in str(refused.value)
+
+
+def test_a_skops_file_with_an_untrusted_type_is_refused(tmp_path: Path) -> None:
+    import functools
+
+    from sklearn.preprocessing import FunctionTransformer
+
+    path = _dump(FunctionTransformer(func=functools.partial(print)), tmp_path / "m.skops")
+    (tmp_path / "artifact").mkdir()
+    with pytest.raises(ModelLoadError, match="untrusted types"):
+        stage(path, SPEC, 0.5, tmp_path / "artifact")
