@@ -127,6 +127,8 @@ COMMANDS = {
     "worker": "streams.commands.ml:worker",
     "dlq": "streams.commands.dlq:dlq",
     "replay": "streams.commands.replay:replay",
+    "api": "streams.commands.api:api",
+    "score-file": "streams.commands.score_file:score_file",
     "load": "streams.commands.load:load",
 }
 

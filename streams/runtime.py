@@ -67,6 +67,31 @@ def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> Scor
         t for t in topic_table(settings.topics) if t.name == settings.topics.shadow_predictions
     )
     spec = feature_spec(settings)
+    serving, watcher = build_serving(settings, codecs[3], model)
+    return ScoringWorker(
+        settings,
+        input_topic=topics[0],
+        predictions_topic=topics[1],
+        dlq_topic=topics[2],
+        codecs=(codecs[0], codecs[1], codecs[2]),
+        rules=domain_of(settings).rules,
+        spec=spec,
+        store=feature_store(settings, spec),
+        model=serving,
+        limiter=rate_limiter(settings),
+        watcher=watcher,
+        shadow_topic=shadow_topic,
+        drift=(drift_monitor(settings), topics[4], codecs[4]) if settings.drift.enabled else None,
+        predictions_store=prediction_store(settings) if settings.drift.enabled else None,
+    )
+
+
+def build_serving(
+    settings: Settings, model_event_codec: Any, model: LoadedModel | None = None
+) -> tuple[Serving | LoadedModel, ModelWatcher | None]:
+    """``model``, or the registry's rollout state (a pinned alias: that version alone), and
+    the watcher that follows the registry when ``settings.model.watch``; compiled when
+    ``settings.model.compile``. The worker, the HTTP API and batch scoring serve through it."""
     watcher = None
     serving: Serving | LoadedModel
     if model is not None:
@@ -94,7 +119,7 @@ def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> Scor
             record_built(built)
             serving = built.serving
             if settings.model.watch:
-                watcher = ModelWatcher(settings, loader, state, built.serving, codecs[3])
+                watcher = ModelWatcher(settings, loader, state, built.serving, model_event_codec)
     if settings.model.compile:
         # Compiled before the first batch (a child process; the cache makes it instant after the
         # first time); the watcher compiles what it loads later.
@@ -102,22 +127,18 @@ def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> Scor
         serving = compile_serving(base, settings.model.compile_cache_dir) or base
         if watcher is not None:
             watcher.adopt(serving)
-    return ScoringWorker(
-        settings,
-        input_topic=topics[0],
-        predictions_topic=topics[1],
-        dlq_topic=topics[2],
-        codecs=(codecs[0], codecs[1], codecs[2]),
-        rules=domain_of(settings).rules,
-        spec=spec,
-        store=feature_store(settings, spec),
-        model=serving,
-        limiter=rate_limiter(settings),
-        watcher=watcher,
-        shadow_topic=shadow_topic,
-        drift=(drift_monitor(settings), topics[4], codecs[4]) if settings.drift.enabled else None,
-        predictions_store=prediction_store(settings) if settings.drift.enabled else None,
-    )
+    return serving, watcher
+
+
+def api_scorer(settings: Settings) -> Any:
+    """The HTTP API's scorer: the registry's rollout, followed by a started watcher."""
+    from streams.scorer import Scorer
+
+    codec = codec_for(settings, by_record(settings.topics, "ModelEvent"))
+    serving, watcher = build_serving(settings, codec)
+    if watcher is not None:
+        watcher.start()
+    return Scorer(settings, serving, watcher)
 
 
 def prediction_store(settings: Settings) -> PredictionStore:

@@ -66,6 +66,63 @@ class Delivery:
     error: str | None = None
 
 
+class EventValidator:
+    """The producer's checks, without a producer: the schema (required fields, types, enum
+    symbols, no unknown fields), then the domain's rules. The HTTP API uses it too."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.domain = domain_of(settings)
+        record = self.domain.records[self.domain.event_record]
+        self._record = record
+        self._schema = record.parsed
+        self._fields = [(f["name"], f.get("default", _NO_DEFAULT)) for f in record.source["fields"]]
+        self._names = {n for n, _ in self._fields}
+
+    def __call__(self, event: Any, index: int | None = None) -> dict[str, Any]:
+        """The event as it will be sent (defaults filled), or ``InvalidEvent``."""
+        if not isinstance(event, Mapping):
+            raise InvalidEvent(
+                "", "type", f"an event is an object, not {type(event).__name__}", index
+            )
+        unknown = sorted(str(k) for k in set(event) - self._names)
+        if unknown:
+            raise InvalidEvent(
+                unknown[0][:64],
+                "unknown_field",
+                f"{self.domain.event_record} has no such field",
+                index,
+            )
+        out: dict[str, Any] = {}
+        for name, default in self._fields:
+            if name in event:
+                out[name] = event[name]
+            elif default is not _NO_DEFAULT:
+                out[name] = default
+            else:
+                raise InvalidEvent(
+                    name, "required", "missing, and the schema gives no default", index
+                )
+        try:
+            validate(out, self._schema, raise_errors=True, strict=True)
+        except (ValidationError, ValueError, TypeError, OverflowError) as exc:
+            errors = getattr(exc, "errors", None)
+            name = str(errors[0].field).rsplit(".", 1)[-1] if errors else ""
+            types = {f["name"]: f["type"] for f in self._record.source["fields"]}
+            wanted = _type_name(types.get(name, "?"))
+            got = type(out.get(name)).__name__
+            raise InvalidEvent(
+                name, "type", f"a {got} where the schema wants {wanted}", index
+            ) from None
+        problem = validate_one(out, self.domain.rules, int(time.time() * 1000))
+        if problem is not None:
+            raise InvalidEvent(problem.field, problem.reason.value, problem.detail, index)
+        return out
+
+
+def validator_for(settings: Settings) -> EventValidator:
+    return EventValidator(settings)
+
+
 class EventProducer:
     """Validate, frame, key and send events to the domain's input topic.
 
@@ -87,10 +144,7 @@ class EventProducer:
         t = self.settings.topics
         self.topic = topic or t.interactions
         self._codec = codec_for(self.settings, by_record(t, t.event_record))
-        record = self.domain.records[self.domain.event_record]
-        self._schema = record.parsed
-        self._fields = [(f["name"], f.get("default", _NO_DEFAULT)) for f in record.source["fields"]]
-        self._names = {n for n, _ in self._fields}
+        self._validator = EventValidator(self.settings)
         self._headers: list[tuple[str, str | bytes | None]] = [
             (PRODUCER_HEADER, producer_id.encode())
         ]
@@ -102,43 +156,7 @@ class EventProducer:
     # -- checks -------------------------------------------------------------------------------
     def validate(self, event: Mapping[str, Any], index: int | None = None) -> dict[str, Any]:
         """The event as it will be sent (defaults filled), or ``InvalidEvent``."""
-        if not isinstance(event, Mapping):
-            raise InvalidEvent(
-                "", "type", f"an event is a mapping, not {type(event).__name__}", index
-            )
-        unknown = sorted(set(event) - self._names)
-        if unknown:
-            raise InvalidEvent(
-                unknown[0], "unknown_field", f"{self.domain.event_record} has no such field", index
-            )
-        out: dict[str, Any] = {}
-        for name, default in self._fields:
-            if name in event:
-                out[name] = event[name]
-            elif default is not _NO_DEFAULT:
-                out[name] = default
-            else:
-                raise InvalidEvent(
-                    name, "required", "missing, and the schema gives no default", index
-                )
-        try:
-            validate(out, self._schema, raise_errors=True, strict=True)
-        except ValidationError as exc:
-            name = str(exc.errors[0].field).rsplit(".", 1)[-1] if exc.errors else ""
-            wanted = _type_name(
-                next(
-                    (f["type"] for f in self._codec.record.source["fields"] if f["name"] == name),
-                    "?",
-                )
-            )
-            got = type(out.get(name)).__name__
-            raise InvalidEvent(
-                name, "type", f"a {got} where the schema wants {wanted}", index
-            ) from None
-        problem = validate_one(out, self.domain.rules, int(time.time() * 1000))
-        if problem is not None:
-            raise InvalidEvent(problem.field, problem.reason.value, problem.detail, index)
-        return out
+        return self._validator(event, index)
 
     # -- sending ------------------------------------------------------------------------------
     def send(self, event: Mapping[str, Any]) -> str:

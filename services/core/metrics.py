@@ -13,6 +13,13 @@ from prometheus_client import Counter, Gauge, Histogram
 
 NAMESPACE = "streamscore"
 
+API_REQUESTS = Histogram(
+    "api_request_seconds",
+    "HTTP API requests: latency by route (the template, e.g. /v1/predict) and status code.",
+    ["route", "status"],
+    namespace=NAMESPACE,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+)
 MESSAGES_CONSUMED = Counter(
     "messages_consumed_total", "Messages read from Kafka.", ["topic"], namespace=NAMESPACE
 )

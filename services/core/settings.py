@@ -176,6 +176,25 @@ class TopicSettings(_Group):
     )
 
 
+class ApiSettings(_Group):
+    """The HTTP API (`streamscore api serve`)."""
+
+    host: str = Field("127.0.0.1", description="Address the API binds.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the API binds.")
+    workers: int = Field(1, ge=1, description="Server processes (each loads its own model).")
+    max_body_bytes: int = Field(
+        1_000_000, ge=1024, description="Larger request bodies are refused with 413."
+    )
+    max_batch: int = Field(
+        1000, ge=1, le=100_000, description="Most events in one request (more: 422)."
+    )
+    delivery_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How long POST /v1/events waits for Kafka's acknowledgements before 503.",
+    )
+
+
 class BatchSettings(_Group):
     """Micro-batch bounds for the hot path."""
 
@@ -589,6 +608,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     topics: TopicSettings = TopicSettings()
     batch: BatchSettings = BatchSettings()
+    api: ApiSettings = ApiSettings()
     local: LocalSettings = LocalSettings()
     features: FeatureSettings = FeatureSettings()
     model: ModelSettings = ModelSettings()

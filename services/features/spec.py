@@ -82,7 +82,8 @@ class ContextDef:
     def columns(self) -> tuple[str, ...]:
         """Matrix columns of this feature: one, or one per symbol for one-hot."""
         if self.kind == "enum" and self.encoding == "onehot":
-            return tuple(f"{self.name}={s}" for s in self.symbols)
+            # "name__SYMBOL": LightGBM and its compiler (lleaves) read "=" in a name as syntax.
+            return tuple(f"{self.name}__{s}" for s in self.symbols)
         return (self.name,)
 
     @property

@@ -123,7 +123,7 @@ def test_the_worker_scores_transactions_and_refuses_bad_ones(payments: Pipeline)
 NAMES = [  # the payments spec's feature order, written out (docs/adapting.md)
     "card_txn_count_24h", "card_amount_mean_30d", "card_age_days", "card_chargebacks_90d",
     "merchant_fraud_rate_90d", "merchant_ticket_mean", "merchant_age_days", "amount",
-    "currency=EUR", "currency=USD", "currency=GBP", "currency=CHF", "currency=JPY", "channel",
+    "currency__EUR", "currency__USD", "currency__GBP", "currency__CHF", "currency__JPY", "channel",
     "merchant_category", "country", "card_present", "hour_of_day", "day_of_week",
 ]  # fmt: skip
 

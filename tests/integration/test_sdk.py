@@ -3,7 +3,11 @@ before anything is sent; the consumer drops redeliveries and commits only what w
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
@@ -23,38 +27,77 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "clients.md"
 payments = domain_fixture("payments")
 
 
-def _examples() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+def _examples() -> list[tuple[str, str]]:
+    """(language, code) of every runnable block, in order."""
+    return re.findall(r"```(python|sh)\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
 
 
-@pytest.mark.timeout(180)
-def test_the_examples_in_docs_clients_run(payments: Pipeline, capsys: Any) -> None:
+@pytest.mark.timeout(240)
+def test_the_examples_in_docs_clients_run(
+    payments: Pipeline, capsys: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from streams.api import create_app
+    from streams.api_keys import ApiKeys
+    from streams.runtime import redis_client
+    from tests.integration.test_api import Server
+
     p = payments
     before = len(p.read("Transaction", 10**9, timeout=1))
     worker = scoring_worker(p.settings)
     thread = threading.Thread(target=worker.run, kwargs={"idle_timeout": 120}, daemon=True)
     thread.start()
+    _, key = ApiKeys(redis_client(p.settings), p.settings.redis.key_prefix).create("docs")
+    server = Server(create_app(p.settings))
+    env = p.env() | {"API_URL": server.url, "API_KEY": key}
+    shell_env = dict(os.environ) | env
+    shell_env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{shell_env.get('PATH', '')}"
+    monkeypatch.chdir(tmp_path)
     namespace: dict[str, Any] = {}
+    shell_out = []
     try:
-        with mock.patch.dict("os.environ", p.env()):
-            for block in _examples():
-                exec(compile(block, str(DOC), "exec"), namespace)  # noqa: S102 (our own docs)
+        with mock.patch.dict("os.environ", env):
+            for lang, block in _examples():
+                if lang == "python":
+                    exec(compile(block, str(DOC), "exec"), namespace)  # noqa: S102 (our own docs)
+                    continue
+                if "curl " in block and shutil.which("curl") is None:
+                    continue  # the HTTP example in Python ran; curl is not on this machine
+                ran = subprocess.run(  # noqa: S603 (our own docs)
+                    ["bash", "-euo", "pipefail", "-c", block],
+                    env=shell_env,
+                    capture_output=True,
+                    text=True,
+                    timeout=120,
+                )
+                assert ran.returncode == 0, (block, ran.stderr[-2000:])
+                shell_out.append(ran.stdout)
     finally:
         worker.request_stop()
         thread.join(60)
+        server.stop()
     out = capsys.readouterr().out
     assert "20 delivered" in out
     assert "refused: amount out_of_range" in out
     assert namespace["wanted"] == set()  # every event's prediction was read
-    # Exactly the 20 valid events reached the topic, keyed by card and with the producer id.
-    sent = p.read("Transaction", before + 20)[before:]
-    assert len(sent) == 20
+    # Exactly the 20 valid events reached the topic, keyed by card and with the producer id,
+    # and then the one sent by curl.
+    sent = p.read("Transaction", before + 21)[before:]
     codec = p.codec("Transaction")
+    ids = [codec.decode_one(m.value())["event_id"] for m in sent]
+    assert len(sent) == 21 and '"accepted":1' in shell_out[0]
+    assert sum(i.endswith("-curl") for i in ids) == 1
     for m in sent:
         event = codec.decode_one(m.value())
         assert m.key() == event["card_id"].encode()
-        assert ("producer-id", b"checkout-eu") in (m.headers() or [])
-    assert not any(codec.decode_one(m.value())["event_id"].endswith("-bad") for m in sent)
+        who = b"api:" if event["event_id"].endswith("-curl") else b"checkout-eu"
+        assert any(k == "producer-id" and v.startswith(who) for k, v in m.headers() or [])
+    assert not any(i.endswith("-bad") for i in ids)
+    # HTTP answered for 3 events; the file gave 20 predictions (a header and 2 rows printed).
+    assert out.count(" champion False") >= 3
+    assert (tmp_path / "scores.csv").read_text().count("\n") == 21
+    assert (
+        "20 predictions" in shell_out[-1] and "event_id,card_id,merchant_id,score" in shell_out[-1]
+    )
 
 
 def test_an_invalid_event_raises_naming_field_and_rule_and_nothing_is_sent(

@@ -146,8 +146,8 @@ def test_every_encoding_matches_rows_computed_by_hand() -> None:
     np.testing.assert_array_equal(matrix.values, np.asarray(expected, dtype=np.float64))
     assert matrix.names == (
         "amount",
-        "cur=EUR",
-        "cur=USD",
+        "cur__EUR",
+        "cur__USD",
         "chan",
         "mcc",
         "country",

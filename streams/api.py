@@ -1,0 +1,533 @@
+"""The HTTP API (`streamscore api serve`): send events, or score them now, over HTTP.
+
+- ``POST /v1/events``: one event or ``{"events": [...]}``. Each event is checked as the SDK's
+  producer checks it, then published to the input topic. The answer is 202 with the event ids,
+  once the broker has acknowledged every one of them.
+- ``POST /v1/predict``: the same body. The events are scored now through the worker's stages
+  (``streams/scorer.py``: the same ``process_batch``), with the same champion, canary routing,
+  shadow publishing and fallbacks, and the same registry watcher for hot swaps.
+
+Every request needs an API key (``streamscore api keys create``), and each key has a token bucket
+on the stream's Redis buckets. Answers: 401 for a missing or wrong key, 413 for a body over the
+limit, 422 for a bad body (field-level errors), 429 with ``Retry-After``, 503 when Kafka or Redis
+does not answer. A bad input never gets a 500. Payloads are never logged.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from services.codec.factory import codec_for
+from services.core import metrics
+from services.core.errors import FeatureStoreUnavailable
+from services.core.settings import Settings
+from services.kafka.config import admin_config, producer_config
+from services.ratelimit.bucket import PRODUCER_HEADER, RedisTokenBuckets
+from streams.api_keys import ApiKey, ApiKeys
+from streams.scorer import Scorer
+from streams.sdk import InvalidEvent, validator_for
+from streams.topics import by_record
+
+logger = logging.getLogger(__name__)
+
+JSON_TYPES = {
+    "string": {"type": "string"},
+    "int": {"type": "integer"},
+    "long": {"type": "integer"},
+    "float": {"type": "number"},
+    "double": {"type": "number"},
+    "boolean": {"type": "boolean"},
+    "null": {"type": "null"},
+}
+
+
+def json_schema(avro_type: Any) -> dict[str, Any]:
+    """The JSON Schema of an Avro type as the API takes it (timestamps as epoch ms).
+
+    >>> json_schema(["null", "double"])
+    {'anyOf': [{'type': 'null'}, {'type': 'number'}]}
+    >>> json_schema({"type": "enum", "name": "E", "symbols": ["A", "B"]})
+    {'type': 'string', 'enum': ['A', 'B']}
+    """
+    if isinstance(avro_type, list):
+        return {"anyOf": [json_schema(t) for t in avro_type]}
+    if isinstance(avro_type, dict):
+        kind = avro_type["type"]
+        if kind == "enum":
+            return {"type": "string", "enum": list(avro_type["symbols"])}
+        if kind == "record":
+            return record_schema(avro_type)
+        if kind == "array":
+            return {"type": "array", "items": json_schema(avro_type["items"])}
+        return json_schema(kind)
+    return dict(JSON_TYPES.get(str(avro_type), {}))
+
+
+def record_schema(record: dict[str, Any]) -> dict[str, Any]:
+    fields = record["fields"]
+    return {
+        "type": "object",
+        "title": str(record["name"]),
+        "properties": {
+            f["name"]: json_schema(f["type"]) | ({"description": f["doc"]} if "doc" in f else {})
+            for f in fields
+        },
+        "required": [f["name"] for f in fields if "default" not in f],
+        "additionalProperties": False,
+    }
+
+
+def _errors(status: int, errors: list[dict[str, Any]], **headers: str) -> JSONResponse:
+    return JSONResponse({"detail": errors}, status_code=status, headers=headers or None)
+
+
+def _error(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status, headers=headers or None)
+
+
+class Api:
+    """What the endpoints share: checks, scorer, publisher, keys and limits."""
+
+    def __init__(self, settings: Settings, scorer: Scorer) -> None:
+        from streams.runtime import redis_client
+
+        self.settings = settings
+        self.scorer = scorer
+        self.check = validator_for(settings)
+        t = settings.topics
+        self.input_topic = t.interactions
+        self.shadow_topic = t.shadow_predictions
+        self.prediction_codec = codec_for(settings, by_record(t, t.prediction_record))
+        self.producer = Producer(producer_config(settings))
+        client = redis_client(settings)
+        self.keys = ApiKeys(client, settings.redis.key_prefix)
+        self._client = client
+        self._buckets: dict[tuple[float, int], RedisTokenBuckets] = {}
+        self._lock = threading.Lock()
+        self._poller = threading.Thread(target=self._poll, name="api-producer", daemon=True)
+        self._stop = threading.Event()
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.producer.poll(0.05)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.producer.flush(10)
+
+    # -- keys and limits ------------------------------------------------------------------
+    def limiter(self, key: ApiKey) -> RedisTokenBuckets | None:
+        rl = self.settings.rate_limit
+        if not (key.rate_per_second or rl.enabled):
+            return None  # no rate of its own, and the stream's limits are off
+        rate = key.rate_per_second or rl.rate_per_second
+        burst = key.burst or rl.burst
+        with self._lock:
+            if (rate, burst) not in self._buckets:
+                self._buckets[(rate, burst)] = RedisTokenBuckets(
+                    self._client, self.settings.redis.key_prefix, rate, burst
+                )
+            return self._buckets[(rate, burst)]
+
+    def admit(self, key: ApiKey, n: int) -> float | None:
+        """None when ``n`` events are within the key's limit, else the seconds to wait."""
+        limiter = self.limiter(key)
+        if limiter is None:
+            return None
+        name = f"api:{key.id}"
+        granted = limiter.take({name: n}).get(name, 0)
+        if granted >= n:
+            return None
+        if granted:
+            limiter.give_back({name: granted})
+        rate = key.rate_per_second or self.settings.rate_limit.rate_per_second
+        return max(1.0, math.ceil((n - granted) / rate))
+
+    # -- events -----------------------------------------------------------------------------
+    def validate(self, events: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        good, errors = [], []
+        for i, e in enumerate(events):
+            try:
+                good.append(self.check(e, i))
+            except InvalidEvent as bad:
+                errors.append(
+                    {"index": i, "field": bad.field, "rule": bad.rule, "message": bad.detail}
+                )
+        return good, errors
+
+    def publish(self, events: list[dict[str, Any]], producer_id: str) -> tuple[list[str], str]:
+        """Send ``events``; returns the ids the broker acknowledged and why others were not."""
+        codec = self.scorer.codec
+        key_field = self.scorer.domain.key_field
+        done = threading.Event()
+        acked: list[str] = []
+        failed: list[str] = []
+        pending = [len(events)]
+        lock = threading.Lock()
+
+        def report(err: KafkaError | None, msg: Message, *, event_id: str) -> None:
+            with lock:
+                (failed if err is not None else acked).append(event_id if err is None else str(err))
+                pending[0] -= 1
+                if pending[0] == 0:
+                    done.set()
+
+        header: list[tuple[str, str | bytes | None]] = [(PRODUCER_HEADER, producer_id.encode())]
+        try:
+            for e, value in zip(events, codec.encode_many(events), strict=True):
+                eid = str(e["event_id"])
+                self.producer.produce(
+                    self.input_topic,
+                    key=str(e.get(key_field, eid)).encode(),
+                    value=value,
+                    headers=header,
+                    on_delivery=functools.partial(report, event_id=eid),
+                )
+        except (BufferError, KafkaException) as exc:
+            return acked, f"the producer refused the send: {exc}"
+        waited = done.wait(self.settings.api.delivery_timeout_seconds)
+        with lock:
+            ok = set(acked)
+            why = failed[0] if failed else ""
+        in_order = [str(e["event_id"]) for e in events if str(e["event_id"]) in ok]
+        metrics.MESSAGES_PRODUCED.labels(topic=self.input_topic).inc(len(in_order))
+        if not waited:
+            return in_order, "the broker did not acknowledge in time"
+        return in_order, why
+
+    def publish_shadow(self, records: list[dict[str, Any]]) -> None:
+        """Shadow scores go to the shadow topic, best effort (as the worker's do)."""
+        if not records:
+            return
+        try:
+            for rec, value in zip(records, self.prediction_codec.encode_many(records), strict=True):
+                self.producer.produce(
+                    self.shadow_topic, key=str(rec["event_id"]).encode(), value=value
+                )
+        except (BufferError, KafkaException) as exc:
+            metrics.PUBLISH_FAILURES.labels(topic=self.shadow_topic).inc()
+            logger.warning("shadow predictions not published: %s", exc)
+
+
+def answer(rec: dict[str, Any], carry: tuple[str, ...]) -> dict[str, Any]:
+    out = {
+        "event_id": rec["event_id"],
+        "score": rec["score"],
+        "model_name": rec["model_name"],
+        "model_version": rec["model_version"],
+        "variant": rec["variant"],
+        "degraded": rec["degraded"],
+        "missing_features": list(rec["missing_features"]),
+    }
+    return out | {name: rec.get(name) for name in carry}
+
+
+def create_app(settings: Settings, scorer: Scorer | None = None) -> FastAPI:
+    """The FastAPI app; ``scorer`` defaults to the registry's rollout, watched for swaps."""
+    from streams.runtime import api_scorer
+
+    api = Api(settings, scorer or api_scorer(settings))
+    domain = api.scorer.domain
+    event_schema = record_schema(domain.records[domain.event_record].source)
+    max_batch = settings.api.max_batch
+    body_schema = {
+        "oneOf": [
+            event_schema,
+            {
+                "type": "object",
+                "properties": {
+                    "events": {
+                        "type": "array",
+                        "items": event_schema,
+                        "minItems": 1,
+                        "maxItems": max_batch,
+                    }
+                },
+                "required": ["events"],
+                "additionalProperties": False,
+            },
+        ]
+    }
+    error_schema = {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}
+    app = FastAPI(
+        title=f"streamscore: {domain.name}",
+        description=f"Events of the {domain.name} domain ({domain.event_record}): send them to "
+        "the stream, or score them now. Authenticate with `Authorization: Bearer <key>`.",
+        version="1",
+    )
+    app.state.api = api
+
+    def documented(summary: str, ok: int, ok_schema: dict[str, Any]) -> dict[str, Any]:
+        codes = {
+            "401": "no or wrong API key",
+            "413": "body too large",
+            "422": "invalid body",
+            "429": "over the key's rate limit",
+            "503": "Kafka or Redis unavailable",
+        }
+        return {
+            "summary": summary,
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": body_schema}},
+            },
+            "responses": {
+                str(ok): {
+                    "description": "done",
+                    "content": {"application/json": {"schema": ok_schema}},
+                }
+            }
+            | {
+                c: {"description": d, "content": {"application/json": {"schema": error_schema}}}
+                for c, d in codes.items()
+            },
+            "security": [{"bearer": []}],
+        }
+
+    async def read(request: Request) -> tuple[ApiKey, list[Any]] | JSONResponse:
+        """Authenticate, bound and parse a request: (key, events) or the error answer."""
+        token = request.headers.get("authorization", "")
+        token = token[7:].strip() if token.lower().startswith("bearer ") else ""
+        token = token or request.headers.get("x-api-key", "")
+        try:
+            key = await run_in_threadpool(api.keys.verify, token) if token else None
+        except FeatureStoreUnavailable:
+            return _error(
+                503, "API keys cannot be checked: Redis unavailable", **{"Retry-After": "1"}
+            )
+        if key is None:
+            return _error(
+                401,
+                "a valid API key is needed: Authorization: Bearer <key>",
+                **{"WWW-Authenticate": "Bearer"},
+            )
+        limit = settings.api.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return _error(413, f"body over {limit} bytes")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                return _error(413, f"body over {limit} bytes")
+        try:
+            parsed = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return _errors(
+                422,
+                [{"index": None, "field": "", "rule": "json", "message": "the body is not JSON"}],
+            )
+        if isinstance(parsed, dict) and set(parsed) == {"events"}:
+            events = parsed["events"]
+            if not isinstance(events, list) or not events:
+                return _errors(
+                    422,
+                    [
+                        {
+                            "index": None,
+                            "field": "events",
+                            "rule": "type",
+                            "message": "a non-empty list of events",
+                        }
+                    ],
+                )
+        elif isinstance(parsed, dict):
+            events = [parsed]
+        else:
+            return _errors(
+                422,
+                [
+                    {
+                        "index": None,
+                        "field": "",
+                        "rule": "type",
+                        "message": 'an event object or {"events": [...]}',
+                    }
+                ],
+            )
+        if len(events) > max_batch:
+            return _errors(
+                422,
+                [
+                    {
+                        "index": None,
+                        "field": "events",
+                        "rule": "max_batch",
+                        "message": f"at most {max_batch} events a request",
+                    }
+                ],
+            )
+        try:
+            wait = await run_in_threadpool(api.admit, key, len(events))
+        except FeatureStoreUnavailable:
+            wait = None  # as the worker does: no limit can be read, everyone is admitted
+        if wait is not None:
+            metrics.MESSAGES_REJECTED.labels(stage="rate_limit", reason="rate_limited").inc(
+                len(events)
+            )
+            return _error(
+                429, f"key {key.id} is over its rate limit", **{"Retry-After": str(int(wait))}
+            )
+        return key, events
+
+    @app.middleware("http")
+    async def measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+        except Exception:  # a fault of ours, never of the input: logged without the payload
+            logger.exception("%s %s failed", request.method, request.url.path)
+            response = _error(500, "internal error (logged)")
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.API_REQUESTS.labels(route=path, status=str(response.status_code)).observe(
+            time.perf_counter() - started
+        )
+        return response
+
+    @app.post(
+        "/v1/events",
+        openapi_extra=documented(
+            "Check events and publish them to the input topic",
+            202,
+            {
+                "type": "object",
+                "properties": {
+                    "accepted": {"type": "integer"},
+                    "event_ids": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        ),
+    )
+    async def post_events(request: Request) -> Response:
+        got = await read(request)
+        if isinstance(got, JSONResponse):
+            return got
+        key, events = got
+        good, errors = await run_in_threadpool(api.validate, events)
+        if errors:
+            return _errors(422, errors)
+        acked, why = await run_in_threadpool(api.publish, good, f"api:{key.id}")
+        if why:
+            return JSONResponse(
+                {
+                    "detail": f"not all events were accepted by Kafka: {why}",
+                    "accepted_event_ids": acked,
+                },
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        return JSONResponse({"accepted": len(acked), "event_ids": acked}, status_code=202)
+
+    @app.post(
+        "/v1/predict",
+        openapi_extra=documented(
+            "Score events now, as the stream would",
+            200,
+            {
+                "type": "object",
+                "properties": {"predictions": {"type": "array", "items": {"type": "object"}}},
+            },
+        ),
+    )
+    async def post_predict(request: Request) -> Response:
+        got = await read(request)
+        if isinstance(got, JSONResponse):
+            return got
+        key, events = got
+        good, errors = await run_in_threadpool(api.validate, events)
+        if errors:
+            return _errors(422, errors)
+        try:
+            scored = await run_in_threadpool(api.scorer.score, good, f"api:{key.id}")
+        except FeatureStoreUnavailable:
+            return _error(
+                503, "features unavailable: Redis does not answer", **{"Retry-After": "1"}
+            )
+        if scored.refused:
+            return _errors(
+                422,
+                [
+                    {"index": i, "field": r.field, "rule": r.reason.value, "message": r.detail}
+                    for i, r in sorted(scored.refused.items())
+                ],
+            )
+        api.publish_shadow(scored.shadow)
+        carry = domain.spec.carry
+        preds = [answer(scored.predictions[i], carry) for i in range(len(good))]
+        return JSONResponse({"predictions": preds})
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> Response:
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", include_in_schema=False)
+    def readyz() -> Response:
+        problems = readiness(settings, api)
+        return JSONResponse(
+            {"status": "ready" if not problems else "not ready", "problems": problems},
+            status_code=200 if not problems else 503,
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    app.openapi_schema = None
+    _openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = _openapi()
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"}
+        }
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def readiness(settings: Settings, api: Api) -> list[str]:
+    """What stops this API from answering: the input topic, Redis, a model."""
+    from confluent_kafka.admin import AdminClient
+
+    problems = []
+    try:
+        topic = api.input_topic
+        found = (
+            AdminClient(admin_config(settings))
+            .list_topics(topic=topic, timeout=2)
+            .topics.get(topic)
+        )
+        if found is None or found.error is not None:
+            problems.append(f"topic {topic}: {found.error if found else 'not found'}")
+    except KafkaException as exc:
+        problems.append(f"kafka: {exc}")
+    try:
+        api._client.ping()
+    except Exception as exc:  # noqa: BLE001 (any failure means not ready)
+        problems.append(f"redis: {type(exc).__name__}")
+    if api.scorer.serving is None:
+        problems.append("no model loaded")
+    return problems
+
+
+def app_from_env() -> FastAPI:
+    """The app of ``STREAMSCORE_*`` settings: uvicorn's factory for each worker process."""
+    return create_app(Settings())

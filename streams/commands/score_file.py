@@ -1,0 +1,256 @@
+"""`streamscore score-file IN --out OUT`: score a file of events through the worker's stages."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from services.codec.table import records_from_rows
+from services.core.errors import ConfigError
+from streams.commands.common import app, emit, json_option
+from streams.files import format_of, read_rows
+
+CHUNK = 5000
+
+
+def _writer(path: Path, append: bool) -> Any:
+    """A writer of row dicts for ``path``'s format (.csv, .jsonl, .parquet)."""
+    fmt = format_of(path)
+    if fmt == "parquet":
+        if append:
+            raise ConfigError("--resume needs a .csv or .jsonl output (Parquet cannot append)")
+        return _ParquetWriter(path)
+    return _TextWriter(path, fmt, append)
+
+
+class _TextWriter:
+    def __init__(self, path: Path, fmt: str, append: bool) -> None:
+        self.fmt = fmt
+        self.header = not (append and path.exists() and path.stat().st_size > 0)
+        self.f = path.open("a" if append else "w", encoding="utf-8", newline="")
+        self.writer: Any = None
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        if self.fmt == "jsonl":
+            self.f.write("".join(json.dumps(r) + "\n" for r in rows))
+        else:
+            import csv
+
+            if self.writer is None:
+                self.writer = csv.DictWriter(self.f, fieldnames=list(rows[0]))
+                if self.header:
+                    self.writer.writeheader()
+            self.writer.writerows(rows)
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class _ParquetWriter:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.writer: Any = None
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        import pyarrow as pa  # type: ignore[import-untyped]
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+        if not rows:
+            return
+        table = pa.Table.from_pylist(rows)
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema)
+        self.writer.write_table(table.cast(self.writer.schema))
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _progress_file(out: Path) -> Path:
+    return out.with_name(out.name + ".progress.json")
+
+
+def _rejects_file(out: Path) -> Path:
+    return out.with_name(out.name + ".rejects.jsonl")
+
+
+@click.command("score-file")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Predictions: .csv, .jsonl or .parquet. Refused rows go to OUT.rejects.jsonl.",
+)
+@click.option("--model-version", help="Score with this version [default: the champion].")
+@click.option("--alias", help="Score with the version of this alias, e.g. challenger.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from OUT.progress.json.")
+@click.option(
+    "--chunk",
+    default=CHUNK,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rows read and scored at a time (memory stays bounded by it).",
+)
+@json_option
+@click.pass_context
+def score_file(
+    ctx: click.Context,
+    source: Path,
+    out: Path,
+    model_version: str | None,
+    alias: str | None,
+    resume: bool,
+    chunk: int,
+) -> None:
+    """Score a file of events (CSV, Parquet or JSON lines) through the worker's stages: the same
+    validation, features and model as the stream. Every row ends as a prediction in OUT or a
+    refusal, with its reason, in OUT.rejects.jsonl."""
+    from services.scoring.registry import MlflowRegistry
+    from streams.runtime import build_serving
+    from streams.scorer import Scorer
+
+    a = app(ctx)
+    s = a.settings
+    if model_version and alias:
+        raise click.UsageError("give --model-version or --alias, not both")
+    format_of(source)
+    format_of(out)
+    progress_path = _progress_file(out)
+    done = 0
+    if resume:
+        if not progress_path.exists():
+            raise ConfigError(f"nothing to resume: {progress_path} does not exist")
+        state = json.loads(progress_path.read_text())
+        if state["source"] != str(source.resolve()):
+            raise ConfigError(f"{progress_path} belongs to {state['source']}, not {source}")
+        done = int(state["rows_done"])
+        model_version = state["model_version"]
+    registry = MlflowRegistry(s)
+    with a.err.status("loading the model..."):
+        model = registry.load(alias=alias or "champion", version=model_version)
+    serving, _ = build_serving(s, None, model)  # compiled as the worker compiles it
+    scorer = Scorer(s, serving)
+    domain = scorer.domain
+    record = domain.records[domain.event_record]
+    carry = domain.spec.carry
+    predictions = _writer(out, resume)
+    rejects = _TextWriter(_rejects_file(out), "jsonl", resume)
+    counts = {"rows": done, "predictions": 0, "refused": 0}
+    started = time.perf_counter()
+    tty = sys.stderr.isatty() and not a.json_output
+    bar = Progress(
+        TextColumn("scoring"),
+        BarColumn(),
+        TextColumn("{task.completed:,} rows"),
+        TimeElapsedColumn(),
+        console=a.err,
+        disable=not tty,
+    )
+    row = 0
+    try:
+        with bar:
+            task = bar.add_task("rows", total=None)
+            for rows in read_rows(source, chunk):
+                first = row + 1
+                row += len(rows)
+                if row <= done:
+                    continue  # scored by the interrupted run
+                if first <= done:
+                    rows, first = rows[done - first + 1 :], done + 1
+                events, problems = records_from_rows(record, rows, first)
+                refused = [
+                    {
+                        "row": p.row,
+                        "event_id": rows[p.row - first].get("event_id"),
+                        "stage": "decode",
+                        "reason": "bad_value",
+                        "field": p.field,
+                        "detail": p.detail,
+                    }
+                    for p in problems
+                ]
+                bad_rows = {p.row for p in problems}
+                numbers = [n for n in range(first, first + len(rows)) if n not in bad_rows]
+                scored = scorer.score(events, "score-file", source="file") if events else None
+                lines = []
+                if scored is not None:
+                    for i, (n, e) in enumerate(zip(numbers, events, strict=True)):
+                        rec = scored.predictions.get(i)
+                        if rec is None:
+                            r = scored.refused[i]
+                            refused.append(
+                                {
+                                    "row": n,
+                                    "event_id": e["event_id"],
+                                    "stage": r.stage.value,
+                                    "reason": r.reason.value,
+                                    "field": r.field,
+                                    "detail": r.detail,
+                                }
+                            )
+                            continue
+                        lines.append(
+                            {
+                                "event_id": rec["event_id"],
+                                **{c: rec.get(c) for c in carry},
+                                "score": rec["score"],
+                                "model_version": rec["model_version"],
+                                "variant": rec["variant"],
+                                "degraded": rec["degraded"],
+                                "missing_features": ",".join(rec["missing_features"]),
+                            }
+                        )
+                predictions.write(lines)
+                rejects.write(sorted(refused, key=lambda r: r["row"]))
+                counts["predictions"] += len(lines)
+                counts["refused"] += len(refused)
+                counts["rows"] = row
+                progress_path.write_text(
+                    json.dumps(
+                        {
+                            "source": str(source.resolve()),
+                            "rows_done": row,
+                            "model_version": scorer.serving.champion.version,
+                        }
+                    )
+                )
+                bar.update(task, completed=row)
+    finally:
+        predictions.close()
+        rejects.close()
+    elapsed = time.perf_counter() - started
+    scored_now = counts["predictions"] + counts["refused"]
+    result = {
+        "source": str(source),
+        "out": str(out),
+        "rejects": str(_rejects_file(out)),
+        "model_version": scorer.serving.champion.version,
+        "resumed_from_row": done,
+        **counts,
+        "seconds": round(elapsed, 3),
+        "rows_per_second": round(scored_now / elapsed, 1) if elapsed > 0 else None,
+    }
+
+    def render(c: Console) -> None:
+        c.print(
+            f"{counts['rows']:,} rows: {counts['predictions']:,} predictions in {out}, "
+            f"{counts['refused']:,} refused in {_rejects_file(out)} (v{result['model_version']}); "
+            f"{scored_now:,} rows in {elapsed:.1f} s "
+            f"= {result['rows_per_second'] or 0:,.0f} rows/s",
+            highlight=False,
+        )
+
+    emit(a, result, render)
