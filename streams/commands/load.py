@@ -239,3 +239,59 @@ def plot(result: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+@load.command("api")
+@click.option("--rounds", default=3, type=click.IntRange(min=1), show_default=True)
+@click.option("--seconds", default=10.0, show_default=True, help="Per load and round.")
+@click.option("--rate", default=200.0, show_default=True, help="Requests/s of one event.")
+@click.option("--batch-rate", default=20.0, show_default=True, help="Requests/s of 100 events.")
+@click.option("--port", default=18123, show_default=True, help="Loopback port of the server.")
+@json_option
+@click.pass_context
+def api_bench(
+    ctx: click.Context, rounds: int, seconds: float, rate: float, batch_rate: float, port: int
+) -> None:
+    """POST /v1/predict latency at fixed request rates, one server process against two.
+
+    Runs on the stack in use (`local up`), with its features and champion: load and train
+    first (`features load`, `train`)."""
+    from load import bench_api
+    from load.world import strip_private
+    from streams.api_keys import ApiKeys
+    from streams.commands.ml import make_world
+    from streams.runtime import redis_client
+
+    a = app(ctx)
+    s = a.settings
+    _, key = ApiKeys(redis_client(s), s.redis.key_prefix).create(
+        "load-api", rate_per_second=1e9, burst=10**9
+    )
+    first = 90_000_000  # indexes no other command streams; event times end about now
+    now = int(time.time() * 1000)
+    world = make_world(s, 42, start_time_ms=now - first - 4_000, rate_per_second=1000)
+    events = [strip_private(e) for e in world.events(2000, start_index=first)]
+    with a.err.status(f"{rounds} rounds of 1 and 2 processes, {seconds:g} s per load..."):
+        result = bench_api.run(s, key, events, rounds, seconds, rate, batch_rate, port=port)
+
+    def render(c: Console) -> None:
+        t = Table(title=f"POST /v1/predict, medians of {rounds} interleaved rounds")
+        for col in ("server", "load", "p50 ms", "p99 ms", "achieved/s", "errors"):
+            t.add_column(col, justify="right")
+        for config, loads in result["results"].items():
+            for name, r in loads.items():
+                t.add_row(
+                    config,
+                    name,
+                    f"{r['p50_ms']:.1f}",
+                    f"{r['p99_ms']:.1f}",
+                    f"{r['achieved_rate']:.0f}",
+                    f"{r['errors']:.0f}",
+                )
+        c.print(t)
+
+    emit(a, result, render)
+    failed = sum(r["errors"] for loads in result["results"].values() for r in loads.values())
+    if failed:
+        a.err.print(f"[red]{failed:.0f} requests were not answered 200[/red]")
+        ctx.exit(1)

@@ -210,7 +210,8 @@ def with_two_versions(p: Pipeline, name: str) -> Pipeline:
     spec = feature_spec(q.settings)
     store = feature_store(q.settings, spec)
     history = q.world.events(4000, start_index=20_000_000)
-    labels = {lab["event_id"]: lab["engaged"] for lab in q.world.labels(history)}
+    label = load_domain(q.settings.domain_dir).label
+    labels = {x[label.join_key]: x[label.target] for x in q.world.labels(history)}
     registry = MlflowRegistry(q.settings)
     for seed in (7, 8):
         train_and_register(registry, spec, store, history, labels, seed=seed)

@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from tests.integration.pipeline_env import (
     Pipeline,
     cli_in_process,
     domain_fixture,
+    with_two_versions,
 )
 from tests.integration.test_payments_domain import _events_at
 
@@ -326,3 +328,48 @@ def test_score_file_refuses_rows_with_reasons_and_resumes(
     ids = [json.loads(x)["event_id"] for x in out.read_text().splitlines()]
     assert sorted(ids) == sorted(e["event_id"] for i, e in enumerate(events) if i not in (3, 7))
     assert len(out.with_name(out.name + ".rejects.jsonl").read_text().splitlines()) == 2
+
+
+def test_the_api_follows_the_registry_shadow_then_promote(
+    api: tuple[Pipeline, Server, str],
+) -> None:
+    """The same watcher as the workers': a shadow rollout publishes shadow scores for HTTP
+    calls too, and a promotion is served without a restart."""
+    base, _, token = api
+    p = with_two_versions(base, f"api-swap-{uuid.uuid4().hex[:8]}")
+    server = Server(create_app(p.settings))
+    try:
+        events = _events(p, 5, 74_000_000)
+        first = call(f"{server.url}/v1/predict", {"events": events}, token)[2]["predictions"]
+        assert {x["model_version"] for x in first} == {"1"}
+        assert cli_in_process(p, "models", "shadow", "2", "-m", "api follows").returncode == 0
+        wanted = {e["event_id"] for e in events}
+        decode = p.codec("Prediction").decode_one
+        deadline = time.monotonic() + 60
+        shadow: list[dict[str, Any]] = []
+        while not shadow:
+            assert time.monotonic() < deadline, "no shadow scores from HTTP calls"
+            call(f"{server.url}/v1/predict", {"events": events}, token)
+            shadow = [
+                x
+                for x in map(
+                    decode,
+                    (
+                        m.value()
+                        for m in p.read_topic(p.settings.topics.shadow_predictions, 1, timeout=1)
+                    ),
+                )
+                if x["event_id"] in wanted
+            ]
+        assert {(x["variant"], x["model_version"]) for x in shadow} == {("shadow", "2")}
+        assert cli_in_process(p, "models", "promote", "2", "-m", "shadow agreed").returncode == 0
+        deadline = time.monotonic() + 60
+        while True:
+            got = call(f"{server.url}/v1/predict", {"events": events}, token)[2]["predictions"]
+            if {x["model_version"] for x in got} == {"2"}:
+                break
+            assert time.monotonic() < deadline, "the API still serves v1"
+            time.sleep(0.2)
+        assert all(x["variant"] == "champion" for x in got)
+    finally:
+        server.stop()
