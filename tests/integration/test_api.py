@@ -373,3 +373,19 @@ def test_the_api_follows_the_registry_shadow_then_promote(
         assert all(x["variant"] == "champion" for x in got)
     finally:
         server.stop()
+
+
+def test_the_keys_commands(api: tuple[Pipeline, Server, str]) -> None:
+    p, server, _ = api
+    made = cli_in_process(p, "--json", "api", "keys", "create", "partner-x", "--rate", "5")
+    assert made.returncode == 0, made.stderr
+    key = json.loads(made.stdout)
+    assert key["token"].startswith("ssk_") and key["rate_per_second"] == 5.0
+    listed = json.loads(cli_in_process(p, "--json", "api", "keys", "list").stdout)
+    mine = next(k for k in listed if k["id"] == key["id"])
+    assert "token" not in mine and mine["revoked"] is False
+    event = _events(p, 1, 75_000_000)[0]
+    assert call(f"{server.url}/v1/predict", event, key["token"])[0] == 200
+    assert cli_in_process(p, "api", "keys", "revoke", key["id"]).returncode == 0
+    assert call(f"{server.url}/v1/predict", event, key["token"])[0] == 401
+    assert cli_in_process(p, "api", "keys", "revoke", "nosuchkey").returncode == 3
