@@ -384,6 +384,16 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> FastAPI:
             )
         return key, events
 
+    async def checked(request: Request) -> tuple[ApiKey, list[dict[str, Any]]] | JSONResponse:
+        """``read``, then every event checked: (key, events) or the error answer (422 lists
+        each invalid event's index, field and rule)."""
+        got = await read(request)
+        if isinstance(got, JSONResponse):
+            return got
+        key, events = got
+        good, errors = await run_in_threadpool(api.validate, events)
+        return _errors(422, errors) if errors else (key, good)
+
     @app.middleware("http")
     async def measure(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -416,13 +426,10 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> FastAPI:
         ),
     )
     async def post_events(request: Request) -> Response:
-        got = await read(request)
+        got = await checked(request)
         if isinstance(got, JSONResponse):
             return got
-        key, events = got
-        good, errors = await run_in_threadpool(api.validate, events)
-        if errors:
-            return _errors(422, errors)
+        key, good = got
         acked, why = await run_in_threadpool(api.publish, good, f"api:{key.id}")
         if why:
             return JSONResponse(
@@ -447,13 +454,10 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> FastAPI:
         ),
     )
     async def post_predict(request: Request) -> Response:
-        got = await read(request)
+        got = await checked(request)
         if isinstance(got, JSONResponse):
             return got
-        key, events = got
-        good, errors = await run_in_threadpool(api.validate, events)
-        if errors:
-            return _errors(422, errors)
+        key, good = got
         try:
             scored = await run_in_threadpool(api.scorer.score, good, f"api:{key.id}")
         except FeatureStoreUnavailable:
