@@ -23,7 +23,13 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 from load.world import strip_private
 from services.codec.avro import AvroCodec
@@ -66,6 +72,27 @@ class Pipeline:
     def read(self, record: str, expected: int, timeout: float = 90) -> list[Any]:
         """Every message of ``record``'s topic, until ``expected`` arrived or the time is up."""
         return self.read_topic(by_record(self.settings.topics, record).name, expected, timeout)
+
+    def count(self, record: str) -> int:
+        """Messages ``record``'s topic holds now (its watermarks: no waiting)."""
+        name = by_record(self.settings.topics, record).name
+        consumer = Consumer(consumer_config(self.settings, f"counter-{uuid.uuid4().hex[:8]}"))
+        deadline = time.monotonic() + 30
+        try:
+            parts = consumer.list_topics(name, timeout=10).topics[name].partitions
+            while True:  # a new topic's leaders may still be settling: ask again
+                try:
+                    marks = [
+                        consumer.get_watermark_offsets(TopicPartition(name, q), 10) for q in parts
+                    ]
+                    break
+                except KafkaException:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+        finally:
+            consumer.close()
+        return sum(high - low for low, high in marks)
 
     def read_topic(
         self,
