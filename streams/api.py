@@ -15,13 +15,14 @@ does not answer. A bad input never gets a 500. Payloads are never logged.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -126,7 +127,11 @@ class Api:
             self.producer.poll(0.05)
 
     def close(self) -> None:
+        """Stop the registry watcher and the delivery thread; deliver what was sent."""
+        if self.scorer.watcher is not None:
+            self.scorer.watcher.stop()
         self._stop.set()
+        self._poller.join(5)
         self.producer.flush(10)
 
     # -- keys and limits ------------------------------------------------------------------
@@ -263,7 +268,14 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> FastAPI:
         ]
     }
     error_schema = {"type": "object", "properties": {"detail": {}}, "required": ["detail"]}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(api.close)  # the server stops: so do our threads
+
     app = FastAPI(
+        lifespan=lifespan,
         title=f"streamscore: {domain.name}",
         description=f"Events of the {domain.name} domain ({domain.event_record}): send them to "
         "the stream, or score them now. Authenticate with `Authorization: Bearer <key>`.",

@@ -41,6 +41,7 @@ class Server:
     """The app on a free loopback port, in a thread."""
 
     def __init__(self, app: Any) -> None:
+        self.app = app
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
@@ -59,6 +60,12 @@ class Server:
         self.server.should_exit = True
         self.thread.join(10)
         self.sock.close()
+        # The server's shutdown stops the API's threads: none outlives it (a watcher left
+        # running would keep moving the process's registry gauges, and logging once the
+        # broker is gone).
+        api = self.app.state.api
+        assert not api._poller.is_alive()
+        assert api.scorer.watcher is None or not api.scorer.watcher.alive
 
 
 def call(
