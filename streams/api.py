@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
@@ -39,7 +40,7 @@ from services.kafka.config import admin_config, producer_config
 from services.ratelimit.bucket import PRODUCER_HEADER, RedisTokenBuckets
 from streams.api_keys import ApiKey, ApiKeys
 from streams.scorer import Scorer
-from streams.sdk import InvalidEvent, validator_for
+from streams.sdk import EventValidator, InvalidEvent
 from streams.topics import by_record
 
 logger = logging.getLogger(__name__)
@@ -107,7 +108,8 @@ class Api:
 
         self.settings = settings
         self.scorer = scorer
-        self.check = validator_for(settings)
+        self.check = EventValidator(settings)
+        self.admin = AdminClient(admin_config(settings))  # for /readyz
         t = settings.topics
         self.input_topic = t.interactions
         self.shadow_topic = t.shadow_predictions
@@ -521,16 +523,10 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> FastAPI:
 
 def readiness(settings: Settings, api: Api) -> list[str]:
     """What stops this API from answering: the input topic, Redis, a model."""
-    from confluent_kafka.admin import AdminClient
-
     problems = []
     try:
         topic = api.input_topic
-        found = (
-            AdminClient(admin_config(settings))
-            .list_topics(topic=topic, timeout=2)
-            .topics.get(topic)
-        )
+        found = api.admin.list_topics(topic=topic, timeout=2).topics.get(topic)
         if found is None or found.error is not None:
             problems.append(f"topic {topic}: {found.error if found else 'not found'}")
     except KafkaException as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +18,7 @@ from services.core.errors import FeatureStoreUnavailable
 from services.core.outcomes import Rejected
 from services.core.settings import Settings
 from services.domain.config import domain_of
+from services.features.store import Lookup
 from services.ratelimit.bucket import PRODUCER_HEADER
 from services.scoring.model import LoadedModel
 from services.scoring.pipeline import Inbound, defaults_only, flag_degraded, process_batch
@@ -84,34 +85,28 @@ class Scorer:
         ]
         serving = self.current()
         now = int(time.time() * 1000)
+        lookup: Callable[[dict[str, Sequence[str]]], Mapping[str, Lookup]] = self.store.get_many
         degraded = False
-        try:
-            result = process_batch(
-                inbound,
-                self.codec,
-                self.rules,
-                self.spec,
-                self.store.get_many,
-                serving,
-                now,
-                threshold=self.threshold,
-            )
-        except FeatureStoreUnavailable:
-            if self.settings.redis.unavailable_policy != "degrade":
-                raise
-            metrics.FEATURE_LOOKUPS.labels(outcome="error").inc()
-            result = process_batch(
-                inbound,
-                self.codec,
-                self.rules,
-                self.spec,
-                defaults_only(self.spec),
-                serving,
-                now,
-                threshold=self.threshold,
-            )
+        while True:
+            try:
+                result = process_batch(
+                    inbound,
+                    self.codec,
+                    self.rules,
+                    self.spec,
+                    lookup,
+                    serving,
+                    now,
+                    threshold=self.threshold,
+                )
+                break
+            except FeatureStoreUnavailable:
+                if degraded or self.settings.redis.unavailable_policy != "degrade":
+                    raise
+                metrics.FEATURE_LOOKUPS.labels(outcome="error").inc()
+                lookup, degraded = defaults_only(self.spec), True  # as the worker degrades
+        if degraded:
             result = flag_degraded(result, "feature_store")
-            degraded = True
         out = Scored(degraded=degraded)
         if result.served is not None:
             for src, rec in zip(result.served.sources, result.served.records(), strict=True):

@@ -119,16 +119,9 @@ class EventValidator:
         return out
 
 
-def validator_for(settings: Settings) -> EventValidator:
-    return EventValidator(settings)
-
-
 class EventProducer:
-    """Validate, frame, key and send events to the domain's input topic.
-
-    >>> # with EventProducer(producer_id="checkout") as producer:
-    >>> #     producer.send({"event_id": "...", ...})   # raises InvalidEvent before sending
-    """
+    """Validate, frame, key and send events to the domain's input topic (docs/clients.md has
+    examples that a test runs)."""
 
     def __init__(
         self,
