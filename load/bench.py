@@ -194,7 +194,7 @@ def prepare(base: Settings, pids: dict[str, int], events: int, naive: int, say: 
     say(f"pre-filling the input topic with {events:,} events")
     producer = Producer(producer_config(s, **{"linger.ms": 20}))
     for e, v in zip(evs, values, strict=True):
-        _produce(producer, s.topics.interactions, v, e["user_id"].encode())
+        _produce(producer, s.topics.events, v, e["user_id"].encode())
     producer.flush(120)
     # The oracle: LightGBM's own predictor (not the compiled model the worker serves), on rows
     # assembled from the store, for a sample of the events.
@@ -207,7 +207,7 @@ def prepare(base: Settings, pids: dict[str, int], events: int, naive: int, say: 
     env.peer = {
         "bootstrap": s.kafka_bootstrap,
         "redis_url": s.redis_url,
-        "input_topic": s.topics.interactions,
+        "input_topic": s.topics.events,
         "key_prefix": s.redis.key_prefix,
         "spec_file": str(s.features.spec_path or schemas_dir(s) / "features.json"),
         "schemas_dir": str(work / "schemas"),
@@ -236,7 +236,7 @@ def _worker_settings(env: Env, input_topic: str, output_topic: str, group: str) 
     """The real worker with every feature on: validation, DLQ, metrics, drift monitors, the
     prediction store, and rate limits (generous, so that they cost but never refuse)."""
     s = env.settings
-    topics = s.topics.model_copy(update={"interactions": input_topic, "predictions": output_topic})
+    topics = s.topics.model_copy(update={"events": input_topic, "predictions": output_topic})
     return s.model_copy(
         update={
             "topics": topics,
@@ -299,12 +299,12 @@ def run_one(env: Env, impl: str, rnd: int) -> Run:
     add_topics(env.settings, {out: "Prediction"})
     group = f"bench-{env.counter}-{impl}"
     target = env.naive_events if impl == "naive" else env.events
-    dlq = f"{env.settings.topics.interactions}.dlq"
+    dlq = f"{env.settings.topics.events}.dlq"
     dlq_before = _count(env, dlq)
     sampler = InfraSampler(env.infra_pids)
     sampler.start()
     if impl.startswith("streamscore"):
-        s = _worker_settings(env, env.settings.topics.interactions, out, group)
+        s = _worker_settings(env, env.settings.topics.events, out, group)
         if impl == "streamscore":
             procs = [launch_worker(s, "--max-events", str(target))]
         else:  # two processes share the partitions; each stops when idle

@@ -125,7 +125,7 @@ def main() -> None:
 
     producer = Producer(producer_config(s, **{"linger.ms": 20}))
     for e, v in zip(events, values, strict=True):
-        producer.produce(s.topics.interactions, key=e["user_id"].encode(), value=v)
+        producer.produce(s.topics.events, key=e["user_id"].encode(), value=v)
         producer.poll(0)
     producer.flush(60)
     worker = scoring_worker(s, model)

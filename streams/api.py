@@ -111,7 +111,7 @@ class Api:
         self.check = EventValidator(settings)
         self.admin = AdminClient(admin_config(settings))  # for /readyz
         t = settings.topics
-        self.input_topic = t.interactions
+        self.input_topic = t.events
         self.shadow_topic = t.shadow_predictions
         self.prediction_codec = codec_for(settings, by_record(t, t.prediction_record))
         self.producer = Producer(producer_config(settings))

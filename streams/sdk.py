@@ -135,7 +135,7 @@ class EventProducer:
         self.settings = settings or Settings()
         self.domain: Domain = domain_of(self.settings)
         t = self.settings.topics
-        self.topic = topic or t.interactions
+        self.topic = topic or t.events
         self._codec = codec_for(self.settings, by_record(t, t.event_record))
         self._validator = EventValidator(self.settings)
         self._headers: list[tuple[str, str | bytes | None]] = [

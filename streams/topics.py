@@ -21,7 +21,7 @@ def topic_table(topics: TopicSettings) -> tuple[TopicSpec, ...]:
     """
     return (
         TopicSpec(
-            topics.interactions,
+            topics.events,
             HOT_PARTITIONS,
             "string",
             topics.event_record,
@@ -57,7 +57,7 @@ def topic_table(topics: TopicSettings) -> tuple[TopicSpec, ...]:
             "label join",
         ),
         TopicSpec(
-            dlq_name(topics.interactions),
+            dlq_name(topics.events),
             1,
             "string",
             "DeadLetter",

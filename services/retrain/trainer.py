@@ -51,7 +51,7 @@ def labelled_window(
     label = domain_of(settings).label
     # By event id, the last copy winning: producers' retries and redrives can repeat an event.
     by_id: dict[str, dict[str, Any]] = {}
-    for m in read_since(settings, settings.topics.interactions, since_ms, max_events, timeout):
+    for m in read_since(settings, settings.topics.events, since_ms, max_events, timeout):
         decoded = codecs.interaction.decode_one(m.value())
         if isinstance(decoded, dict) and int(decoded["event_time"]) >= since_ms:
             by_id[str(decoded["event_id"])] = decoded

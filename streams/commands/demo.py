@@ -362,7 +362,7 @@ def _stream(
                 key, value, _ = messages[i]
                 sent_at[i] = time.perf_counter()
                 producer.produce(
-                    s.topics.interactions,
+                    s.topics.events,
                     key=key,
                     value=value,
                     headers=[("demo-run", run.encode()), ("seq", str(i).encode())],

@@ -139,7 +139,7 @@ def drift_act(
                 if e["_index"] >= onset:
                     after_onset[stripped["event_id"]] = stripped
             for e, v in zip(events, codec.encode_many(events), strict=True):
-                producer.produce(s.topics.interactions, key=e[domain.key_field].encode(), value=v)
+                producer.produce(s.topics.events, key=e[domain.key_field].encode(), value=v)
             labels = world.labels(raw)
             for e, lab in zip(raw, labels, strict=True):
                 truth[lab[domain.label.join_key]] = bool(lab[domain.label.target])

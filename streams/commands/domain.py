@@ -36,7 +36,7 @@ def domain_show(ctx: click.Context) -> None:
         "carry": list(d.spec.carry),
         "label": {"record": d.label.record, "join_key": d.label.join_key, "target": d.label.target},
         "topics": {
-            "events": t.interactions,
+            "events": t.events,
             "predictions": t.predictions,
             "shadow_predictions": t.shadow_predictions,
             "labels": t.labels,
@@ -51,7 +51,7 @@ def domain_show(ctx: click.Context) -> None:
 
     def render(c: Console) -> None:
         c.print(f"domain {d.name} ({d.folder}): OK", highlight=False)
-        c.print(f"  events {d.event_record} on {t.interactions}, keyed by {d.key_field}")
+        c.print(f"  events {d.event_record} on {t.events}, keyed by {d.key_field}")
         carry = ", ".join(d.spec.carry)
         c.print(f"  predictions {d.prediction_record} on {t.predictions}, carrying {carry}")
         c.print(

@@ -368,7 +368,7 @@ def worker() -> None:
 @json_option
 @click.pass_context
 def worker_scoring(ctx: click.Context, max_events: int | None, timeout: float | None) -> None:
-    """Score interactions into predictions (and dead letters) until stopped (SIGTERM/SIGINT)."""
+    """Score the domain's events into predictions (and dead letters) until stopped (SIGTERM/SIGINT)."""
     a = app(ctx)
     w = scoring_worker(a.settings)
     signal.signal(signal.SIGTERM, w.request_stop)

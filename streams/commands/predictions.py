@@ -130,7 +130,7 @@ def _explain(s: Settings, event_id: str, result: dict[str, Any], since_ms: int) 
     """The entities' features as the store holds them now, and the input event when the input
     topic still has it. Labelled "now": the score was computed from the values of its time."""
     spec = feature_spec(s)
-    event = find(s, s.topics.interactions, s.topics.event_record, since_ms, _is(event_id))
+    event = find(s, s.topics.events, s.topics.event_record, since_ms, _is(event_id))
     source: dict[str, Any] = event[0] if event else result
     keys = {g.name: source.get(g.key_field) for g in spec.groups}
     wanted: dict[str, Sequence[str]] = {g: [str(k)] for g, k in keys.items() if k is not None}

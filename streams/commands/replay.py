@@ -111,7 +111,7 @@ def run(
     """
     a = app(ctx)
     s = a.settings
-    source = topic or s.topics.interactions
+    source = topic or s.topics.events
     if offset_ranges and (from_time or to_time):
         raise click.UsageError("give --offsets or --from-time/--to-time, not both")
     if model is None and to is None:

@@ -89,7 +89,7 @@ def send(
     """Produce ``items`` to the input topic (at ``rate`` per second when given); returns where
     each landed, from the delivery reports."""
     producer = Producer(producer_config(p.settings, **producer_overrides))
-    topic = p.settings.topics.interactions
+    topic = p.settings.topics.events
     sent: list[Sent] = []
     errors: list[str] = []
 

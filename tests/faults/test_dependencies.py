@@ -130,7 +130,7 @@ def test_dead_letter_topic_smaller_than_a_dead_letter(stack: Stack, tmp_path: Pa
     """The topic's max.message.bytes is 20 KB; originals of 100 KB cannot be kept. Each dead
     letter is sent again without its original, and the worker goes on."""
     p = next(make_pipeline(stack, tmp_path))
-    dlq = f"{p.settings.topics.interactions}.dlq"
+    dlq = f"{p.settings.topics.events}.dlq"
     entry = ConfigEntry("max.message.bytes", "20000", incremental_operation=AlterConfigOpType.SET)
     resource = ConfigResource("topic", dlq, incremental_configs=[entry])
     admin = stack.admin()  # kept alive until the change is done

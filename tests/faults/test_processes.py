@@ -287,7 +287,7 @@ def test_dead_letter_topic_deleted(stack: Stack, tmp_path: Path) -> None:
     from services.kafka.admin import ensure_topics
 
     p = next(make_pipeline(stack, tmp_path, batch=FAST))
-    dlq = f"{p.settings.topics.interactions}.dlq"
+    dlq = f"{p.settings.topics.events}.dlq"
     admin = stack.admin()
     for future in admin.delete_topics([dlq]).values():
         future.result(30)
@@ -301,7 +301,7 @@ def test_dead_letter_topic_deleted(stack: Stack, tmp_path: Path) -> None:
     from services.kafka.config import consumer_config
 
     probe = Consumer(consumer_config(p.settings, p.settings.worker.scoring_group))
-    topic = p.settings.topics.interactions
+    topic = p.settings.topics.events
     committed = {
         tp.partition: tp.offset
         for tp in probe.committed([TopicPartition(topic, s.partition) for s in sent], timeout=10)

@@ -63,7 +63,7 @@ class Pipeline:
 
     def produce(self, values: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]) -> None:
         producer = Producer(producer_config(self.settings))
-        topic = self.settings.topics.interactions
+        topic = self.settings.topics.events
         for key, value, headers in values:
             producer.produce(topic, key=key, value=value, headers=headers)
             producer.poll(0)
@@ -149,7 +149,7 @@ def make_pipeline(
             **base,
             "domain": domain,
             "topics": {
-                "interactions": f"test.interactions-{tag}.v1",
+                "events": f"test.interactions-{tag}.v1",
                 "predictions": f"test.predictions-{tag}.v1",
                 "labels": f"test.labels-{tag}.v1",
                 "drift_signals": f"test.drift-{tag}.v1",
@@ -250,7 +250,7 @@ def committed_total(p: Pipeline, group: str | None = None) -> int:
     its partitions."""
     probe = Consumer(consumer_config(p.settings, group or p.settings.worker.scoring_group))
     try:
-        topic = p.settings.topics.interactions
+        topic = p.settings.topics.events
         parts = probe.list_topics(topic, timeout=10).topics[topic].partitions
         done = probe.committed([TopicPartition(topic, q) for q in parts], timeout=10)
         return sum(max(tp.offset, 0) for tp in done)

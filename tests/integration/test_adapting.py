@@ -78,7 +78,7 @@ def test_the_walkthrough_runs_as_written(payments: Pipeline, tmp_path: Path) -> 
     declared = json.loads((p.settings.domain_dir / "domain.json").read_text())["topics"]
     t = p.settings.topics
     ours = {
-        declared["events"]: t.interactions,
+        declared["events"]: t.events,
         declared["predictions"]: t.predictions,
         declared["labels"]: t.labels,
     }

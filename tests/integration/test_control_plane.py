@@ -122,7 +122,7 @@ def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pip
             index += 500
             events = [strip_private(e) for e in raw]
             for e, v in zip(events, codec.encode_many(events), strict=True):
-                producer.produce(s.topics.interactions, key=e["user_id"].encode(), value=v)
+                producer.produce(s.topics.events, key=e["user_id"].encode(), value=v)
             producer.flush(10)
             # Labels arrive after the predictions were stored (as in production).
             store = worker.predictions_store

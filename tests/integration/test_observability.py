@@ -114,7 +114,7 @@ def test_metrics_of_a_known_stream_equal_what_was_sent(pipeline: Pipeline) -> No
         _, err = worker.communicate(timeout=60)
     assert worker.returncode == 0, err.decode()[-2000:]
 
-    topic_in, topic_out = s.topics.interactions, s.topics.predictions
+    topic_in, topic_out = s.topics.events, s.topics.predictions
     assert _total(m, "streamscore_messages_consumed_total", topic=topic_in) == len(sent)
     assert _total(m, "streamscore_predictions_total") == len(events)
     assert _total(m, "streamscore_predictions_total", variant="champion") == len(events)
@@ -165,7 +165,7 @@ def test_dead_letter_logs_carry_stable_fields_and_no_payload(
     assert summary.dead_letters == 1
     (record,) = [r for r in caplog.records if r.getMessage().startswith("dead letter")]
     line = json.loads(JsonFormatter().format(record))
-    assert line["topic"] == pipeline.settings.topics.interactions
+    assert line["topic"] == pipeline.settings.topics.events
     assert (line["partition"], line["stage"], line["reason"]) == (
         record.partition,  # type: ignore[attr-defined]
         "decode",

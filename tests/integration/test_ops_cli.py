@@ -35,7 +35,7 @@ def test_tail_decodes_filters_and_prints_raw(pipeline: Pipeline) -> None:
         ]
         + [(b"junk", b"not avro", [])]
     )
-    topic = pipeline.settings.topics.interactions
+    topic = pipeline.settings.topics.events
     out = _cli(pipeline, "tail", topic, "-n", "100", "--from-beginning")
     assert out.returncode == 0, out.stderr[-2000:]
     rows = [json.loads(line) for line in out.stdout.splitlines()]
@@ -68,7 +68,7 @@ def test_tail_decodes_filters_and_prints_raw(pipeline: Pipeline) -> None:
 
 
 def test_produce_validates_then_sends(pipeline: Pipeline, tmp_path: Path) -> None:
-    topic = pipeline.settings.topics.interactions
+    topic = pipeline.settings.topics.events
     out = _cli(pipeline, "--json", "produce", topic, "--example")
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout) == {"topic": topic, "sent": 1}

@@ -312,7 +312,7 @@ def test_predictions_get_finds_what_was_served_and_explains_it_now(
 def test_tail_follow_prints_new_messages(served: dict[str, Any]) -> None:
     p = served["p"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")} | p.env()
-    topic = p.settings.topics.interactions
+    topic = p.settings.topics.events
     proc = subprocess.Popen(  # noqa: S603 (our own CLI)
         [sys.executable, "-m", "streams.cli", "tail", topic, "-n", "1", "--follow"],
         env=env,
@@ -341,7 +341,7 @@ def test_a_run_killed_inside_a_batch_is_fenced_and_the_replay_completes(
     p, first = served["p"], served["first"]
     args = ["replay", *_window(served), "--model", "1", "--sandbox", "zombie"]
     rid = json.loads(_cli(p, "--json", *args).stdout)["run_id"]
-    topic = p.settings.topics.interactions
+    topic = p.settings.topics.events
     zombie = Producer(producer_config(p.settings, **{"transactional.id": group_of(rid)}))
     zombie.init_transactions(30)
     zombie.begin_transaction()

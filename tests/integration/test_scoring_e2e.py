@@ -65,7 +65,7 @@ def test_every_event_becomes_one_prediction_or_one_dead_letter(pipeline: Pipelin
             stage,
             reason,
         )
-        assert record["source_topic"] == pipeline.settings.topics.interactions
+        assert record["source_topic"] == pipeline.settings.topics.events
         assert dict(message.headers())["error.reason"] == reason.encode()
         assert record["detail"] and record["original_key"] == b"hostile"
     assert expected == {}

@@ -144,7 +144,7 @@ def test_two_workers_share_the_partitions_and_stop_cleanly_on_sigterm(pipeline: 
     assert all(s["consumed"] == s["predictions"] + s["dead_letters"] for s in summaries)
     probe = Consumer(consumer_config(pipeline.settings, pipeline.settings.worker.scoring_group))
     try:
-        topic = pipeline.settings.topics.interactions
+        topic = pipeline.settings.topics.events
         parts = probe.list_topics(topic, timeout=10).topics[topic].partitions
         committed = probe.committed([TopicPartition(topic, p) for p in parts], timeout=10)
         ends = [probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts]

@@ -37,6 +37,6 @@ def test_every_topic_has_a_schema_and_every_schema_a_topic() -> None:
 
 
 def test_renamed_topic_renames_its_dead_letter_topic() -> None:
-    table = topic_table(TopicSettings(interactions="acme.clicks.v2"))
+    table = topic_table(TopicSettings(events="acme.clicks.v2"))
     assert "acme.clicks.v2.dlq" in {t.name for t in table}
     assert all(t.partitions >= 1 for t in table)

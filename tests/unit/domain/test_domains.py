@@ -75,7 +75,7 @@ def test_the_shipped_domains_load() -> None:
 def test_settings_take_topics_and_model_from_the_domain_unless_set(monkeypatch: Any) -> None:
     monkeypatch.setenv("STREAMSCORE_DOMAIN", "payments")
     s = Settings()
-    assert (s.topics.interactions, s.topics.labels) == (
+    assert (s.topics.events, s.topics.labels) == (
         "payments.transactions.v1",
         "payments.chargebacks.v1",
     )
@@ -84,10 +84,10 @@ def test_settings_take_topics_and_model_from_the_domain_unless_set(monkeypatch: 
         "fraud",
         ("amount",),
     )
-    monkeypatch.setenv("STREAMSCORE_TOPICS__INTERACTIONS", "mine.v1")
+    monkeypatch.setenv("STREAMSCORE_TOPICS__EVENTS", "mine.v1")
     monkeypatch.setenv("STREAMSCORE_MODEL__NAME", "fraud-eu")
     s = Settings()
-    assert (s.topics.interactions, s.topics.predictions, s.model.name) == (
+    assert (s.topics.events, s.topics.predictions, s.model.name) == (
         "mine.v1",
         "payments.predictions.v1",
         "fraud-eu",

