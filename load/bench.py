@@ -42,7 +42,6 @@ import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from load.world import World, strip_private
 from services.codec.avro import AvroCodec
 from services.codec.factory import codec_for, schemas_dir
 from services.codec.manifest import MANIFEST_FILE, Manifest
@@ -54,8 +53,9 @@ from services.kafka.admin import ensure_topics
 from services.kafka.config import admin_config, consumer_config, producer_config
 from services.kafka.topics import TopicSpec
 from services.scoring.registry import MlflowRegistry
+from services.synthetic.world import World, strip_private
 from services.training.pipeline import train_and_register
-from streams.runtime import feature_spec, feature_store
+from streams.adapters import feature_spec, feature_store
 from streams.topics import by_record, topic_table
 
 IMPLS = ("naive", "bare", "ceiling", "streamscore", "streamscore_x2")

@@ -24,19 +24,22 @@ from typing import Any
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from load.world import World, strip_private
 from services.codec.factory import codec_for, schemas_dir
 from services.codec.manifest import MANIFEST_FILE, Manifest
 from services.codec.schemas import load_schemas
+from services.core.records import Inbound
 from services.core.settings import Settings
 from services.features.assemble import assemble, lookup_requests
 from services.kafka.admin import ensure_topics
 from services.kafka.config import admin_config, producer_config
-from services.scoring.pipeline import Inbound, process_batch
+from services.scoring.pipeline import process_batch
 from services.scoring.registry import MlflowRegistry
+from services.scoring.stages import Stages
+from services.synthetic.world import World, strip_private
 from services.training.pipeline import train_and_register
 from services.validation.rules import RecordRules, validate_many
-from streams.runtime import feature_spec, feature_store, scoring_worker
+from streams.adapters import feature_spec, feature_store
+from streams.runtime import scoring_worker
 from streams.topics import by_record, topic_table
 
 
@@ -114,7 +117,8 @@ def main() -> None:
     encode_us = []
     for _ in range(args.repeats):
         t = time.perf_counter()
-        results = [process_batch(b, codec, rules, spec, store.get_many, model, now) for b in inb]
+        stages = Stages.of(codec, rules, spec, store.get_many, model)
+        results = [process_batch(stages, b, now) for b in inb]
         pipeline_us.append((time.perf_counter() - t) / len(events) * 1e6)
         t = time.perf_counter()
         for r in results:

@@ -6,7 +6,8 @@
 ``--loop`` measures the whole retraining loop instead (``load.heal_harness``): onset to
 detection and to promotion, and the promoted model against an oracle.
 
-Streams come from ``load.world.World`` with its drift knobs (abrupt or ramped; covariate or
+Streams come from ``services.synthetic.world.World`` with its drift knobs (abrupt or ramped;
+covariate or
 concept). The "model" is the world's own pre-drift truth, i.e. a perfect model trained before
 the change, so what is measured is the detectors, not a model's quality. Signals, as in
 production: the served score and watched features (the scoring worker; covariate drift), and the
@@ -26,11 +27,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from load.world import Drift, World
 from services.core.settings import DriftSettings
 from services.drift.monitor import DetectorConfig, DriftMonitor
 from services.features.spec import FeatureSpec
 from services.labels.join import log_losses
+from services.synthetic.world import Drift, World
 
 BATCH = 500
 ONSET = 20_000

@@ -3,7 +3,8 @@ good that model is against an oracle.
 
     python -m load.drift_harness --loop [--seeds 5] [--plot docs/img/heal.png]
 
-One stream per seed and scenario from ``load.world.World`` (concept drift at event 20,000:
+One stream per seed and scenario from ``services.synthetic.world.World`` (concept drift at
+event 20,000:
 abrupt, and a mild one at half the strength). The champion is trained on 15,000 pre-drift
 events. Labels arrive 1,000 events after their event. The loop is the control plane's, with its
 own pure parts (``services.retrain.policy``, the trainer's CUSUM refinement and newest-by-time
@@ -27,7 +28,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from load.world import Drift, World
 from services.core.settings import DriftSettings, RetrainSettings
 from services.drift.monitor import DetectorConfig, SignalMonitor
 from services.features.spec import FeatureSpec
@@ -40,6 +40,7 @@ from services.retrain.policy import (
     offline_gate,
     retrain_request,
 )
+from services.synthetic.world import Drift, World
 from services.training.dataset import build_training_set
 from services.training.train import evaluate, fit, predict, split_by_time
 

@@ -104,7 +104,7 @@ class Api:
     """What the endpoints share: checks, scorer, publisher, keys and limits."""
 
     def __init__(self, settings: Settings, scorer: Scorer) -> None:
-        from streams.runtime import redis_client
+        from streams.adapters import redis_client
 
         self.settings = settings
         self.scorer = scorer

@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -129,11 +130,22 @@ COMMANDS = {
     "replay": "streams.commands.replay:replay",
     "api": "streams.commands.api:api",
     "score-file": "streams.commands.score_file:score_file",
-    "load": "streams.commands.load:load",
 }
+# Commands registered by other installed packages (the benchmarks in `load/` add `load`): the
+# entry-point group "streamscore.commands", name -> "module:attr". They sit on top of streams.
+PLUGIN_GROUP = "streamscore.commands"
 
 
-@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+def plugin_commands() -> dict[str, str]:
+    """The commands other packages declare through the ``streamscore.commands`` entry points."""
+    return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=PLUGIN_GROUP)}
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy=COMMANDS | plugin_commands(),
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),

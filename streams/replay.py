@@ -20,9 +20,11 @@ import numpy.typing as npt
 from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
+from services.codec.factory import codec_for
 from services.core.errors import BrokerUnavailable, ConfigError, NotFound
+from services.core.records import Inbound
 from services.core.settings import Settings
-from services.dlq.letter import dead_letter_headers, dead_letter_key, dead_letter_record
+from services.dlq.letter import dead_letter_headers, dead_letter_key, encode_dead_letters
 from services.kafka.admin import ensure_topics, list_topic_partitions
 from services.kafka.config import admin_config, producer_config
 from services.kafka.inbound import to_inbound
@@ -30,8 +32,10 @@ from services.kafka.offsets import next_offsets
 from services.kafka.ranges import committed, iter_ranges, ranges_since, watermarks
 from services.kafka.topics import TopicSpec
 from services.replay.plan import Range, ReplayPlan, clamp, remaining
-from services.scoring.pipeline import Inbound, process_batch
-from services.scoring.serving import Serving, compile_serving
+from services.scoring.accounting import account
+from services.scoring.gate import DependencyGate
+from services.scoring.stages import Stages
+from streams.topics import by_record
 
 logger = logging.getLogger(__name__)
 
@@ -129,39 +133,37 @@ def copier(target: str, partitions: int) -> Callable[[list[Message]], tuple[list
     return run
 
 
+class _Waits:
+    """Replay's side of the dependency gate: a re-score never degrades (defaults would not
+    reproduce anything), it waits, with backoff, until Redis or the registry answers."""
+
+    def wait(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def hold(self, dependency: str, error: Exception) -> None:
+        logger.warning("replay waits for %s: %s", dependency, error)
+
+    def release(self) -> None:
+        """Nothing was paused."""
+
+    def abandoned(self) -> bool:
+        return False
+
+
 class Rescorer:
     """The worker's stages (envelope, decode, validate, enrich, score) over a replayed batch,
     with one model version and no rate limit; each event is validated against the time the
     broker stored it, so that the verdicts do not depend on when the replay runs."""
 
-    def __init__(self, settings: Settings, plan: ReplayPlan) -> None:
-        # Imported here: copies and dry runs do not pay for MLflow and the model stack.
-        from services.codec.factory import codec_for, schema_ids, schemas_dir
-        from services.codec.schemas import load_schemas
-        from services.domain.config import domain_of
-        from services.scoring.loader import ServingLoader
-        from services.scoring.registry import MlflowRegistry
-        from streams.runtime import feature_store
-        from streams.topics import by_record
-
+    def __init__(self, settings: Settings, plan: ReplayPlan, stages: Stages) -> None:
         if plan.model is None or plan.dead_letters is None:
             raise ConfigError("a re-score needs a model version and a dead-letter topic")
-        records = load_schemas(schemas_dir(settings))
-        ids = schema_ids(settings)
-        self.codec_in, self.codec_out, self.codec_dlq = (
-            codec_for(settings, by_record(settings.topics, r), records, ids)
-            for r in (settings.topics.event_record, settings.topics.prediction_record, "DeadLetter")
+        self.stages = stages
+        self.codec_out, self.codec_dlq = (
+            codec_for(settings, by_record(settings.topics, r))
+            for r in (settings.topics.prediction_record, "DeadLetter")
         )
-        domain = domain_of(settings)
-        self.rules, self.spec = domain.rules, domain.spec
-        self.store = feature_store(settings, self.spec)
-        registry = MlflowRegistry(settings)
-        model = ServingLoader(registry, registry.cache, registry.signing_key).load(plan.model)
-        serving = Serving(model)
-        if settings.model.compile:  # as the worker does: the same predictor, the same scores
-            serving = compile_serving(serving, settings.model.compile_cache_dir) or serving
-        self.serving = serving
-        self.threshold = settings.model.decision_threshold
+        self.gate = DependencyGate("pause")
         self.target, self.dead_letters = plan.target, plan.dead_letters
         self.worker_id = f"replay-{plan.run_id}"
         self.max_letter = settings.batch.dead_letter_max_bytes
@@ -174,17 +176,10 @@ class Rescorer:
         def at(messages: Sequence[Inbound]) -> npt.NDArray[np.int64]:
             return np.asarray([stored[(m.partition, m.offset)] for m in messages], dtype=np.int64)
 
-        result = process_batch(
-            inbound,
-            self.codec_in,
-            self.rules,
-            self.spec,
-            self.store.get_many,
-            self.serving,
-            now_ms,
-            threshold=self.threshold,
-            validate_at=at,
-        )
+        result = self.gate.run(self.stages, inbound, lambda: now_ms, _Waits(), validate_at=at)
+        if result is None:  # _Waits never abandons a batch
+            raise RuntimeError("the replay's batch was abandoned")
+        account(result, shadow_published=False)
         sends: list[Send] = []
         served = result.served
         if served is not None:
@@ -193,11 +188,8 @@ class Rescorer:
                 (self.target, src.key, v, None, None, None)
                 for src, v in zip(served.sources, values, strict=True)
             ]
-        letters = self.codec_dlq.encode_many(
-            [
-                dead_letter_record(d, self.worker_id, now_ms, self.max_letter)
-                for d in result.dead_letters
-            ]
+        letters = encode_dead_letters(
+            self.codec_dlq, result.dead_letters, self.worker_id, now_ms, self.max_letter
         )
         sends += [
             (self.dead_letters, dead_letter_key(d), v, dead_letter_headers(d), None, None)

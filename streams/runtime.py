@@ -1,57 +1,36 @@
-"""Builders that wire settings to adapters: Redis, the feature store, codecs, the scoring worker."""
+"""The composition root of the processes: a scoring worker, the HTTP/file scorer, and their
+probes, wired from settings through ``streams.adapters``."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-import redis
 from confluent_kafka.admin import AdminClient
 
 from services.codec.factory import codec_for, schema_ids, schemas_dir
 from services.codec.schemas import load_schemas
-from services.core import metrics
-from services.core.errors import ConfigError, ModelLoadError, RegistryUnavailable
+from services.core.errors import ConfigError
 from services.core.settings import Settings
-from services.domain.config import domain_of
-from services.drift.monitor import DetectorConfig, DriftMonitor
-from services.features.redis_store import RedisFeatureStore
-from services.features.spec import FeatureSpec
 from services.kafka.config import admin_config
-from services.labels.store import PredictionStore
-from services.ratelimit.bucket import RedisTokenBuckets
-from services.scoring.loader import ServingLoader, smoke_check
+from services.replay.plan import ReplayPlan
+from services.scoring.loader import ServingLoader
 from services.scoring.model import LoadedModel
 from services.scoring.registry import MlflowRegistry
-from services.scoring.serving import Serving, compile_serving
-from streams.model_watcher import ModelWatcher, record_built
+from streams.adapters import (
+    build_serving,
+    build_stages,
+    drift_monitor,
+    model_problem,
+    prediction_store,
+    rate_limiter,
+    redis_client,
+)
 from streams.probes import Probes
-from streams.scoring_worker import ScoringWorker
+from streams.replay import Rescorer
+from streams.scorer import Scorer
 from streams.topics import by_record, topic_table
-
-
-def redis_client(settings: Settings) -> redis.Redis:
-    password = settings.redis.password.get_secret_value() if settings.redis.password else None
-    return redis.Redis.from_url(
-        settings.redis_url,
-        password=password,
-        socket_timeout=settings.redis.socket_timeout_seconds,
-        socket_connect_timeout=settings.redis.socket_timeout_seconds,
-    )
-
-
-def feature_spec(settings: Settings) -> FeatureSpec:
-    """The domain's feature spec, checked against its schemas."""
-    return domain_of(settings).spec
-
-
-def feature_store(settings: Settings, spec: FeatureSpec | None = None) -> RedisFeatureStore:
-    return RedisFeatureStore(
-        redis_client(settings),
-        spec or feature_spec(settings),
-        settings.redis.key_prefix,
-        settings.features.ttl_seconds,
-    )
+from streams.worker import DriftOutput, ScoringWorker, WorkerTopics
 
 
 def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> ScoringWorker:
@@ -66,74 +45,27 @@ def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> Scor
     shadow_topic = next(
         t for t in topic_table(settings.topics) if t.name == settings.topics.shadow_predictions
     )
-    spec = feature_spec(settings)
     serving, watcher = build_serving(settings, codecs[3], model)
+    drift = (
+        DriftOutput(drift_monitor(settings), topics[4], codecs[4])
+        if settings.drift.enabled
+        else None
+    )
     return ScoringWorker(
         settings,
-        input_topic=topics[0],
-        predictions_topic=topics[1],
-        dlq_topic=topics[2],
-        codecs=(codecs[0], codecs[1], codecs[2]),
-        rules=domain_of(settings).rules,
-        spec=spec,
-        store=feature_store(settings, spec),
-        model=serving,
+        topics=WorkerTopics(topics[0], topics[1], topics[2], shadow_topic),
+        stages=build_stages(settings, serving),
+        prediction_codec=codecs[1],
+        dead_letter_codec=codecs[2],
         limiter=rate_limiter(settings),
         watcher=watcher,
-        shadow_topic=shadow_topic,
-        drift=(drift_monitor(settings), topics[4], codecs[4]) if settings.drift.enabled else None,
+        drift=drift,
         predictions_store=prediction_store(settings) if settings.drift.enabled else None,
     )
 
 
-def build_serving(
-    settings: Settings, model_event_codec: Any, model: LoadedModel | None = None
-) -> tuple[Serving | LoadedModel, ModelWatcher | None]:
-    """``model``, or the registry's rollout state (a pinned alias: that version alone), and
-    the watcher that follows the registry when ``settings.model.watch``; compiled when
-    ``settings.model.compile``. The worker, the HTTP API and batch scoring serve through it."""
-    watcher = None
-    serving: Serving | LoadedModel
-    if model is not None:
-        serving = model
-    else:
-        registry = MlflowRegistry(settings)
-        loader = ServingLoader(registry, registry.cache, registry.signing_key)
-        if settings.model.alias != "champion":
-            # Pinned to another alias (e.g. a replay with the challenger): no rollout, no watch.
-            pinned = registry.alias_version(settings.model.alias)
-            if pinned is None:
-                raise ConfigError(
-                    f"model {settings.model.name} has no alias {settings.model.alias!r}"
-                )
-            serving = loader.load(pinned)
-        else:
-            try:
-                state = loader.source.rollout_state()
-                built = loader.build(state, None)
-                loader.remember(built.serving)
-            except RegistryUnavailable as outage:
-                state, built = loader.from_copies(outage)
-                metrics.FALLBACKS.labels(reason="local_copy").inc()
-                metrics.REGISTRY_UP.set(0)
-            record_built(built)
-            serving = built.serving
-            if settings.model.watch:
-                watcher = ModelWatcher(settings, loader, state, built.serving, model_event_codec)
-    if settings.model.compile:
-        # Compiled before the first batch (a child process; the cache makes it instant after the
-        # first time); the watcher compiles what it loads later.
-        base = serving if isinstance(serving, Serving) else Serving(serving)
-        serving = compile_serving(base, settings.model.compile_cache_dir) or base
-        if watcher is not None:
-            watcher.adopt(serving)
-    return serving, watcher
-
-
-def api_scorer(settings: Settings) -> Any:
+def api_scorer(settings: Settings) -> Scorer:
     """The HTTP API's scorer: the registry's rollout, followed by a started watcher."""
-    from streams.scorer import Scorer
-
     codec = codec_for(settings, by_record(settings.topics, "ModelEvent"))
     serving, watcher = build_serving(settings, codec)
     if watcher is not None:
@@ -141,52 +73,18 @@ def api_scorer(settings: Settings) -> Any:
     return Scorer(settings, serving, watcher)
 
 
-def prediction_store(settings: Settings) -> PredictionStore:
-    return PredictionStore(
-        redis_client(settings), settings.redis.key_prefix, settings.drift.label_horizon_seconds
-    )
-
-
-def drift_monitor(settings: Settings) -> DriftMonitor:
-    d = settings.drift
-
-    def config(kind: str) -> DetectorConfig:
-        return DetectorConfig(
-            "page_hinkley" if kind == "page_hinkley" else "adwin",
-            d.adwin_delta,
-            d.ph_threshold,
-            d.ph_delta,
-            d.min_events,
-        )
-
-    return DriftMonitor(
-        {"default": config(d.detector)} | {sig: config(k) for sig, k in d.detectors.items()}
-    )
-
-
-def rate_limiter(settings: Settings) -> RedisTokenBuckets | None:
-    """Shared per-producer token buckets, when rate limits are enabled."""
-    rl = settings.rate_limit
-    if not rl.enabled:
-        return None
-    return RedisTokenBuckets(
-        redis_client(settings), settings.redis.key_prefix, rl.rate_per_second, rl.burst
-    )
-
-
 LIVENESS_SECONDS = 30.0  # the control plane's timer that has not ticked for this long is stuck
 
 
-def model_problem(serving: Serving, watcher: ModelWatcher | None) -> str | None:
-    """The readiness "model" check: the served champion scores a row to a probability (it was
-    verified when loaded), and the watcher that follows rollout changes is alive."""
-    try:
-        smoke_check(serving.champion)
-    except ModelLoadError as exc:
-        return str(exc)
-    if watcher is not None and watcher.started and not watcher.alive:
-        return "model watcher stopped: promotions and rollbacks are not followed"
-    return None
+def replay_rescorer(settings: Settings, plan: ReplayPlan) -> Rescorer:
+    """The re-score of a replay: the plan's model version, compiled as the worker compiles it,
+    through the same stages."""
+    if plan.model is None:
+        raise ConfigError("a re-score needs a model version")
+    registry = MlflowRegistry(settings)
+    model = ServingLoader(registry, registry.cache, registry.signing_key).load(plan.model)
+    serving, _ = build_serving(settings, None, model)
+    return Rescorer(settings, plan, build_stages(settings, serving))
 
 
 def worker_probes(settings: Settings, worker: ScoringWorker) -> Probes:
@@ -216,7 +114,20 @@ def worker_probes(settings: Settings, worker: ScoringWorker) -> Probes:
         dead = worker.dead_threads()
         return f"background thread stopped: {', '.join(dead)}" if dead else None
 
-    return Probes(alive, {"broker": broker, "redis": redis_ok, "model": model, "threads": threads})
+    def partitions() -> str | None:
+        stalled = worker.stalled_partitions()
+        return f"partitions paused past their time: {', '.join(stalled)}" if stalled else None
+
+    return Probes(
+        alive,
+        {
+            "broker": broker,
+            "redis": redis_ok,
+            "model": model,
+            "threads": threads,
+            "partitions": partitions,
+        },
+    )
 
 
 def control_plane_probes(settings: Settings, state: Any) -> Probes:

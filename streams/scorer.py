@@ -1,31 +1,47 @@
-"""The worker's stages for callers that cannot wait for a topic: the HTTP API and batch scoring
-of files. The same ``process_batch`` (envelope, decode, validate, one feature lookup, score, the
-rollout's canary and shadow), over events encoded as a producer would send them, so an answer
-here is the one the stream would give.
+"""The scoring core for callers that cannot wait for a topic: the HTTP API and batch scoring of
+files. A thin shell: events are encoded as a producer would send them, and go through the same
+``Stages``, dependency gate, ``process_batch`` and accounting step as the worker's, so an answer
+here is the one the stream would give, counted in the same metrics.
+
+Redis not answering: under ``degrade`` the events are scored with the declared defaults and
+flagged (as the worker does); under ``pause`` the caller gets ``FeatureStoreUnavailable`` at
+once (the API answers 503 and the client retries), since a request cannot be held for minutes.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.codec.factory import codec_for
 from services.core import metrics
-from services.core.errors import FeatureStoreUnavailable
 from services.core.outcomes import Rejected
+from services.core.records import Inbound
 from services.core.settings import Settings
 from services.domain.config import domain_of
-from services.features.store import Lookup
 from services.ratelimit.bucket import PRODUCER_HEADER
+from services.scoring.accounting import account
+from services.scoring.gate import DependencyGate
 from services.scoring.model import LoadedModel
-from services.scoring.pipeline import Inbound, defaults_only, flag_degraded, process_batch
 from services.scoring.serving import Serving
-from streams.topics import by_record
+from services.scoring.stages import Stages
+from streams.adapters import build_stages
+from streams.model_watcher import ModelWatcher
 
 logger = logging.getLogger(__name__)
+# Requests are not Kafka messages: they carry no partition and no offset.
+NO_PARTITION = -1
+NO_OFFSET = -1
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreRequest:
+    """One event handed to the scorer: its place in the call, and the message it becomes."""
+
+    index: int
+    message: Inbound
 
 
 @dataclass
@@ -38,24 +54,50 @@ class Scored:
     degraded: bool = False
 
 
+class _GiveUp:
+    """The scorer's side of the dependency gate: no waiting, no holding (a caller waits)."""
+
+    def wait(self, seconds: float) -> None:
+        """Never called: the scorer's gate makes one try before it decides."""
+
+    def hold(self, dependency: str, error: Exception) -> None:
+        raise error
+
+    def release(self) -> None:
+        """Nothing was held."""
+
+    def abandoned(self) -> bool:
+        return False
+
+
 class Scorer:
     """Score events (dicts of the domain's event record) with a serving set that a model
     watcher may replace between calls."""
 
     def __init__(
-        self, settings: Settings, serving: Serving | LoadedModel, watcher: Any = None
+        self,
+        settings: Settings,
+        serving: Serving | LoadedModel,
+        watcher: ModelWatcher | None = None,
+        *,
+        stages: Stages | None = None,
+        publishes_shadow: bool = True,
     ) -> None:
-        from streams.runtime import feature_store
-
+        """``stages``: built from ``settings`` unless given. ``publishes_shadow``: whether the
+        caller sends the shadow scores somewhere (the API does; a file does not)."""
         self.settings = settings
         self.domain = domain_of(settings)
-        t = settings.topics
-        self.codec = codec_for(settings, by_record(t, t.event_record))
-        self.spec, self.rules = self.domain.spec, self.domain.rules
-        self.store = feature_store(settings, self.spec)
-        self.serving = serving if isinstance(serving, Serving) else Serving(serving)
+        self.stages = stages or build_stages(settings, serving)
+        self.codec = self.stages.codec
         self.watcher = watcher
-        self.threshold = settings.model.decision_threshold
+        self.publishes_shadow = publishes_shadow
+        self.topic = settings.topics.events
+        # One try, then the policy: a caller is waiting.
+        self.gate = DependencyGate(settings.redis.unavailable_policy, retries=1)
+
+    @property
+    def serving(self) -> Serving:
+        return self.stages.serving
 
     def current(self) -> Serving:
         """The serving set, after taking what the watcher has ready (a hot swap)."""
@@ -64,55 +106,51 @@ class Scorer:
             if swapped is not None:
                 logger.info("now serving %s", swapped.describe())
                 metrics.MODEL_SWAPS.inc()
-                self.serving = swapped
+                self.stages = self.stages.with_serving(swapped)
         return self.serving
 
-    def score(
-        self, events: Sequence[dict[str, Any]], producer: str, source: str = "http"
-    ) -> Scored:
+    def requests(self, events: Sequence[dict[str, Any]], producer: str) -> list[ScoreRequest]:
+        """``events`` as the messages a producer would send: Avro in the wire format, keyed by
+        the domain's key field, with the producer header the rate limits read."""
+        values = self.codec.encode_many(list(events))
+        key_field = self.domain.key_field
+        header = ((PRODUCER_HEADER, producer.encode()),)
+        return [
+            ScoreRequest(
+                i,
+                Inbound(
+                    self.topic,
+                    NO_PARTITION,
+                    NO_OFFSET,
+                    str(e.get(key_field, e["event_id"])).encode(),
+                    v,
+                    header,
+                ),
+            )
+            for i, (e, v) in enumerate(zip(events, values, strict=True))
+        ]
+
+    def score(self, events: Sequence[dict[str, Any]], producer: str) -> Scored:
         """Score ``events``; every one ends in ``predictions`` or ``refused``.
 
         Raises:
             FeatureStoreUnavailable: Redis did not answer and the policy is ``pause`` (the
                 caller answers 503 and the client retries).
         """
-        values = self.codec.encode_many(list(events))
-        key_field = self.domain.key_field
-        header = ((PRODUCER_HEADER, producer.encode()),)
-        inbound = [
-            Inbound(source, 0, i, str(e.get(key_field, e["event_id"])).encode(), v, header)
-            for i, (e, v) in enumerate(zip(events, values, strict=True))
-        ]
-        serving = self.current()
+        requests = self.requests(events, producer)
+        self.current()
         now = int(time.time() * 1000)
-        lookup: Callable[[dict[str, Sequence[str]]], Mapping[str, Lookup]] = self.store.get_many
-        degraded = False
-        while True:
-            try:
-                result = process_batch(
-                    inbound,
-                    self.codec,
-                    self.rules,
-                    self.spec,
-                    lookup,
-                    serving,
-                    now,
-                    threshold=self.threshold,
-                )
-                break
-            except FeatureStoreUnavailable:
-                if degraded or self.settings.redis.unavailable_policy != "degrade":
-                    raise
-                metrics.FEATURE_LOOKUPS.labels(outcome="error").inc()
-                lookup, degraded = defaults_only(self.spec), True  # as the worker degrades
-        if degraded:
-            result = flag_degraded(result, "feature_store")
-        out = Scored(degraded=degraded)
+        result = self.gate.run(self.stages, [r.message for r in requests], lambda: now, _GiveUp())
+        if result is None:  # _GiveUp never abandons a batch
+            raise RuntimeError("the scorer's batch was abandoned")
+        account(result, shadow_published=self.publishes_shadow)
+        index = {id(r.message): r.index for r in requests}
+        out = Scored(degraded=result.degraded)
         if result.served is not None:
             for src, rec in zip(result.served.sources, result.served.records(), strict=True):
-                out.predictions[src.offset] = rec
+                out.predictions[index[id(src)]] = rec
         for d in result.dead_letters:
-            out.refused[d.source.offset] = d.rejected
-        if result.shadowed is not None:
+            out.refused[index[id(d.source)]] = d.rejected
+        if result.shadowed is not None and self.publishes_shadow:
             out.shadow = result.shadowed.records()
         return out

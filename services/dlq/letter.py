@@ -11,10 +11,11 @@ resort when the topic's own limit is smaller still.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from services.dlq.plan import REDRIVE_HEADER
-from services.scoring.pipeline import (
+from services.codec.avro import AvroCodec
+from services.core.records import (
     MAX_HEADER_BYTES,
     MAX_HEADERS,
     MAX_KEY_BYTES,
@@ -22,6 +23,7 @@ from services.scoring.pipeline import (
     DeadLetterOut,
     Headers,
 )
+from services.dlq.plan import REDRIVE_HEADER
 
 DLQ_KEEP_VALUE_BYTES = 256 * 1024  # most of an original value a dead letter keeps
 MAX_HEADER_NAME_BYTES = 256
@@ -140,3 +142,14 @@ def _redrive_count(headers: Headers) -> int:
             except (UnicodeDecodeError, ValueError):
                 return 0
     return 0
+
+
+def encode_dead_letters(
+    codec: AvroCodec,
+    letters: Sequence[DeadLetterOut],
+    worker_id: str,
+    now_ms: int,
+    max_bytes: int,
+) -> list[bytes]:
+    """The dead letters of a batch, encoded (the worker and replay write them alike)."""
+    return codec.encode_many([dead_letter_record(d, worker_id, now_ms, max_bytes) for d in letters])

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from confluent_kafka import Message
 
-from services.scoring.pipeline import Headers, Inbound
+from services.core.records import Headers, Inbound
 
 
 def to_inbound(messages: Sequence[Message]) -> list[Inbound]:

@@ -63,7 +63,7 @@ def keys() -> None:
 
 
 def _keys(ctx: click.Context) -> ApiKeys:
-    from streams.runtime import redis_client
+    from streams.adapters import redis_client
 
     s = app(ctx).settings
     return ApiKeys(redis_client(s), s.redis.key_prefix)

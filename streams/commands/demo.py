@@ -33,8 +33,6 @@ from rich.progress import Progress
 from rich.table import Table
 from sklearn.metrics import roc_auc_score
 
-from load.hostile import any_domain_hostile_values
-from load.world import strip_private
 from services.codec.factory import codec_for
 from services.core.errors import EmbeddedStackError, StreamMLError
 from services.core.settings import Settings, to_env
@@ -46,13 +44,15 @@ from services.scoring.compare import compare_report
 from services.scoring.operations import Plan, apply_change
 from services.scoring.registry import MlflowRegistry
 from services.scoring.rollout import AliasChange, RolloutState, plan_promote, plan_rollout
+from services.synthetic.hostile import any_domain_hostile_values
+from services.synthetic.world import strip_private
 from services.training.pipeline import train_and_register
+from streams.adapters import feature_spec, feature_store
 from streams.commands.common import app, emit, json_option
 from streams.commands.demo_drift import drift_act, start_control_plane, wait_until_assigned
 from streams.commands.demo_drift import render as render_drift
 from streams.commands.ml import HISTORY_START_INDEX, make_world
 from streams.commands.models import render_compare
-from streams.runtime import feature_spec, feature_store
 from streams.topics import by_record, topic_table
 
 HOSTILE_EVERY = 100  # one broken message per hundred

@@ -25,12 +25,12 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from load.world import Drift, World, strip_private
 from services.codec.factory import codec_for
 from services.core.settings import Settings, to_env
 from services.domain.config import domain_of
 from services.kafka.config import consumer_config, producer_config
 from services.labels.join import log_loss_one
+from services.synthetic.world import Drift, World, strip_private
 from streams.topics import by_record
 
 CHUNK = 500
@@ -215,7 +215,7 @@ def _against_oracle(
 
     from services.training.dataset import build_training_set
     from services.training.train import fit, predict
-    from streams.runtime import feature_spec, feature_store
+    from streams.adapters import feature_spec, feature_store
 
     versions = sorted({v for e, (v, _) in served.items() if e in after_onset}, key=int)
     if len(versions) < 2:

@@ -24,16 +24,11 @@ from services.scoring.registry import MlflowRegistry
 from services.training.dataset import ValidationReport
 from services.training.pipeline import TrainingRefused, train_and_register
 from services.validation.rules import validate_many
+from streams.adapters import feature_spec, feature_store
 from streams.commands.common import CLIENT_LOGGERS, app, emit, json_option, serves
 from streams.files import format_of, read_rows
 from streams.probes import serve
-from streams.runtime import (
-    control_plane_probes,
-    feature_spec,
-    feature_store,
-    scoring_worker,
-    worker_probes,
-)
+from streams.runtime import control_plane_probes, scoring_worker, worker_probes
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger(__name__)
@@ -368,7 +363,7 @@ def worker() -> None:
 @json_option
 @click.pass_context
 def worker_scoring(ctx: click.Context, max_events: int | None, timeout: float | None) -> None:
-    """Score the domain's events into predictions (and dead letters) until stopped (SIGTERM/SIGINT)."""
+    """Score the domain's events into predictions and dead letters until stopped (SIGTERM)."""
     a = app(ctx)
     w = scoring_worker(a.settings)
     signal.signal(signal.SIGTERM, w.request_stop)

@@ -427,8 +427,8 @@ def models_register(
     it like any version."""
     from services.training.dataset import build_training_set
     from services.training.external import register_external
+    from streams.adapters import feature_spec, feature_store
     from streams.commands.ml import read_holdout
-    from streams.runtime import feature_spec, feature_store
 
     a = app(ctx)
     s = a.settings

@@ -17,8 +17,8 @@ from services.core.settings import Settings
 from services.kafka.config import consumer_config
 from services.kafka.ranges import iter_ranges, ranges_since
 from services.labels.store import Stored
+from streams.adapters import feature_spec, feature_store, prediction_store
 from streams.commands.common import app, emit, parse_since
-from streams.runtime import feature_spec, feature_store, prediction_store
 from streams.topics import by_record
 
 

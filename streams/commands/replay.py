@@ -23,7 +23,6 @@ from services.replay.plan import ReplayPlan, parse_offsets, remaining, run_id
 from streams.commands.common import app, emit, parse_since, table
 from streams.replay import (
     Outcome,
-    Rescorer,
     copier,
     ensure_targets,
     fence,
@@ -32,6 +31,7 @@ from streams.replay import (
     resolve_model,
 )
 from streams.replay import execute as run_replay
+from streams.runtime import replay_rescorer
 from streams.topics import HOT_PARTITIONS, sandbox_topic, topic_table
 
 logger = logging.getLogger(__name__)
@@ -215,7 +215,9 @@ def run(
             specs.append(TopicSpec(plan.dead_letters, 1, "string", "", "", "", ""))
         parts = ensure_targets(s, specs)
         outputs = (
-            Rescorer(s, plan) if plan.model else copier(plan.target, parts.get(plan.target, 0))
+            replay_rescorer(s, plan)
+            if plan.model
+            else copier(plan.target, parts.get(plan.target, 0))
         )
         started = time.monotonic()
 

@@ -119,7 +119,7 @@ def score_file(
     validation, features and model as the stream. Every row ends as a prediction in OUT or a
     refusal, with its reason, in OUT.rejects.jsonl."""
     from services.scoring.registry import MlflowRegistry
-    from streams.runtime import build_serving
+    from streams.adapters import build_serving
     from streams.scorer import Scorer
 
     a = app(ctx)
@@ -142,7 +142,7 @@ def score_file(
     with a.err.status("loading the model..."):
         model = registry.load(alias=alias or "champion", version=model_version)
     serving, _ = build_serving(s, None, model)  # compiled as the worker compiles it
-    scorer = Scorer(s, serving)
+    scorer = Scorer(s, serving, publishes_shadow=False)
     domain = scorer.domain
     record = domain.records[domain.event_record]
     carry = domain.spec.carry
@@ -184,7 +184,7 @@ def score_file(
                 ]
                 bad_rows = {p.row for p in problems}
                 numbers = [n for n in range(first, first + len(rows)) if n not in bad_rows]
-                scored = scorer.score(events, "score-file", source="file") if events else None
+                scored = scorer.score(events, "score-file") if events else None
                 lines = []
                 if scored is not None:
                     for i, (n, e) in enumerate(zip(numbers, events, strict=True)):

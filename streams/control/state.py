@@ -20,7 +20,7 @@ from services.retrain.policy import DriftAggregator, PromotionPolicy
 from services.retrain.trainer import Codecs
 from services.scoring.registry import MlflowRegistry
 from services.scoring.rollout import RolloutState
-from streams.runtime import drift_monitor, feature_spec, feature_store, prediction_store
+from streams.adapters import drift_monitor, feature_spec, feature_store, prediction_store
 from streams.topics import by_record
 
 logger = logging.getLogger(__name__)

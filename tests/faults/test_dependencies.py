@@ -203,7 +203,7 @@ def test_schema_registry_unavailable_is_retried(
 
     p = next(make_pipeline(stack, tmp_path))
     worker = scoring_worker(p.settings)
-    real = worker.codec_in.decode_many
+    real = worker.stages.codec.decode_many
     failures = iter([True, True, True])
 
     def flaky(values: Any) -> Any:
@@ -211,7 +211,7 @@ def test_schema_registry_unavailable_is_retried(
             raise SchemaRegistryUnavailable("schema registry unreachable: connection refused")
         return real(values)
 
-    monkeypatch.setattr(worker.codec_in, "decode_many", flaky)
+    monkeypatch.setattr(worker.stages.codec, "decode_many", flaky)
     before = _value(metrics.DEPENDENCY_FAILURES.labels(dependency="schema_registry"))
     started = time.monotonic()
     sent = send(p, good_items(p, 300, start=0))
@@ -238,7 +238,7 @@ def test_a_batch_larger_than_the_producer_queue(stack: Stack, tmp_path: Path) ->
     p = next(make_pipeline(stack, tmp_path, batch={"max_messages": 1000}))
     worker = scoring_worker(p.settings)
     small = Producer(producer_config(p.settings, **{"queue.buffering.max.messages": 50}))
-    worker._producer = worker._outputs.producer = small
+    worker.producer = worker.outputs.producer = worker.membership.producer = small
     started = time.monotonic()
     sent = send(p, good_items(p, 2000, start=0) + garbage_items(100))
     summary = worker.run(max_events=2100, idle_timeout=30)
@@ -271,11 +271,11 @@ def test_redis_down_while_a_second_worker_joins(
     own_redis.stop()
     sent += send(p, good_items(p, 1000, start=1000))
     wait_for(lambda: _value(metrics.INPUT_HELD) == 1, 60, "input held")
-    rebalances = first.worker._summary.rebalances
+    rebalances = first.worker.summary.rebalances
     second = WorkerProcess(p, tmp_path, "second")
     second.wait_assigned()
     # The group moved partitions while the first worker held its batch.
-    wait_for(lambda: first.worker._summary.rebalances > rebalances, 60, "the rebalance")
+    wait_for(lambda: first.worker.summary.rebalances > rebalances, 60, "the rebalance")
     own_redis.start()
     sent += send(p, good_items(p, 1000, start=2000))
     tally = wait_accounted(p, sent, 180)
@@ -301,12 +301,12 @@ def test_a_consumer_that_never_rejoins_is_replaced(stack: Stack, tmp_path: Path)
     p = next(make_pipeline(stack, tmp_path))
     worker = scoring_worker(p.settings)
     before = _value(metrics.CONSUMER_REBUILDS)
-    stuck = worker._consumer
+    stuck = worker.membership.consumer
     worker._lost_at = time.monotonic() - module.REJOIN_SECONDS - 1
     started = time.monotonic()
     sent = send(p, good_items(p, 500, start=0))
     summary = worker.run(max_events=500, idle_timeout=30)
-    assert worker._consumer is not stuck
+    assert worker.membership.consumer is not stuck
     assert _value(metrics.CONSUMER_REBUILDS) == before + 1
     tally = account(p, sent)
     assert summary.predictions == 500 and tally.lost == 0

@@ -31,7 +31,6 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from load.world import strip_private
 from services.codec.avro import AvroCodec
 from services.codec.factory import codec_for
 from services.codec.manifest import MANIFEST_FILE, Manifest
@@ -41,8 +40,9 @@ from services.domain.config import load_domain
 from services.kafka.admin import ensure_topics
 from services.kafka.config import consumer_config, producer_config
 from services.scoring.registry import MlflowRegistry
+from services.synthetic.world import strip_private
 from services.training.pipeline import TrainResult, train_and_register
-from streams.runtime import feature_spec, feature_store
+from streams.adapters import feature_spec, feature_store
 from streams.topics import by_record, topic_table
 from tests.integration.conftest import Stack
 
@@ -50,7 +50,7 @@ from tests.integration.conftest import Stack
 @dataclass
 class Pipeline:
     settings: Settings
-    world: Any  # the domain's generator world (load.world.World for the feed)
+    world: Any  # the domain's generator world (services.synthetic.world.World for the feed)
     trained: TrainResult
     missing_users: set[str]
 

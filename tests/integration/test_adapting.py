@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from load.world import strip_private
+from services.synthetic.world import strip_private
 from tests.integration.pipeline_env import (
     Pipeline,
     cli_in_process,

@@ -21,10 +21,11 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from load.world import strip_private
+from services.synthetic.world import strip_private
+from streams.adapters import redis_client
 from streams.api import create_app
 from streams.api_keys import ApiKeys
-from streams.runtime import redis_client, scoring_worker
+from streams.runtime import scoring_worker
 from tests.integration.pipeline_env import (
     Pipeline,
     cli_in_process,

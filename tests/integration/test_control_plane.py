@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from load.world import Drift, World, strip_private
 from services.scoring.registry import MlflowRegistry
+from services.synthetic.world import Drift, World, strip_private
 from services.training.pipeline import train_and_register
-from streams.runtime import feature_spec, feature_store, scoring_worker
+from streams.adapters import feature_spec, feature_store
+from streams.runtime import scoring_worker
 from tests.integration.conftest import Stack, free_port
 from tests.integration.pipeline_env import Pipeline, make_pipeline, run_cli, with_model
 from tests.waiting import wait_for
@@ -134,7 +135,7 @@ def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pip
                 )
             except AssertionError as exc:  # say what the worker and the control plane were doing
                 state = (
-                    f"holding={worker._holding} assigned={worker._assigned_at} sent={sent} "
+                    f"holding={worker.flow.holding} assigned={worker.membership.assigned_at} sent={sent} "
                     f"loop {time.monotonic() - worker.last_loop:.1f} s ago, "
                     f"thread alive={scoring.is_alive()}"
                 )
@@ -189,9 +190,9 @@ def test_the_quality_book_is_rebuilt_after_a_restart(pipeline: Pipeline) -> None
 
     from services.kafka.config import consumer_config, producer_config
     from services.labels.store import Stored
+    from streams.adapters import prediction_store
     from streams.control.loop import rebuild_book
     from streams.control.state import build_state
-    from streams.runtime import prediction_store
 
     s = pipeline.settings
     group = f"control-{uuid.uuid4().hex[:8]}"

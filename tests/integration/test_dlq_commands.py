@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from load.hostile import hostile_values
 from services.core.settings import to_env
+from services.synthetic.hostile import hostile_values
 from streams.cli import cli
 from streams.runtime import scoring_worker
 from tests.integration.conftest import Stack

@@ -13,8 +13,8 @@ from services.core.settings import to_env
 from services.features.spec import FeatureSpec
 from services.scoring.registry import MlflowRegistry
 from services.training.pipeline import TrainingRefused, train_and_register
+from streams.adapters import feature_store
 from streams.cli import cli, main
-from streams.runtime import feature_store
 from tests.integration.conftest import Stack
 from tests.integration.pipeline_env import Pipeline, make_pipeline
 

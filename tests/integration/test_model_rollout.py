@@ -155,7 +155,7 @@ def test_a_tampered_version_is_refused_and_scoring_continues(pipeline: Pipeline)
         target=lambda: summary.update(worker.run(max_events=2000, idle_timeout=30).to_dict())
     )
     thread.start()
-    wait_for(lambda: worker._summary.consumed >= 1000, 60, "the first 1,000 scored")
+    wait_for(lambda: worker.summary.consumed >= 1000, 60, "the first 1,000 scored")
     state, change = plan_promote(registry.rollout_state(), "2", "manual", "someone", 0)
     registry.apply(state, change)
     watcher = worker.watcher

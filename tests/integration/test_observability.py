@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from load.hostile import hostile_values
 from services.core.logging import JsonFormatter
+from services.synthetic.hostile import hostile_values
 from streams.runtime import scoring_worker, worker_probes
 from tests.integration.conftest import Stack, free_port
 from tests.integration.pipeline_env import Pipeline, make_pipeline, world_events
@@ -160,7 +160,7 @@ def test_dead_letter_logs_carry_stable_fields_and_no_payload(
 ) -> None:
     secret = b"\x00\x00\x00\x27\x0f" + b"card=4111111111111111"  # schema id 9999, with "PII"
     pipeline.produce([(b"k", secret, [])])
-    with caplog.at_level(logging.DEBUG, logger="streams.scoring_worker"):
+    with caplog.at_level(logging.DEBUG, logger="streams.worker"):
         summary = scoring_worker(pipeline.settings).run(max_events=1, idle_timeout=30)
     assert summary.dead_letters == 1
     (record,) = [r for r in caplog.records if r.getMessage().startswith("dead letter")]

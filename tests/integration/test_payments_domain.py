@@ -18,11 +18,12 @@ import mlflow
 import numpy as np
 import pytest
 
-from load.hostile import any_domain_hostile_values
-from load.payments import make
-from load.world import strip_private
 from services.scoring.registry import MlflowRegistry
-from streams.runtime import feature_spec, scoring_worker
+from services.synthetic.hostile import any_domain_hostile_values
+from services.synthetic.payments import make
+from services.synthetic.world import strip_private
+from streams.adapters import feature_spec
+from streams.runtime import scoring_worker
 from tests.integration.pipeline_env import Pipeline, cli_in_process, domain_fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]

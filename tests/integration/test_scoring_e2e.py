@@ -9,12 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from load.hostile import hostile_values
 from services.codec.examples import load_example
 from services.codec.factory import schemas_dir
 from services.features.assemble import assemble, lookup_requests
 from services.scoring.registry import MlflowRegistry
-from streams.runtime import feature_spec, feature_store, scoring_worker
+from services.synthetic.hostile import hostile_values
+from streams.adapters import feature_spec, feature_store
+from streams.runtime import scoring_worker
 from tests.integration.conftest import Stack
 from tests.integration.pipeline_env import Pipeline, make_pipeline, world_events
 

@@ -36,9 +36,9 @@ def _examples() -> list[tuple[str, str]]:
 def test_the_examples_in_docs_clients_run(
     payments: Pipeline, capsys: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
+    from streams.adapters import redis_client
     from streams.api import create_app
     from streams.api_keys import ApiKeys
-    from streams.runtime import redis_client
     from tests.integration.test_api import Server
 
     p = payments

@@ -17,10 +17,10 @@ from services.labels.join import QualityBook
 from services.labels.store import Stored
 from services.retrain.policy import DriftAggregator, PromotionPolicy, retrain_request
 from services.scoring.rollout import AliasChange, RolloutState
+from streams.adapters import drift_monitor
 from streams.control import app as control_app
 from streams.control import loop
 from streams.control.state import ControlState
-from streams.runtime import drift_monitor
 
 T0 = 1_700_000_000_000  # event times of the tests' labels (in the past)
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from load.world import Drift, World
 from services.codec.avro import AvroCodec
 from services.codec.manifest import MANIFEST_FILE, Manifest, ManifestSchemaIds
 from services.codec.schemas import DEFAULT_SCHEMAS_DIR, load_schemas
@@ -21,6 +20,7 @@ from services.retrain import trainer
 from services.retrain.trainer import Codecs
 from services.scoring.registry import MlflowRegistry
 from services.scoring.rollout import RolloutState
+from services.synthetic.world import Drift, World
 from services.training.dataset import build_training_set
 from services.training.pipeline import train_and_register
 from services.training.train import fit, predict

@@ -10,6 +10,7 @@ from services.codec.avro import AvroCodec
 from services.codec.manifest import MANIFEST_FILE, Manifest, ManifestSchemaIds
 from services.codec.schemas import DEFAULT_SCHEMAS_DIR, load_schemas
 from services.core.outcomes import Reason, Rejected, Stage
+from services.core.records import DeadLetterOut, Inbound
 from services.dlq.letter import (
     MIN_DEAD_LETTER_BYTES,
     dead_letter_headers,
@@ -17,7 +18,6 @@ from services.dlq.letter import (
     dead_letter_record,
 )
 from services.dlq.plan import plan_redrive
-from services.scoring.pipeline import DeadLetterOut, Inbound
 
 SCHEMAS = load_schemas(DEFAULT_SCHEMAS_DIR)
 IDS = ManifestSchemaIds(Manifest.load(DEFAULT_SCHEMAS_DIR / MANIFEST_FILE))

@@ -40,6 +40,11 @@ def _domain_words(folder: Path) -> set[str]:
     return words - {"event_id", "event_time", "label_time"} - ORDINARY
 
 
+# The shipped domains' synthetic worlds are those domains' own code (as their schemas are data):
+# a domain's generator is the one place its fields are named in Python.
+DOMAIN_CODE = ROOT / "services" / "synthetic"
+
+
 @pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_no_feature_or_enum_name_of_a_domain_in_the_code(name: str) -> None:
     words = _domain_words(SHIPPED[name])
@@ -49,6 +54,7 @@ def test_no_feature_or_enum_name_of_a_domain_in_the_code(name: str) -> None:
         f"{path.relative_to(ROOT)}:{n}: {m.group(1)}"
         for top in ("services", "streams")
         for path in sorted((ROOT / top).rglob("*.py"))
+        if DOMAIN_CODE not in path.parents
         for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
         for m in pattern.finditer(line)
     ]

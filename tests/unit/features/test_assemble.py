@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from load.world import World, strip_private
 from services.features.assemble import assemble, context_names, feature_names, lookup_requests
 from services.features.spec import FeatureSpec
 from services.features.store import InMemoryFeatureStore
+from services.synthetic.world import World, strip_private
 from services.training.dataset import build_training_set
 
 SPEC = FeatureSpec.load()

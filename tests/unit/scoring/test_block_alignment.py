@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import pytest
 
+from services.core.records import Inbound
 from services.scoring.model import LoadedModel
-from services.scoring.pipeline import Inbound, process_batch
+from services.scoring.pipeline import process_batch
 from services.scoring.serving import Serving
+from services.scoring.stages import Stages
 from tests.unit.scoring.test_pipeline import BAD, CODEC, GOOD, NOW, RULES, SPEC, STORE
 
 
@@ -19,7 +21,7 @@ def test_each_prediction_is_its_own_inputs(model: LoadedModel, mode: str) -> Non
     serving = (
         Serving(model) if mode == "none" else Serving(model, model, mode, 50.0)  # type: ignore[arg-type]
     )
-    result = process_batch(messages, CODEC, RULES, SPEC, STORE.get_many, serving, NOW)
+    result = process_batch(Stages.of(CODEC, RULES, SPEC, STORE.get_many, serving), messages, NOW)
     assert len(result.predictions) + len(result.dead_letters) == len(messages)
     for p in result.predictions + result.shadow:
         source = CODEC.decode_one(p.source.value)
@@ -42,7 +44,7 @@ def test_encoded_predictions_decode_to_the_records(model: LoadedModel, mode: str
     values = [v for pair in zip(GOOD[:120], (BAD * 20)[:120], strict=True) for v in pair]
     messages = [Inbound("t", i % 3, i, b"k", v) for i, v in enumerate(values)]
     serving = Serving(model) if mode == "none" else Serving(model, model, mode, 50.0)  # type: ignore[arg-type]
-    result = process_batch(messages, CODEC, RULES, SPEC, STORE.get_many, serving, NOW)
+    result = process_batch(Stages.of(CODEC, RULES, SPEC, STORE.get_many, serving), messages, NOW)
     for block in (result.served, result.shadowed):
         if block is None:
             continue

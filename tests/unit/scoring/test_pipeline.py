@@ -11,17 +11,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from load.hostile import hostile_values
-from load.world import World, strip_private
 from services.codec.avro import AvroCodec
 from services.codec.manifest import MANIFEST_FILE, Manifest, ManifestSchemaIds
 from services.codec.schemas import DEFAULT_SCHEMAS_DIR, load_schemas
+from services.core.records import Inbound
 from services.dlq.letter import dead_letter_record
 from services.features.assemble import assemble, lookup_requests
 from services.features.spec import FeatureSpec
 from services.features.store import InMemoryFeatureStore
 from services.scoring.model import LoadedModel
-from services.scoring.pipeline import Inbound, prediction_id, process_batch
+from services.scoring.pipeline import process_batch
+from services.scoring.results import prediction_id
+from services.scoring.stages import Stages
+from services.synthetic.hostile import hostile_values
+from services.synthetic.world import World, strip_private
 from services.validation.rules import RecordRules
 
 SPEC = FeatureSpec.load()
@@ -53,7 +56,7 @@ def inbound(values: list[bytes]) -> list[Inbound]:
 )
 def test_predictions_plus_dead_letters_equal_input(model: LoadedModel, values: list[bytes]) -> None:
     messages = inbound(values)
-    result = process_batch(messages, CODEC, RULES, SPEC, STORE.get_many, model, NOW)
+    result = process_batch(Stages.of(CODEC, RULES, SPEC, STORE.get_many, model), messages, NOW)
     assert len(result.predictions) + len(result.dead_letters) == len(messages)
     offsets = sorted(
         [p.source.offset for p in result.predictions]
@@ -63,7 +66,7 @@ def test_predictions_plus_dead_letters_equal_input(model: LoadedModel, values: l
 
 
 def test_scores_are_the_models_scores_for_the_assembled_rows(model: LoadedModel) -> None:
-    result = process_batch(inbound(GOOD), CODEC, RULES, SPEC, STORE.get_many, model, NOW)
+    result = process_batch(Stages.of(CODEC, RULES, SPEC, STORE.get_many, model), inbound(GOOD), NOW)
     matrix = assemble(SPEC, EVENTS, STORE.get_many(lookup_requests(SPEC, EVENTS)))
     expected = model.predict(matrix.values)
     assert [p.record["score"] for p in result.predictions] == expected.tolist()
@@ -77,7 +80,7 @@ def test_scores_are_the_models_scores_for_the_assembled_rows(model: LoadedModel)
 def test_every_hostile_value_is_dead_lettered_with_its_reason(model: LoadedModel) -> None:
     cases = hostile_values(CODEC, EVENTS[0] | {"event_time": NOW})
     result = process_batch(
-        inbound([v for v, _, _ in cases]), CODEC, RULES, SPEC, STORE.get_many, model, NOW
+        Stages.of(CODEC, RULES, SPEC, STORE.get_many, model), inbound([v for v, _, _ in cases]), NOW
     )
     assert result.predictions == []
     got = [(d.rejected.stage.value, d.rejected.reason.value) for d in result.dead_letters]
@@ -90,19 +93,25 @@ def test_a_failing_model_degrades_down_the_ladder(model: LoadedModel) -> None:
             raise RuntimeError("boom")
 
     broken = replace(model, model=Broken())
-    result = process_batch(inbound(GOOD[:10]), CODEC, RULES, SPEC, STORE.get_many, broken, NOW)
+    result = process_batch(
+        Stages.of(CODEC, RULES, SPEC, STORE.get_many, broken), inbound(GOOD[:10]), NOW
+    )
     assert result.degraded is True and result.fallbacks == {"logistic": 10}
     assert all(p.record["degraded"] for p in result.predictions)
     assert len({p.record["score"] for p in result.predictions}) > 1  # the logistic rung answered
     # Without a stored logistic scorer the last rung answers: the base rate.
     bare = replace(broken, metadata=replace(model.metadata, fallback=None))
-    result = process_batch(inbound(GOOD[:10]), CODEC, RULES, SPEC, STORE.get_many, bare, NOW)
+    result = process_batch(
+        Stages.of(CODEC, RULES, SPEC, STORE.get_many, bare), inbound(GOOD[:10]), NOW
+    )
     assert result.fallbacks == {"base_rate": 10}
     assert {p.record["score"] for p in result.predictions} == {model.metadata.base_rate}
 
 
 def test_dead_letter_keeps_the_original(model: LoadedModel) -> None:
-    result = process_batch(inbound([b"garbage"]), CODEC, RULES, SPEC, STORE.get_many, model, NOW)
+    result = process_batch(
+        Stages.of(CODEC, RULES, SPEC, STORE.get_many, model), inbound([b"garbage"]), NOW
+    )
     record = dead_letter_record(result.dead_letters[0], "w-1", NOW)
     assert record["original_value"] == b"garbage"
     assert record["original_headers"] == [{"key": "h", "value": b"v"}]
@@ -119,7 +128,9 @@ def test_dead_letter_keeps_the_original(model: LoadedModel) -> None:
 
 @pytest.mark.parametrize("n", [0, 1])
 def test_tiny_batches(model: LoadedModel, n: int) -> None:
-    result = process_batch(inbound(GOOD[:n]), CODEC, RULES, SPEC, STORE.get_many, model, NOW)
+    result = process_batch(
+        Stages.of(CODEC, RULES, SPEC, STORE.get_many, model), inbound(GOOD[:n]), NOW
+    )
     assert len(result.predictions) == n
 
 
@@ -130,7 +141,7 @@ def test_oversized_keys_and_headers_are_refused_before_decoding(model: LoadedMod
         Inbound("t", 0, 2, b"k", GOOD[0], (("big", b"x" * 20_000),)),
         Inbound("t", 0, 3, b"k", GOOD[0], (("ok", b"x" * 100),)),
     ]
-    result = process_batch(messages, CODEC, RULES, SPEC, STORE.get_many, model, NOW)
+    result = process_batch(Stages.of(CODEC, RULES, SPEC, STORE.get_many, model), messages, NOW)
     assert [d.rejected.reason.value for d in result.dead_letters] == [
         "key_too_large",
         "header_too_large",
@@ -143,7 +154,9 @@ def test_a_dead_letter_always_fits_the_broker_and_marks_what_was_cut(model: Load
     from services.dlq.plan import plan_redrive
 
     huge = Inbound("t", 0, 0, b"k" * 5000, b"\x00" * 1_500_000, (("big", b"x" * 20_000),))
-    letter = process_batch([huge], CODEC, RULES, SPEC, STORE.get_many, model, NOW).dead_letters[0]
+    letter = process_batch(
+        Stages.of(CODEC, RULES, SPEC, STORE.get_many, model), [huge], NOW
+    ).dead_letters[0]
     record = dead_letter_record(letter, "w", NOW)
     dlq = AvroCodec(SCHEMAS["DeadLetter"], IDS, "feed.interactions.v1.dlq-value")
     assert len(dlq.encode_one(record)) < 1_000_000
@@ -175,7 +188,10 @@ def test_a_noisy_producer_is_limited_and_the_others_are_not(model: LoadedModel) 
         Inbound("t", 1, i, b"k", GOOD[i], (("producer-id", f"q{i}".encode()),)) for i in range(20)
     ]
     result = process_batch(
-        noisy + quiet, CODEC, RULES, SPEC, STORE.get_many, model, NOW, FixedQuota(10)
+        Stages.of(CODEC, RULES, SPEC, STORE.get_many, model),
+        noisy + quiet,
+        NOW,
+        limiter=FixedQuota(10),
     )
     limited = [d for d in result.dead_letters if d.rejected.reason.value == "rate_limited"]
     assert len(limited) == 90 and {d.source.partition for d in limited} == {0}
@@ -192,7 +208,11 @@ def test_an_envelope_reject_after_a_deferred_message_waits_with_it(model: Loaded
     msgs = [Inbound("t", 0, o, b"u1", GOOD[o]) for o in (10, 11, 12)]
     msgs.append(Inbound("t", 0, 13, b"k" * 5000, GOOD[13]))
     result = process_batch(
-        msgs, CODEC, RULES, SPEC, STORE.get_many, model, NOW, FixedQuota(1), backpressure=True
+        Stages.of(CODEC, RULES, SPEC, STORE.get_many, model),
+        msgs,
+        NOW,
+        limiter=FixedQuota(1),
+        backpressure=True,
     )
     assert [d.offset for d in result.deferred] == [11, 12, 13]
     assert [p.source.offset for p in result.predictions] == [10]
@@ -209,13 +229,21 @@ def test_a_deferred_message_is_charged_once_however_often_it_is_read(model: Load
     ]
     limiter = FixedQuota(1)
     first = process_batch(
-        msgs, CODEC, RULES, SPEC, STORE.get_many, model, NOW, limiter, backpressure=True
+        Stages.of(CODEC, RULES, SPEC, STORE.get_many, model),
+        msgs,
+        NOW,
+        limiter=limiter,
+        backpressure=True,
     )
     assert [d.offset for d in first.deferred] == [1, 2]
     assert limiter.net == Counter({"a": 1, "b": 0})  # b's token went back
     limiter.quota = 10
     again = process_batch(
-        first.deferred, CODEC, RULES, SPEC, STORE.get_many, model, NOW, limiter, backpressure=True
+        Stages.of(CODEC, RULES, SPEC, STORE.get_many, model),
+        first.deferred,
+        NOW,
+        limiter=limiter,
+        backpressure=True,
     )
     assert [p.source.offset for p in again.predictions] == [1, 2]
     assert limiter.net == Counter({"a": 2, "b": 1})  # one token per message handled
@@ -237,8 +265,8 @@ def test_a_retried_batch_is_charged_once(model: LoadedModel) -> None:
     limiter = FixedQuota(100)
     once = ChargeOnce(limiter)
     with pytest.raises(FeatureStoreUnavailable):
-        process_batch(msgs, CODEC, RULES, SPEC, flaky, model, NOW, once)
-    result = process_batch(msgs, CODEC, RULES, SPEC, flaky, model, NOW, once)
+        process_batch(Stages.of(CODEC, RULES, SPEC, flaky, model), msgs, NOW, limiter=once)
+    result = process_batch(Stages.of(CODEC, RULES, SPEC, flaky, model), msgs, NOW, limiter=once)
     assert len(result.predictions) == 5 and limiter.net == Counter({"p": 5})
 
 
@@ -246,7 +274,9 @@ def test_only_the_rows_a_model_fails_on_go_down_the_ladder(model: LoadedModel) -
     """One row makes the model raise and one makes it answer NaN: the other rows keep the
     model's own scores (the oracle: the real model scoring them on its own)."""
     events = GOOD[:40]
-    healthy = process_batch(inbound(events), CODEC, RULES, SPEC, STORE.get_many, model, NOW)
+    healthy = process_batch(
+        Stages.of(CODEC, RULES, SPEC, STORE.get_many, model), inbound(events), NOW
+    )
     expected = [p.record["score"] for p in healthy.predictions]
     matrix_rows: list[Any] = []
 
@@ -266,7 +296,9 @@ def test_only_the_rows_a_model_fails_on_go_down_the_ladder(model: LoadedModel) -
     X = assemble_rows(SPEC, decoded, found).values
     poison_raise, poison_nan = X[7], X[30]
     picky = replace(model, model=Picky(), compiled=None)
-    result = process_batch(inbound(events), CODEC, RULES, SPEC, STORE.get_many, picky, NOW)
+    result = process_batch(
+        Stages.of(CODEC, RULES, SPEC, STORE.get_many, picky), inbound(events), NOW
+    )
     degraded = [i for i, p in enumerate(result.predictions) if p.record["degraded"]]
     assert degraded == [7, 30]
     assert sum(result.fallbacks.values()) == 2

@@ -21,8 +21,8 @@ from services.scoring.loader import ServingLoader
 from services.scoring.model import LoadedModel, artifact_digest
 from services.scoring.rollout import AliasChange, RolloutState
 from services.scoring.serving import Serving
+from streams.adapters import model_problem
 from streams.model_watcher import ModelWatcher
-from streams.runtime import model_problem
 from tests.waiting import wait_for
 
 SCHEMAS = load_schemas(DEFAULT_SCHEMAS_DIR)

@@ -1,5 +1,5 @@
-"""What the scoring worker writes for a batch: predictions, dead letters, shadow scores, drift
-signals and the prediction store; produced without waiting, tracked per partition chunk.
+"""What the scoring worker writes for a batch: predictions, dead letters, shadow scores and
+drift signals; produced without waiting, tracked per partition chunk.
 
 Predictions and dead letters carry their chunk's ``ack`` as delivery callback, so the commit
 position follows Kafka's acknowledgements. Shadow predictions and drift signals are best effort:
@@ -10,29 +10,29 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from services.codec.avro import AvroCodec
 from services.core import metrics
-from services.core.errors import FeatureStoreUnavailable, PublishError
-from services.dlq.letter import dead_letter_headers, dead_letter_key, dead_letter_record
-from services.drift.monitor import DriftMonitor
-from services.drift.signals import drift_signal
+from services.core.errors import PublishError
+from services.core.records import DeadLetterOut, Inbound, first_offsets
+from services.dlq.letter import (
+    dead_letter_headers,
+    dead_letter_key,
+    dead_letter_record,
+    encode_dead_letters,
+)
 from services.kafka.topics import TopicSpec
 from services.kafka.tracker import Chunk, DeliveryTracker
-from services.labels.store import PredictionStore
-from services.scoring.pipeline import BatchResult, DeadLetterOut, Inbound
-from services.scoring.serving import Serving
+from services.scoring.results import BatchResult
 
 # The worker's own logger: dead letters and delivery failures are the worker's log lines.
-logger = logging.getLogger("streams.scoring_worker")
+logger = logging.getLogger("streams.worker")
 BUFFER_FULL_WAIT_SECONDS = 60.0
 RESCUE_WAIT_SECONDS = 30.0
 
@@ -175,26 +175,18 @@ class Outputs:
             values = self.codec_out.encode_columns(served.columns(), len(served))
             for src, value in zip(served.sources, values, strict=True):
                 send(topic, value, src.key, chunks[(src.topic, src.partition)].ack)
-            for (version, variant), n in Counter(
-                zip(served.versions, served.variants, strict=True)
-            ).items():
-                metrics.PREDICTIONS.labels(model_version=version, variant=variant).inc(n)
         shadow = result.shadowed
         if shadow is not None and self.shadow_topic is not None:
             values = self.codec_out.encode_columns(shadow.columns(), len(shadow))
             for src, value in zip(shadow.sources, values, strict=True):
                 send(self.shadow_topic.name, value, src.key, self._shadow_cb)
             metrics.MESSAGES_PRODUCED.labels(topic=self.shadow_topic.name).inc(len(values))
-            metrics.PREDICTIONS.labels(model_version=shadow.versions[0], variant="shadow").inc(
-                len(values)
-            )
         if result.dead_letters:
             self._now_ms = now_ms
             cut = self.dead_letter_max_bytes
-            letters = self.codec_dlq.encode_many(
-                [dead_letter_record(d, self.worker_id, now_ms, cut) for d in result.dead_letters]
+            letters = encode_dead_letters(
+                self.codec_dlq, result.dead_letters, self.worker_id, now_ms, cut
             )
-            rejected: Counter[tuple[str, str]] = Counter()
             for d, value in zip(result.dead_letters, letters, strict=True):
                 src = d.source
                 send(
@@ -204,7 +196,6 @@ class Outputs:
                     _LetterDelivery(self, d, chunks[(src.topic, src.partition)].ack),
                     dead_letter_headers(d),
                 )
-                rejected[(d.rejected.stage.value, d.rejected.reason.value)] += 1
                 if logger.isEnabledFor(logging.DEBUG):  # coordinates and reason only
                     logger.debug(
                         "dead letter: %s",
@@ -217,8 +208,6 @@ class Outputs:
                             "reason": d.rejected.reason.value,
                         },
                     )
-            for (stage, reason), n in rejected.items():
-                metrics.MESSAGES_REJECTED.labels(stage=stage, reason=reason).inc(n)
         self.publish_signals(signals)
 
     def rescue_dead_letter(self, letter: DeadLetterOut) -> KafkaError | None:
@@ -258,10 +247,7 @@ class Outputs:
     ) -> dict[tuple[str, int], Chunk]:
         """One chunk per partition of the batch: its handled offsets (deferred ones excluded;
         they are a suffix per partition) and one output due per handled input."""
-        first_deferred: dict[tuple[str, int], int] = {}
-        for d in result.deferred:
-            key = (d.topic, d.partition)
-            first_deferred[key] = min(first_deferred.get(key, d.offset), d.offset)
+        first_deferred = first_offsets(result.deferred)
         span: dict[tuple[str, int], list[int]] = {}
         for m in inbound:
             key = (m.topic, m.partition)
@@ -303,130 +289,3 @@ class Outputs:
             metrics.observe_many(metrics.EVENT_TO_PREDICTION, np.maximum(latency, 0.0))
         if sent.dead_letters:
             metrics.MESSAGES_PRODUCED.labels(topic=self.dlq_topic.name).inc(sent.dead_letters)
-
-
-@dataclass(slots=True)
-class _DriftRows:
-    partitions: npt.NDArray[np.int64]
-    offsets: npt.NDArray[np.int64]
-    times: npt.NDArray[np.int64]
-    watched: dict[str, npt.NDArray[np.float64]]
-
-
-class DriftFeed:
-    """The drift monitors' input, gathered over small batches.
-
-    The detectors see the same values in the same order as batch by batch, but in pieces of at
-    least ``min_rows`` (or whatever waited ``max_wait_seconds``): at light load a batch is one
-    or two events, and numpy's fixed cost per call would otherwise be paid per event. The
-    worker flushes before a model swap (the score detector restarts with a new champion).
-    """
-
-    def __init__(
-        self,
-        monitor: DriftMonitor,
-        features: Sequence[str],
-        topic: str,
-        min_rows: int = 256,
-        max_wait_seconds: float = 1.0,
-    ) -> None:
-        self.monitor, self.features, self.topic = monitor, tuple(features), topic
-        self.min_rows, self.max_wait = min_rows, max_wait_seconds
-        self._pending: list[_DriftRows] = []
-        self._rows = 0
-        self._since = 0.0
-
-    def add(self, result: BatchResult, now: float) -> None:
-        block = result.served
-        if block is None:
-            return
-        n = len(block)
-        # Only the champion's scores: a canary's are another model's by design.
-        champion = np.asarray([v == "champion" for v in block.variants], dtype=bool)
-        watched = {"score": np.where(champion, block.scores, np.nan)}
-        for name in self.features:
-            watched[f"feature:{name}"] = _numbers(block.field(name))
-        self._pending.append(
-            _DriftRows(
-                np.fromiter((m.partition for m in block.sources), np.int64, n),
-                np.fromiter((m.offset for m in block.sources), np.int64, n),
-                np.asarray(block.field("event_time"), dtype=np.int64),
-                watched,
-            )
-        )
-        if not self._rows:
-            self._since = now
-        self._rows += n
-
-    def due(self, now: float) -> bool:
-        return self._rows >= self.min_rows or (
-            self._rows > 0 and now - self._since >= self.max_wait
-        )
-
-    def flush(self, serving: Serving, now_ms: int) -> list[dict[str, Any]]:
-        """Feed what is pending, per partition; the DriftSignal records of detectors that
-        fired."""
-        if not self._pending:
-            return []
-        parts, self._pending, self._rows = self._pending, [], 0
-        partitions = np.concatenate([p.partitions for p in parts])
-        offsets = np.concatenate([p.offsets for p in parts])
-        times = np.concatenate([p.times for p in parts])
-        watched = {k: np.concatenate([p.watched[k] for p in parts]) for k in parts[0].watched}
-        signals = []
-        version = serving.champion.version
-        for partition in np.unique(partitions).tolist():
-            rows = partitions == partition
-            offs, ts = offsets[rows].tolist(), times[rows].tolist()
-            for signal, values in watched.items():
-                evidence = self.monitor.observe(partition, signal, values[rows], offs, ts)
-                if evidence is None:
-                    continue
-                record = drift_signal(evidence, self.topic, serving.champion.name, version, now_ms)
-                signals.append(record)
-                metrics.DRIFT_SIGNALS.labels(detector=evidence.detector, signal=signal).inc()
-                logger.warning(
-                    "drift on %s: %s mean %.4g -> %.4g (offsets %d-%d)",
-                    signal,
-                    evidence.detector,
-                    evidence.stats_before.get("mean", float("nan")),
-                    evidence.stats_after.get("mean", float("nan")),
-                    evidence.offset_start,
-                    evidence.offset_end,
-                    extra={"topic": self.topic, "partition": partition, "stage": "drift"},
-                )
-        return signals
-
-
-def remember(store: PredictionStore, result: BatchResult) -> None:
-    """Keep served and shadow scores for the label join. Best effort: losing them costs online
-    quality figures, never predictions, so a Redis error is counted, not raised."""
-    try:
-        for kind, block in (("served", result.served), ("shadow", result.shadowed)):
-            if block is not None:
-                store.put_columns(
-                    kind,
-                    block.field("event_id"),
-                    block.versions,
-                    block.variants,
-                    block.scores,
-                    block.degraded,
-                    block.missing,
-                )
-    except FeatureStoreUnavailable as exc:
-        metrics.FEATURE_LOOKUPS.labels(outcome="prediction_store_error").inc()
-        logger.warning("predictions not stored for the label join: %s", exc)
-
-
-def _numbers(values: list[Any]) -> npt.NDArray[np.float64]:
-    """A watched field as floats, per batch; missing or non-numeric is NaN (skipped)."""
-    if {type(v) for v in values} <= {int, float}:
-        return np.asarray(values, dtype=np.float64)
-    return np.fromiter((_number(v) for v in values), np.float64, len(values))
-
-
-def _number(value: Any) -> float:
-    """A watched field as a float; missing or non-numeric is NaN (skipped by the monitor)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return float("nan")
-    return float(value)

@@ -12,7 +12,13 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from load import bench as b
+from load import bench_api
+from services.synthetic.world import strip_private
+from streams.adapters import redis_client
+from streams.api_keys import ApiKeys
 from streams.commands.common import app, emit, json_option
+from streams.commands.ml import make_world
 
 
 @click.group()
@@ -81,7 +87,6 @@ def bench(
 ) -> None:
     """Naive, bare and ceiling peers against the real worker (one and two processes), on a
     private embedded stack; medians of interleaved rounds, ratios pair by pair."""
-    from load import bench as b
 
     a = app(ctx)
     chosen = tuple(i.strip() for i in impls.split(",") if i.strip())
@@ -256,11 +261,6 @@ def api_bench(
 
     Runs on the stack in use (`local up`), with its features and champion: load and train
     first (`features load`, `train`)."""
-    from load import bench_api
-    from load.world import strip_private
-    from streams.api_keys import ApiKeys
-    from streams.commands.ml import make_world
-    from streams.runtime import redis_client
 
     a = app(ctx)
     s = a.settings

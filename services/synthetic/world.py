@@ -31,6 +31,7 @@ import numpy.typing as npt
 
 from services.features.assemble import MS_PER_HOUR
 from services.features.spec import FeatureSpec
+from services.synthetic.hostile import hostile_values as feed_hostile
 
 # The feed's generator turns its world at a chosen event (the demo's act 2, the heal harness).
 SUPPORTS_DRIFT = True
@@ -215,8 +216,6 @@ class World:
 
 def hostile_values(codec: Any, template: dict[str, Any]) -> list[tuple[bytes, str, str]]:
     """The feed's malformed events (the demo mixes them in)."""
-    from load.hostile import hostile_values as feed_hostile
-
     return feed_hostile(codec, template)
 
 

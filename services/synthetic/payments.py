@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.features.spec import FeatureSpec
+from services.synthetic.hostile import any_domain_hostile_values
 
 START_TIME_MS = 1_763_798_400_000  # 2025-11-22T08:00:00Z
 DAY_MS = 86_400_000
@@ -177,8 +178,6 @@ class PaymentsWorld:
 
 def hostile_values(codec: Any, template: dict[str, Any]) -> list[tuple[bytes, str, str]]:
     """Malformed transactions, with the stage and reason a worker refuses each with."""
-    from load.hostile import any_domain_hostile_values
-
     cases = [
         (template | {"amount": -5.0}, "validate", "out_of_range"),
         (template | {"amount": math.inf}, "validate", "not_finite"),

@@ -1,0 +1,121 @@
+"""Which owned partitions the worker has paused, and why: backpressure (a partition whose
+producers ran out of tokens, until a due time) or a hold (every partition, while a dependency is
+down); and rewinding a partition to the first message of a batch that was dropped.
+
+librdkafka keeps an application's pause across a revoke and a later assignment, and clears it
+only on ``resume()``. So the worker's record and the client's must agree at every turn: a
+partition that is assigned is resumed unless it is held, a revoked or lost partition is resumed
+and forgotten, and ``overdue`` tells the readiness probe about a pause that outlived its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from confluent_kafka import KafkaException, TopicPartition
+
+from services.core import metrics
+from services.core.records import Inbound, first_offsets
+
+logger = logging.getLogger(__name__)
+TP = tuple[str, int]
+
+
+class PausingConsumer(Protocol):
+    """The part of confluent-kafka's ``Consumer`` flow control uses (a fake in unit tests)."""
+
+    def assignment(self) -> list[TopicPartition]: ...
+
+    def pause(self, partitions: list[TopicPartition]) -> None: ...
+
+    def resume(self, partitions: list[TopicPartition]) -> None: ...
+
+    def seek(self, partition: TopicPartition) -> None: ...
+
+
+class Flow:
+    """The worker's pauses, kept in step with the client's."""
+
+    def __init__(self) -> None:
+        self.paused: dict[TP, float] = {}  # backpressure: partition -> monotonic due time
+        self.holding = False  # every partition paused while a dependency is down
+
+    def assigned(self, consumer: PausingConsumer, partitions: Sequence[TopicPartition]) -> None:
+        """New partitions: paused while the input is held, else explicitly resumed (a pause
+        from an earlier ownership would otherwise survive the revoke and silence them)."""
+        if not partitions:
+            return
+        for tp in partitions:
+            self.paused.pop((tp.topic, tp.partition), None)
+        try:
+            if self.holding:
+                consumer.pause(list(partitions))
+            else:
+                consumer.resume(list(partitions))
+        except KafkaException as exc:  # partitions the client never knew: nothing to clear
+            logger.debug("pause/resume on assign: %s", exc)
+
+    def forget(self, consumer: PausingConsumer, keys: Sequence[TP]) -> None:
+        """Partitions revoked or lost: no longer ours, and no longer paused by us."""
+        for key in keys:
+            self.paused.pop(key, None)
+        if keys:
+            try:
+                consumer.resume([TopicPartition(t, p) for t, p in keys])
+            except KafkaException as exc:  # not assigned any more: nothing left to clear
+                logger.debug("resume on revoke: %s", exc)
+
+    def hold(self, consumer: PausingConsumer) -> None:
+        """Pause every owned partition until ``release``."""
+        self.holding = True
+        consumer.pause(consumer.assignment())
+
+    def release(self, consumer: PausingConsumer) -> None:
+        """Resume what the hold paused; backpressure pauses keep their due time."""
+        self.holding = False
+        again = [tp for tp in consumer.assignment() if (tp.topic, tp.partition) not in self.paused]
+        if again:
+            consumer.resume(again)
+
+    def hold_back(
+        self, consumer: PausingConsumer, deferred: Sequence[Inbound], until: float
+    ) -> list[TP]:
+        """Backpressure: each throttled partition rewound to its first deferred message and
+        paused until ``until``. Returns the partitions (the caller committed them first)."""
+        first = first_offsets(deferred)
+        parts = [TopicPartition(t, p, o) for (t, p), o in first.items()]
+        consumer.pause(parts)
+        for tp in parts:
+            consumer.seek(tp)
+        for key in first:
+            self.paused[key] = until
+        metrics.MESSAGES_DEFERRED.inc(len(deferred))
+        return list(first)
+
+    def resume_due(self, consumer: PausingConsumer, now: float) -> None:
+        """Backpressure pauses whose time came (not while the input is held)."""
+        if not self.paused or self.holding:
+            return
+        due = [key for key, until in self.paused.items() if until <= now]
+        if due:
+            consumer.resume([TopicPartition(t, p) for t, p in due])
+            for key in due:
+                del self.paused[key]
+
+    def rewind(self, consumer: PausingConsumer, messages: Sequence[Inbound]) -> None:
+        """Put each partition still ours back to the first message of a dropped batch, so it
+        is read again rather than skipped (a cooperative rebalance keeps the positions of the
+        partitions it does not move)."""
+        owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+        for (t, p), o in first_offsets(messages).items():
+            if (t, p) in owned:
+                consumer.seek(TopicPartition(t, p, o))
+
+    def overdue(self, now: float, grace: float) -> list[TP]:
+        """Backpressure pauses more than ``grace`` seconds past their due time: a partition
+        nobody reads (the readiness probe fails on it)."""
+        if self.holding:
+            return []
+        return sorted(key for key, until in self.paused.items() if now - until > grace)

@@ -1,0 +1,406 @@
+"""The scoring worker: the imperative shell around the scoring core.
+
+take what has arrived (never wait for a batch to fill) → the dependency gate runs
+``process_batch`` (decode, validate, one Redis round trip, one predict) → the shared accounting
+step → produce predictions and dead letters and go straight on → commit only offsets whose every
+output Kafka acknowledged (``streams.worker.membership``). Pauses (backpressure, a held input)
+live in ``streams.worker.flow``; the decisions on an outage in ``services.scoring.gate``.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from services.codec.avro import AvroCodec
+from services.core import metrics
+from services.core.errors import PublishError
+from services.core.records import Inbound
+from services.core.settings import Settings
+from services.drift.monitor import DriftMonitor
+from services.kafka.config import producer_config
+from services.kafka.inbound import to_inbound
+from services.kafka.topics import TopicSpec
+from services.kafka.tracker import DeliveryTracker
+from services.labels.store import PredictionStore
+from services.ratelimit.bucket import Limiter
+from services.scoring.accounting import account
+from services.scoring.gate import DependencyGate
+from services.scoring.results import BatchResult
+from services.scoring.serving import Serving
+from services.scoring.stages import Stages
+from streams.model_watcher import ModelWatcher, publish_serving_info
+from streams.worker.feeds import DriftFeed, remember
+from streams.worker.flow import Flow
+from streams.worker.holding import HeldInput
+from streams.worker.membership import Membership
+from streams.worker.outputs import Outputs
+from streams.worker.summary import WorkerSummary, default_worker_id
+
+logger = logging.getLogger("streams.worker")
+T = TypeVar("T")
+JOIN_GRACE_SECONDS = 30.0  # how long --timeout waits for a first partition assignment
+IN_FLIGHT_WAIT_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerTopics:
+    """The topics a scoring worker reads and writes."""
+
+    input: TopicSpec
+    predictions: TopicSpec
+    dead_letters: TopicSpec
+    shadow: TopicSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DriftOutput:
+    """The drift monitors, and where their signals go."""
+
+    monitor: DriftMonitor
+    topic: TopicSpec
+    codec: AvroCodec
+
+
+class ScoringWorker:
+    """One scoring process; several share the input's partitions through the consumer group."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        topics: WorkerTopics,
+        stages: Stages,
+        prediction_codec: AvroCodec,
+        dead_letter_codec: AvroCodec,
+        limiter: Limiter | None = None,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        watcher: ModelWatcher | None = None,
+        drift: DriftOutput | None = None,
+        predictions_store: PredictionStore | None = None,
+    ) -> None:
+        self.settings, self.topics, self.stages = settings, topics, stages
+        self.input_topic = topics.input
+        self.watcher, self.drift, self.predictions_store = watcher, drift, predictions_store
+        self.clock_ms, self.limiter = clock_ms, limiter
+        self.worker_id = settings.worker.worker_id or default_worker_id()
+        self.gate = DependencyGate(settings.redis.unavailable_policy)
+        self.stopping = False
+        self._closed = False
+        self.last_loop = time.monotonic()  # liveness: /healthz fails when this gets old
+        self._remembering: Future[None] | None = None  # the last batch's prediction-store write
+        # Redis calls of a batch (rate-limit tokens, features, the prediction store) wait here,
+        # two at a time, while it decodes and validates: the GIL is free while a thread waits
+        # on a socket.
+        self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scoring-io")
+        self.summary = WorkerSummary()
+        self.tracker = DeliveryTracker()
+        self.producer = Producer(producer_config(settings))
+        self.flow = Flow()
+        self.outputs = Outputs(
+            self.producer,
+            self.tracker,
+            self.worker_id,
+            predictions=(topics.predictions, prediction_codec),
+            dead_letters=(topics.dead_letters, dead_letter_codec),
+            shadow=topics.shadow,
+            drift=(drift.topic, drift.codec) if drift is not None else None,
+            dead_letter_max_bytes=settings.batch.dead_letter_max_bytes,
+            beat=self._beat,
+            # Dead letters refused for their size are written again alone, in batches well
+            # under any topic's max.message.bytes.
+            rescue_producer=lambda: Producer(
+                producer_config(settings, **{"batch.size": 4096, "linger.ms": 0})
+            ),
+        )
+        self.membership = Membership(
+            settings,
+            topics.input.name,
+            tracker=self.tracker,
+            producer=self.producer,
+            flow=self.flow,
+            summary=self.summary,
+            acknowledged=self.outputs.acknowledged,
+        )
+        self._drift_feed = (
+            DriftFeed(drift.monitor, settings.drift.features, topics.input.name) if drift else None
+        )
+        publish_serving_info(self.serving, None)
+
+    @property
+    def serving(self) -> Serving:
+        return self.stages.serving
+
+    def _beat(self) -> None:
+        self.last_loop = time.monotonic()
+
+    def _start_io(self, call: Callable[[], T]) -> Callable[[], T]:
+        """Run a Redis call on the IO thread; the batch's CPU work goes on meanwhile."""
+        return self._io.submit(call).result
+
+    def dead_threads(self) -> list[str]:
+        """Background threads that should run and do not (for the readiness probe)."""
+        dead = []
+        watcher = self.watcher
+        if watcher is not None and watcher.started and not watcher.alive and not self._closed:
+            dead.append("model-watcher")
+        return dead
+
+    def stalled_partitions(self) -> list[str]:
+        """Owned partitions nobody reads: paused by backpressure well past their due time."""
+        grace = max(30.0, 2 * self.settings.rate_limit.pause_seconds)
+        owned = self.membership.owned()
+        late = self.flow.overdue(time.monotonic(), grace)
+        return [f"{t}[{p}]" for t, p in late if (t, p) in owned]
+
+    def request_stop(self, *_: object) -> None:
+        """Finish the batch in hand, flush, commit, and leave (SIGTERM/SIGINT handler)."""
+        self.stopping = True
+
+    def run(
+        self, max_events: int | None = None, idle_timeout: float | None = None
+    ) -> WorkerSummary:
+        """Score until stopped, ``max_events`` inputs are handled (their outputs acknowledged
+        and committed on the way out), or nothing came for ``idle_timeout`` seconds."""
+        summary, membership = self.summary, self.membership
+        started = last_message = time.monotonic()
+        cpu_started: float | None = None
+        membership.subscribe()
+        logger.info(
+            "scoring worker %s started: %s -> %s, model %s: %s",
+            self.worker_id,
+            self.topics.input.name,
+            self.topics.predictions.name,
+            self.serving.champion.name,
+            self.serving.describe(),
+        )
+        if self.watcher is not None:
+            self.watcher.start()
+        # Everything loaded so far (libraries, the model) lives as long as the process: keep it
+        # out of the garbage collector's full passes, which otherwise walk it every few seconds
+        # and stall the loop for tens to hundreds of milliseconds.
+        gc.collect()
+        gc.freeze()
+        try:
+            while not self.stopping:
+                self.last_loop = now = time.monotonic()
+                metrics.WORKER_UP.set(time.time())
+                self._maybe_swap()
+                membership.rejoin_if_stuck(now)
+                membership.sample_lag(now)
+                self.flow.resume_due(membership.consumer, now)
+                want = self.settings.batch.max_messages
+                if max_events is not None:
+                    if summary.consumed >= max_events:
+                        break
+                    want = min(want, max_events - summary.consumed)
+                revokes = membership.revokes
+                messages = self._take(want)
+                self.producer.poll(0)  # delivery reports: advance the commit positions
+                self._check_deliveries()
+                membership.commit_if_due(now)
+                if not messages:
+                    self._flush_drift(force=False)
+                    # Idle time counts from the last message or the last assignment, so a slow
+                    # group join (a dead member's session must expire first) is not "idle".
+                    assigned_at = membership.assigned_at
+                    since = time.monotonic() - max(last_message, assigned_at or started)
+                    grace = 0.0 if assigned_at else JOIN_GRACE_SECONDS
+                    if (
+                        idle_timeout is not None
+                        and since > idle_timeout + grace
+                        and not self.flow.paused
+                    ):
+                        break
+                    continue
+                last_message = time.monotonic()
+                if summary.first_message_at is None:
+                    summary.first_message_at = time.time()
+                    cpu_started = time.process_time()
+                self._handle(messages, revokes)
+                self._bound_in_flight()
+        finally:
+            if self.watcher is not None:
+                self.watcher.stop()
+            summary.elapsed_seconds = time.monotonic() - started
+            self._close()
+            if cpu_started is not None:
+                summary.busy_cpu_seconds = time.process_time() - cpu_started
+            logger.info("scoring worker %s stopped: %s", self.worker_id, summary.to_dict())
+        return summary
+
+    def _close(self) -> None:
+        """Flush, commit what Kafka acknowledged, leave the group; raise if outputs failed."""
+        self._closed = True
+        self._flush_drift(force=True)
+        self._io.shutdown(wait=True)  # the last prediction-store write included
+        remaining = self.producer.flush(30)
+        self.membership.leave()
+        if remaining:
+            logger.error("%d outputs unacknowledged at shutdown: not committed", remaining)
+        self._check_deliveries()
+
+    def _take(self, n: int) -> list[Message]:
+        """What has arrived, up to ``n``; waits (up to the batch timeout) only when nothing has.
+
+        librdkafka's ``consume(n, timeout)`` waits for ``n`` messages or the timeout, so a
+        batch that never fills would cost the whole timeout in latency. Instead: take what is
+        queued now; when nothing is, wait for one message, then take what came with it.
+        """
+        consumer = self.membership.consumer
+        batch = consumer.consume(num_messages=n, timeout=0)
+        if not batch:
+            batch = consumer.consume(num_messages=1, timeout=self.settings.batch.timeout_seconds)
+            if batch and n > 1:
+                batch += consumer.consume(num_messages=n - 1, timeout=0)
+        out = []
+        for m in batch:
+            err = m.error()
+            if err is None:
+                out.append(m)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                logger.warning("consume error: %s", err)
+        return out
+
+    def _handle(self, messages: list[Message], revokes: int) -> None:
+        """One batch: score it through the gate, count it, publish it. ``revokes`` is the
+        membership's count before the batch was taken: a revoke served while it was taken or
+        scored makes it stale, and it is dropped and read again by each partition's owner."""
+        inbound = to_inbound(messages)
+        metrics.MESSAGES_CONSUMED.labels(topic=self.topics.input.name).inc(len(inbound))
+        metrics.BATCH_MESSAGES.observe(len(inbound))
+        t0 = time.perf_counter()
+        result = self._score(inbound, revokes)
+        if result is None:
+            self.flow.rewind(self.membership.consumer, inbound)
+            return
+        t1 = time.perf_counter()
+        signals: list[dict[str, Any]] = []
+        feed = self._drift_feed
+        if feed is not None:
+            feed.add(result, time.monotonic())
+            if feed.due(time.monotonic()):
+                signals = feed.flush(self.serving, self.clock_ms())
+        t2 = time.perf_counter()
+        self.outputs.publish(inbound, result, signals, self.clock_ms())
+        t3 = time.perf_counter()
+        if self.predictions_store is not None and result.served is not None:
+            self._remember(self.predictions_store, result)
+        t4 = time.perf_counter()
+        for stage, seconds in (
+            ("process", t1 - t0),
+            ("drift", t2 - t1),
+            ("publish", t3 - t2),
+            ("remember", t4 - t3),
+        ):
+            metrics.STAGE_DURATION.labels(stage=stage).observe(seconds)
+        if result.deferred:
+            keys = list({(d.topic, d.partition) for d in result.deferred})
+            self.membership.commit(sync=True, only=keys)
+            until = time.monotonic() + self.settings.rate_limit.pause_seconds
+            self.flow.hold_back(self.membership.consumer, result.deferred, until)
+        self.summary.add(len(inbound), result, shadow_published=self.topics.shadow is not None)
+
+    def _score(self, inbound: list[Inbound], revokes: int) -> BatchResult | None:
+        """The batch's result through the dependency gate, counted; None when it must be
+        dropped uncommitted (stopping, or partitions revoked meanwhile)."""
+        shell = HeldInput(
+            flow=self.flow,
+            membership=self.membership,
+            producer=self.producer,
+            stopping=lambda: self.stopping,
+            beat=self._beat,
+            revokes=revokes,
+        )
+        if shell.abandoned():
+            return None
+        result = self.gate.run(
+            self.stages,
+            inbound,
+            self.clock_ms,
+            shell,
+            limiter=self.limiter,
+            backpressure=self.settings.rate_limit.policy == "backpressure",
+            start=self._start_io,
+        )
+        if result is not None:
+            account(result, shadow_published=self.topics.shadow is not None)
+        return result
+
+    def _remember(self, store: PredictionStore, result: BatchResult) -> None:
+        """The prediction-store write goes to the IO thread, off the scoring path; the next
+        batch's Redis calls queue behind it. At most one waits (bounded memory): a slow Redis
+        slows scoring rather than growing a queue. Best effort (``remember`` counts errors)."""
+        if self._remembering is not None:
+            self._remembering.result()
+        self._remembering = self._io.submit(remember, store, result)
+
+    def _flush_drift(self, *, force: bool) -> None:
+        feed = self._drift_feed
+        if feed is not None and (force or feed.due(time.monotonic())):
+            self.outputs.publish_signals(feed.flush(self.serving, self.clock_ms()))
+
+    def _check_deliveries(self) -> None:
+        """A prediction or dead letter Kafka refused (after librdkafka's own retries): stop.
+        Offsets stay before it, so a restart scores it again."""
+        if self.tracker.errors:
+            (topic, partition), err = self.tracker.errors[0]
+            raise PublishError(
+                f"{len(self.tracker.errors)} outputs were not delivered, first: {err}; "
+                "offsets are not committed past them",
+                topic=topic,
+                partition=partition,
+                stage="publish",
+            )
+
+    def _bound_in_flight(self) -> None:
+        """Stop taking input while too many outputs wait for the broker (bounded memory)."""
+        limit = self.settings.batch.max_in_flight
+        deadline = time.monotonic() + IN_FLIGHT_WAIT_SECONDS
+        while self.tracker.in_flight() > limit:
+            self.producer.poll(0.05)
+            self._check_deliveries()
+            self.last_loop = time.monotonic()
+            if time.monotonic() > deadline:
+                raise PublishError(
+                    f"{self.tracker.in_flight()} outputs unacknowledged for 60 s",
+                    topic=self.topics.predictions.name,
+                    stage="publish",
+                )
+
+    def _maybe_swap(self) -> None:
+        """Between batches only: every prediction of a batch comes from one serving set."""
+        if self.watcher is None:
+            return
+        new = self.watcher.take()
+        if new is None:
+            return
+        old = self.serving
+        if (new.versions(), new.mode, new.canary_percent) == (
+            old.versions(),
+            old.mode,
+            old.canary_percent,
+        ):
+            self.stages = self.stages.with_serving(new)  # the same models, compiled
+            logger.info("serving the compiled form of %s", new.describe())
+            return
+        logger.info(
+            "swapped to %s (was %s)",
+            new.describe(),
+            old.describe(),
+            extra={"model_version": new.champion.version, "component": "model"},
+        )
+        self._flush_drift(force=True)  # what the old serving set scored is judged as its own
+        publish_serving_info(new, old)
+        if self.drift is not None and new.champion.version != old.champion.version:
+            self.drift.monitor.reset("score")
+        self.stages = self.stages.with_serving(new)
+        self.summary.swaps += 1
+        metrics.MODEL_SWAPS.inc()

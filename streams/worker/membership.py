@@ -1,0 +1,231 @@
+"""The worker's group membership and commits: the consumer, its rebalance callbacks, commits of
+what Kafka acknowledged (``services.kafka.tracker``), lag samples, and rejoining when stuck.
+
+Commits are asynchronous and periodic, synchronous on revoke, on shutdown and before a pause.
+A crash therefore means redelivery (same prediction ids), never loss; a rebalance is routine.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from services.core import metrics
+from services.core.settings import Settings
+from services.kafka.config import consumer_config
+from services.kafka.tracker import Chunk, DeliveryTracker
+from streams.worker.flow import TP, Flow
+from streams.worker.summary import WorkerSummary
+
+logger = logging.getLogger("streams.worker")
+LAG_SAMPLE_SECONDS = 5.0
+REVOKE_FLUSH_SECONDS = 10.0  # on revoke, how long to wait for outputs before committing
+REJOIN_SECONDS = 60.0  # no assignment this long after losing the partitions: a new consumer
+CLOSE_SECONDS = 30.0  # most time given to leaving the group at shutdown
+# A fenced or rebalancing member's commit fails routinely: what it covered is read again.
+_ROUTINE_COMMIT_ERRORS = {
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError._NO_OFFSET,
+    KafkaError._ASSIGNMENT_LOST,
+    KafkaError._STATE,
+}
+
+
+class Membership:
+    """One worker's consumer in its group, and the commits of what its outputs acknowledged."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        *,
+        tracker: DeliveryTracker,
+        producer: Producer,
+        flow: Flow,
+        summary: WorkerSummary,
+        acknowledged: Callable[[Chunk], None],
+    ) -> None:
+        self.settings, self.topic = settings, topic
+        self.tracker, self.producer, self.flow, self.summary = tracker, producer, flow, summary
+        self.acknowledged = acknowledged
+        self.revokes = 0  # partitions revoked or lost so far (a batch in hand may be stale)
+        self.assigned_at: float | None = None
+        self.lost_at: float | None = None  # partitions lost, and no assignment since
+        self._next_commit = 0.0
+        self._next_lag_sample = 0.0
+        self.consumer = self._new_consumer()
+
+    def _new_consumer(self) -> Consumer:
+        return Consumer(
+            consumer_config(
+                self.settings, self.settings.worker.scoring_group, on_commit=self._on_commit
+            )
+        )
+
+    def subscribe(self) -> None:
+        self.consumer.subscribe(
+            [self.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+
+    def owned(self) -> set[TP]:
+        return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+
+    def rejoin_if_stuck(self, now: float) -> None:
+        """A consumer whose partitions were lost (its session expired, e.g. while the broker
+        restarted) should rejoin the group by itself; librdkafka sometimes never does (its
+        coordinator requests stay queued). After ``REJOIN_SECONDS`` without an assignment the
+        consumer is replaced by a new one; the old one is closed on a thread of its own, since
+        its close can wait on the coordinator for ever. Nothing was owned meanwhile, so nothing
+        is read twice by this worker or skipped."""
+        if self.lost_at is None or now - self.lost_at < REJOIN_SECONDS:
+            return
+        logger.error(
+            "no partition assignment %.0f s after losing the partitions: replacing the consumer",
+            now - self.lost_at,
+        )
+        metrics.CONSUMER_REBUILDS.inc()
+        old = self.consumer
+        threading.Thread(target=_close_quietly, args=(old,), daemon=True).start()
+        self.consumer = self._new_consumer()
+        self.subscribe()
+        self.lost_at = now  # the same patience for the new one
+
+    # -- rebalance callbacks (served inside consume/poll) ---------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned_at = time.monotonic()
+        self.lost_at = None
+        self.flow.assigned(consumer, partitions)
+        self.summary.rebalances += 1
+        logger.info(
+            "partitions assigned: %s",
+            ",".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "none",
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Routine: wait (bounded) for the revoked partitions' outputs, commit what is
+        acknowledged, and forget them. Their unacknowledged work is read again by the next
+        owner: duplicates with the same prediction id, never a gap."""
+        self.revokes += 1
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        deadline = time.monotonic() + REVOKE_FLUSH_SECONDS
+        while self.tracker.in_flight(keys) and time.monotonic() < deadline:
+            self.producer.flush(0.1)
+        self.commit(sync=True, only=keys)
+        self._forget(consumer, keys)
+        logger.info("partitions revoked: %s", ",".join(f"{t}[{p}]" for t, p in keys) or "none")
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The group moved on without us (session expired): nothing may be committed."""
+        self.revokes += 1
+        self.lost_at = time.monotonic()
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self._forget(consumer, keys)
+        logger.warning("partitions lost: %s", ",".join(f"{t}[{p}]" for t, p in keys))
+
+    def _forget(self, consumer: Consumer, keys: list[TP]) -> None:
+        self.tracker.forget(keys)
+        self.flow.forget(consumer, keys)
+        for t, p in keys:
+            try:
+                metrics.CONSUMER_LAG.remove(t, str(p))
+            except KeyError:
+                pass
+
+    # -- commits ------------------------------------------------------------------------------
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """Asynchronous commit results (served by consume/poll)."""
+        if err is None:
+            return
+        self._commit_failed(err, [(tp.topic, tp.partition) for tp in partitions])
+
+    def _commit_failed(self, err: KafkaError, keys: list[TP]) -> None:
+        if err.code() == KafkaError._NO_OFFSET:
+            return
+        self.summary.commit_failures += 1
+        metrics.COMMITS.labels(outcome=err.name().lower()).inc()
+        self.tracker.uncommit(keys)
+        level = logging.INFO if err.code() in _ROUTINE_COMMIT_ERRORS else logging.WARNING
+        logger.log(level, "commit not accepted (%s); the offsets are read again", err.name())
+
+    def commit(self, *, sync: bool, only: list[TP] | None = None) -> None:
+        """Commit the positions every output acknowledged (``only`` these partitions)."""
+        positions = self.tracker.positions(only)
+        self.count_acknowledged()
+        if not positions:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
+        try:
+            if sync:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
+        except KafkaException as exc:
+            self._commit_failed(exc.args[0], list(positions))
+            return
+        self.summary.commits += 1
+        metrics.COMMITS.labels(outcome="ok").inc()
+
+    def commit_if_due(self, now: float) -> None:
+        """The periodic asynchronous commit of what Kafka acknowledged."""
+        if now >= self._next_commit:
+            self.commit(sync=False)
+            self._next_commit = now + self.settings.batch.commit_interval_seconds
+
+    def count_acknowledged(self) -> None:
+        """Metrics for outputs once Kafka acknowledged them (per chunk, arrays)."""
+        for chunk in self.tracker.completed():
+            self.acknowledged(chunk)
+            if chunk.done_at is not None:
+                last = self.summary.last_acked_at
+                self.summary.last_acked_at = (
+                    chunk.done_at if last is None else max(last, chunk.done_at)
+                )
+        metrics.OUTPUTS_IN_FLIGHT.set(self.tracker.in_flight())
+
+    def sample_lag(self, now: float) -> None:
+        """Consumer lag per assigned partition, from the client's cached high watermarks (no
+        broker round trip), at most every few seconds."""
+        if now < self._next_lag_sample:
+            return
+        self._next_lag_sample = now + LAG_SAMPLE_SECONDS
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return
+        for tp in self.consumer.position(assigned):
+            _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0 or tp.offset < 0:
+                continue  # not known yet (nothing fetched, or no position)
+            metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                max(0, high - tp.offset)
+            )
+
+    def leave(self) -> None:
+        """Commit what Kafka acknowledged and leave the group. Leaving waits on the group's
+        coordinator; one that does not answer must not keep the process from exiting (the
+        group notices after the session timeout)."""
+        try:
+            self.commit(sync=True)
+        finally:
+            closer = threading.Thread(target=_close_quietly, args=(self.consumer,), daemon=True)
+            closer.start()
+            closer.join(CLOSE_SECONDS)
+            if closer.is_alive():
+                logger.warning("the consumer did not leave its group in %.0f s", CLOSE_SECONDS)
+
+
+def _close_quietly(consumer: Consumer) -> None:
+    try:
+        consumer.close()
+    except (KafkaException, RuntimeError) as exc:
+        logger.info("closing a consumer: %s", exc)
