@@ -262,13 +262,14 @@ def models_shadow(ctx: click.Context, version: str, reason: str) -> None:
     type=click.FloatRange(0, 100, min_open=True),
     default=10.0,
     show_default=True,
-    help="Share of users.",
+    help="Share of entities (by the domain's key field).",
 )
 @reason_option
 @json_option
 @click.pass_context
 def models_canary(ctx: click.Context, version: str, percent: float, reason: str) -> None:
-    """Serve VERSION to PERCENT of users (sticky by user id hash), the champion to the rest."""
+    """Serve VERSION to PERCENT of the entities (sticky: by a hash of the domain's key field), the
+    champion to the rest."""
     now = int(time.time() * 1000)
     _change(
         app(ctx),

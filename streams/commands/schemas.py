@@ -135,7 +135,8 @@ def _compat_problems(settings: Any, directory: Any, spec: Any, rec: Any) -> list
 @click.pass_context
 def register(ctx: click.Context) -> None:
     """Register each topic's current schema: in the Schema Registry when one is configured,
-    else as a new version in schemas/manifest.json (idempotent)."""
+    else as a new version in the domain folder's manifest.json (idempotent). A schema that breaks
+    the compatibility level is refused with exit 2, and nothing is registered."""
     a = app(ctx)
     directory = schemas_dir(a.settings)
     records = load_schemas(directory)
