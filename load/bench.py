@@ -35,9 +35,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import confluent_kafka
 import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -631,9 +633,6 @@ def _lag_when_settled(env: Env, topic: str, group: str, timeout: float) -> int:
 
 
 def machine() -> dict[str, Any]:
-    from importlib.metadata import version
-
-    import confluent_kafka
 
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():

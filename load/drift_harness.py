@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from load import heal_harness
 from services.core.settings import DriftSettings
 from services.drift.monitor import DetectorConfig, DriftMonitor
 from services.features.spec import FeatureSpec
@@ -220,8 +221,6 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     if args.loop:
-        from load import heal_harness
-
         runs = heal_harness.evaluate_loop(args.seeds)
         if args.plot:
             heal_harness.plot(runs, args.plot)

@@ -38,7 +38,9 @@ from services.core.errors import FeatureStoreUnavailable
 from services.core.settings import Settings
 from services.kafka.config import admin_config, producer_config
 from services.ratelimit.bucket import PRODUCER_HEADER, RedisTokenBuckets
+from streams.adapters import redis_client
 from streams.api_keys import ApiKey, ApiKeys
+from streams.runtime import api_scorer
 from streams.scorer import Scorer
 from streams.sdk import EventValidator, InvalidEvent
 from streams.topics import by_record
@@ -104,7 +106,6 @@ class Api:
     """What the endpoints share: checks, scorer, publisher, keys and limits."""
 
     def __init__(self, settings: Settings, scorer: Scorer) -> None:
-        from streams.adapters import redis_client
 
         self.settings = settings
         self.scorer = scorer
@@ -245,7 +246,6 @@ def answer(rec: dict[str, Any], carry: tuple[str, ...]) -> dict[str, Any]:
 
 def create_app(settings: Settings, scorer: Scorer | None = None) -> FastAPI:
     """The FastAPI app; ``scorer`` defaults to the registry's rollout, watched for swaps."""
-    from streams.runtime import api_scorer
 
     api = Api(settings, scorer or api_scorer(settings))
     domain = api.scorer.domain

@@ -32,7 +32,7 @@ from services.core.errors import (
 )
 from services.core.logging import configure_logging
 from services.core.settings import Settings, iter_env_vars
-from streams.commands.common import CLIENT_LOGGERS, AppContext, add_json
+from streams.commands.common import CLIENT_LOGGERS, AppContext, LazyGroup
 
 logger = logging.getLogger(__name__)
 
@@ -90,26 +90,6 @@ def _is_json(text: str) -> bool:
     return True
 
 
-class LazyGroup(click.Group):
-    """Imports a subcommand's module only when it runs: `local up` should not pay for
-    scikit-learn, LightGBM and MLflow (about 4 s of imports)."""
-
-    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lazy = lazy or {}
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *self.lazy])
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = self.lazy.get(cmd_name)
-        if target is None:
-            return super().get_command(ctx, cmd_name)
-        module, attr = target.split(":")
-        command: click.Command = getattr(importlib.import_module(module), attr)
-        return add_json(command)
-
-
 COMMANDS = {
     "config": "streams.commands.config:config",
     "topics": "streams.commands.topics:topics",
@@ -125,7 +105,7 @@ COMMANDS = {
     "produce": "streams.commands.produce:produce",
     "predictions": "streams.commands.predictions:predictions",
     "models": "streams.commands.models:models",
-    "worker": "streams.commands.ml:worker",
+    "worker": "streams.commands.worker:worker",
     "dlq": "streams.commands.dlq:dlq",
     "replay": "streams.commands.replay:replay",
     "api": "streams.commands.api:api",

@@ -34,6 +34,7 @@ from services.kafka.topics import TopicSpec
 from services.replay.plan import Range, ReplayPlan, clamp, remaining
 from services.scoring.accounting import account
 from services.scoring.gate import DependencyGate
+from services.scoring.registry import MlflowRegistry
 from services.scoring.stages import Stages
 from streams.topics import by_record
 
@@ -302,7 +303,6 @@ def resolve_model(settings: Settings, model: str) -> str:
         NotFound: no such version or alias.
         RegistryUnavailable: the registry did not answer.
     """
-    from services.scoring.registry import MlflowRegistry
 
     registry = MlflowRegistry(settings)
     if model.lstrip("v").isdigit():

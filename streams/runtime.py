@@ -91,7 +91,7 @@ def worker_probes(settings: Settings, worker: ScoringWorker) -> Probes:
     """/healthz: the loop turns. /readyz: input topic reachable, Redis answers, model loaded."""
     admin = AdminClient(admin_config(settings))
     client = redis_client(settings)
-    topic = worker.input_topic.name
+    topic = worker.topics.input.name
 
     def alive() -> str | None:
         age = time.monotonic() - worker.last_loop
@@ -111,12 +111,19 @@ def worker_probes(settings: Settings, worker: ScoringWorker) -> Probes:
         return model_problem(worker.serving, worker.watcher)
 
     def threads() -> str | None:
-        dead = worker.dead_threads()
-        return f"background thread stopped: {', '.join(dead)}" if dead else None
+        watcher = worker.watcher
+        if watcher is not None and watcher.started and not watcher.alive and not worker.closed:
+            return "background thread stopped: model-watcher"
+        return None
 
     def partitions() -> str | None:
-        stalled = worker.stalled_partitions()
-        return f"partitions paused past their time: {', '.join(stalled)}" if stalled else None
+        # Owned partitions nobody reads: paused by backpressure well past their due time.
+        grace = max(30.0, 2 * settings.rate_limit.pause_seconds)
+        owned = worker.membership.owned()
+        late = [
+            f"{t}[{p}]" for t, p in worker.flow.overdue(time.monotonic(), grace) if (t, p) in owned
+        ]
+        return f"partitions paused past their time: {', '.join(late)}" if late else None
 
     return Probes(
         alive,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from services.codec.examples import load_example
 from services.codec.schemas import RecordSchema, load_schemas
 from services.core.errors import ConfigError
 from services.core.settings import DOMAIN_FILE, Settings, domain_declares
@@ -66,7 +67,6 @@ class Domain:
 
     def example_events(self) -> list[dict[str, Any]]:
         """The event record's examples (``examples/<Record>/*.json``), in file order."""
-        from services.codec.examples import load_example
 
         record = self.records[self.event_record]
         folder = self.folder / "examples" / self.event_record

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+import xml.etree.ElementTree as ET  # noqa: N817
 from pathlib import Path
 
 from services.core.errors import EmbeddedStackError
@@ -198,7 +199,6 @@ def fetch_jars(pom: Path, dest: Path, mvn: str = "mvn") -> str:
 
 
 def _pom_kafka_version(pom: Path) -> str:
-    import xml.etree.ElementTree as ET  # noqa: N817
 
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
     try:

@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient
 from services.core.errors import BrokerUnavailable
 from services.core.settings import Settings
 from services.kafka.config import admin_config, consumer_config
+from services.kafka.ranges import watermarks
 
 TIMEOUT = 10.0
 
@@ -79,7 +80,6 @@ def topic_rates(settings: Settings, topics: list[str], interval: float) -> list[
         BrokerUnavailable: the broker did not answer.
         NotFound: a topic does not exist.
     """
-    from services.kafka.ranges import watermarks
 
     consumer = Consumer(consumer_config(settings, "streamscore-lag-reader"))
     try:

@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,6 @@ class CompiledForest:
 
 def cache_key(model_sha256: str) -> str:
     """File name of a compiled model: artifact, target CPU and compiler all name it."""
-    from importlib.metadata import version
 
     from llvmlite import binding
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import click
 from rich.console import Console
 
 from services.core.errors import NotFound
+from services.core.settings import to_env
+from streams.adapters import redis_client
 from streams.api_keys import ApiKeys
 from streams.commands.common import app, emit, json_option, serves, table
 
@@ -32,11 +35,8 @@ def api() -> None:
 def api_serve(ctx: click.Context, host: str | None, port: int | None, workers: int | None) -> None:
     """Serve the API (uvicorn) until stopped: POST /v1/events, POST /v1/predict, /healthz,
     /readyz, /metrics, and the OpenAPI document at /docs and /openapi.json."""
-    import os
 
     import uvicorn
-
-    from services.core.settings import to_env
 
     a = app(ctx)
     s = a.settings
@@ -63,7 +63,6 @@ def keys() -> None:
 
 
 def _keys(ctx: click.Context) -> ApiKeys:
-    from streams.adapters import redis_client
 
     s = app(ctx).settings
     return ApiKeys(redis_client(s), s.redis.key_prefix)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import re
 import sys
@@ -154,3 +155,23 @@ def parse_since(text: str, now_ms: int, flag: str = "--since") -> int:
     if parsed.tzinfo is None:
         raise click.BadParameter(f"{text!r} has no time zone", param_hint=flag)
     return int(parsed.timestamp() * 1000)
+
+
+class LazyGroup(click.Group):
+    """Imports a subcommand's module only when it runs: `local up` should not pay for
+    scikit-learn, LightGBM and MLflow (about 4 s of imports)."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.lazy])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.lazy.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, attr = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return add_json(command)

@@ -31,6 +31,9 @@ from services.domain.config import domain_of
 from services.kafka.config import consumer_config, producer_config
 from services.labels.join import log_loss_one
 from services.synthetic.world import Drift, World, strip_private
+from services.training.dataset import build_training_set
+from services.training.train import fit, predict
+from streams.adapters import feature_spec, feature_store
 from streams.topics import by_record
 
 CHUNK = 500
@@ -212,10 +215,6 @@ def _against_oracle(
     labelled events available when the loop decided, both judged on the events the promoted
     version served (sklearn's AUC against the world's labels)."""
     from sklearn.metrics import roc_auc_score
-
-    from services.training.dataset import build_training_set
-    from services.training.train import fit, predict
-    from streams.adapters import feature_spec, feature_store
 
     versions = sorted({v for e, (v, _) in served.items() if e in after_onset}, key=int)
     if len(versions) < 2:

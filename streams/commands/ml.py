@@ -1,10 +1,9 @@
-"""`streamscore features load`, `train`, `worker scoring`."""
+"""`streamscore features load|get`, `train`."""
 
 from __future__ import annotations
 
 import importlib
 import logging
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,17 +17,14 @@ from services.codec.table import RowProblem, convert, records_from_rows
 from services.core.errors import ConfigError
 from services.core.settings import Settings
 from services.domain.config import domain_of
-from services.embedded.prometheus import register_target
 from services.features.spec import FeatureSpec
 from services.scoring.registry import MlflowRegistry
 from services.training.dataset import ValidationReport
 from services.training.pipeline import TrainingRefused, train_and_register
 from services.validation.rules import validate_many
 from streams.adapters import feature_spec, feature_store
-from streams.commands.common import CLIENT_LOGGERS, app, emit, json_option, serves
+from streams.commands.common import app, emit, json_option
 from streams.files import format_of, read_rows
-from streams.probes import serve
-from streams.runtime import control_plane_probes, scoring_worker, worker_probes
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger(__name__)
@@ -347,72 +343,6 @@ def _labels_from_rows(
         except (ValueError, TypeError) as exc:
             wrong.append(RowProblem(n, label.target, str(exc)))
     return out, wrong
-
-
-# -- worker --------------------------------------------------------------------------------
-@click.group()
-def worker() -> None:
-    """Stream workers."""
-    for name in CLIENT_LOGGERS:  # a worker logs its clients' lines at the configured level
-        logging.getLogger(name).setLevel(logging.NOTSET)
-
-
-@worker.command("scoring")
-@click.option("--max-events", type=int, default=None, help="Stop after this many inputs.")
-@click.option("--timeout", type=float, default=None, help="Stop after this many idle seconds.")
-@json_option
-@click.pass_context
-def worker_scoring(ctx: click.Context, max_events: int | None, timeout: float | None) -> None:
-    """Score the domain's events into predictions and dead letters until stopped (SIGTERM)."""
-    a = app(ctx)
-    w = scoring_worker(a.settings)
-    signal.signal(signal.SIGTERM, w.request_stop)
-    signal.signal(signal.SIGINT, w.request_stop)
-    target = None  # this worker's entry for a local Prometheus, removed when it stops
-    if a.settings.metrics.enabled:
-        m = a.settings.metrics
-        try:
-            server = serve(worker_probes(a.settings, w), m.host, m.port)
-            bound = server.server_address[1]
-            logger.info("probes on http://%s:%d (/metrics /healthz /readyz)", m.host, bound)
-            target = register_target(a.settings.home, w.worker_id, f"127.0.0.1:{bound}")
-        except OSError as exc:
-            # A second worker on one host must still score; it just has no endpoints of its own.
-            logger.warning(
-                "metrics port %d unavailable (%s): this worker serves no /metrics, /healthz or "
-                "/readyz; set STREAMSCORE_METRICS__PORT to give each worker its own",
-                m.port,
-                exc,
-            )
-    try:
-        summary = w.run(max_events=max_events, idle_timeout=timeout)
-    finally:
-        if target is not None:
-            target.unlink(missing_ok=True)
-    emit(a, summary.to_dict(), lambda c: c.print(summary.to_dict()))
-
-
-@serves
-@worker.command("control-plane")
-@click.pass_context
-def worker_control_plane(ctx: click.Context) -> None:
-    """The control plane (faust): label join, drift aggregation, retraining, promotion.
-
-    One instance per model: its topics have one partition, and it keeps the online quality
-    book in memory. Stop with SIGTERM/SIGINT."""
-    from faust.worker import Worker
-
-    from streams.control.app import create_app
-
-    a = app(ctx)
-    faust_app, state = create_app(a.settings)
-    if a.settings.metrics.enabled:
-        m = a.settings.metrics
-        try:
-            serve(control_plane_probes(a.settings, state), m.host, m.control_plane_port)
-        except OSError as exc:
-            logger.warning("control plane probe port %d unavailable: %s", m.control_plane_port, exc)
-    Worker(faust_app, loglevel=a.settings.log.level.lower(), quiet=True).execute_from_commandline()
 
 
 @features.command("get")

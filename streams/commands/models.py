@@ -36,7 +36,11 @@ from services.scoring.rollout import (
     plan_rollback,
     plan_rollout,
 )
+from services.training.dataset import build_training_set
+from services.training.external import register_external
+from streams.adapters import feature_spec, feature_store
 from streams.commands.common import AppContext, app, emit, json_option, serves, table
+from streams.commands.ml import read_holdout
 from streams.topics import by_record
 
 
@@ -426,10 +430,6 @@ def models_register(
     with skops (.skops). Its feature names and order must be the spec's; its sha256 is
     recorded. It becomes champion only when there is none; otherwise shadow, canary and promote
     it like any version."""
-    from services.training.dataset import build_training_set
-    from services.training.external import register_external
-    from streams.adapters import feature_spec, feature_store
-    from streams.commands.ml import read_holdout
 
     a = app(ctx)
     s = a.settings

@@ -12,10 +12,14 @@ from typing import Any
 
 import click
 from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
 from rich.console import Console
+from rich.progress import Progress
 
+from services.codec.factory import codec_for
 from services.core.errors import NotFound
-from services.kafka.config import consumer_config
+from services.kafka.admin import list_topic_partitions
+from services.kafka.config import admin_config, consumer_config
 from services.kafka.ranges import committed, iter_ranges, ranges_since
 from services.kafka.topics import TopicSpec, dlq_name
 from services.replay.diff import Scored, diff, histogram_png, markdown
@@ -32,7 +36,7 @@ from streams.replay import (
 )
 from streams.replay import execute as run_replay
 from streams.runtime import replay_rescorer
-from streams.topics import HOT_PARTITIONS, sandbox_topic, topic_table
+from streams.topics import HOT_PARTITIONS, by_record, sandbox_topic, topic_table
 
 logger = logging.getLogger(__name__)
 
@@ -241,8 +245,6 @@ def run(
 def _with_progress(a: Any, total: int, work: Any) -> Outcome:
     """A progress bar on a terminal (stderr); a log line every 5 s otherwise."""
     if sys.stderr.isatty() and not a.json_output:
-        from rich.progress import Progress
-
         with Progress(console=a.err, transient=False) as bar:
             task = bar.add_task("replaying", total=total)
             result: Outcome = work(lambda o: bar.update(task, completed=o.read))
@@ -290,8 +292,6 @@ def _read_predictions(
 ) -> tuple[dict[str, Scored], int | None]:
     """Event id -> (score, version) of the predictions on ``topic`` (the last per event), from
     ``since_ms`` (broker time) to the end; and the earliest event time among them."""
-    from services.codec.factory import codec_for
-    from streams.topics import by_record
 
     s = ctx.settings
     codec = codec_for(s, by_record(s.topics, "Prediction"))
@@ -316,10 +316,6 @@ def _read_predictions(
 
 def _topic_of(ctx: Any, name: str) -> str:
     """A topic name as given, or a sandbox's predictions topic."""
-    from confluent_kafka.admin import AdminClient
-
-    from services.kafka.admin import list_topic_partitions
-    from services.kafka.config import admin_config
 
     existing = list_topic_partitions(AdminClient(admin_config(ctx.settings)), 10)
     for candidate in (name, sandbox_topic(name)):

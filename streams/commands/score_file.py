@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 import time
@@ -14,8 +15,11 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from services.codec.table import records_from_rows
 from services.core.errors import ConfigError
+from services.scoring.registry import MlflowRegistry
+from streams.adapters import build_serving
 from streams.commands.common import app, emit, json_option
 from streams.files import format_of, read_rows
+from streams.scorer import Scorer
 
 CHUNK = 5000
 
@@ -43,8 +47,6 @@ class _TextWriter:
         if self.fmt == "jsonl":
             self.f.write("".join(json.dumps(r) + "\n" for r in rows))
         else:
-            import csv
-
             if self.writer is None:
                 self.writer = csv.DictWriter(self.f, fieldnames=list(rows[0]))
                 if self.header:
@@ -118,9 +120,6 @@ def score_file(
     """Score a file of events (CSV, Parquet or JSON lines) through the worker's stages: the same
     validation, features and model as the stream. Every row ends as a prediction in OUT or a
     refusal, with its reason, in OUT.rejects.jsonl."""
-    from services.scoring.registry import MlflowRegistry
-    from streams.adapters import build_serving
-    from streams.scorer import Scorer
 
     a = app(ctx)
     s = a.settings

@@ -16,6 +16,7 @@ from typing import Any
 from services.core import metrics
 from services.domain.config import domain_of
 from services.drift.signals import drift_signal
+from services.kafka.replay import read_since
 from services.labels.join import join, log_losses
 from services.retrain.policy import change_index, quality_trigger
 from services.retrain.trainer import ACTOR
@@ -131,7 +132,6 @@ def rebuild_book(state: ControlState, group: str) -> int:
     Raises:
         BrokerUnavailable, FeatureStoreUnavailable: the caller logs and starts empty.
     """
-    from services.kafka.replay import read_since
 
     seconds = state.settings.retrain.book_seconds
     if seconds <= 0:

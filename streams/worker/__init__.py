@@ -8,7 +8,8 @@ the client's; ``holding`` is the worker's side of the dependency gate; ``outputs
 
 from __future__ import annotations
 
-from streams.worker.loop import DriftOutput, ScoringWorker, WorkerTopics
+from streams.worker.loop import ScoringWorker
+from streams.worker.parts import DriftOutput, WorkerTopics
 from streams.worker.summary import WorkerSummary, default_worker_id
 
 __all__ = ["DriftOutput", "ScoringWorker", "WorkerSummary", "WorkerTopics", "default_worker_id"]

@@ -118,4 +118,5 @@ class Flow:
         nobody reads (the readiness probe fails on it)."""
         if self.holding:
             return []
-        return sorted(key for key, until in self.paused.items() if now - until > grace)
+        paused = list(self.paused.items())  # a copy: the probe thread reads it
+        return sorted(key for key, until in paused if now - until > grace)

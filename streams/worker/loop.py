@@ -14,20 +14,16 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import Message, Producer
 
 from services.codec.avro import AvroCodec
 from services.core import metrics
-from services.core.errors import PublishError
 from services.core.records import Inbound
 from services.core.settings import Settings
-from services.drift.monitor import DriftMonitor
 from services.kafka.config import producer_config
 from services.kafka.inbound import to_inbound
-from services.kafka.topics import TopicSpec
 from services.kafka.tracker import DeliveryTracker
 from services.labels.store import PredictionStore
 from services.ratelimit.bucket import Limiter
@@ -37,36 +33,18 @@ from services.scoring.results import BatchResult
 from services.scoring.serving import Serving
 from services.scoring.stages import Stages
 from streams.model_watcher import ModelWatcher, publish_serving_info
+from streams.worker.deliveries import bound_in_flight, check_deliveries, take_swap
 from streams.worker.feeds import DriftFeed, remember
 from streams.worker.flow import Flow
 from streams.worker.holding import HeldInput
 from streams.worker.membership import Membership
 from streams.worker.outputs import Outputs
+from streams.worker.parts import DriftOutput, WorkerTopics
 from streams.worker.summary import WorkerSummary, default_worker_id
 
 logger = logging.getLogger("streams.worker")
 T = TypeVar("T")
 JOIN_GRACE_SECONDS = 30.0  # how long --timeout waits for a first partition assignment
-IN_FLIGHT_WAIT_SECONDS = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerTopics:
-    """The topics a scoring worker reads and writes."""
-
-    input: TopicSpec
-    predictions: TopicSpec
-    dead_letters: TopicSpec
-    shadow: TopicSpec | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DriftOutput:
-    """The drift monitors, and where their signals go."""
-
-    monitor: DriftMonitor
-    topic: TopicSpec
-    codec: AvroCodec
 
 
 class ScoringWorker:
@@ -87,13 +65,12 @@ class ScoringWorker:
         predictions_store: PredictionStore | None = None,
     ) -> None:
         self.settings, self.topics, self.stages = settings, topics, stages
-        self.input_topic = topics.input
         self.watcher, self.drift, self.predictions_store = watcher, drift, predictions_store
         self.clock_ms, self.limiter = clock_ms, limiter
         self.worker_id = settings.worker.worker_id or default_worker_id()
         self.gate = DependencyGate(settings.redis.unavailable_policy)
         self.stopping = False
-        self._closed = False
+        self.closed = False
         self.last_loop = time.monotonic()  # liveness: /healthz fails when this gets old
         self._remembering: Future[None] | None = None  # the last batch's prediction-store write
         # Redis calls of a batch (rate-limit tokens, features, the prediction store) wait here,
@@ -104,21 +81,15 @@ class ScoringWorker:
         self.tracker = DeliveryTracker()
         self.producer = Producer(producer_config(settings))
         self.flow = Flow()
-        self.outputs = Outputs(
+        self.outputs = Outputs.for_worker(
+            settings,
             self.producer,
             self.tracker,
             self.worker_id,
-            predictions=(topics.predictions, prediction_codec),
-            dead_letters=(topics.dead_letters, dead_letter_codec),
-            shadow=topics.shadow,
-            drift=(drift.topic, drift.codec) if drift is not None else None,
-            dead_letter_max_bytes=settings.batch.dead_letter_max_bytes,
+            topics,
+            (prediction_codec, dead_letter_codec),
+            drift,
             beat=self._beat,
-            # Dead letters refused for their size are written again alone, in batches well
-            # under any topic's max.message.bytes.
-            rescue_producer=lambda: Producer(
-                producer_config(settings, **{"batch.size": 4096, "linger.ms": 0})
-            ),
         )
         self.membership = Membership(
             settings,
@@ -144,21 +115,6 @@ class ScoringWorker:
     def _start_io(self, call: Callable[[], T]) -> Callable[[], T]:
         """Run a Redis call on the IO thread; the batch's CPU work goes on meanwhile."""
         return self._io.submit(call).result
-
-    def dead_threads(self) -> list[str]:
-        """Background threads that should run and do not (for the readiness probe)."""
-        dead = []
-        watcher = self.watcher
-        if watcher is not None and watcher.started and not watcher.alive and not self._closed:
-            dead.append("model-watcher")
-        return dead
-
-    def stalled_partitions(self) -> list[str]:
-        """Owned partitions nobody reads: paused by backpressure well past their due time."""
-        grace = max(30.0, 2 * self.settings.rate_limit.pause_seconds)
-        owned = self.membership.owned()
-        late = self.flow.overdue(time.monotonic(), grace)
-        return [f"{t}[{p}]" for t, p in late if (t, p) in owned]
 
     def request_stop(self, *_: object) -> None:
         """Finish the batch in hand, flush, commit, and leave (SIGTERM/SIGINT handler)."""
@@ -202,9 +158,9 @@ class ScoringWorker:
                         break
                     want = min(want, max_events - summary.consumed)
                 revokes = membership.revokes
-                messages = self._take(want)
+                messages = membership.take(want, self.settings.batch.timeout_seconds)
                 self.producer.poll(0)  # delivery reports: advance the commit positions
-                self._check_deliveries()
+                check_deliveries(self.tracker)
                 membership.commit_if_due(now)
                 if not messages:
                     self._flush_drift(force=False)
@@ -225,7 +181,13 @@ class ScoringWorker:
                     summary.first_message_at = time.time()
                     cpu_started = time.process_time()
                 self._handle(messages, revokes)
-                self._bound_in_flight()
+                bound_in_flight(
+                    self.tracker,
+                    self.producer,
+                    self.settings.batch.max_in_flight,
+                    self.topics.predictions.name,
+                    self._beat,
+                )
         finally:
             if self.watcher is not None:
                 self.watcher.stop()
@@ -238,36 +200,14 @@ class ScoringWorker:
 
     def _close(self) -> None:
         """Flush, commit what Kafka acknowledged, leave the group; raise if outputs failed."""
-        self._closed = True
+        self.closed = True
         self._flush_drift(force=True)
         self._io.shutdown(wait=True)  # the last prediction-store write included
         remaining = self.producer.flush(30)
         self.membership.leave()
         if remaining:
             logger.error("%d outputs unacknowledged at shutdown: not committed", remaining)
-        self._check_deliveries()
-
-    def _take(self, n: int) -> list[Message]:
-        """What has arrived, up to ``n``; waits (up to the batch timeout) only when nothing has.
-
-        librdkafka's ``consume(n, timeout)`` waits for ``n`` messages or the timeout, so a
-        batch that never fills would cost the whole timeout in latency. Instead: take what is
-        queued now; when nothing is, wait for one message, then take what came with it.
-        """
-        consumer = self.membership.consumer
-        batch = consumer.consume(num_messages=n, timeout=0)
-        if not batch:
-            batch = consumer.consume(num_messages=1, timeout=self.settings.batch.timeout_seconds)
-            if batch and n > 1:
-                batch += consumer.consume(num_messages=n - 1, timeout=0)
-        out = []
-        for m in batch:
-            err = m.error()
-            if err is None:
-                out.append(m)
-            elif err.code() != KafkaError._PARTITION_EOF:
-                logger.warning("consume error: %s", err)
-        return out
+        check_deliveries(self.tracker)
 
     def _handle(self, messages: list[Message], revokes: int) -> None:
         """One batch: score it through the gate, count it, publish it. ``revokes`` is the
@@ -347,60 +287,19 @@ class ScoringWorker:
         if feed is not None and (force or feed.due(time.monotonic())):
             self.outputs.publish_signals(feed.flush(self.serving, self.clock_ms()))
 
-    def _check_deliveries(self) -> None:
-        """A prediction or dead letter Kafka refused (after librdkafka's own retries): stop.
-        Offsets stay before it, so a restart scores it again."""
-        if self.tracker.errors:
-            (topic, partition), err = self.tracker.errors[0]
-            raise PublishError(
-                f"{len(self.tracker.errors)} outputs were not delivered, first: {err}; "
-                "offsets are not committed past them",
-                topic=topic,
-                partition=partition,
-                stage="publish",
-            )
-
-    def _bound_in_flight(self) -> None:
-        """Stop taking input while too many outputs wait for the broker (bounded memory)."""
-        limit = self.settings.batch.max_in_flight
-        deadline = time.monotonic() + IN_FLIGHT_WAIT_SECONDS
-        while self.tracker.in_flight() > limit:
-            self.producer.poll(0.05)
-            self._check_deliveries()
-            self.last_loop = time.monotonic()
-            if time.monotonic() > deadline:
-                raise PublishError(
-                    f"{self.tracker.in_flight()} outputs unacknowledged for 60 s",
-                    topic=self.topics.predictions.name,
-                    stage="publish",
-                )
-
     def _maybe_swap(self) -> None:
         """Between batches only: every prediction of a batch comes from one serving set."""
         if self.watcher is None:
             return
-        new = self.watcher.take()
-        if new is None:
+        swap = take_swap(self.watcher, self.serving)
+        if swap is None:
             return
-        old = self.serving
-        if (new.versions(), new.mode, new.canary_percent) == (
-            old.versions(),
-            old.mode,
-            old.canary_percent,
-        ):
-            self.stages = self.stages.with_serving(new)  # the same models, compiled
-            logger.info("serving the compiled form of %s", new.describe())
-            return
-        logger.info(
-            "swapped to %s (was %s)",
-            new.describe(),
-            old.describe(),
-            extra={"model_version": new.champion.version, "component": "model"},
-        )
-        self._flush_drift(force=True)  # what the old serving set scored is judged as its own
-        publish_serving_info(new, old)
-        if self.drift is not None and new.champion.version != old.champion.version:
-            self.drift.monitor.reset("score")
+        new, changed = swap
+        if changed:
+            self._flush_drift(force=True)  # what the old set scored is judged as its own
+            publish_serving_info(new, self.serving)
+            if self.drift is not None and new.champion.version != self.serving.champion.version:
+                self.drift.monitor.reset("score")
+            self.summary.swaps += 1
+            metrics.MODEL_SWAPS.inc()
         self.stages = self.stages.with_serving(new)
-        self.summary.swaps += 1
-        metrics.MODEL_SWAPS.inc()

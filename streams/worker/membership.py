@@ -12,7 +12,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from services.core import metrics
 from services.core.settings import Settings
@@ -59,6 +66,7 @@ class Membership:
         self.lost_at: float | None = None  # partitions lost, and no assignment since
         self._next_commit = 0.0
         self._next_lag_sample = 0.0
+        self._owned: frozenset[TP] = frozenset()
         self.consumer = self._new_consumer()
 
     def _new_consumer(self) -> Consumer:
@@ -77,7 +85,9 @@ class Membership:
         )
 
     def owned(self) -> set[TP]:
-        return {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        """The partitions assigned to this member, as its callbacks recorded them (safe to read
+        from the probe thread: no call into the client, which may be inside ``consume``)."""
+        return set(self._owned)
 
     def rejoin_if_stuck(self, now: float) -> None:
         """A consumer whose partitions were lost (its session expired, e.g. while the broker
@@ -96,8 +106,31 @@ class Membership:
         old = self.consumer
         threading.Thread(target=_close_quietly, args=(old,), daemon=True).start()
         self.consumer = self._new_consumer()
+        self._owned = frozenset()
         self.subscribe()
         self.lost_at = now  # the same patience for the new one
+
+    def take(self, n: int, timeout: float) -> list[Message]:
+        """What has arrived, up to ``n``; waits (up to the batch timeout) only when nothing has.
+
+        librdkafka's ``consume(n, timeout)`` waits for ``n`` messages or the timeout, so a
+        batch that never fills would cost the whole timeout in latency. Instead: take what is
+        queued now; when nothing is, wait for one message, then take what came with it.
+        """
+        consumer = self.consumer
+        batch = consumer.consume(num_messages=n, timeout=0)
+        if not batch:
+            batch = consumer.consume(num_messages=1, timeout=timeout)
+            if batch and n > 1:
+                batch += consumer.consume(num_messages=n - 1, timeout=0)
+        out = []
+        for m in batch:
+            err = m.error()
+            if err is None:
+                out.append(m)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                logger.warning("consume error: %s", err)
+        return out
 
     # -- rebalance callbacks (served inside consume/poll) ---------------------------------------
 
@@ -105,6 +138,7 @@ class Membership:
         self.assigned_at = time.monotonic()
         self.lost_at = None
         self.flow.assigned(consumer, partitions)
+        self._owned = self._owned | {(tp.topic, tp.partition) for tp in partitions}
         self.summary.rebalances += 1
         logger.info(
             "partitions assigned: %s",
@@ -133,6 +167,7 @@ class Membership:
         logger.warning("partitions lost: %s", ",".join(f"{t}[{p}]" for t, p in keys))
 
     def _forget(self, consumer: Consumer, keys: list[TP]) -> None:
+        self._owned = self._owned - set(keys)
         self.tracker.forget(keys)
         self.flow.forget(consumer, keys)
         for t, p in keys:

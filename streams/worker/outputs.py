@@ -21,15 +21,19 @@ from services.codec.avro import AvroCodec
 from services.core import metrics
 from services.core.errors import PublishError
 from services.core.records import DeadLetterOut, Inbound, first_offsets
+from services.core.settings import Settings
 from services.dlq.letter import (
     dead_letter_headers,
     dead_letter_key,
     dead_letter_record,
     encode_dead_letters,
 )
+from services.kafka.config import producer_config
 from services.kafka.topics import TopicSpec
 from services.kafka.tracker import Chunk, DeliveryTracker
 from services.scoring.results import BatchResult
+from streams.worker.callbacks import BestEffort, LetterDelivery
+from streams.worker.parts import DriftOutput, WorkerTopics
 
 # The worker's own logger: dead letters and delivery failures are the worker's log lines.
 logger = logging.getLogger("streams.worker")
@@ -44,53 +48,6 @@ class _Sent:
     predictions: int
     dead_letters: int
     event_times_ms: list[int]
-
-
-class _BestEffort:
-    """Delivery callback of an output that must not hold back commits."""
-
-    __slots__ = ("topic",)
-
-    def __init__(self, topic: str) -> None:
-        self.topic = topic
-
-    def __call__(self, err: KafkaError | None, _msg: Any = None) -> None:
-        if err is not None:
-            metrics.PUBLISH_FAILURES.labels(topic=self.topic).inc()
-            logger.warning("best-effort output to %s not delivered: %s", self.topic, err)
-
-
-# The broker or the client refuses a message for its size with one of these.
-_TOO_LARGE = {
-    KafkaError.MSG_SIZE_TOO_LARGE,
-    KafkaError.RECORD_LIST_TOO_LARGE,
-    KafkaError.INVALID_RECORD,
-}
-
-
-class _LetterDelivery:
-    """Delivery callback of one dead letter. Refused for its size (the topic's own
-    ``max.message.bytes`` is below ours, or a batch it rode in was), it is written again
-    without the original, alone, on the rescue producer; anything else, or a refusal of that
-    too, is the chunk's failure (the worker stops, uncommitted)."""
-
-    __slots__ = ("outputs", "letter", "ack")
-
-    def __init__(self, outputs: Outputs, letter: DeadLetterOut, ack: Any) -> None:
-        self.outputs, self.letter, self.ack = outputs, letter, ack
-
-    def __call__(self, err: KafkaError | None, _msg: Any = None) -> None:
-        if err is None or err.code() not in _TOO_LARGE:
-            self.ack(err, _msg)
-            return
-        metrics.DEAD_LETTERS_CUT.inc()
-        logger.warning(
-            "dead letter refused by %s (%s): written again without the original",
-            self.outputs.dlq_topic.name,
-            err.name(),
-            extra={"topic": self.letter.source.topic, "offset": self.letter.source.offset},
-        )
-        self.ack(self.outputs.rescue_dead_letter(self.letter), None)
 
 
 class Outputs:
@@ -118,13 +75,43 @@ class Outputs:
         self.dlq_topic, self.codec_dlq = dead_letters
         self.shadow_topic = shadow
         self.drift = drift
-        self._shadow_cb = _BestEffort(shadow.name) if shadow else None
-        self._drift_cb = _BestEffort(drift[0].name) if drift else None
+        self._shadow_cb = BestEffort(shadow.name) if shadow else None
+        self._drift_cb = BestEffort(drift[0].name) if drift else None
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.beat = beat
         self._now_ms = 0
         self._rescue: Producer | None = None
         self._make_rescue = rescue_producer or (lambda: producer)
+
+    @classmethod
+    def for_worker(
+        cls,
+        settings: Settings,
+        producer: Producer,
+        tracker: DeliveryTracker,
+        worker_id: str,
+        topics: WorkerTopics,
+        codecs: tuple[AvroCodec, AvroCodec],
+        drift: DriftOutput | None,
+        *,
+        beat: Callable[[], None],
+    ) -> Outputs:
+        """A scoring worker's outputs. Dead letters refused for their size are written again
+        alone, on a producer whose batches stay well under any topic's max.message.bytes."""
+        return cls(
+            producer,
+            tracker,
+            worker_id,
+            predictions=(topics.predictions, codecs[0]),
+            dead_letters=(topics.dead_letters, codecs[1]),
+            shadow=topics.shadow,
+            drift=(drift.topic, drift.codec) if drift is not None else None,
+            dead_letter_max_bytes=settings.batch.dead_letter_max_bytes,
+            beat=beat,
+            rescue_producer=lambda: Producer(
+                producer_config(settings, **{"batch.size": 4096, "linger.ms": 0})
+            ),
+        )
 
     def _send(
         self,
@@ -193,7 +180,7 @@ class Outputs:
                     self.dlq_topic.name,
                     value,
                     dead_letter_key(d),
-                    _LetterDelivery(self, d, chunks[(src.topic, src.partition)].ack),
+                    LetterDelivery(self, d, chunks[(src.topic, src.partition)].ack),
                     dead_letter_headers(d),
                 )
                 if logger.isEnabledFor(logging.DEBUG):  # coordinates and reason only

@@ -296,13 +296,13 @@ def test_a_consumer_that_never_rejoins_is_replaced(stack: Stack, tmp_path: Path)
     consumer without partitions for good (seen in `make faults`: coordinator requests queued for
     minutes). That state is set here as it was seen; the worker replaces its consumer and the
     new one scores everything."""
-    from streams import scoring_worker as module
+    from streams.worker import membership as module
 
     p = next(make_pipeline(stack, tmp_path))
     worker = scoring_worker(p.settings)
     before = _value(metrics.CONSUMER_REBUILDS)
     stuck = worker.membership.consumer
-    worker._lost_at = time.monotonic() - module.REJOIN_SECONDS - 1
+    worker.membership.lost_at = time.monotonic() - module.REJOIN_SECONDS - 1
     started = time.monotonic()
     sent = send(p, good_items(p, 500, start=0))
     summary = worker.run(max_events=500, idle_timeout=30)

@@ -114,7 +114,9 @@ def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pip
         while not any("Setting newly assigned partitions" in line for line in lines):
             assert time.monotonic() < joined and control.poll() is None, "".join(lines)[-3000:]
             time.sleep(0.5)
-        wait_for(lambda: worker._assigned_at is not None, 90, "the scoring worker's partitions")
+        wait_for(
+            lambda: worker.membership.assigned_at is not None, 90, "the scoring worker's partitions"
+        )
         while time.monotonic() < deadline:
             raw = world.events(500, start_index=index)
             # Paced to the world's clock: events more than 300 s ahead of now are refused
@@ -135,7 +137,8 @@ def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pip
                 )
             except AssertionError as exc:  # say what the worker and the control plane were doing
                 state = (
-                    f"holding={worker.flow.holding} assigned={worker.membership.assigned_at} sent={sent} "
+                    f"holding={worker.flow.holding} assigned={worker.membership.assigned_at} "
+                    f"sent={sent} "
                     f"loop {time.monotonic() - worker.last_loop:.1f} s ago, "
                     f"thread alive={scoring.is_alive()}"
                 )

@@ -138,6 +138,7 @@ def test_metrics_of_a_known_stream_equal_what_was_sent(pipeline: Pipeline) -> No
         "redis": "ok",
         "model": "ok",
         "threads": "ok",
+        "partitions": "ok",
     }
 
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from streams.worker import WorkerSummary
 
 from services.kafka.config import consumer_config
 from streams.runtime import scoring_worker
+from streams.worker import WorkerSummary
 from tests.integration.conftest import Stack
 from tests.integration.pipeline_env import Pipeline, make_pipeline, world_events
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from services.core.settings import iter_env_vars
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "configuration.md"
 
 
 def test_every_setting_is_documented_and_nothing_else() -> None:
