@@ -23,6 +23,7 @@ import math
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -35,9 +36,10 @@ from starlette.concurrency import run_in_threadpool
 from services.codec.factory import codec_for
 from services.core import metrics
 from services.core.errors import FeatureStoreUnavailable
+from services.core.records import PRODUCER_HEADER
 from services.core.settings import Settings
 from services.kafka.config import admin_config, producer_config
-from services.ratelimit.bucket import PRODUCER_HEADER, RedisTokenBuckets
+from services.ratelimit.bucket import API_NAMESPACE, API_PRODUCER_PREFIX, RedisTokenBuckets
 from streams.adapters import redis_client
 from streams.api_keys import ApiKey, ApiKeys
 from streams.runtime import api_scorer
@@ -147,7 +149,11 @@ class Api:
         with self._lock:
             if (rate, burst) not in self._buckets:
                 self._buckets[(rate, burst)] = RedisTokenBuckets(
-                    self._client, self.settings.redis.key_prefix, rate, burst
+                    self._client,
+                    self.settings.redis.key_prefix,
+                    rate,
+                    burst,
+                    namespace=API_NAMESPACE,
                 )
             return self._buckets[(rate, burst)]
 
@@ -156,7 +162,7 @@ class Api:
         limiter = self.limiter(key)
         if limiter is None:
             return None
-        name = f"api:{key.id}"
+        name = key.id
         granted = limiter.take({name: n}).get(name, 0)
         if granted >= n:
             return None
@@ -340,7 +346,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> FastAPI:
                 return _error(413, f"body over {limit} bytes")
         try:
             parsed = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # nesting deeper than Python
             return _errors(
                 422,
                 [{"index": None, "field": "", "rule": "json", "message": "the body is not JSON"}],
@@ -444,7 +450,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> FastAPI:
         if isinstance(got, JSONResponse):
             return got
         key, good = got
-        acked, why = await run_in_threadpool(api.publish, good, f"api:{key.id}")
+        acked, why = await run_in_threadpool(api.publish, good, f"{API_PRODUCER_PREFIX}{key.id}")
         if why:
             return JSONResponse(
                 {
@@ -473,7 +479,9 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> FastAPI:
             return got
         key, good = got
         try:
-            scored = await run_in_threadpool(api.scorer.score, good, f"api:{key.id}")
+            scored = await run_in_threadpool(
+                partial(api.scorer.score, counted=False), good, f"{API_PRODUCER_PREFIX}{key.id}"
+            )
         except FeatureStoreUnavailable:
             return _error(
                 503, "features unavailable: Redis does not answer", **{"Retry-After": "1"}
@@ -486,6 +494,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> FastAPI:
                     for i, r in sorted(scored.refused.items())
                 ],
             )
+        api.scorer.account(scored)  # answered with predictions: counted as the stream counts
         api.publish_shadow(scored.shadow)
         carry = domain.spec.carry
         preds = [answer(scored.predictions[i], carry) for i in range(len(good))]

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 # One transaction's outputs wait at most this long for the broker.
 COMMIT_TIMEOUT_S = 60.0
+# How long a re-score waits for Redis or the schema registry before it stops with the error.
+DEPENDENCY_PATIENCE_SECONDS = 120.0
 
 
 def group_of(run: str) -> str:
@@ -136,13 +138,23 @@ def copier(target: str, partitions: int) -> Callable[[list[Message]], tuple[list
 
 class _Waits:
     """Replay's side of the dependency gate: a re-score never degrades (defaults would not
-    reproduce anything), it waits, with backoff, until Redis or the registry answers."""
+    reproduce anything); it waits, with backoff, for up to ``patience`` seconds, then gives
+    up with the error (the batch's transaction is aborted; running the same command again
+    continues from it)."""
+
+    def __init__(self, patience: float = DEPENDENCY_PATIENCE_SECONDS) -> None:
+        self.patience = patience
+        self._error: Exception | None = None
+        self._since = 0.0
 
     def wait(self, seconds: float) -> None:
+        if self._error is not None and time.monotonic() - self._since > self.patience:
+            raise self._error
         time.sleep(seconds)
 
     def hold(self, dependency: str, error: Exception) -> None:
-        logger.warning("replay waits for %s: %s", dependency, error)
+        logger.warning("replay waits up to %.0f s for %s: %s", self.patience, dependency, error)
+        self._error, self._since = error, time.monotonic()
 
     def release(self) -> None:
         """Nothing was paused."""

@@ -117,12 +117,11 @@ def worker_probes(settings: Settings, worker: ScoringWorker) -> Probes:
         return None
 
     def partitions() -> str | None:
-        # Owned partitions nobody reads: paused by backpressure well past their due time.
+        # Owned partitions nobody reads: held, or paused by backpressure, well past any decided
+        # pause.
         grace = max(30.0, 2 * settings.rate_limit.pause_seconds)
         owned = worker.membership.owned()
-        late = [
-            f"{t}[{p}]" for t, p in worker.flow.overdue(time.monotonic(), grace) if (t, p) in owned
-        ]
+        late = [f"{t}[{p}]" for t, p in worker.flow.overdue(time.monotonic(), grace, owned)]
         return f"partitions paused past their time: {', '.join(late)}" if late else None
 
     return Probes(

@@ -18,13 +18,13 @@ from typing import Any
 
 from services.core import metrics
 from services.core.outcomes import Rejected
-from services.core.records import Inbound
+from services.core.records import PRODUCER_HEADER, Inbound
 from services.core.settings import Settings
 from services.domain.config import domain_of
-from services.ratelimit.bucket import PRODUCER_HEADER
 from services.scoring.accounting import account
 from services.scoring.gate import DependencyGate
 from services.scoring.model import LoadedModel
+from services.scoring.results import BatchResult
 from services.scoring.serving import Serving
 from services.scoring.stages import Stages
 from streams.adapters import build_stages
@@ -52,6 +52,7 @@ class Scored:
     refused: dict[int, Rejected] = field(default_factory=dict)
     shadow: list[dict[str, Any]] = field(default_factory=list)
     degraded: bool = False
+    result: BatchResult | None = None  # what the core gave (for ``Scorer.account``)
 
 
 class _GiveUp:
@@ -109,6 +110,11 @@ class Scorer:
                 self.stages = self.stages.with_serving(swapped)
         return self.serving
 
+    def account(self, scored: Scored) -> None:
+        """Count a scored call in the shared metrics, as the worker counts a batch."""
+        if scored.result is not None:
+            account(scored.result, shadow_published=self.publishes_shadow)
+
     def requests(self, events: Sequence[dict[str, Any]], producer: str) -> list[ScoreRequest]:
         """``events`` as the messages a producer would send: Avro in the wire format, keyed by
         the domain's key field, with the producer header the rate limits read."""
@@ -130,8 +136,15 @@ class Scorer:
             for i, (e, v) in enumerate(zip(events, values, strict=True))
         ]
 
-    def score(self, events: Sequence[dict[str, Any]], producer: str) -> Scored:
+    def score(
+        self, events: Sequence[dict[str, Any]], producer: str, *, counted: bool = True
+    ) -> Scored:
         """Score ``events``; every one ends in ``predictions`` or ``refused``.
+
+        Args:
+            counted: count the batch in the shared metrics now; a caller that may still
+                refuse the whole request (the API answers 422 when one event is refused)
+                passes False and calls ``account`` once it answers with the predictions.
 
         Raises:
             FeatureStoreUnavailable: Redis did not answer and the policy is ``pause`` (the
@@ -143,9 +156,10 @@ class Scorer:
         result = self.gate.run(self.stages, [r.message for r in requests], lambda: now, _GiveUp())
         if result is None:  # _GiveUp never abandons a batch
             raise RuntimeError("the scorer's batch was abandoned")
-        account(result, shadow_published=self.publishes_shadow)
         index = {id(r.message): r.index for r in requests}
-        out = Scored(degraded=result.degraded)
+        out = Scored(degraded=result.degraded, result=result)
+        if counted:
+            self.account(out)
         if result.served is not None:
             for src, rec in zip(result.served.sources, result.served.records(), strict=True):
                 out.predictions[index[id(src)]] = rec

@@ -12,6 +12,7 @@ only what the caller has handled.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -24,10 +25,10 @@ from fastavro.validation import ValidationError, validate
 
 from services.codec.factory import codec_for
 from services.core.errors import BrokerUnavailable, StreamMLError
+from services.core.records import PRODUCER_HEADER
 from services.core.settings import Settings
 from services.domain.config import Domain, domain_of
 from services.kafka.config import consumer_config, producer_config
-from services.ratelimit.bucket import PRODUCER_HEADER
 from services.validation.rules import validate_one
 from streams.topics import by_record
 
@@ -53,6 +54,9 @@ class DeliveryFailed(StreamMLError):
             f"{len(failures)} events not delivered, first {first.event_id}: {first.error}"
         )
         self.failures = failures
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,12 +251,16 @@ class Prediction:
 
 
 class PredictionConsumer:
-    """Iterate over decoded predictions; commit what the caller has handled.
+    """Iterate over decoded predictions; commit only what the caller has handled.
 
     Iterating yields each prediction once per ``event_id`` within ``dedupe_window`` (the last
-    so many ids). ``commit()`` stores the offsets of every prediction yielded so far (and of the
-    redeliveries skipped before them); with ``auto_commit=True`` each prediction is committed
-    when the caller asks for the next one, so a crash redelivers at most the one in hand.
+    so many ids). With ``auto_commit=True`` a prediction counts as handled when the caller
+    asks for the next one (a crash redelivers at most the one in hand). With
+    ``auto_commit=False`` nothing counts as handled until the caller calls ``commit()``, which
+    confirms every prediction handed out so far: leaving the ``with`` block or ``close()``
+    commits only what was confirmed, so predictions the caller failed to store come again.
+    Redeliveries and undecodable records skipped on the way never move a partition's commit
+    past a prediction handed out and not yet confirmed.
     """
 
     def __init__(
@@ -271,24 +279,43 @@ class PredictionConsumer:
         self.topic = topic or t.predictions
         self._codec = codec_for(self.settings, by_record(t, t.prediction_record))
         self._consumer = Consumer(consumer_config(self.settings, group_id, **config))
-        self._consumer.subscribe([self.topic], on_revoke=self._on_revoke)
+        self._consumer.subscribe([self.topic], on_revoke=self._on_revoke, on_lost=self._on_lost)
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._window = dedupe_window
         self._auto = auto_commit
         self._poll = poll_seconds
-        self._handled: dict[tuple[str, int], int] = {}  # next offset to commit, per partition
-        self._in_hand: tuple[tuple[str, int], int] | None = None  # the last one handed out
+        self._read: dict[tuple[str, int], int] = {}  # next offset after the last one read
+        # the first offset handed out and not yet confirmed, per partition
+        self._unconfirmed: dict[tuple[str, int], int] = {}
+        self._committed: dict[tuple[str, int], int] = {}
         self._stopped = False
         self.duplicates = 0
         self.undecodable = 0
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._commit_handled()  # what was handled stays handled for the next owner
+        """What was confirmed stays committed for the next owner; the rest it reads again."""
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        try:
+            self._commit_positions(keys)
+        except KafkaException as exc:  # a fenced member's commit: the next owner re-reads
+            logger.info("commit on revoke not accepted (%s): read again by the next owner", exc)
+        self._drop(keys)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The group moved on without us: nothing may be committed for these."""
+        self._drop([(tp.topic, tp.partition) for tp in partitions])
+
+    def _drop(self, keys: list[tuple[str, int]]) -> None:
+        for key in keys:
+            self._read.pop(key, None)
+            self._unconfirmed.pop(key, None)
+            self._committed.pop(key, None)
 
     def poll(self, timeout: float | None = None) -> Prediction | None:
         """The next new prediction, or None when none arrived within ``timeout`` seconds."""
         deadline = time.monotonic() + (self._poll if timeout is None else timeout)
-        self._release()  # asking for the next one: the one in hand was handled
+        if self._auto:
+            self._unconfirmed.clear()  # asking for the next one: the one in hand was handled
         while not self._stopped:
             msg = self._consumer.poll(max(0.0, deadline - time.monotonic()))
             if msg is None:
@@ -299,22 +326,21 @@ class PredictionConsumer:
                     continue
                 raise KafkaException(err)
             where = (msg.topic() or self.topic, msg.partition() or 0)
-            after = (msg.offset() or 0) + 1
+            offset = msg.offset() or 0
+            self._read[where] = offset + 1
             record = self._codec.decode_one(msg.value())
             if not isinstance(record, dict):
-                self.undecodable += 1
-                self._handled[where] = after  # skipped: nothing for the caller to handle
+                self.undecodable += 1  # skipped: nothing for the caller to handle
                 continue
             event_id = str(record["event_id"])
             if event_id in self._seen:
                 self.duplicates += 1
                 self._seen.move_to_end(event_id)
-                self._handled[where] = after
                 continue
             self._seen[event_id] = None
             if len(self._seen) > self._window:
                 self._seen.popitem(last=False)
-            self._in_hand = (where, after)
+            self._unconfirmed.setdefault(where, offset)
             return Prediction(
                 event_id,
                 float(record["score"]),
@@ -325,7 +351,7 @@ class PredictionConsumer:
                 record,
                 msg.topic() or self.topic,
                 msg.partition() or 0,
-                msg.offset() or 0,
+                offset,
             )
         return None
 
@@ -338,38 +364,40 @@ class PredictionConsumer:
             if self._auto:
                 self.commit()  # the caller asked for the next one: this one was handled
 
-    def _release(self) -> None:
-        if self._in_hand is not None:
-            where, offset = self._in_hand
-            self._handled[where] = max(offset, self._handled.get(where, 0))
-            self._in_hand = None
-
     def commit(self) -> None:
-        """Commit every prediction handed out so far, the one in hand included
+        """Confirm every prediction handed out so far, the one in hand included, and commit
         (synchronously)."""
-        self._release()
-        self._commit_handled()
+        self._unconfirmed.clear()
+        self._commit_positions(None)
 
-    def _commit_handled(self) -> None:
-        if not self._handled:
+    def _commit_positions(self, only: list[tuple[str, int]] | None) -> None:
+        """Commit, per partition, up to the first prediction not confirmed (or all read)."""
+        keys = self._read if only is None else [k for k in only if k in self._read]
+        positions = {
+            key: self._unconfirmed.get(key, self._read[key])
+            for key in keys
+            if self._unconfirmed.get(key, self._read[key]) != self._committed.get(key)
+        }
+        if not positions:
             return
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._handled.items()]
+        offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
         try:
             self._consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 raise
-        self._handled.clear()
+        self._committed.update(positions)
 
     def stop(self) -> None:
         """Make iteration end at the next poll (from a signal handler or another thread)."""
         self._stopped = True
 
     def close(self) -> None:
-        """Commit what was handled and leave the group. A prediction still in hand (the loop
-        was left while holding it) is not committed: the group delivers it again."""
+        """Commit what was confirmed and leave the group. Predictions handed out and not
+        confirmed (the one in hand, or with ``auto_commit=False`` all since ``commit()``) are
+        not committed: the group delivers them again."""
         try:
-            self._commit_handled()
+            self._commit_positions(None)
         finally:
             self._consumer.close()
 

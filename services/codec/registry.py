@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
-
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, SchemaRegistryError
-from confluent_kafka.schema_registry._sync.mock_schema_registry_client import (
-    MockSchemaRegistryClient,
-)
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from services.codec.compat import compatibility_problems
 from services.codec.schemas import RecordSchema
 from services.core.errors import ConfigError, SchemaRegistryUnavailable, UnknownSchemaIdError
 from services.core.settings import SchemaRegistrySettings
+
+if TYPE_CHECKING:  # annotations only: the client is imported when a registry is used
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+
+def _client_module() -> ModuleType:
+    """confluent-kafka's Schema Registry client, imported on first use: it brings an HTTP and
+    an auth stack (about 0.15 s) that manifest mode and the SDK never need."""
+    import confluent_kafka.schema_registry as sr
+
+    return sr
+
 
 # The client raises its HTTP library's errors (httpx or httpx2, whichever is installed) for
 # transport failures; anything that is not a SchemaRegistryError is treated as "unreachable".
@@ -42,14 +50,14 @@ class RegistrySchemaIds:
         if settings.username is not None:
             password = settings.password.get_secret_value() if settings.password else ""
             conf["basic.auth.user.info"] = f"{settings.username}:{password}"
-        return cls(SchemaRegistryClient.new_client(conf))
+        return cls(_client_module().SchemaRegistryClient.new_client(conf))
 
     def id_for(self, subject: str, record: RecordSchema) -> int:
         key = (subject, record.fingerprint)
         if key not in self._ids:
             try:
                 found = self._client.lookup_schema(subject, _to_schema(record))
-            except SchemaRegistryError as exc:
+            except _client_module().SchemaRegistryError as exc:
                 if exc.http_status_code == 404:
                     raise ConfigError(
                         f"schema {record.full_name} is not registered under subject {subject} "
@@ -71,7 +79,7 @@ class RegistrySchemaIds:
             raise UnknownSchemaIdError(f"schema id {schema_id} is not in the schema registry")
         try:
             schema = self._client.get_schema(schema_id)
-        except SchemaRegistryError as exc:
+        except _client_module().SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 if len(self._misses) >= _NEGATIVE_CACHE_MAX:
                     self._misses.clear()
@@ -94,16 +102,20 @@ class RegistrySchemaIds:
         """The registry's own verdict (its configured level) on ``record`` as the next version;
         True for a subject that does not exist yet. confluent's mock registry has no
         compatibility endpoint, so for it the same check runs locally at ``level``."""
+        from confluent_kafka.schema_registry._sync.mock_schema_registry_client import (
+            MockSchemaRegistryClient,
+        )
+
         if isinstance(self._client, MockSchemaRegistryClient):
             try:
                 latest = self._client.get_latest_version(subject)
-            except SchemaRegistryError:
+            except _client_module().SchemaRegistryError:
                 return True
             old = json.loads(latest.schema.schema_str or "{}")
             return not compatibility_problems(record.source, old, level)
         try:
             return bool(self._client.test_compatibility(subject, _to_schema(record)))
-        except SchemaRegistryError as exc:
+        except _client_module().SchemaRegistryError as exc:
             if exc.http_status_code == 404:
                 return True
             raise SchemaRegistryUnavailable(
@@ -116,7 +128,7 @@ class RegistrySchemaIds:
         """Register ``record`` under ``subject`` (idempotent) and return its id."""
         try:
             return int(self._client.register_schema(subject, _to_schema(record)))
-        except SchemaRegistryError as exc:
+        except _client_module().SchemaRegistryError as exc:
             if exc.http_status_code == 409:
                 raise ConfigError(
                     f"the registry refused {record.full_name} under {subject} as incompatible: "
@@ -128,4 +140,5 @@ class RegistrySchemaIds:
 
 
 def _to_schema(record: RecordSchema) -> Schema:
-    return Schema(json.dumps(record.source), "AVRO")
+    schema: Schema = _client_module().Schema(json.dumps(record.source), "AVRO")
+    return schema

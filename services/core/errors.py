@@ -4,19 +4,25 @@
 
     StreamMLError
     ├── ConfigError               startup only -> exit 2
-    ├── PermanentError            bad data: never retried -> DLQ
+    ├── NotFound                  a named thing does not exist -> exit 3
+    ├── PermanentError            bad data: never retried
     │   ├── DecodeError -> KeyDecodeError, ValueDecodeError
     │   │   └── UnknownSchemaIdError
     │   ├── ValidationError
     │   └── MissingFeaturesError
-    ├── TransientError            infrastructure: retry with backoff, then crash without committing
-    │   ├── FeatureStoreUnavailable
-    │   ├── BrokerUnavailable
-    │   ├── SchemaRegistryUnavailable
-    │   └── PublishError
+    ├── TransientError            infrastructure: retried with backoff
+    │   ├── FeatureStoreUnavailable   the dependency gate retries, then degrades or holds
+    │   ├── SchemaRegistryUnavailable the dependency gate retries, then holds
+    │   ├── RegistryUnavailable       MLflow: the last good model keeps serving
+    │   ├── BrokerUnavailable         one-shot commands: one line naming the broker, exit 1
+    │   └── PublishError              the worker stops without committing past the output
     ├── ModelLoadError            a model version cannot be served (worker keeps the last good one)
     │   └── ModelIntegrityError   its artifact's sha256 does not match the registry
     └── EmbeddedStackError        the local stack could not start, answer or stop
+
+On the hot path a bad message is not an exception but a value: the stages return
+``Rejected(stage, reason, detail)`` (``services.core.outcomes``), which becomes a dead letter.
+The ``PermanentError`` classes name the same failures for callers outside the batch path.
 
 Adapters wrap third-party errors (``raise FeatureStoreUnavailable(...) from exc``) so that no
 ``redis.*`` or ``confluent_kafka.*`` exception reaches stream code. Each error carries the

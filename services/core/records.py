@@ -24,6 +24,8 @@ Headers = tuple[tuple[str, bytes | None], ...]
 MAX_KEY_BYTES = 1024
 MAX_HEADERS = 64
 MAX_HEADER_BYTES = 8192
+# The header naming who produced a message (the rate limits' producer id).
+PRODUCER_HEADER = "producer-id"
 # A dead letter that keeps a cut original says so (services.dlq.letter builds it).
 TRUNCATED_MARK = "[original truncated"
 

@@ -10,8 +10,7 @@ from typing import Protocol
 import redis
 
 from services.core.errors import FeatureStoreUnavailable
-
-PRODUCER_HEADER = "producer-id"
+from services.core.records import PRODUCER_HEADER
 
 # Atomic refill-and-take for every bucket of a batch (KEYS[i] wants ARGV[i + 2] tokens). Time
 # comes from the Redis server, so every worker sees one clock.
@@ -48,6 +47,12 @@ for i = 1, #KEYS do
 end
 return #KEYS
 """
+
+
+# The producer id the HTTP API publishes its events with: ``api:<key id>``.
+API_PRODUCER_PREFIX = "api:"
+STREAM_NAMESPACE = "stream"
+API_NAMESPACE = "api"
 
 
 class Limiter(Protocol):
@@ -98,11 +103,21 @@ class ChargeOnce:
 
 
 class RedisTokenBuckets:
-    """One bucket per producer under ``<prefix>rl:<producer>``; ``rate`` tokens/s, ``burst`` max."""
+    """One bucket per producer under ``<prefix>rl:<namespace>:<producer>``; ``rate`` tokens/s,
+    ``burst`` max. The stream's buckets (namespace ``stream``) and the HTTP API's per-key
+    buckets (``api``) never share a key, whatever id a producer claims in its header."""
 
-    def __init__(self, client: redis.Redis, prefix: str, rate: float, burst: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str,
+        rate: float,
+        burst: int,
+        *,
+        namespace: str = STREAM_NAMESPACE,
+    ) -> None:
         self._client = client
-        self._prefix = f"{prefix}rl:"
+        self._prefix = f"{prefix}rl:{namespace}:"
         self._rate, self._burst = rate, burst
         self._script = client.register_script(_TAKE)
         self._give = client.register_script(_GIVE)
@@ -145,6 +160,29 @@ def producer_of(key: bytes | None, headers: Sequence[tuple[str, bytes | None]]) 
     if key:
         return key[:128].decode("utf-8", errors="replace")
     return "anonymous"
+
+
+def take_for(limiter: Limiter, producers: Sequence[str]) -> dict[str, int]:
+    """Tokens for a batch's producers. Events the HTTP API published (producer
+    ``api:<key id>``) were charged to their key when the API admitted them: they pass free
+    here, rather than being charged twice at two different rates.
+
+    >>> class All:
+    ...     def take(self, requested): return dict(requested)
+    ...     def give_back(self, returned): pass
+    >>> take_for(All(), ["a", "api:k1", "a"])
+    {'a': 2, 'api:k1': 1}
+    """
+    counts = Counter(producers)
+    charged = {p: n for p, n in counts.items() if not p.startswith(API_PRODUCER_PREFIX)}
+    granted = dict(limiter.take(charged)) if charged else {}
+    granted.update({p: n for p, n in counts.items() if p.startswith(API_PRODUCER_PREFIX)})
+    return granted
+
+
+def charged_only(counts: Mapping[str, int]) -> dict[str, int]:
+    """``counts`` without the producers ``take_for`` lets pass free (nothing to give back)."""
+    return {p: n for p, n in counts.items() if not p.startswith(API_PRODUCER_PREFIX)}
 
 
 def split_by_quota(producers: Sequence[str], granted: Mapping[str, int]) -> list[bool]:

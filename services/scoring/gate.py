@@ -14,6 +14,7 @@ While degrading, one failed try is enough: no batch waits for retries until Redi
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Literal, Protocol
@@ -35,6 +36,7 @@ FIRST_BACKOFF_SECONDS = 0.2
 MAX_BACKOFF_SECONDS = 5.0
 # The fallback reason of a batch scored with defaults because Redis did not answer.
 FEATURE_STORE_DOWN = "feature_store_down"
+WARN_EVERY_SECONDS = 10.0
 
 
 class GateShell(Protocol):
@@ -80,6 +82,16 @@ class DependencyGate:
         self.retries = max(1, retries)
         self.degrading = False  # Redis down under ``degrade``: batches score with defaults
         self.holding = False  # the shell holds its input until the dependency answers
+        self._warned_at = -WARN_EVERY_SECONDS
+
+    def _should_warn(self, attempt: int) -> bool:
+        """One warning per outage rhythm, not one per request or batch: a batch's first
+        failure, at most every ``WARN_EVERY_SECONDS``, and every 20th retry of a held one."""
+        now = time.monotonic()
+        if attempt % 20 == 0 or (attempt == 1 and now - self._warned_at >= WARN_EVERY_SECONDS):
+            self._warned_at = now
+            return True
+        return False
 
     def run(
         self,
@@ -102,7 +114,7 @@ class DependencyGate:
         delay = FIRST_BACKOFF_SECONDS
         # Tokens are charged (and refunded) once per batch, however often it is retried.
         once = ChargeOnce(limiter) if limiter is not None else None
-        degraded = False
+        degraded = held = False
         attempt = 0
         try:
             while True:
@@ -124,7 +136,7 @@ class DependencyGate:
                     metrics.DEPENDENCY_FAILURES.labels(dependency=dependency).inc()
                     if redis_down:
                         metrics.FEATURE_LOOKUPS.labels(outcome="error").inc()
-                    if attempt == 1 or attempt % 20 == 0:
+                    if self._should_warn(attempt):
                         logger.warning("%s unavailable (attempt %d): %s", dependency, attempt, exc)
                     quick = 1 if redis_down and self.degrading else self.retries
                     if attempt < quick:
@@ -139,8 +151,9 @@ class DependencyGate:
                         once = None  # the limiter's tokens live in the same Redis
                         continue
                     if not self.holding:
+                        self.holding = True  # released in ``finally``, whatever ``hold`` does
                         shell.hold(dependency, exc)
-                        self.holding = True
+                        held = True
                         metrics.INPUT_HELD.set(1)
                         logger.warning(
                             "%s unavailable: input held, retrying (backoff up to %.0f s)",
@@ -155,8 +168,9 @@ class DependencyGate:
             if self.holding:
                 self.holding = False
                 shell.release()
-                metrics.INPUT_HELD.set(0)
-                logger.info("input resumed")
+                if held:
+                    metrics.INPUT_HELD.set(0)
+                    logger.info("input resumed")
         if shell.abandoned():
             return None
         if degraded:

@@ -26,7 +26,13 @@ from services.core.records import (
 )
 from services.features.assemble import assemble, lookup_requests
 from services.features.store import Lookup
-from services.ratelimit.bucket import Limiter, producer_of, split_by_quota
+from services.ratelimit.bucket import (
+    Limiter,
+    charged_only,
+    producer_of,
+    split_by_quota,
+    take_for,
+)
 from services.scoring.results import BatchResult, PredictionBlock
 from services.scoring.serving import score_rows
 from services.scoring.stages import Stages
@@ -139,7 +145,7 @@ def process_batch(
         # waits too, so no commit can pass a deferred message.
         ok = [m for m, r in zip(messages, envelope, strict=True) if r is None]
         producers = [producer_of(m.key, m.headers) for m in ok]
-        granted = split_by_quota(producers, limiter.take(Counter(producers))) if ok else []
+        granted = split_by_quota(producers, take_for(limiter, producers)) if ok else []
         it = iter(granted)
         admitted = [next(it) if r is None else True for r in envelope]
         wait = defer_from_first_denial(messages, admitted)
@@ -151,6 +157,7 @@ def process_batch(
             for m, r, a, w in zip(messages, envelope, admitted, wait, strict=True)
             if w and a and r is None
         )
+        paid = Counter(charged_only(paid))
         if paid:
             limiter.give_back(paid)
         envelope = [r for r, w in zip(envelope, wait, strict=True) if not w]
@@ -160,8 +167,7 @@ def process_batch(
     quota = None
     if limiter is not None and messages and not backpressure:
         producers = [producer_of(m.key, m.headers) for m in messages]
-        counts = Counter(producers)
-        quota = start(lambda: limiter.take(counts))  # answered while the batch decodes
+        quota = start(lambda: take_for(limiter, producers))  # answered while it decodes
     decoded = codec.decode_many([m.value for m in messages])
     # Features are asked for every decoded event now (rows of events refused below are
     # dropped), so that their round trip overlaps the rate limit's and the validation.

@@ -14,8 +14,8 @@ from rich.console import Console
 
 from services.codec.factory import codec_for, schemas_dir
 from services.core.errors import BrokerUnavailable, ConfigError
+from services.core.records import PRODUCER_HEADER
 from services.domain.config import domain_of
-from services.ratelimit.bucket import PRODUCER_HEADER
 from services.scoring.announce import send_all
 from services.validation.rules import RecordRules, validate_one
 from streams.commands.common import app, emit, json_option

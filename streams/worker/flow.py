@@ -11,7 +11,7 @@ and forgotten, and ``overdue`` tells the readiness probe about a pause that outl
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from confluent_kafka import KafkaException, TopicPartition
@@ -39,16 +39,19 @@ class Flow:
     """The worker's pauses, kept in step with the client's."""
 
     def __init__(self) -> None:
-        self.paused: dict[TP, float] = {}  # backpressure: partition -> monotonic due time
+        # Backpressure: partition -> monotonic due time. Replaced whole on every change, never
+        # mutated, so the probe thread can read it while the loop works.
+        self.paused: dict[TP, float] = {}
         self.holding = False  # every partition paused while a dependency is down
+        self.held_since: float | None = None
 
     def assigned(self, consumer: PausingConsumer, partitions: Sequence[TopicPartition]) -> None:
         """New partitions: paused while the input is held, else explicitly resumed (a pause
         from an earlier ownership would otherwise survive the revoke and silence them)."""
         if not partitions:
             return
-        for tp in partitions:
-            self.paused.pop((tp.topic, tp.partition), None)
+        new = {(tp.topic, tp.partition) for tp in partitions}
+        self.paused = {k: v for k, v in self.paused.items() if k not in new}
         try:
             if self.holding:
                 consumer.pause(list(partitions))
@@ -59,22 +62,22 @@ class Flow:
 
     def forget(self, consumer: PausingConsumer, keys: Sequence[TP]) -> None:
         """Partitions revoked or lost: no longer ours, and no longer paused by us."""
-        for key in keys:
-            self.paused.pop(key, None)
+        gone = set(keys)
+        self.paused = {k: v for k, v in self.paused.items() if k not in gone}
         if keys:
             try:
                 consumer.resume([TopicPartition(t, p) for t, p in keys])
             except KafkaException as exc:  # not assigned any more: nothing left to clear
                 logger.debug("resume on revoke: %s", exc)
 
-    def hold(self, consumer: PausingConsumer) -> None:
+    def hold(self, consumer: PausingConsumer, now: float) -> None:
         """Pause every owned partition until ``release``."""
-        self.holding = True
         consumer.pause(consumer.assignment())
+        self.holding, self.held_since = True, now
 
     def release(self, consumer: PausingConsumer) -> None:
         """Resume what the hold paused; backpressure pauses keep their due time."""
-        self.holding = False
+        self.holding, self.held_since = False, None
         again = [tp for tp in consumer.assignment() if (tp.topic, tp.partition) not in self.paused]
         if again:
             consumer.resume(again)
@@ -89,8 +92,7 @@ class Flow:
         consumer.pause(parts)
         for tp in parts:
             consumer.seek(tp)
-        for key in first:
-            self.paused[key] = until
+        self.paused = self.paused | dict.fromkeys(first, until)
         metrics.MESSAGES_DEFERRED.inc(len(deferred))
         return list(first)
 
@@ -101,22 +103,25 @@ class Flow:
         due = [key for key, until in self.paused.items() if until <= now]
         if due:
             consumer.resume([TopicPartition(t, p) for t, p in due])
-            for key in due:
-                del self.paused[key]
+            self.paused = {k: v for k, v in self.paused.items() if k not in due}
 
-    def rewind(self, consumer: PausingConsumer, messages: Sequence[Inbound]) -> None:
-        """Put each partition still ours back to the first message of a dropped batch, so it
-        is read again rather than skipped (a cooperative rebalance keeps the positions of the
-        partitions it does not move)."""
-        owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+    def rewind(
+        self, consumer: PausingConsumer, messages: Sequence[Inbound], kept: Collection[TP]
+    ) -> None:
+        """Put each partition of ``kept`` (owned without a break since the batch was taken)
+        back to the first message of a dropped batch, so it is read again rather than skipped
+        (a cooperative rebalance keeps the positions of the partitions it does not move). A
+        partition revoked and assigned again meanwhile restarts from its commit by itself:
+        seeking it would skip what lies between."""
         for (t, p), o in first_offsets(messages).items():
-            if (t, p) in owned:
+            if (t, p) in kept:
                 consumer.seek(TopicPartition(t, p, o))
 
-    def overdue(self, now: float, grace: float) -> list[TP]:
-        """Backpressure pauses more than ``grace`` seconds past their due time: a partition
-        nobody reads (the readiness probe fails on it)."""
-        if self.holding:
-            return []
-        paused = list(self.paused.items())  # a copy: the probe thread reads it
-        return sorted(key for key, until in paused if now - until > grace)
+    def overdue(self, now: float, grace: float, owned: Collection[TP]) -> list[TP]:
+        """Owned partitions nobody has read for ``grace`` seconds past any decided pause: a
+        hold longer than ``grace`` (a dependency still down), or a backpressure pause that
+        outlived its due time. The readiness probe fails on them."""
+        held_since = self.held_since
+        if self.holding and held_since is not None and now - held_since > grace:
+            return sorted(owned)
+        return sorted(key for key, until in self.paused.items() if now - until > grace)

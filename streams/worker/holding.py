@@ -25,19 +25,22 @@ class HeldInput:
         membership: Membership,
         producer: Producer,
         stopping: Callable[[], bool],
+        clock: Callable[[], float],
         beat: Callable[[], None],
         revokes: int,
     ) -> None:
         self.flow, self.membership, self.producer = flow, membership, producer
-        self.stopping, self.beat, self.revokes = stopping, beat, revokes
+        self.stopping, self.clock, self.beat, self.revokes = stopping, clock, beat, revokes
 
     def abandoned(self) -> bool:
-        """Stopping, or a rebalance took partitions since the batch was taken (their next
-        owner reads them from the last commit)."""
-        return self.stopping() or self.membership.revokes != self.revokes
+        """A rebalance took partitions since the batch was taken (their next owner reads them
+        from the last commit), or a stop came while the input is held (the batch cannot
+        finish). A stop otherwise lets the batch in hand finish and be published."""
+        revoked = self.membership.revokes != self.revokes
+        return revoked or (self.flow.holding and self.stopping())
 
     def hold(self, dependency: str, error: Exception) -> None:
-        self.flow.hold(self.membership.consumer)
+        self.flow.hold(self.membership.consumer, self.clock())
 
     def release(self) -> None:
         self.flow.release(self.membership.consumer)
@@ -60,7 +63,10 @@ class HeldInput:
                 # meanwhile), its position is put back: it is read again, never skipped.
                 got = consumer.consume(num_messages=100, timeout=min(0.1, deadline - now))
                 back = first_offsets(to_inbound([m for m in got if m.error() is None]))
+                owned = self.membership.owned()  # not one revoked by this very consume call
                 for (t, p), o in back.items():
+                    if (t, p) not in owned:
+                        continue
                     consumer.seek(TopicPartition(t, p, o))
             else:
                 self.producer.poll(min(0.05, deadline - now))

@@ -35,7 +35,7 @@ from services.scoring.stages import Stages
 from streams.model_watcher import ModelWatcher, publish_serving_info
 from streams.worker.deliveries import bound_in_flight, check_deliveries, take_swap
 from streams.worker.feeds import DriftFeed, remember
-from streams.worker.flow import Flow
+from streams.worker.flow import TP, Flow
 from streams.worker.holding import HeldInput
 from streams.worker.membership import Membership
 from streams.worker.outputs import Outputs
@@ -157,7 +157,7 @@ class ScoringWorker:
                     if summary.consumed >= max_events:
                         break
                     want = min(want, max_events - summary.consumed)
-                revokes = membership.revokes
+                revokes, epochs = membership.revokes, membership.epochs()
                 messages = membership.take(want, self.settings.batch.timeout_seconds)
                 self.producer.poll(0)  # delivery reports: advance the commit positions
                 check_deliveries(self.tracker)
@@ -180,7 +180,7 @@ class ScoringWorker:
                 if summary.first_message_at is None:
                     summary.first_message_at = time.time()
                     cpu_started = time.process_time()
-                self._handle(messages, revokes)
+                self._handle(messages, revokes, epochs)
                 bound_in_flight(
                     self.tracker,
                     self.producer,
@@ -209,18 +209,19 @@ class ScoringWorker:
             logger.error("%d outputs unacknowledged at shutdown: not committed", remaining)
         check_deliveries(self.tracker)
 
-    def _handle(self, messages: list[Message], revokes: int) -> None:
-        """One batch: score it through the gate, count it, publish it. ``revokes`` is the
-        membership's count before the batch was taken: a revoke served while it was taken or
-        scored makes it stale, and it is dropped and read again by each partition's owner."""
+    def _handle(self, messages: list[Message], revokes: int, epochs: dict[TP, int]) -> None:
+        """One batch: score it through the gate, count it, publish it. ``revokes`` and
+        ``epochs`` are the membership's before the batch was taken: a revoke served while it
+        was taken or scored makes it stale; it is dropped, and each partition owned throughout
+        is put back to its first message (the others restart from their commit)."""
         inbound = to_inbound(messages)
-        metrics.MESSAGES_CONSUMED.labels(topic=self.topics.input.name).inc(len(inbound))
-        metrics.BATCH_MESSAGES.observe(len(inbound))
         t0 = time.perf_counter()
         result = self._score(inbound, revokes)
         if result is None:
-            self.flow.rewind(self.membership.consumer, inbound)
+            self.flow.rewind(self.membership.consumer, inbound, self.membership.kept(epochs))
             return
+        metrics.MESSAGES_CONSUMED.labels(topic=self.topics.input.name).inc(len(inbound))
+        metrics.BATCH_MESSAGES.observe(len(inbound))
         t1 = time.perf_counter()
         signals: list[dict[str, Any]] = []
         feed = self._drift_feed
@@ -250,12 +251,13 @@ class ScoringWorker:
 
     def _score(self, inbound: list[Inbound], revokes: int) -> BatchResult | None:
         """The batch's result through the dependency gate, counted; None when it must be
-        dropped uncommitted (stopping, or partitions revoked meanwhile)."""
+        dropped uncommitted (partitions revoked meanwhile, or a stop while input is held)."""
         shell = HeldInput(
             flow=self.flow,
             membership=self.membership,
             producer=self.producer,
             stopping=lambda: self.stopping,
+            clock=time.monotonic,
             beat=self._beat,
             revokes=revokes,
         )

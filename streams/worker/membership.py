@@ -67,6 +67,9 @@ class Membership:
         self._next_commit = 0.0
         self._next_lag_sample = 0.0
         self._owned: frozenset[TP] = frozenset()
+        # Per partition, how many times it was assigned: a partition whose count moved since a
+        # batch was taken was revoked and assigned again meanwhile.
+        self._epochs: dict[TP, int] = {}
         self.consumer = self._new_consumer()
 
     def _new_consumer(self) -> Consumer:
@@ -83,6 +86,16 @@ class Membership:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+
+    def epochs(self) -> dict[TP, int]:
+        """The owned partitions with their assignment counts (a snapshot: compare it later with
+        ``kept`` to find those owned without a break)."""
+        return {tp: self._epochs.get(tp, 0) for tp in self._owned}
+
+    def kept(self, before: dict[TP, int]) -> set[TP]:
+        """The partitions of ``before`` still owned, and not assigned again since."""
+        now = self.epochs()
+        return {tp for tp, epoch in before.items() if now.get(tp) == epoch}
 
     def owned(self) -> set[TP]:
         """The partitions assigned to this member, as its callbacks recorded them (safe to read
@@ -135,10 +148,14 @@ class Membership:
     # -- rebalance callbacks (served inside consume/poll) ---------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if consumer is not self.consumer:
+            return  # a replaced consumer closing on its own thread: not ours any more
         self.assigned_at = time.monotonic()
         self.lost_at = None
         self.flow.assigned(consumer, partitions)
-        self._owned = self._owned | {(tp.topic, tp.partition) for tp in partitions}
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self._epochs = self._epochs | {k: self._epochs.get(k, 0) + 1 for k in keys}
+        self._owned = self._owned | set(keys)
         self.summary.rebalances += 1
         logger.info(
             "partitions assigned: %s",
@@ -149,6 +166,8 @@ class Membership:
         """Routine: wait (bounded) for the revoked partitions' outputs, commit what is
         acknowledged, and forget them. Their unacknowledged work is read again by the next
         owner: duplicates with the same prediction id, never a gap."""
+        if consumer is not self.consumer:
+            return
         self.revokes += 1
         keys = [(tp.topic, tp.partition) for tp in partitions]
         deadline = time.monotonic() + REVOKE_FLUSH_SECONDS
@@ -160,6 +179,8 @@ class Membership:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """The group moved on without us (session expired): nothing may be committed."""
+        if consumer is not self.consumer:
+            return
         self.revokes += 1
         self.lost_at = time.monotonic()
         keys = [(tp.topic, tp.partition) for tp in partitions]

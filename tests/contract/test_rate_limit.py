@@ -7,7 +7,7 @@ import uuid
 
 import redis
 
-from services.ratelimit.bucket import RedisTokenBuckets
+from services.ratelimit.bucket import API_NAMESPACE, API_PRODUCER_PREFIX, RedisTokenBuckets
 
 
 def test_burst_then_refill_per_producer(redis_url: str) -> None:
@@ -37,3 +37,14 @@ def test_tokens_given_back_are_taken_again_up_to_the_burst(redis_url: str) -> No
     assert buckets.take({"p": 10, "never-seen": 20}) == {"p": 4, "never-seen": 10}
     buckets.give_back({"p": 100})
     assert buckets.take({"p": 100}) == {"p": 10}  # never more than the burst
+
+
+def test_a_producer_claiming_an_api_id_never_touches_the_api_keys_bucket(redis_url: str) -> None:
+    """The stream's buckets and the API's per-key buckets live under different names: a Kafka
+    producer whose header says `api:k1` cannot drain key k1's budget."""
+    prefix = f"t:{uuid.uuid4().hex}:"
+    client = redis.Redis.from_url(redis_url)
+    api = RedisTokenBuckets(client, prefix, rate=0.001, burst=10, namespace=API_NAMESPACE)
+    stream = RedisTokenBuckets(client, prefix, rate=0.001, burst=10)
+    assert stream.take({f"{API_PRODUCER_PREFIX}k1": 10, "k1": 10}) == {"api:k1": 10, "k1": 10}
+    assert api.take({"k1": 10}) == {"k1": 10}  # its whole burst is still there

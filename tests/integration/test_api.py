@@ -216,6 +216,18 @@ JUNK = st.recursive(
 )
 
 
+def test_json_nested_deeper_than_python_is_a_422_not_a_500(
+    api: tuple[Pipeline, Server, str],
+) -> None:
+    """`json.loads` raises RecursionError, not ValueError, on deep nesting: 1 KB of `[`."""
+    _, server, token = api
+    for route in ("/v1/events", "/v1/predict"):
+        code, _, answer = call(f"{server.url}{route}", raw=b"[" * 5000 + b"]" * 5000, token=token)
+        assert code == 422, (route, code, answer)
+        code, _, _ = call(f"{server.url}{route}", raw=b'{"events": ' + b"[" * 1000, token=token)
+        assert code == 422, route
+
+
 def test_fuzzing_from_the_openapi_document_finds_no_500(api: tuple[Pipeline, Server, str]) -> None:
     p, server, token = api
     doc = call(f"{server.url}/openapi.json", method="GET")[2]

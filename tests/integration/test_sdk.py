@@ -10,12 +10,16 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 import pytest
+from confluent_kafka import Producer
 
+from services.kafka.config import producer_config
+from services.kafka.topics import TopicSpec
 from streams.runtime import scoring_worker
 from streams.sdk import EventProducer, InvalidEvent, PredictionConsumer
 from tests.integration.pipeline_env import Pipeline, domain_fixture
@@ -179,3 +183,51 @@ def test_the_consumer_drops_redeliveries_and_commits_what_was_handled(
         while first is not None and first.event_id not in ids:
             first = c.poll(30)
     assert first is not None and first.event_id == ids[3]
+
+
+def test_without_auto_commit_only_what_the_caller_confirmed_is_committed(
+    payments: Pipeline, topic_factory: Callable[..., TopicSpec]
+) -> None:
+    """A caller collects predictions, stores some, confirms them with commit(), then fails to
+    store the rest and leaves the `with` block: the unconfirmed ones come again, and a
+    redelivery skipped after them does not carry the commit past them."""
+    p = payments
+    codec = p.codec("Prediction")
+    example = {
+        "prediction_id": "x",
+        "card_id": "card-1",
+        "merchant_id": "m-1",
+        "score": 0.5,
+        "model_name": "fraud",
+        "model_version": "1",
+        "variant": "champion",
+        "degraded": False,
+        "missing_features": [],
+        "event_time": 1,
+        "scored_at": 2,
+    }
+    topic = topic_factory(partitions=1, record="Prediction").name  # this test's alone
+    ids = [f"manual-{uuid.uuid4().hex[:8]}-{i}" for i in range(8)]
+    producer = Producer(producer_config(p.settings))
+    for event_id in [*ids, ids[6]]:  # ids[6] again at the end: a redelivery to skip
+        producer.produce(topic, key=b"c", value=codec.encode_one(example | {"event_id": event_id}))
+    assert producer.flush(30) == 0
+    group = f"sdk-manual-{uuid.uuid4().hex[:8]}"
+
+    def take(c: PredictionConsumer, n: int) -> list[str]:
+        got: list[str] = []
+        while len(got) < n:
+            pred = c.poll(30)
+            assert pred is not None, got
+            if pred.event_id in ids:
+                got.append(pred.event_id)
+        return got
+
+    with PredictionConsumer(group, p.settings, topic=topic, auto_commit=False) as c:
+        assert take(c, 3) == ids[:3]
+        c.commit()  # stored: confirmed
+        assert take(c, 5) == ids[3:]
+        assert c.poll(10) is None  # reads the redelivery of ids[6] and skips it
+        assert c.duplicates == 1
+    with PredictionConsumer(group, p.settings, topic=topic, auto_commit=False) as c:
+        assert take(c, 5) == ids[3:]  # never confirmed: delivered again

@@ -1,13 +1,17 @@
-"""docker-compose.kafka.yml cannot run here (no Docker engine); check its wiring instead."""
+"""docker-compose.kafka.yml's wiring, checked without an engine (`make compose-test` runs it)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from services.core.settings import iter_env_vars
+
 ROOT = Path(__file__).resolve().parents[2]
+BROKERS = ("kafka-1", "kafka-2", "kafka-3")
 
 
 def _compose() -> dict[str, Any]:
@@ -15,38 +19,81 @@ def _compose() -> dict[str, Any]:
     return data
 
 
-def test_kafka_is_kraft_without_zookeeper() -> None:
+def _pom_kafka_version() -> str:
+    match = re.search(
+        r"<kafka.version>(.+?)</kafka.version>", (ROOT / "deploy/kafka/pom.xml").read_text()
+    )
+    assert match is not None
+    return match.group(1)
+
+
+def test_kafka_is_three_kraft_nodes_of_the_tested_release() -> None:
     services = _compose()["services"]
     assert "zookeeper" not in services
-    env = services["kafka"]["environment"]
-    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
-    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
-    assert services["kafka"]["image"].startswith("apache/kafka:4.")
+    voters = ",".join(f"{i}@{b}:9093" for i, b in enumerate(BROKERS, start=1))
+    for number, name in enumerate(BROKERS, start=1):
+        broker = services[name]
+        env = broker["environment"]
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+        assert env["KAFKA_NODE_ID"] == number
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == voters
+        assert (env["KAFKA_DEFAULT_REPLICATION_FACTOR"], env["KAFKA_MIN_INSYNC_REPLICAS"]) == (3, 2)
+        # The image defaults to the release the tests run (deploy/kafka/pom.xml).
+        assert broker["image"] == "${KAFKA_IMAGE:-apache/kafka:" + _pom_kafka_version() + "}"
+        # Containers use the INTERNAL listener; the host, the port each broker advertises.
+        advertised = env["KAFKA_ADVERTISED_LISTENERS"]
+        assert f"INTERNAL://{name}:29092" in advertised
+        external = advertised.split("EXTERNAL://localhost:")[1]
+        assert broker["ports"] == [f"127.0.0.1:{external}:9092"]
+    assert len({services[b]["environment"]["CLUSTER_ID"] for b in BROKERS}) == 1
 
 
 def test_services_reach_each_other_by_the_internal_listener() -> None:
     services = _compose()["services"]
-    internal = "kafka:29092"
-    assert internal in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
-    sr = services["schema-registry"]["environment"]
-    assert sr["SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS"] == f"PLAINTEXT://{internal}"
-    init = services["init"]["environment"]
-    assert init["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"] == internal
-    assert init["STREAMSCORE_SCHEMA_REGISTRY__URL"] == "http://schema-registry:8081"
+    internal = ",".join(f"{b}:29092" for b in BROKERS)
+    for name in ("init", "scoring", "control-plane", "api"):
+        env = services[name]["environment"]
+        assert env["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"] == internal, name
+        assert env["STREAMSCORE_REDIS__URL"] == "redis://redis:6379/0", name
+        assert env["STREAMSCORE_MODEL__TRACKING_URI"] == "http://mlflow:5000", name
+        assert services[name]["build"]["args"]["BASE_IMAGE"] == "${BASE_IMAGE:-python:3.11-slim}"
     assert (ROOT / services["init"]["build"]["dockerfile"]).is_file()
+
+
+def test_every_streamscore_variable_is_a_setting() -> None:
+    known = {name for name, _ in iter_env_vars()}
+    for name, svc in _compose()["services"].items():
+        used = {k for k in svc.get("environment", {}) if k.startswith("STREAMSCORE_")}
+        assert used <= known, (name, used - known)
 
 
 def test_every_depends_on_names_a_service_with_a_healthcheck() -> None:
     services = _compose()["services"]
     for name, svc in services.items():
-        for dep in svc.get("depends_on", {}):
+        for dep, rule in svc.get("depends_on", {}).items():
             assert dep in services, f"{name} depends on unknown {dep}"
-            assert "healthcheck" in services[dep], f"{dep} has no healthcheck"
+            if rule["condition"] == "service_healthy":
+                assert "healthcheck" in services[dep], f"{dep} has no healthcheck"
+            else:
+                assert rule["condition"] == "service_completed_successfully", (name, dep)
+
+
+def test_workers_wait_for_the_init_job_and_scale() -> None:
+    services = _compose()["services"]
+    assert services["init"]["restart"] == "no"
+    for name in ("scoring", "control-plane", "api"):
+        depends = services[name]["depends_on"]
+        assert depends["init"] == {"condition": "service_completed_successfully"}, name
+    # Replicas of the scoring service publish no port (they would collide); Prometheus finds
+    # each one by the service's DNS name.
+    assert "ports" not in services["scoring"]
 
 
 def test_prometheus_and_grafana_load_the_files_we_test() -> None:
     services = _compose()["services"]
     mounts = {m.split(":")[0]: m.split(":")[1] for m in services["prometheus"]["volumes"]}
+    assert mounts["./deploy/prometheus/prometheus.yml"] == "/etc/prometheus/prometheus.yml"
     assert mounts["./deploy/prometheus/alerts.yml"] == "/etc/prometheus/alerts.yml"
     scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     assert scrape["rule_files"] == ["/etc/prometheus/alerts.yml"]
@@ -65,7 +112,9 @@ def test_workers_use_the_registry_server_and_report_readiness() -> None:
     services = _compose()["services"]
     env = services["scoring"]["environment"]
     assert env["STREAMSCORE_MODEL__TRACKING_URI"] == "http://mlflow:5000"
-    assert "/readyz" in " ".join(services["scoring"]["healthcheck"]["test"])
+    # The image's healthcheck script with --ready asks /readyz of the role's port.
+    check = services["scoring"]["healthcheck"]["test"]
+    assert check[-2:] == ["/opt/streamscore/healthcheck.py", "--ready"]
     assert services["scoring"]["command"] == ["worker", "scoring"]
 
 

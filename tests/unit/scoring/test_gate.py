@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.core.errors import FeatureStoreUnavailable
+from services.core.errors import FeatureStoreUnavailable, SchemaRegistryUnavailable
 from services.core.records import Inbound
 from services.scoring.gate import FEATURE_RETRIES, FEATURE_STORE_DOWN, DependencyGate
 from services.scoring.model import LoadedModel
@@ -109,7 +109,7 @@ def test_a_shell_that_gives_up_gets_the_error_at_once(model: LoadedModel) -> Non
     gate = DependencyGate("pause", retries=1)
     with pytest.raises(FeatureStoreUnavailable):
         gate.run(_stages(model, Flaky(10**6)), _batch(), lambda: NOW, shell)
-    assert shell.calls == ["hold:redis"] and not gate.holding
+    assert shell.calls == ["hold:redis", "release"] and not gate.holding
 
 
 # The model fixture is read-only: sharing it across examples is safe.
@@ -138,3 +138,37 @@ def test_every_input_is_accounted_for_whatever_the_outages(
         calls = Counter(shell.calls)
         assert calls["release"] == sum(v for k, v in calls.items() if k.startswith("hold"))
         assert not gate.holding
+
+
+def test_a_batch_abandoned_while_it_scored_is_dropped(model: LoadedModel) -> None:
+    """A rebalance served while the batch was scored (no outage at all): dropped, not
+    published, so no output is written for a partition this member may no longer own."""
+    shell = Shell()
+    shell.abandoned = lambda: True  # type: ignore[method-assign]
+    assert (
+        DependencyGate("pause").run(_stages(model, STORE.get_many), _batch(), lambda: NOW, shell)
+        is None
+    )
+
+
+def test_the_schema_registry_down_is_held_even_under_degrade(model: LoadedModel) -> None:
+    """Defaults stand in for features, never for a schema: without the registry nothing can
+    be decoded, so the input is held whatever the Redis policy."""
+    calls = {"n": 0}
+    real = CODEC.decode_many
+
+    class FlakyCodec:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(CODEC, name)
+
+        def decode_many(self, values: Any) -> Any:
+            calls["n"] += 1
+            if calls["n"] <= FEATURE_RETRIES + 1:
+                raise SchemaRegistryUnavailable("registry down")
+            return real(values)
+
+    shell = Shell()
+    stages = Stages.of(FlakyCodec(), RULES, SPEC, STORE.get_many, model)  # type: ignore[arg-type]
+    result = DependencyGate("degrade").run(stages, _batch(), lambda: NOW, shell)
+    assert result is not None and not result.degraded and result.n_predictions == 10
+    assert "hold:schema_registry" in shell.calls and shell.calls[-1] == "release"

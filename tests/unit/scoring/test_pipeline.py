@@ -306,3 +306,24 @@ def test_only_the_rows_a_model_fails_on_go_down_the_ladder(model: LoadedModel) -
         if i not in (7, 30):
             assert p.record["score"] == pytest.approx(expected[i], abs=1e-12)
     assert len(matrix_rows) <= 2 * 6 + 1  # bisection, not one call per row
+
+
+@pytest.mark.parametrize("backpressure", [False, True])
+def test_events_the_api_admitted_are_not_charged_again(
+    model: LoadedModel, backpressure: bool
+) -> None:
+    """The API charged `api:<key id>` when it accepted these events (202): the stream's limiter
+    must not charge them again, or accepted events become `rate_limited` dead letters."""
+    via_api = [Inbound("t", 0, i, b"k", GOOD[i], (("producer-id", b"api:k1"),)) for i in range(30)]
+    direct = [Inbound("t", 1, i, b"k", GOOD[i], (("producer-id", b"p"),)) for i in range(30)]
+    limiter = FixedQuota(5)
+    result = process_batch(
+        Stages.of(CODEC, RULES, SPEC, STORE.get_many, model),
+        via_api + direct,
+        NOW,
+        limiter=limiter,
+        backpressure=backpressure,
+    )
+    assert sum(1 for p in result.predictions if p.source.partition == 0) == 30
+    assert "api:k1" not in limiter.net and limiter.net["p"] == 5
+    assert sum(1 for p in result.predictions if p.source.partition == 1) == 5

@@ -66,7 +66,7 @@ def test_a_partition_assigned_during_a_hold_is_held_and_released_with_the_rest()
     consumer, flow = FakeConsumer(), Flow()
     consumer.assign(flow, [0])
     flow.hold_back(consumer, _msgs(0, range(3, 4)), until=100.0)
-    flow.hold(consumer)
+    flow.hold(consumer, now=0.0)
     consumer.assign(flow, [1, 2])
     assert consumer.paused == {0, 1, 2}
     flow.release(consumer)
@@ -79,14 +79,19 @@ def test_a_pause_past_its_time_is_overdue_for_the_probe() -> None:
     consumer, flow = FakeConsumer(), Flow()
     consumer.assign(flow, [0])
     flow.hold_back(consumer, _msgs(0, range(1)), until=10.0)
-    assert flow.overdue(now=20.0, grace=30.0) == []
-    assert flow.overdue(now=50.0, grace=30.0) == [(TOPIC, 0)]
+    owned = {(TOPIC, 0)}
+    assert flow.overdue(now=20.0, grace=30.0, owned=owned) == []
+    assert flow.overdue(now=50.0, grace=30.0, owned=owned) == [(TOPIC, 0)]
+    flow.resume_due(consumer, now=50.0)
+    flow.hold(consumer, now=60.0)  # a dependency down: held, decided, for a while
+    assert flow.overdue(now=80.0, grace=30.0, owned=owned) == []
+    assert flow.overdue(now=100.0, grace=30.0, owned=owned) == [(TOPIC, 0)]
 
 
-def test_rewind_seeks_only_partitions_still_owned() -> None:
+def test_rewind_seeks_only_partitions_kept_throughout() -> None:
     consumer, flow = FakeConsumer(), Flow()
-    consumer.assign(flow, [0])
-    flow.rewind(consumer, _msgs(0, range(7, 9)) + _msgs(1, range(2, 3)))
+    consumer.assign(flow, [0, 1])
+    flow.rewind(consumer, _msgs(0, range(7, 9)) + _msgs(1, range(2, 3)), kept={(TOPIC, 0)})
     assert consumer.positions == {0: 7}
 
 
@@ -117,7 +122,7 @@ def test_the_worker_and_the_client_agree_on_every_pause(schedule: list[tuple[str
         elif op == "defer" and arg in consumer.assigned and not flow.holding:
             flow.hold_back(consumer, _msgs(arg, range(10, 12)), until=now + 5)
         elif op == "hold" and not flow.holding:
-            flow.hold(consumer)
+            flow.hold(consumer, now)
         elif op == "release" and flow.holding:
             flow.release(consumer)
         elif op == "tick":

@@ -1,0 +1,157 @@
+"""The worker's batch handling with a fake consumer (no broker): a rebalance served while a
+batch is taken drops it and rewinds only the partitions owned throughout; a stop lets the batch
+in hand be published; a hold pauses everything and a revoke during it abandons the batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from confluent_kafka import Message, TopicPartition
+
+from services.codec.factory import codec_for
+from services.core.errors import FeatureStoreUnavailable
+from services.core.settings import Settings
+from services.scoring import gate
+from services.scoring.model import LoadedModel
+from services.scoring.stages import Stages
+from streams.topics import by_record, topic_table
+from streams.worker import ScoringWorker, WorkerTopics
+from tests.unit.scoring.conftest import model, model_dir  # noqa: F401 (fixtures)
+from tests.unit.scoring.test_pipeline import CODEC, GOOD, NOW, RULES, SPEC, STORE
+
+TOPIC = "feed.interactions.v1"
+
+
+class FakeConsumer:
+    """Serves scripted batches; runs the membership's rebalance callbacks inside ``consume``,
+    where librdkafka serves them; records pauses and seeks."""
+
+    def __init__(self, worker: ScoringWorker) -> None:
+        self.worker = worker
+        self.batches: list[list[Message]] = []
+        self.during: list[Any] = []  # a callback per consume call, run before it returns
+        self.paused: set[int] = set()
+        self.seeks: dict[int, int] = {}
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Message]:
+        if self.during:
+            self.during.pop(0)()
+        return self.batches.pop(0) if self.batches else []
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p) for t, p in sorted(self.worker.membership.owned())]
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.paused |= {tp.partition for tp in partitions}
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.paused -= {tp.partition for tp in partitions}
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks[tp.partition] = tp.offset
+
+    def commit(self, offsets: Any = None, asynchronous: bool = True) -> None:
+        return None
+
+
+def _worker(
+    loaded: LoadedModel, lookup: Any = STORE.get_many
+) -> tuple[ScoringWorker, FakeConsumer]:
+    settings = Settings(
+        kafka={"bootstrap_servers": "127.0.0.1:9"},  # nothing listens: no broker is used
+        metrics={"enabled": False},
+        drift={"enabled": False},
+    )
+    t = settings.topics
+    table = {x.name: x for x in topic_table(t)}
+    codec_out = codec_for(settings, by_record(t, "Prediction"))
+    codec_dlq = codec_for(settings, by_record(t, "DeadLetter"))
+    worker = ScoringWorker(
+        settings,
+        topics=WorkerTopics(table[t.events], table[t.predictions], by_record(t, "DeadLetter")),
+        stages=Stages.of(CODEC, RULES, SPEC, lookup, loaded),
+        prediction_codec=codec_out,
+        dead_letter_codec=codec_dlq,
+        clock_ms=lambda: NOW,
+    )
+    fake = FakeConsumer(worker)
+    worker.membership.consumer = fake  # type: ignore[assignment]
+    return worker, fake
+
+
+def _messages(partition: int, first: int, n: int) -> list[Message]:
+    return [
+        Message(topic=TOPIC, partition=partition, offset=first + i, key=b"k", value=GOOD[i])
+        for i in range(n)
+    ]
+
+
+def _assign(worker: ScoringWorker, fake: FakeConsumer, *partitions: int) -> None:
+    worker.membership._on_assign(fake, [TopicPartition(TOPIC, p) for p in partitions])  # type: ignore[arg-type]
+
+
+def _revoke(worker: ScoringWorker, fake: FakeConsumer, *partitions: int) -> None:
+    worker.membership._on_revoke(fake, [TopicPartition(TOPIC, p) for p in partitions])  # type: ignore[arg-type]
+
+
+def _take_and_handle(worker: ScoringWorker) -> None:
+    revokes, epochs = worker.membership.revokes, worker.membership.epochs()
+    batch = worker.membership.take(100, 0.01)
+    worker._handle(batch, revokes, epochs)
+
+
+def test_a_revoke_while_the_batch_is_taken_drops_it_and_rewinds_what_stayed(
+    model: LoadedModel,  # noqa: F811
+) -> None:
+    worker, fake = _worker(model)
+    _assign(worker, fake, 0, 1)
+    fake.batches = [_messages(0, 5, 3) + _messages(1, 7, 3)]
+    fake.during = [lambda: _revoke(worker, fake, 1)]
+    _take_and_handle(worker)
+    assert worker.summary.consumed == 0 and worker.tracker.in_flight() == 0  # nothing written
+    assert fake.seeks == {0: 5}  # partition 1 is not ours: its next owner reads it
+
+
+def test_a_partition_revoked_and_assigned_again_is_not_sought(
+    model: LoadedModel,  # noqa: F811
+) -> None:
+    worker, fake = _worker(model)
+    _assign(worker, fake, 0, 1)
+    fake.batches = [_messages(0, 5, 3) + _messages(1, 7, 3)]
+    fake.during = [lambda: (_revoke(worker, fake, 1), _assign(worker, fake, 1))]
+    _take_and_handle(worker)
+    # Partition 1 restarts from its commit by itself: seeking it to 7 would skip what lies
+    # between the commit and 7.
+    assert fake.seeks == {0: 5}
+
+
+def test_a_stop_lets_the_batch_in_hand_be_published(model: LoadedModel) -> None:  # noqa: F811
+    worker, fake = _worker(model)
+    _assign(worker, fake, 0)
+    fake.batches = [_messages(0, 0, 4)]
+    fake.during = [worker.request_stop]
+    _take_and_handle(worker)
+    assert worker.summary.predictions == 4 and fake.seeks == {}
+
+
+def test_a_hold_pauses_all_and_a_revoke_during_it_abandons_the_batch(
+    model: LoadedModel,  # noqa: F811
+) -> None:
+    calls = {"n": 0}
+
+    def down(requests: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 8:  # while held: the group takes partition 1 away
+            _revoke(worker, fake, 1)
+        raise FeatureStoreUnavailable("redis down")
+
+    worker, fake = _worker(model, down)
+    _assign(worker, fake, 0, 1)
+    fake.batches = [_messages(0, 5, 2) + _messages(1, 9, 2)]
+    with pytest.MonkeyPatch.context() as mp:  # the gate's real waits, made short
+        mp.setattr(gate, "FIRST_BACKOFF_SECONDS", 0.001)
+        mp.setattr(gate, "MAX_BACKOFF_SECONDS", 0.002)
+        _take_and_handle(worker)
+    assert not worker.flow.holding and fake.paused == set()  # the hold was released
+    assert worker.summary.consumed == 0 and fake.seeks == {0: 5}
