@@ -1,0 +1,163 @@
+"""deploy/k8s/base rendered and validated offline: every object against the Kubernetes OpenAPI
+schema (strict: unknown fields are errors), the KEDA ScaledObject against our topic table, and
+every STREAMSCORE_* variable against the settings. No cluster runs here (docs/deployment.md).
+
+The schemas ship in the `kubernetes-validate` package (a dev dependency), one per Kubernetes
+release; KEDA's ScaledObject is a custom resource and has none there, so it is checked field by
+field below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from services.core.settings import Settings, iter_env_vars
+from streams.topics import by_record, topic_table
+
+BASE = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base"
+# The oldest release still maintained when this was written; objects valid there are valid later.
+KUBERNETES = "1.33.0"
+ROLE_PORTS = {"worker scoring": 9464, "worker control-plane": 9465, "api serve": 8000}
+
+
+def render() -> list[dict[str, Any]]:
+    """What `kustomize build` makes of the base: its resources, with the common labels."""
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    assert set(kustomization) <= {"apiVersion", "kind", "labels", "resources"}, (
+        "this renderer knows resources and labels only; extend it with the kustomization"
+    )
+    labels: dict[str, str] = {}
+    for entry in kustomization.get("labels", []):
+        labels.update(entry["pairs"])
+    objects = []
+    for name in kustomization["resources"]:
+        for doc in yaml.safe_load_all((BASE / name).read_text()):
+            if doc:
+                doc["metadata"].setdefault("labels", {}).update(labels)
+                objects.append(doc)
+    return objects
+
+
+OBJECTS = render()
+
+
+def _by_kind(kind: str) -> list[dict[str, Any]]:
+    return [o for o in OBJECTS if o["kind"] == kind]
+
+
+def _pod_specs() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (o["metadata"]["name"], o["spec"]["template"]["spec"])
+        for o in OBJECTS
+        if o["kind"] in ("Deployment", "Job")
+    ]
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [o for o in OBJECTS if o["apiVersion"] != "keda.sh/v1alpha1"],
+    ids=lambda o: f"{o['kind']}/{o['metadata']['name']}",
+)
+def test_every_object_is_valid_kubernetes(obj: dict[str, Any]) -> None:
+    kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+
+
+def test_the_base_holds_every_role_and_every_file() -> None:
+    listed = set(yaml.safe_load((BASE / "kustomization.yaml").read_text())["resources"])
+    assert listed == {p.name for p in BASE.glob("*.yaml")} - {"kustomization.yaml"}
+    names = {o["metadata"]["name"] for o in _by_kind("Deployment")}
+    assert names == {
+        "streamscore-scoring",
+        "streamscore-control-plane",
+        "streamscore-api",
+        "mlflow",
+    }
+    assert [o["metadata"]["name"] for o in _by_kind("Job")] == ["streamscore-init"]
+
+
+def test_every_streamscore_variable_is_a_setting() -> None:
+    known = {name for name, _ in iter_env_vars()}
+    used: set[str] = set()
+    for config in _by_kind("ConfigMap"):
+        used |= {k for k in config["data"] if k.startswith("STREAMSCORE_")}
+    for _, spec in _pod_specs():
+        for container in spec["containers"]:
+            used |= {e["name"] for e in container.get("env", [])}
+    assert used, "no STREAMSCORE_ variables found"
+    assert used <= known, used - known
+
+
+def test_secrets_come_from_a_secret_and_only_from_there() -> None:
+    secret_fields = {
+        name for name, field in iter_env_vars() if "SecretStr" in str(field.annotation)
+    }
+    for config in _by_kind("ConfigMap"):
+        assert not set(config["data"]) & secret_fields
+    for name, spec in _pod_specs():
+        for container in spec["containers"]:
+            for env in container.get("env", []):
+                if env["name"] in secret_fields:
+                    assert "secretKeyRef" in env["valueFrom"], (name, env["name"])
+
+
+def test_pods_run_non_root_on_a_read_only_root_filesystem() -> None:
+    for name, spec in _pod_specs():
+        assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["runAsUser"] == 10001, name  # the image's user
+        assert spec["automountServiceAccountToken"] is False, name
+        for container in spec["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["capabilities"]["drop"] == ["ALL"], name
+            mounts = {m["mountPath"] for m in container["volumeMounts"]}
+            assert "/tmp" in mounts, name  # the only writable places are volumes
+            assert {"requests", "limits"} <= set(container["resources"]), name
+
+
+def test_workers_probe_healthz_and_readyz_on_their_role_port() -> None:
+    for name, spec in _pod_specs():
+        for container in spec["containers"]:
+            role = " ".join(container.get("args", [])[:2])
+            if role not in ROLE_PORTS:
+                continue
+            port = ROLE_PORTS[role]
+            assert [p["containerPort"] for p in container["ports"]] == [port], name
+            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", name
+            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+
+
+def test_every_replicated_deployment_has_a_disruption_budget() -> None:
+    budgets = {
+        o["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+        for o in _by_kind("PodDisruptionBudget")
+    }
+    scaled = {"streamscore-scoring", "streamscore-api"}
+    assert scaled <= budgets
+
+
+def test_keda_scales_the_scoring_workers_on_lag_up_to_the_partitions() -> None:
+    (scaled,) = _by_kind("ScaledObject")
+    assert scaled["apiVersion"] == "keda.sh/v1alpha1"
+    spec = scaled["spec"]
+    assert spec["scaleTargetRef"]["name"] == "streamscore-scoring"
+    settings = Settings()
+    events = by_record(settings.topics, settings.topics.event_record)
+    (trigger,) = spec["triggers"]
+    assert trigger["type"] == "kafka"
+    meta = trigger["metadata"]
+    assert meta["topic"] == events.name
+    assert meta["consumerGroup"] == settings.worker.scoring_group
+    assert int(meta["lagThreshold"]) > 0
+    assert meta["allowIdleConsumers"] == "false"
+    # A partition has one reader per group: workers past the partition count would be idle.
+    assert spec["maxReplicaCount"] == events.partitions
+    assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    (config,) = _by_kind("ConfigMap")
+    assert meta["bootstrapServers"] == config["data"]["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]
+    assert {t.name for t in topic_table(settings.topics)} >= {events.name}
