@@ -48,6 +48,8 @@ from streams.sdk import EventValidator, InvalidEvent
 from streams.topics import by_record
 
 logger = logging.getLogger(__name__)
+# Beyond message.timeout.ms, how long a delivery report may take to reach the API.
+DELIVERY_REPORT_GRACE = 5.0
 
 JSON_TYPES = {
     "string": {"type": "string"},
@@ -117,7 +119,10 @@ class Api:
         self.input_topic = t.events
         self.shadow_topic = t.shadow_predictions
         self.prediction_codec = codec_for(settings, by_record(t, t.prediction_record))
-        self.producer = Producer(producer_config(settings))
+        # A send is reported delivered or failed within the API's delivery timeout (never
+        # delivered later, after the client was told it failed and retried it).
+        timeout_ms = int(settings.api.delivery_timeout_seconds * 1000)
+        self.producer = Producer(producer_config(settings, **{"message.timeout.ms": timeout_ms}))
         client = redis_client(settings)
         self.keys = ApiKeys(client, settings.redis.key_prefix)
         self._client = client
@@ -184,7 +189,11 @@ class Api:
         return good, errors
 
     def publish(self, events: list[dict[str, Any]], producer_id: str) -> tuple[list[str], str]:
-        """Send ``events``; returns the ids the broker acknowledged and why others were not."""
+        """Send ``events``; returns the ids the broker acknowledged and why others were not.
+
+        The answer waits for a delivery report of every event that was queued, so the ids it
+        gives are final: an event it does not list was not written (a refusal part-way stops
+        the sending, and what was queued before it is still waited for)."""
         codec = self.scorer.codec
         key_field = self.scorer.domain.key_field
         done = threading.Event()
@@ -201,6 +210,8 @@ class Api:
                     done.set()
 
         header: list[tuple[str, str | bytes | None]] = [(PRODUCER_HEADER, producer_id.encode())]
+        refused = ""
+        queued = 0
         try:
             for e, value in zip(events, codec.encode_many(events), strict=True):
                 eid = str(e["event_id"])
@@ -211,12 +222,18 @@ class Api:
                     headers=header,
                     on_delivery=functools.partial(report, event_id=eid),
                 )
+                queued += 1
         except (BufferError, KafkaException) as exc:
-            return acked, f"the producer refused the send: {exc}"
-        waited = done.wait(self.settings.api.delivery_timeout_seconds)
+            refused = f"the producer refused the send: {exc}"
+            with lock:
+                pending[0] -= len(events) - queued  # never queued: no report will come
+                if pending[0] == 0:
+                    done.set()
+        # message.timeout.ms bounds every report; a little more for the report to arrive.
+        waited = done.wait(self.settings.api.delivery_timeout_seconds + DELIVERY_REPORT_GRACE)
         with lock:
             ok = set(acked)
-            why = failed[0] if failed else ""
+            why = refused or (failed[0] if failed else "")
         in_order = [str(e["event_id"]) for e in events if str(e["event_id"]) in ok]
         metrics.MESSAGES_PRODUCED.labels(topic=self.input_topic).inc(len(in_order))
         if not waited:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -54,8 +55,27 @@ class _TextWriter:
             self.writer.writerows(rows)
         self.f.flush()
 
+    def size(self) -> int:
+        """Bytes written so far, on disk (the resume point a progress file records)."""
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        return self.f.tell()
+
     def close(self) -> None:
         self.f.close()
+
+
+def _cut_to(path: Path, size: int | None) -> None:
+    """Drop what an interrupted run wrote after its last recorded chunk."""
+    if size is not None and path.exists() and path.stat().st_size > size:
+        os.truncate(path, size)
+
+
+def _write_progress(path: Path, state: dict[str, Any]) -> None:
+    """Write-then-rename: a crash leaves the previous progress file or the new one, whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 class _ParquetWriter:
@@ -137,6 +157,10 @@ def score_file(
             raise ConfigError(f"{progress_path} belongs to {state['source']}, not {source}")
         done = int(state["rows_done"])
         model_version = state["model_version"]
+        # Outputs of a chunk are written before its progress: cut what came after the last
+        # recorded chunk, or those rows would be written twice.
+        _cut_to(out, state.get("out_bytes"))
+        _cut_to(_rejects_file(out), state.get("rejects_bytes"))
     registry = MlflowRegistry(s)
     with a.err.status("loading the model..."):
         model = registry.load(alias=alias or "champion", version=model_version)
@@ -217,14 +241,15 @@ def score_file(
                 counts["predictions"] += len(lines)
                 counts["refused"] += len(refused)
                 counts["rows"] = row
-                progress_path.write_text(
-                    json.dumps(
-                        {
-                            "source": str(source.resolve()),
-                            "rows_done": row,
-                            "model_version": scorer.serving.champion.version,
-                        }
-                    )
+                _write_progress(
+                    progress_path,
+                    {
+                        "source": str(source.resolve()),
+                        "rows_done": row,
+                        "model_version": scorer.serving.champion.version,
+                        "out_bytes": predictions.size() if hasattr(predictions, "size") else None,
+                        "rejects_bytes": rejects.size(),
+                    },
                 )
                 bar.update(task, completed=row)
     finally:

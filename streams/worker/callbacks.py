@@ -4,6 +4,7 @@ a dead letter's, which writes it again without its original when the broker refu
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError
@@ -24,17 +25,23 @@ class Rescuer(Protocol):
 
 
 class BestEffort:
-    """Delivery callback of an output that must not hold back commits."""
+    """Delivery callback of an output that must not hold back commits: a failure is counted,
+    and logged at most every ``LOG_EVERY_SECONDS`` per topic (a dead topic fails them all)."""
 
-    __slots__ = ("topic",)
+    __slots__ = ("topic", "_logged_at")
+    LOG_EVERY_SECONDS = 10.0
 
     def __init__(self, topic: str) -> None:
         self.topic = topic
+        self._logged_at = -self.LOG_EVERY_SECONDS
 
     def __call__(self, err: KafkaError | None, _msg: Any = None) -> None:
         if err is not None:
             metrics.PUBLISH_FAILURES.labels(topic=self.topic).inc()
-            logger.warning("best-effort output to %s not delivered: %s", self.topic, err)
+            now = time.monotonic()
+            if now - self._logged_at >= self.LOG_EVERY_SECONDS:
+                self._logged_at = now
+                logger.warning("best-effort output to %s not delivered: %s", self.topic, err)
 
 
 # The broker or the client refuses a message for its size with one of these.

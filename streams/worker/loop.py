@@ -160,6 +160,7 @@ class ScoringWorker:
                 revokes, epochs = membership.revokes, membership.epochs()
                 messages = membership.take(want, self.settings.batch.timeout_seconds)
                 self.producer.poll(0)  # delivery reports: advance the commit positions
+                self.outputs.poll_side()
                 check_deliveries(self.tracker)
                 membership.commit_if_due(now)
                 if not messages:
@@ -204,6 +205,7 @@ class ScoringWorker:
         self._flush_drift(force=True)
         self._io.shutdown(wait=True)  # the last prediction-store write included
         remaining = self.producer.flush(30)
+        self.outputs.poll_side(flush_seconds=5.0)  # best effort: a bounded wait
         self.membership.leave()
         if remaining:
             logger.error("%d outputs unacknowledged at shutdown: not committed", remaining)

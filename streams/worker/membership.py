@@ -200,10 +200,14 @@ class Membership:
     # -- commits ------------------------------------------------------------------------------
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        """Asynchronous commit results (served by consume/poll)."""
-        if err is None:
+        """Asynchronous commit results (served by consume/poll): a request-level error, or an
+        error on single partitions (the others were committed)."""
+        if err is not None:
+            self._commit_failed(err, [(tp.topic, tp.partition) for tp in partitions])
             return
-        self._commit_failed(err, [(tp.topic, tp.partition) for tp in partitions])
+        for tp in partitions:
+            if tp.error is not None:
+                self._commit_failed(tp.error, [(tp.topic, tp.partition)])
 
     def _commit_failed(self, err: KafkaError, keys: list[TP]) -> None:
         if err.code() == KafkaError._NO_OFFSET:

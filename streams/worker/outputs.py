@@ -66,11 +66,15 @@ class Outputs:
         dead_letter_max_bytes: int = 1_000_000,
         beat: Callable[[], None] = lambda: None,
         rescue_producer: Callable[[], Producer] | None = None,
+        side_producer: Producer | None = None,
     ) -> None:
         """``beat``: liveness, called while a full queue is waited on. ``rescue_producer``:
         builds the producer that writes dead letters again without their original (small
-        batches); the main producer when not given."""
+        batches); the main producer when not given. ``side_producer``: the best-effort
+        outputs' own (shadow scores, drift signals), so that a topic of theirs that cannot be
+        written never fills the queue predictions wait in."""
         self.producer, self.tracker, self.worker_id = producer, tracker, worker_id
+        self.side = side_producer or producer
         self.predictions_topic, self.codec_out = predictions
         self.dlq_topic, self.codec_dlq = dead_letters
         self.shadow_topic = shadow
@@ -111,7 +115,26 @@ class Outputs:
             rescue_producer=lambda: Producer(
                 producer_config(settings, **{"batch.size": 4096, "linger.ms": 0})
             ),
+            side_producer=Producer(producer_config(settings)),
         )
+
+    def _send_side(self, topic: str, value: bytes, key: bytes | None, callback: Any) -> None:
+        """A best-effort output: never waits; a full queue or a refusal drops it, counted."""
+        try:
+            self.side.produce(topic, value, key, on_delivery=callback)
+        except BufferError:
+            callback(KafkaError(KafkaError._QUEUE_FULL), None)
+        except KafkaException as exc:
+            callback(exc.args[0], None)
+
+    def poll_side(self, flush_seconds: float | None = None) -> None:
+        """Serve the best-effort outputs' delivery reports (or flush them, bounded)."""
+        if self.side is self.producer:
+            return
+        if flush_seconds is None:
+            self.side.poll(0)
+        else:
+            self.side.flush(flush_seconds)
 
     def _send(
         self,
@@ -166,7 +189,7 @@ class Outputs:
         if shadow is not None and self.shadow_topic is not None:
             values = self.codec_out.encode_columns(shadow.columns(), len(shadow))
             for src, value in zip(shadow.sources, values, strict=True):
-                send(self.shadow_topic.name, value, src.key, self._shadow_cb)
+                self._send_side(self.shadow_topic.name, value, src.key, self._shadow_cb)
             metrics.MESSAGES_PRODUCED.labels(topic=self.shadow_topic.name).inc(len(values))
         if result.dead_letters:
             self._now_ms = now_ms
@@ -227,7 +250,7 @@ class Outputs:
         if signals and self.drift is not None:
             topic_spec, codec = self.drift
             for record, value in zip(signals, codec.encode_many(list(signals)), strict=True):
-                self._send(topic_spec.name, value, record["signal"].encode(), self._drift_cb)
+                self._send_side(topic_spec.name, value, record["signal"].encode(), self._drift_cb)
 
     def _open_chunks(
         self, inbound: Sequence[Inbound], result: BatchResult

@@ -350,6 +350,38 @@ def test_score_file_refuses_rows_with_reasons_and_resumes(
     assert len(out.with_name(out.name + ".rejects.jsonl").read_text().splitlines()) == 2
 
 
+def test_score_file_resume_after_outputs_written_but_not_recorded_scores_no_row_twice(
+    api: tuple[Pipeline, Server, str], tmp_path: Path
+) -> None:
+    """A run killed after a chunk's rows reached OUT but before its progress file did: the
+    resumed run must not write those rows again."""
+    p, _, _ = api
+    events = _events(p, 50, 74_000_000)
+    source, out = tmp_path / "tx.jsonl", tmp_path / "scores.jsonl"
+    source.write_text("".join(json.dumps(e) + "\n" for e in events))
+    args = ("--json", "score-file", str(source), "--out", str(out), "--chunk", "20")
+    assert cli_in_process(p, *args).returncode == 0
+    lines = out.read_bytes().splitlines(keepends=True)
+    progress = out.with_name(out.name + ".progress.json")
+    state = json.loads(progress.read_text())
+    # The progress as the first chunk left it; OUT holds every chunk's rows (written later).
+    rejects = out.with_name(out.name + ".rejects.jsonl")
+    progress.write_text(
+        json.dumps(
+            state
+            | {
+                "rows_done": 20,
+                "out_bytes": len(b"".join(lines[:20])),
+                "rejects_bytes": rejects.stat().st_size,
+            }
+        )
+    )
+    ran = cli_in_process(p, *args, "--resume")
+    assert ran.returncode == 0, ran.stderr
+    ids = [json.loads(x)["event_id"] for x in out.read_text().splitlines()]
+    assert sorted(ids) == sorted(e["event_id"] for e in events)  # each row once
+
+
 def test_the_api_follows_the_registry_shadow_then_promote(
     api: tuple[Pipeline, Server, str],
 ) -> None:
@@ -409,3 +441,43 @@ def test_the_keys_commands(api: tuple[Pipeline, Server, str]) -> None:
     assert cli_in_process(p, "api", "keys", "revoke", key["id"]).returncode == 0
     assert call(f"{server.url}/v1/predict", event, key["token"])[0] == 401
     assert cli_in_process(p, "api", "keys", "revoke", "nosuchkey").returncode == 3
+
+
+class _RefusesAfter:
+    """A producer that queues ``n`` events, acknowledges them a little later (as a broker
+    does), then refuses the next with a full queue."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.callbacks = n, []
+
+    def produce(self, topic: str, **kw: Any) -> None:
+        if len(self.callbacks) >= self.n:
+            raise BufferError("Local: Queue full")
+        self.callbacks.append(kw["on_delivery"])
+        if len(self.callbacks) == self.n:
+            threading.Timer(0.3, lambda: [cb(None, None) for cb in self.callbacks]).start()
+
+    def poll(self, timeout: float = 0) -> int:  # the API's delivery thread serves reports
+        time.sleep(min(timeout, 0.05))
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return 0
+
+
+def test_a_send_refused_part_way_reports_every_event_that_was_written(
+    api: tuple[Pipeline, Server, str],
+) -> None:
+    """The events queued before the refusal are delivered after it: the 503 lists them as
+    accepted, so a client retries only the others (no duplicates, no losses)."""
+    p, server, _ = api
+    events = _events(p, 5, 75_000_000)
+    state = server.app.state.api
+    real = state.producer
+    state.producer = _RefusesAfter(3)
+    try:
+        accepted, why = state.publish(events, "api:test")
+    finally:
+        state.producer = real
+    assert "refused" in why
+    assert accepted == [e["event_id"] for e in events[:3]]
