@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install kafka prometheus demo test test-unit faults soak lint clean mlflow-ui
+.PHONY: install kafka prometheus demo test test-unit faults explore soak lint clean mlflow-ui
 
 install: $(STAMP)
 
@@ -59,6 +59,18 @@ faults: install
 	-@$(MAKE) --no-print-directory kafka || echo "Apache Kafka unavailable: the fault kit runs on tansu"
 	$(BIN)/python -m pytest tests/faults --broker=auto --faults --faults-report=docs/reliability.md $(PYTEST_ARGS)
 
+# The fault explorer: SEEDS random schedules of faults (workers join, leave, crash and freeze;
+# Redis pauses and restarts; the broker restarts; bursts over the rate limit; hostile input),
+# SECONDS each, on Apache Kafka, every invariant checked after each. About 1.5 min per seed.
+# A failing seed prints its schedule: reproduce it with `make explore SEED=N`.
+SEEDS ?= 50
+SECONDS_PER_SEED ?= 45
+explore: install
+	-@$(MAKE) --no-print-directory kafka || echo "Apache Kafka unavailable: the explorer needs it"
+	$(BIN)/python -m pytest tests/faults/explore --broker=kafka -q \
+	  $(if $(SEED),--explore-seed=$(SEED),--explore-seeds=$(SEEDS)) \
+	  --explore-seconds=$(SECONDS_PER_SEED) --timeout=900 $(PYTEST_ARGS)
+
 # The 10-minute soak at half the rate measured in the same run (not part of `make faults`).
 soak: install
 	-@$(MAKE) --no-print-directory kafka || echo "Apache Kafka unavailable: the soak runs on tansu"
@@ -96,12 +108,15 @@ IMAGE_ENV := APP_IMAGE=streamscore:local KAFKA_IMAGE=streamscore-kafka:$(KAFKA_V
 # Builds share the machine with tests: lowest CPU and IO priority.
 NICE := nice -n 19 ionice -c3
 DOCKER_BUILD := $(NICE) docker build --network host --build-arg BASE_IMAGE=$(BASE_IMAGE_LOCAL)
-# Compose v2 (`docker compose`) when present, else Debian's compose v1 (`docker-compose`).
-COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+# Compose v2 (`docker compose`) when present, else one `make compose-v2` built, else Debian's
+# compose v1 (`docker-compose`).
+COMPOSE_V2_VERSION ?= v2.40.3
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" \
+  || { test -x build/tools/docker-compose && echo build/tools/docker-compose; } || echo docker-compose)
 # The CA bundle the builds trust (a machine behind a TLS-inspecting proxy has its CA in it).
 BUILD_CA ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: docker-engine docker-engine-stop images compose-test lock install-locked
+.PHONY: docker-engine docker-engine-stop images compose-test compose-v2 lock install-locked
 
 # Debian's docker.io, docker-compose and debootstrap when missing (root only), and a Docker
 # daemon when none answers: host networking for builds; compose's own bridge networks work
@@ -155,6 +170,17 @@ images: docker-engine
 compose-test: install docker-engine
 	$(IMAGE_ENV) COMPOSE="$(COMPOSE)" $(NICE) $(BIN)/python -m pytest deploy/compose -p no:cacheprovider \
 	  -o addopts="" -s --timeout=1800 $(PYTEST_ARGS)
+
+# Compose v2 built from its Go module (Debian ships only v1) into build/tools/docker-compose,
+# which compose-test then prefers. Needs Go; a few minutes of CPU the first time.
+compose-v2:
+	rm -rf build/compose-src && mkdir -p build/tools
+	cp -r "$$(go mod download -json github.com/docker/compose/v2@$(COMPOSE_V2_VERSION) \
+	  | $(PYTHON) -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')" build/compose-src
+	chmod -R u+w build/compose-src
+	cd build/compose-src && $(NICE) go build -o ../tools/docker-compose \
+	  -ldflags "-X github.com/docker/compose/v2/internal.Version=$(COMPOSE_V2_VERSION)" ./cmd
+	build/tools/docker-compose version
 
 # Re-pin requirements.lock (the image) and requirements-dev.lock (`make install-locked`) from
 # pyproject's ranges, with hashes, keeping current pins where they still fit.

@@ -10,6 +10,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import signal
 import sys
 import typing
 from pathlib import Path
@@ -202,10 +203,19 @@ def _where(exc: StreamMLError) -> str:
     return f" [{kind.replace('_', ' ')} {address}]"
 
 
+def _stop_while_starting(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: maps errors to exit codes (docs/cli.md), one line on
     stderr: 0 ok, 1 failed (a dependency unreachable included), 2 usage or configuration,
-    3 not found. A traceback only with --log-level DEBUG."""
+    3 not found. A traceback only with --log-level DEBUG.
+
+    Until a command installs its own (the worker finishes its batch, flushes and commits), a
+    SIGTERM ends the process at once with 0: an orchestrator stopping a process that is still
+    starting (importing, loading its model) has nothing to wait for, and gets no error."""
+    signal.signal(signal.SIGTERM, _stop_while_starting)
     try:
         rc = cli.main(args=argv, prog_name="streamscore", standalone_mode=False)
     except click.exceptions.Abort:

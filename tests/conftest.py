@@ -41,6 +41,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Write the fault kit's table into this markdown file (between its faults markers).",
     )
     group.addoption(
+        "--explore-seeds",
+        default="0",
+        help="Run the fault explorer over seeds 1..N (`make explore SEEDS=N`); 0: the pinned ones.",
+    )
+    group.addoption(
+        "--explore-seed",
+        default=None,
+        help="Run the fault explorer on this one seed (to reproduce a failure).",
+    )
+    group.addoption(
+        "--explore-seconds",
+        default="20",
+        help="How long each explorer schedule runs (its faults, before the system settles).",
+    )
+    group.addoption(
         "--redis-url",
         default=None,
         help="Run integration tests against this existing Redis instead of the embedded one.",

@@ -154,11 +154,11 @@ def account(
     """Read every prediction and dead letter back and account for each input; ``outcomes``
     (filled when given) says what became of each input, by its index: predicted, dead, lost."""
     if expect_outputs is not None:  # wait until at least this many outputs are there
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            n = outputs_count(p)
-            if n >= expect_outputs:
-                break
+        wait_for(
+            lambda: outputs_count(p) >= expect_outputs,
+            120,
+            f"{expect_outputs} outputs (predictions and dead letters)",
+        )
     predictions = [p.codec("Prediction").decode_one(m.value()) for m in read_topic(p, "Prediction")]
     letters = [p.codec("DeadLetter").decode_one(m.value()) for m in read_topic(p, "DeadLetter")]
     by_event = Counter(str(x["event_id"]) for x in predictions if isinstance(x, dict))

@@ -74,6 +74,7 @@ def test_never_commits_past_an_unacknowledged_input(plan: list[tuple], rnd: rand
             if handled:
                 chunk = tracker.open(tp, handled[0], handled[-1] + 1, len(handled))
                 pending.extend((chunk, tp, o) for o in handled)
+                handled_end[tp] = max(handled_end.get(tp, 0), handled[-1] + 1)
             # Deferred messages are re-read: the fetch position rewinds to the first of them.
             if len(handled) < n:
                 fetch[tp] = offsets[len(handled)]
@@ -112,9 +113,14 @@ def test_never_commits_past_an_unacknowledged_input(plan: list[tuple], rnd: rand
         chunk.ack(None)
         acked[tp].add(offset)
     check(tracker.positions())
+    reached = 0
     for tp in PARTITIONS:
         if tp not in failed and tp in handled_end:
-            assert committed[tp] == handled_end[tp]
+            assert committed[tp] == handled_end[tp], (tp, committed[tp], handled_end[tp])
+            reached += 1
+    if any(op[0] == "batch" for op in plan) and not failed:
+        # the liveness half ran for every partition that handled anything
+        assert reached == len(handled_end)
 
 
 def test_a_failed_delivery_holds_its_partition_and_is_reported() -> None:

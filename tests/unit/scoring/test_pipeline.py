@@ -48,7 +48,9 @@ def inbound(values: list[bytes]) -> list[Inbound]:
     ]
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     st.lists(
         st.one_of(st.sampled_from(GOOD), st.sampled_from(BAD), st.binary(max_size=80)), max_size=60

@@ -1,0 +1,1 @@
+"""The fault explorer: seeded random schedules of faults against real processes."""

@@ -1,0 +1,384 @@
+"""The explorer's runner: real worker processes, a Redis and a broker of its own, events at a
+steady rate, a schedule of faults applied on time, then the invariants checked on what was
+written.
+
+Invariants (after the schedule, once every fault has ended):
+- every input is predicted or dead-lettered, at least once;
+- copies of a prediction for the same event and version carry the same score;
+- the group's committed offsets reach the end of every partition (lag 0: nothing stays
+  paused or unread);
+- every worker still running answers ``/readyz`` with 200;
+- a worker that exited by itself did so with a decided error (exit 1, one ERROR line), and
+  one we stopped with SIGTERM exited 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from services.embedded.stack import BROKER, EmbeddedStack
+from services.kafka.config import consumer_config, producer_config
+from streams.topics import topic_table
+from tests.faults.explore.schedule import Op
+from tests.faults.harness import (
+    OwnRedis,
+    Sent,
+    WorkerProcess,
+    account,
+    garbage_items,
+    good_items,
+    read_topic,
+)
+from tests.integration.conftest import Stack, free_port
+from tests.integration.pipeline_env import Pipeline
+from tests.waiting import wait_for
+
+SETTLE_SECONDS = 180.0  # after the schedule, the most time the system gets to catch up
+MAX_WORKERS = 3
+RATE = 250.0  # events per second, steady
+HOT_PRODUCER = "explore-hot"
+
+
+@dataclass
+class Worker:
+    proc: WorkerProcess
+    port: int
+    frozen: bool = False
+    ended: str = ""  # how we ended it: "kill", "term", or "" while running
+
+
+@dataclass
+class Run:
+    """What one schedule did and saw."""
+
+    seed: int
+    ops: list[Op]
+    done: list[str] = field(default_factory=list)
+    sent: list[Sent] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    started_workers: int = 0
+
+    def report(self) -> str:
+        lines = [f"seed {self.seed}: {len(self.ops)} operations, {len(self.sent)} events"]
+        lines += [f"  {d}" for d in self.done]
+        lines += [f"  PROBLEM: {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class Explorer:
+    """Runs one schedule against ``p`` (its Redis is ``redis``, its broker ``stack``'s)."""
+
+    def __init__(
+        self, p: Pipeline, stack: Stack, redis: OwnRedis, log_dir: Path, seconds: float
+    ) -> None:
+        self.p, self.stack, self.redis, self.log_dir = p, stack, redis, log_dir
+        self.seconds = seconds
+        self.workers: list[Worker] = []
+        self.redis_paused = self.redis_stopped = self.broker_stopped = False
+        self.burst_until = 0.0
+        self.hostile_due = False
+        self._sent_lock = threading.Lock()
+
+    # -- the stream ---------------------------------------------------------------------------
+
+    def _stream(self, run: Run, stop: threading.Event) -> None:
+        """Events at ``RATE`` on one producer, for as long as the schedule runs; while a burst
+        lasts they carry the hot producer's id (over its rate limit: backpressure defers
+        them). Where each landed comes from its delivery report."""
+        producer = Producer(producer_config(self.p.settings))
+        topic = self.p.settings.topics.events
+        failed: list[str] = []
+
+        def report(event_id: str | None) -> Any:
+            def cb(err: Any, msg: Any) -> None:
+                if err is not None:
+                    failed.append(str(err))
+                    return
+                with self._sent_lock:
+                    run.sent.append(Sent(len(run.sent), msg.partition(), msg.offset(), event_id))
+
+            return cb
+
+        index, started = 0, time.monotonic()
+        while not stop.is_set():
+            items = good_items(self.p, int(RATE / 10), start=index)
+            if time.monotonic() < self.burst_until:
+                hot = [("producer-id", HOT_PRODUCER.encode())]
+                items = [(k, v, hot, e) for k, v, _, e in items]
+            if self.hostile_due:
+                self.hostile_due = False
+                items += _hostile_items(index)
+            for key, value, headers, event_id in items:
+                while True:
+                    try:
+                        producer.produce(
+                            topic, value, key, headers=headers, on_delivery=report(event_id)
+                        )
+                        break
+                    except BufferError:
+                        producer.poll(0.1)  # the broker is away: the queue is full
+            index += len(items)
+            producer.poll(0)
+            ahead = started + index / RATE - time.monotonic()
+            if ahead > 0:
+                stop.wait(ahead)  # pacing the producer
+        if producer.flush(SETTLE_SECONDS) or failed:
+            run.problems.append(f"the load generator could not deliver: {failed[:3]}")
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def _running(self) -> list[Worker]:
+        return [w for w in self.workers if not w.ended and w.proc.proc.poll() is None]
+
+    def _pick(self, arg: float, *, thawed: bool = True) -> Worker | None:
+        candidates = [w for w in self._running() if not (thawed and w.frozen)]
+        return candidates[int(arg * len(candidates))] if candidates else None
+
+    def _join(self, run: Run) -> None:
+        if len(self._running()) >= MAX_WORKERS:
+            return
+        port = free_port()
+        env = {
+            "STREAMSCORE_METRICS__ENABLED": "true",
+            "STREAMSCORE_METRICS__HOST": "127.0.0.1",
+            "STREAMSCORE_METRICS__PORT": str(port),
+        }
+        name = f"w{run.started_workers}"
+        run.started_workers += 1
+        self.workers.append(Worker(WorkerProcess(self.p, self.log_dir, name, env), port))
+
+    def apply(self, op: Op, run: Run) -> str:
+        """Carry out ``op``; returns what was done (for the report)."""
+        kind = op.kind
+        if kind == "join":
+            self._join(run)
+            return f"{op} -> {len(self._running())} running"
+        if kind in ("leave", "kill", "freeze"):
+            w = self._pick(op.arg)
+            if w is None:
+                return f"{op} -> no worker"
+            if kind == "leave":
+                w.proc.proc.send_signal(signal.SIGTERM)
+                w.ended = "term"
+            elif kind == "kill":
+                w.proc.kill()
+                w.ended = "kill"
+            else:
+                os.kill(w.proc.proc.pid, signal.SIGSTOP)
+                w.frozen = True
+            return f"{op} -> {w.proc.log.stem}"
+        if kind == "thaw":
+            frozen = [w for w in self.workers if w.frozen]
+            for w in frozen[:1]:
+                w.frozen = False
+                if w.proc.proc.poll() is None:
+                    os.kill(w.proc.proc.pid, signal.SIGCONT)
+            return f"{op} -> {len(frozen[:1])} thawed"
+        if kind == "redis_pause" and not (self.redis_paused or self.redis_stopped):
+            os.kill(self._redis_pid(), signal.SIGSTOP)
+            self.redis_paused = True
+        elif kind == "redis_continue" and self.redis_paused:
+            os.kill(self._redis_pid(), signal.SIGCONT)
+            self.redis_paused = False
+        elif kind == "redis_stop" and not self.redis_stopped:
+            if self.redis_paused:
+                os.kill(self._redis_pid(), signal.SIGCONT)
+                self.redis_paused = False
+            self.redis.stop()
+            self.redis_stopped = True
+        elif kind == "redis_start" and self.redis_stopped:
+            self.redis.start()
+            self.redis_stopped = False
+        elif kind == "broker_stop" and not self.broker_stopped and self.stack.kind == "kafka":
+            EmbeddedStack(self.stack.settings).down(only=(BROKER,))
+            self.broker_stopped = True
+        elif kind == "broker_start" and self.broker_stopped:
+            self._broker_up()
+        elif kind == "burst":
+            self.burst_until = time.monotonic() + op.arg
+        elif kind == "hostile":
+            self.hostile_due = True
+        else:
+            return f"{op} -> nothing to do"
+        return str(op)
+
+    def _redis_pid(self) -> int:
+        assert self.redis.proc is not None
+        return self.redis.proc.pid
+
+    def _broker_up(self) -> None:
+        EmbeddedStack(self.stack.settings).up(
+            topic_table(self.stack.settings.topics), self.stack.kind
+        )  # type: ignore[arg-type]
+        self.broker_stopped = False
+
+    def _replace_exited(self, run: Run) -> None:
+        """A worker that exited by itself is a finding when it did not say why; either way an
+        orchestrator starts another (so does the explorer)."""
+        for w in self.workers:
+            code = w.proc.proc.poll()
+            if w.ended or code is None:
+                continue
+            w.ended = "exited"
+            text = w.proc.text()
+            errors = [line for line in text.splitlines() if " ERROR " in line or '"ERROR"' in line]
+            if code != 1 or not errors or "Traceback" in text:
+                run.problems.append(
+                    f"{w.proc.log.stem} exited {code} without a decided error: {text[-1500:]}"
+                )
+            run.done.append(
+                f"        {w.proc.log.stem} exited {code}: {errors[-1][-200:] if errors else ''}"
+            )
+            self._join(run)
+
+    # -- the run ------------------------------------------------------------------------------
+
+    def run(self, run: Run) -> Run:
+        stop = threading.Event()
+        sender = threading.Thread(target=self._stream, args=(run, stop), daemon=True)
+        started = time.monotonic()
+        sender.start()
+        try:
+            for op in run.ops:
+                while time.monotonic() - started < op.at:
+                    self._replace_exited(run)
+                    time.sleep(0.05)  # waiting for the op's time on the schedule
+                run.done.append(self.apply(op, run))
+            while time.monotonic() - started < self.seconds:
+                self._replace_exited(run)
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            sender.join(120)
+        self._end_faults(run)
+        self._settle(run)
+        self._check(run)
+        self._stop_all(run)
+        return run
+
+    def _end_faults(self, run: Run) -> None:
+        for w in self.workers:
+            if w.frozen and w.proc.proc.poll() is None:
+                os.kill(w.proc.proc.pid, signal.SIGCONT)
+            w.frozen = False
+        if self.redis_paused:
+            os.kill(self._redis_pid(), signal.SIGCONT)
+            self.redis_paused = False
+        if self.redis_stopped:
+            self.redis.start()
+            self.redis_stopped = False
+        if self.broker_stopped:
+            self._broker_up()
+        self._replace_exited(run)
+        if not self._running():
+            self._join(run)
+
+    def _settle(self, run: Run) -> None:
+        """Wait, bounded, until the group has committed every partition to its end."""
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while time.monotonic() < deadline:
+            self._replace_exited(run)
+            if not self._lag():
+                return
+            time.sleep(1.0)  # polling the group's offsets
+        run.problems.append(f"lag still {self._lag()} {SETTLE_SECONDS:.0f} s after the faults")
+
+    def _lag(self) -> dict[int, int]:
+        topic = self.p.settings.topics.events
+        probe = Consumer(consumer_config(self.p.settings, self.p.settings.worker.scoring_group))
+        try:
+            parts = probe.list_topics(topic, timeout=10).topics[topic].partitions
+            done = probe.committed([TopicPartition(topic, q) for q in parts], timeout=10)
+            lag = {}
+            for tp in done:
+                high = probe.get_watermark_offsets(tp, timeout=10)[1]
+                if max(tp.offset, 0) < high:
+                    lag[tp.partition] = high - max(tp.offset, 0)
+            return lag
+        finally:
+            probe.close()
+
+    def _check(self, run: Run) -> None:
+        tally = account(self.p, run.sent)
+        if tally.lost:
+            run.problems.append(f"{tally.lost} of {tally.sent} inputs neither predicted nor dead")
+        # Copies of one event by one version agree (a degraded copy is scored with defaults:
+        # it agrees with the other degraded copies).
+        scores: dict[tuple[str, str, bool], set[float]] = defaultdict(set)
+        for m in read_topic(self.p, "Prediction"):
+            x = self.p.codec("Prediction").decode_one(m.value())
+            if isinstance(x, dict):
+                key = (str(x["event_id"]), str(x["model_version"]), bool(x["degraded"]))
+                scores[key].add(float(x["score"]))
+        differ = [k for k, v in scores.items() if len(v) > 1]
+        if differ:
+            run.problems.append(
+                f"{len(differ)} events scored differently by one version: {differ[:3]}"
+            )
+        for w in self._running():
+            code, body = _get(f"http://127.0.0.1:{w.port}/readyz")
+            if code != 200:
+                run.problems.append(f"{w.proc.log.stem} not ready: {code} {body[:300]!r}")
+        run.done.append(
+            f"  accounted: {tally.predicted} predicted, {tally.dead_lettered} dead-lettered, "
+            f"{tally.duplicated} duplicates, {tally.lost} lost"
+        )
+
+    def _stop_all(self, run: Run) -> None:
+        for w in self._running():
+            w.proc.proc.send_signal(signal.SIGTERM)
+            w.ended = "term"
+        for w in self.workers:
+            if w.ended == "term":
+                code = w.proc.proc.wait(120)
+                if code != 0:
+                    run.problems.append(
+                        f"{w.proc.log.stem} exited {code} on SIGTERM: {w.proc.text()[-1500:]}"
+                    )
+
+
+def _hostile_items(seed: int) -> list[tuple[bytes | None, bytes, Any, None]]:
+    """Garbage, an oversized key and a huge header: dead letters, each with its reason."""
+    items: list[tuple[bytes | None, bytes, Any, None]] = list(garbage_items(5, seed=seed))
+    items.append((b"k" * 5000, b"\x00" * 10, [], None))
+    items.append((b"k", b"\x00" * 10, [("huge", b"x" * 20_000)], None))
+    return items
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 (loopback)
+            return int(r.status), bytes(r.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
+    except OSError as exc:
+        return 0, str(exc).encode()
+
+
+def summary_row(run: Run) -> dict[str, Any]:
+    kinds: dict[str, int] = defaultdict(int)
+    for op in run.ops:
+        kinds[op.kind] += 1
+    return {
+        "seed": run.seed,
+        "ops": len(run.ops),
+        "events": len(run.sent),
+        "problems": len(run.problems),
+        "kinds": json.dumps(kinds),
+    }
+
+
+__all__ = ["Explorer", "Run", "summary_row", "wait_for"]

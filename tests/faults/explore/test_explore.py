@@ -1,0 +1,93 @@
+"""Seeded random schedules of faults (`make explore SEEDS=50`; a short pinned one in `make
+test`): workers join, leave, crash and freeze past their session, Redis pauses and restarts,
+the broker restarts, a producer bursts over its rate limit, hostile messages arrive, all while
+events flow. After each schedule the invariants of `runner.py` must hold. A failing seed
+prints its schedule and reproduces with `--explore-seed=N`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.embedded.stack import EmbeddedStack
+from streams.topics import topic_table
+from tests.faults.explore.runner import Explorer, Run, summary_row
+from tests.faults.explore.schedule import make_schedule
+from tests.faults.harness import OwnRedis
+from tests.integration.conftest import Stack, isolated_settings
+from tests.integration.pipeline_env import make_pipeline
+
+pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
+ROWS: list[dict[str, object]] = []
+# Found by the explorer, kept as regressions (`make test` runs the first, short).
+PINNED = [1]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "seed" not in metafunc.fixturenames:
+        return
+    config = metafunc.config
+    one = config.getoption("--explore-seed")
+    many = int(config.getoption("--explore-seeds"))
+    seeds = [int(one)] if one is not None else (list(range(1, many + 1)) if many else PINNED)
+    metafunc.parametrize("seed", seeds)
+
+
+@pytest.fixture(scope="module")
+def own_stack(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A broker of the explorer's own (the schedules restart it)."""
+    if stack.kind != "kafka":
+        pytest.skip("the explorer restarts the broker: Apache Kafka keeps its data, tansu not")
+    settings = isolated_settings(tmp_path_factory.mktemp("explore"))
+    embedded = EmbeddedStack(settings)
+    status = embedded.up(topic_table(settings.topics), stack.kind)  # type: ignore[arg-type]
+    try:
+        yield Stack(stack.kind, settings, status)
+    finally:
+        embedded.down()
+
+
+def test_a_random_schedule_of_faults_keeps_every_invariant(
+    own_stack: Stack, tmp_path: Path, seed: int, request: pytest.FixtureRequest
+) -> None:
+    seconds = float(request.config.getoption("--explore-seconds"))
+    redis = OwnRedis(tmp_path / "redis")
+    try:
+        s = own_stack.settings
+        with_redis = Stack(
+            own_stack.kind,
+            s.model_copy(update={"redis": s.redis.model_copy(update={"url": redis.url})}),
+            own_stack.status,
+        )
+        # Half the seeds degrade when Redis is down, half hold; every seed has rate limits
+        # with backpressure (the bursts cross them).
+        p = next(
+            make_pipeline(
+                with_redis,
+                tmp_path,
+                batch={"max_messages": 200, "timeout_seconds": 0.05},
+                rate_limit={
+                    "enabled": True,
+                    "policy": "backpressure",
+                    "rate_per_second": 100.0,
+                    "burst": 200,
+                    "pause_seconds": 1.0,
+                },
+                redis={
+                    "url": redis.url,
+                    "key_prefix": f"explore:{seed}:",
+                    "unavailable_policy": "degrade" if seed % 2 else "pause",
+                },
+            )
+        )
+        run = Run(seed, make_schedule(seed, seconds))
+        started = time.monotonic()
+        Explorer(p, with_redis, redis, tmp_path, seconds).run(run)
+        ROWS.append(summary_row(run) | {"seconds": round(time.monotonic() - started)})
+        print(run.report())  # noqa: T201 (the schedule, for whoever reads a failure)
+        assert run.problems == [], run.report()
+    finally:
+        redis.close()
