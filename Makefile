@@ -116,7 +116,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 # The CA bundle the builds trust (a machine behind a TLS-inspecting proxy has its CA in it).
 BUILD_CA ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: docker-engine docker-engine-stop images compose-test compose-v2 lock install-locked
+.PHONY: docker-engine docker-engine-stop images compose-test compose-v2 k8s-check lock install-locked
 
 # Debian's docker.io, docker-compose and debootstrap when missing (root only), and a Docker
 # daemon when none answers: host networking for builds; compose's own bridge networks work
@@ -181,6 +181,15 @@ compose-v2:
 	cd build/compose-src && $(NICE) go build -o ../tools/docker-compose \
 	  -ldflags "-X github.com/docker/compose/v2/internal.Version=$(COMPOSE_V2_VERSION)" ./cmd
 	build/tools/docker-compose version
+
+# deploy/k8s/base through the real `kustomize build` (built from its Go module into
+# build/tools), then every check of tests/unit/test_k8s.py on that output. `make test` runs the
+# same checks on the test's own rendering of the base, without kustomize.
+KUSTOMIZE_VERSION ?= v5.7.1
+k8s-check: install
+	test -x build/tools/kustomize || GOBIN=$(CURDIR)/build/tools $(NICE) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	build/tools/kustomize build deploy/k8s/base > build/k8s-base.yaml
+	K8S_RENDERED=build/k8s-base.yaml $(BIN)/python -m pytest tests/unit/test_k8s.py -q -p no:cacheprovider
 
 # Re-pin requirements.lock (the image) and requirements-dev.lock (`make install-locked`) from
 # pyproject's ranges, with hashes, keeping current pins where they still fit.
