@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from services.codec.factory import codec_for
@@ -279,6 +280,17 @@ def test_every_event_is_accounted_for_while_the_workers_scale(stack: Stack) -> N
     assert set(served) == books.sent_ids
     assert dead == books.sent_bad, summary  # a dead letter is written once per refused message
     assert summary["predictions_distinct"] + dead == summary["events_sent"]
+
+
+def test_prometheus_loaded_our_alert_rules_and_scrapes_every_role(stack: Stack) -> None:
+    rules = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())
+    ours = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    with urllib.request.urlopen("http://localhost:9090/api/v1/rules", timeout=5) as response:  # noqa: S310
+        groups = json.load(response)["data"]["groups"]
+    loaded = {r["name"] for g in groups for r in g["rules"] if r["type"] == "alerting"}
+    assert loaded == ours
+    for job in ("streamscore-control", "streamscore-api"):
+        wait_for(f"Prometheus scrapes {job}", lambda job=job: _prometheus_up(job) == 1, 60, every=3)
 
 
 def test_the_api_scores_with_the_same_champion(stack: Stack) -> None:
