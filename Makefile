@@ -93,7 +93,7 @@ mlflow-ui: install
 	$(BIN)/streamscore models ui
 
 # ---- Containers (docs/deployment.md). Opt-in: nothing below runs in `make test`. -------------
-# `make images` builds the base, Kafka, Redis, Prometheus and streamscore images on this machine,
+# `make images` builds the base, Kafka, Redis, Prometheus, PostgreSQL and streamscore images,
 # without pulling from any registry: the base is Debian bookworm (with its python3) made by
 # debootstrap and imported; Kafka is the release the tests run, from the jars `make kafka`
 # resolves, on Debian's Java 17. `make compose-test` runs docker-compose.kafka.yml with them.
@@ -104,6 +104,7 @@ KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:
 # The images compose-test runs (docker-compose.kafka.yml reads these variables).
 IMAGE_ENV := APP_IMAGE=streamscore:local KAFKA_IMAGE=streamscore-kafka:$(KAFKA_VERSION) \
   REDIS_IMAGE=streamscore-redis:local PROMETHEUS_IMAGE=streamscore-prometheus:local \
+  POSTGRES_IMAGE=streamscore-postgres:local \
   BASE_IMAGE=$(BASE_IMAGE_LOCAL)
 # Builds share the machine with tests: lowest CPU and IO priority.
 NICE := nice -n 19 ionice -c3
@@ -160,6 +161,7 @@ images: docker-engine
 	$(DOCKER_BUILD) -q -f deploy/kafka/docker/Dockerfile -t streamscore-kafka:$(KAFKA_VERSION) $(IMAGES_DIR)/kafka
 	$(DOCKER_BUILD) -q -t streamscore-redis:local deploy/redis
 	$(DOCKER_BUILD) -q -t streamscore-prometheus:local deploy/prometheus
+	$(DOCKER_BUILD) -q -t streamscore-postgres:local deploy/postgres
 	@if [ -s "$(BUILD_CA)" ]; then cp "$(BUILD_CA)" deploy/docker/ca/ca-bundle.crt; fi
 	$(DOCKER_BUILD) -q -f deploy/docker/Dockerfile -t streamscore:local .
 	@docker images --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep '^streamscore'
@@ -191,11 +193,12 @@ k8s-check: install
 	build/tools/kustomize build deploy/k8s/base > build/k8s-base.yaml
 	K8S_RENDERED=build/k8s-base.yaml $(BIN)/python -m pytest tests/unit/test_k8s.py -q -p no:cacheprovider
 
-# Re-pin requirements.lock (the image) and requirements-dev.lock (`make install-locked`) from
-# pyproject's ranges, with hashes, keeping current pins where they still fit.
+# Re-pin requirements.lock (the image, with the postgres extra: MLflow's database driver) and
+# requirements-dev.lock (`make install-locked`) from pyproject's ranges, with hashes, keeping
+# current pins where they still fit.
 lock:
 	test -x build/tools/bin/uv || { $(PYTHON) -m venv build/tools && build/tools/bin/pip install --quiet uv; }
-	build/tools/bin/uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
+	build/tools/bin/uv pip compile pyproject.toml --extra postgres --generate-hashes --python-version 3.11 \
 	  --python-platform x86_64-unknown-linux-gnu --custom-compile-command "make lock" -o requirements.lock
 	build/tools/bin/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
 	  --python-platform x86_64-unknown-linux-gnu --custom-compile-command "make lock" -o requirements-dev.lock

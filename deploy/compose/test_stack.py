@@ -47,7 +47,7 @@ HOST_ENV = {
     "STREAMSCORE_LOG__LEVEL": "WARNING",
 }
 WORKERS = ("scoring", "control-plane", "api")
-INFRA = ("kafka-1", "kafka-2", "kafka-3", "redis", "mlflow", "prometheus")
+INFRA = ("kafka-1", "kafka-2", "kafka-3", "redis", "postgres", "mlflow", "prometheus")
 
 
 def _compose_cmd() -> list[str]:
@@ -280,6 +280,22 @@ def test_every_event_is_accounted_for_while_the_workers_scale(stack: Stack) -> N
     assert set(served) == books.sent_ids
     assert dead == books.sent_bad, summary  # a dead letter is written once per refused message
     assert summary["predictions_distinct"] + dead == summary["events_sent"]
+
+
+def test_the_model_registry_lives_in_postgresql(stack: Stack) -> None:
+    names = compose(
+        "exec",
+        "-T",
+        "postgres",
+        "psql",
+        "-U",
+        "mlflow",
+        "-d",
+        "mlflow",
+        "-tAc",
+        "SELECT name FROM registered_models",
+    ).split()
+    assert stack.settings.model.name in names
 
 
 def test_prometheus_loaded_our_alert_rules_and_scrapes_every_role(stack: Stack) -> None:

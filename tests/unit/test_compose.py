@@ -125,3 +125,13 @@ def test_the_control_plane_runs_and_is_scraped() -> None:
     scrape = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
     jobs = {j["job_name"]: j for j in scrape["scrape_configs"]}
     assert jobs["streamscore-control"]["static_configs"][0]["targets"] == [f"control-plane:{port}"]
+
+
+def test_mlflow_keeps_the_registry_in_postgresql() -> None:
+    services = _compose()["services"]
+    mlflow = services["mlflow"]
+    assert mlflow["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    store = next(a for a in mlflow["command"] if a.startswith("--backend-store-uri="))
+    assert store.split("=", 1)[1].startswith("postgresql+psycopg://mlflow:")
+    assert store.endswith("@postgres:5432/mlflow")
+    assert services["postgres"]["environment"]["POSTGRES_DB"] == "mlflow"
