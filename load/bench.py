@@ -166,7 +166,11 @@ def prepare(base: Settings, pids: dict[str, int], events: int, naive: int, say: 
     tag = uuid.uuid4().hex[:8]
     work = base.home / f"bench-{tag}"
     shutil.copytree(schemas_dir(base), work / "schemas")
-    names = {k: f"bench.{k.replace('_', '-')}-{tag}.v1" for k in base.topics.model_dump()}
+    names = {
+        k: f"bench.{k.replace('_', '-')}-{tag}.v1"
+        for k in base.topics.model_dump()
+        if not k.endswith("_record")  # record names, not topics
+    }
     s = Settings(
         home=base.home,
         local=base.local,
