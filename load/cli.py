@@ -214,22 +214,25 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
+    """Throughput bars on a log axis, each labelled with its value (the ceiling would squash
+    the rest on a linear one); latency percentiles on a log axis, with the 50 ms bound."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     lat = result.get("latency") or []
     fig, axes = plt.subplots(1, 2 if lat else 1, figsize=(12 if lat else 7, 4.5), squeeze=False)
     ax = axes[0][0]
     names = list(result["rows"])
-    ax.barh(
-        [LABELS.get(n, n) for n in names], [result["rows"][n]["events_per_second"] for n in names]
-    )
-    from matplotlib.ticker import FuncFormatter
-
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x / 1000:.0f}k"))
-    ax.set_xlabel("events/s (median of rounds)")
+    values = [result["rows"][n]["events_per_second"] for n in names]
+    bars = ax.barh([LABELS.get(n, n) for n in names], values)
+    ax.set_xscale("log")
+    ax.bar_label(bars, labels=[f"{v / 1000:,.1f}k" for v in values], padding=3)
+    ax.set_xlim(min(values) / 2, max(values) * 3)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: f"{x / 1000:g}k"))
+    ax.set_xlabel("events/s, median of rounds (log scale)")
     ax.set_title("throughput, one run of `streamscore load bench`")
     ax.invert_yaxis()
     if lat:
@@ -237,13 +240,23 @@ def plot(result: dict[str, Any], path: Path) -> None:
         rates = [r["rate"] for r in lat]
         for q in ("p50_ms", "p95_ms", "p99_ms"):
             ax2.plot(rates, [r[q] for r in lat], marker="o", label=q.replace("_ms", ""))
+        ax2.axhline(50, color="grey", linestyle="--", linewidth=1, label="50 ms bound")
+        ax2.set_yscale("log")
         ax2.set_xlabel("arrival rate (events/s)")
-        ax2.set_ylabel("latency (ms)")
+        ax2.set_ylabel("latency (ms, log scale)")
         ax2.set_title("open-loop latency, one worker")
         ax2.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+@load.command("plot")
+@click.argument("result", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def plot_command(result: Path, out: Path) -> None:
+    """Draw bench.png again from a bench.json that `load bench --out` wrote."""
+    plot(json.loads(result.read_text(encoding="utf-8")), out)
 
 
 @load.command("api")

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 logger = logging.getLogger(__name__)
 
 Check = Callable[[], str | None]  # None: fine; else what is wrong, one line
+CHECK_SECONDS = 3.0  # a readiness check that takes longer is "not ready"
 
 
 class Probes:
@@ -30,12 +31,18 @@ class Probes:
         liveness: Check,
         readiness: dict[str, Check],
         cache_seconds: float = 2.0,
+        check_seconds: float = CHECK_SECONDS,
     ) -> None:
         self.liveness = liveness
         self.readiness = readiness
         self.cache_seconds = cache_seconds
+        self.check_seconds = check_seconds
         self._cached: tuple[float, int, bytes] | None = None
         self._lock = threading.Lock()
+        # A thread per run of a check (daemon: a hung check never holds the process at exit);
+        # a check that hangs holds its own thread, never the probe, and is not started again
+        # until it answers.
+        self._running: dict[str, _Answer] = {}
 
     def healthz(self) -> tuple[int, bytes]:
         problem = _run(self.liveness)
@@ -47,7 +54,7 @@ class Probes:
             now = time.monotonic()
             if self._cached is not None and now - self._cached[0] < self.cache_seconds:
                 return self._cached[1], self._cached[2]
-            checks = {name: _run(check) for name, check in self.readiness.items()}
+            checks = self._answers(now)
             ok = all(v is None for v in checks.values())
             body = {
                 "status": "ready" if ok else "not ready",
@@ -55,6 +62,41 @@ class Probes:
             }
             self._cached = (now, 200 if ok else 503, json.dumps(body).encode())
             return self._cached[1], self._cached[2]
+
+    def _answers(self, now: float) -> dict[str, str | None]:
+        """Every check's answer, each waited for at most ``check_seconds`` in all."""
+        for name, check in self.readiness.items():
+            pending = self._running.get(name)
+            if pending is None or pending.done.is_set():
+                self._running[name] = _Answer.start(check, now)
+        deadline = now + self.check_seconds
+        out: dict[str, str | None] = {}
+        for name, answer in self._running.items():
+            if answer.done.wait(max(0.0, deadline - time.monotonic())):
+                out[name] = answer.value
+            else:
+                out[name] = f"no answer for {time.monotonic() - answer.since:.0f} s"
+        return out
+
+
+class _Answer:
+    """One run of a check on a thread of its own."""
+
+    def __init__(self, since: float) -> None:
+        self.since = since
+        self.done = threading.Event()
+        self.value: str | None = None
+
+    @classmethod
+    def start(cls, check: Check, now: float) -> _Answer:
+        answer = cls(now)
+
+        def run() -> None:
+            answer.value = _run(check)
+            answer.done.set()
+
+        threading.Thread(target=run, name="probe-check", daemon=True).start()
+        return answer
 
 
 def _run(check: Check) -> str | None:

@@ -66,3 +66,30 @@ def test_endpoints_over_http() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_hung_check_is_not_ready_and_does_not_block_the_next_probe() -> None:
+    """A check that never answers (a client call stuck on a dead socket) costs a probe
+    `check_seconds`, is reported, and is not started again while it hangs."""
+    import threading
+    import time
+
+    release = threading.Event()
+    started = []
+
+    def hung() -> str | None:
+        started.append(1)
+        release.wait(30)
+        return None
+
+    probes = Probes(lambda: None, {"broker": hung, "redis": lambda: None}, 0, 0.2)
+    try:
+        t0 = time.monotonic()
+        code, body = probes.readyz()
+        assert code == 503 and "no answer" in json.loads(body)["checks"]["broker"]
+        assert json.loads(body)["checks"]["redis"] == "ok"
+        code, _ = probes.readyz()
+        assert code == 503 and time.monotonic() - t0 < 5
+        assert len(started) == 1  # not started again while it hangs
+    finally:
+        release.set()
