@@ -49,6 +49,18 @@ def test_an_old_event_is_valid_at_the_time_it_was_stored_not_at_replay_time() ->
     assert late is not None and late.reason.value == "time_out_of_window"
 
 
+def commits(r: Range) -> st.SearchStrategy[int]:
+    """A committed offset for range ``r``: none yet (librdkafka's -1001), below the range's
+    start (the group read earlier offsets before), inside it, at its end, or past it (the
+    group went on reading beyond the plan)."""
+    return st.one_of(
+        st.sampled_from([-1001, -1]),
+        st.integers(0, r.start),
+        st.integers(r.start, r.end),
+        st.integers(r.end, r.end + 100),
+    )
+
+
 @given(
     st.lists(st.tuples(st.integers(0, 50), st.integers(0, 50)), min_size=1, max_size=6),
     st.data(),
@@ -59,19 +71,25 @@ def test_resuming_never_skips_or_repeats_an_offset(
     ranges = tuple(Range(p, min(a, b), max(a, b)) for p, (a, b) in enumerate(spans))
     plan = ReplayPlan("r", "t", ranges, "out")
     done: dict[int, int] = {}
-    for r in ranges:  # a commit anywhere in (or before) its range, or none
+    for r in ranges:  # a commit before, in or past its range, or none
         if data.draw(st.booleans()):
-            done[r.partition] = data.draw(st.integers(r.start, r.end))
-    rest = {r.partition: r for r in remaining(plan, done)}
+            done[r.partition] = data.draw(commits(r))
+    if data.draw(st.booleans()):  # a commit of a partition the plan does not read
+        done[len(ranges)] = data.draw(st.integers(-1001, 100))
+    rest = remaining(plan, done)
+    assert len({r.partition for r in rest}) == len(rest)  # one range per partition at most
+    by_partition = {r.partition: r for r in rest}
+    assert set(by_partition) <= {r.partition for r in ranges}
     for r in ranges:
-        handled = set(range(r.start, done.get(r.partition, r.start)))
-        left = (
-            set(range(rest[r.partition].start, rest[r.partition].end))
-            if r.partition in rest
-            else set()
-        )
-        assert handled | left == set(range(r.start, r.end))
-        assert not handled & left
+        at = done.get(r.partition, -1)
+        # Handled: the range's offsets below a real commit (a negative one is no commit).
+        handled = {o for o in range(r.start, r.end) if 0 <= at and o < at}
+        left = by_partition.get(r.partition)
+        if left is not None:
+            assert r.start <= left.start < left.end == r.end
+        offsets = set(range(left.start, left.end)) if left is not None else set()
+        assert handled | offsets == set(range(r.start, r.end))
+        assert not handled & offsets
 
 
 def test_a_plan_survives_its_file() -> None:
