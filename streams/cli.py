@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import typing
 from pathlib import Path
 from typing import Any
@@ -215,7 +216,17 @@ def main(argv: list[str] | None = None) -> None:
     Until a command installs its own (the worker finishes its batch, flushes and commits), a
     SIGTERM ends the process at once with 0: an orchestrator stopping a process that is still
     starting (importing, loading its model) has nothing to wait for, and gets no error."""
-    signal.signal(signal.SIGTERM, _stop_while_starting)
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # (tests call main on threads)
+        previous = signal.signal(signal.SIGTERM, _stop_while_starting)
+    try:
+        _main(argv)
+    finally:  # called in-process (tests): the caller's handler back, unless a command set one
+        if previous is not None and signal.getsignal(signal.SIGTERM) is _stop_while_starting:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> None:
     try:
         rc = cli.main(args=argv, prog_name="streamscore", standalone_mode=False)
     except click.exceptions.Abort:
