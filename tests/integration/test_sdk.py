@@ -136,24 +136,28 @@ def test_an_invalid_event_raises_naming_field_and_rule_and_nothing_is_sent(
     assert p.count("Transaction") == before
 
 
+# A payments prediction record; tests set its event_id.
+PREDICTION = {
+    "prediction_id": "x",
+    "card_id": "card-1",
+    "merchant_id": "m-1",
+    "score": 0.25,
+    "model_name": "fraud",
+    "model_version": "1",
+    "variant": "champion",
+    "degraded": False,
+    "missing_features": [],
+    "event_time": 1,
+    "scored_at": 2,
+}
+
+
 def test_the_consumer_drops_redeliveries_and_commits_what_was_handled(
     payments: Pipeline,
 ) -> None:
     p = payments
     codec = p.codec("Prediction")
-    example = {
-        "prediction_id": "x",
-        "card_id": "card-1",
-        "merchant_id": "m-1",
-        "score": 0.25,
-        "model_name": "fraud",
-        "model_version": "1",
-        "variant": "champion",
-        "degraded": False,
-        "missing_features": [],
-        "event_time": 1,
-        "scored_at": 2,
-    }
+    example = PREDICTION
     topic = p.settings.topics.predictions
     from confluent_kafka import Producer
 
@@ -193,19 +197,7 @@ def test_without_auto_commit_only_what_the_caller_confirmed_is_committed(
     redelivery skipped after them does not carry the commit past them."""
     p = payments
     codec = p.codec("Prediction")
-    example = {
-        "prediction_id": "x",
-        "card_id": "card-1",
-        "merchant_id": "m-1",
-        "score": 0.5,
-        "model_name": "fraud",
-        "model_version": "1",
-        "variant": "champion",
-        "degraded": False,
-        "missing_features": [],
-        "event_time": 1,
-        "scored_at": 2,
-    }
+    example = PREDICTION
     topic = topic_factory(partitions=1, record="Prediction").name  # this test's alone
     ids = [f"manual-{uuid.uuid4().hex[:8]}-{i}" for i in range(8)]
     producer = Producer(producer_config(p.settings))
