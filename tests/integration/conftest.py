@@ -127,6 +127,20 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.section("streamscore integration brokers")
         for kind, text in _USED.items():
             terminalreporter.write_line(f"{kind}: {text}")
+    skipped = [
+        r
+        for r in terminalreporter.stats.get("skipped", [])
+        if "kafka-unavailable" in getattr(r, "nodeid", "")
+    ]
+    if skipped:
+        # A green run that skipped these did not test them: say so where it cannot be missed.
+        terminalreporter.section("NOT TESTED: Apache Kafka was not available", red=True)
+        terminalreporter.write_line(
+            f"{len(skipped)} Kafka-only tests (time lookups, lag, transactions, durability, "
+            "rollout, the fault explorer) were skipped: this run did not test them. "
+            "Install Java 17 and Maven and run `make kafka` to test them.",
+            red=True,
+        )
 
 
 @pytest.fixture
