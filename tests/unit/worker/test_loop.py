@@ -10,13 +10,14 @@ import pytest
 from confluent_kafka import Message, TopicPartition
 
 from services.codec.factory import codec_for
-from services.core.errors import FeatureStoreUnavailable
+from services.core.errors import FeatureStoreUnavailable, PublishError
 from services.core.settings import Settings
 from services.scoring import gate
 from services.scoring.model import LoadedModel
 from services.scoring.stages import Stages
 from streams.topics import by_record, topic_table
 from streams.worker import ScoringWorker, WorkerTopics
+from streams.worker.deliveries import check_deliveries
 from tests.unit.scoring.conftest import model, model_dir  # noqa: F401 (fixtures)
 from tests.unit.scoring.test_pipeline import CODEC, GOOD, NOW, RULES, SPEC, STORE
 
@@ -155,3 +156,22 @@ def test_a_hold_pauses_all_and_a_revoke_during_it_abandons_the_batch(
         _take_and_handle(worker)
     assert not worker.flow.holding and fake.paused == set()  # the hold was released
     assert worker.summary.consumed == 0 and fake.seeks == {0: 5}
+
+
+def test_a_failed_output_stops_the_worker_and_nothing_passes_it(
+    model: LoadedModel,  # noqa: F811
+) -> None:
+    """A prediction Kafka refused (after its own retries): the worker stops with PublishError
+    naming where, and no commit position passes the input it was for."""
+    worker, fake = _worker(model)
+    _assign(worker, fake, 0)
+    done = worker.tracker.open((TOPIC, 0), 0, 2, 2)  # offsets 0-1: both acknowledged
+    done.ack(None)
+    done.ack(None)
+    failed = worker.tracker.open((TOPIC, 0), 2, 4, 2)  # offsets 2-3: one output refused
+    failed.ack(None)
+    failed.ack("MSG_TIMED_OUT")
+    with pytest.raises(PublishError) as raised:
+        check_deliveries(worker.tracker)
+    assert raised.value.topic == TOPIC and raised.value.partition == 0
+    assert worker.tracker.positions() == {(TOPIC, 0): 2}  # never past offset 2
