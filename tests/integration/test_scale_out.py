@@ -55,16 +55,18 @@ def _messages_in(pipeline: Pipeline, topic: str) -> int:
 
 def test_a_worker_joining_mid_stream_crashes_nobody(pipeline: Pipeline) -> None:
     codec = pipeline.codec("Interaction")
-    events = world_events(pipeline, 9000, start=20_000)
+    # A pool: the stream goes on until the second worker has joined, however long its start
+    # takes on a slow machine; only the events sent are checked.
+    pool = world_events(pipeline, 30_000, start=20_000)
     values = [
-        (e["user_id"].encode(), v, [])
-        for e, v in zip(events, codec.encode_many(events), strict=True)
+        (e["user_id"].encode(), v, []) for e, v in zip(pool, codec.encode_many(pool), strict=True)
     ]
     first: dict[str, Any] = {}
+    worker = scoring_worker(pipeline.settings)
 
     def run_first() -> None:
         try:
-            first["summary"] = scoring_worker(pipeline.settings).run(idle_timeout=10)
+            first["summary"] = worker.run(idle_timeout=10)
         except BaseException as exc:  # noqa: BLE001 (reported by the assertion below)
             first["error"] = exc
 
@@ -79,10 +81,24 @@ def test_a_worker_joining_mid_stream_crashes_nobody(pipeline: Pipeline) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    # Events keep flowing while the group rebalances.
-    for start in range(3000, len(values), 500):
-        pipeline.produce(values[start : start + 500])
+    # Events keep flowing while the group rebalances: 6,000 more at full pace, then a trickle
+    # until the join has moved partitions (the first worker gave some up), then 2,000
+    # more, so that both workers have events to score after the rebalance.
+    sent = 3000
+    deadline = time.monotonic() + 180
+    joined_at: int | None = None
+    while joined_at is None or sent < joined_at + 2000:
+        assert second.poll() is None, second.communicate()[1].decode(errors="replace")[-2000:]
+        assert "error" not in first, repr(first.get("error"))
+        if joined_at is None and worker.membership.revokes >= 1:
+            joined_at = sent
+        assert time.monotonic() < deadline, "the second worker never joined the group"
+        assert sent < len(values), "the pool ran out before the second worker joined"
+        step = 500 if sent < 9000 or joined_at is not None else 100
+        pipeline.produce(values[sent : sent + step])
+        sent += step
         time.sleep(0.1)  # pacing the producer, not synchronisation
+    events = pool[:sent]
     out, err = second.communicate(timeout=240)
     thread.join(240)
     assert "error" not in first, repr(first.get("error"))
