@@ -293,8 +293,10 @@ def test_dead_letter_topic_deleted(stack: Stack, tmp_path: Path) -> None:
         future.result(30)
     started = time.monotonic()
     sent = send(p, good_items(p, 200, start=0) + garbage_items(5) + good_items(p, 200, start=200))
-    with pytest.raises(PublishError):
+    with pytest.raises(PublishError) as raised:
         scoring_worker(p.settings).run(max_events=405, idle_timeout=120)
+    stopped = raised.value
+    assert stopped.stage == "publish", stopped
     # Nothing committed past an input whose dead letter was not written.
     from confluent_kafka import Consumer, TopicPartition
 
@@ -323,3 +325,7 @@ def test_dead_letter_topic_deleted(stack: Stack, tmp_path: Path) -> None:
         tally,
         time.monotonic() - started,
     )
+    # Checked last, so that the recovery above is checked whatever this says: the error is the
+    # dead letters' own and names the topic that could not be written, not another output's or
+    # the input's. (Today it carries the input partition and only "Unknown topic or partition".)
+    assert stopped.topic == dlq and dlq in str(stopped), repr(stopped)
