@@ -14,7 +14,7 @@ import logging
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from services.core import metrics
 from services.core.records import Inbound, first_offsets
@@ -33,6 +33,10 @@ class PausingConsumer(Protocol):
     def resume(self, partitions: list[TopicPartition]) -> None: ...
 
     def seek(self, partition: TopicPartition) -> None: ...
+
+    def committed(
+        self, partitions: list[TopicPartition], timeout: float = ...
+    ) -> list[TopicPartition]: ...
 
 
 class Flow:
@@ -116,6 +120,27 @@ class Flow:
         for (t, p), o in first_offsets(messages).items():
             if (t, p) in kept:
                 consumer.seek(TopicPartition(t, p, o))
+
+    def restart_from_commit(self, consumer: PausingConsumer, keys: Collection[TP]) -> None:
+        """Put ``keys`` back to the group's committed offsets (where a new owner starts): for
+        partitions assigned again while a batch of theirs was in hand. A partition whose fetch
+        has not started yet answers _STATE: it starts at the commit by itself.
+
+        Raises:
+            KafkaException: the committed offsets could not be read, or a seek failed
+                otherwise (the worker stops; nothing past the commit was committed).
+        """
+        if not keys:
+            return
+        asked = [TopicPartition(t, p) for t, p in sorted(keys)]
+        for tp in consumer.committed(asked, timeout=10):
+            start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+            try:
+                consumer.seek(TopicPartition(tp.topic, tp.partition, start))
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError._STATE:
+                    raise
+        logger.info("read again from the commit: %s", ",".join(f"{t}[{p}]" for t, p in keys))
 
     def overdue(self, now: float, grace: float, owned: Collection[TP]) -> list[TP]:
         """Owned partitions nobody has read for ``grace`` seconds past any decided pause: a

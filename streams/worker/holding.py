@@ -7,10 +7,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from confluent_kafka import Producer, TopicPartition
+from confluent_kafka import Producer
 
-from services.core.records import first_offsets
-from services.kafka.inbound import to_inbound
 from streams.worker.flow import Flow
 from streams.worker.membership import Membership
 
@@ -61,12 +59,10 @@ class HeldInput:
                 consumer = self.membership.consumer
                 # Paused partitions return nothing; should one come (a partition assigned
                 # meanwhile), its position is put back: it is read again, never skipped.
+                # Paused partitions return nothing: what comes is from a partition assigned
+                # meanwhile, read from its commit; it goes back there (read again, not skipped).
                 got = consumer.consume(num_messages=100, timeout=min(0.1, deadline - now))
-                back = first_offsets(to_inbound([m for m in got if m.error() is None]))
-                owned = self.membership.owned()  # not one revoked by this very consume call
-                for (t, p), o in back.items():
-                    if (t, p) not in owned:
-                        continue
-                    consumer.seek(TopicPartition(t, p, o))
+                came = {(m.topic() or "", m.partition() or 0) for m in got if m.error() is None}
+                self.flow.restart_from_commit(consumer, came & self.membership.owned())
             else:
                 self.producer.poll(min(0.05, deadline - now))

@@ -212,15 +212,18 @@ class ScoringWorker:
         check_deliveries(self.tracker)
 
     def _handle(self, messages: list[Message], revokes: int, epochs: dict[TP, int]) -> None:
-        """One batch: score it through the gate, count it, publish it. ``revokes`` and
-        ``epochs`` are the membership's before the batch was taken: a revoke served while it
-        was taken or scored makes it stale; it is dropped, and each partition owned throughout
-        is put back to its first message (the others restart from their commit)."""
+        """Score one batch through the gate, count it, publish it. A revoke served since
+        ``revokes``/``epochs`` were read (before the take) makes it stale: it is dropped, and
+        its partitions go back to its first message, or to the commit if assigned again."""
         inbound = to_inbound(messages)
         t0 = time.perf_counter()
         result = self._score(inbound, revokes)
         if result is None:
-            self.flow.rewind(self.membership.consumer, inbound, self.membership.kept(epochs))
+            kept = self.membership.kept(epochs)
+            self.flow.rewind(self.membership.consumer, inbound, kept)
+            # Assigned again since the take: back to the commit, where a new owner starts.
+            taken = {(m.topic, m.partition) for m in inbound} & self.membership.owned()
+            self.flow.restart_from_commit(self.membership.consumer, taken - kept)
             return
         metrics.MESSAGES_CONSUMED.labels(topic=self.topics.input.name).inc(len(inbound))
         metrics.BATCH_MESSAGES.observe(len(inbound))

@@ -83,6 +83,8 @@ class Explorer:
     def __init__(
         self, p: Pipeline, stack: Stack, redis: OwnRedis, log_dir: Path, seconds: float
     ) -> None:
+        """``stack``: the broker's own stack (its settings start and stop the broker; its
+        Redis is not the one the explorer pauses)."""
         self.p, self.stack, self.redis, self.log_dir = p, stack, redis, log_dir
         self.seconds = seconds
         self.workers: list[Worker] = []
@@ -295,6 +297,16 @@ class Explorer:
             time.sleep(1.0)  # polling the group's offsets
         run.problems.append(f"lag still {self._lag()} {SETTLE_SECONDS:.0f} s after the faults")
 
+    def _committed(self) -> dict[int, int]:
+        topic = self.p.settings.topics.events
+        probe = Consumer(consumer_config(self.p.settings, self.p.settings.worker.scoring_group))
+        try:
+            parts = probe.list_topics(topic, timeout=10).topics[topic].partitions
+            done = probe.committed([TopicPartition(topic, q) for q in parts], timeout=10)
+            return {tp.partition: tp.offset for tp in done}
+        finally:
+            probe.close()
+
     def _lag(self) -> dict[int, int]:
         topic = self.p.settings.topics.events
         probe = Consumer(consumer_config(self.p.settings, self.p.settings.worker.scoring_group))
@@ -311,9 +323,18 @@ class Explorer:
             probe.close()
 
     def _check(self, run: Run) -> None:
-        tally = account(self.p, run.sent)
+        outcomes: dict[int, str] = {}
+        tally = account(self.p, run.sent, outcomes=outcomes)
         if tally.lost:
-            run.problems.append(f"{tally.lost} of {tally.sent} inputs neither predicted nor dead")
+            lost: dict[int, list[int]] = defaultdict(list)
+            for s in run.sent:
+                if outcomes.get(s.index) == "lost":
+                    lost[s.partition].append(s.offset)
+            where = {q: f"{min(o)}-{max(o)} ({len(o)})" for q, o in sorted(lost.items())}
+            run.problems.append(
+                f"{tally.lost} of {tally.sent} inputs neither predicted nor dead: "
+                f"partition: offsets {where}; committed {self._committed()}"
+            )
         # Copies of one event by one version agree (a degraded copy is scored with defaults:
         # it agrees with the other degraded copies).
         scores: dict[tuple[str, str, bool], set[float]] = defaultdict(set)

@@ -106,7 +106,7 @@ def test_a_random_schedule_of_faults_keeps_every_invariant(
         )
         run = Run(_number(seed), ops)
         started = time.monotonic()
-        Explorer(p, with_redis, redis, tmp_path, seconds).run(run)
+        Explorer(p, own_stack, redis, tmp_path, seconds).run(run)
         ROWS.append(summary_row(run) | {"seconds": round(time.monotonic() - started)})
         print(run.report())  # noqa: T201 (the schedule, for whoever reads a failure)
         assert run.problems == [], run.report()

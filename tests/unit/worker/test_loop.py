@@ -55,6 +55,9 @@ class FakeConsumer:
     def commit(self, offsets: Any = None, asynchronous: bool = True) -> None:
         return None
 
+    def committed(self, tps: list[TopicPartition], timeout: float = -1) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, 2) for tp in tps]  # the group's commit
+
 
 def _worker(
     loaded: LoadedModel, lookup: Any = STORE.get_many
@@ -114,7 +117,7 @@ def test_a_revoke_while_the_batch_is_taken_drops_it_and_rewinds_what_stayed(
     assert fake.seeks == {0: 5}  # partition 1 is not ours: its next owner reads it
 
 
-def test_a_partition_revoked_and_assigned_again_is_not_sought(
+def test_a_partition_revoked_and_assigned_again_goes_back_to_its_commit(
     model: LoadedModel,  # noqa: F811
 ) -> None:
     worker, fake = _worker(model)
@@ -122,9 +125,8 @@ def test_a_partition_revoked_and_assigned_again_is_not_sought(
     fake.batches = [_messages(0, 5, 3) + _messages(1, 7, 3)]
     fake.during = [lambda: (_revoke(worker, fake, 1), _assign(worker, fake, 1))]
     _take_and_handle(worker)
-    # Partition 1 restarts from its commit by itself: seeking it to 7 would skip what lies
-    # between the commit and 7.
-    assert fake.seeks == {0: 5}
+    # Partition 1 goes back to its commit (2): seeking it to the batch's 7 would skip 2-6.
+    assert fake.seeks == {0: 5, 1: 2}
 
 
 def test_a_stop_lets_the_batch_in_hand_be_published(model: LoadedModel) -> None:  # noqa: F811
@@ -175,3 +177,28 @@ def test_a_failed_output_stops_the_worker_and_nothing_passes_it(
         check_deliveries(worker.tracker)
     assert raised.value.topic == TOPIC and raised.value.partition == 0
     assert worker.tracker.positions() == {(TOPIC, 0): 2}  # never past offset 2
+
+
+def test_a_partition_lost_and_assigned_again_in_the_take_goes_back_to_its_commit(
+    model: LoadedModel,  # noqa: F811
+) -> None:
+    """The take's consume serves a lost and a new assignment of partition 1, and returns
+    messages the new assignment already fetched. The batch is dropped; partition 1 must go
+    back to the group's commit, or its messages would be skipped for good (the explorer found
+    200 events lost this way)."""
+    worker, fake = _worker(model)
+    _assign(worker, fake, 0, 1)
+    fake.committed = lambda tps, timeout=None: [  # type: ignore[method-assign]
+        TopicPartition(tp.topic, tp.partition, 40) for tp in tps
+    ]
+    lost = [TopicPartition(TOPIC, 1)]
+    fake.batches = [_messages(0, 5, 3) + _messages(1, 40, 3)]
+    fake.during = [
+        lambda: (
+            worker.membership._on_lost(fake, lost),  # type: ignore[arg-type]
+            _assign(worker, fake, 1),
+        )
+    ]
+    _take_and_handle(worker)
+    assert worker.summary.consumed == 0
+    assert fake.seeks == {0: 5, 1: 40}
