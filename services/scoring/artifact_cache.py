@@ -78,17 +78,29 @@ class ArtifactCache:
         self._prune({v for v in (state.champion, state.challenger) if v})
 
     def last_state(self) -> RolloutState | None:
+        """What was served last, from ``served.json``; None when there is none or it is not
+        one: unreadable, or of the wrong shape (versions are digit strings, the canary share a
+        number from 0 to 100), so that a start without the registry refuses, decided."""
         try:
             body = json.loads((self.dir / STATE_FILE).read_text())
         except (OSError, ValueError):
+            return None
+        if not isinstance(body, dict):
+            return None
+        champion, challenger = body.get("champion"), body.get("challenger")
+        percent = body.get("canary_percent")
+        versions_ok = all(
+            v is None or (isinstance(v, str) and v.isdigit()) for v in (champion, challenger)
+        )
+        if not isinstance(percent, int | float) or isinstance(percent, bool):
+            return None
+        if not versions_ok or not 0 <= float(percent) <= 100:
             return None
         mode: Mode = "none"
         for known in MODES:
             if body.get("mode") == known:
                 mode = known
-        return RolloutState(
-            body.get("champion"), body.get("challenger"), mode, float(body["canary_percent"])
-        )
+        return RolloutState(champion, challenger, mode, float(percent))
 
     def _prune(self, serving: set[str]) -> None:
         found = sorted(

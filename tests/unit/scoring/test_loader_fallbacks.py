@@ -13,7 +13,6 @@ import pytest
 from services.core.errors import (
     ConfigError,
     ModelIntegrityError,
-    ModelLoadError,
     RegistryUnavailable,
 )
 from services.scoring.artifact_cache import STATE_FILE, ArtifactCache
@@ -179,14 +178,7 @@ def test_an_unknown_mode_in_served_json_serves_the_champion_alone(
     assert built.serving.mode == "none" and built.serving.challenger is None
 
 
-# Valid JSON of the wrong shape. Today ArtifactCache.last_state() lets AttributeError, KeyError,
-# TypeError or ValueError escape, and the worker's start fails with a traceback instead of
-# "refusing to start". Strict: once fixed, these pass and the marker must go.
-@pytest.mark.xfail(
-    strict=True,
-    raises=(AttributeError, KeyError, TypeError, ValueError, ModelLoadError),
-    reason="bug: a served.json of the wrong shape escapes last_state() undecided",
-)
+# Valid JSON of the wrong shape: the start refuses, decided (it once ended in a traceback).
 @pytest.mark.parametrize(
     "body",
     [
@@ -198,6 +190,8 @@ def test_an_unknown_mode_in_served_json_serves_the_champion_alone(
         '{"champion": "3", "canary_percent": "ten"}',
         '{"champion": "3", "canary_percent": null}',
         '{"champion": 3, "canary_percent": 0}',
+        '{"champion": "3", "canary_percent": 250}',
+        '{"champion": "../../x", "canary_percent": 0}',
     ],
     ids=[
         "empty-object",
@@ -208,6 +202,8 @@ def test_an_unknown_mode_in_served_json_serves_the_champion_alone(
         "percent-text",
         "percent-null",
         "champion-number",
+        "percent-over-100",
+        "champion-path",
     ],
 )
 def test_a_served_json_of_the_wrong_shape_refuses_to_start(
