@@ -46,6 +46,7 @@ class Chunk:
         "end",
         "outstanding",
         "errors",
+        "failed_topics",
         "detached",
         "done_at",
         "payload",
@@ -61,22 +62,28 @@ class Chunk:
         errors: list[tuple[TopicPartitionKey, str]],
         clock: Callable[[], float],
         payload: Any = None,
+        failed_topics: list[str | None] | None = None,
     ) -> None:
         if end <= first:
             raise ValueError(f"empty chunk [{first}, {end})")
         self.tp, self.first, self.end, self.outstanding = tp, first, end, outputs
         self.errors = errors  # shared with the tracker: any failure is seen at once
+        # per error, the output topic it was for (if known); shared with the tracker too
+        self.failed_topics = failed_topics if failed_topics is not None else []
         self.detached = False  # the partition was revoked: late reports change nothing
         self.done_at: float | None = clock() if outputs <= 0 else None
         self.payload = payload
         self._clock = clock
 
-    def ack(self, err: Any, _msg: Any = None) -> None:
-        """A delivery report (confluent-kafka's ``on_delivery(err, msg)`` signature)."""
+    def ack(self, err: Any, msg: Any = None) -> None:
+        """A delivery report (confluent-kafka's ``on_delivery(err, msg)`` signature). A failed
+        one is recorded with the topic it was for, when the report says (``msg.topic()``)."""
         if self.detached:
             return
         if err is not None:
-            self.errors.append((self.tp, str(err)))
+            where = msg.topic() if msg is not None and hasattr(msg, "topic") else None
+            self.errors.append((self.tp, f"{where}: {err}" if where else str(err)))
+            self.failed_topics.append(where)
             self.outstanding = -(10**9)  # never done: the position stops before this chunk
             return
         self.outstanding -= 1
@@ -106,6 +113,7 @@ class DeliveryTracker:
         self._parts: dict[TopicPartitionKey, _Partition] = {}
         self._clock = clock
         self.errors: list[tuple[TopicPartitionKey, str]] = []  # failed deliveries, in order
+        self.failed_topics: list[str | None] = []  # per failed delivery, its output topic
         self._completed: list[Chunk] = []
 
     def open(
@@ -114,7 +122,9 @@ class DeliveryTracker:
         """Track offsets ``[first, end)`` of ``tp``, with ``outputs`` deliveries due.
 
         Chunks of one partition are opened in consumption order."""
-        chunk = Chunk(tp, first, end, outputs, self.errors, self._clock, payload)
+        chunk = Chunk(
+            tp, first, end, outputs, self.errors, self._clock, payload, self.failed_topics
+        )
         self._parts.setdefault(tp, _Partition()).chunks.append(chunk)
         return chunk
 

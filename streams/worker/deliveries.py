@@ -26,11 +26,12 @@ def check_deliveries(tracker: DeliveryTracker) -> None:
         PublishError: an output was not delivered.
     """
     if tracker.errors:
-        (topic, partition), err = tracker.errors[0]
+        (source, partition), err = tracker.errors[0]
+        output = tracker.failed_topics[0] if tracker.failed_topics else None
         raise PublishError(
             f"{len(tracker.errors)} outputs were not delivered, first: {err}; "
-            "offsets are not committed past them",
-            topic=topic,
+            f"offsets of {source}[{partition}] are not committed past them",
+            topic=output or source,  # where writing failed, when the report said
             partition=partition,
             stage="publish",
         )

@@ -202,3 +202,22 @@ def test_a_partition_lost_and_assigned_again_in_the_take_goes_back_to_its_commit
     _take_and_handle(worker)
     assert worker.summary.consumed == 0
     assert fake.seeks == {0: 5, 1: 40}
+
+
+def test_a_refused_output_is_named_by_the_topic_it_was_for(
+    model: LoadedModel,  # noqa: F811
+) -> None:
+    """A dead letter the broker refused (its topic was deleted): the PublishError names the
+    dead-letter topic, not the input partition the letter came from."""
+
+    class Report:
+        def topic(self) -> str:
+            return f"{TOPIC}.dlq"
+
+    worker, _ = _worker(model)
+    chunk = worker.tracker.open((TOPIC, 3), 10, 11, 1)
+    chunk.ack("UNKNOWN_TOPIC_OR_PART", Report())
+    with pytest.raises(PublishError) as raised:
+        check_deliveries(worker.tracker)
+    assert raised.value.topic == f"{TOPIC}.dlq" and f"{TOPIC}.dlq" in str(raised.value)
+    assert raised.value.partition == 3
