@@ -18,9 +18,10 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 
 from services.core import metrics
 from services.core.records import Inbound, first_offsets
+from services.kafka.tracker import TopicPartitionKey
 
 logger = logging.getLogger(__name__)
-TP = tuple[str, int]
+TP = TopicPartitionKey  # the tracker's (topic, partition) key
 
 
 class PausingConsumer(Protocol):

@@ -114,7 +114,7 @@ def test_a_shell_that_gives_up_gets_the_error_at_once(model: LoadedModel) -> Non
 
 # The model fixture is read-only: sharing it across examples is safe.
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     policy=st.sampled_from(["pause", "degrade"]),

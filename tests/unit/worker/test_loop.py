@@ -221,3 +221,31 @@ def test_a_refused_output_is_named_by_the_topic_it_was_for(
         check_deliveries(worker.tracker)
     assert raised.value.topic == f"{TOPIC}.dlq" and f"{TOPIC}.dlq" in str(raised.value)
     assert raised.value.partition == 3
+
+
+def test_back_to_the_commit_when_the_commit_cannot_be_read_stops_the_worker(
+    model: LoadedModel,  # noqa: F811
+) -> None:
+    """Going back to the commit needs the group's committed offsets. If the broker does not
+    give them, the worker stops (nothing of the batch was written or committed); a partition
+    whose fetch has not started yet (_STATE on seek) is left to start at the commit itself."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    worker, fake = _worker(model)
+    _assign(worker, fake, 0, 1)
+
+    def state(tp: TopicPartition) -> None:
+        raise KafkaException(KafkaError(KafkaError._STATE))
+
+    fake.seek = state  # type: ignore[method-assign]
+    worker.flow.restart_from_commit(fake, {(TOPIC, 1)})  # tolerated: no error
+    fake.batches = [_messages(1, 40, 3)]
+    fake.during = [lambda: (_revoke(worker, fake, 1), _assign(worker, fake, 1))]
+
+    def unreadable(tps: Any, timeout: float = -1) -> Any:
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+    fake.committed = unreadable  # type: ignore[method-assign]
+    with pytest.raises(KafkaException):
+        _take_and_handle(worker)
+    assert worker.summary.consumed == 0 and worker.tracker.in_flight() == 0
