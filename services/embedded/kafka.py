@@ -104,7 +104,7 @@ def _java(local: LocalSettings) -> str:
     return java
 
 
-def _jvm_args(local: LocalSettings, log4j: Path, logs_dir: Path) -> list[str]:
+def jvm_args(local: LocalSettings, log4j: Path, logs_dir: Path) -> list[str]:
     return [
         _java(local),
         f"-Xmx{local.kafka_heap}",
@@ -136,7 +136,7 @@ def prepare(local: LocalSettings, work_dir: Path) -> list[str]:
     )
     log4j = work_dir / "log4j2.yaml"
     log4j.write_text(LOG4J2_YAML, encoding="utf-8")
-    jvm = _jvm_args(local, log4j, work_dir)
+    jvm = jvm_args(local, log4j, work_dir)
     if not (data_dir / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         # "=" form: a random id may start with "-", which argparse would read as an option.

@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient
 from services.core.errors import BrokerUnavailable, EmbeddedStackError
 from services.core.settings import Settings
 from services.embedded import kafka as apache_kafka
-from services.embedded import prometheus, redis_server, tansu
+from services.embedded import kafka_cluster, prometheus, redis_server, tansu
 from services.embedded.process import (
     ProcessRecord,
     is_running,
@@ -27,6 +27,7 @@ from services.embedded.process import (
     stop,
     tail,
 )
+from services.kafka.acls import grants
 from services.kafka.admin import ensure_topics, list_topic_partitions
 from services.kafka.config import admin_config
 from services.kafka.topics import TopicSpec
@@ -35,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 BrokerChoice = Literal["auto", "kafka", "tansu"]
 BROKER, REDIS, PROMETHEUS = "broker", "redis", "prometheus"
+# `local up --cluster`: three secured Kafka nodes in place of the one broker.
+CLUSTER_NODES = tuple(kafka_cluster.node_name(n) for n in kafka_cluster.NODES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +148,7 @@ class EmbeddedStack:
         topics: Sequence[TopicSpec],
         broker: BrokerChoice | None = None,
         with_prometheus: bool = False,
+        cluster: bool = False,
     ) -> StackStatus:
         """Start what is not running, wait until everything answers, create the topics.
 
@@ -160,7 +164,9 @@ class EmbeddedStack:
             try:
                 if not self.settings.external_redis and self._ensure_redis():
                     started.append(REDIS)
-                if not self.settings.external_kafka:
+                if cluster:
+                    started += self._ensure_kafka_cluster(topics)
+                elif not self.settings.external_kafka:
                     if self._ensure_broker(choice):
                         started.append(BROKER)
                     admin = AdminClient(admin_config(self.settings) | {"logger": logger})
@@ -245,6 +251,45 @@ class EmbeddedStack:
         logger.info("%s broker ready on %s (pid %d)", kind, record.address, record.pid)
         return True
 
+    def _ensure_kafka_cluster(self, topics: Sequence[TopicSpec]) -> list[str]:
+        """Start the nodes not running, wait for all three, then apply ACLs and topics as
+        the admin. Returns the nodes started."""
+        cluster_dir = self.settings.home / "cluster"
+        running = [
+            r
+            for r in (ProcessRecord.load(self.state_dir, n) for n in CLUSTER_NODES)
+            if r is not None and is_running(r)
+        ]
+        t0 = time.monotonic()
+        argvs = kafka_cluster.prepare(self.settings, cluster_dir)
+        admin_settings = kafka_cluster.admin_settings(self.settings)
+        started = []
+        for node, argv in argvs.items():
+            name = kafka_cluster.node_name(node)
+            if any(r.name == name for r in running):
+                continue
+            ProcessRecord.forget(self.state_dir, name)
+            port = kafka_cluster.client_port(self.settings.local, node)
+            for p in (port, port + 10, port + 20):
+                self._refuse_busy_port(p, f"Kafka node {node}", "STREAMSCORE_LOCAL__CLUSTER_PORT")
+            self._start(name, "kafka", argv, f"127.0.0.1:{port}")
+            started.append(name)
+        for name in CLUSTER_NODES:
+            record = ProcessRecord.load(self.state_dir, name)
+            if record is not None:
+                self._wait(record, lambda: kafka_cluster.answers(admin_settings, 3, 2.0))
+        admin = AdminClient(admin_config(admin_settings) | {"logger": logger})
+        timeout = max(30.0, self.settings.kafka.request_timeout_seconds)
+        acls = kafka_cluster.apply_acls(admin, grants(self.settings), timeout)
+        ensure_topics(admin, topics, timeout)
+        logger.info(
+            "kafka cluster ready on %s in %.1f s (%d ACLs)",
+            kafka_cluster.bootstrap(self.settings.local),
+            time.monotonic() - t0,
+            acls,
+        )
+        return started
+
     @staticmethod
     def _refuse_busy_port(port: int, what: str, env: str) -> None:
         if port_open(port):
@@ -289,7 +334,8 @@ class EmbeddedStack:
         one `up` call started); returns those that were running. A component started by an
         earlier `local up`, or not by us at all, is left alone when not named."""
         stopped: list[ProcessRecord] = []
-        names = [n for n in (PROMETHEUS, BROKER, REDIS) if only is None or n in set(only)]
+        every = (PROMETHEUS, BROKER, *CLUSTER_NODES, REDIS)
+        names = [n for n in every if only is None or n in set(only)]
         with self._locked():
             for name in names:
                 record = ProcessRecord.load(self.state_dir, name)
@@ -322,6 +368,10 @@ class EmbeddedStack:
                     if not k.startswith("__")
                 }
         components: tuple[ComponentStatus, ...] = (broker, redis_c)
+        nodes = self._cluster_components()
+        if nodes:
+            # The cluster stands in for the one broker (which `up --cluster` does not start).
+            components = (*nodes, redis_c) if not broker.running else (broker, *nodes, redis_c)
         if ProcessRecord.load(self.state_dir, PROMETHEUS) is not None:
             port = s.local.prometheus_port
             components += (
@@ -332,7 +382,28 @@ class EmbeddedStack:
                     lambda: prometheus.answers(port),
                 ),
             )
-        return StackStatus(broker.kind, s.kafka_bootstrap, s.redis_url, components, (), topics)
+        kind, servers = broker.kind, s.kafka_bootstrap
+        if nodes and not broker.running:
+            kind, servers = "kafka-cluster", kafka_cluster.bootstrap(s.local)
+        return StackStatus(kind, servers, s.redis_url, components, (), topics)
+
+    def _cluster_components(self) -> tuple[ComponentStatus, ...]:
+        """The cluster's nodes, when `up --cluster` started them (else nothing)."""
+        if all(ProcessRecord.load(self.state_dir, n) is None for n in CLUSTER_NODES):
+            return ()
+        try:
+            admin_settings = kafka_cluster.admin_settings(self.settings)
+        except EmbeddedStackError:
+            return ()
+        return tuple(
+            self._component(
+                kafka_cluster.node_name(n),
+                False,
+                f"127.0.0.1:{kafka_cluster.client_port(self.settings.local, n)}",
+                lambda: kafka_cluster.answers(admin_settings, 1, 3.0),
+            )
+            for n in kafka_cluster.NODES
+        )
 
     def _component(self, name: str, external: bool, address: str, answers: Any) -> ComponentStatus:
         if external:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -56,16 +57,39 @@ def _render_status(status: StackStatus, console: Console) -> None:
     help="Also run Prometheus (Debian's `prometheus` on PATH) with the alert rules, scraping "
     "every local worker.",
 )
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="Three Apache Kafka nodes (KRaft) secured as in production: SASL_SSL (SCRAM-SHA-512), "
+    "TLS from a local CA, ACLs per principal, replication factor 3. Writes one env file per "
+    "role under <home>/cluster/env.",
+)
 @json_option
 @click.pass_context
-def up(ctx: click.Context, broker: BrokerChoice | None, with_prometheus: bool) -> None:
+def up(
+    ctx: click.Context, broker: BrokerChoice | None, with_prometheus: bool, cluster: bool
+) -> None:
     """Start the stack (or find it running), wait until it answers, create every topic."""
     a = app(ctx)
+    t0 = time.monotonic()
     with a.err.status("starting the embedded stack..."):
         status = EmbeddedStack(a.settings).up(
-            topic_table(a.settings.topics), broker, with_prometheus
+            topic_table(a.settings.topics), broker, with_prometheus, cluster=cluster
         )
-    emit(a, status.to_dict(), lambda c: _render_status(status, c))
+    data = status.to_dict() | {"seconds": round(time.monotonic() - t0, 1)}
+    if cluster:
+        env_dir = a.settings.home / "cluster" / "env"
+        data["env_files"] = {p.stem: str(p) for p in sorted(env_dir.glob("*.env"))}
+
+    def render(c: Console) -> None:
+        _render_status(status, c)
+        if cluster:
+            c.print(f"cluster up in {data['seconds']} s (started: {len(status.started)} services)")
+            c.print("run each role as its principal, e.g.:")
+            for role, path in data["env_files"].items():
+                c.print(f"  {role:8s} set -a; . {path}; set +a")
+
+    emit(a, data, render)
 
 
 @local.command("down")
@@ -78,7 +102,7 @@ def down(ctx: click.Context, purge: bool) -> None:
     stack = EmbeddedStack(a.settings)
     stopped = stack.down()
     if purge:
-        for sub in ("kafka", "redis"):
+        for sub in ("kafka", "redis", "cluster"):
             shutil.rmtree(a.settings.home / sub, ignore_errors=True)
     data = {"stopped": [asdict(r) for r in stopped], "purged": purge}
 

@@ -235,6 +235,14 @@ class LocalSettings(_Group):
         DEFAULT_KAFKA_PORT + 1, ge=1, le=65535, description="KRaft controller port (Kafka only)."
     )
     redis_port: int = Field(DEFAULT_REDIS_PORT, ge=1, le=65535, description="Redis port.")
+    cluster_port: int = Field(
+        19192,
+        ge=1,
+        le=65515,
+        description="`local up --cluster`: the first node's SASL_SSL port; nodes 2 and 3 take "
+        "the next two, and each node's TLS port for the other nodes and its controller port lie "
+        "10 and 20 above its own.",
+    )
     prometheus_port: int = Field(
         19090, ge=1, le=65535, description="Prometheus port (`local up --with-prometheus`)."
     )
