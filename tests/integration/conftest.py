@@ -6,6 +6,7 @@ against tansu so the pip-only path keeps working. A stack that cannot start fail
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,7 +17,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from services.core.settings import Settings
-from services.embedded.kafka import availability
+from services.embedded.kafka import availability, java_path
 from services.embedded.stack import EmbeddedStack, StackStatus
 from services.kafka.admin import ensure_topics
 from services.kafka.config import admin_config
@@ -24,6 +25,10 @@ from services.kafka.topics import TopicSpec
 from streams.topics import topic_table
 
 _USED: dict[str, str] = {}
+# Why `--broker=auto` fell back to tansu on a machine with Java: the run then fails (CI must
+# not pass green without Apache Kafka where it could have run). STREAMSCORE_TEST_ALLOW_TANSU=1
+# accepts the fallback knowingly.
+_FELL_BACK: list[str] = []
 
 
 def free_port() -> int:
@@ -48,7 +53,13 @@ def _main_broker(config: pytest.Config) -> str:
     if config.getoption("--kafka-bootstrap"):
         return "external"
     if choice == "auto":
-        ok, _ = availability(Settings().local)
+        ok, why = availability(Settings().local)
+        if (
+            not ok
+            and java_path(Settings().local) is not None
+            and not os.environ.get("STREAMSCORE_TEST_ALLOW_TANSU")
+        ):
+            _FELL_BACK[:] = [str(why)]
         return "kafka" if ok else "tansu"
     return choice
 
@@ -122,6 +133,12 @@ def stack(
         embedded.down()
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Java is here but Apache Kafka could not be used: the run fails, whatever passed."""
+    if _FELL_BACK and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if _USED:
         terminalreporter.section("streamscore integration brokers")
@@ -132,6 +149,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for r in terminalreporter.stats.get("skipped", [])
         if "kafka-unavailable" in getattr(r, "nodeid", "")
     ]
+    if _FELL_BACK:
+        terminalreporter.section("FAILED: Java is present but Apache Kafka could not run", red=True)
+        terminalreporter.write_line(
+            f"{_FELL_BACK[0]}. The integration tests ran on tansu instead; this run fails so "
+            "that CI cannot pass without Apache Kafka. Fix the cause (`make kafka`), or set "
+            "STREAMSCORE_TEST_ALLOW_TANSU=1 to accept the fallback knowingly.",
+            red=True,
+        )
     if skipped:
         # A green run that skipped these did not test them: say so where it cannot be missed.
         terminalreporter.section("NOT TESTED: Apache Kafka was not available", red=True)

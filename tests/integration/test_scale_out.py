@@ -1,7 +1,12 @@
 """Scale-out under load: a second worker joining mid-stream is a routine rebalance. Before the
 pipelined engine the first worker's synchronous commit failed with ILLEGAL_GENERATION during
-that rebalance and crashed it (6 of 6 runs); now neither worker crashes and every event is
-scored, any duplicate identical."""
+that rebalance and crashed it (6 of 6 runs). This test asserts what must hold whatever the
+commits inside the rebalance answer: the join moved partitions (a revoke and at least two
+assignments on the first worker), neither worker crashed, every event is scored, and any
+duplicate is identical. Whether a commit landed inside the rebalance and failed is up to
+timing, so it is not asserted here: the failure branches of a commit (a top-level error,
+per-partition errors such as ILLEGAL_GENERATION) are driven deterministically by
+tests/unit/worker/test_membership.py."""
 
 from __future__ import annotations
 
@@ -108,6 +113,7 @@ def test_a_worker_joining_mid_stream_crashes_nobody(pipeline: Pipeline) -> None:
     assert one.consumed > 0 and two["consumed"] > 0, (one.to_dict(), two)
     assert one.dead_letters == 0 and two["dead_letters"] == 0, (one.to_dict(), two)  # all valid
     assert one.rebalances >= 2  # the join moved partitions: a rebalance it went through
+    assert worker.membership.revokes >= 1
 
     # Duplicates are expected after a rebalance: read the whole topic, not just one per event.
     total = _messages_in(pipeline, pipeline.settings.topics.predictions)

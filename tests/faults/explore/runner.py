@@ -42,7 +42,7 @@ from tests.faults.harness import (
     read_topic,
 )
 from tests.integration.conftest import Stack, free_port
-from tests.integration.pipeline_env import Pipeline
+from tests.integration.pipeline_env import Pipeline, run_cli
 from tests.waiting import wait_for
 
 SETTLE_SECONDS = 180.0  # after the schedule, the most time the system gets to catch up
@@ -90,7 +90,10 @@ class Explorer:
         self.workers: list[Worker] = []
         self.redis_paused = self.redis_stopped = self.broker_stopped = False
         self.burst_until = 0.0
+        self.slow_until = 0.0
         self.hostile_due = False
+        self.champion, self.challenger = "1", "2"  # with_two_versions: v1 is the champion
+        self._threads: list[threading.Thread] = []
         self._sent_lock = threading.Lock()
 
     # -- the stream ---------------------------------------------------------------------------
@@ -210,10 +213,55 @@ class Explorer:
             self._broker_up()
         elif kind == "burst":
             self.burst_until = time.monotonic() + op.arg
+        elif kind == "redis_slow":
+            self.slow_until = time.monotonic() + op.arg
+            self._background(self._slow_redis)
+        elif kind in ("promote", "canary", "rollback"):
+            return self._model_op(op, run)
         elif kind == "hostile":
             self.hostile_due = True
         else:
             return f"{op} -> nothing to do"
+        return str(op)
+
+    def _background(self, target: Any, *args: Any) -> None:
+        """Ops that take a while run beside the schedule, which keeps its times."""
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _slow_redis(self) -> None:
+        """Added latency: every client paused for 40 ms of each 80 until ``slow_until`` (a
+        paused or stopped server just fails these calls)."""
+        import redis
+
+        client = redis.Redis.from_url(self.redis.url, socket_timeout=0.5)
+        while time.monotonic() < self.slow_until:
+            try:
+                client.execute_command("CLIENT", "PAUSE", 40, "ALL")
+            except (redis.RedisError, OSError):
+                pass  # Redis is paused or stopped by another op: nothing to slow down
+            time.sleep(0.08)  # the period of the added latency, not a synchronisation
+
+    def _model_op(self, op: Op, run: Run) -> str:
+        """A promotion of the other version, a canary of it on 30% of the entities, or a
+        rollback, through the operators' CLI in a background thread. The CLI may refuse (a
+        rollback with no earlier champion): that is an answer, not a finding; a traceback is."""
+        if op.kind == "promote":
+            args = ["models", "promote", self.challenger, "-m", "explorer"]
+            self.champion, self.challenger = self.challenger, self.champion
+        elif op.kind == "canary":
+            args = ["models", "canary", self.challenger, "--percent", "30", "-m", "explorer"]
+        else:
+            args = ["models", "rollback", "-m", "explorer"]
+
+        def call() -> None:
+            ran = run_cli(self.p.settings, *args)
+            run.done.append(f"        {' '.join(args[:3])} -> exit {ran.returncode}")
+            if "Traceback" in ran.stderr or ran.returncode not in (0, 2, 3):
+                run.problems.append(f"`streamscore {' '.join(args)}`: {ran.stderr[-800:]}")
+
+        self._background(call)
         return str(op)
 
     def _redis_pid(self) -> int:
@@ -264,6 +312,9 @@ class Explorer:
         finally:
             stop.set()
             sender.join(120)
+            self.slow_until = 0.0
+            for thread in self._threads:
+                thread.join(150)
         self._end_faults(run)
         self._settle(run)
         self._check(run)

@@ -7,7 +7,8 @@ end (a frozen worker is thawed, a paused Redis continues, a stopped broker start
 >>> a, b = make_schedule(7, 60.0), make_schedule(7, 60.0)
 >>> a == b and len(a) > 3 and all(x.at <= y.at for x, y in zip(a, a[1:]))
 True
->>> {op.kind for op in make_schedule(3, 600.0)} >= {"join", "kill", "freeze", "thaw"}
+>>> kinds = {op.kind for op in make_schedule(3, 900.0)}
+>>> kinds >= {"join", "kill", "freeze", "thaw", "promote", "canary", "rollback", "redis_slow"}
 True
 """
 
@@ -28,6 +29,10 @@ WEIGHTS = {
     "broker_restart": 1,  # the broker stopped, then started with its data
     "burst": 2,  # a producer over its rate limit (backpressure) for a while
     "hostile": 2,  # garbage, an oversized key, a huge header
+    "redis_slow": 1,  # Redis answers late: clients paused for 40 ms of every 80, for a while
+    "promote": 1,  # the other version becomes champion (workers follow the alias)
+    "canary": 1,  # the other version serves a share of the entities
+    "rollback": 1,  # back to the previous champion (refused when there is none: fine)
 }
 
 
@@ -64,8 +69,8 @@ def make_schedule(seed: int, seconds: float, session_timeout: float = 6.0) -> li
             ops += [Op(t, "redis_stop"), Op(t + rng.uniform(0.5, 4.0), "redis_start")]
         elif kind == "broker_restart":
             ops += [Op(t, "broker_stop"), Op(t + rng.uniform(2.0, 6.0), "broker_start")]
-        elif kind == "burst":
-            ops.append(Op(t, "burst", rng.uniform(2.0, 6.0)))
+        elif kind in ("burst", "redis_slow"):
+            ops.append(Op(t, kind, rng.uniform(2.0, 6.0)))
         else:
             ops.append(Op(t, kind, rng.random()))
         t += rng.uniform(2.0, 6.0)

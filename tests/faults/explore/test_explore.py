@@ -18,7 +18,7 @@ from tests.faults.explore.runner import Explorer, Run, summary_row
 from tests.faults.explore.schedule import Op, make_schedule
 from tests.faults.harness import OwnRedis
 from tests.integration.conftest import Stack, isolated_settings
-from tests.integration.pipeline_env import make_pipeline
+from tests.integration.pipeline_env import make_pipeline, with_two_versions
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
 ROWS: list[dict[str, object]] = []
@@ -104,6 +104,8 @@ def test_a_random_schedule_of_faults_keeps_every_invariant(
                 },
             )
         )
+        if any(op.kind in ("promote", "canary", "rollback") for op in ops):
+            p = with_two_versions(p, f"explore-{_number(seed)}")
         run = Run(_number(seed), ops)
         started = time.monotonic()
         Explorer(p, own_stack, redis, tmp_path, seconds).run(run)
