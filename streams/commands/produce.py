@@ -1,5 +1,5 @@
 """`streamscore produce TOPIC`: validate a value, frame it, send it (smoke tests, reproducing an
-incident)."""
+incident); `--unchecked` sends it without the checks, to exercise the dead-letter path."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import click
 from rich.console import Console
 
+from services.codec.avro import AvroCodec
 from services.codec.factory import codec_for, schemas_dir
 from services.core.errors import BrokerUnavailable, ConfigError
 from services.core.records import PRODUCER_HEADER
@@ -29,6 +30,13 @@ from streams.topics import topic_table
 @click.option(
     "--key", default=None, help="Message key [default: the domain's key field, else event_id]."
 )
+@click.option("--key-field", default=None, help="Take each message's key from this field.")
+@click.option(
+    "--unchecked",
+    is_flag=True,
+    help="FOR TESTING: skip the rules, and send a value that does not match the schema as its "
+    "JSON text, so the worker dead-letters it.",
+)
 @click.option("--producer-id", default="cli", show_default=True, help="The producer-id header.")
 @json_option
 @click.pass_context
@@ -38,15 +46,22 @@ def produce(
     value: str | None,
     example: bool,
     key: str | None,
+    key_field: str | None,
+    unchecked: bool,
     producer_id: str,
 ) -> None:
     """Validate each value against the topic's Avro schema and the record's rules (the same
     checks the worker makes), then send it framed in the Confluent wire format. Nothing is sent
-    when any value is invalid (exit 2, naming the value, field and rule)."""
+    when any value is invalid (exit 2, naming the value, field and rule).
+
+    --unchecked is for testing the dead-letter path: no rule is checked, and a value the
+    schema refuses is sent as its JSON text (not Avro), which the worker refuses at decode."""
     a = app(ctx)
     s = a.settings
     if (value is None) == (not example):
         raise click.UsageError("give --value or --example")
+    if key is not None and key_field is not None:
+        raise click.UsageError("give --key or --key-field, not both")
     spec = next((t for t in topic_table(s.topics) if t.name == topic), None)
     if spec is None:
         raise ConfigError(f"{topic} is not in the topic table (streamscore topics)")
@@ -54,31 +69,82 @@ def produce(
     values = _example(s, spec.value_record) if example else _values(value or "")
     rules_path = schemas_dir(s) / "rules" / f"{spec.value_record}.json"
     rules = RecordRules.load(spec.value_record, rules_path.parent) if rules_path.exists() else None
-    now = int(time.time() * 1000)
     domain = domain_of(s)
     keys = {domain.event_record: domain.key_field, domain.label.record: domain.label.join_key}
-    key_field = keys.get(spec.value_record, "event_id")
-    framed = []
-    for i, record in enumerate(values, 1):
-        try:
-            payload = codec.encode_one(record)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise ConfigError(f"value {i}: does not match {spec.value_record}: {exc}") from exc
-        problem = validate_one(record, rules, now) if rules is not None else None
-        if problem is not None:
-            raise ConfigError(f"value {i}: {problem.reason.value}: {problem.detail}")
-        k = key if key is not None else record.get(key_field, record.get("event_id"))
-        framed.append((None if k is None else str(k).encode(), payload))
+    framed, not_avro = frame_values(
+        values,
+        codec,
+        None if unchecked else rules,
+        int(time.time() * 1000),
+        key=key,
+        key_field=key_field,
+        default_key_field=keys.get(spec.value_record, "event_id"),
+        unchecked=unchecked,
+    )
+    if unchecked:
+        a.err.print(
+            f"[bold red]UNCHECKED[/bold red] (for testing): {len(framed)} value(s) sent without "
+            f"the rules, {not_avro} of them not Avro",
+            highlight=False,
+        )
     header: list[tuple[str, str | bytes | None]] = [(PRODUCER_HEADER, producer_id.encode())]
     not_sent = send_all(s, topic, [(k, payload, header) for k, payload in framed])
     if not_sent is not None:
         raise BrokerUnavailable(f"not sent to {topic} at {s.kafka_bootstrap}: {not_sent}")
-    result = {"topic": topic, "sent": len(framed)}
+    result: dict[str, Any] = {"topic": topic, "sent": len(framed)}
+    if unchecked:
+        result |= {"unchecked": True, "not_avro": not_avro}
 
     def render(c: Console) -> None:
         c.print(f"sent {len(framed)} to {topic}")
 
     emit(a, result, render)
+
+
+def frame_values(
+    values: list[dict[str, Any]],
+    codec: AvroCodec,
+    rules: RecordRules | None,
+    now_ms: int,
+    *,
+    key: str | None = None,
+    key_field: str | None = None,
+    default_key_field: str = "event_id",
+    unchecked: bool = False,
+) -> tuple[list[tuple[bytes | None, bytes]], int]:
+    """Each value as (key, framed payload), and how many were sent as JSON text, not Avro.
+
+    The key is ``key`` when given, else the value's ``key_field`` (an error when it has none),
+    else its ``default_key_field`` or ``event_id`` (none when it has neither). ``rules`` None
+    checks no rule. Unchecked, a value the schema refuses becomes its JSON text.
+
+    Raises:
+        ConfigError: a value does not match the schema or breaks a rule (checked), or has no
+            ``key_field``; it names the value by its 1-based position.
+    """
+    framed: list[tuple[bytes | None, bytes]] = []
+    not_avro = 0
+    for i, record in enumerate(values, 1):
+        try:
+            payload = codec.encode_one(record)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            if not unchecked:
+                raise ConfigError(f"value {i}: does not match {codec.record.name}: {exc}") from exc
+            payload = json.dumps(record).encode()
+            not_avro += 1
+        problem = validate_one(record, rules, now_ms) if rules is not None else None
+        if problem is not None:
+            raise ConfigError(f"value {i}: {problem.reason.value}: {problem.detail}")
+        if key is not None:
+            k: Any = key
+        elif key_field is not None:
+            if record.get(key_field) is None:
+                raise ConfigError(f"value {i}: no field {key_field} for --key-field")
+            k = record[key_field]
+        else:
+            k = record.get(default_key_field, record.get("event_id"))
+        framed.append((None if k is None else str(k).encode(), payload))
+    return framed, not_avro
 
 
 def _values(text: str) -> list[dict[str, Any]]:

@@ -85,6 +85,20 @@ def test_produce_validates_then_sends(pipeline: Pipeline, tmp_path: Path) -> Non
     rows = [json.loads(x) for x in _cli(pipeline, "tail", topic, "-n", "10").stdout.splitlines()]
     assert [r["value"]["event_id"] for r in rows][-1] == good["event_id"]  # only the valid ones
     assert len(rows) == 2 and rows[-1]["key"] == good["user_id"]
+    # --key-field, and --unchecked: what the checks refuse goes out (as JSON text when the
+    # schema refuses it), labelled as a test on stderr.
+    batch.write_text(json.dumps(bad) + "\n" + json.dumps({"event_id": "not-avro"}) + "\n")
+    args = ("--json", "produce", topic, "--value", f"@{batch}", "--key-field", "event_id")
+    out = _cli(pipeline, *args, "--unchecked")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout) == {"topic": topic, "sent": 2, "unchecked": True, "not_avro": 1}
+    assert "UNCHECKED (for testing)" in out.stderr
+    tailed = _cli(pipeline, "tail", topic, "-n", "2").stdout.splitlines()
+    by_key = {r["key"]: r for r in map(json.loads, tailed)}
+    assert sorted(by_key) == sorted([bad["event_id"], "not-avro"])
+    assert by_key[bad["event_id"]]["value"]["position"] == -5
+    assert by_key["not-avro"]["value"] is None
+    assert by_key["not-avro"]["undecodable"].startswith("bad_magic_byte")
 
 
 def test_features_get_shows_stored_values_or_the_defaults(pipeline: Pipeline) -> None:
