@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import time
@@ -157,8 +158,42 @@ def _row(m: Message, codec: Any) -> dict[str, Any]:
         return row | {"value_hex": value.hex() if value is not None else None}
     decoded = codec.decode_one(value)
     if isinstance(decoded, dict):
-        return row | {"value": decoded}
+        return row | {"value": readable(decoded)}
     return row | {"value": None, "undecodable": f"{decoded.reason.value}: {decoded.detail}"}
+
+
+def readable(value: Any) -> Any:
+    """``value`` with every bytes field made JSON: its text when it is UTF-8 without control
+    characters, else base64; a ``<field>_encoding`` beside it says which. A dead letter's
+    original bytes are shown so (an Avro original is binary, so base64).
+
+    >>> readable({"original_key": b"u-1", "original_value": b"\\x00\\x00\\x00\\x00\\x01\\xff"})
+    {'original_key': 'u-1', 'original_key_encoding': 'utf-8', \
+'original_value': 'AAAAAAH/', 'original_value_encoding': 'base64'}
+    >>> readable({"original_headers": [{"key": "error.stage", "value": b"decode"}]})
+    {'original_headers': [{'key': 'error.stage', 'value': 'decode', 'value_encoding': 'utf-8'}]}
+    """
+    if isinstance(value, list):
+        return [readable(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for name, v in value.items():
+        if isinstance(v, bytes):
+            out[name], out[f"{name}_encoding"] = _text_or_base64(v)
+        else:
+            out[name] = readable(v)
+    return out
+
+
+def _text_or_base64(data: bytes) -> tuple[str, str]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c in "\t\n\r" for c in text):
+        return text, "utf-8"
+    return base64.b64encode(data).decode("ascii"), "base64"
 
 
 def _partition_offset(text: str) -> tuple[int, int]:
