@@ -75,18 +75,27 @@ def list_(ctx: click.Context) -> None:
 @click.pass_context
 def check(ctx: click.Context) -> None:
     """Fail (exit 1) unless every schema parses, every example is valid and round-trips, and
-    every topic's current schema is registered."""
+    every topic's current schema is registered.
+
+    A new domain folder without a manifest.json yet (and no Schema Registry configured) is
+    linted all the same; its subjects are listed as not registered yet, which is no problem
+    until `schemas register` writes the manifest."""
     a = app(ctx)
     directory = schemas_dir(a.settings)
     records = load_schemas(directory)
     problems: list[str] = []
     results = check_examples(records, directory / "examples")
     problems += [f"{r.path}: {r.error}" for r in results if not r.ok]
-    ids = schema_ids(a.settings)
+    new_folder = not a.settings.schema_registry.url and not (directory / MANIFEST_FILE).exists()
+    ids = None if new_folder else schema_ids(a.settings)
+    unregistered: list[str] = []
     for spec in topic_table(a.settings.topics):
         rec = records.get(spec.value_record)
         if rec is None:
             problems.append(f"topic {spec.name}: no schema {spec.value_record}.avsc")
+            continue
+        if ids is None:
+            unregistered.append(spec.subject)
             continue
         try:
             ids.id_for(spec.subject, rec)
@@ -99,16 +108,21 @@ def check(ctx: click.Context) -> None:
         "schemas": len(records),
         "examples_ok": sum(r.ok for r in results),
         "problems": problems,
+        "unregistered": unregistered,
         "ok": not problems,
     }
 
     def render(console: Console) -> None:
-        console.print(
-            f"{len(records)} schemas, {data['examples_ok']} valid examples, "
-            f"ids from {_source(a.settings)}"
-        )
+        source = f"no {MANIFEST_FILE} yet" if new_folder else f"ids from {_source(a.settings)}"
+        console.print(f"{len(records)} schemas, {data['examples_ok']} valid examples, {source}")
         for p in problems:
             console.print(f"[red]problem[/red] {p}", markup=True, highlight=False)
+        if unregistered:
+            console.print(
+                f"not registered yet: {len(unregistered)} subjects "
+                f"(`streamscore schemas register` writes {directory / MANIFEST_FILE})",
+                highlight=False,
+            )
         if not problems:
             console.print("[green]contract OK[/green]")
 

@@ -163,3 +163,24 @@ def test_lag_against_an_unreachable_broker_is_one_line_and_exit_1() -> None:
         .splitlines()[-1]
         .startswith("error: cannot read consumer lag from 127.0.0.1:9")
     )
+
+
+def test_schemas_check_lints_a_new_domain_folder_before_any_manifest(tmp_path: Path) -> None:
+    folder = tmp_path / "payments-copy"
+    shutil.copytree(DEFAULT_SCHEMAS_DIR / "domains" / "payments", folder)
+    (folder / "manifest.json").unlink()
+    env = {"STREAMSCORE_DOMAIN": str(folder)}
+    code, out = run("schemas", "check", "--json", env=env)
+    assert code == 0, out
+    data = json.loads(out)
+    assert data["problems"] == [] and data["ok"] is True
+    assert "payments.transactions.v1-value" in data["unregistered"]
+    # It still lints: a broken example of the new folder fails the check.
+    example = next((folder / "examples" / "Transaction").glob("*.json"))
+    broken = json.loads(example.read_text()) | {"amount": "twelve"}
+    (folder / "examples" / "Transaction" / "broken.json").write_text(json.dumps(broken))
+    code, out = run("schemas", "check", "--json", env=env)
+    assert code == 1
+    [problem] = json.loads(out)["problems"]
+    assert "broken.json" in problem and "amount" in problem
+    assert not (folder / "manifest.json").exists()  # checking never registers
