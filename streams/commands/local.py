@@ -24,23 +24,49 @@ def local() -> None:
     """Run the embedded stack (Kafka-protocol broker + Redis) on loopback."""
 
 
-def _render_status(status: StackStatus, console: Console) -> None:
+def _render_status(status: StackStatus, console: Console, after_up: bool = True) -> None:
     t = Table(title=f"embedded stack ({'healthy' if status.healthy else 'NOT healthy'})")
     for col in ("service", "kind", "address", "pid", "state"):
         t.add_column(col)
     for c in status.components:
         t.add_row(c.name, c.kind, c.address, str(c.pid or "-"), c.detail)
     console.print(t)
-    if status.started:
-        console.print(f"started: {', '.join(status.started)}")
-    elif status.components and all(c.running for c in status.components):
-        console.print("already running: started nothing")
+    console.print(summary(status, after_up), highlight=False)
     if status.topics:
         console.print(
             "topics: " + ", ".join(f"{k} ({v})" for k, v in sorted(status.topics.items()))
         )
+    # The embedded stack's own addresses: pasted into another shell they keep it embedded
+    # (Settings.external_kafka and external_redis are false for them).
     console.print(f"export STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS={status.bootstrap_servers}")
     console.print(f"export STREAMSCORE_REDIS__URL={status.redis_url}")
+
+
+def summary(status: StackStatus, after_up: bool) -> str:
+    """What runs (with its kind and pid), what `up` started, and what does not run.
+
+    >>> from services.embedded.stack import ComponentStatus as C
+    >>> kafka = C("broker", "kafka", "127.0.0.1:1", True, 11, True, True)
+    >>> redis = C("redis", "redis", "redis://127.0.0.1:2/0", True, 12, True, True)
+    >>> st = StackStatus("kafka", "127.0.0.1:1", "redis://127.0.0.1:2/0", (kafka, redis))
+    >>> summary(st, after_up=False)
+    'running: broker (kafka, pid 11), redis (redis, pid 12)'
+    >>> summary(st, after_up=True)
+    'running: broker (kafka, pid 11), redis (redis, pid 12); started nothing, all were running'
+    """
+    running = [
+        f"{c.name} ({c.kind}, pid {c.pid})" if c.pid else f"{c.name} ({c.kind})"
+        for c in status.components
+        if c.running
+    ]
+    down = [c.name for c in status.components if not c.running]
+    parts = [f"running: {', '.join(running)}" if running else "nothing running"]
+    if after_up:
+        started = ", ".join(status.started)
+        parts.append(f"started: {started}" if started else "started nothing, all were running")
+    if down:
+        parts.append(f"not running: {', '.join(down)}")
+    return "; ".join(parts)
 
 
 @local.command("up")
@@ -122,7 +148,7 @@ def status(ctx: click.Context) -> None:
     """Report each service: which broker, pid, address, and whether it answers."""
     a = app(ctx)
     st = EmbeddedStack(a.settings).status()
-    emit(a, st.to_dict(), lambda c: _render_status(st, c))
+    emit(a, st.to_dict(), lambda c: _render_status(st, c, after_up=False))
     if not st.healthy:
         ctx.exit(1)
 

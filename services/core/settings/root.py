@@ -153,8 +153,19 @@ class Settings(BaseSettings):
 
     @property
     def external_kafka(self) -> bool:
-        return self.kafka.bootstrap_servers is not None
+        """Servers are set, and are not the embedded broker's own address: `local up` prints
+        that address as an export line, and pasting it keeps the broker embedded."""
+        servers = self.kafka.bootstrap_servers
+        port = self.local.kafka_port
+        return servers is not None and servers not in (f"127.0.0.1:{port}", f"localhost:{port}")
 
     @property
     def external_redis(self) -> bool:
-        return self.redis.url is not None
+        """A URL is set, and is not the embedded server's own (as for ``external_kafka``)."""
+        url = self.redis.url
+        if url is None:
+            return False
+        port = self.local.redis_port
+        return url.rstrip("/") not in {
+            f"redis://{host}:{port}{db}" for host in ("127.0.0.1", "localhost") for db in ("", "/0")
+        }
