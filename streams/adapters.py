@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-
 from services.codec.factory import codec_for
 from services.core import metrics
 from services.core.errors import ConfigError, ModelLoadError, RegistryUnavailable
@@ -20,6 +18,7 @@ from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore
 from services.labels.store import PredictionStore
 from services.ratelimit.bucket import RedisTokenBuckets
+from services.redisconn.client import Client, connect
 from services.scoring.loader import ServingLoader, smoke_check
 from services.scoring.model import LoadedModel
 from services.scoring.registry import MlflowRegistry
@@ -29,14 +28,9 @@ from streams.model_watcher import ModelWatcher, record_built
 from streams.topics import by_record
 
 
-def redis_client(settings: Settings) -> redis.Redis:
-    password = settings.redis.password.get_secret_value() if settings.redis.password else None
-    return redis.Redis.from_url(
-        settings.redis_url,
-        password=password,
-        socket_timeout=settings.redis.socket_timeout_seconds,
-        socket_connect_timeout=settings.redis.socket_timeout_seconds,
-    )
+def redis_client(settings: Settings) -> Client:
+    """The client of the deployment the settings select (server, Sentinel, Cluster)."""
+    return connect(settings.redis, settings.redis_url)
 
 
 def feature_spec(settings: Settings) -> FeatureSpec:

@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from services.core.errors import FeatureStoreUnavailable
+from services.redisconn.client import Client, reason
 
 PREFIX = "ssk_"
 
@@ -62,7 +63,7 @@ def parse(token: str) -> tuple[str, str] | None:
 class ApiKeys:
     """The key store. Every Redis failure surfaces as ``FeatureStoreUnavailable`` (transient)."""
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    def __init__(self, client: Client, prefix: str) -> None:
         self._client = client
         self._prefix = f"{prefix}apikey:"
 
@@ -70,7 +71,7 @@ class ApiKeys:
         try:
             return fn()
         except redis.RedisError as exc:
-            raise FeatureStoreUnavailable(f"API keys: Redis did not answer: {exc}") from exc
+            raise FeatureStoreUnavailable(f"API keys: Redis did not answer: {reason(exc)}") from exc
 
     def create(self, name: str, rate_per_second: float = 0.0, burst: int = 0) -> tuple[ApiKey, str]:
         """A new key; returns it and the token (shown once)."""

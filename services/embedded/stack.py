@@ -15,7 +15,7 @@ from typing import Any, Literal
 import redis
 from confluent_kafka.admin import AdminClient
 
-from services.core.errors import BrokerUnavailable, EmbeddedStackError
+from services.core.errors import BrokerUnavailable, EmbeddedStackError, FeatureStoreUnavailable
 from services.core.settings import Settings
 from services.embedded import kafka as apache_kafka
 from services.embedded import kafka_cluster, prometheus, redis_server, tansu
@@ -31,6 +31,7 @@ from services.kafka.acls import grants
 from services.kafka.admin import ensure_topics, list_topic_partitions
 from services.kafka.config import admin_config
 from services.kafka.topics import TopicSpec
+from services.redisconn.client import connect
 
 logger = logging.getLogger(__name__)
 
@@ -110,13 +111,10 @@ def kafka_answers(settings: Settings, timeout: float) -> bool:
 
 def redis_answers(settings: Settings, timeout: float) -> bool:
     """True when Redis answers PING."""
-    password = settings.redis.password.get_secret_value() if settings.redis.password else None
-    client = redis.Redis.from_url(
-        settings.redis_url,
-        password=password,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-    )
+    try:
+        client = connect(settings.redis, settings.redis_url, socket_timeout=timeout)
+    except FeatureStoreUnavailable:
+        return False
     try:
         return bool(client.ping())
     except (redis.RedisError, OSError):

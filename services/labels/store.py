@@ -5,7 +5,10 @@ One Redis key per event and kind (served or shadow), ``<prefix>pred:<kind>:<even
 existed read as not degraded, nothing missing), with a TTL of the label horizon; the scoring
 worker writes a batch with one server-side script call (one command, one round trip: a
 pipeline of one SET per event cost ~20 µs per event in the client, the script ~1) and the label
-join reads a batch with one MGET.
+join reads a batch with one MGET. On a Redis Cluster the script is called once per slot and the
+MGET made once per slot, each set in one pipeline: one round trip per shard. Event ids spread
+over every slot, so there a batch costs about one script call per event: the price of keeping
+predictions spread over the shards rather than hash-tagged onto one.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 import redis
 
 from services.core.errors import FeatureStoreUnavailable
+from services.redisconn.client import Client, reason
+from services.redisconn.slots import SlotScript, mget
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +74,9 @@ return #KEYS
 class PredictionStore:
     """Redis adapter; every failure surfaces as ``FeatureStoreUnavailable`` (transient)."""
 
-    def __init__(self, client: redis.Redis, prefix: str, ttl_seconds: int) -> None:
+    def __init__(self, client: Client, prefix: str, ttl_seconds: int) -> None:
         self.client, self.prefix, self.ttl = client, prefix, ttl_seconds
-        self._set_all = client.register_script(_SET_ALL_EX)
+        self._set_all = SlotScript(client, _SET_ALL_EX)
 
     def _key(self, kind: str, event_id: str) -> str:
         return f"{self.prefix}pred:{kind}:{event_id}"
@@ -114,16 +119,16 @@ class PredictionStore:
             )
         ]
         try:
-            self._set_all(keys=keys, args=[self.ttl, *values])
+            self._set_all(keys, [self.ttl], values)
         except (redis.RedisError, OSError) as exc:
-            raise FeatureStoreUnavailable(f"prediction store: {exc}") from exc
+            raise FeatureStoreUnavailable(f"prediction store: {reason(exc)}") from exc
         return len(keys)
 
     def get_many(self, kind: str, event_ids: Sequence[str]) -> list[Stored | None]:
         if not event_ids:
             return []
         try:
-            raw = self.client.mget([self._key(kind, e) for e in event_ids])
+            raw = mget(self.client, [self._key(kind, e) for e in event_ids])
         except (redis.RedisError, OSError) as exc:
-            raise FeatureStoreUnavailable(f"prediction store: {exc}") from exc
+            raise FeatureStoreUnavailable(f"prediction store: {reason(exc)}") from exc
         return [decode(r) for r in raw]

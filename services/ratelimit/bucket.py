@@ -1,5 +1,10 @@
 """Token buckets in Redis (one Lua call per batch for all its producers: one command, one round
-trip), and the pure split of a batch into admitted and rate-limited messages."""
+trip; on a Redis Cluster one call per slot, pipelined: one round trip per shard), and the pure
+split of a batch into admitted and rate-limited messages.
+
+Each bucket is refilled and taken from by itself (the script loops over independent keys), so
+cutting a batch's call per slot changes nothing but the number of commands. The keys keep
+their standalone names: no hash tag, which would put every producer's bucket on one shard."""
 
 from __future__ import annotations
 
@@ -11,12 +16,15 @@ import redis
 
 from services.core.errors import FeatureStoreUnavailable
 from services.core.records import PRODUCER_HEADER
+from services.redisconn.client import Client, reason
+from services.redisconn.slots import SlotScript
 
 # Atomic refill-and-take for every bucket of a batch (KEYS[i] wants ARGV[i + 2] tokens). Time
 # comes from the Redis server, so every worker sees one clock.
 _TAKE = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+-- TIME before writes is safe: Redis 5+ replicates a script's effects, not the script.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ttl = math.ceil(burst / rate * 1000) + 60000
@@ -109,7 +117,7 @@ class RedisTokenBuckets:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: Client,
         prefix: str,
         rate: float,
         burst: int,
@@ -119,8 +127,8 @@ class RedisTokenBuckets:
         self._client = client
         self._prefix = f"{prefix}rl:{namespace}:"
         self._rate, self._burst = rate, burst
-        self._script = client.register_script(_TAKE)
-        self._give = client.register_script(_GIVE)
+        self._script = SlotScript(client, _TAKE)
+        self._give = SlotScript(client, _GIVE)
 
     def take(self, requested: Mapping[str, int]) -> dict[str, int]:
         if not requested:
@@ -128,11 +136,12 @@ class RedisTokenBuckets:
         names = list(requested)
         try:
             granted = self._script(
-                keys=[self._prefix + n for n in names],
-                args=[self._rate, self._burst, *(requested[n] for n in names)],
+                [self._prefix + n for n in names],
+                [self._rate, self._burst],
+                [requested[n] for n in names],
             )
         except (redis.RedisError, OSError) as exc:
-            raise FeatureStoreUnavailable(f"rate-limit buckets unavailable: {exc}") from exc
+            raise FeatureStoreUnavailable(f"rate-limit buckets unavailable: {reason(exc)}") from exc
         return {n: int(g) for n, g in zip(names, granted, strict=True)}
 
     def give_back(self, returned: Mapping[str, int]) -> None:
@@ -141,11 +150,10 @@ class RedisTokenBuckets:
             return
         try:
             self._give(
-                keys=[self._prefix + n for n in names],
-                args=[self._burst, *(returned[n] for n in names)],
+                [self._prefix + n for n in names], [self._burst], [returned[n] for n in names]
             )
         except (redis.RedisError, OSError) as exc:
-            raise FeatureStoreUnavailable(f"rate-limit buckets unavailable: {exc}") from exc
+            raise FeatureStoreUnavailable(f"rate-limit buckets unavailable: {reason(exc)}") from exc
 
 
 def producer_of(key: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> str:

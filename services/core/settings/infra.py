@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 ENV_PREFIX = "STREAMSCORE_"
 NESTED_DELIMITER = "__"
@@ -81,6 +81,13 @@ class KafkaSettings(_Group):
     request_timeout_seconds: float = Field(
         10.0, gt=0, description="How long admin and metadata calls wait for the cluster."
     )
+    control_replication_factor: int = Field(
+        1,
+        ge=1,
+        description="Replication factor of the topics the control plane (faust) creates for "
+        "itself. 1 suits the single embedded broker; give the cluster's (3) on a cluster, as "
+        "the env files of `local up --cluster` do.",
+    )
 
 
 class SchemaRegistrySettings(_Group):
@@ -107,23 +114,94 @@ class SchemaRegistrySettings(_Group):
 
 
 class RedisSettings(_Group):
-    """The online feature store and shared counters."""
+    """The online feature store and shared counters: one server, a Sentinel-watched primary or a
+    Redis Cluster; optionally a Redis 6+ ACL user and TLS."""
 
+    mode: Literal["standalone", "sentinel", "cluster"] = Field(
+        "standalone",
+        description="Deployment: `standalone` (one server at `url`), `sentinel` (the primary "
+        "that `sentinels` name for `sentinel_service`) or `cluster` (a Redis Cluster; `url` is "
+        "any one node, the others are discovered).",
+    )
     url: str | None = Field(
         None,
-        description="Redis URL without password, e.g. redis://host:6379/0. Unset: the embedded "
+        description="Redis URL without user or password, e.g. redis://host:6379/0, or "
+        "rediss://host:6380/0 for TLS. In cluster mode: any node (db 0). Unset: the embedded "
         "redis-server on 127.0.0.1:<local.redis_port>.",
+    )
+    username: str | None = Field(
+        None, description="Redis 6+ ACL user (unset: the `default` user, or none)."
     )
     password: SecretStr | None = Field(None, description="Redis password (secret).")
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v is not None and not v.strip().startswith(("redis://", "rediss://", "unix://")):
+        if v is None:
+            return v
+        v = v.strip()
+        if not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(
-                f"{v!r}: give redis://host:port/db (unset the variable for the embedded Redis)"
+                f"{v.split('@')[-1]!r}: give redis://host:port/db (unset the variable for the "
+                "embedded Redis)"
             )
-        return v.strip() if v is not None else v
+        if "@" in v.split("://", 1)[1].split("/", 1)[0]:
+            # A credential inside the URL would be shown by `config show` and in logs.
+            raise ValueError(
+                "the URL holds a user or password: give them in STREAMSCORE_REDIS__USERNAME "
+                "and STREAMSCORE_REDIS__PASSWORD (the password is kept secret)"
+            )
+        return v
+
+    sentinels: str | None = Field(
+        None,
+        description="Sentinel mode: the sentinels, host:port[,host:port...].",
+    )
+    sentinel_service: str = Field(
+        "mymaster", description="Sentinel mode: the monitored primary's name."
+    )
+    sentinel_username: str | None = Field(
+        None, description="Sentinel mode: the sentinels' own ACL user, when they have one."
+    )
+    sentinel_password: SecretStr | None = Field(
+        None, description="Sentinel mode: the sentinels' own password (secret)."
+    )
+    tls: bool = Field(
+        False,
+        description="Connect with TLS (also on when `url` is rediss://; in sentinel mode, to "
+        "the sentinels and the primary alike).",
+    )
+    tls_ca_file: Path | None = Field(
+        None,
+        description="CA bundle that signed the servers' certificates (unset: the system's).",
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="Client certificate, for servers that require one (mutual TLS)."
+    )
+    tls_key_file: Path | None = Field(None, description="The client certificate's private key.")
+    tls_check_hostname: bool = Field(
+        True,
+        description="Check that the server's certificate names the host connected to. Turn "
+        "off only for clusters that announce addresses their certificates do not name.",
+    )
+
+    @model_validator(mode="after")
+    def _deployment(self) -> RedisSettings:
+        if self.mode == "sentinel" and not self.sentinels:
+            raise ValueError("mode sentinel needs STREAMSCORE_REDIS__SENTINELS (host:port,...)")
+        if self.sentinels is not None:
+            for part in self.sentinels.split(","):
+                host, _, port = part.strip().rpartition(":")
+                if not host or not port.isdigit():
+                    raise ValueError(f"sentinel {part!r}: give host:port")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give both tls_cert_file and tls_key_file, or neither")
+        return self
+
+    @property
+    def use_tls(self) -> bool:
+        """TLS in effect: asked for, or implied by a rediss:// URL."""
+        return self.tls or (self.url or "").startswith("rediss://")
 
     key_prefix: str = Field("streamscore:", description="Prefix of every key we write.")
     socket_timeout_seconds: float = Field(2.0, gt=0, description="Redis socket timeout.")
@@ -150,6 +228,10 @@ class TopicSettings(_Group):
     shadow_predictions: str = Field(
         "feed.shadow-predictions.v1",
         description="The shadow challenger's predictions (variant=shadow, never served).",
+    )
+    feature_log: str = Field(
+        "feed.feature-log.v1",
+        description="The entity features each scoring batch was served with (FeatureLog).",
     )
     event_record: str = Field(
         "Interaction", description="Avro record of the input topic (the domain's `event.record`)."
@@ -242,6 +324,14 @@ class LocalSettings(_Group):
         description="`local up --cluster`: the first node's SASL_SSL port; nodes 2 and 3 take "
         "the next two, and each node's TLS port for the other nodes and its controller port lie "
         "10 and 20 above its own.",
+    )
+    redis_cluster_port: int = Field(
+        17100,
+        ge=1,
+        le=55529,
+        description="First of the six TLS ports of the Redis Cluster that `local up --cluster` "
+        "runs (three primaries, then their replicas); each node's cluster bus is its port + "
+        "10000.",
     )
     prometheus_port: int = Field(
         19090, ge=1, le=65535, description="Prometheus port (`local up --with-prometheus`)."
