@@ -26,6 +26,7 @@ from services.core.errors import (
     BrokerUnavailable,
     ConfigError,
     FeatureStoreUnavailable,
+    NotAuthorized,
     NotFound,
     PublishError,
     RegistryUnavailable,
@@ -34,6 +35,7 @@ from services.core.errors import (
 )
 from services.core.logging import configure_logging
 from services.core.settings import Settings, iter_env_vars
+from services.kafka.denied import from_error
 from streams.commands.common import CLIENT_LOGGERS, AppContext, LazyGroup
 
 logger = logging.getLogger(__name__)
@@ -168,6 +170,7 @@ def cli(
         # connection errors are detail for --log-level DEBUG (workers log them: `worker`).
         for name in CLIENT_LOGGERS:
             logging.getLogger(name).setLevel(logging.CRITICAL)
+    _SETTINGS[:] = [settings]
     _ADDRESSES.update(
         broker=settings.kafka_bootstrap,
         redis=settings.redis_url,
@@ -184,6 +187,15 @@ def cli(
 
 # The addresses in effect, to name in an error line (set by the root command).
 _ADDRESSES: dict[str, str] = {}
+# The settings in effect, to name the principal a cluster refused (set by the root command).
+_SETTINGS: list[Settings] = []
+
+
+def _refused(exc: StreamMLError) -> NotAuthorized | None:
+    """A refusal by the cluster's authorizer inside another error: the line that names it."""
+    if isinstance(exc, NotAuthorized) or not _SETTINGS:
+        return None
+    return from_error(_SETTINGS[0], str(exc), exc.stage, exc.topic)
 
 
 def _where(exc: StreamMLError) -> str:
@@ -240,6 +252,10 @@ def _main(argv: list[str] | None) -> None:
     except ConfigError as exc:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(2)
+    except (BrokerUnavailable, PublishError) as exc:
+        refused = _refused(exc)
+        sys.stderr.write(f"error: {refused or exc}{'' if refused else _where(exc)}\n")
+        sys.exit(2 if refused else 1)
     except NotFound as exc:
         sys.stderr.write(f"not found: {exc}\n")
         sys.exit(3)

@@ -4,6 +4,7 @@
 
     StreamMLError
     ├── ConfigError               startup only -> exit 2
+    │   └── NotAuthorized         the cluster refused the principal an operation (ACL) -> exit 2
     ├── NotFound                  a named thing does not exist -> exit 3
     ├── PermanentError            bad data: never retried
     │   ├── DecodeError -> KeyDecodeError, ValueDecodeError
@@ -74,6 +75,12 @@ class StreamMLError(Exception):
 
 class ConfigError(StreamMLError):
     """Invalid or inconsistent configuration, detected at startup (CLI exit code 2)."""
+
+
+class NotAuthorized(ConfigError):
+    """The cluster refused this principal an operation (an ACL is missing) or its credentials:
+    no retry helps, a person must grant it (exit 2). Prints as one line naming the principal,
+    the operation and the resource, never a secret."""
 
 
 class NotFound(StreamMLError):

@@ -180,6 +180,7 @@ def env_text(settings: Settings, user: str, password: str) -> str:
             f"STREAMSCORE_KAFKA__SASL_USERNAME={user}",
             f"STREAMSCORE_KAFKA__SASL_PASSWORD={password}",
             f"STREAMSCORE_KAFKA__SSL_CA_LOCATION={s.ssl_ca_location}",
+            "STREAMSCORE_KAFKA__CONTROL_REPLICATION_FACTOR=3",
             "",
         ]
     )

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from services.core.errors import BrokerUnavailable, NotFound
+from services.kafka.denied import refusal
 from services.replay.plan import Range
 
 
@@ -98,6 +99,9 @@ def iter_ranges(
             batch = []
             for m in consumer.consume(max_batch, 0.2):
                 partition, offset = m.partition() or 0, m.offset() or 0
+                if m.error() is not None and refusal(str(m.error())):
+                    # A missing ACL: stop now, not after the stall timeout.
+                    raise BrokerUnavailable(f"cannot read {topic}: {m.error()}", topic=topic)
                 if m.error() is not None or offset >= todo.get(partition, -1):
                     continue  # past its end (read in the same fetch), or a partition done
                 batch.append(m)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import faust
+from faust.auth import SASLCredentials, SSLCredentials
 
 from services.codec.avro import AvroCodec
 from services.core import metrics
@@ -33,6 +35,31 @@ TICK_SECONDS = 5.0
 GIVE_UP_AFTER = 3  # non-transient failures of one label batch or request
 MAX_BACKOFF = 30.0
 T = TypeVar("T")
+
+
+def broker_credentials(settings: Settings) -> SASLCredentials | SSLCredentials | None:
+    """faust's (aiokafka's) own form of the Kafka security settings the other clients use:
+    the same principal, password and CA file.
+
+    >>> broker_credentials(Settings()) is None
+    True
+    """
+    k = settings.kafka
+    if k.security_protocol == "PLAINTEXT":
+        return None
+    context = None
+    if k.security_protocol.endswith("SSL"):
+        ca = str(k.ssl_ca_location) if k.ssl_ca_location is not None else None
+        context = ssl.create_default_context(cafile=ca)
+    if k.security_protocol == "SSL":
+        return SSLCredentials(context)
+    credentials = SASLCredentials(
+        username=k.sasl_username,
+        password=k.sasl_password.get_secret_value() if k.sasl_password else None,
+        ssl_context=context,
+        mechanism=k.sasl_mechanism or "PLAIN",
+    )
+    return credentials
 
 
 def create_app(settings: Settings) -> tuple[faust.App, ControlState]:
@@ -53,7 +80,8 @@ def create_app(settings: Settings) -> tuple[faust.App, ControlState]:
         store="memory://",
         broker_session_timeout=settings.kafka.session_timeout_ms / 1000,
         broker_heartbeat_interval=settings.kafka.heartbeat_interval_ms / 1000,
-        topic_replication_factor=1,
+        topic_replication_factor=settings.kafka.control_replication_factor,
+        broker_credentials=broker_credentials(settings),
         consumer_auto_offset_reset="latest",
     )
     t = settings.topics

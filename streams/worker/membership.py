@@ -24,6 +24,7 @@ from confluent_kafka import (
 from services.core import metrics
 from services.core.settings import Settings
 from services.kafka.config import consumer_config
+from services.kafka.denied import not_authorized
 from services.kafka.tracker import Chunk, DeliveryTracker
 from streams.worker.flow import TP, Flow
 from streams.worker.summary import WorkerSummary
@@ -142,6 +143,12 @@ class Membership:
             if err is None:
                 out.append(m)
             elif err.code() != KafkaError._PARTITION_EOF:
+                # A missing ACL never heals by retrying: a decided stop, one line naming it.
+                group = err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED
+                name = self.settings.worker.scoring_group if group else m.topic()
+                refused = not_authorized(self.settings, str(err), "Read", name)
+                if refused is not None:
+                    raise refused
                 logger.warning("consume error: %s", err)
         return out
 
