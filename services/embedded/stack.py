@@ -27,6 +27,8 @@ from services.embedded.process import (
     stop,
     tail,
 )
+from services.embedded.redis_cluster import RedisClusterStack
+from services.embedded.redis_cluster import seed_url as redis_cluster_seed
 from services.kafka.acls import grants
 from services.kafka.admin import ensure_topics, list_topic_partitions
 from services.kafka.config import admin_config
@@ -39,6 +41,8 @@ BrokerChoice = Literal["auto", "kafka", "tansu"]
 BROKER, REDIS, PROMETHEUS = "broker", "redis", "prometheus"
 # `local up --cluster`: three secured Kafka nodes in place of the one broker.
 CLUSTER_NODES = tuple(kafka_cluster.node_name(n) for n in kafka_cluster.NODES)
+# ... and a Redis Cluster (three primaries, three replicas) in place of the one Redis.
+REDIS_CLUSTER_NODES = RedisClusterStack.NODE_NAMES
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,10 +164,11 @@ class EmbeddedStack:
         started: list[str] = []
         with self._locked():
             try:
-                if not self.settings.external_redis and self._ensure_redis():
+                if not cluster and not self.settings.external_redis and self._ensure_redis():
                     started.append(REDIS)
                 if cluster:
                     started += self._ensure_kafka_cluster(topics)
+                    started += self._ensure_redis_cluster()
                 elif not self.settings.external_kafka:
                     if self._ensure_broker(choice):
                         started.append(BROKER)
@@ -191,6 +196,15 @@ class EmbeddedStack:
             tuple(started),
             status.topics,
         )
+
+    def _ensure_redis_cluster(self) -> list[str]:
+        """The Redis Cluster of `up --cluster`; its users' settings go into the roles' env
+        files beside Kafka's."""
+        redis_stack = RedisClusterStack(self.settings, self.state_dir)
+        info = redis_stack.up()
+        redis_stack.add_to_env_files(self.settings.home / "cluster" / "env")
+        logger.info("redis cluster ready on %s in %.1f s", info.seed, info.seconds)
+        return [redis_stack.record_name(n) for n in info.started]
 
     def _ensure_redis(self) -> bool:
         record = ProcessRecord.load(self.state_dir, REDIS)
@@ -332,7 +346,7 @@ class EmbeddedStack:
         one `up` call started); returns those that were running. A component started by an
         earlier `local up`, or not by us at all, is left alone when not named."""
         stopped: list[ProcessRecord] = []
-        every = (PROMETHEUS, BROKER, *CLUSTER_NODES, REDIS)
+        every = (PROMETHEUS, BROKER, *CLUSTER_NODES, *REDIS_CLUSTER_NODES, REDIS)
         names = [n for n in every if only is None or n in set(only)]
         with self._locked():
             for name in names:
@@ -366,10 +380,14 @@ class EmbeddedStack:
                     if not k.startswith("__")
                 }
         components: tuple[ComponentStatus, ...] = (broker, redis_c)
+        redis_nodes = self._redis_cluster_components()
+        if redis_nodes and not redis_c.running:
+            components = (broker, *redis_nodes)  # the Redis Cluster stands in for the one Redis
         nodes = self._cluster_components()
         if nodes:
             # The cluster stands in for the one broker (which `up --cluster` does not start).
-            components = (*nodes, redis_c) if not broker.running else (broker, *nodes, redis_c)
+            rest = components[1:]
+            components = (*nodes, *rest) if not broker.running else (broker, *nodes, *rest)
         if ProcessRecord.load(self.state_dir, PROMETHEUS) is not None:
             port = s.local.prometheus_port
             components += (
@@ -383,7 +401,18 @@ class EmbeddedStack:
         kind, servers = broker.kind, s.kafka_bootstrap
         if nodes and not broker.running:
             kind, servers = "kafka-cluster", kafka_cluster.bootstrap(s.local)
-        return StackStatus(kind, servers, s.redis_url, components, (), topics)
+        url = redis_cluster_seed(s) if redis_nodes and not redis_c.running else s.redis_url
+        return StackStatus(kind, servers, url, components, (), topics)
+
+    def _redis_cluster_components(self) -> tuple[ComponentStatus, ...]:
+        """The Redis Cluster's nodes, when `up --cluster` started them (else nothing)."""
+        if all(ProcessRecord.load(self.state_dir, n) is None for n in REDIS_CLUSTER_NODES):
+            return ()
+        redis_stack = RedisClusterStack(self.settings, self.state_dir)
+        return tuple(
+            self._component(name, False, redis_stack.address(i), lambda i=i: redis_stack.answers(i))
+            for i, name in enumerate(REDIS_CLUSTER_NODES)
+        )
 
     def _cluster_components(self) -> tuple[ComponentStatus, ...]:
         """The cluster's nodes, when `up --cluster` started them (else nothing)."""

@@ -12,6 +12,9 @@ import redis
 from services.core.settings import LocalSettings
 from services.embedded import redis_server
 from services.embedded.process import ProcessRecord, spawn, start_ticks, stop
+from tests.redis_fixtures import redis_cluster_secure, redis_standalone_secure
+
+__all__ = ["redis_cluster_secure", "redis_standalone_secure"]  # fixtures, shared with faults
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from services.core.errors import FeatureStoreUnavailable
 from services.features.redis_store import RedisFeatureStore
 from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore, InMemoryFeatureStore
+from tests.redis_fixtures import SecureRedis
 
 SPEC = FeatureSpec.load()
 
@@ -27,10 +28,30 @@ def _redis(url: str) -> FeatureStore:
     return RedisFeatureStore(redis.Redis.from_url(url), SPEC, f"test:{uuid.uuid4().hex}:")
 
 
-@pytest.fixture(params=[_memory, _redis], ids=["memory", "redis"])
-def store(request: pytest.FixtureRequest, redis_url: str) -> FeatureStore:
-    factory: Callable[[str], FeatureStore] = request.param
-    return factory(redis_url)
+def _secure(fixture: str) -> Callable[[pytest.FixtureRequest], FeatureStore]:
+    """A store on a secured Redis as its admin (the user `features load` runs as)."""
+
+    def make(request: pytest.FixtureRequest) -> FeatureStore:
+        secure: SecureRedis = request.getfixturevalue(fixture)
+        prefix = f"streamscore:test{uuid.uuid4().hex}:"  # under the users' key prefix
+        return RedisFeatureStore(secure.client("admin"), SPEC, prefix)
+
+    return make
+
+
+@pytest.fixture(
+    params=["memory", "redis", "redis-acl-tls", "redis-cluster"],
+)
+def store(request: pytest.FixtureRequest) -> FeatureStore:
+    """Every implementation: the fake; Redis plain; Redis with TLS and an ACL user; a Redis
+    Cluster (three primaries and their replicas) with TLS and ACL users."""
+    kind: str = request.param
+    if kind == "memory":
+        return _memory("")
+    if kind == "redis":
+        return _redis(request.getfixturevalue("redis_url"))
+    fixture = "redis_standalone_secure" if kind == "redis-acl-tls" else "redis_cluster_secure"
+    return _secure(fixture)(request)
 
 
 def rows(n: int, seed: int = 0) -> np.ndarray:
@@ -89,3 +110,22 @@ def test_unreachable_redis_is_a_transient_error(tmp_path: Path) -> None:
     store = RedisFeatureStore(client, SPEC, "x:")
     with pytest.raises(FeatureStoreUnavailable):
         store.get_many({"user": ["u1"]})
+
+
+def test_a_cluster_batch_spanning_every_shard_comes_back_in_order(
+    redis_cluster_secure: SecureRedis,
+) -> None:
+    """2,000 entities hash to slots on all three primaries; the worker user reads them back in
+    the order asked, with a missing one in the middle, as the admin wrote them."""
+    prefix = "streamscore:"  # the prefix the users' rules name
+    admin = RedisFeatureStore(redis_cluster_secure.client("admin"), SPEC, prefix)
+    worker = RedisFeatureStore(redis_cluster_secure.client("worker"), SPEC, prefix)
+    run = uuid.uuid4().hex
+    keys = [f"{run}-{i}" for i in range(2000)]
+    values = rows(2000, seed=7)
+    admin.put_many("user", keys, values)
+    asked = [*keys[::-1][:1000], "ghost", *keys[:1000]]
+    got = worker.get_many({"user": asked})["user"]
+    expected = np.concatenate([values[::-1][:1000], values[:1000]])
+    assert np.array_equal(np.delete(got.values, 1000, axis=0), expected)
+    assert got.found.tolist() == [True] * 1000 + [False] + [True] * 1000

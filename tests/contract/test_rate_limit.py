@@ -8,6 +8,7 @@ import uuid
 import redis
 
 from services.ratelimit.bucket import API_NAMESPACE, API_PRODUCER_PREFIX, RedisTokenBuckets
+from tests.redis_fixtures import SecureRedis
 
 
 def test_burst_then_refill_per_producer(redis_url: str) -> None:
@@ -48,3 +49,20 @@ def test_a_producer_claiming_an_api_id_never_touches_the_api_keys_bucket(redis_u
     stream = RedisTokenBuckets(client, prefix, rate=0.001, burst=10)
     assert stream.take({f"{API_PRODUCER_PREFIX}k1": 10, "k1": 10}) == {"api:k1": 10, "k1": 10}
     assert api.take({"k1": 10}) == {"k1": 10}  # its whole burst is still there
+
+
+def test_buckets_on_the_redis_cluster_are_cut_per_slot_and_stay_exact(
+    redis_cluster_secure: SecureRedis,
+) -> None:
+    """200 producers' buckets hash to slots on all three primaries: one batch call per slot,
+    each bucket charged exactly as on one server, refunds included."""
+    worker = redis_cluster_secure.client("worker")
+    buckets = RedisTokenBuckets(worker, "streamscore:", rate=0.001, burst=10)
+    run = uuid.uuid4().hex
+    wanted = {f"{run}-{i}": i % 15 for i in range(200)}
+    assert buckets.take(wanted) == {p: min(n, 10) for p, n in wanted.items()}
+    buckets.give_back({p: 2 for p in wanted})
+    # Left after the take: 10 - min(n, 10); the refund adds 2, never past the burst.
+    assert buckets.take(dict.fromkeys(wanted, 10)) == {
+        p: min(10, 12 - min(n, 10)) for p, n in wanted.items()
+    }
