@@ -23,6 +23,50 @@ from streams.files import format_of, read_rows
 from streams.scorer import Scorer
 
 CHUNK = 5000
+# The prediction's own columns, in the order written; carried event fields follow event_id.
+HEAD = ("event_id", "prediction_id")
+TAIL = (
+    "score",
+    "model_name",
+    "model_version",
+    "variant",
+    "degraded",
+    "missing_features",
+    "scored_at",
+)
+KEPT_PREFIX = "input_"
+
+
+def prediction_row(
+    record: dict[str, Any],
+    carry: tuple[str, ...],
+    fmt: str,
+    source: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One output row of a prediction record: its id, the carried event fields, the score and
+    its provenance; then, when ``source`` (the input row) is given, the input's other columns
+    (``--keep-columns``), those named like an output column as ``input_<name>``.
+    ``missing_features`` is a list, except in CSV, where it is joined with commas.
+
+    >>> rec = {"event_id": "e1", "prediction_id": "p1", "user_id": "u1", "score": 0.5,
+    ...        "model_name": "m", "model_version": "3", "variant": "champion",
+    ...        "degraded": False, "missing_features": ["user", "item"], "scored_at": 7}
+    >>> row = prediction_row(rec, ("user_id",), "jsonl", {"event_id": "e1", "label": 1,
+    ...                      "score": "x"})
+    >>> list(row)[:3], row["missing_features"], row["label"], row["input_score"]
+    (['event_id', 'prediction_id', 'user_id'], ['user', 'item'], 1, 'x')
+    >>> prediction_row(rec, (), "csv")["missing_features"]
+    'user,item'
+    """
+    row = {c: record.get(c) for c in (*HEAD, *carry, *TAIL)}
+    missing = list(record.get("missing_features") or ())
+    row["missing_features"] = ",".join(missing) if fmt == "csv" else missing
+    if source is not None:
+        for name, value in source.items():
+            if name in carry or name == "event_id":
+                continue  # already there, from the event itself
+            row[KEPT_PREFIX + name if name in row else name] = value
+    return row
 
 
 def _writer(path: Path, append: bool) -> Any:
@@ -91,6 +135,12 @@ class _ParquetWriter:
             return
         table = pa.Table.from_pylist(rows)
         if self.writer is None:
+            # A first chunk where no row missed a feature infers list<null>, which later
+            # chunks' names could not be cast to.
+            at = table.schema.get_field_index("missing_features")
+            if at >= 0 and pa.types.is_list(table.schema.field(at).type):
+                column = table.column(at).cast(pa.list_(pa.string()))
+                table = table.set_column(at, "missing_features", column)
             self.writer = pq.ParquetWriter(self.path, table.schema)
         self.writer.write_table(table.cast(self.writer.schema))
 
@@ -120,6 +170,12 @@ def _rejects_file(out: Path) -> Path:
 @click.option("--alias", help="Score with the version of this alias, e.g. challenger.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run from OUT.progress.json.")
 @click.option(
+    "--keep-columns",
+    is_flag=True,
+    help="Also write the input's other columns (a label, say) after the prediction's; one "
+    "named like an output column is written as input_<name>.",
+)
+@click.option(
     "--chunk",
     default=CHUNK,
     show_default=True,
@@ -135,6 +191,7 @@ def score_file(
     model_version: str | None,
     alias: str | None,
     resume: bool,
+    keep_columns: bool,
     chunk: int,
 ) -> None:
     """Score a file of events (CSV, Parquet or JSON lines) through the worker's stages: the same
@@ -146,7 +203,11 @@ def score_file(
     if model_version and alias:
         raise click.UsageError("give --model-version or --alias, not both")
     format_of(source)
-    format_of(out)
+    out_format = format_of(out)
+    if not out.parent.is_dir():
+        # Refused rather than created: a mistyped path would otherwise grow a folder tree
+        # somewhere unexpected, and a resume must find OUT and its progress file there again.
+        raise ConfigError(f"{out.parent}: no such folder for --out (create it first)")
     progress_path = _progress_file(out)
     done = 0
     if resume:
@@ -225,17 +286,8 @@ def score_file(
                                 }
                             )
                             continue
-                        lines.append(
-                            {
-                                "event_id": rec["event_id"],
-                                **{c: rec.get(c) for c in carry},
-                                "score": rec["score"],
-                                "model_version": rec["model_version"],
-                                "variant": rec["variant"],
-                                "degraded": rec["degraded"],
-                                "missing_features": ",".join(rec["missing_features"]),
-                            }
-                        )
+                        kept = rows[n - first] if keep_columns else None
+                        lines.append(prediction_row(rec, carry, out_format, kept))
                 predictions.write(lines)
                 rejects.write(sorted(refused, key=lambda r: r["row"]))
                 counts["predictions"] += len(lines)

@@ -4,6 +4,7 @@ ways in: the same events score the same over HTTP, through the stream, and from 
 
 from __future__ import annotations
 
+import csv
 import json
 import socket
 import threading
@@ -12,6 +13,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
@@ -304,8 +306,6 @@ def test_http_stream_and_file_give_the_same_scores(
     ran = cli_in_process(p, "--json", "score-file", str(source), "--out", str(out))
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)["predictions"] == len(events)
-    import csv
-
     with out.open(newline="") as f:  # float() reads Python's repr back exactly
         from_file = {r["event_id"]: float(r["score"]) for r in csv.DictReader(f)}
     assert len(http) == len(stream) == len(from_file) == len(events)
@@ -380,6 +380,49 @@ def test_score_file_resume_after_outputs_written_but_not_recorded_scores_no_row_
     assert ran.returncode == 0, ran.stderr
     ids = [json.loads(x)["event_id"] for x in out.read_text().splitlines()]
     assert sorted(ids) == sorted(e["event_id"] for e in events)  # each row once
+
+
+def test_score_file_keeps_columns_and_names_each_prediction(
+    api: tuple[Pipeline, Server, str], tmp_path: Path
+) -> None:
+    """--keep-columns: a labelled file keeps its label (and a column named like an output one,
+    renamed); each row has its prediction id (hash of event id and version), the model name and
+    the scoring time, and JSON lines list the missing features the HTTP answer lists."""
+    p, server, token = api
+    events = _events(p, 30, 75_000_000)
+    labelled = [e | {"is_fraud": i % 2, "score": f"old-{i}"} for i, e in enumerate(events)]
+    source = tmp_path / "labelled.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in labelled))
+    code, _, body = call(f"{server.url}/v1/predict", {"events": events}, token)
+    assert code == 200, body
+    http = {x["event_id"]: x for x in body["predictions"]}
+    started = int(time.time() * 1000)
+    rows = {}
+    for name in ("scores.jsonl", "scores.csv"):
+        out = tmp_path / name
+        args = ("--json", "score-file", str(source), "--out", str(out), "--keep-columns")
+        ran = cli_in_process(p, *args)
+        assert ran.returncode == 0, ran.stderr
+        if name.endswith(".jsonl"):
+            rows[name] = {r["event_id"]: r for r in map(json.loads, out.read_text().splitlines())}
+        else:
+            with out.open(newline="") as f:
+                rows[name] = {r["event_id"]: r for r in csv.DictReader(f)}
+    ended = int(time.time() * 1000)
+    from_jsonl, from_csv = rows["scores.jsonl"], rows["scores.csv"]
+    assert sorted(from_jsonl) == sorted(from_csv) == sorted(http)
+    for i, e in enumerate(labelled):
+        j, c, h = from_jsonl[e["event_id"]], from_csv[e["event_id"]], http[e["event_id"]]
+        assert (j["is_fraud"], c["is_fraud"]) == (i % 2, str(i % 2))
+        assert (j["input_score"], c["input_score"]) == (f"old-{i}", f"old-{i}")
+        assert j["amount"] == e["amount"] and float(c["amount"]) == e["amount"]
+        joined = f"{e['event_id']}\x1f{h['model_version']}".encode()  # the documented id
+        assert j["prediction_id"] == c["prediction_id"] == sha256(joined).hexdigest()[:32]
+        assert j["model_name"] == c["model_name"] == p.settings.model.name
+        assert started <= j["scored_at"] <= ended and started <= int(c["scored_at"]) <= ended
+        assert j["missing_features"] == h["missing_features"]
+        assert c["missing_features"] == ",".join(h["missing_features"])
+    assert any(j["missing_features"] for j in from_jsonl.values())  # lists, not only empty
 
 
 def test_the_api_follows_the_registry_shadow_then_promote(
