@@ -50,7 +50,9 @@ def test_the_worker_cannot_write_features_or_read_api_keys(secure: SecureRedis) 
     key, _ = ApiKeys(secure.client("admin"), PREFIX).create("partner")
     worker = secure.client("worker")
     with pytest.raises(FeatureStoreUnavailable, match="no permissions"):
-        RedisFeatureStore(worker, SPEC, PREFIX).put_many("user", ["x"], np.zeros((1, 16), np.float32))
+        RedisFeatureStore(worker, SPEC, PREFIX).put_many(
+            "user", ["x"], np.zeros((1, 16), np.float32)
+        )
     with pytest.raises(FeatureStoreUnavailable, match="no permissions"):
         ApiKeys(worker, PREFIX).verify(f"ssk_{key.id}_guess")
     api_buckets = RedisTokenBuckets(worker, PREFIX, 1.0, 5, namespace=API_NAMESPACE)
