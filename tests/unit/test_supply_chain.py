@@ -1,0 +1,165 @@
+"""The supply-chain targets without the network: deploy/supply-chain/audit.py's decisions on
+pip-audit's reports (a stand-in pip-audit writes them), and `make sbom`'s command on the lock."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+AUDIT = ROOT / "deploy" / "supply-chain" / "audit.py"
+BIN = Path(sys.executable).parent
+
+
+def _fake_pip_audit(tmp_path: Path, report: dict[str, Any] | None, stderr: str = "") -> Path:
+    """A pip-audit that writes ``report`` to its -o file (none: it fails as on no network)."""
+    exe = tmp_path / "pip-audit"
+    body = (
+        f"import json, sys\nargs = sys.argv\nreport = {report!r}\n"
+        "if report is None:\n"
+        f"    sys.stderr.write({stderr!r})\n    sys.exit(1)\n"
+        "open(args[args.index('-o') + 1], 'w').write(json.dumps(report))\n"
+        "sys.exit(1 if any(d.get('vulns') for d in report['dependencies']) else 0)\n"
+    )
+    exe.write_text(f"#!{sys.executable}\n{body}")
+    exe.chmod(0o755)
+    return exe
+
+
+def _audit(tmp_path: Path, exe: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("six==1.16.0 --hash=sha256:00\n")
+    return subprocess.run(
+        [sys.executable, str(AUDIT), "--pip-audit", str(exe), *extra, str(lock)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+CLEAN = {"dependencies": [{"name": "six", "version": "1.16.0", "vulns": []}], "fixes": []}
+VULNERABLE = {
+    "dependencies": [
+        {"name": "six", "version": "1.16.0", "vulns": []},
+        {
+            "name": "jinja2",
+            "version": "3.1.2",
+            "vulns": [{"id": "PYSEC-2024-0001", "fix_versions": ["3.1.3"]}],
+        },
+    ],
+    "fixes": [],
+}
+SKIPPED = {
+    "dependencies": [
+        {"name": "six", "version": "1.16.0", "vulns": []},
+        {"name": "aiohttp", "skip_reason": "Dependency not found on PyPI and could not be audited"},
+    ],
+    "fixes": [],
+}
+
+
+def test_a_clean_audit_says_what_it_checked(tmp_path: Path) -> None:
+    ran = _audit(tmp_path, _fake_pip_audit(tmp_path, CLEAN))
+    assert ran.returncode == 0, ran.stderr
+    assert (
+        "pip-audit (pypi): 1 packages in" in ran.stdout and "no known vulnerabilities" in ran.stdout
+    )
+
+
+@pytest.mark.parametrize("extra", [(), ("--require-advisories",)])
+def test_a_known_vulnerability_always_fails(tmp_path: Path, extra: tuple[str, ...]) -> None:
+    ran = _audit(tmp_path, _fake_pip_audit(tmp_path, VULNERABLE), *extra)
+    assert ran.returncode == 1
+    assert "jinja2 3.1.2: PYSEC-2024-0001 (fixed in 3.1.3)" in ran.stderr
+
+
+def test_skipped_packages_are_not_audited_loudly_and_fail_only_when_required(
+    tmp_path: Path,
+) -> None:
+    exe = _fake_pip_audit(tmp_path, SKIPPED)
+    ran = _audit(tmp_path, exe)
+    assert ran.returncode == 0 and "no known vulnerabilities" not in ran.stdout
+    assert "NOT AUDITED: 1 of 2 locked packages were not audited" in ran.stderr
+    assert "aiohttp: Dependency not found on PyPI" in ran.stderr
+    assert _audit(tmp_path, exe, "--require-advisories").returncode == 1
+
+
+def test_an_unreachable_service_is_not_audited_loudly(tmp_path: Path) -> None:
+    error = "requests.exceptions.ConnectionError: Failed to resolve 'api.osv.dev'\n"
+    exe = _fake_pip_audit(tmp_path, None, stderr="Traceback (most recent call last):\n" + error)
+    ran = _audit(tmp_path, exe, "--service", "osv")
+    assert ran.returncode == 0
+    assert f"NOT AUDITED: pip-audit could not reach the osv advisory service: {error}" in ran.stderr
+    assert _audit(tmp_path, exe, "--service", "osv", "--require-advisories").returncode == 1
+
+
+def test_a_missing_pip_audit_or_lock_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    ran = _audit(tmp_path, tmp_path / "no-pip-audit")
+    assert (
+        ran.returncode == 2
+        and ran.stderr == f"error: {tmp_path / 'no-pip-audit'} not found (make install)\n"
+    )
+    ran = subprocess.run(
+        [
+            sys.executable,
+            str(AUDIT),
+            "--pip-audit",
+            str(_fake_pip_audit(tmp_path, CLEAN)),
+            "x.lock",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 2 and ran.stderr == "error: x.lock: no such lock file (make lock)\n"
+
+
+def test_the_sbom_lists_every_locked_package_offline(tmp_path: Path) -> None:
+    """`make sbom`'s command on the image's lock file: a CycloneDX document whose components
+    are exactly the lock's pins (name and version, each with its purl). ~3 s: the CycloneDX
+    schema validation (~22 s here) is left to `make sbom`."""
+    lock = ROOT / "requirements.lock"
+    pins = dict(
+        m.groups()
+        for m in re.finditer(r"^([A-Za-z0-9_.-]+)==([^\s\\]+)", lock.read_text(), re.MULTILINE)
+    )
+    out = tmp_path / "sbom.cdx.json"
+    env = {k: v for k, v in os.environ.items() if "PROXY" not in k.upper()}
+    env |= {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}  # offline
+    ran = subprocess.run(
+        [
+            str(BIN / "cyclonedx-py"),
+            "requirements",
+            "--pyproject",
+            str(ROOT / "pyproject.toml"),
+            "--output-reproducible",
+            "--no-validate",
+            "--of",
+            "JSON",
+            "-o",
+            str(out),
+            str(lock),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    sbom = json.loads(out.read_text())
+    assert (
+        sbom["bomFormat"] == "CycloneDX" and sbom["metadata"]["component"]["name"] == "streamscore"
+    )
+    listed = {c["name"].lower(): c["version"] for c in sbom["components"]}
+    assert listed == {k.lower(): v for k, v in pins.items()}
+    assert all(c["purl"].startswith("pkg:pypi/") for c in sbom["components"])
