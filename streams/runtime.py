@@ -21,6 +21,7 @@ from streams.adapters import (
     build_serving,
     build_stages,
     drift_monitor,
+    feature_spec,
     model_problem,
     prediction_store,
     rate_limiter,
@@ -31,6 +32,7 @@ from streams.replay import Rescorer
 from streams.scorer import Scorer
 from streams.topics import by_record, topic_table
 from streams.worker import DriftOutput, ScoringWorker, WorkerTopics
+from streams.worker.parts import FeatureLogOutput
 
 
 def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> ScoringWorker:
@@ -51,9 +53,17 @@ def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> Scor
         if settings.drift.enabled
         else None
     )
+    log_topic = by_record(settings.topics, "FeatureLog")
+    feature_log = (
+        FeatureLogOutput(
+            log_topic, codec_for(settings, log_topic, records, ids), feature_spec(settings)
+        )
+        if settings.features.log
+        else None
+    )
     return ScoringWorker(
         settings,
-        topics=WorkerTopics(topics[0], topics[1], topics[2], shadow_topic),
+        topics=WorkerTopics(topics[0], topics[1], topics[2], shadow_topic, feature_log),
         stages=build_stages(settings, serving),
         prediction_codec=codecs[1],
         dead_letter_codec=codecs[2],

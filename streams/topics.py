@@ -11,6 +11,9 @@ HOT_PARTITIONS = 6
 # Replays write to sandbox topics, never in the table: sandbox.<name>.predictions (and .dlq).
 SANDBOX_PREFIX = "sandbox."
 DLQ_RETENTION_MS = str(14 * 24 * 3600 * 1000)  # two weeks to inspect and redrive
+# The log must outlive the label delay plus the retraining window (chargebacks take weeks):
+# an event whose logged row has expired falls back to a point-in-time lookup, counted.
+FEATURE_LOG_RETENTION_MS = str(30 * 24 * 3600 * 1000)
 
 
 def topic_table(topics: TopicSettings) -> tuple[TopicSpec, ...]:
@@ -83,6 +86,16 @@ def topic_table(topics: TopicSettings) -> tuple[TopicSpec, ...]:
             "requests to train a new version",
             "control plane, ops",
             "trainer",
+        ),
+        TopicSpec(
+            topics.feature_log,
+            HOT_PARTITIONS,
+            "string",
+            "FeatureLog",
+            "the entity features each batch was served with, one message per batch",
+            "scoring worker (best effort; STREAMSCORE_FEATURES__LOG)",
+            "trainer, retrainer",
+            {"retention.ms": FEATURE_LOG_RETENTION_MS},
         ),
         TopicSpec(
             topics.model_events,

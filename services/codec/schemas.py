@@ -16,7 +16,7 @@ from services.core.errors import ConfigError
 # The repository's schemas/ directory: the feed domain, and the platform's own records.
 DEFAULT_SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 # Records every domain shares; a domain folder without them uses these.
-PLATFORM_RECORDS = ("DeadLetter", "DriftSignal", "RetrainRequest", "ModelEvent")
+PLATFORM_RECORDS = ("DeadLetter", "DriftSignal", "RetrainRequest", "ModelEvent", "FeatureLog")
 
 
 def fingerprint(schema: dict[str, Any]) -> str:

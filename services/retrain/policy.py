@@ -139,9 +139,12 @@ def retrain_request(
     }
 
 
-def offline_gate(metrics: Mapping[str, float], margin: float) -> tuple[bool, str]:
+def offline_gate(
+    metrics: Mapping[str, float], margin: float, ece_margin: float | None = None
+) -> tuple[bool, str]:
     """Shadow a challenger only when it does not lose to the champion on the same holdout
-    rows (the newest of the window) by more than ``margin`` in log loss.
+    rows (the newest of the window) by more than ``margin`` in log loss, nor, with
+    ``ece_margin`` set, by more than that in expected calibration error.
 
     >>> offline_gate({"holdout_log_loss": 0.60, "champion_holdout_log_loss": 0.70}, 0.0)[0]
     True
@@ -149,6 +152,9 @@ def offline_gate(metrics: Mapping[str, float], margin: float) -> tuple[bool, str
     (False, 'holdout log loss 0.4376 vs champion 0.4325 on the same rows (margin 0)')
     >>> offline_gate({"holdout_log_loss": 0.5}, 0.0)[0]   # no champion to lose to
     True
+    >>> offline_gate({"holdout_log_loss": 0.5, "champion_holdout_log_loss": 0.6,
+    ...     "holdout_ece": 0.09, "champion_holdout_ece": 0.02}, 0.0, 0.05)
+    (False, 'holdout ECE 0.0900 vs champion 0.0200 on the same rows (ECE margin 0.05)')
     """
     mine = metrics["holdout_log_loss"]
     theirs = metrics.get("champion_holdout_log_loss")
@@ -157,7 +163,17 @@ def offline_gate(metrics: Mapping[str, float], margin: float) -> tuple[bool, str
     why = (
         f"holdout log loss {mine:.4f} vs champion {theirs:.4f} on the same rows (margin {margin:g})"
     )
-    return mine <= theirs + margin, why
+    if mine > theirs + margin:
+        return False, why
+    ece, champion_ece = metrics.get("holdout_ece"), metrics.get("champion_holdout_ece")
+    if ece_margin is not None and ece is not None and champion_ece is not None:
+        if ece > champion_ece + ece_margin:
+            return False, (
+                f"holdout ECE {ece:.4f} vs champion {champion_ece:.4f} on the same rows "
+                f"(ECE margin {ece_margin:g})"
+            )
+        why += f"; ECE {ece:.4f} vs {champion_ece:.4f}"
+    return True, why
 
 
 def quality_trigger(

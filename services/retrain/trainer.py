@@ -17,6 +17,7 @@ from services.codec.avro import AvroCodec
 from services.core.errors import TransientError
 from services.core.settings import Settings
 from services.domain.config import domain_of
+from services.features.log import FeatureLogIndex
 from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore
 from services.kafka.replay import read_since
@@ -40,6 +41,7 @@ class Codecs:
     interaction: AvroCodec
     label: AvroCodec
     model_event: AvroCodec
+    feature_log: AvroCodec | None = None  # None: the feature log is not read
 
 
 def labelled_window(
@@ -64,6 +66,26 @@ def labelled_window(
     return events, labels
 
 
+def logged_rows(
+    settings: Settings, codecs: Codecs, spec: FeatureSpec, since_ms: int
+) -> FeatureLogIndex | None:
+    """The feature log's rows written from ``since_ms`` on (a batch is logged when it is
+    scored, after its events happened); None when the log is off or has no codec.
+
+    Raises:
+        BrokerUnavailable: the log's topic cannot be read to its end (try again later).
+    """
+    if codecs.feature_log is None or not settings.features.log:
+        return None
+    codec = codecs.feature_log
+    timeout = settings.retrain.replay_timeout_seconds
+    messages = read_since(
+        settings, settings.topics.feature_log, since_ms, settings.retrain.max_events, timeout
+    )
+    decoded = (codec.decode_one(m.value()) for m in messages)
+    return FeatureLogIndex(spec, (d for d in decoded if isinstance(d, dict)))
+
+
 def refined_start(
     spec: FeatureSpec,
     store: FeatureStore,
@@ -71,11 +93,12 @@ def refined_start(
     events: list[dict[str, Any]],
     labels: dict[str, bool],
     since: int,
+    logged: FeatureLogIndex | None = None,
 ) -> int:
     """The event time where the champion's per-event log loss over the window changed (the
     CUSUM estimate); ``since`` when no change is significant. Never before ``since`` (the
     request's window, which the margin widened so the change is inside it)."""
-    ts = build_training_set(spec, store, events, labels)
+    ts = build_training_set(spec, store, events, labels, logged=logged)
     if len(ts.y) < 2:
         return since
     time_of = {str(e["event_id"]): int(e["event_time"]) for e in events}
@@ -128,12 +151,13 @@ def answer(
     r = settings.retrain
     since = int(request.get("window_start") or (time.time() * 1000 - r.window_seconds * 1000))
     events, labels = labelled_window(settings, codecs, since, r.max_events)
+    logged = logged_rows(settings, codecs, spec, since)
     champion_version = registry.alias_version("champion")
     champion = registry.load(version=champion_version) if champion_version else None
     if champion is not None and request.get("requested_by") == ACTOR:
         # The detector's start is coarse (and a quality trigger's is a guess): with the
         # labelled window in hand, the champion's own errors say where the change is.
-        since = refined_start(spec, store, champion, events, labels, since)
+        since = refined_start(spec, store, champion, events, labels, since, logged)
         events = [e for e in events if int(e["event_time"]) >= since]
     labelled = sum(1 for e in events if e["event_id"] in labels)
     outcome: dict[str, Any] = {
@@ -166,13 +190,18 @@ def answer(
             },
             compare_to=champion,
             make_champion_if_none=False,
+            logged=logged,
         )
     except TrainingRefused as exc:
         return outcome | {"status": "refused", "why": "; ".join(exc.report.problems)}
     m = result.metrics
-    passed, gate = offline_gate(m, r.offline_margin)
+    passed, gate = offline_gate(m, r.offline_margin, r.ece_margin)
     why = f"retrain {request['request_id'][:8]} ({request['reason']}): {gate}"
-    done = outcome | {"version": result.version, "metrics": m}
+    done = outcome | {"version": result.version, "metrics": m, "feature_rows": result.sources}
+    if set(result.sources) - {"feature_log"}:
+        logger.warning(
+            "challenger v%s: feature rows not from the log: %s", result.version, result.sources
+        )
     if not passed:
         _record(registry, result.version, f"not shadowed, lost offline: {gate}")
         logger.warning("challenger v%s not shadowed (offline gate): %s", result.version, why)

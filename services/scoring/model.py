@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.core.errors import ModelIntegrityError, ModelLoadError
+from services.scoring.calibration import Calibration
 from services.scoring.compiled import CompiledForest, compile_lightgbm
 
 MODEL_FILES = {"lightgbm": "model.txt", "sklearn": "model.skops"}
@@ -100,24 +101,26 @@ class ModelMetadata:
     sha256: str  # of the model file alone; the registry's tag is the digest of every file
     base_rate: float  # the last rung of the fallback ladder
     fallback: LogisticFallback | None = None  # the rung before it
+    calibration: Calibration | None = None  # applied to the model's scores (not the fallback's)
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "flavor": self.flavor,
-                "feature_names": list(self.feature_names),
-                "feature_spec_version": self.feature_spec_version,
-                "sha256": self.sha256,
-                "base_rate": self.base_rate,
-                "fallback": self.fallback.to_dict() if self.fallback else None,
-            },
-            indent=2,
-        )
+        data = {
+            "flavor": self.flavor,
+            "feature_names": list(self.feature_names),
+            "feature_spec_version": self.feature_spec_version,
+            "sha256": self.sha256,
+            "base_rate": self.base_rate,
+            "fallback": self.fallback.to_dict() if self.fallback else None,
+        }
+        if self.calibration is not None:  # absent otherwise: older digests stay the same
+            data["calibration"] = self.calibration.to_dict()
+        return json.dumps(data, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> ModelMetadata:
         d = json.loads(text)
         fb = d.get("fallback")
+        cal = d.get("calibration")
         return cls(
             d["flavor"],
             tuple(d["feature_names"]),
@@ -125,6 +128,7 @@ class ModelMetadata:
             d["sha256"],
             float(d["base_rate"]),
             LogisticFallback.from_dict(fb) if fb else None,
+            Calibration.from_dict(cal) if cal else None,
         )
 
 
@@ -158,7 +162,14 @@ class LoadedModel:
     compiled: CompiledForest | None = None  # LightGBM compiled by lleaves, when it could be
 
     def predict(self, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Engagement probability per row (columns in ``metadata.feature_names`` order)."""
+        """Probability per row (columns in ``metadata.feature_names`` order), calibrated when
+        the version carries a calibration."""
+        cal = self.metadata.calibration
+        raw = self.predict_raw(X)
+        return raw if cal is None or len(raw) == 0 else cal.apply(raw)
+
+    def predict_raw(self, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """The model's own probability per row, before any calibration."""
         if len(X) == 0:
             return np.empty(0)
         if self.compiled is not None:
@@ -195,6 +206,7 @@ def write_artifacts(
     feature_spec_version: str,
     base_rate: float,
     fallback: LogisticFallback | None = None,
+    calibration: Calibration | None = None,
 ) -> ModelMetadata:
     """Save a fitted model and its metadata into ``directory``; returns the metadata (the
     registry's tag is ``artifact_digest(directory)`` afterwards)."""
@@ -207,7 +219,13 @@ def write_artifacts(
 
         sio.dump(model, path)
     meta = ModelMetadata(
-        flavor, feature_names, feature_spec_version, sha256_file(path), base_rate, fallback
+        flavor,
+        feature_names,
+        feature_spec_version,
+        sha256_file(path),
+        base_rate,
+        fallback,
+        calibration,
     )
     (directory / METADATA_FILE).write_text(meta.to_json(), encoding="utf-8")
     return meta

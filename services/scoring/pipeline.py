@@ -261,4 +261,5 @@ def process_batch(
         shadow,
         scored.agreement,
         dict(scored.fallbacks),
+        dict(found),
     )

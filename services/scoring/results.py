@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from services.codec.columns import Const, column
 from services.core.records import DeadLetterOut, Inbound
+from services.features.store import Lookup
 from services.scoring.rollout import Agreement
 
 
@@ -123,6 +124,7 @@ class BatchResult:
     shadowed: PredictionBlock | None = None  # variant=shadow, not served
     agreement: Agreement | None = None  # champion vs shadow on this batch
     fallbacks: dict[str, int] = field(default_factory=dict)  # fallback rung/reason -> rows
+    rows: dict[str, Lookup] | None = None  # per group, the entity rows ``served`` was scored with
 
     @property
     def predictions(self) -> list[PredictionOut]:

@@ -13,8 +13,12 @@ import numpy as np
 import numpy.typing as npt
 
 from services.features.assemble import assemble, feature_names, lookup_requests
+from services.features.history import FeatureSource, OnlineStoreNow
+from services.features.log import FeatureLogIndex
 from services.features.spec import FeatureSpec
-from services.features.store import FeatureStore
+from services.features.store import FeatureStore, Lookup
+
+FROM_LOG = "feature_log"  # the rows the worker served, read back from the feature log
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +30,8 @@ class TrainingSet:
     names: tuple[str, ...]
     event_ids: tuple[str, ...]
     missing_share: dict[str, float]
+    # Where the entity rows came from: feature_log, point_in_time or online_store_now -> rows.
+    sources: dict[str, int] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
         """SHA-256 of the exact bytes trained on (features, labels, column names)."""
@@ -51,21 +57,34 @@ class ValidationReport:
 
 def build_training_set(
     spec: FeatureSpec,
-    store: FeatureStore,
+    store: FeatureStore | None,
     events: Sequence[Mapping[str, Any]],
     labels: Mapping[str, bool],
     batch_size: int = 5000,
+    *,
+    logged: FeatureLogIndex | None = None,
+    source: FeatureSource | None = None,
 ) -> TrainingSet:
-    """Join events to labels by event id and assemble features through ``store`` in batches.
+    """Join events to labels by event id and assemble their rows with the serving code.
 
+    An event the feature log holds (``logged``) gets the entity rows it was served with, bit
+    for bit. Any other gets them from ``source`` (a point-in-time history), or, without one,
+    from ``store`` as it is now; ``TrainingSet.sources`` counts the rows of each origin.
     Events without a label are left out (their outcome is unknown).
     """
+    if source is None:
+        if store is None:
+            raise ValueError("give a feature store or a feature source")
+        source = OnlineStoreNow(store)
     labelled = [e for e in events if e["event_id"] in labels]
     parts: list[npt.NDArray[np.float64]] = []
     missing: Counter[str] = Counter()
+    sources: Counter[str] = Counter()
     for start in range(0, len(labelled), batch_size):
         chunk = labelled[start : start + batch_size]
-        matrix = assemble(spec, chunk, store.get_many(lookup_requests(spec, chunk)))
+        lookups, counts = _entity_rows(spec, chunk, logged, source)
+        sources.update(counts)
+        matrix = assemble(spec, chunk, lookups)
         parts.append(matrix.values)
         for row in matrix.missing:
             missing.update(row)
@@ -74,7 +93,38 @@ def build_training_set(
     y = np.array([int(labels[e["event_id"]]) for e in labelled], dtype=np.int64)
     names = feature_names(spec)
     share = {g.name: (missing[g.name] / len(labelled) if labelled else 0.0) for g in spec.groups}
-    return TrainingSet(X, y, names, tuple(str(e["event_id"]) for e in labelled), share)
+    ids = tuple(str(e["event_id"]) for e in labelled)
+    return TrainingSet(X, y, names, ids, share, dict(sources))
+
+
+def _entity_rows(
+    spec: FeatureSpec,
+    events: Sequence[Mapping[str, Any]],
+    logged: FeatureLogIndex | None,
+    source: FeatureSource,
+) -> tuple[dict[str, Lookup], dict[str, int]]:
+    """Per group, the rows of ``events``: logged where the log has them, else from ``source``."""
+    ids = [str(e["event_id"]) for e in events]
+    in_log = np.asarray([logged is not None and i in logged for i in ids], dtype=bool)
+    rest = [e for e, hit in zip(events, in_log, strict=True) if not hit]
+    counts = {FROM_LOG: int(in_log.sum()), source.kind: len(rest)}
+    if logged is None or not in_log.any():
+        return dict(source.as_of(lookup_requests(spec, events), _times(events))), counts
+    from_log = logged.lookups([i for i, hit in zip(ids, in_log, strict=True) if hit])
+    other = source.as_of(lookup_requests(spec, rest), _times(rest)) if rest else {}
+    out = {}
+    for g in spec.groups:
+        values = np.empty((len(events), g.width), dtype=np.float32)
+        found = np.empty(len(events), dtype=bool)
+        values[in_log], found[in_log] = from_log[g.name].values, from_log[g.name].found
+        if rest:
+            values[~in_log], found[~in_log] = other[g.name].values, other[g.name].found
+        out[g.name] = Lookup(values, found)
+    return out, {k: v for k, v in counts.items() if v}
+
+
+def _times(events: Sequence[Mapping[str, Any]]) -> npt.NDArray[np.int64]:
+    return np.asarray([int(e["event_time"]) for e in events], dtype=np.int64)
 
 
 def validate(

@@ -16,13 +16,23 @@ import numpy as np
 import sklearn
 
 from services.core.errors import StreamMLError
+from services.drift.reference import write_reference
+from services.features.history import FeatureSource
+from services.features.log import FeatureLogIndex
 from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore
+from services.scoring.calibration import Method, fit_calibration
 from services.scoring.model import LoadedModel, artifact_digest, write_artifacts
 from services.scoring.registry import MlflowRegistry
-from services.training.dataset import ValidationReport, build_training_set, validate
+from services.training.dataset import (
+    TrainingSet,
+    ValidationReport,
+    build_training_set,
+    validate,
+)
 from services.training.train import (
     Flavor,
+    HoldoutBy,
     evaluate,
     fit,
     fit_fallback,
@@ -30,6 +40,8 @@ from services.training.train import (
     split,
     split_by_time,
 )
+
+CALIBRATION_SHARE = 0.2  # of the training rows, kept out of the fit to fit the calibration
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +63,7 @@ class TrainResult:
     report: ValidationReport
     data_fingerprint: str
     sha256: str
+    sources: dict[str, int]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,13 +78,14 @@ class TrainResult:
             },
             "data_fingerprint": self.data_fingerprint,
             "artifact_sha256": self.sha256,
+            "feature_rows": self.sources,
         }
 
 
 def train_and_register(
     registry: MlflowRegistry,
     spec: FeatureSpec,
-    store: FeatureStore,
+    store: FeatureStore | None,
     events: Sequence[Mapping[str, Any]],
     labels: Mapping[str, bool],
     *,
@@ -83,8 +97,17 @@ def train_and_register(
     make_champion_if_none: bool = True,
     holdout_newest: bool = False,
     refit_on_all: bool = False,
+    params: Mapping[str, Any] | None = None,
+    run_name: str | None = None,
+    calibrate: Method | None = None,
+    logged: FeatureLogIndex | None = None,
+    source: FeatureSource | None = None,
 ) -> TrainResult:
-    """Raises ``TrainingRefused`` when the data fails validation (the report says why).
+    """Raises ``TrainingRefused`` when the data fails validation (the report says why), and
+    ``ConfigError`` when LightGBM refuses ``params``.
+
+    Rows: the feature log's (``logged``) where it has the event, else ``source`` (point in
+    time), else ``store`` as it is now; ``TrainResult.sources`` and the run say how many of each.
 
     ``holdout_newest``: hold out the newest events by ``event_time`` instead of a random share
     (retraining after a drift: the holdout is the new concept).
@@ -94,66 +117,93 @@ def train_and_register(
     of the new concept are scarce and the learning curve is still steep there). The holdout
     figures then estimate the refit, and the shadow period measures it on live events before
     any promotion.
+
+    ``calibrate``: a share of the training rows is kept out of the fit, and an isotonic or
+    sigmoid map fitted on the model's scores there is stored with the version and applied to
+    every score it serves. The holdout's ECE before (``holdout_ece_uncalibrated``) and after
+    (``holdout_ece``) are recorded.
     """
-    ts = build_training_set(spec, store, events, labels)
+    ts = build_training_set(spec, store, events, labels, logged=logged, source=source)
     report = validate(ts, spec)
     if not report.ok:
         raise TrainingRefused(report)
+    holdout_by: HoldoutBy = "time" if holdout_newest else "random"
     if holdout_newest:
         time_of = {str(e["event_id"]): int(e["event_time"]) for e in events}
         times = np.array([time_of[i] for i in ts.event_ids], dtype=np.int64)
         train_idx, hold_idx = split_by_time(times, holdout_share)
     else:
         train_idx, hold_idx = split(len(ts.y), holdout_share, seed)
-    trained = fit(ts.X[train_idx], ts.y[train_idx], ts.names, flavor, seed)
-    metrics = {
-        f"holdout_{k}": v
-        for k, v in evaluate(ts.y[hold_idx], predict(trained, ts.X[hold_idx])).items()
-    }
-    metrics["train_rows"] = float(len(train_idx))
+    fit_idx, cal_idx = train_idx, train_idx[:0]
+    if calibrate is not None:
+        order = np.random.default_rng(seed + 1).permutation(train_idx)
+        cut = int(len(order) * (1 - CALIBRATION_SHARE))
+        fit_idx, cal_idx = np.sort(order[:cut]), np.sort(order[cut:])
+    trained = fit(ts.X[fit_idx], ts.y[fit_idx], ts.names, flavor, seed, params)
+    calibration = None
+    raw_hold = predict(trained, ts.X[hold_idx])
+    served_hold = raw_hold
+    metrics: dict[str, float] = {}
+    if calibrate is not None:
+        calibration = fit_calibration(calibrate, predict(trained, ts.X[cal_idx]), ts.y[cal_idx])
+        served_hold = calibration.apply(raw_hold)
+        metrics["holdout_ece_uncalibrated"] = evaluate(ts.y[hold_idx], raw_hold)["ece"]
+        metrics["calibration_rows"] = float(len(cal_idx))
+    metrics |= {f"holdout_{k}": v for k, v in evaluate(ts.y[hold_idx], served_hold).items()}
+    metrics["train_rows"] = float(len(fit_idx))
+    metrics |= {f"feature_rows_{k}": float(v) for k, v in ts.sources.items()}
     if compare_to is not None:
         # The champion on the very same holdout rows: the comparison a promotion needs.
         champion = evaluate(ts.y[hold_idx], compare_to.predict(ts.X[hold_idx]))
         metrics |= {f"champion_holdout_{k}": v for k, v in champion.items()}
     fingerprint = ts.fingerprint()
     with tempfile.TemporaryDirectory(prefix="streamscore-train-") as tmp:
-        fallback = fit_fallback(ts.X[train_idx], ts.y[train_idx], seed)
+        fallback = fit_fallback(ts.X[fit_idx], ts.y[fit_idx], seed)
         metrics["holdout_fallback_auc"] = evaluate(
             ts.y[hold_idx], fallback.predict(ts.X[hold_idx])
         )["auc"]
         if refit_on_all:
-            train_idx = np.arange(len(ts.y))
-            trained = fit(ts.X, ts.y, ts.names, flavor, seed)
-            fallback = fit_fallback(ts.X, ts.y, seed)
-            metrics["train_rows"] = float(len(ts.y))
-        base_rate = float(ts.y[train_idx].mean())
+            # Every row but the calibration's: the map must score rows the model never saw.
+            fit_idx = np.setdiff1d(np.arange(len(ts.y)), cal_idx)
+            trained = fit(ts.X[fit_idx], ts.y[fit_idx], ts.names, flavor, seed, params)
+            fallback = fit_fallback(ts.X[fit_idx], ts.y[fit_idx], seed)
+            metrics["train_rows"] = float(len(fit_idx))
+        base_rate = float(ts.y[fit_idx].mean())
         write_artifacts(
-            Path(tmp), flavor, trained.model, ts.names, spec.version, base_rate, fallback
+            Path(tmp),
+            flavor,
+            trained.model,
+            ts.names,
+            spec.version,
+            base_rate,
+            fallback,
+            calibration,
         )
+        # The holdout as the registered version scores it: what `report drift` compares
+        # windows of served events with.
+        reference_scores = predict(trained, ts.X[hold_idx])
+        if calibration is not None:
+            reference_scores = calibration.apply(reference_scores)
+        write_reference(Path(tmp), ts.names, ts.X[hold_idx], reference_scores, seed)
         digest = artifact_digest(Path(tmp))
-        params = {
+        logged_params = {
             **{k: v for k, v in trained.params.items()},
             "flavor": flavor,
             "seed": seed,
             "holdout_share": holdout_share,
-            "holdout": "newest" if holdout_newest else "random",
+            "holdout": "newest" if holdout_by == "time" else "random",
             "refit_on_all": refit_on_all,
+            "calibration": calibrate or "none",
             "rows": len(ts.y),
             **dict(extra_params or {}),
         }
-        tags = {
-            "data_fingerprint": fingerprint,
-            "feature_spec_version": spec.version,
-            "python": platform.python_version(),
-            "lightgbm": lightgbm.__version__,
-            "scikit-learn": sklearn.__version__,
-            "numpy": np.__version__,
-            "artifact_sha256": digest,
-        }
-        run_id, source = registry.log_run(params, metrics, tags, Path(tmp), f"train-{flavor}")
+        tags = _tags(ts, spec, fingerprint, digest)
+        run_id, source_uri = registry.log_run(
+            logged_params, metrics, tags, Path(tmp), run_name or f"train-{flavor}"
+        )
     version = registry.register(
         run_id,
-        source,
+        source_uri,
         digest,
         {"flavor": flavor, "feature_spec_version": spec.version, "data_fingerprint": fingerprint},
     )
@@ -162,10 +212,26 @@ def train_and_register(
         registry.set_alias("champion", version)
         alias_set = True
     logger.info(
-        "trained %s v%s (run %s), holdout AUC %.4f",
+        "trained %s v%s (run %s), holdout AUC %.4f; feature rows %s",
         registry.name,
         version,
         run_id,
         metrics.get("holdout_auc", float("nan")),
+        ts.sources,
     )
-    return TrainResult(version, run_id, alias_set, metrics, report, fingerprint, digest)
+    return TrainResult(
+        version, run_id, alias_set, metrics, report, fingerprint, digest, dict(ts.sources)
+    )
+
+
+def _tags(ts: TrainingSet, spec: FeatureSpec, fingerprint: str, digest: str) -> dict[str, str]:
+    return {
+        "data_fingerprint": fingerprint,
+        "feature_spec_version": spec.version,
+        "feature_rows": ", ".join(f"{k}={v}" for k, v in sorted(ts.sources.items())),
+        "python": platform.python_version(),
+        "lightgbm": lightgbm.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "artifact_sha256": digest,
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -11,9 +12,13 @@ import numpy.typing as npt
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import log_loss, roc_auc_score
 
+from services.core.errors import ConfigError
 from services.scoring.model import LogisticFallback
 
 Flavor = Literal["lightgbm", "sklearn"]
+HoldoutBy = Literal["random", "time"]
+# What the task needs of a LightGBM objective: a probability of the positive class.
+BINARY_OBJECTIVES = ("binary", "cross_entropy", "xentropy")
 
 LIGHTGBM_PARAMS: dict[str, Any] = {
     "objective": "binary",
@@ -65,18 +70,49 @@ def split_by_time(
     return np.sort(order[:cut]), np.sort(order[cut:])
 
 
+def lightgbm_params(overrides: Mapping[str, Any] | None, seed: int) -> tuple[dict[str, Any], int]:
+    """LightGBM parameters: the defaults, then ``overrides`` (``train --params``), with
+    ``num_boost_round`` taken out; the objective must suit the task.
+
+    >>> params, rounds = lightgbm_params({"num_leaves": 7, "num_boost_round": 50}, 1)
+    >>> params["num_leaves"], params["seed"], rounds
+    (7, 1, 50)
+    >>> lightgbm_params({"objective": "regression"}, 1)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    services.core.errors.ConfigError: LightGBM objective 'regression': a binary objective ...
+    """
+    params = LIGHTGBM_PARAMS | {"seed": seed} | dict(overrides or {})
+    rounds = params.pop("num_boost_round", NUM_BOOST_ROUND)
+    if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+        raise ConfigError(f"num_boost_round {rounds!r}: a whole number of at least 1")
+    if str(params.get("objective")) not in BINARY_OBJECTIVES:
+        raise ConfigError(
+            f"LightGBM objective {params.get('objective')!r}: a binary objective is needed "
+            f"({', '.join(BINARY_OBJECTIVES)})"
+        )
+    return params, rounds
+
+
 def fit(
     X: npt.NDArray[np.float64],
     y: npt.NDArray[np.int64],
     names: tuple[str, ...],
     flavor: Flavor,
     seed: int,
+    params: Mapping[str, Any] | None = None,
 ) -> Trained:
+    """Fit ``flavor``; ``params`` override the LightGBM defaults (``train --params``)."""
     if flavor == "lightgbm":
-        params = LIGHTGBM_PARAMS | {"seed": seed}
+        chosen, rounds = lightgbm_params(params, seed)
         data = lgb.Dataset(X, label=y, feature_name=list(names), free_raw_data=False)
-        booster = lgb.train(params, data, num_boost_round=NUM_BOOST_ROUND)
-        return Trained("lightgbm", booster, params | {"num_boost_round": NUM_BOOST_ROUND})
+        try:
+            booster = lgb.train(chosen, data, num_boost_round=rounds)
+        except lgb.basic.LightGBMError as exc:
+            raise ConfigError(f"LightGBM refused the parameters: {exc}") from exc
+        return Trained("lightgbm", booster, chosen | {"num_boost_round": rounds})
+    if params:
+        raise ConfigError("--params applies to LightGBM (flavor lightgbm) only")
     sk_params: dict[str, Any] = {"max_iter": 200, "learning_rate": 0.05, "random_state": seed}
     clf = HistGradientBoostingClassifier(**sk_params).fit(X, y)
     return Trained("sklearn", clf, sk_params)

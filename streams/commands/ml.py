@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -10,21 +11,23 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-import numpy as np
 from rich.console import Console
 
-from services.codec.table import RowProblem, convert, records_from_rows
 from services.core.errors import ConfigError
 from services.core.settings import Settings
 from services.domain.config import domain_of
-from services.features.spec import FeatureSpec
 from services.scoring.registry import MlflowRegistry
 from services.training.dataset import ValidationReport
 from services.training.pipeline import TrainingRefused, train_and_register
-from services.validation.rules import validate_many
 from streams.adapters import feature_spec, feature_store
 from streams.commands.common import app, emit, json_option
-from streams.files import format_of, read_rows
+from streams.commands.history import (
+    features_matrix,
+    point_in_time,
+    read_feature_file,
+    read_history,
+)
+from streams.files import format_of
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger(__name__)
@@ -69,9 +72,10 @@ def features() -> None:
     "--file",
     "path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="CSV or Parquet with a key column and the group's feature columns (see the spec).",
+    help="CSV or Parquet with a key column and the group's feature columns (see the spec); "
+    "with a valid_from column, snapshots of which each key's latest is loaded.",
 )
-@click.option("--group", help="The feature spec's group of --file.")
+@click.option("--group", help="The feature spec's group of --file [default: by its key column].")
 @json_option
 @click.pass_context
 def features_load(
@@ -83,54 +87,39 @@ def features_load(
     spec = feature_spec(a.settings)
     store = feature_store(a.settings, spec)
     loaded: dict[str, int] = {}
+    skipped = 0
     if path is not None:
-        if group is None:
-            raise click.UsageError("--file needs --group")
-        known = [g.name for g in spec.groups]
-        if group not in known:
-            raise click.BadParameter(f"{group!r}: the spec's groups are {', '.join(known)}")
-        keys, matrix = _read_feature_file(path, spec, group)
+        if group is not None and group not in [g.name for g in spec.groups]:
+            raise click.BadParameter(
+                f"{group!r}: the spec's groups are {', '.join(g.name for g in spec.groups)}"
+            )
+        group, snaps, _ = read_feature_file(path, spec, group)
+        # Snapshots (valid_from): Redis serves the present, so it keeps each key's latest.
+        keys, matrix, skipped = snaps.latest(int(time.time() * 1000))
         loaded[group] = store.put_many(group, keys, matrix)
     else:
         world = make_world(a.settings, seed, entities)
         for g in spec.groups:
             keys, matrix = world.features(g.name)
             loaded[g.name] = store.put_many(g.name, keys, matrix)
-    data = {"loaded": loaded, "spec_version": spec.version, "redis": a.settings.redis_url}
+    data = {
+        "loaded": loaded,
+        "not_valid_yet": skipped,
+        "spec_version": spec.version,
+        "redis": a.settings.redis_url,
+    }
+    later = f"; {skipped} snapshot rows valid only later left out" if skipped else ""
     emit(
         a,
         data,
         lambda c: c.print(
             f"loaded {', '.join(f'{n} {g}s' for g, n in loaded.items())} "
-            f"(spec {spec.version}) into {a.settings.redis_url}"
+            f"(spec {spec.version}) into {a.settings.redis_url}{later}"
         ),
     )
 
 
-def _read_feature_file(path: Path, spec: FeatureSpec, group: str) -> tuple[list[str], Any]:
-    import pandas as pd
-
-    g = spec.group(group)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        frame = pd.read_parquet(path)
-    else:  # keys as text: an id such as 007 must not become 7
-        frame = pd.read_csv(path, dtype={g.key_field: str})
-    missing = [c for c in (g.key_field, *g.names) if c not in frame.columns]
-    if missing:
-        raise ConfigError(f"{path}: missing columns {missing} declared by the feature spec")
-    values = frame[list(g.names)].to_numpy(dtype=np.float64)
-    bad = (
-        ~np.isfinite(values)
-        | (values < [f.min for f in g.features])
-        | (values > [f.max for f in g.features])
-    )
-    if bad.any():
-        rows = sorted(set(np.nonzero(bad)[0].tolist()))[:5]
-        raise ConfigError(f"{path}: values missing, non-finite or out of range in rows {rows}")
-    keys = frame[g.key_field].astype(str).tolist()
-    if len(set(keys)) != len(keys):
-        raise ConfigError(f"{path}: duplicate keys in {g.key_field}")
-    return keys, values.astype(np.float32)
+features.add_command(features_matrix)
 
 
 # -- train ---------------------------------------------------------------------------------
@@ -166,6 +155,15 @@ def _events_arg(ctx: click.Context, param: click.Parameter, value: str) -> int |
     type=click.Path(dir_okay=False, path_type=Path),
     help="With an events file: a file of labels (the domain's label join key and target).",
 )
+@click.option(
+    "--features",
+    "feature_paths",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With an events file: entity snapshot files with valid_from (one or more per group), "
+    "joined as of each event's time. Without them, entity features are Redis's as they are "
+    "now (counted and reported: not point-in-time).",
+)
 @click.option("--flavor", type=click.Choice(["lightgbm", "sklearn"]), default="lightgbm")
 @click.option(
     "--holdout",
@@ -173,6 +171,26 @@ def _events_arg(ctx: click.Context, param: click.Parameter, value: str) -> int |
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     show_default=True,
     help="Holdout share.",
+)
+@click.option(
+    "--holdout-by",
+    type=click.Choice(["random", "time"]),
+    default="random",
+    show_default=True,
+    help="random: a random share; time: the newest events (judged on what comes next).",
+)
+@click.option(
+    "--params",
+    "params_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON object of LightGBM parameters over the defaults (num_boost_round included).",
+)
+@click.option("--run-name", help="The MLflow run's name [default: train-<flavor>].")
+@click.option(
+    "--calibrate",
+    type=click.Choice(["isotonic", "sigmoid"]),
+    help="Fit a calibration of the scores on a split of its own (20% of the training rows); "
+    "the holdout's ECE before and after is recorded.",
 )
 @json_option
 @click.pass_context
@@ -182,14 +200,23 @@ def train(
     seed: int,
     events_from: int | Path,
     labels_path: Path | None,
+    feature_paths: tuple[Path, ...],
     flavor: str,
     holdout: float,
+    holdout_by: str,
+    params_path: Path | None,
+    run_name: str | None,
+    calibrate: str | None,
 ) -> None:
-    """Train on history (generated, or files of events and labels) with features read from
-    Redis, record the run in MLflow, and register a new model version (champion when there is
-    none). Invalid rows refuse the training, with a report."""
+    """Train on history (generated, or files of events and labels), record the run in MLflow,
+    and register a new model version (champion when there is none). Invalid rows refuse the
+    training with a report naming each (file, row number, event id) and exit 2."""
     a = app(ctx)
     spec = feature_spec(a.settings)
+    lgb_params = _read_params(params_path)
+    if feature_paths and not isinstance(events_from, Path):
+        raise click.UsageError("--features goes with an events file")
+    source = point_in_time(spec, feature_paths) if feature_paths else None
     if isinstance(events_from, Path):
         if labels_path is None:
             raise click.UsageError("an events file needs --labels FILE")
@@ -218,13 +245,18 @@ def train(
             result = train_and_register(
                 MlflowRegistry(a.settings),
                 spec,
-                feature_store(a.settings, spec),
+                None if source is not None else feature_store(a.settings, spec),
                 events,
                 labels,
                 flavor=flavor,  # type: ignore[arg-type]  # click.Choice guarantees the literal
                 seed=seed,
                 holdout_share=holdout,
+                holdout_newest=holdout_by == "time",
                 extra_params=params,
+                params=lgb_params,
+                run_name=run_name,
+                calibrate=calibrate,  # type: ignore[arg-type]  # click.Choice: the literal
+                source=source,
             )
     except TrainingRefused as exc:
         refused = list(exc.report.problems)
@@ -234,7 +266,7 @@ def train(
                 c.print(f"[red]refused[/red]: {p}", highlight=False)
 
         emit(a, {"refused": True, "problems": refused}, render_refusal)
-        ctx.exit(1)
+        ctx.exit(2)  # bad input, not infrastructure (docs/cli.md, exit codes)
         return
     m = result.metrics
 
@@ -247,102 +279,32 @@ def train(
             f"validation: {result.report.rows:,} rows, {result.report.positives:,} positive, "
             "no problems"
         )
+        rows = ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in result.sources.items())
+        c.print(f"entity features: {rows}")
         c.print(
             f"holdout: AUC {m['holdout_auc']:.4f}, log loss {m['holdout_log_loss']:.4f}, "
             f"ECE {m['holdout_ece']:.4f}, base rate {m['holdout_base_rate']:.3f}"
         )
+        if "holdout_ece_uncalibrated" in m:
+            c.print(
+                f"calibration ({calibrate}): holdout ECE {m['holdout_ece_uncalibrated']:.4f} "
+                f"-> {m['holdout_ece']:.4f}"
+            )
 
     emit(a, result.to_dict(), render)
 
 
-MAX_REPORTED = 20  # row problems listed in a refusal; the count covers them all
-
-
-def read_history(
-    settings: Settings, events_path: Path, labels_path: Path
-) -> tuple[list[dict[str, Any]], dict[str, bool], list[str]]:
-    """Events and labels from files, checked as the worker checks events (the Avro schema, then
-    the domain's rules) and labels against the label schema; returns them and the problems."""
-    domain = domain_of(settings)
-    now = int(time.time() * 1000)
-    events: list[dict[str, Any]] = []
-    problems: list[str] = []
-    bad = 0
-    first = 1
-    for chunk in read_rows(events_path):
-        got, wrong = records_from_rows(domain.records[domain.event_record], chunk, first)
-        first += len(chunk)
-        refusals = validate_many(got, domain.rules, now) if got else []
-        said = [str(w) for w in wrong] + [
-            f"event {rec['event_id']}: {r.reason.value}: {r.detail}"
-            for rec, r in zip(got, refusals, strict=True)
-            if r is not None
-        ]
-        events += [rec for rec, r in zip(got, refusals, strict=True) if r is None]
-        bad += len(said)
-        problems += [f"{events_path.name}: {w}" for w in said[: MAX_REPORTED - len(problems)]]
-    label = domain.label
-    labels: dict[str, bool] = {}
-    first = 1
-    for chunk in read_rows(labels_path):
-        found, wrong = _labels_from_rows(domain.records[label.record], label, chunk, first)
-        first += len(chunk)
-        labels |= found
-        bad += len(wrong)
-        problems += [f"{labels_path.name}: {w}" for w in wrong[: MAX_REPORTED - len(problems)]]
-    if bad > len(problems):
-        problems.append(f"... {bad} invalid rows in all")
-    return events, labels, problems
-
-
-def read_holdout(
-    settings: Settings, path: Path
-) -> tuple[list[dict[str, Any]], dict[str, bool], list[str]]:
-    """A holdout file: events with the label's target as one more column."""
-    domain = domain_of(settings)
-    target = domain.label.target
-    now = int(time.time() * 1000)
-    events: list[dict[str, Any]] = []
-    labels: dict[str, bool] = {}
-    problems: list[str] = []
-    first = 1
-    for chunk in read_rows(path):
-        for n, row in enumerate(chunk, first):
-            try:
-                labels[str(row.get("event_id"))] = bool(convert("boolean", row.get(target)))
-            except (ValueError, TypeError) as exc:
-                problems.append(f"row {n}: {target}: {exc}")
-        got, wrong = records_from_rows(domain.records[domain.event_record], chunk, first)
-        first += len(chunk)
-        problems += [str(w) for w in wrong]
-        refusals = validate_many(got, domain.rules, now) if got else []
-        problems += [
-            f"event {e['event_id']}: {r.reason.value}: {r.detail}"
-            for e, r in zip(got, refusals, strict=True)
-            if r is not None
-        ]
-        events += got
-    return events, labels, problems[:MAX_REPORTED]
-
-
-def _labels_from_rows(
-    record: Any, label: Any, rows: list[dict[str, Any]], first: int
-) -> tuple[dict[str, bool], list[RowProblem]]:
-    """Labels need only their join key and target: other label fields may be left out."""
-    fields = {f["name"]: f["type"] for f in record.source["fields"]}
-    out: dict[str, bool] = {}
-    wrong: list[RowProblem] = []
-    for n, row in enumerate(rows, first):
-        try:
-            key = convert(fields[label.join_key], row.get(label.join_key))
-        except (ValueError, TypeError) as exc:
-            wrong.append(RowProblem(n, label.join_key, str(exc)))
-            continue
-        try:
-            out[key] = bool(convert(fields[label.target], row.get(label.target)))
-        except (ValueError, TypeError) as exc:
-            wrong.append(RowProblem(n, label.target, str(exc)))
-    return out, wrong
+def _read_params(path: Path | None) -> dict[str, Any] | None:
+    """``--params``: a JSON object of LightGBM parameters."""
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not a JSON file of LightGBM parameters: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: must be a JSON object of LightGBM parameters")
+    return data
 
 
 @features.command("get")

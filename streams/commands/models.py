@@ -40,7 +40,7 @@ from services.training.dataset import build_training_set
 from services.training.external import register_external
 from streams.adapters import feature_spec, feature_store
 from streams.commands.common import AppContext, app, emit, json_option, serves, table
-from streams.commands.ml import read_holdout
+from streams.commands.history import read_holdout
 from streams.topics import by_record
 
 

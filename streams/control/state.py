@@ -59,14 +59,21 @@ class ControlState:
     def trainer_codecs(self) -> Codecs:
         c = self.codecs
         t = self.settings.topics
-        return Codecs(c[t.event_record], c[t.label_record], c["ModelEvent"])
+        return Codecs(c[t.event_record], c[t.label_record], c["ModelEvent"], c.get("FeatureLog"))
 
 
 def build_state(settings: Settings) -> ControlState:
     records = load_schemas(schemas_dir(settings))
     ids = schema_ids(settings)
     t = settings.topics
-    names = (t.event_record, t.label_record, "DriftSignal", "RetrainRequest", "ModelEvent")
+    names = (
+        t.event_record,
+        t.label_record,
+        "DriftSignal",
+        "RetrainRequest",
+        "ModelEvent",
+        "FeatureLog",
+    )
     codecs = {n: codec_for(settings, by_record(settings.topics, n), records, ids) for n in names}
     spec = feature_spec(settings)
     r, d = settings.retrain, settings.drift

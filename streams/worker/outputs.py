@@ -33,7 +33,7 @@ from services.kafka.topics import TopicSpec
 from services.kafka.tracker import Chunk, DeliveryTracker
 from services.scoring.results import BatchResult
 from streams.worker.callbacks import BestEffort, LetterDelivery
-from streams.worker.parts import DriftOutput, WorkerTopics
+from streams.worker.parts import DriftOutput, FeatureLogOutput, WorkerTopics
 
 # The worker's own logger: dead letters and delivery failures are the worker's log lines.
 logger = logging.getLogger("streams.worker")
@@ -67,6 +67,7 @@ class Outputs:
         beat: Callable[[], None] = lambda: None,
         rescue_producer: Callable[[], Producer] | None = None,
         side_producer: Producer | None = None,
+        feature_log: FeatureLogOutput | None = None,
     ) -> None:
         """``beat``: liveness, called while a full queue is waited on. ``rescue_producer``:
         builds the producer that writes dead letters again without their original (small
@@ -81,6 +82,8 @@ class Outputs:
         self.drift = drift
         self._shadow_cb = BestEffort(shadow.name) if shadow else None
         self._drift_cb = BestEffort(drift[0].name) if drift else None
+        self.feature_log = feature_log  # best effort: training falls back where it lacks rows
+        self._log_cb = BestEffort(feature_log.topic.name) if feature_log else None
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.beat = beat
         self._now_ms = 0
@@ -116,6 +119,7 @@ class Outputs:
                 producer_config(settings, **{"batch.size": 4096, "linger.ms": 0})
             ),
             side_producer=Producer(producer_config(settings)),
+            feature_log=topics.feature_log,
         )
 
     def _send_side(self, topic: str, value: bytes, key: bytes | None, callback: Any) -> None:
@@ -191,6 +195,9 @@ class Outputs:
             for src, value in zip(shadow.sources, values, strict=True):
                 self._send_side(self.shadow_topic.name, value, src.key, self._shadow_cb)
             metrics.MESSAGES_PRODUCED.labels(topic=self.shadow_topic.name).inc(len(values))
+        if self.feature_log is not None:
+            for value in self.feature_log.encode(result, now_ms):
+                self._send_side(self.feature_log.topic.name, value, None, self._log_cb)
         if result.dead_letters:
             self._now_ms = now_ms
             cut = self.dead_letter_max_bytes

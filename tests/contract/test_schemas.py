@@ -25,6 +25,7 @@ def test_one_record_per_file_named_after_it() -> None:
     assert sorted(SCHEMAS) == [
         "DeadLetter",
         "DriftSignal",
+        "FeatureLog",
         "Interaction",
         "Label",
         "ModelEvent",

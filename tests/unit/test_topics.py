@@ -26,6 +26,7 @@ def test_default_names() -> None:
         "feed.interactions.v1.dlq",
         "ml.drift-signals.v1",
         "ml.retrain-requests.v1",
+        "feed.feature-log.v1",
         "ml.model-events.v1",
     ]
 

@@ -17,6 +17,7 @@ DOMAIN_TOPICS = {
     "predictions": "predictions",
     "shadow_predictions": "shadow_predictions",
     "labels": "labels",
+    "feature_log": "feature_log",
 }
 
 

@@ -22,6 +22,12 @@ class FeatureSettings(_Group):
     ttl_seconds: int = Field(
         0, ge=0, description="Expiry of loaded feature keys in Redis; 0 keeps them forever."
     )
+    log: bool = Field(
+        True,
+        description="The scoring worker writes the entity features of each batch to the "
+        "feature-log topic (one message per batch, best effort), so that training uses the "
+        "rows that were served.",
+    )
 
 
 class ModelSettings(_Group):
@@ -93,6 +99,19 @@ class WorkerSettings(_Group):
     )
     worker_id: str | None = Field(
         None, description="Id written into dead letters. Unset: <hostname>-<pid>."
+    )
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="at_least_once: outputs are acknowledged, then their offsets committed (a "
+        "crash scores the uncommitted tail again: duplicates with the same prediction id). "
+        "exactly_once: each batch's predictions, dead letters and offsets commit in one Kafka "
+        "transaction, so a read_committed consumer sees every input's output once.",
+    )
+    transactional_id: str | None = Field(
+        None,
+        description="exactly_once: the producer's transactional.id, unique per running worker "
+        "and the same across its restarts (a restart then fences the previous process at once). "
+        "Unset: <scoring_group>-<worker_id>.",
     )
     liveness_seconds: float = Field(
         60.0,
@@ -204,6 +223,13 @@ class RetrainSettings(_Group):
         ge=0,
         description="A challenger whose holdout log loss is worse than the champion's on the "
         "same rows by more than this is recorded but not shadowed.",
+    )
+    ece_margin: float | None = Field(
+        None,
+        ge=0,
+        description="Calibration gate: a challenger whose holdout expected calibration error "
+        "exceeds the champion's on the same rows by more than this is not shadowed. Unset: no "
+        "calibration gate.",
     )
     replay_timeout_seconds: float = Field(
         120.0, gt=0, description="Reading the window must reach the topics' ends within this."
