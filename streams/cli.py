@@ -114,6 +114,7 @@ COMMANDS = {
     "replay": "streams.commands.replay:replay",
     "api": "streams.commands.api:api",
     "score-file": "streams.commands.score_file:score_file",
+    "report": "streams.commands.report:report",
 }
 # Commands registered by other installed packages (the benchmarks in `load/` add `load`): the
 # entry-point group "streamscore.commands", name -> "module:attr". They sit on top of streams.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -276,8 +277,11 @@ class MlflowRegistry:
     def version_numbers(self) -> list[str]:
         return [v.version for v in self.versions()]
 
-    def load(self, alias: str | None = None, version: str | None = None) -> LoadedModel:
-        """Download, verify (sha256) and load a version, by alias or number.
+    def load(
+        self, alias: str | None = None, version: str | None = None, keep: Path | None = None
+    ) -> LoadedModel:
+        """Download, verify (sha256) and load a version, by alias or number; ``keep``: a
+        folder that receives a copy of the verified artifact (its other files: a reference).
 
         Raises:
             ConfigError: no such alias/version.
@@ -318,6 +322,8 @@ class MlflowRegistry:
                 signature=signature,
                 signing_key=self.signing_key,
             )
+            if keep is not None:
+                shutil.copytree(local, keep, dirs_exist_ok=True)
             try:
                 self.cache.put(str(mv.version), expected, signature, Path(local))
             except OSError as exc:  # the copy is for outages; serving does not need it

