@@ -23,14 +23,20 @@ from tests.integration.conftest import free_port
 pytestmark = [pytest.mark.integration]
 
 
-def _cli(home: Path, ports: dict[str, int], *args: str, check: bool = True) -> Any:
+def _cli(
+    home: Path,
+    ports: dict[str, int],
+    *args: str,
+    check: bool = True,
+    pasted: dict[str, str] | None = None,
+) -> Any:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")}
     env |= {
         "STREAMSCORE_HOME": str(home),
         "STREAMSCORE_LOCAL__KAFKA_PORT": str(ports["kafka"]),
         "STREAMSCORE_LOCAL__KAFKA_CONTROLLER_PORT": str(ports["controller"]),
         "STREAMSCORE_LOCAL__REDIS_PORT": str(ports["redis"]),
-    }
+    } | (pasted or {})
     done = subprocess.run(
         [sys.executable, "-m", "streams.cli", "--json", *args],
         capture_output=True,
@@ -102,6 +108,16 @@ def test_up_twice_status_down(broker_kind: str, tmp_path: Path) -> None:
         assert {c["name"]: c["kind"] for c in status["components"]} == {
             "broker": broker_kind,
             "redis": "redis",
+        }
+        # The export lines up printed, pasted: still the embedded stack, not external services.
+        pasted = {
+            "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": first["bootstrap_servers"],
+            "STREAMSCORE_REDIS__URL": first["redis_url"],
+        }
+        status, rc = _cli(tmp_path, ports, "local", "status", pasted=pasted)
+        assert rc == 0 and {c["name"]: (c["kind"], c["pid"]) for c in status["components"]} == {
+            "broker": (broker_kind, pids["broker"]),
+            "redis": ("redis", pids["redis"]),
         }
     finally:
         down, _ = _cli(tmp_path, ports, "local", "down", check=False)
