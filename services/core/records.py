@@ -64,3 +64,25 @@ def first_offsets(messages: Iterable[Inbound]) -> dict[tuple[str, int], int]:
         key = (m.topic, m.partition)
         first[key] = min(first.get(key, m.offset), m.offset)
     return first
+
+
+def handled_ends(
+    messages: Iterable[Inbound], deferred: Iterable[Inbound] = ()
+) -> dict[tuple[str, int], int]:
+    """Per partition, one past the last message handled: the offset to commit after a batch.
+    ``deferred`` messages (a suffix per partition, read again later) are not handled; a
+    partition whose every message was deferred is left out.
+
+    >>> batch = [Inbound("t", 0, 3, None, b""), Inbound("t", 0, 4, None, b""),
+    ...          Inbound("t", 0, 5, None, b""), Inbound("t", 1, 9, None, b"")]
+    >>> handled_ends(batch, deferred=[batch[2], batch[3]])
+    {('t', 0): 5}
+    """
+    cut = first_offsets(deferred)
+    ends: dict[tuple[str, int], int] = {}
+    for m in messages:
+        key = (m.topic, m.partition)
+        if key in cut and m.offset >= cut[key]:
+            continue
+        ends[key] = max(ends.get(key, 0), m.offset + 1)
+    return ends

@@ -16,13 +16,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from confluent_kafka import Message, Producer
+from confluent_kafka import Message
 
 from services.codec.avro import AvroCodec
 from services.core import metrics
 from services.core.records import Inbound
 from services.core.settings import Settings
-from services.kafka.config import producer_config
 from services.kafka.inbound import to_inbound
 from services.kafka.tracker import DeliveryTracker
 from services.labels.store import PredictionStore
@@ -41,6 +40,7 @@ from streams.worker.membership import Membership
 from streams.worker.outputs import Outputs
 from streams.worker.parts import DriftOutput, WorkerTopics
 from streams.worker.summary import WorkerSummary, default_worker_id
+from streams.worker.transactional import transactions, worker_producer
 
 logger = logging.getLogger("streams.worker")
 T = TypeVar("T")
@@ -79,7 +79,7 @@ class ScoringWorker:
         self._io = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scoring-io")
         self.summary = WorkerSummary()
         self.tracker = DeliveryTracker()
-        self.producer = Producer(producer_config(settings))
+        self.producer = worker_producer(settings, self.worker_id)  # transactional: exactly_once
         self.flow = Flow()
         self.outputs = Outputs.for_worker(
             settings,
@@ -99,6 +99,9 @@ class ScoringWorker:
             flow=self.flow,
             summary=self.summary,
             acknowledged=self.outputs.acknowledged,
+        )
+        self.txn = transactions(
+            settings, self.producer, self.tracker, self.membership, self.flow, self.worker_id
         )
         self._drift_feed = (
             DriftFeed(drift.monitor, settings.drift.features, topics.input.name) if drift else None
@@ -235,17 +238,16 @@ class ScoringWorker:
             if feed.due(time.monotonic()):
                 signals = feed.flush(self.serving, self.clock_ms())
         t2 = time.perf_counter()
-        self.outputs.publish(inbound, result, signals, self.clock_ms())
+        if self.txn is None:
+            self.outputs.publish(inbound, result, signals, self.clock_ms())
+        elif not self.txn.publish(self.outputs, inbound, result, signals, self.clock_ms()):
+            return  # aborted: nothing of it is visible, and it is read again from the commit
         t3 = time.perf_counter()
         if self.predictions_store is not None and result.served is not None:
             self._remember(self.predictions_store, result)
         t4 = time.perf_counter()
-        for stage, seconds in (
-            ("process", t1 - t0),
-            ("drift", t2 - t1),
-            ("publish", t3 - t2),
-            ("remember", t4 - t3),
-        ):
+        stages = {"process": t1 - t0, "drift": t2 - t1, "publish": t3 - t2, "remember": t4 - t3}
+        for stage, seconds in stages.items():
             metrics.STAGE_DURATION.labels(stage=stage).observe(seconds)
         if result.deferred:
             keys = list({(d.topic, d.partition) for d in result.deferred})

@@ -62,6 +62,8 @@ class Membership:
         self.settings, self.topic = settings, topic
         self.tracker, self.producer, self.flow, self.summary = tracker, producer, flow, summary
         self.acknowledged = acknowledged
+        # exactly_once: offsets commit inside each batch's transaction, never from here.
+        self.transactional = settings.worker.processing_guarantee == "exactly_once"
         self.revokes = 0  # partitions revoked or lost so far (a batch in hand may be stale)
         self.assigned_at: float | None = None
         self.lost_at: float | None = None  # partitions lost, and no assignment since
@@ -229,7 +231,7 @@ class Membership:
         """Commit the positions every output acknowledged (``only`` these partitions)."""
         positions = self.tracker.positions(only)
         self.count_acknowledged()
-        if not positions:
+        if not positions or self.transactional:
             return
         offsets = [TopicPartition(t, p, o) for (t, p), o in positions.items()]
         try:

@@ -310,3 +310,31 @@ def test_the_callbacks_of_a_replaced_consumer_are_ignored(
     assert old.commits == [] and new.commits == []
     m._on_revoke(new, _tps(2))  # type: ignore[arg-type]  # the current one's are served
     assert new.commits == [({(TOPIC, 2): 3}, False)] and m.owned() == set()
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_exactly_once_commits_no_offsets_outside_its_transactions(
+    consumers: list[FakeConsumer], guarantee: str
+) -> None:
+    """Under exactly_once the offsets go into each batch's transaction: the membership's own
+    commits (periodic, on revoke, at shutdown) send nothing, and still count what is done."""
+    base = _membership()
+    settings = base.settings.model_copy(
+        update={
+            "worker": base.settings.worker.model_copy(update={"processing_guarantee": guarantee})
+        }
+    )
+    m = Membership(
+        settings,
+        TOPIC,
+        tracker=DeliveryTracker(clock=lambda: 0.0),
+        producer=FakeProducer(),  # type: ignore[arg-type]
+        flow=Flow(),
+        summary=WorkerSummary(),
+        acknowledged=lambda chunk: None,
+    )
+    m.tracker.open((TOPIC, 0), 0, 2, 1).ack(None)
+    m.commit(sync=True)
+    expected = [] if guarantee == "exactly_once" else [({(TOPIC, 0): 2}, False)]
+    assert consumers[-1].commits == expected
+    assert m.tracker.positions() == {}  # handed out either way: not sent again
