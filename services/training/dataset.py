@@ -107,7 +107,7 @@ def _entity_rows(
     ids = [str(e["event_id"]) for e in events]
     in_log = np.asarray([logged is not None and i in logged for i in ids], dtype=bool)
     rest = [e for e, hit in zip(events, in_log, strict=True) if not hit]
-    counts = {FROM_LOG: int(in_log.sum()), source.kind: len(rest)}
+    counts = {k: v for k, v in ((FROM_LOG, int(in_log.sum())), (source.kind, len(rest))) if v}
     if logged is None or not in_log.any():
         return dict(source.as_of(lookup_requests(spec, events), _times(events))), counts
     from_log = logged.lookups([i for i, hit in zip(ids, in_log, strict=True) if hit])
@@ -120,7 +120,7 @@ def _entity_rows(
         if rest:
             values[~in_log], found[~in_log] = other[g.name].values, other[g.name].found
         out[g.name] = Lookup(values, found)
-    return out, {k: v for k, v in counts.items() if v}
+    return out, counts
 
 
 def _times(events: Sequence[Mapping[str, Any]]) -> npt.NDArray[np.int64]:
