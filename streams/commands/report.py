@@ -2,8 +2,10 @@
 version that served them, as Evidently's data drift and prediction drift page (docs/drift.md).
 
 The window is read with the replay's readers (``ranges_since``/``iter_ranges``, broker time):
-events from the input topic and the version's scores from the predictions topic. The model's
-inputs are assembled with the serving code; entity features are Redis's as they are now.
+events from the input topic, the entity rows they were served with from the feature log, and
+the version's scores from the predictions topic. The model's inputs are assembled with the
+serving code. Rows the log does not hold (it is off, or they were never scored) take their
+entity features from Redis as it is now; ``feature_rows`` in the summary says how many.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from services.core.errors import ConfigError, NotFound
 from services.core.settings import Settings
 from services.drift.reference import read_reference
 from services.drift.report import DriftSummary, write_report
+from services.features.log import FeatureLogIndex
 from services.kafka.config import consumer_config
 from services.kafka.ranges import iter_ranges, ranges_since
 from services.scoring.registry import MlflowRegistry
@@ -33,8 +36,8 @@ from streams.adapters import feature_spec, feature_store
 from streams.commands.common import app, emit, json_option, parse_since, table
 from streams.topics import by_record
 
-# A prediction is written when the event's batch is scored, a little after the event is
-# stored: predictions are read until this long after the window's end.
+# A prediction and a feature-log record are written when the event's batch is scored, a little
+# after the event is stored: both are read until this long after the window's end.
 SCORED_SLACK_MS = 5 * 60 * 1000
 
 
@@ -91,13 +94,17 @@ def drift_report(
     if not events_by_id:
         raise NotFound(f"no event stored in {s.topics.events} between {from_ms} and {to_ms}")
     until = to_ms + SCORED_SLACK_MS
+    logged = None
+    if s.features.log:
+        records = _decoded(s, "FeatureLog", s.topics.feature_log, from_ms, until)
+        logged = FeatureLogIndex(spec, records)
     scores: dict[str, float] = {}
     for p in _decoded(s, s.topics.prediction_record, s.topics.predictions, from_ms, until):
         if p["model_version"] == model.version and p["variant"] != "shadow":
             scores[str(p["event_id"])] = float(p["score"])
     events = list(events_by_id.values())
     store = feature_store(s, spec)
-    ts = build_training_set(spec, store, events, dict.fromkeys(events_by_id, True))
+    ts = build_training_set(spec, store, events, dict.fromkeys(events_by_id, True), logged=logged)
     if tuple(ts.names) != reference.names:
         raise ConfigError(
             f"v{model.version} was trained on other inputs than the domain's spec has now: "
@@ -111,6 +118,7 @@ def drift_report(
         "from_ms": from_ms,
         "to_ms": to_ms,
         "out": str(out),
+        "feature_rows": dict(ts.sources),
         **summary.to_dict(),
     }
 
