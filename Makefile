@@ -4,6 +4,8 @@
 PYTHON ?= python3
 # The domain `make demo` shows: feed (default) or payments (`make demo DOMAIN=payments`).
 DOMAIN ?= feed
+# `make demo CLUSTER=1`: the demo on the secured three-node cluster (`local up --cluster`).
+CLUSTER ?=
 VENV := .venv
 BIN := $(VENV)/bin
 # Re-install whenever pyproject.toml changes.
@@ -54,7 +56,7 @@ redis:
 demo: install
 	-@$(MAKE) --no-print-directory kafka || echo "Apache Kafka unavailable: the demo uses tansu"
 	-@$(MAKE) --no-print-directory prometheus
-	STREAMSCORE_DOMAIN=$(DOMAIN) $(BIN)/streamscore demo
+	STREAMSCORE_DOMAIN=$(DOMAIN) $(BIN)/streamscore demo $(if $(CLUSTER),--cluster)
 
 # One pytest run: unit, contract and doctests; integration on Apache Kafka (when it can run,
 # else tansu) plus the smoke subset again on tansu. Exit 5 (no tests collected) is a failure of

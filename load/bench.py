@@ -49,6 +49,7 @@ from services.codec.factory import codec_for, schemas_dir
 from services.codec.manifest import MANIFEST_FILE, Manifest
 from services.codec.schemas import load_schemas
 from services.core.settings import Settings, to_env
+from services.embedded import kafka_cluster
 from services.embedded.stack import EmbeddedStack
 from services.features.assemble import assemble, lookup_requests
 from services.kafka.admin import ensure_topics
@@ -145,6 +146,61 @@ def private_stack(broker: str, say: Say) -> Iterator[tuple[Settings, dict[str, i
         shutil.rmtree(home, ignore_errors=True)
 
 
+def _free_block(offsets: tuple[int, ...]) -> int:
+    """A base port p with every p + offset free on loopback."""
+    for _ in range(200):
+        base = free_port()
+        if base + max(offsets) < 65000 and all(_port_free(base + o) for o in offsets):
+            return base
+    raise RuntimeError("no free block of ports on loopback")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@contextmanager
+def private_cluster(say: Say) -> Iterator[tuple[Settings, dict[str, int]]]:
+    """The secured cluster of `local up --cluster`, of the bench's own: three Kafka nodes
+    (RF 3, min.insync.replicas=2, SASL_SSL with SCRAM-SHA-512, ACLs) and the Redis Cluster
+    (TLS, users). The bench connects as the admin (a super user, so the ACL check is the
+    authorizer's short cut for it); every producer writes with acks=all, as always."""
+    home = Path(tempfile.mkdtemp(prefix="streamscore-bench-cluster-"))
+    kafka_ports = tuple(off + n for off in (0, 10, 20) for n in range(3))
+    redis_ports = tuple(off + n for off in (0, 10000) for n in range(6))
+    local = {
+        "cluster_port": _free_block(kafka_ports),
+        "redis_cluster_port": _free_block(redis_ports),
+        "start_timeout_seconds": 180.0,
+    }
+    s = Settings(home=home, local=local)
+    stack = EmbeddedStack(s)
+    try:
+        t0 = time.monotonic()
+        status = stack.up(topic_table(s.topics), cluster=True)
+        say(
+            f"cluster: {status.bootstrap_servers}, Redis {status.redis_url}, up in "
+            f"{time.monotonic() - t0:.0f} s"
+        )
+        # Three brokers and six Redis nodes: their CPU is not sampled.
+        yield kafka_cluster.as_role(s, "admin"), {}
+    finally:
+        stack.down()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def cluster_row(env: Env, rounds: int, step: Callable[[str], None]) -> dict[str, Any]:
+    """The real worker (one process) on the cluster: its row of the throughput table."""
+    runs = throughput(env, rounds, ("streamscore",), step)
+    row: dict[str, Any] = summarise(runs)["rows"]["streamscore"]
+    return row | {"runs_detail": [asdict(r) for r in runs]}
+
+
 def _topic(name: str, record: str, partitions: int = PARTITIONS) -> TopicSpec:
     return TopicSpec(name, partitions, "string", record, "bench", "bench", "bench")
 
@@ -174,9 +230,10 @@ def prepare(base: Settings, pids: dict[str, int], events: int, naive: int, say: 
     s = Settings(
         home=base.home,
         local=base.local,
+        kafka=base.kafka,  # the secured cluster's credentials, when the stack is that
         topics=names,
         schema_registry={"schemas_dir": work / "schemas"},
-        redis={"key_prefix": f"bench:{tag}:"},
+        redis=base.redis.model_copy(update={"key_prefix": f"bench:{tag}:"}),
         model={"name": f"bench-{tag}"},
     )
     spec = feature_spec(s)

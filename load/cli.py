@@ -64,6 +64,12 @@ def load() -> None:
     help="Which implementations run, comma-separated.",
 )
 @click.option(
+    "--cluster",
+    is_flag=True,
+    help="Also the worker on the secured cluster of `local up --cluster` (3 nodes, RF 3, "
+    "acks=all, SASL_SSL; Redis Cluster with TLS), in the same run: one more table row.",
+)
+@click.option(
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -83,6 +89,7 @@ def bench(
     soak_seconds: float,
     price_per_core_hour: float,
     impls: str,
+    cluster: bool,
     out_dir: Path | None,
 ) -> None:
     """Naive, bare and ceiling peers against the real worker (one and two processes), on a
@@ -120,6 +127,12 @@ def bench(
                 result["latency"] = b.latency(env, rates, latency_seconds, 3.0, tick)
             if soak_seconds > 0 and top:
                 result["soak"] = b.soak(env, top * 0.5, soak_seconds, tick)
+    if cluster:
+        # The same worker and events on the secured cluster, after the single broker's rows.
+        with b.private_cluster(a.err.print) as (cluster_base, cluster_pids):
+            cenv = b.prepare(cluster_base, cluster_pids, events, naive_events, a.err.print)
+            result["rows"]["streamscore_cluster"] = b.cluster_row(cenv, rounds, a.err.print)
+        result["cost"] = b.cost(result["rows"], price_per_core_hour)
     result["seconds"] = round(time.time() - started)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -137,6 +150,8 @@ LABELS = {
     "ceiling": "ceiling (consume → produce, no work)",
     "streamscore": "streamscore worker, 1 process",
     "streamscore_x2": "streamscore worker, 2 processes",
+    "streamscore_cluster": "streamscore worker, 1 process, on the cluster (RF 3, acks=all, "
+    "SASL_SSL)",
 }
 
 

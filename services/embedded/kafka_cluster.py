@@ -26,9 +26,10 @@ from pydantic import SecretStr
 from services.core.errors import EmbeddedStackError
 from services.core.settings import LocalSettings, Settings
 from services.embedded import kafka as apache_kafka
-from services.embedded import tls
+from services.embedded import redis_cluster, tls
 from services.kafka.acls import ADMIN, BROKER, ROLES, Grant, principal, super_users
 from services.kafka.config import admin_config
+from services.redisconn import acl
 
 NODES = (1, 2, 3)
 MECHANISM = "SCRAM-SHA-512"
@@ -163,9 +164,29 @@ def role_settings(settings: Settings, user: str, password: str) -> Settings:
             "sasl_username": user,
             "sasl_password": SecretStr(password),
             "ssl_ca_location": ca,
+            # faust's own topics get the cluster's replication factor too.
+            "control_replication_factor": len(NODES),
         }
     )
     return settings.model_copy(update={"kafka": kafka})
+
+
+def as_role(settings: Settings, role: str) -> Settings:
+    """``settings`` connected to the local cluster as ``role`` (``admin`` or one of the roles):
+    its Kafka principal, and its Redis user when `up --cluster` made the Redis Cluster.
+
+    Raises:
+        EmbeddedStackError: the cluster was never started under this home.
+    """
+    cluster_dir = settings.home / "cluster"
+    if not (cluster_dir / SECRETS_FILE).exists():
+        raise EmbeddedStackError(f"no cluster under {cluster_dir} (run `local up --cluster`)")
+    user = ADMIN if role == "admin" else principal(role)
+    out = role_settings(settings, user, passwords(cluster_dir)[user])
+    if (redis_cluster.cluster_dir(settings) / redis_cluster.SECRETS_FILE).exists():
+        pw = redis_cluster.passwords(settings)[acl.user(role)]
+        out = out.model_copy(update={"redis": redis_cluster.role_redis(settings, role, pw)})
+    return out
 
 
 def env_text(settings: Settings, user: str, password: str) -> str:

@@ -66,12 +66,17 @@ def grants(settings: Settings) -> dict[str, tuple[Grant, ...]]:
     dlq = dlq_name(t.events)
     worker = [
         *_topics((t.events, t.model_events), "READ"),
-        *_topics((t.predictions, t.shadow_predictions, dlq, t.drift_signals), "WRITE"),
+        *_topics(
+            (t.predictions, t.shadow_predictions, dlq, t.drift_signals, t.feature_log), "WRITE"
+        ),
         Grant("group", settings.worker.scoring_group, "READ"),
         Grant("group", MODEL_WATCH_PREFIX, "READ", "prefixed"),
     ]
     control = [
-        *_topics((t.labels, t.drift_signals, t.retrain_requests, t.model_events), "READ"),
+        # The trainer it runs learns from the features the worker logged at scoring time.
+        *_topics(
+            (t.labels, t.drift_signals, t.retrain_requests, t.model_events, t.feature_log), "READ"
+        ),
         *_topics((t.retrain_requests, t.model_events), "WRITE"),
         # faust's own topics (leader election, changelogs) and group are named by its app id.
         *(Grant("topic", CONTROL_APP, op, "prefixed") for op in ("CREATE", "READ", "WRITE")),
@@ -98,6 +103,7 @@ def grants(settings: Settings) -> dict[str, tuple[Grant, ...]]:
         t.drift_signals,
         t.retrain_requests,
         t.model_events,
+        t.feature_log,
     )
     cli = [
         *_topics(table, "READ", "DESCRIBE_CONFIGS"),

@@ -27,6 +27,9 @@ def watermarks(consumer: Consumer, topic: str, timeout: float = 10.0) -> dict[in
     """
     try:
         meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if meta is not None and meta.error is not None and refusal(str(meta.error)):
+            # Refused, not missing: the line must name the missing grant.
+            raise BrokerUnavailable(f"cannot read {topic}: {meta.error}", topic=topic)
         if meta is None or meta.error is not None:
             raise NotFound(f"topic {topic} does not exist")
         return {

@@ -23,6 +23,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -38,6 +39,7 @@ from services.core.errors import EmbeddedStackError, StreamMLError
 from services.core.settings import Settings, to_env
 from services.domain.config import domain_of
 from services.embedded import prometheus
+from services.embedded.kafka_cluster import as_role
 from services.embedded.stack import EmbeddedStack
 from services.kafka.config import consumer_config, producer_config
 from services.scoring.compare import compare_report
@@ -79,19 +81,33 @@ def _pct(values: list[float], p: float) -> float:
     show_default=True,
     help="Act 2: concept drift and the retraining loop (control plane).",
 )
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="On the secured cluster of `local up --cluster`: the worker runs as "
+    "streamscore-worker, the control plane as streamscore-control, the rest as the admin.",
+)
 @json_option
 @click.pass_context
-def demo(ctx: click.Context, n_events: int, rate: float, keep_stack: bool, drift: bool) -> None:
+def demo(
+    ctx: click.Context, n_events: int, rate: float, keep_stack: bool, drift: bool, cluster: bool
+) -> None:
     """Run the whole loop once on the embedded stack and summarise what happened."""
     a = app(ctx)
     s = a.settings
     stack = EmbeddedStack(s)
     with a.err.status("starting the embedded stack..."):
         # Prometheus too, where Debian's package is installed: the demo ends with a query.
-        status = stack.up(topic_table(s.topics), with_prometheus=bool(shutil.which("prometheus")))
+        status = stack.up(
+            topic_table(s.topics), with_prometheus=bool(shutil.which("prometheus")), cluster=cluster
+        )
     a.err.print(f"stack: {status.broker} on {status.bootstrap_servers}, Redis {status.redis_url}")
+
+    def roles(role: str) -> Settings:
+        return as_role(a.settings, role) if cluster else a.settings
+
     try:
-        summary = _run(a.err, s, n_events, rate, drift)
+        summary = _run(a.err, roles("admin"), n_events, rate, drift, roles)
     finally:
         if status.started and not keep_stack:
             stack.down(only=status.started)  # what this demo started, and nothing else
@@ -101,7 +117,17 @@ def demo(ctx: click.Context, n_events: int, rate: float, keep_stack: bool, drift
         ctx.exit(1)
 
 
-def _run(err: Console, s: Settings, n: int, rate: float, drift: bool) -> dict[str, Any]:
+def _run(
+    err: Console,
+    s: Settings,
+    n: int,
+    rate: float,
+    drift: bool,
+    roles: Callable[[str], Settings] | None = None,
+) -> dict[str, Any]:
+    """The demo with ``s``; the worker and the control plane with ``roles(role)`` (their own
+    principals on the cluster), else ``s`` too."""
+    as_ = roles or (lambda _role: s)
     spec = feature_spec(s)
     label = domain_of(s).label
     world = make_world(s, 42, start_time_ms=int(time.time() * 1000), rate_per_second=rate)
@@ -153,9 +179,9 @@ def _run(err: Console, s: Settings, n: int, rate: float, drift: bool) -> dict[st
     if drift and not getattr(generator, "SUPPORTS_DRIFT", False):
         err.print(f"act 2 (drift) skipped: the {domain_of(s).name} generator has no concept drift")
         drift = False
-    control = start_control_plane(s) if drift else None
+    control = start_control_plane(as_("control")) if drift else None
     worker_env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")}
-    worker_env |= to_env(s) | {"STREAMSCORE_METRICS__PORT": "0"}
+    worker_env |= to_env(as_("worker")) | {"STREAMSCORE_METRICS__PORT": "0"}
     worker = subprocess.Popen(  # noqa: S603 (our own CLI)
         [sys.executable, "-m", "streams.cli", "--json", "worker", "scoring"],
         env=worker_env,
