@@ -40,12 +40,14 @@ from services.core.records import PRODUCER_HEADER
 from services.core.settings import Settings
 from services.kafka.config import admin_config, producer_config
 from services.ratelimit.bucket import API_NAMESPACE, API_PRODUCER_PREFIX, RedisTokenBuckets
+from services.scoring.results import BatchResult
 from streams.adapters import redis_client
 from streams.api_keys import ApiKey, ApiKeys
 from streams.runtime import api_scorer
 from streams.scorer import Scorer
 from streams.sdk import EventValidator, InvalidEvent
 from streams.topics import by_record
+from streams.worker.parts import FeatureLogOutput
 
 logger = logging.getLogger(__name__)
 # Beyond message.timeout.ms, how long a delivery report may take to reach the API.
@@ -119,6 +121,12 @@ class Api:
         self.input_topic = t.events
         self.shadow_topic = t.shadow_predictions
         self.prediction_codec = codec_for(settings, by_record(t, t.prediction_record))
+        log = by_record(t, "FeatureLog")
+        self.feature_log = (
+            FeatureLogOutput(log, codec_for(settings, log), scorer.domain.spec)
+            if settings.features.log
+            else None
+        )
         # A send is reported delivered or failed within the API's delivery timeout (never
         # delivered later, after the client was told it failed and retried it).
         timeout_ms = int(settings.api.delivery_timeout_seconds * 1000)
@@ -239,6 +247,19 @@ class Api:
         if not waited:
             return in_order, "the broker did not acknowledge in time"
         return in_order, why
+
+    def publish_feature_log(self, result: BatchResult | None) -> None:
+        """The entity rows an answer was scored with, best effort (as the worker's): a label
+        that arrives for an event scored here trains on what it was served."""
+        if self.feature_log is None or result is None:
+            return
+        topic = self.feature_log.topic.name
+        try:
+            for value in self.feature_log.encode(result, int(time.time() * 1000)):
+                self.producer.produce(topic, value)
+        except (BufferError, KafkaException) as exc:
+            metrics.PUBLISH_FAILURES.labels(topic=topic).inc()
+            logger.warning("feature log not published: %s", exc)
 
     def publish_shadow(self, records: list[dict[str, Any]]) -> None:
         """Shadow scores go to the shadow topic, best effort (as the worker's do)."""
@@ -513,6 +534,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> FastAPI:
             )
         api.scorer.account(scored)  # answered with predictions: counted as the stream counts
         api.publish_shadow(scored.shadow)
+        api.publish_feature_log(scored.result)
         carry = domain.spec.carry
         preds = [answer(scored.predictions[i], carry) for i in range(len(good))]
         return JSONResponse({"predictions": preds})

@@ -156,6 +156,7 @@ def make_pipeline(
                 "retrain_requests": f"test.retrain-{tag}.v1",
                 "model_events": f"test.model-events-{tag}.v1",
                 "shadow_predictions": f"test.shadow-{tag}.v1",
+                "feature_log": f"test.feature-log-{tag}.v1",
                 "event_record": declared.event_record,
                 "prediction_record": declared.prediction_record,
                 "label_record": declared.label.record,
