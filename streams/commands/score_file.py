@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from services.codec.table import records_from_rows
-from services.core.errors import ConfigError
+from services.core.errors import ConfigError, StreamMLError
 from services.scoring.registry import MlflowRegistry
 from streams.adapters import build_serving
 from streams.commands.common import app, emit, json_option
@@ -81,6 +81,7 @@ def _writer(path: Path, append: bool) -> Any:
 
 class _TextWriter:
     def __init__(self, path: Path, fmt: str, append: bool) -> None:
+        self.path = path
         self.fmt = fmt
         self.header = not (append and path.exists() and path.stat().st_size > 0)
         self.f = path.open("a" if append else "w", encoding="utf-8", newline="")
@@ -93,9 +94,12 @@ class _TextWriter:
             self.f.write("".join(json.dumps(r) + "\n" for r in rows))
         else:
             if self.writer is None:
-                self.writer = csv.DictWriter(self.f, fieldnames=list(rows[0]))
+                # Every column of the first chunk (kept input columns can differ by row).
+                names = list(dict.fromkeys(k for r in rows for k in r))
+                self.writer = csv.DictWriter(self.f, fieldnames=names)
                 if self.header:
                     self.writer.writeheader()
+            _same_columns(self.path, set(self.writer.fieldnames), rows)
             self.writer.writerows(rows)
         self.f.flush()
 
@@ -107,6 +111,18 @@ class _TextWriter:
 
     def close(self) -> None:
         self.f.close()
+
+
+def _same_columns(path: Path, known: set[str], rows: list[dict[str, Any]]) -> None:
+    """A CSV or Parquet file has the columns of its first chunk: a later row with others stops
+    the run (exit 1) naming them, rather than dropping them."""
+    new = sorted({k for r in rows for k in r} - known)
+    if new:
+        raise StreamMLError(
+            f"{path}: rows past the first chunk have columns it had not ({', '.join(new)}); "
+            "a CSV or Parquet output keeps the first chunk's columns: write .jsonl, or give "
+            "every input row the same columns"
+        )
 
 
 def _cut_to(path: Path, size: int | None) -> None:
@@ -133,16 +149,22 @@ class _ParquetWriter:
 
         if not rows:
             return
-        table = pa.Table.from_pylist(rows)
-        if self.writer is None:
-            # A first chunk where no row missed a feature infers list<null>, which later
-            # chunks' names could not be cast to.
-            at = table.schema.get_field_index("missing_features")
-            if at >= 0 and pa.types.is_list(table.schema.field(at).type):
-                column = table.column(at).cast(pa.list_(pa.string()))
-                table = table.set_column(at, "missing_features", column)
-            self.writer = pq.ParquetWriter(self.path, table.schema)
-        self.writer.write_table(table.cast(self.writer.schema))
+        if self.writer is not None:
+            _same_columns(self.path, set(self.writer.schema.names), rows)
+            # A missing column is null; values take the first chunk's types.
+            self.writer.write_table(pa.Table.from_pylist(rows, schema=self.writer.schema))
+            return
+        # Every column of the first chunk (from_pylist alone would take the first row's).
+        names = list(dict.fromkeys(k for r in rows for k in r))
+        table = pa.Table.from_pydict({n: [r.get(n) for r in rows] for n in names})
+        # A first chunk where no row missed a feature infers list<null>, which later chunks'
+        # names could not be cast to.
+        at = table.schema.get_field_index("missing_features")
+        if at >= 0 and pa.types.is_list(table.schema.field(at).type):
+            column = table.column(at).cast(pa.list_(pa.string()))
+            table = table.set_column(at, "missing_features", column)
+        self.writer = pq.ParquetWriter(self.path, table.schema)
+        self.writer.write_table(table)
 
     def close(self) -> None:
         if self.writer is not None:

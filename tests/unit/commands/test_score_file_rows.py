@@ -3,12 +3,15 @@ folder that does not exist, before any model is loaded."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
+from services.core.errors import StreamMLError
 from streams.cli import main
-from streams.commands.score_file import prediction_row
+from streams.commands.score_file import _ParquetWriter, _TextWriter, prediction_row
 
 RECORD = {
     "prediction_id": "p-1",
@@ -76,3 +79,43 @@ def test_an_output_folder_that_does_not_exist_is_one_line_before_any_model_loads
     assert exit_.value.code == 2
     assert err == f"error: {missing}: no such folder for --out (create it first)\n"
     assert not missing.exists()
+
+
+def test_csv_output_has_every_column_of_the_first_chunk_and_refuses_new_ones(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "scores.csv"
+    writer = _TextWriter(out, "csv", append=False)
+    writer.write([{"event_id": "e-1", "score": 0.5}, {"event_id": "e-2", "score": 0.25, "x": "7"}])
+    writer.write([{"event_id": "e-3", "score": 1.0}])  # no x: an empty cell
+    with pytest.raises(StreamMLError, match=r"scores.csv: rows past the first chunk .* \(y\)"):
+        writer.write([{"event_id": "e-4", "score": 0.0, "y": "new"}])
+    writer.close()
+    with out.open(newline="") as f:
+        assert list(csv.reader(f)) == [
+            ["event_id", "score", "x"],
+            ["e-1", "0.5", ""],
+            ["e-2", "0.25", "7"],
+            ["e-3", "1.0", ""],
+        ]
+
+
+def test_parquet_output_keeps_missing_features_as_lists_across_chunks(tmp_path: Path) -> None:
+    out = tmp_path / "scores.parquet"
+    writer = _ParquetWriter(out)
+    # The first chunk: nobody missed a feature, and only the second row has the label.
+    writer.write(
+        [
+            {"event_id": "e-1", "missing_features": []},
+            {"event_id": "e-2", "missing_features": [], "label": 1},
+        ]
+    )
+    writer.write([{"event_id": "e-3", "missing_features": ["card"]}])  # no label: null
+    with pytest.raises(StreamMLError, match=r"\(extra\)"):
+        writer.write([{"event_id": "e-4", "missing_features": [], "extra": 1}])
+    writer.close()
+    assert pq.read_table(out).to_pylist() == [
+        {"event_id": "e-1", "missing_features": [], "label": None},
+        {"event_id": "e-2", "missing_features": [], "label": 1},
+        {"event_id": "e-3", "missing_features": ["card"], "label": None},
+    ]
