@@ -138,10 +138,21 @@ def models_show(ctx: click.Context, version: str | None, n_history: int) -> None
         "rollout": _state_dict(state),
         "history": [_change_dict(c) for c in history],
     }
+    calibrated = "holdout_ece_uncalibrated" in metrics and "holdout_ece" in metrics
+    if calibrated:  # the holdout's expected calibration error before and after calibration
+        data["calibration"] = {
+            "ece_before": metrics["holdout_ece_uncalibrated"],
+            "ece_after": metrics["holdout_ece"],
+        }
 
     def render(c: Console) -> None:
         c.print(f"[bold]{registry.name} v{v.version}[/bold] {','.join(v.aliases)}")
         c.print(f"run {v.run_id}, created {data['created']}, sha256 {v.sha256}")
+        if calibrated:
+            c.print(
+                f"calibrated: holdout ECE {metrics['holdout_ece_uncalibrated']:.4f} before, "
+                f"{metrics['holdout_ece']:.4f} after"
+            )
         for k, val in sorted(metrics.items()):
             c.print(f"  {k} = {val:.4f}")
         c.print(f"rollout: {state.describe()}")

@@ -1,0 +1,130 @@
+"""`train` and `features matrix` from files: point-in-time snapshots, training controls,
+calibration in the run and in `models show`, and refused rows (exit 2, each named one way)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from services.features.spec import FeatureSpec
+from services.synthetic.world import World, strip_private
+from streams.cli import cli
+
+SPEC = FeatureSpec.load()
+WORLD = World(SPEC, n_users=50, n_items=30, seed=4)
+RAW = WORLD.events(1500)
+EVENTS = [strip_private(e) for e in RAW]
+CHANGED_AT = max(int(e["event_time"]) for e in EVENTS) + 1  # the second snapshot: after all
+
+
+def run(env: dict[str, str], *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    return result.exit_code, result.stdout
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Any]:
+    """Events, labels, and per group two snapshots: the world's rows valid from 0, and other
+    rows (+3) valid only after every event."""
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(e) + "\n" for e in EVENTS), encoding="utf-8")
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame(WORLD.labels(RAW)).to_csv(labels, index=False)
+    snapshots = {}
+    for g in SPEC.groups:
+        keys, rows = WORLD.features(g.name)
+        old = pd.DataFrame(rows, columns=g.names).assign(**{g.key_field: keys, "valid_from": 0})
+        new = pd.DataFrame(rows + 3.0, columns=g.names).assign(
+            **{g.key_field: keys, "valid_from": CHANGED_AT}
+        )
+        path = tmp_path / f"{g.name}s.csv"
+        pd.concat([old, new]).to_csv(path, index=False)
+        snapshots[g.name] = (path, dict(zip(keys, rows, strict=True)))
+    env = {"STREAMSCORE_HOME": str(tmp_path / "home"), "STREAMSCORE_MODEL__COMPILE": "false"}
+    return {"events": events, "labels": labels, "snapshots": snapshots, "env": env, "tmp": tmp_path}
+
+
+def test_features_matrix_joins_each_event_as_of_its_time(files: dict[str, Any]) -> None:
+    out = files["tmp"] / "X.parquet"
+    paths = [str(p) for p, _ in files["snapshots"].values()]
+    feature_args = [a for p in paths for a in ("--features", p)]
+    code, text = run(
+        files["env"], "features", "matrix", "--events", str(files["events"]), *feature_args,
+        "--out", str(out), "--json",
+    )  # fmt: skip
+    assert code == 0, text
+    frame = pd.read_parquet(out)
+    assert frame["event_id"].tolist() == [e["event_id"] for e in EVENTS]
+    _, users = files["snapshots"]["user"]
+    names = SPEC.group("user").names
+    # The hand-written oracle: each event's user row from the first snapshot, as float32.
+    expected = np.vstack([users[e["user_id"]] for e in EVENTS]).astype(np.float32)
+    assert np.array_equal(frame[names].to_numpy(), expected.astype(np.float64))
+    assert frame["position"].tolist() == [float(e["position"]) for e in EVENTS]
+
+    later = files["tmp"] / "later.parquet"
+    code, _ = run(
+        files["env"], "features", "matrix", "--events", str(files["events"]), *feature_args,
+        "--as-of", str(CHANGED_AT), "--out", str(later),
+    )  # fmt: skip
+    assert code == 0
+    moved = pd.read_parquet(later)[names].to_numpy()
+    assert np.array_equal(moved, (expected + np.float32(3.0)).astype(np.float64))
+
+
+def test_train_from_files_with_controls_and_calibration(files: dict[str, Any]) -> None:
+    params = files["tmp"] / "params.json"
+    params.write_text(json.dumps({"num_leaves": 7, "num_boost_round": 40}), encoding="utf-8")
+    feature_args = [a for p, _ in files["snapshots"].values() for a in ("--features", str(p))]
+    code, out = run(
+        files["env"], "train", "--events", str(files["events"]), "--labels", str(files["labels"]),
+        *feature_args, "--params", str(params), "--run-name", "pit-isotonic",
+        "--holdout-by", "time", "--calibrate", "isotonic", "--json",
+    )  # fmt: skip
+    assert code == 0, out
+    result = json.loads(out)
+    assert result["feature_rows"] == {"point_in_time": len(EVENTS)}
+    m = result["metrics"]
+    assert 0 <= m["holdout_ece"] <= 1 and 0 <= m["holdout_ece_uncalibrated"] <= 1
+    assert m["calibration_rows"] == pytest.approx(0.2 * 0.8 * len(EVENTS), abs=1)
+    code, shown = run(files["env"], "models", "show", result["version"], "--json")
+    assert code == 0
+    data = json.loads(shown)
+    assert data["calibration"] == {
+        "ece_before": pytest.approx(m["holdout_ece_uncalibrated"]),
+        "ece_after": pytest.approx(m["holdout_ece"]),
+    }
+
+    import mlflow
+
+    mlflow.set_tracking_uri(
+        f"sqlite:///{Path(files['env']['STREAMSCORE_HOME']) / 'mlflow' / 'mlflow.db'}"
+    )
+    run_info = mlflow.get_run(result["run_id"])
+    assert run_info.info.run_name == "pit-isotonic"
+    assert run_info.data.params["num_leaves"] == "7"
+    assert run_info.data.params["num_boost_round"] == "40"
+    assert run_info.data.params["holdout"] == "newest"
+    assert run_info.data.params["calibration"] == "isotonic"
+
+
+def test_refused_rows_exit_2_and_are_named_by_row_and_event(files: dict[str, Any]) -> None:
+    rows = [dict(e) for e in EVENTS[:300]]
+    rows[4]["position"] = "four"  # not a number: the schema refuses it
+    rows[9]["position"] = -3  # a number, but the rules refuse it
+    events = files["tmp"] / "bad.jsonl"
+    events.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    code, out = run(
+        files["env"], "train", "--events", str(events), "--labels", str(files["labels"]), "--json"
+    )
+    assert code == 2
+    problems = json.loads(out)["problems"]
+    assert problems[0].startswith(f"bad.jsonl row 5 (event {rows[4]['event_id']}): position: ")
+    assert problems[1].startswith(f"bad.jsonl row 10 (event {rows[9]['event_id']}): ")
+    assert len(problems) == 2
