@@ -153,7 +153,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 # The CA bundle the builds trust (a machine behind a TLS-inspecting proxy has its CA in it).
 BUILD_CA ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: docker-engine docker-engine-stop images compose-test compose-v2 k8s-check lock install-locked
+.PHONY: docker-engine docker-engine-stop images compose-test compose-v2 k8s-check lock install-locked airflow-test
 
 # Debian's docker.io, docker-compose and debootstrap when missing (root only), and a Docker
 # daemon when none answers: host networking for builds; compose's own bridge networks work
@@ -245,3 +245,13 @@ install-locked:
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
+
+# deploy/airflow's DAG run for real: Airflow 3 installed into build/airflow-venv (its own
+# virtualenv, never streamscore's), `airflow dags test streamscore_retrain` against the
+# embedded stack on Apache Kafka, and the challenger it trained checked in shadow
+# (docs/deployment.md gives the times: about 10 minutes, plus 3.5 to install Airflow once).
+# Not part of `make test`.
+airflow-test: install
+	-@$(MAKE) --no-print-directory kafka || echo "Apache Kafka unavailable: the Airflow test needs it"
+	$(BIN)/python -m pytest deploy/airflow -p tests.conftest -p tests.integration.conftest \
+	  -p no:cacheprovider -o addopts="" --broker=kafka -s --timeout=2400 $(PYTEST_ARGS)
