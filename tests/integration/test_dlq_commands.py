@@ -3,6 +3,7 @@ re-publishes originals with a redrive count, and refuses to loop a message forev
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from services.core.settings import to_env
 from services.synthetic.hostile import hostile_values
 from streams.cli import cli
 from streams.runtime import scoring_worker
+from streams.topics import by_record
 from tests.integration.conftest import Stack
 from tests.integration.pipeline_env import Pipeline, make_pipeline, world_events
 
@@ -32,6 +34,15 @@ def _cli(p: Pipeline, *args: str) -> Any:
     )
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
+
+
+def _original(letter: dict[str, Any]) -> bytes:
+    """The original value back from what `tail` printed."""
+    value = letter["original_value"]
+    if value is None:  # the empty message (empty_payload) may keep a null original
+        return b""
+    encoding = letter["original_value_encoding"]
+    return base64.b64decode(value) if encoding == "base64" else value.encode("utf-8")
 
 
 def test_inspect_and_redrive(pipeline: Pipeline, caplog: pytest.LogCaptureFixture) -> None:
@@ -56,6 +67,20 @@ def test_inspect_and_redrive(pipeline: Pipeline, caplog: pytest.LogCaptureFixtur
     assert "value" not in report["samples"][0]  # payloads only on request
     shown = _cli(pipeline, "dlq", "inspect", "--reason", "bad_magic_byte", "--show-payloads")
     assert shown["total"] == 1 and "json-not-avro" in shown["samples"][0]["value"]
+
+    # tail on the dead-letter topic: the originals as text or base64, never b'...' reprs; the
+    # printed form gives back exactly the bytes that were sent.
+    dlq = by_record(pipeline.settings.topics, "DeadLetter").name
+    tailed = CliRunner().invoke(
+        cli, ["tail", dlq, "-n", "100", "--from-beginning"], env=to_env(pipeline.settings)
+    )
+    assert tailed.exit_code == 0, tailed.output
+    letters = [json.loads(line)["value"] for line in tailed.stdout.splitlines()]
+    assert "b'" not in tailed.stdout
+    assert sorted(_original(x) for x in letters) == sorted(v for v, _, _ in bad)
+    assert {x["original_key"] for x in letters} == {"hostile"}
+    for x in letters:
+        assert {"key": "trace", "value": "t-1", "value_encoding": "utf-8"} in x["original_headers"]
 
     dry = _cli(pipeline, "dlq", "redrive", "--reason", "out_of_range", "--timeout", "20")
     assert (dry["to_send"], dry["executed"]) == (1, False)
