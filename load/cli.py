@@ -14,6 +14,7 @@ from rich.table import Table
 
 from load import bench as b
 from load import bench_api
+from load import capacity as cap
 from services.synthetic.world import strip_private
 from streams.adapters import redis_client
 from streams.api_keys import ApiKeys
@@ -53,6 +54,13 @@ def load() -> None:
 )
 @click.option("--latency", is_flag=True, help="Also open-loop latency at 500/s and 25/50/75%.")
 @click.option("--latency-seconds", default=20.0, show_default=True, help="Per latency rate.")
+@click.option(
+    "--capacity",
+    is_flag=True,
+    help="Also the highest rate bare and the worker answer with p99 <= 50 ms (bisection).",
+)
+@click.option("--capacity-seconds", default=20.0, show_default=True, help="Per capacity probe.")
+@click.option("--capacity-steps", default=6, show_default=True, help="Bisection steps per impl.")
 @click.option("--soak", "soak_seconds", default=0.0, help="Also a soak at 50% for this long.")
 @click.option(
     "--price-per-core-hour", default=0.05, show_default=True, help="For the cost line (US dollars)."
@@ -86,6 +94,9 @@ def bench(
     broker: str,
     latency: bool,
     latency_seconds: float,
+    capacity: bool,
+    capacity_seconds: float,
+    capacity_steps: int,
     soak_seconds: float,
     price_per_core_hour: float,
     impls: str,
@@ -125,6 +136,21 @@ def bench(
             if latency and top:
                 rates = [500.0] + [top * f for f in (0.25, 0.5, 0.75)]
                 result["latency"] = b.latency(env, rates, latency_seconds, 3.0, tick)
+            if capacity:
+                # Bounds: 500/s, and the fastest backlog rate of this run (an open-loop rate
+                # above what a backlog drains at cannot keep p99 bounded).
+                high = max(
+                    (row["events_per_second"] for row in result["rows"].values()), default=0.0
+                )
+                result["capacity"] = cap.bisect_capacity(
+                    env,
+                    cap.CAPACITY_IMPLS,
+                    500.0,
+                    max(high, 2000.0),
+                    capacity_steps,
+                    capacity_seconds,
+                    tick,
+                )
             if soak_seconds > 0 and top:
                 result["soak"] = b.soak(env, top * 0.5, soak_seconds, tick)
     if cluster:
@@ -139,6 +165,8 @@ def bench(
         (out_dir / "bench.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
         (out_dir / "bench.md").write_text(markdown(result), encoding="utf-8")
         plot(result, out_dir / "bench.png")
+        if "capacity" in result:
+            cap.plot(result["capacity"], out_dir / "capacity.png")
     emit(a, result, lambda c: render(c, result))
     if not all(row["all_accounted"] for row in result["rows"].values()):
         ctx.exit(1)
@@ -205,6 +233,8 @@ def render(console: Console, result: dict[str, Any]) -> None:
             f"latency at {row['rate']:,}/s: p50 {row['p50_ms']} ms, p95 {row['p95_ms']} ms, "
             f"p99 {row['p99_ms']} ms ({row['samples']:,} samples)"
         )
+    if "capacity" in result:
+        console.print(cap.markdown(result["capacity"]))
     if "soak" in result:
         console.print(
             f"soak: {json.dumps({k: v for k, v in result['soak'].items() if k != 'rss_samples'})}"
@@ -225,6 +255,8 @@ def markdown(result: dict[str, Any]) -> str:
                 f"| {row['rate']:,} | {row['achieved_rate']:,} | {row['p50_ms']} | "
                 f"{row['p95_ms']} | {row['p99_ms']} | {row['samples']:,} |"
             )
+    if result.get("capacity"):
+        lines += ["", cap.markdown(result["capacity"])]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,285 @@
+"""`load bench --capacity`: the highest arrival rate each implementation answers within a latency
+bound (p99 ≤ 50 ms by default), found by bisection over rates, open loop, in one run.
+
+Every implementation runs live on input and output topics of its own and gets the same load
+generator (``openloop`` in ``load/bench_peers.py``: pre-encoded events, each stamped with its
+send time) and the same reader (a consumer thread here: latency is read time minus send time).
+Steps are interleaved (bare, streamscore, bare, streamscore, ...), so a machine that drifts
+during the run drifts for both. A rate passes when every event sent was answered, the generator
+kept its rate, and the p99 of the window after warm-up is within the bound.
+
+The generator's and the reader's own CPU is reported with each probe: on a 2-core machine they
+share the cores with the implementation under test.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Consumer
+
+from load.bench import (
+    Env,
+    Say,
+    _finish,
+    _launch_peer,
+    _wait_scoring,
+    add_topics,
+    launch_worker,
+)
+from load.bench import _worker_settings as worker_settings
+from services.kafka.config import consumer_config
+
+CAPACITY_IMPLS = ("bare", "streamscore")
+BOUND_MS = 50.0
+WARMUP_SECONDS = 3.0
+DRAIN_SECONDS = 30.0
+
+
+@dataclass
+class Probe:
+    """One rate offered to one implementation for ``seconds``."""
+
+    impl: str
+    rate: int
+    achieved_rate: int  # what the generator managed to send
+    sent: int
+    answered: int
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    generator_cpu_s: float
+    reader_cpu_s: float
+    passed: bool
+
+
+class Reader:
+    """Reads an output topic as it fills: (event time ms, read time s) per output."""
+
+    def __init__(self, env: Env, topic: str) -> None:
+        self.env, self.topic = env, topic
+        self.samples: list[tuple[int, float]] = []
+        self.cpu = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        c = Consumer(
+            consumer_config(self.env.settings, f"bench-cap-{uuid.uuid4().hex[:6]}")
+            | {"auto.offset.reset": "earliest", "fetch.wait.max.ms": 5}
+        )
+        c.subscribe([self.topic])
+        try:
+            while not self._stop.is_set():
+                got = c.consume(1000, 0) or c.consume(1, 0.05)
+                batch = [m for m in got if m.error() is None]
+                if batch:
+                    now = time.time()
+                    for rec in self.env.out_codec.decode_many([m.value() for m in batch]):
+                        if isinstance(rec, dict):
+                            self.samples.append((rec["event_time"], now))
+                self.cpu = time.thread_time()
+        finally:
+            c.close()
+
+    def since(self, t0: float) -> int:
+        return sum(1 for et, _ in self.samples if et / 1000.0 >= t0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+class Live:
+    """One implementation running live on topics of its own until closed."""
+
+    def __init__(self, env: Env, impl: str) -> None:
+        self.env, self.impl = env, impl
+        env.counter += 1
+        tag = f"{env.counter}-{impl.replace('_', '-')}"
+        self.inp, self.out = f"bench.cap-in-{tag}.v1", f"bench.cap-out-{tag}.v1"
+        add_topics(
+            env.settings,
+            {self.inp: "Interaction", self.out: "Prediction", f"{self.inp}.dlq": "DeadLetter"},
+        )
+        group = f"bench-cap-{tag}"
+        if impl == "streamscore":
+            self.proc = launch_worker(worker_settings(env, self.inp, self.out, group))
+        elif impl == "bare":
+            self.proc = _launch_peer(
+                env,
+                "bare",
+                {"live": True, "input_topic": self.inp, "output_topic": self.out, "group": group},
+            )
+        else:
+            raise ValueError(f"no live mode for {impl!r}")
+        self.reader = Reader(env, self.out)
+        _wait_scoring(env, self.proc, self.inp, self.reader.samples)
+
+    def probe(self, rate: float, seconds: float) -> Probe:
+        self.env.counter += 1
+        t0 = time.time()
+        cpu0 = self.reader.cpu
+        sender = _launch_peer(
+            self.env, "openloop", {"input_topic": self.inp, "rate": rate, "seconds": seconds}
+        )
+        (sent,) = _finish([sender], timeout=seconds + 120)
+        n = int(sent["events"])
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while self.reader.since(t0) < n and time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.impl} exited {self.proc.returncode} during a probe")
+            time.sleep(0.1)  # waiting for the reader thread, with a deadline
+        answered = self.reader.since(t0)
+        began = float(sent["first_message_at"])  # the generator's first send (after its start)
+        lat = np.asarray(
+            [
+                (read - et / 1000.0) * 1000.0
+                for et, read in self.reader.samples
+                if began + WARMUP_SECONDS <= et / 1000.0 <= began + seconds
+            ]
+        )
+
+        def pct(q: float) -> float | None:
+            return round(float(np.percentile(lat, q)), 2) if lat.size else None
+
+        p99 = pct(99)
+        achieved = n / seconds
+        passed = answered >= n and achieved >= 0.95 * rate and p99 is not None
+        return Probe(
+            self.impl,
+            round(rate),
+            round(achieved),
+            n,
+            answered,
+            pct(50),
+            pct(95),
+            p99,
+            round(float(sent["busy_cpu_seconds"]), 2),
+            round(self.reader.cpu - cpu0, 2),
+            passed and p99 is not None and p99 <= BOUND_MS,
+        )
+
+    def close(self) -> None:
+        self.reader.close()
+        self.proc.terminate()
+        try:
+            self.proc.communicate(timeout=60)
+        except Exception:  # noqa: BLE001 (a worker that will not stop is killed)
+            self.proc.kill()
+            self.proc.communicate(timeout=30)
+
+
+def bisect_capacity(
+    env: Env,
+    impls: tuple[str, ...],
+    low: float,
+    high: float,
+    steps: int,
+    seconds: float,
+    tick: Say,
+) -> dict[str, Any]:
+    """Per implementation, the highest rate in [low, high] that passes, by geometric bisection
+    (``steps`` probes after the one at ``low``), the implementations' probes interleaved."""
+    lives = {impl: Live(env, impl) for impl in impls}
+    bounds = {impl: [low, high] for impl in impls}
+    best: dict[str, float] = dict.fromkeys(impls, 0.0)
+    probes: list[Probe] = []
+    try:
+        for step in range(steps + 1):
+            for impl, live in lives.items():
+                lo, hi = bounds[impl]
+                rate = lo if step == 0 else math.sqrt(lo * hi)
+                if step > 0 and best[impl] == 0.0:
+                    continue  # failed even at the lowest rate
+                tick(f"capacity: {impl} at {rate:,.0f} events/s ({step}/{steps})")
+                probe = live.probe(rate, seconds)
+                probes.append(probe)
+                if probe.passed:
+                    best[impl] = max(best[impl], rate)
+                    bounds[impl][0] = rate
+                else:
+                    bounds[impl][1] = rate
+    finally:
+        for live in lives.values():
+            live.close()
+    base = best.get("bare") or None
+    rows = {
+        impl: {
+            "capacity": round(rate),
+            "ratio_to_bare": round(rate / base, 3) if base and rate else None,
+        }
+        for impl, rate in best.items()
+    }
+    return {
+        "bound_ms": BOUND_MS,
+        "seconds": seconds,
+        "rows": rows,
+        "probes": [asdict(p) for p in probes],
+    }
+
+
+def markdown(capacity: dict[str, Any]) -> str:
+    lines = [
+        f"Capacity at p99 ≤ {capacity['bound_ms']:g} ms ({capacity['seconds']:g} s per rate):",
+        "",
+        "| implementation | capacity (events/s) | ratio to bare |",
+        "|---|---|---|",
+    ]
+    for impl, row in capacity["rows"].items():
+        ratio = row["ratio_to_bare"]
+        lines.append(f"| {impl} | {row['capacity']:,} | {ratio if ratio is not None else '-'} |")
+    lines += [
+        "",
+        "| implementation | rate | achieved | answered/sent | p50 ms | p95 ms | p99 ms | "
+        "generator CPU s | reader CPU s | passed |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in sorted(capacity["probes"], key=lambda p: (p["impl"], p["rate"])):
+        lines.append(
+            f"| {p['impl']} | {p['rate']:,} | {p['achieved_rate']:,} | "
+            f"{p['answered']:,}/{p['sent']:,} | {p['p50_ms']} | {p['p95_ms']} | {p['p99_ms']} | "
+            f"{p['generator_cpu_s']} | {p['reader_cpu_s']} | {'yes' if p['passed'] else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(capacity: dict[str, Any], path: Any) -> None:
+    """p50 and p99 against the offered rate, per implementation, with the bound."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for impl in capacity["rows"]:
+        pts = sorted(
+            (p for p in capacity["probes"] if p["impl"] == impl and p["p99_ms"] is not None),
+            key=lambda p: p["rate"],
+        )
+        rates = [p["rate"] for p in pts]
+        (line,) = ax.plot(rates, [p["p99_ms"] for p in pts], marker="o", label=f"{impl} p99")
+        ax.plot(
+            rates,
+            [p["p50_ms"] for p in pts],
+            marker=".",
+            linestyle="--",
+            color=line.get_color(),
+            label=f"{impl} p50",
+        )
+    ax.axhline(capacity["bound_ms"], color="grey", linewidth=1)
+    ax.set_yscale("log")
+    ax.set_xlabel("offered rate (events/s)")
+    ax.set_ylabel("latency (ms, log scale)")
+    ax.set_title(f"open-loop latency against rate; capacity at p99 ≤ {capacity['bound_ms']:g} ms")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
