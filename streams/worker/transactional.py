@@ -177,8 +177,11 @@ class Transactions:
         try:
             if offsets:
                 metadata = self.consumer().consumer_group_metadata()
-                self.producer.send_offsets_to_transaction(offsets, metadata, TXN_TIMEOUT_SECONDS)
-            self._commit()
+                self._retrying(
+                    lambda t: self.producer.send_offsets_to_transaction(offsets, metadata, t),
+                    "offsets",
+                )
+            self._retrying(self.producer.commit_transaction, "commit")
         except KafkaException as exc:
             err: KafkaError = exc.args[0]
             if err.fatal():
@@ -189,16 +192,19 @@ class Transactions:
         metrics.COMMITS.labels(outcome="ok").inc()
         return True
 
-    def _commit(self) -> None:
+    @staticmethod
+    def _retrying(call: Callable[[float], None], what: str) -> None:
+        """``call`` again on a retriable error (the coordinator moving, a broker restarting),
+        ``COMMIT_ATTEMPTS`` times in all."""
         for attempt in range(COMMIT_ATTEMPTS):
             try:
-                self.producer.commit_transaction(TXN_TIMEOUT_SECONDS)
+                call(TXN_TIMEOUT_SECONDS)
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
                 if not err.retriable() or attempt == COMMIT_ATTEMPTS - 1:
                     raise
-                logger.info("transaction commit retried: %s", err)
+                logger.info("transaction %s retried: %s", what, err)
 
     def _abort(self, err: KafkaError, keys: set[TP]) -> None:
         """Abort the batch, and put its partitions back to their commit: it is read again."""
@@ -206,7 +212,7 @@ class Transactions:
         self.producer.poll(0)  # failed deliveries are recorded first (the worker stops on them)
         self.tracker.forget(keys)  # the abort's purge reports are no failure of ours
         try:
-            self.producer.abort_transaction(TXN_TIMEOUT_SECONDS)
+            self._retrying(self.producer.abort_transaction, "abort")
         except KafkaException as exc:
             raise self._fatal(exc.args[0]) from None
         self.aborts_in_a_row += 1
@@ -218,7 +224,14 @@ class Transactions:
                 f"{self.aborts_in_a_row} transactions aborted in a row, last: {err}",
                 stage="transaction",
             )
-        self.rewind(self.consumer(), keys & self.owned())
+        try:
+            self.rewind(self.consumer(), keys & self.owned())
+        except KafkaException as exc:
+            raise PublishError(
+                f"an aborted batch's partitions could not be put back to their commit "
+                f"({exc.args[0]}): stopping, nothing past the commit was committed",
+                stage="transaction",
+            ) from None
 
     def _fatal(self, err: KafkaError) -> PublishError:
         """The worker's one line (the CLI prints it): the batch in hand is never visible."""

@@ -199,3 +199,24 @@ def test_transactional_id_is_stable_per_instance() -> None:
     assert transactional_id(Settings(), "pod-0") == "streamscore-scoring-pod-0"
     named = Settings(worker={"transactional_id": "scoring-eu-1"})
     assert transactional_id(named, "pod-0") == "scoring-eu-1"
+
+
+def test_a_retriable_abort_is_retried_and_a_failed_rewind_stops_the_worker() -> None:
+    producer, consumer = FakeProducer(), FakeConsumer({0: 10, 1: 40})
+    producer.fail["commit"] = KafkaError(KafkaError._STATE, "abortable", txn_requires_abort=True)
+    aborts = [KafkaError(KafkaError._TIMED_OUT, "coordinator away", retriable=True)]
+
+    def abort(timeout: float = -1) -> None:
+        producer.calls.append("abort")
+        if aborts:
+            raise KafkaException(aborts.pop())
+
+    def committed(partitions: list[TopicPartition], timeout: float = -1) -> list[Any]:
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT, "broker down"))
+
+    producer.abort_transaction = abort  # type: ignore[method-assign]  # fails once
+    consumer.committed = committed  # type: ignore[method-assign]  # the group cannot answer
+    txn, _ = _txn(producer, consumer)
+    with pytest.raises(PublishError, match="could not be put back to their commit"):
+        txn.publish(_outputs(producer), _batch(), BatchResult(), [], 0)
+    assert producer.calls == ["begin", "produce", "offsets", "commit", "abort", "abort"]
