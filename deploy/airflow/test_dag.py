@@ -64,7 +64,7 @@ def test_the_dag_trains_registers_and_shadows_a_challenger(stack: Stack, tmp_pat
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "deploy" / "airflow" / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "STREAMSCORE_BIN": str(Path(sys.executable).parent / "streamscore"),
+        "DAG_STREAMSCORE_BIN": str(Path(sys.executable).parent / "streamscore"),
         "PATH": f"{bin_dir}:{env.get('PATH', '')}",
     }
     subprocess.run([str(bin_dir / "airflow"), "db", "migrate"], env=env, check=True, timeout=600)

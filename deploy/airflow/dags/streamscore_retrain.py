@@ -20,7 +20,7 @@ rather than on drift (the control plane does the latter by itself).
 
 Airflow is not a dependency of streamscore: this file needs only Airflow 3 and its standard
 provider. The tasks call the `streamscore` executable named by the environment variable
-STREAMSCORE_BIN (default: `streamscore` on PATH); STREAMSCORE_* variables configure it as
+DAG_STREAMSCORE_BIN (default: `streamscore` on PATH); STREAMSCORE_* variables configure it as
 everywhere else (docs/configuration.md). Files come from the run's params (`--conf`).
 """
 
@@ -39,7 +39,7 @@ from airflow.providers.standard.operators.bash import BashOperator
 from airflow.providers.standard.operators.python import PythonOperator, ShortCircuitOperator
 from airflow.sdk import DAG, Param
 
-SS = os.environ.get("STREAMSCORE_BIN", "streamscore")
+SS = os.environ.get("DAG_STREAMSCORE_BIN", "streamscore")
 WORK = "{{ params.workdir }}/{{ run_id | replace(':', '_') | replace('+', '_') }}"
 # The last line a BashOperator prints is its XCom: a JSON result reduced to one value.
 FIELD = "python3 -c 'import json,sys; print(json.load(sys.stdin){})'"
