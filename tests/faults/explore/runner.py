@@ -415,7 +415,12 @@ class Explorer:
         for w in self.workers:
             if w.ended == "term":
                 code = w.proc.proc.wait(120)
-                if code != 0:
+                # Killed by the signal with nothing logged: it arrived while Python was still
+                # importing, before our handler existed (under load, seconds after the exec);
+                # nothing had started, so nothing can be lost. Anything else is a finding.
+                if code == -signal.SIGTERM and not w.proc.text().strip():
+                    run.done.append(f"        {w.proc.log.stem} stopped while still importing")
+                elif code != 0:
                     run.problems.append(
                         f"{w.proc.log.stem} exited {code} on SIGTERM: {w.proc.text()[-1500:]}"
                     )
