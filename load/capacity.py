@@ -97,10 +97,24 @@ class Reader:
         self._thread.join(30)
 
 
-class Live:
-    """One implementation running live on topics of its own until closed."""
+# The suspects of the worker's latency tail, each turned off alone (a probe per suspect).
+SUSPECTS: dict[str, dict[str, dict[str, Any]]] = {
+    "every feature on": {},
+    "drift monitors and prediction store off": {"drift": {"enabled": False}},
+    "metrics off": {"metrics": {"enabled": False}},
+    "rate limits off": {"rate_limit": {"enabled": False}},
+    "registry watch off": {"model": {"watch": False}},
+    "commits every 10 s": {"batch": {"commit_interval_seconds": 10.0}},
+}
 
-    def __init__(self, env: Env, impl: str) -> None:
+
+class Live:
+    """One implementation running live on topics of its own until closed; ``changes`` are
+    settings sections updated for the worker (a suspect turned off)."""
+
+    def __init__(
+        self, env: Env, impl: str, changes: dict[str, dict[str, Any]] | None = None
+    ) -> None:
         self.env, self.impl = env, impl
         env.counter += 1
         tag = f"{env.counter}-{impl.replace('_', '-')}"
@@ -111,7 +125,11 @@ class Live:
         )
         group = f"bench-cap-{tag}"
         if impl == "streamscore":
-            self.proc = launch_worker(worker_settings(env, self.inp, self.out, group))
+            settings = worker_settings(env, self.inp, self.out, group)
+            for section, values in (changes or {}).items():
+                part = getattr(settings, section).model_copy(update=values)
+                settings = settings.model_copy(update={section: part})
+            self.proc = launch_worker(settings)
         elif impl == "bare":
             self.proc = _launch_peer(
                 env,
@@ -224,6 +242,37 @@ def bisect_capacity(
         "rows": rows,
         "probes": [asdict(p) for p in probes],
     }
+
+
+def tail_probes(env: Env, rate: float, seconds: float, tick: Say) -> list[dict[str, Any]]:
+    """The worker at one rate with each suspect of its tail turned off in turn, twice over in
+    alternation (A B C .. A B C ..), so a drift of the machine shows as spread, not as a cause."""
+    rows: list[dict[str, Any]] = []
+    for rnd in range(2):
+        for name, changes in SUSPECTS.items():
+            tick(f"tail probe ({rnd + 1}/2): {name} at {rate:,.0f} events/s")
+            live = Live(env, "streamscore", changes)
+            try:
+                rows.append({"suspect": name, "round": rnd} | asdict(live.probe(rate, seconds)))
+            finally:
+                live.close()
+    return rows
+
+
+def tail_markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| worker variant | rate | p50 ms | p95 ms | p99 ms (two rounds) |",
+        "|---|---|---|---|---|",
+    ]
+    for name in SUSPECTS:
+        mine = [r for r in rows if r["suspect"] == name]
+        if not mine:
+            continue
+        p99 = " / ".join(str(r["p99_ms"]) for r in mine)
+        lines.append(
+            f"| {name} | {mine[0]['rate']:,} | {mine[0]['p50_ms']} | {mine[0]['p95_ms']} | {p99} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def markdown(capacity: dict[str, Any]) -> str:

@@ -59,6 +59,11 @@ def load() -> None:
     is_flag=True,
     help="Also the highest rate bare and the worker answer with p99 <= 50 ms (bisection).",
 )
+@click.option(
+    "--tail-probes",
+    is_flag=True,
+    help="Also the worker at half its backlog rate with each suspect of its tail turned off.",
+)
 @click.option("--capacity-seconds", default=20.0, show_default=True, help="Per capacity probe.")
 @click.option("--capacity-steps", default=6, show_default=True, help="Bisection steps per impl.")
 @click.option("--soak", "soak_seconds", default=0.0, help="Also a soak at 50% for this long.")
@@ -95,6 +100,7 @@ def bench(
     latency: bool,
     latency_seconds: float,
     capacity: bool,
+    tail_probes: bool,
     capacity_seconds: float,
     capacity_steps: int,
     soak_seconds: float,
@@ -151,6 +157,8 @@ def bench(
                     capacity_seconds,
                     tick,
                 )
+            if tail_probes and top:
+                result["tail"] = cap.tail_probes(env, top * 0.5, capacity_seconds, tick)
             if soak_seconds > 0 and top:
                 result["soak"] = b.soak(env, top * 0.5, soak_seconds, tick)
     if cluster:
@@ -235,6 +243,8 @@ def render(console: Console, result: dict[str, Any]) -> None:
         )
     if "capacity" in result:
         console.print(cap.markdown(result["capacity"]))
+    if "tail" in result:
+        console.print(cap.tail_markdown(result["tail"]))
     if "soak" in result:
         console.print(
             f"soak: {json.dumps({k: v for k, v in result['soak'].items() if k != 'rss_samples'})}"
@@ -257,6 +267,8 @@ def markdown(result: dict[str, Any]) -> str:
             )
     if result.get("capacity"):
         lines += ["", cap.markdown(result["capacity"])]
+    if result.get("tail"):
+        lines += ["", cap.tail_markdown(result["tail"])]
     return "\n".join(lines) + "\n"
 
 
