@@ -149,5 +149,11 @@ def build_stages(
     codec = codec_for(settings, by_record(settings.topics, settings.topics.event_record))
     lookup = (store or feature_store(settings, domain.spec)).get_many
     return Stages.of(
-        codec, domain.rules, domain.spec, lookup, model, settings.model.decision_threshold
+        codec,
+        domain.rules,
+        domain.spec,
+        lookup,
+        model,
+        settings.model.decision_threshold,
+        domain.decision_threshold is not None,
     )

@@ -285,6 +285,8 @@ def answer(rec: dict[str, Any], carry: tuple[str, ...]) -> dict[str, Any]:
         "degraded": rec["degraded"],
         "missing_features": list(rec["missing_features"]),
     }
+    if rec.get("decision") is not None:  # the domain declares a decision threshold
+        out["decision"] = rec["decision"]
     return out | {name: rec.get(name) for name in carry}
 
 

@@ -59,6 +59,9 @@ class Domain:
     rules: RecordRules
     records: dict[str, RecordSchema]
     generator: str | None
+    # Declared by a binary domain (domain.json `prediction.decision_threshold`): predictions
+    # then carry `decision` (score >= threshold). None: no decision is made here.
+    decision_threshold: float | None = None
 
     @property
     def key_field(self) -> str:
@@ -232,6 +235,7 @@ def load_domain(
     spec = check_spec(FeatureSpec.load(spec_path or folder / "features.json"), event, prediction)
     rules = RecordRules.load(event_record, folder / "rules")
     check_rules(rules, event)
+    threshold = check_decision(declared.get("prediction", {}), prediction, where)
     fields = _fields(event)
     for name in drift_features:
         if name not in fields or _base(fields[name]) not in NUMERIC:
@@ -246,7 +250,25 @@ def load_domain(
         rules=rules,
         records=records,
         generator=declared.get("generator"),
+        decision_threshold=threshold,
     )
+
+
+def check_decision(part: Any, prediction: RecordSchema, where: str) -> float | None:
+    """A declared decision threshold: a number in [0, 1], and a prediction record with a
+    nullable boolean ``decision`` field (default null, so older readers and writers agree)."""
+    if not isinstance(part, dict) or part.get("decision_threshold") is None:
+        return None
+    value = part["decision_threshold"]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ConfigError(f"{where}: prediction.decision_threshold {value!r}: a number in [0, 1]")
+    field = next((f for f in prediction.source["fields"] if f["name"] == "decision"), None)
+    if field is None or field.get("type") not in (["null", "boolean"], ["boolean", "null"]):
+        raise ConfigError(
+            f"{prediction.name}: a decision threshold is declared: add the field "
+            '{"name": "decision", "type": ["null", "boolean"], "default": null}'
+        )
+    return float(value)
 
 
 _CACHE: dict[tuple[Path, Path | None, tuple[str, ...]], Domain] = {}

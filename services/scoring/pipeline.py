@@ -236,6 +236,7 @@ def process_batch(
         matrix.missing,
         now_ms,
         spec.carry,
+        threshold if stages.decide else None,
     )
     shadow = None
     if scored.shadow_scores is not None and scored.shadow_version is not None:
@@ -251,6 +252,7 @@ def process_batch(
             matrix.missing,
             now_ms,
             spec.carry,
+            threshold if stages.decide else None,
         )
     return BatchResult(
         served,

@@ -59,6 +59,7 @@ class PredictionBlock:
     missing: tuple[tuple[str, ...], ...]
     scored_at: int
     carry: tuple[str, ...] = ()  # event fields copied into each prediction (the spec's carry)
+    decide_at: float | None = None  # a declared decision threshold: `decision` is set
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -89,6 +90,9 @@ class PredictionBlock:
             "missing_features": _uniform([list(m) for m in self.missing]),
             "event_time": self.field("event_time"),
             "scored_at": Const(self.scored_at),
+            "decision": (
+                Const(None) if self.decide_at is None else (self.scores >= self.decide_at).tolist()
+            ),
         }
 
     def records(self) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ class Stages:
     lookup: FeatureLookup  # the feature store's ``get_many``: group -> keys -> found rows
     serving: Serving
     threshold: float = 0.5  # the decision threshold (binary tasks; flips and canary checks)
+    decide: bool = False  # the domain declares the threshold: predictions carry `decision`
 
     @classmethod
     def of(
@@ -43,10 +44,11 @@ class Stages:
         lookup: FeatureLookup,
         model: Serving | LoadedModel,
         threshold: float = 0.5,
+        decide: bool = False,
     ) -> Stages:
         """``Stages`` from a serving set or a single model (served alone)."""
         serving = model if isinstance(model, Serving) else Serving(model)
-        return cls(codec, rules, spec, lookup, serving, threshold)
+        return cls(codec, rules, spec, lookup, serving, threshold, decide)
 
     def with_serving(self, serving: Serving) -> Stages:
         """The same stages serving another set (a hot swap between batches)."""

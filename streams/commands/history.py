@@ -299,7 +299,7 @@ def features_matrix(
     out_path: Path,
 ) -> None:
     """Write the exact matrix the scoring worker would build for these events (the same
-    assemble code), to train or check a model outside streamscore. Exit 2 when an event is
+    assemble code), to train or check a model outside streamscore. It exits 2 when an event is
     invalid (the report names each row)."""
     import pandas as pd
 

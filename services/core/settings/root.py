@@ -122,6 +122,15 @@ class Settings(BaseSettings):
         if "model_name" in declared and "name" not in self.model.model_fields_set:
             name = {"name": str(declared["model_name"])}
             object.__setattr__(self, "model", self.model.model_copy(update=name))
+        part = declared.get("prediction")
+        declared_threshold = part.get("decision_threshold") if isinstance(part, dict) else None
+        if (
+            declared_threshold is not None
+            and "decision_threshold" not in self.model.model_fields_set
+        ):
+            # Checked when the domain loads (services.domain.config.check_decision).
+            update = {"decision_threshold": declared_threshold}
+            object.__setattr__(self, "model", self.model.model_copy(update=update))
         return self
 
     @classmethod

@@ -91,6 +91,7 @@ def test_constants_and_the_prediction_schema() -> None:
             "missing_features": ["user"] if i % 4 == 0 else [],
             "event_time": 1_764_000_000_000 + i,
             "scored_at": 1_764_000_000_500,
+            "decision": (None, True, False)[i % 3],
         }
         for i in range(70)
     ]

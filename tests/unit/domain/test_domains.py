@@ -175,6 +175,18 @@ BROKEN: list[tuple[str, str, Callable[[Any], None], str]] = [
         lambda d: d.update(drift_features=["country"]),
         "drift feature 'country' is not a numeric field",
     ),
+    (
+        "domain.json",
+        "a decision threshold outside [0, 1]",
+        lambda d: d["prediction"].update(decision_threshold=1.5),
+        "prediction.decision_threshold 1.5: a number in [0, 1]",
+    ),
+    (
+        "Prediction.avsc",
+        "a decision threshold without the decision field",
+        lambda d: d.update(fields=[f for f in d["fields"] if f["name"] != "decision"]),
+        'a decision threshold is declared: add the field {"name": "decision"',
+    ),
 ]
 
 
