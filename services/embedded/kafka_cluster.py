@@ -145,7 +145,7 @@ def passwords(cluster_dir: Path) -> dict[str, str]:
         if missing:
             raise EmbeddedStackError(
                 f"{path} has no password for {', '.join(missing)}; "
-                "run `streamscore local down --cluster --purge` and start again"
+                "run `streamscore local down --purge` and start again"
             )
         return {u: found[u] for u in users}
     made = {u: secrets.token_urlsafe(24) for u in users}
@@ -259,7 +259,7 @@ def prepare(settings: Settings, cluster_dir: Path) -> dict[int, list[str]]:
     if formats and len(formats) != len(NODES):
         raise EmbeddedStackError(
             f"nodes {sorted(set(NODES) - set(formats))} have data and others not; "
-            "run `streamscore local down --cluster --purge`"
+            "run `streamscore local down --purge`"
         )
     for node, proc in formats.items():  # the three formats run side by side
         out, _ = proc.communicate(timeout=180)
