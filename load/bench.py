@@ -61,7 +61,9 @@ from services.training.pipeline import train_and_register
 from streams.adapters import feature_spec, feature_store
 from streams.topics import by_record, topic_table
 
-IMPLS = ("naive", "bare", "ceiling", "streamscore", "streamscore_x2")
+# streamscore_nolog: the worker with STREAMSCORE_FEATURES__LOG=false, to price the feature
+# log against the streamscore row of the same run.
+IMPLS = ("naive", "bare", "ceiling", "streamscore", "streamscore_x2", "streamscore_nolog")
 PARTITIONS = 6
 SAMPLE = 2000  # scores per run compared with the offline model
 Say = Callable[[str], None]
@@ -368,7 +370,9 @@ def run_one(env: Env, impl: str, rnd: int) -> Run:
     sampler.start()
     if impl.startswith("streamscore"):
         s = _worker_settings(env, env.settings.topics.events, out, group)
-        if impl == "streamscore":
+        if impl == "streamscore_nolog":
+            s = s.model_copy(update={"features": s.features.model_copy(update={"log": False})})
+        if impl in ("streamscore", "streamscore_nolog"):
             procs = [launch_worker(s, "--max-events", str(target))]
         else:  # two processes share the partitions; each stops when idle
             procs = [launch_worker(s, "--timeout", "3") for _ in range(2)]
@@ -523,6 +527,7 @@ def summarise(runs: list[Run]) -> dict[str, Any]:
         "streamscore_vs_bare": ratio("streamscore", "bare"),
         "streamscore_vs_naive": ratio("streamscore", "naive"),
         "two_processes_vs_one": ratio("streamscore_x2", "streamscore"),
+        "feature_log_off_vs_on": ratio("streamscore_nolog", "streamscore"),
     }
     return {"rows": rows, "ratios": ratios}
 

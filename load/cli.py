@@ -74,7 +74,8 @@ def load() -> None:
     "--impls",
     default="naive,bare,ceiling,streamscore,streamscore_x2",
     show_default=True,
-    help="Which implementations run, comma-separated.",
+    help="Which implementations run, comma-separated; also streamscore_nolog (the worker "
+    "with the feature log off, against streamscore: its cost).",
 )
 @click.option(
     "--cluster",
@@ -186,6 +187,7 @@ LABELS = {
     "ceiling": "ceiling (consume → produce, no work)",
     "streamscore": "streamscore worker, 1 process",
     "streamscore_x2": "streamscore worker, 2 processes",
+    "streamscore_nolog": "streamscore worker, 1 process, feature log off",
     "streamscore_cluster": "streamscore worker, 1 process, on the cluster (RF 3, acks=all, "
     "SASL_SSL)",
 }
