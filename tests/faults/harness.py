@@ -37,7 +37,7 @@ Headers = list[tuple[str, bytes | None]]
 class Sent:
     index: int  # position in what was sent
     partition: int
-    offset: int
+    offset: int | None  # None: the delivery report did not say (see account)
     event_id: str | None  # None: not a readable event (only a dead letter can account for it)
 
 
@@ -167,12 +167,27 @@ def account(
         for x in letters
         if isinstance(x, dict)
     )
+    # A delivery report may carry no offset (an idempotent retry the broker answered
+    # DUPLICATE_SEQUENCE_NUMBER: written once, offset not reported). Such an input is found
+    # among the dead letters by the event id inside its original value.
+    dead_events: Counter[str] = Counter()
+    interaction = p.codec("Interaction")
+    for x in letters:
+        if isinstance(x, dict) and x["original_value"]:
+            try:
+                original = interaction.decode_one(bytes(x["original_value"]))
+            except Exception:  # noqa: BLE001, S112 (garbage is not an event: nothing to match)
+                continue
+            if isinstance(original, dict) and original.get("event_id"):
+                dead_events[str(original["event_id"])] += 1
     tally = Tally(sent=len(sent))
     tally.degraded = sum(1 for x in predictions if isinstance(x, dict) and x["degraded"])
     tally.reasons = Counter(str(x["reason"]) for x in letters if isinstance(x, dict))
     for s in sent:
         n_pred = by_event.get(s.event_id, 0) if s.event_id is not None else 0
         n_dead = by_place.get((s.partition, s.offset), 0)
+        if s.offset is None and s.event_id is not None:
+            n_dead = dead_events.get(s.event_id, 0)
         if n_pred:
             tally.predicted += 1
             outcome = "predicted"

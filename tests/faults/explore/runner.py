@@ -405,7 +405,8 @@ class Explorer:
                 run.problems.append(f"{w.proc.log.stem} not ready: {code} {body[:300]!r}")
         run.done.append(
             f"  accounted: {tally.predicted} predicted, {tally.dead_lettered} dead-lettered, "
-            f"{tally.duplicated} duplicates, {tally.lost} lost"
+            f"{tally.duplicated} duplicates, {tally.lost} lost; dead letters by reason "
+            f"{dict(tally.reasons)}"
         )
 
     def _stop_all(self, run: Run) -> None:
