@@ -51,7 +51,12 @@ from services.synthetic.world import strip_private
 from services.training.pipeline import train_and_register
 from streams.adapters import feature_spec, feature_store
 from streams.commands.common import app, emit, json_option
-from streams.commands.demo_drift import drift_act, start_control_plane, wait_until_assigned
+from streams.commands.demo_drift import (
+    drift_act,
+    report_after_act,
+    start_control_plane,
+    wait_until_assigned,
+)
 from streams.commands.demo_drift import render as render_drift
 from streams.commands.ml import HISTORY_START_INDEX, make_world
 from streams.commands.models import render_compare
@@ -204,6 +209,7 @@ def _run(
             worker.kill()
             worker.communicate()
             raise EmbeddedStackError("scoring worker did not start:\n" + "\n".join(log_tail))
+    at_onset: str | None = None
     try:
         result = _stream(err, s, world, n, rate, steps)
         result["prometheus"] = _ask_prometheus(err, s, result)
@@ -216,6 +222,7 @@ def _run(
                 def act_world(**kw: Any) -> Any:
                     return make_world(s, 42, **kw)
 
+                at_onset = registry.alias_version("champion")  # what serves when it turns
                 # Slower than act 1: the label join, the trainer and the worker share 2 cores.
                 result["drift"] = drift_act(err, s, act_world, lines, min(rate, 1000.0))
             else:
@@ -229,6 +236,10 @@ def _run(
             control[0].wait(timeout=60)
         worker.send_signal(signal.SIGTERM)
         out, _ = worker.communicate(timeout=60)
+    act = result.get("drift")
+    if act and "error" not in act and at_onset is not None:
+        # After the worker and the control plane stopped: Evidently has the 2 cores to itself.
+        act["report"] = report_after_act(err, s, act, at_onset, s.home / "drift-report.html")
     result["worker_exit_code"] = worker.returncode
     if worker.returncode != 0:
         err.print("[red]the scoring worker exited with an error; its last log lines:[/red]")

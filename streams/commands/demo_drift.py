@@ -10,6 +10,7 @@ drift, after it, and after the new champion took over.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,14 +28,17 @@ from rich.progress import Progress
 from rich.table import Table
 
 from services.codec.factory import codec_for
+from services.core.errors import StreamMLError
 from services.core.settings import Settings, to_env
 from services.domain.config import domain_of
+from services.drift.report import INSTALL
 from services.kafka.config import consumer_config, producer_config
 from services.labels.join import log_loss_one
 from services.synthetic.world import Drift, World, strip_private
 from services.training.dataset import build_training_set
 from services.training.train import fit, predict
 from streams.adapters import feature_spec, feature_store
+from streams.commands.report import drift_report
 from streams.topics import by_record
 
 CHUNK = 500
@@ -131,11 +136,14 @@ def drift_act(
     pending: list[tuple[float, list[dict[str, Any]]]] = []
     started = time.time()
     sent, index, decided_at = 0, start_index, None
+    onset_ms: int | None = None  # broker time of the first event of the new concept
     seen_markers: dict[str, int] = {}  # marker -> events streamed after the onset when seen
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task("act 2: streaming; the world turns at event 10,000", total=None)
         while time.time() - started < max_seconds:
             raw = world.events(CHUNK, start_index=index)
+            if onset_ms is None and index >= onset:
+                onset_ms = int(time.time() * 1000)  # stored at or after this (CreateTime)
             index += CHUNK
             events = [strip_private(e) for e in raw]
             for e, stripped in zip(raw, events, strict=True):
@@ -174,6 +182,7 @@ def drift_act(
                 break  # 10 s of stream after the decision, to measure the new champion
             time.sleep(max(0.0, started + sent / rate - time.time()))
         producer.flush(30)
+        end_ms = int(time.time() * 1000) + 1
         end = time.monotonic() + 10
         while len(served) < sent and time.monotonic() < end:
             for m in reader.consume(5000, 0.2):
@@ -188,7 +197,28 @@ def drift_act(
         "timeline": _timeline(lines, seen_markers),
         "quality": _quality(served, truth, index_of, onset),
         "healed": _against_oracle(s, served, truth, after_onset, available),
+        # The events after the onset, by broker time: the drift report's window.
+        "window_ms": [onset_ms, end_ms] if onset_ms is not None else None,
     }
+
+
+def report_after_act(
+    err: Console, s: Settings, act: dict[str, Any], version: str, out: Path
+) -> dict[str, Any]:
+    """Evidently's drift page (``streamscore report drift``) of the events streamed after the
+    onset, against the training reference of ``version`` (the champion at the onset), at
+    ``out``. Without the extra, or when the report fails, a one-line ``note`` instead: the act
+    has happened either way."""
+    if importlib.util.find_spec("evidently") is None:
+        return {"note": f"no drift report: it needs Evidently ({INSTALL})"}
+    if not act.get("window_ms"):
+        return {"note": "no drift report: no event after the onset was streamed"}
+    from_ms, to_ms = act["window_ms"]
+    try:
+        with err.status("act 2: Evidently's drift report of the events after the onset..."):
+            return drift_report(s, from_ms, to_ms, out, version)
+    except StreamMLError as exc:
+        return {"note": f"no drift report: {exc}"}
 
 
 def _timeline(lines: list[tuple[float, str]], seen: dict[str, int]) -> list[dict[str, Any]]:
@@ -301,3 +331,28 @@ def render(c: Console, act: dict[str, Any]) -> None:
             f"{healed['oracle_rows']:,} post-drift labels available at the decision: "
             f"{healed['oracle_auc']:.3f}"
         )
+    report = act.get("report")
+    if report and "note" in report:
+        c.print(report["note"], style="yellow", markup=False, highlight=False)
+    elif report:
+        render_report(c, report)
+
+
+def render_report(c: Console, r: dict[str, Any]) -> None:
+    """The drift page's verdicts in two lines; concept drift moves the labels, not the inputs."""
+    drifted = r["drifted_columns"]
+    names = f": {', '.join(drifted)}" if drifted else ""
+    p = r["prediction"]
+    score = "not compared" if p is None else "drifted" if p["drifted"] else "stable"
+    c.print(
+        f"drift report: {r['out']} ({r['current_rows']:,} events after the onset against "
+        f"v{r['model_version']}'s training reference)",
+        markup=False,
+        highlight=False,
+    )
+    why = " (concept drift moves no input: the labels showed it)" if not drifted else ""
+    c.print(
+        f"  {len(drifted)} of {len(r['columns'])} inputs drifted{names}; served score {score}{why}",
+        markup=False,
+        highlight=False,
+    )
