@@ -27,6 +27,7 @@ from streams.api import create_app
 from streams.api_keys import ApiKeys
 from streams.replay import ensure_targets, execute, fence, group_of, resolve
 from streams.runtime import replay_rescorer, scoring_worker
+from streams.sdk import EventProducer
 from tests.integration.cluster_env import Cluster, as_role, start_cluster
 from tests.integration.pipeline_env import (
     Pipeline,
@@ -219,6 +220,11 @@ def test_every_part_runs_as_its_principal_and_no_secret_leaks(
         assert code == 202, body
     finally:
         server.stop()
+    # The SDK, as streamscore-api too.
+    sdk_events = world_events(p, 10, start=600)
+    with EventProducer(api.settings, producer_id="cluster-smoke") as sdk:
+        sdk.send_many(sdk_events)
+    events += sdk_events
     # Three values no decoder reads, put on the input by an operator (streamscore-cli).
     cli = _as(p, cluster, "cli")
     garbage = Producer(producer_config(cli.settings))
@@ -285,6 +291,13 @@ def test_every_part_runs_as_its_principal_and_no_secret_leaks(
         assert ran.returncode == 0, (args, ran.stderr)
     # dlq inspect: the worker's dead letters (test_worker left one raw value there, no letter).
     assert json.loads(outputs[-4])["total"] == summary.dead_letters
+
+    # dlq redrive, as streamscore-cli: every letter back on the input, once.
+    before = p.count("Interaction")
+    ran = cli_in_process(cli, "--json", "dlq", "redrive", "--execute", "--timeout", "20")
+    outputs += [ran.stdout, ran.stderr]
+    assert ran.returncode == 0, ran.stderr
+    assert p.count("Interaction") == before + summary.dead_letters
 
     # `config show` as each role masks its passwords.
     for role in ("worker", "api", "replay", "cli", "control", "admin"):
