@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -60,6 +61,31 @@ def test_features_load_from_csv_round_trips_as_float32(pipeline: Pipeline, tmp_p
     assert np.array_equal(got.values, rows.astype(np.float32))
 
 
+def test_features_load_keeps_each_keys_latest_valid_snapshot(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    names = SPEC.group("user").names
+    rows = np.random.default_rng(5).normal(size=(4, 16)).round(3)
+    future = 4_000_000_000_000  # valid only in 2096
+    lines = [",".join(["user_id", "valid_from", *names])]
+    for key, when, row in (("snap-a", 1000, rows[0]), ("snap-a", 2000, rows[1]),
+                           ("snap-a", future, rows[2]), ("snap-b", 1000, rows[3])):  # fmt: skip
+        lines.append(",".join([key, str(when), *(repr(float(x)) for x in row)]))
+    path = tmp_path / "snapshots.csv"
+    path.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(
+        cli,
+        ["--json", "features", "load", "--file", str(path)],  # the group from its key column
+        env=to_env(pipeline.settings),
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["not_valid_yet"] == 1
+    got = feature_store(pipeline.settings).get_many({"user": ["snap-a", "snap-b"]})["user"]
+    assert got.found.tolist() == [True, True]
+    assert np.array_equal(got.values, rows[[1, 3]].astype(np.float32))
+
+
 def test_features_load_refuses_a_bad_file(
     pipeline: Pipeline,
     tmp_path: Path,
@@ -74,7 +100,7 @@ def test_features_load_refuses_a_bad_file(
     with pytest.raises(SystemExit) as exc:
         main(["features", "load", "--file", str(path), "--group", "user"])
     assert exc.value.code == 2
-    assert "rows [1]" in capsys.readouterr().err
+    assert "rows [2]" in capsys.readouterr().err  # data rows counted from 1, as everywhere
     found = feature_store(pipeline.settings).get_many({"user": ["a"]})["user"].found
     assert found.tolist() == [False]  # nothing half-loaded
 
