@@ -41,7 +41,7 @@ from typing import Any
 
 import confluent_kafka
 import numpy as np
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from services.codec.avro import AvroCodec
@@ -61,9 +61,19 @@ from services.training.pipeline import train_and_register
 from streams.adapters import feature_spec, feature_store
 from streams.topics import by_record, topic_table
 
+# streamscore_eos: the worker with STREAMSCORE_WORKER__PROCESSING_GUARANTEE=exactly_once (one
+# transaction per batch), to price the guarantee against the streamscore row of the same run.
 # streamscore_nolog: the worker with STREAMSCORE_FEATURES__LOG=false, to price the feature
 # log against the streamscore row of the same run.
-IMPLS = ("naive", "bare", "ceiling", "streamscore", "streamscore_x2", "streamscore_nolog")
+IMPLS = (
+    "naive",
+    "bare",
+    "ceiling",
+    "streamscore",
+    "streamscore_x2",
+    "streamscore_eos",
+    "streamscore_nolog",
+)
 PARTITIONS = 6
 SAMPLE = 2000  # scores per run compared with the offline model
 Say = Callable[[str], None]
@@ -365,14 +375,19 @@ def run_one(env: Env, impl: str, rnd: int) -> Run:
     group = f"bench-{env.counter}-{impl}"
     target = env.naive_events if impl == "naive" else env.events
     dlq = f"{env.settings.topics.events}.dlq"
-    dlq_before = _count(env, dlq)
+    # Transactions leave a commit marker per partition: count what a reader sees instead.
+    count = _count_read if impl == "streamscore_eos" else _count
+    dlq_before = count(env, dlq)
     sampler = InfraSampler(env.infra_pids)
     sampler.start()
     if impl.startswith("streamscore"):
         s = _worker_settings(env, env.settings.topics.events, out, group)
         if impl == "streamscore_nolog":
             s = s.model_copy(update={"features": s.features.model_copy(update={"log": False})})
-        if impl in ("streamscore", "streamscore_nolog"):
+        if impl == "streamscore_eos":
+            eos = s.worker.model_copy(update={"processing_guarantee": "exactly_once"})
+            s = s.model_copy(update={"worker": eos})
+        if impl in ("streamscore", "streamscore_eos", "streamscore_nolog"):
             procs = [launch_worker(s, "--max-events", str(target))]
         else:  # two processes share the partitions; each stops when idle
             procs = [launch_worker(s, "--timeout", "3") for _ in range(2)]
@@ -385,7 +400,7 @@ def run_one(env: Env, impl: str, rnd: int) -> Run:
     start = min(r["first_message_at"] for r in reports if r.get("first_message_at"))
     end = max(r["last_acked_at"] for r in reports if r.get("last_acked_at"))
     infra = {name: sampler.between(name, start, end) for name in env.infra_pids}
-    outputs = _count(env, out) + _count(env, dlq) - dlq_before
+    outputs = count(env, out) + count(env, dlq) - dlq_before
     diff = _score_diff(env, out) if impl != "ceiling" else 0.0
     seconds = max(end - start, 1e-9)
     return Run(
@@ -449,6 +464,33 @@ def _count(env: Env, topic: str) -> int:
         for p in meta.partitions:
             low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
             total += high - low
+        return total
+    finally:
+        c.close()
+
+
+def _count_read(env: Env, topic: str) -> int:
+    """Messages a read_committed consumer reads in ``topic`` up to its end (transaction
+    markers and aborted messages take offsets but are not read)."""
+    c = Consumer(consumer_config(env.settings, f"bench-count-{uuid.uuid4().hex[:6]}"))
+    try:
+        meta = c.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return 0
+        ends = {
+            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in meta.partitions
+        }
+        todo = {p for p, end in ends.items() if end > 0}
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in todo])
+        total, deadline = 0, time.monotonic() + 120
+        while todo and time.monotonic() < deadline:
+            total += sum(1 for m in c.consume(1000, 0.2) if m.error() is None)
+            for tp in c.position([TopicPartition(topic, p) for p in list(todo)]):
+                if tp.offset >= ends[tp.partition]:
+                    todo.discard(tp.partition)
+        if todo:
+            raise RuntimeError(f"{topic}: partitions {sorted(todo)} not read to their end")
         return total
     finally:
         c.close()
@@ -528,6 +570,7 @@ def summarise(runs: list[Run]) -> dict[str, Any]:
         "streamscore_vs_naive": ratio("streamscore", "naive"),
         "two_processes_vs_one": ratio("streamscore_x2", "streamscore"),
         "feature_log_off_vs_on": ratio("streamscore_nolog", "streamscore"),
+        "exactly_once_vs_at_least_once": ratio("streamscore_eos", "streamscore"),
     }
     return {"rows": rows, "ratios": ratios}
 
