@@ -53,6 +53,25 @@ def _topics(names: tuple[str, ...], *ops: str) -> list[Grant]:
     return [Grant("topic", n, op) for n in names for op in ops]
 
 
+def _transactions(settings: Settings) -> list[Grant]:
+    """Under exactly_once, the worker's transactional ids: the one set, else every
+    ``<scoring_group>-<worker_id>`` (streams/worker/transactional.py). None otherwise.
+
+    >>> [(g.name, g.operation, g.pattern) for g in _transactions(
+    ...     Settings(worker={"processing_guarantee": "exactly_once"}))][0]
+    ('streamscore-scoring-', 'WRITE', 'prefixed')
+    >>> _transactions(Settings())
+    []
+    """
+    w = settings.worker
+    if w.processing_guarantee != "exactly_once":
+        return []
+    if w.transactional_id:
+        return [Grant("transactional_id", w.transactional_id, op) for op in ("WRITE", "DESCRIBE")]
+    prefix = f"{w.scoring_group}-"
+    return [Grant("transactional_id", prefix, op, "prefixed") for op in ("WRITE", "DESCRIBE")]
+
+
 def grants(settings: Settings) -> dict[str, tuple[Grant, ...]]:
     """Every role's grants, by principal.
 
@@ -71,6 +90,7 @@ def grants(settings: Settings) -> dict[str, tuple[Grant, ...]]:
         ),
         Grant("group", settings.worker.scoring_group, "READ"),
         Grant("group", MODEL_WATCH_PREFIX, "READ", "prefixed"),
+        *_transactions(settings),
     ]
     control = [
         # The trainer it runs learns from the features the worker logged at scoring time.
