@@ -12,10 +12,13 @@ import pytest
 from services.features.assemble import assemble, lookup_requests
 from services.retrain.trainer import Codecs, logged_rows
 from services.training.dataset import build_training_set
-from streams.adapters import feature_spec, feature_store
+from streams.adapters import feature_spec, feature_store, redis_client
+from streams.api import create_app
+from streams.api_keys import ApiKeys
 from streams.runtime import scoring_worker
 from tests.integration.conftest import Stack
 from tests.integration.pipeline_env import Pipeline, make_pipeline, world_events
+from tests.integration.test_api import Server, call
 
 pytestmark = [pytest.mark.integration]
 
@@ -56,3 +59,29 @@ def test_training_reads_back_the_rows_the_worker_served(pipeline: Pipeline) -> N
     now = build_training_set(spec, store, events, labels)
     assert now.sources == {"online_store_now": len(events)}
     assert not np.array_equal(now.X, served, equal_nan=True)
+
+
+def test_an_http_answer_logs_its_rows_and_carries_the_decision(
+    stack: Stack, tmp_path: Path
+) -> None:
+    made = make_pipeline(stack, tmp_path, "payments")
+    p = next(made)
+    s = p.settings
+    _, token = ApiKeys(redis_client(s), s.redis.key_prefix).create("tests", 1000, 1000)
+    events = world_events(p, 40)
+    server = Server(create_app(s))
+    try:
+        code, _, body = call(f"{server.url}/v1/predict", {"events": events}, token)
+    finally:
+        server.stop()  # flushes the API's producer
+    assert code == 200, body
+    answers = body["predictions"]
+    # payments declares a decision threshold of 0.5 (domain.json).
+    assert [a["decision"] for a in answers] == [a["score"] >= 0.5 for a in answers]
+    spec = feature_spec(s)
+    codec = p.codec(s.topics.event_record)
+    codecs = Codecs(codec, codec, p.codec("ModelEvent"), p.codec("FeatureLog"))
+    index = logged_rows(s, codecs, spec, min(int(e["event_time"]) for e in events) - 60_000)
+    assert index is not None and len(index) == len(events)
+    assert all(str(e["event_id"]) in index for e in events)
+    made.close()
