@@ -25,6 +25,7 @@ from streams.commands.history import (
     features_matrix,
     point_in_time,
     read_feature_file,
+    read_feature_log,
     read_history,
 )
 from streams.files import format_of
@@ -164,6 +165,13 @@ def _events_arg(ctx: click.Context, param: click.Parameter, value: str) -> int |
     "joined as of each event's time. Without them, entity features are Redis's as they are "
     "now (counted and reported: not point-in-time).",
 )
+@click.option(
+    "--feature-log",
+    "from_log",
+    is_flag=True,
+    help="With an events file: join each event to the entity rows it was served with, read "
+    "from the feature-log topic (Kafka); events it lacks fall back (--features, else Redis).",
+)
 @click.option("--flavor", type=click.Choice(["lightgbm", "sklearn"]), default="lightgbm")
 @click.option(
     "--holdout",
@@ -201,6 +209,7 @@ def train(
     events_from: int | Path,
     labels_path: Path | None,
     feature_paths: tuple[Path, ...],
+    from_log: bool,
     flavor: str,
     holdout: float,
     holdout_by: str,
@@ -214,15 +223,19 @@ def train(
     a = app(ctx)
     spec = feature_spec(a.settings)
     lgb_params = _read_params(params_path)
-    if feature_paths and not isinstance(events_from, Path):
-        raise click.UsageError("--features goes with an events file")
+    if (feature_paths or from_log) and not isinstance(events_from, Path):
+        raise click.UsageError("--features and --feature-log go with an events file")
     source = point_in_time(spec, feature_paths) if feature_paths else None
+    logged = None
     if isinstance(events_from, Path):
         if labels_path is None:
             raise click.UsageError("an events file needs --labels FILE")
         with a.err.status(f"reading {events_from} and {labels_path}..."):
             events, labels, problems = read_history(a.settings, events_from, labels_path)
         params: dict[str, Any] = {"events_file": str(events_from), "events": len(events)}
+        if from_log and events:
+            with a.err.status(f"reading the feature log {a.settings.topics.feature_log}..."):
+                logged = read_feature_log(a.settings, spec, events)
     else:
         if labels_path is not None:
             raise click.UsageError("--labels goes with an events file")
@@ -257,6 +270,7 @@ def train(
                 run_name=run_name,
                 calibrate=calibrate,  # type: ignore[arg-type]  # click.Choice: the literal
                 source=source,
+                logged=logged,
             )
     except TrainingRefused as exc:
         refused = list(exc.report.problems)

@@ -3,18 +3,23 @@ retrainer's reader gives training those rows bit for bit after Redis has moved o
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from services.core.settings import to_env
 from services.features.assemble import assemble, lookup_requests
 from services.retrain.trainer import Codecs, logged_rows
 from services.training.dataset import build_training_set
 from streams.adapters import feature_spec, feature_store, redis_client
 from streams.api import create_app
 from streams.api_keys import ApiKeys
+from streams.cli import cli
 from streams.runtime import scoring_worker
 from tests.integration.conftest import Stack
 from tests.integration.pipeline_env import Pipeline, make_pipeline, world_events
@@ -28,7 +33,7 @@ def pipeline(stack: Stack, tmp_path: Path) -> Iterator[Pipeline]:
     yield from make_pipeline(stack, tmp_path)
 
 
-def test_training_reads_back_the_rows_the_worker_served(pipeline: Pipeline) -> None:
+def test_training_reads_back_the_rows_the_worker_served(pipeline: Pipeline, tmp_path: Path) -> None:
     s = pipeline.settings
     codec = pipeline.codec("Interaction")
     events = world_events(pipeline, 1200)
@@ -59,6 +64,25 @@ def test_training_reads_back_the_rows_the_worker_served(pipeline: Pipeline) -> N
     now = build_training_set(spec, store, events, labels)
     assert now.sources == {"online_store_now": len(events)}
     assert not np.array_equal(now.X, served, equal_nan=True)
+
+    # `train --feature-log` from files: the same rows, counted in the run.
+    events_file, labels_file = tmp_path / "events.jsonl", tmp_path / "labels.csv"
+    events_file.write_text("".join(json.dumps(e) + "\n" for e in events), encoding="utf-8")
+    labels_file.write_text(
+        "event_id,engaged\n"
+        + "".join(f"{e['event_id']},{i % 3 == 0}\n" for i, e in enumerate(events)),
+        encoding="utf-8",
+    )
+    env = to_env(s) | {"STREAMSCORE_MODEL__NAME": f"feature-log-{uuid.uuid4().hex[:8]}"}
+    result = CliRunner().invoke(
+        cli,
+        ["train", "--events", str(events_file), "--labels", str(labels_file), "--feature-log",
+         "--json"],
+        env=env,
+        catch_exceptions=False,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["feature_rows"] == {"feature_log": len(events)}
 
 
 def test_an_http_answer_logs_its_rows_and_carries_the_decision(
