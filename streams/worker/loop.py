@@ -101,7 +101,7 @@ class ScoringWorker:
             acknowledged=self.outputs.acknowledged,
         )
         self.txn = transactions(
-            settings, self.producer, self.tracker, self.membership, self.flow, self.worker_id
+            settings, self.producer, self.tracker, self.membership, self.flow, self._beat
         )
         self._drift_feed = (
             DriftFeed(drift.monitor, settings.drift.features, topics.input.name) if drift else None

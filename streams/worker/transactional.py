@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as Waited
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
@@ -35,9 +37,13 @@ from services.scoring.results import BatchResult
 from streams.worker.flow import TP, Flow, PausingConsumer
 from streams.worker.membership import Membership
 from streams.worker.outputs import Outputs
+from streams.worker.summary import default_worker_id
 
 logger = logging.getLogger("streams.worker")
 TXN_TIMEOUT_SECONDS = 30.0  # one call (init, send offsets, commit, abort) waits at most this
+# librdkafka can ignore that timeout (send_offsets_to_transaction waits for ever on a group
+# coordinator it cached before a broker restart): past this, the worker stops instead of hanging.
+HUNG_SECONDS = TXN_TIMEOUT_SECONDS + 15.0
 COMMIT_ATTEMPTS = 3  # a retriable commit error is retried this often, then the batch aborts
 MAX_ABORTS_IN_A_ROW = 5  # then the worker stops: the same batch cannot commit
 _FENCED = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
@@ -87,7 +93,7 @@ def transactions(
     tracker: DeliveryTracker,
     membership: Membership,
     flow: Flow,
-    worker_id: str,
+    beat: Callable[[], None],
 ) -> Transactions | None:
     """The worker's transactions under exactly_once, else None."""
     if not exactly_once(settings):
@@ -98,7 +104,8 @@ def transactions(
         consumer=lambda: membership.consumer,
         owned=membership.owned,
         rewind=flow.restart_from_commit,
-        name=transactional_id(settings, worker_id),
+        name=transactional_id(settings, settings.worker.worker_id or default_worker_id()),
+        beat=beat,
     )
 
 
@@ -139,10 +146,14 @@ class Transactions:
         owned: Callable[[], set[TP]],
         rewind: Callable[[GroupConsumer, set[TP]], None],
         name: str = "",
+        beat: Callable[[], None] = lambda: None,
     ) -> None:
         self.producer, self.tracker, self.name = producer, tracker, name
-        self.consumer, self.owned, self.rewind = consumer, owned, rewind
+        self.consumer, self.owned, self.rewind, self.beat = consumer, owned, rewind, beat
         self.aborts_in_a_row = 0
+        # The calls that wait on the broker run here, so that one librdkafka never returns
+        # from is bounded (``HUNG_SECONDS``) and liveness beats meanwhile.
+        self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-txn")
 
     def publish(
         self,
@@ -192,19 +203,42 @@ class Transactions:
         metrics.COMMITS.labels(outcome="ok").inc()
         return True
 
-    @staticmethod
-    def _retrying(call: Callable[[float], None], what: str) -> None:
+    def _retrying(self, call: Callable[[float], None], what: str) -> None:
         """``call`` again on a retriable error (the coordinator moving, a broker restarting),
         ``COMMIT_ATTEMPTS`` times in all."""
         for attempt in range(COMMIT_ATTEMPTS):
             try:
-                call(TXN_TIMEOUT_SECONDS)
+                self._bounded(call, what)
                 return
             except KafkaException as exc:
                 err: KafkaError = exc.args[0]
                 if not err.retriable() or attempt == COMMIT_ATTEMPTS - 1:
                     raise
                 logger.info("transaction %s retried: %s", what, err)
+
+    def _bounded(self, call: Callable[[float], None], what: str) -> None:
+        """``call(TXN_TIMEOUT_SECONDS)``, waited for at most ``HUNG_SECONDS``.
+
+        Raises:
+            PublishError: it did not return: the client is stuck, the worker stops (the
+                restarted instance aborts the open transaction when it starts).
+        """
+        future = self._calls.submit(call, TXN_TIMEOUT_SECONDS)
+        waited = 0.0
+        while True:
+            try:
+                future.result(timeout=1.0)
+                return
+            except Waited:
+                waited += 1.0
+                self.beat()
+                if waited >= HUNG_SECONDS:
+                    raise PublishError(
+                        f"the Kafka client did not return from the transaction's {what} in "
+                        f"{waited:.0f} s (transactional id {self.name}): stopping; the worker "
+                        "started again aborts the open batch, which is then read again",
+                        stage="transaction",
+                    ) from None
 
     def _abort(self, err: KafkaError, keys: set[TP]) -> None:
         """Abort the batch, and put its partitions back to their commit: it is read again."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from services.core.records import Inbound
 from services.core.settings import Settings
 from services.kafka.tracker import DeliveryTracker
 from services.scoring.results import BatchResult
+from streams.worker import transactional
 from streams.worker.flow import TP, Flow
 from streams.worker.transactional import (
     MAX_ABORTS_IN_A_ROW,
@@ -220,3 +222,35 @@ def test_a_retriable_abort_is_retried_and_a_failed_rewind_stops_the_worker() -> 
     with pytest.raises(PublishError, match="could not be put back to their commit"):
         txn.publish(_outputs(producer), _batch(), BatchResult(), [], 0)
     assert producer.calls == ["begin", "produce", "offsets", "commit", "abort", "abort"]
+
+
+def test_a_call_the_client_never_returns_from_stops_the_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """librdkafka's send_offsets_to_transaction can wait for ever on a group coordinator it
+    cached before a broker restart: the worker stops with one line instead of hanging, and
+    beats liveness while it waits."""
+    monkeypatch.setattr(transactional, "HUNG_SECONDS", 2.0)
+    producer, consumer = FakeProducer(), FakeConsumer({0: 10, 1: 40})
+    release = threading.Event()
+
+    def stuck(positions: list[TopicPartition], metadata: object, timeout: float = -1) -> None:
+        release.wait(30)
+
+    producer.send_offsets_to_transaction = stuck  # type: ignore[method-assign]  # never returns
+    beats: list[int] = []
+    txn = Transactions(
+        producer,
+        DeliveryTracker(),
+        consumer=lambda: consumer,
+        owned=lambda: set(),
+        rewind=Flow().restart_from_commit,
+        name="streamscore-scoring-w1",
+        beat=lambda: beats.append(1),
+    )
+    try:
+        with pytest.raises(PublishError, match="did not return from the transaction's offsets"):
+            txn.publish(_outputs(producer), _batch(), BatchResult(), [], 0)
+    finally:
+        release.set()
+    assert len(beats) >= 2
