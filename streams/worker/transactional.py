@@ -19,8 +19,10 @@ timeout.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as Waited
 from typing import Any, Protocol
 
@@ -109,6 +111,30 @@ def transactions(
     )
 
 
+class _Caller:
+    """One daemon thread running calls in turn. Not a ``ThreadPoolExecutor``: the interpreter
+    joins those at exit, so a call that never returns would keep a stopped worker alive."""
+
+    def __init__(self) -> None:
+        self._todo: queue.SimpleQueue[tuple[Callable[[], None], Future[None]]] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="kafka-txn", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            call, future = self._todo.get()
+            try:
+                call()
+            except BaseException as exc:  # noqa: BLE001 (handed to the caller, who raises it)
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+    def submit(self, call: Callable[[float], None], timeout: float) -> Future[None]:
+        future: Future[None] = Future()
+        self._todo.put((lambda: call(timeout), future))
+        return future
+
+
 class TxnProducer(Protocol):
     """The part of confluent-kafka's ``Producer`` the transactions use (a fake in unit tests)."""
 
@@ -153,7 +179,7 @@ class Transactions:
         self.aborts_in_a_row = 0
         # The calls that wait on the broker run here, so that one librdkafka never returns
         # from is bounded (``HUNG_SECONDS``) and liveness beats meanwhile.
-        self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka-txn")
+        self._calls = _Caller()
 
     def publish(
         self,

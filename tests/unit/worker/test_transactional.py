@@ -251,6 +251,9 @@ def test_a_call_the_client_never_returns_from_stops_the_worker(
     try:
         with pytest.raises(PublishError, match="did not return from the transaction's offsets"):
             txn.publish(_outputs(producer), _batch(), BatchResult(), [], 0)
+        # The stuck call's thread must not keep the stopped process alive at exit.
+        stuck_threads = [t for t in threading.enumerate() if t.name == "kafka-txn"]
+        assert stuck_threads and all(t.daemon for t in stuck_threads)
     finally:
         release.set()
     assert len(beats) >= 2
