@@ -3,6 +3,7 @@ schema manifest, MLflow model name; a small world with features loaded and a cha
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import io
 import json
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from unittest import mock
 
 import numpy as np
@@ -244,6 +245,15 @@ def with_two_versions(p: Pipeline, name: str) -> Pipeline:
     for seed in (7, 8):
         train_and_register(registry, spec, store, history, labels, seed=seed)
     return q
+
+
+Guarantee = Literal["at_least_once", "exactly_once"]
+
+
+def with_guarantee(p: Pipeline, guarantee: Guarantee) -> Pipeline:
+    """``p`` with the scoring workers' processing guarantee set."""
+    worker = p.settings.worker.model_copy(update={"processing_guarantee": guarantee})
+    return dataclasses.replace(p, settings=p.settings.model_copy(update={"worker": worker}))
 
 
 def committed_total(p: Pipeline, group: str | None = None) -> int:

@@ -3,9 +3,7 @@ duplicate to a read_committed consumer (the fault kit runs the longer cases, tes
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Literal
 
 import pytest
 
@@ -19,16 +17,9 @@ from tests.faults.harness import (
     wait_for,
 )
 from tests.integration.conftest import Stack
-from tests.integration.pipeline_env import Pipeline, make_pipeline
+from tests.integration.pipeline_env import make_pipeline, with_guarantee
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
-Guarantee = Literal["at_least_once", "exactly_once"]
-
-
-def with_guarantee(p: Pipeline, guarantee: Guarantee) -> Pipeline:
-    """``p`` with the scoring workers' processing guarantee set."""
-    worker = p.settings.worker.model_copy(update={"processing_guarantee": guarantee})
-    return dataclasses.replace(p, settings=p.settings.model_copy(update={"worker": worker}))
 
 
 def test_sigkill_under_exactly_once_leaves_no_duplicate(stack: Stack, tmp_path: Path) -> None:
