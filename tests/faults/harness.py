@@ -209,13 +209,28 @@ RUNNING: list[subprocess.Popen[bytes]] = []  # killed after each test, whatever 
 class WorkerProcess:
     """`streamscore worker scoring` as a process of its own, logging to a file."""
 
-    def __init__(self, p: Pipeline, log_dir: Path, name: str, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        p: Pipeline,
+        log_dir: Path,
+        name: str,
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,  # e.g. `ip netns exec NAME`: where it runs
+    ):
         self.log = log_dir / f"{name}.log"
         self.out = log_dir / f"{name}.json"
         base = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")}
         with self.out.open("wb") as out, self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "--json", "worker", "scoring"],
+                [
+                    *(prefix or []),
+                    sys.executable,
+                    "-m",
+                    "streams.cli",
+                    "--json",
+                    "worker",
+                    "scoring",
+                ],
                 env=base | p.env() | (env or {}),
                 stdout=out,
                 stderr=log,

@@ -82,8 +82,10 @@ class Cluster:
         return Stack("kafka", admin, EmbeddedStack(self.base).status())
 
 
-def start_cluster(home: Path) -> Iterator[Cluster]:
-    """`up --cluster` with tagged names; stopped (processes only) at the end."""
+def start_cluster(home: Path, guarantee: str = "at_least_once") -> Iterator[Cluster]:
+    """`up --cluster` with tagged names; stopped (processes only) at the end. Under
+    ``guarantee="exactly_once"`` the ACLs also grant the worker its transactional ids (a
+    worker may then run under either guarantee)."""
     tag = uuid.uuid4().hex[:8]
     settings = Settings(
         home=home,
@@ -102,7 +104,7 @@ def start_cluster(home: Path) -> Iterator[Cluster]:
             "shadow_predictions": f"test.shadow-{tag}.v1",
         },
         redis={"key_prefix": f"test:{tag}:"},
-        worker={"scoring_group": f"streamscore-scoring-{tag}"},
+        worker={"scoring_group": f"streamscore-scoring-{tag}", "processing_guarantee": guarantee},
         metrics={"enabled": False},
     )
     stack = EmbeddedStack(settings)
