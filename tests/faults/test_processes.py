@@ -179,7 +179,7 @@ def test_broker_restart_while_the_worker_runs(
         if worker.proc.poll() is not None:
             assert "did not return from the transaction's" in worker.text(), worker.text()[-2000:]
             worker = WorkerProcess(p, tmp_path, "w-again", env=same)
-            restarted = "; the client hung in a transaction call: stopped, started again"
+            restarted = "the client hung in a transaction call: the worker stopped, started again"
     wait_accounted(p, sent, 180)
     assert worker.proc.poll() is None, worker.text()[-2000:]
     log = worker.text()
