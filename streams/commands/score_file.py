@@ -48,15 +48,15 @@ def prediction_row(
     (``--keep-columns``), those named like an output column as ``input_<name>``.
     ``missing_features`` is a list, except in CSV, where it is joined with commas.
 
-    >>> rec = {"event_id": "e1", "prediction_id": "p1", "user_id": "u1", "score": 0.5,
+    >>> rec = {"event_id": "e1", "prediction_id": "p1", "entity": "a1", "score": 0.5,
     ...        "model_name": "m", "model_version": "3", "variant": "champion",
-    ...        "degraded": False, "missing_features": ["user", "item"], "scored_at": 7}
-    >>> row = prediction_row(rec, ("user_id",), "jsonl", {"event_id": "e1", "label": 1,
+    ...        "degraded": False, "missing_features": ["g1", "g2"], "scored_at": 7}
+    >>> row = prediction_row(rec, ("entity",), "jsonl", {"event_id": "e1", "label": 1,
     ...                      "score": "x"})
     >>> list(row)[:3], row["missing_features"], row["label"], row["input_score"]
-    (['event_id', 'prediction_id', 'user_id'], ['user', 'item'], 1, 'x')
+    (['event_id', 'prediction_id', 'entity'], ['g1', 'g2'], 1, 'x')
     >>> prediction_row(rec, (), "csv")["missing_features"]
-    'user,item'
+    'g1,g2'
     """
     row = {c: record.get(c) for c in (*HEAD, *carry, *TAIL)}
     missing = list(record.get("missing_features") or ())
