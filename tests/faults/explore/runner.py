@@ -47,6 +47,7 @@ from tests.waiting import wait_for
 
 SETTLE_SECONDS = 180.0  # after the schedule, the most time the system gets to catch up
 MAX_WORKERS = 3
+READY_SECONDS = 120.0  # how long a running worker may take to become ready for the checks
 RATE = 250.0  # events per second, steady
 HOT_PRODUCER = "explore-hot"
 
@@ -400,9 +401,18 @@ class Explorer:
                 f"{len(differ)} events scored differently by one version: {differ[:3]}"
             )
         for w in self._running():
+            # A worker started late may still be importing on a loaded machine (not ready, and
+            # truthfully so): it gets a bounded while to come up, then it must be ready.
+            deadline = time.monotonic() + READY_SECONDS
             code, body = _get(f"http://127.0.0.1:{w.port}/readyz")
+            while code != 200 and time.monotonic() < deadline and w.proc.proc.poll() is None:
+                time.sleep(1.0)  # polling the probe, with a deadline
+                code, body = _get(f"http://127.0.0.1:{w.port}/readyz")
             if code != 200:
-                run.problems.append(f"{w.proc.log.stem} not ready: {code} {body[:300]!r}")
+                run.problems.append(
+                    f"{w.proc.log.stem} not ready after {READY_SECONDS:.0f} s: {code} "
+                    f"{body[:300]!r}; its log: {w.proc.text()[-600:]!r}"
+                )
         run.done.append(
             f"  accounted: {tally.predicted} predicted, {tally.dead_lettered} dead-lettered, "
             f"{tally.duplicated} duplicates, {tally.lost} lost; dead letters by reason "
