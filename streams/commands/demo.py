@@ -204,13 +204,12 @@ def _run(
                 ready.set()
 
     threading.Thread(target=watch, args=(worker.stderr,), daemon=True).start()
-    with err.status("starting the scoring worker (waits for its partitions)..."):
-        if not ready.wait(90):
-            worker.kill()
-            worker.communicate()
-            raise EmbeddedStackError("scoring worker did not start:\n" + "\n".join(log_tail))
     at_onset: str | None = None
     try:
+        # Inside the try: a worker that never starts stops the control plane too (below).
+        with err.status("starting the scoring worker (waits for its partitions)..."):
+            if not ready.wait(90):
+                raise EmbeddedStackError("scoring worker did not start:\n" + "\n".join(log_tail))
         result = _stream(err, s, world, n, rate, steps)
         result["prometheus"] = _ask_prometheus(err, s, result)
         if control is not None:
@@ -232,10 +231,8 @@ def _run(
                 }
     finally:
         if control is not None:
-            control[0].terminate()
-            control[0].wait(timeout=60)
-        worker.send_signal(signal.SIGTERM)
-        out, _ = worker.communicate(timeout=60)
+            stop(control[0])
+        out = stop(worker)
     act = result.get("drift")
     if act and "error" not in act and at_onset is not None:
         # After the worker and the control plane stopped: Evidently has the 2 cores to itself.
@@ -256,6 +253,20 @@ def _run(
         "holdout_auc": challenger.metrics["holdout_auc"],
     }
     return result
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 60.0) -> bytes:
+    """SIGTERM (the process finishes its batch and commits), SIGKILL after ``grace`` seconds;
+    returns what it wrote to stdout when that is piped (its stderr may have a reader of its
+    own, which is left to it)."""
+    proc.send_signal(signal.SIGTERM)
+    piped = proc.stdout is not None
+    try:
+        out = proc.communicate(timeout=grace)[0] if piped else proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out = proc.communicate()[0] if piped else proc.wait()
+    return out if isinstance(out, bytes) else b""
 
 
 Step = tuple[float, str, Plan]
