@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 
 import pytest
 
@@ -77,3 +78,34 @@ def pytest_report_header() -> list[str]:
         "promtool: "
         + (promtool or "not found (alert-rule tests skip; `make prometheus` installs it)")
     ]
+
+
+NOT_TESTED = "NOT TESTED: "
+
+
+def not_tested(skipped: Iterable[object]) -> Counter[str]:
+    """Skip reasons that begin with ``NOT TESTED:`` (a missing optional dependency, such as
+    the extra ``report``), counted; other skips are choices, not gaps.
+
+    >>> class R:
+    ...     def __init__(self, reason: str) -> None:
+    ...         self.longrepr = ("t.py", 1, reason)
+    >>> not_tested([R("Skipped: NOT TESTED: needs X"), R("Skipped: NOT TESTED: needs X"), R("b")])
+    Counter({'needs X': 2})
+    """
+    out: Counter[str] = Counter()
+    for report in skipped:
+        longrepr = getattr(report, "longrepr", None)
+        reason = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else ""
+        if NOT_TESTED in reason:
+            out[reason.split(NOT_TESTED, 1)[1]] += 1
+    return out
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """A green run that skipped tests for want of an optional dependency says so, in red."""
+    gaps = not_tested(terminalreporter.stats.get("skipped", []))
+    if gaps:
+        terminalreporter.section("NOT TESTED: an optional dependency is missing", red=True)
+        for reason, count in sorted(gaps.items()):
+            terminalreporter.write_line(f"{count} test(s): {reason}", red=True)
