@@ -101,23 +101,27 @@ lint: install
 	$(BIN)/mypy
 	@$(MAKE) --no-print-directory audit
 
-# pip-audit on both lock files against PyPI's advisory data (AUDIT_SERVICE=osv for OSV). A known
+# pip-audit on the three lock files against PyPI's advisory data (AUDIT_SERVICE=osv for OSV). A known
 # vulnerability fails; advisory data that cannot be reached prints a NOT AUDITED banner and
 # passes, unless AUDIT_REQUIRED=1 (CI with network): lint must stay usable offline.
 AUDIT_SERVICE ?= pypi
 AUDIT_REQUIRED ?=
 audit: install
 	$(BIN)/python deploy/supply-chain/audit.py --pip-audit $(BIN)/pip-audit --service $(AUDIT_SERVICE) \
-	  $(if $(AUDIT_REQUIRED),--require-advisories) requirements.lock requirements-dev.lock
+	  $(if $(AUDIT_REQUIRED),--require-advisories) requirements.lock requirements-dev.lock \
+	  requirements-report.lock
 
 # CycloneDX SBOMs (JSON, schema-validated) of the locked environments: the image's
-# (requirements.lock) and the development one (requirements-dev.lock), into build/sbom/.
+# (requirements.lock), the development one (requirements-dev.lock) and the drift report's
+# (requirements-report.lock), into build/sbom/.
 sbom: install
 	mkdir -p build/sbom
 	$(BIN)/cyclonedx-py requirements --pyproject pyproject.toml --output-reproducible --of JSON \
 	  -o build/sbom/streamscore.cdx.json requirements.lock
 	$(BIN)/cyclonedx-py requirements --pyproject pyproject.toml --output-reproducible --of JSON \
 	  -o build/sbom/streamscore-dev.cdx.json requirements-dev.lock
+	$(BIN)/cyclonedx-py requirements --pyproject pyproject.toml --output-reproducible --of JSON \
+	  -o build/sbom/streamscore-report.cdx.json requirements-report.lock
 	@ls -l build/sbom/*.cdx.json
 
 clean:
@@ -231,18 +235,25 @@ k8s-check: install
 
 # Re-pin requirements.lock (the image, with the postgres extra: MLflow's database driver) and
 # requirements-dev.lock (`make install-locked`) from pyproject's ranges, with hashes, keeping
-# current pins where they still fit.
+# current pins where they still fit; then requirements-report.lock, the extra `report` (Evidently)
+# on top of the runtime lock's pins, which it may not move (`make install-locked REPORT=1`).
 lock:
 	test -x build/tools/bin/uv || { $(PYTHON) -m venv build/tools && build/tools/bin/pip install --quiet uv; }
 	build/tools/bin/uv pip compile pyproject.toml --extra postgres --generate-hashes --python-version 3.11 \
 	  --python-platform x86_64-unknown-linux-gnu --custom-compile-command "make lock" -o requirements.lock
 	build/tools/bin/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
 	  --python-platform x86_64-unknown-linux-gnu --custom-compile-command "make lock" -o requirements-dev.lock
+	build/tools/bin/uv pip compile pyproject.toml --extra report --constraint requirements.lock \
+	  --generate-hashes --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+	  --custom-compile-command "make lock" -o requirements-report.lock
 
 # The environment exactly as locked (requirements-dev.lock, hashes checked), then the project.
+# REPORT=1 adds the drift report's packages from requirements-report.lock (several minutes).
+REPORT ?=
 install-locked:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
+	$(if $(REPORT),$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements-report.lock)
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 

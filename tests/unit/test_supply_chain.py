@@ -128,9 +128,8 @@ def test_the_sbom_lists_every_locked_package_offline(tmp_path: Path) -> None:
     are exactly the lock's pins (name and version, each with its purl). ~3 s: the CycloneDX
     schema validation (~22 s here) is left to `make sbom`."""
     lock = ROOT / "requirements.lock"
-    pins = dict(
-        m.groups()
-        for m in re.finditer(r"^([A-Za-z0-9_.-]+)==([^\s\\]+)", lock.read_text(), re.MULTILINE)
+    pins: dict[str, str] = dict(
+        re.findall(r"^([A-Za-z0-9_.-]+)==([^\s\\]+)", lock.read_text(), re.MULTILINE)
     )
     out = tmp_path / "sbom.cdx.json"
     env = {k: v for k, v in os.environ.items() if "PROXY" not in k.upper()}
@@ -163,3 +162,28 @@ def test_the_sbom_lists_every_locked_package_offline(tmp_path: Path) -> None:
     listed = {c["name"].lower(): c["version"] for c in sbom["components"]}
     assert listed == {k.lower(): v for k, v in pins.items()}
     assert all(c["purl"].startswith("pkg:pypi/") for c in sbom["components"])
+
+
+def _pins(lock: str) -> dict[str, str]:
+    text = (ROOT / lock).read_text()
+    found = re.findall(r"^([A-Za-z0-9_.-]+)==([^\s\\]+)", text, re.MULTILINE)
+    return {name.lower().replace("_", "-"): version for name, version in found}
+
+
+def test_the_locks_agree_and_the_report_lock_moves_no_runtime_pin() -> None:
+    """The drift report's lock is the runtime lock plus the extra `report`: a package both pin
+    has one version in all three locks, so the image, the development environment and one with
+    the report run the same code, and `make install-locked REPORT=1` installs both locks."""
+    runtime, dev = _pins("requirements.lock"), _pins("requirements-dev.lock")
+    report = _pins("requirements-report.lock")
+    postgres_only = {"psycopg", "psycopg-binary"}  # the image's extra, not the report's
+    assert set(runtime) - set(report) == postgres_only
+    for other in (dev, report):
+        moved = {n: (v, other[n]) for n, v in runtime.items() if n in other and other[n] != v}
+        assert moved == {}
+    assert {n: report[n] for n in dev if n in report and dev[n] != report[n]} == {}
+    major, minor = (int(x) for x in report["evidently"].split(".")[:2])
+    assert (major, minor) == (0, 7)  # pyproject: evidently>=0.7,<0.8
+    # Hashes for every pin, as `pip install --require-hashes` needs.
+    blocks = re.split(r"\n(?=[A-Za-z0-9_.-]+==)", (ROOT / "requirements-report.lock").read_text())
+    assert all("--hash=sha256:" in b for b in blocks if "==" in b.split("\n")[0])
