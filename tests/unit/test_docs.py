@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 import pytest
 
-from services.core.settings import iter_env_vars
+from services.core.settings import Settings, iter_env_vars
 from streams.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -431,3 +431,22 @@ def test_the_exit_code_table_names_every_command_that_exits_2_for_its_input() ->
     saying = {path.removeprefix("streamscore ") for path, h in help_texts() if "exit 2" in h}
     assert {"produce", "schemas register"} <= saying
     assert [c for c in sorted(saying) if f"`{c}`" not in row] == []
+
+
+def test_the_ports_table_lists_every_port_setting_with_its_default() -> None:
+    """operations.md's Ports table: every setting that opens a port has a row, and the row's
+    first port is that setting's default (`streamscore config show`)."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    section = text.split("### Ports", 1)[1].split("\n#", 1)[0]
+    rows = [cells(r) for r in section.splitlines() if r.startswith("| ") and "---" not in r]
+    moved_by = {}
+    for row in rows[1:]:
+        for name in re.findall(r"STREAMSCORE_[A-Z0-9_]+", row[-1]):
+            moved_by[name] = row[0]
+    ports = {name for name, _ in iter_env_vars() if name.endswith("PORT")}
+    assert ports and ports <= set(moved_by), ports - set(moved_by)
+    dumped = Settings().model_dump()
+    for name in ports:
+        group, field = name.removeprefix("STREAMSCORE_").lower().split("__")
+        first = re.match(r"\d+", moved_by[name].strip())
+        assert first and int(first.group()) == dumped[group][field], (name, moved_by[name])

@@ -129,15 +129,30 @@ def test_pods_run_non_root_on_a_read_only_root_filesystem() -> None:
 
 
 def test_workers_probe_healthz_and_readyz_on_their_role_port() -> None:
+    seen = set()
     for name, spec in _pod_specs():
         for container in spec["containers"]:
             role = " ".join(container.get("args", [])[:2])
             if role not in ROLE_PORTS:
                 continue
+            seen.add(role)
             port = ROLE_PORTS[role]
             assert [p["containerPort"] for p in container["ports"]] == [port], name
             assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", name
             assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+    # Every role was found by its arguments: a changed command line cannot skip them all.
+    assert seen == set(ROLE_PORTS)
+
+
+def test_the_validator_refuses_what_kubernetes_would() -> None:
+    """The schema check is live: a misspelt field and a wrong type are errors."""
+    (scoring,) = [o for o in _by_kind("Deployment") if o["metadata"]["name"].endswith("scoring")]
+    typo = {**scoring, "spec": {**scoring["spec"], "replica": 2}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(typo, KUBERNETES, strict=True)
+    wrong = {**scoring, "spec": {**scoring["spec"], "replicas": "two"}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(wrong, KUBERNETES, strict=True)
 
 
 def test_every_replicated_deployment_has_a_disruption_budget() -> None:
@@ -154,7 +169,9 @@ def test_keda_scales_the_scoring_workers_on_lag_up_to_the_partitions() -> None:
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     spec = scaled["spec"]
     assert spec["scaleTargetRef"]["name"] == "streamscore-scoring"
-    settings = Settings()
+    (config,) = _by_kind("ConfigMap")
+    # The topic and its partitions of the domain the ConfigMap serves, not the default one.
+    settings = Settings(domain=config["data"].get("STREAMSCORE_DOMAIN", "feed"))
     events = by_record(settings.topics, settings.topics.event_record)
     (trigger,) = spec["triggers"]
     assert trigger["type"] == "kafka"
@@ -166,6 +183,5 @@ def test_keda_scales_the_scoring_workers_on_lag_up_to_the_partitions() -> None:
     # A partition has one reader per group: workers past the partition count would be idle.
     assert spec["maxReplicaCount"] == events.partitions
     assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
-    (config,) = _by_kind("ConfigMap")
     assert meta["bootstrapServers"] == config["data"]["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]
     assert {t.name for t in topic_table(settings.topics)} >= {events.name}
