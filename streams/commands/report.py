@@ -3,9 +3,11 @@ version that served them, as Evidently's data drift and prediction drift page (d
 
 The window is read with the replay's readers (``ranges_since``/``iter_ranges``, broker time):
 events from the input topic, the entity rows they were served with from the feature log, and
-the version's scores from the predictions topic. The model's inputs are assembled with the
-serving code. Rows the log does not hold (it is off, or they were never scored) take their
-entity features from Redis as it is now; ``feature_rows`` in the summary says how many.
+the version's scores from the predictions topic. Only served events count: one the worker
+refused (a dead letter) or has not scored yet never reached the model (``not_served``). The
+model's inputs are assembled with the serving code. Rows the log does not hold (it is off, or
+they were never scored) take their entity features from Redis as it is now; ``feature_rows``
+in the summary says how many.
 """
 
 from __future__ import annotations
@@ -99,10 +101,21 @@ def drift_report(
         records = _decoded(s, "FeatureLog", s.topics.feature_log, from_ms, until)
         logged = FeatureLogIndex(spec, records)
     scores: dict[str, float] = {}
+    served: set[str] = set()  # by any version: what the model saw, not the dead letters
     for p in _decoded(s, s.topics.prediction_record, s.topics.predictions, from_ms, until):
-        if p["model_version"] == model.version and p["variant"] != "shadow":
+        if p["variant"] == "shadow":
+            continue
+        served.add(str(p["event_id"]))
+        if p["model_version"] == model.version:
             scores[str(p["event_id"])] = float(p["score"])
-    events = list(events_by_id.values())
+    events = [e for i, e in events_by_id.items() if i in served]
+    if not events:
+        raise NotFound(
+            f"none of the {len(events_by_id):,} events stored in {s.topics.events} between "
+            f"{from_ms} and {to_ms} was served (dead letters, or not scored yet)"
+        )
+    not_served = len(events_by_id) - len(events)
+    events_by_id = {str(e["event_id"]): e for e in events}
     store = feature_store(s, spec)
     ts = build_training_set(spec, store, events, dict.fromkeys(events_by_id, True), logged=logged)
     if tuple(ts.names) != reference.names:
@@ -119,6 +132,9 @@ def drift_report(
         "to_ms": to_ms,
         "out": str(out),
         "feature_rows": dict(ts.sources),
+        # Stored in the window but never served (refused as dead letters, or not scored yet):
+        # inputs the model did not see, left out.
+        "not_served": not_served,
         **summary.to_dict(),
     }
 
@@ -183,7 +199,8 @@ def render(c: Console, r: dict[str, Any]) -> None:
     c.print(
         f"{r['model_name']} v{r['model_version']}: {len(r['drifted_columns'])} of "
         f"{len(r['columns'])} inputs drifted; {r['current_rows']:,} events in the window "
-        f"({r['scored_rows']:,} scored by v{r['model_version']}) against "
+        f"({r['scored_rows']:,} scored by v{r['model_version']}; {r['not_served']:,} never "
+        f"served, left out) against "
         f"{r['reference_rows']:,} reference rows; report: {r['out']}",
         highlight=False,
     )

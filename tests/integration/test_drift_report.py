@@ -1,6 +1,7 @@
 """`streamscore report drift` on a real broker: a worker scores the champion's own holdout
-events again, then the same events with two inputs moved; the first page finds no drift (its
-inputs are the reference's, row for row), the second names exactly the two moved inputs.
+events again (and refuses a few broken ones), then the same events with two inputs moved; the
+first page finds no drift (its inputs are the reference's, row for row: the dead letters are
+left out), the second names exactly the two moved inputs.
 
 Skipped, loudly (NOT TESTED in the run's summary), without the extra ``report``.
 """
@@ -44,6 +45,7 @@ pytestmark = [
 HISTORY_START, HISTORY_EVENTS, HOLDOUT_SHARE, SEED = 10_000_000, 6000, 0.2, 7
 # The inputs the second window moves, far outside what training saw; every other one stays.
 SHIFTED = ("session_depth", "item_age_hours")
+REFUSED = 50  # dead letters in the first window
 
 
 def _move(event: dict[str, Any]) -> None:
@@ -113,9 +115,13 @@ def test_the_report_names_the_inputs_that_moved_and_only_those(
     moved = _the_holdout_again(pipeline, reference)
     for e in moved:
         _move(e)
-    same_window, moved_window = _send(pipeline, same), _send(pipeline, moved)
-    summary = scoring_worker(pipeline.settings).run(max_events=2 * len(same), idle_timeout=60)
-    assert (summary.predictions, summary.dead_letters) == (2 * len(same), 0)
+    # Events the worker refuses (a negative position breaks a rule) never reach the model: if
+    # the report counted them, the first window would hold rows the reference does not.
+    refused = [e | {"event_id": str(uuid.uuid4()), "position": -5} for e in same[:REFUSED]]
+    same_window, moved_window = _send(pipeline, same + refused), _send(pipeline, moved)
+    n = len(same)
+    summary = scoring_worker(pipeline.settings).run(max_events=2 * n + REFUSED, idle_timeout=60)
+    assert (summary.predictions, summary.dead_letters) == (2 * n, REFUSED)
 
     calm = _report(pipeline, same_window, tmp_path / "same.html")
     drifted = _report(pipeline, moved_window, tmp_path / "moved.html")
@@ -137,7 +143,7 @@ def test_the_report_names_the_inputs_that_moved_and_only_those(
     assert {c for c, v in moved_page.items() if v == "Detected"} == set(SHIFTED)
     # The summary agrees with the page, and every event of each window was read and scored.
     assert (calm["drifted_columns"], sorted(drifted["drifted_columns"])) == ([], sorted(SHIFTED))
-    for r in (calm, drifted):
-        assert (r["current_rows"], r["scored_rows"]) == (len(same), len(same))
+    for r, not_served in ((calm, REFUSED), (drifted, 0)):
+        assert (r["current_rows"], r["scored_rows"], r["not_served"]) == (n, n, not_served)
         assert r["model_version"] == pipeline.trained.version
     assert calm["prediction_drifted"] is False
