@@ -117,14 +117,15 @@ class Namespace:
             self.run("ip", "link", "set", self.inner_end, "up")
             self.run("ip", "link", "set", "lo", "up")
             self.forwarder = Forwarder(self.host_ip, "127.0.0.1", ports)
-            log = (log_dir / f"{self.name}-forwarder.log").open("wb")
-            self.inner = subprocess.Popen(  # noqa: S603 (our own forwarder)
-                self.argv(
-                    sys.executable, "-m", "tests.faults.netns", self.host_ip, *map(str, ports)
-                ),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+            with (log_dir / f"{self.name}-forwarder.log").open("wb") as log:
+                self.inner = subprocess.Popen(  # noqa: S603 (our own forwarder)
+                    self.argv(
+                        sys.executable, "-m", "tests.faults.netns", self.host_ip, *map(str, ports)
+                    ),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=Path(__file__).resolve().parents[2],  # `-m tests.faults.netns`
+                )
             wait_for(self._inner_listens, 20, "the namespace's forwarder to listen")
         except BaseException:
             self.close()
