@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from services.embedded.stack import BROKER, EmbeddedStack
 from services.kafka.config import consumer_config, producer_config
@@ -47,6 +47,7 @@ from tests.waiting import wait_for
 
 SETTLE_SECONDS = 180.0  # after the schedule, the most time the system gets to catch up
 MAX_WORKERS = 3
+_COORDINATOR = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
 READY_SECONDS = 120.0  # how long a running worker may take to become ready for the checks
 RATE = 250.0  # events per second, steady
 HOT_PRODUCER = "explore-hot"
@@ -340,12 +341,18 @@ class Explorer:
             self._join(run)
 
     def _settle(self, run: Run) -> None:
-        """Wait, bounded, until the group has committed every partition to its end."""
+        """Wait, bounded, until the group has committed every partition to its end. Right
+        after a broker restart the coordinator may still be loading (NOT_COORDINATOR,
+        COORDINATOR_LOAD_IN_PROGRESS): the checker's own read is asked again, not failed."""
         deadline = time.monotonic() + SETTLE_SECONDS
         while time.monotonic() < deadline:
             self._replace_exited(run)
-            if not self._lag():
-                return
+            try:
+                if not self._lag():
+                    return
+            except KafkaException as exc:
+                if not exc.args[0].retriable() and exc.args[0].code() not in _COORDINATOR:
+                    raise
             time.sleep(1.0)  # polling the group's offsets
         run.problems.append(f"lag still {self._lag()} {SETTLE_SECONDS:.0f} s after the faults")
 
