@@ -77,7 +77,7 @@ faults: install
 # The fault explorer: SEEDS random schedules of faults (workers join, leave, crash and freeze;
 # Redis pauses and restarts; the broker restarts; bursts over the rate limit; hostile input),
 # SECONDS each, on Apache Kafka, every invariant checked after each. About 1.5 min per seed.
-# A failing seed prints its schedule: reproduce it with `make explore SEED=N`.
+# A failing seed prints its schedule: reproduce it with `make explore SEED=N` (or SEED=N,M,...).
 SEEDS ?= 50
 SECONDS_PER_SEED ?= 45
 explore: install

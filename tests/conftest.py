@@ -49,7 +49,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--explore-seed",
         default=None,
-        help="Run the fault explorer on this one seed (to reproduce a failure).",
+        help="Run the fault explorer on this seed, or these (comma-separated), to reproduce.",
     )
     group.addoption(
         "--explore-seconds",

@@ -45,8 +45,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     one = config.getoption("--explore-seed")
     many = int(config.getoption("--explore-seeds"))
     seeds: list[int | str]
-    if one is not None:
-        seeds = [one if one in SCENARIOS else int(one)]
+    if one is not None:  # one seed, or several separated by commas
+        seeds = [x if x in SCENARIOS else int(x) for x in str(one).split(",")]
     else:
         seeds = list(range(1, many + 1)) if many else PINNED
     metafunc.parametrize("seed", seeds)
