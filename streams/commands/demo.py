@@ -63,6 +63,9 @@ from streams.commands.models import render_compare
 from streams.topics import by_record, topic_table
 
 HOSTILE_EVERY = 100  # one broken message per hundred
+# The worker loads and compiles the newly trained model before it joins: 90 s was not enough
+# twice on this 2-core machine at a load average of 10 to 15 (compiling alone takes minutes).
+WORKER_START_SECONDS = 300
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -208,7 +211,7 @@ def _run(
     try:
         # Inside the try: a worker that never starts stops the control plane too (below).
         with err.status("starting the scoring worker (waits for its partitions)..."):
-            if not ready.wait(90):
+            if not ready.wait(WORKER_START_SECONDS):
                 raise EmbeddedStackError("scoring worker did not start:\n" + "\n".join(log_tail))
         result = _stream(err, s, world, n, rate, steps)
         result["prometheus"] = _ask_prometheus(err, s, result)
