@@ -270,10 +270,12 @@ def test_train_from_files_and_refuse_a_bad_row(payments: Pipeline, tmp_path: Pat
     refused = cli_in_process(
         p, "--json", "train", "--events", str(ev_file), "--labels", str(lab_file)
     )
-    assert refused.returncode == 1
+    assert refused.returncode == 2  # refused input, nothing trained (exit 1 is infrastructure)
     problems = json.loads(refused.stdout)["problems"]
-    assert any("row 6: channel" in x for x in problems), problems
-    assert any("out_of_range" in x and "amount" in x for x in problems), problems
+    # Each row named one way: file, row number (first data row is 1) and event id.
+    sixth, fourth = events[5]["event_id"], events[3]["event_id"]
+    assert any(f"row 6 (event {sixth}): channel" in x for x in problems), problems
+    assert any(f"row 4 (event {fourth})" in x and "amount" in x for x in problems), problems
 
 
 def test_features_load_from_a_file_for_any_group(payments: Pipeline, tmp_path: Path) -> None:
