@@ -100,7 +100,8 @@ def test_the_examples_in_docs_clients_run(
     assert out.count(" champion False") >= 3
     assert (tmp_path / "scores.csv").read_text().count("\n") == 21
     assert (
-        "20 predictions" in shell_out[-1] and "event_id,card_id,merchant_id,score" in shell_out[-1]
+        "20 predictions" in shell_out[-1]
+        and "event_id,prediction_id,card_id,merchant_id,score,model_name" in shell_out[-1]
     )
 
 
@@ -149,6 +150,7 @@ PREDICTION = {
     "missing_features": [],
     "event_time": 1,
     "scored_at": 2,
+    "decision": None,  # the payments domain declares a threshold: its records carry it
 }
 
 
