@@ -37,6 +37,12 @@ from load.bench import _worker_settings as worker_settings
 from services.kafka.config import consumer_config
 
 CAPACITY_IMPLS = ("bare", "streamscore")
+# The worker's variants that also run live: each is the worker with these settings changed.
+LIVE_VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "streamscore": {},
+    "streamscore_eos": {"worker": {"processing_guarantee": "exactly_once"}},
+    "streamscore_nolog": {"features": {"log": False}},
+}
 BOUND_MS = 50.0
 WARMUP_SECONDS = 3.0
 DRAIN_SECONDS = 30.0
@@ -73,7 +79,12 @@ class Reader:
     def _run(self) -> None:
         c = Consumer(
             consumer_config(self.env.settings, f"bench-cap-{uuid.uuid4().hex[:6]}")
-            | {"auto.offset.reset": "earliest", "fetch.wait.max.ms": 5}
+            | {
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 5,
+                # An exactly-once worker's outputs count when their transaction commits.
+                "isolation.level": "read_committed",
+            }
         )
         c.subscribe([self.topic])
         try:
@@ -124,9 +135,9 @@ class Live:
             {self.inp: "Interaction", self.out: "Prediction", f"{self.inp}.dlq": "DeadLetter"},
         )
         group = f"bench-cap-{tag}"
-        if impl == "streamscore":
+        if impl in LIVE_VARIANTS:
             settings = worker_settings(env, self.inp, self.out, group)
-            for section, values in (changes or {}).items():
+            for section, values in (LIVE_VARIANTS[impl] | (changes or {})).items():
                 part = getattr(settings, section).model_copy(update=values)
                 settings = settings.model_copy(update={section: part})
             self.proc = launch_worker(settings)

@@ -57,7 +57,8 @@ def load() -> None:
 @click.option(
     "--capacity",
     is_flag=True,
-    help="Also the highest rate bare and the worker answer with p99 <= 50 ms (bisection).",
+    help="Also the highest rate bare and each worker variant of --impls answer with p99 "
+    "<= 50 ms (bisection).",
 )
 @click.option(
     "--tail-probes",
@@ -149,9 +150,10 @@ def bench(
                 high = max(
                     (row["events_per_second"] for row in result["rows"].values()), default=0.0
                 )
+                live = ("bare", *(i for i in chosen if i in cap.LIVE_VARIANTS))
                 result["capacity"] = cap.bisect_capacity(
                     env,
-                    cap.CAPACITY_IMPLS,
+                    live if len(live) > 1 else cap.CAPACITY_IMPLS,
                     500.0,
                     max(high, 2000.0),
                     capacity_steps,
