@@ -17,6 +17,9 @@ from services.core.errors import EmbeddedStackError
 
 ALERT_RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 JOB = "streamscore-scoring"  # the job name the alert rules use
+# The alerts' runbook links (alerts.yml: <runbook_base>/docs/operations.md#<alert>) open the
+# checked-out docs themselves on the local stack.
+RUNBOOK_BASE = ALERT_RULES.parents[2].as_uri()
 SCRAPE_SECONDS = 2  # local: fast enough for a demo to query right after it streams
 
 
@@ -42,6 +45,7 @@ def write_config(home: Path) -> Path:
         "global": {
             "scrape_interval": f"{SCRAPE_SECONDS}s",
             "evaluation_interval": f"{SCRAPE_SECONDS}s",
+            "external_labels": {"runbook_base": RUNBOOK_BASE},
         },
         "rule_files": [str(ALERT_RULES)] if ALERT_RULES.is_file() else [],
         "scrape_configs": [

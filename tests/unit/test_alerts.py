@@ -13,11 +13,17 @@ import yaml
 from prometheus_client import REGISTRY
 
 from services.core import metrics
+from services.embedded import prometheus
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
 RULE_TESTS = ROOT / "deploy" / "prometheus" / "alerts.test.yml"
 RUNBOOK = ROOT / "docs" / "operations.md"
+PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+# Every runbook link: the external label runbook_base, then the entry in operations.md.
+RUNBOOK_URL = re.compile(
+    r"^\{\{ \$externalLabels\.runbook_base \}\}/docs/operations\.md#([a-z0-9-]+)$"
+)
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not installed (`make prometheus` installs Debian's package)"
@@ -66,9 +72,26 @@ def test_every_alert_has_a_test_and_a_runbook_entry() -> None:
         name = str(rule["alert"])
         assert name in tested, f"{name} has no promtool test"
         url = str(rule["annotations"]["runbook_url"])  # type: ignore[index]
-        path, _, anchor = url.partition("#")
-        assert path == "docs/operations.md" and anchor in anchors, f"{name}: {url}"
+        link = RUNBOOK_URL.match(url)
+        assert link and link.group(1) in anchors, f"{name}: {url}"
         assert rule["labels"]["severity"] in {"page", "ticket"}  # type: ignore[index]
+
+
+def test_runbook_links_are_absolute_wherever_prometheus_runs() -> None:
+    """A relative path cannot be opened from Alertmanager or a pager: the links start with the
+    external label runbook_base, which the shipped Prometheus config sets to an absolute
+    address and every promtool test group sets to the same one."""
+    base = yaml.safe_load(PROMETHEUS.read_text())["global"]["external_labels"]["runbook_base"]
+    assert re.match(r"^https://[^/]+/", base) and not base.endswith("/"), base
+    groups = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    assert [g.get("external_labels", {}).get("runbook_base") for g in groups] == [base] * len(
+        groups
+    )
+    expected = re.findall(r"runbook_url: (\S+)", RULE_TESTS.read_text())
+    assert expected and all(u.startswith(f"{base}/docs/operations.md#") for u in expected)
+    # The local Prometheus (`local up --with-prometheus`) links to the checked-out docs.
+    assert prometheus.RUNBOOK_BASE == ROOT.as_uri()
+    assert (Path(prometheus.RUNBOOK_BASE.removeprefix("file://")) / "docs/operations.md").is_file()
 
 
 def exposed_names() -> set[str]:
