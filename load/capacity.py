@@ -5,7 +5,8 @@ Every implementation runs live on input and output topics of its own and gets th
 generator (``openloop`` in ``load/bench_peers.py``: pre-encoded events, each stamped with its
 send time) and the same reader (a consumer thread here: latency is read time minus send time).
 Steps are interleaved (bare, streamscore, bare, streamscore, ...), so a machine that drifts
-during the run drifts for both. A rate passes when every event sent was answered, the generator
+during the run drifts for both; only the implementation under test runs (the others and their
+readers are stopped between their probes: on 2 cores their idle fetches and timers are load). A rate passes when every event sent was answered, the generator
 kept its rate, and the p99 of the window after warm-up is within the bound.
 
 The generator's and the reader's own CPU is reported with each probe: on a 2-core machine they
@@ -15,6 +16,8 @@ share the cores with the implementation under test.
 from __future__ import annotations
 
 import math
+import os
+import signal
 import threading
 import time
 import uuid
@@ -22,7 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from load.bench import (
     Env,
@@ -34,7 +37,7 @@ from load.bench import (
     launch_worker,
 )
 from load.bench import _worker_settings as worker_settings
-from services.kafka.config import consumer_config
+from services.kafka.config import consumer_config, producer_config
 
 CAPACITY_IMPLS = ("bare", "streamscore")
 # The worker's variants that also run live: each is the worker with these settings changed.
@@ -66,15 +69,21 @@ class Probe:
 
 
 class Reader:
-    """Reads an output topic as it fills: (event time ms, read time s) per output."""
+    """Reads an output topic as it fills: (event time ms, read time s) per output. It assigns
+    itself the topic's partitions (no group: no heartbeats, no joins) and can pause its
+    fetching, so an implementation that is not under test costs the broker nothing."""
 
     def __init__(self, env: Env, topic: str) -> None:
         self.env, self.topic = env, topic
         self.samples: list[tuple[int, float]] = []
         self.cpu = 0.0
         self._stop = threading.Event()
+        self._paused = threading.Event()
+        self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
+        if not self._ready.wait(60):
+            raise RuntimeError(f"the reader found no partitions of {topic} in 60 s")
 
     def _run(self) -> None:
         c = Consumer(
@@ -86,9 +95,20 @@ class Reader:
                 "isolation.level": "read_committed",
             }
         )
-        c.subscribe([self.topic])
+        parts: list[TopicPartition] = []
+        deadline = time.monotonic() + 60
+        while not parts and time.monotonic() < deadline:
+            meta = c.list_topics(self.topic, timeout=5).topics.get(self.topic)
+            if meta is not None and meta.error is None and meta.partitions:
+                parts = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta.partitions]
+        c.assign(parts)
+        self._ready.set()
+        paused = False
         try:
             while not self._stop.is_set():
+                if self._paused.is_set() != paused:
+                    paused = self._paused.is_set()
+                    (c.pause if paused else c.resume)(c.assignment())
                 got = c.consume(1000, 0) or c.consume(1, 0.05)
                 batch = [m for m in got if m.error() is None]
                 if batch:
@@ -99,6 +119,9 @@ class Reader:
                 self.cpu = time.thread_time()
         finally:
             c.close()
+
+    def pause(self, on: bool) -> None:
+        (self._paused.set if on else self._paused.clear)()
 
     def since(self, t0: float) -> int:
         return sum(1 for et, _ in self.samples if et / 1000.0 >= t0)
@@ -150,7 +173,34 @@ class Live:
         else:
             raise ValueError(f"no live mode for {impl!r}")
         self.reader = Reader(env, self.out)
+        self.stopped = False
         _wait_scoring(env, self.proc, self.inp, self.reader.samples)
+
+    def pause(self) -> None:
+        """Stop the implementation (SIGSTOP) and its reader's fetching while another one is
+        probed: on 2 cores an idle consumer's fetches and timers are load."""
+        self.reader.pause(True)
+        os.kill(self.proc.pid, signal.SIGSTOP)
+        self.stopped = True
+
+    def resume(self, timeout: float = 120) -> None:
+        """Continue it and wait until it scores again (it may rejoin its group first: the
+        session expired while it was stopped)."""
+        os.kill(self.proc.pid, signal.SIGCONT)
+        self.stopped = False
+        self.reader.pause(False)
+        before = len(self.reader.samples)
+        key, body, _ = self.env.peer["bodies"][0]
+        producer = Producer(producer_config(self.env.settings))
+        producer.produce(self.inp, bytes.fromhex(body), bytes.fromhex(key))
+        producer.flush(30)
+        deadline = time.monotonic() + timeout
+        while len(self.reader.samples) <= before:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.impl} exited {self.proc.returncode} after a pause")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.impl} scored nothing {timeout:.0f} s after a pause")
+            time.sleep(0.1)  # waiting for the reader thread, with a deadline
 
     def probe(self, rate: float, seconds: float) -> Probe:
         self.env.counter += 1
@@ -198,6 +248,8 @@ class Live:
 
     def close(self) -> None:
         self.reader.close()
+        if self.stopped:
+            os.kill(self.proc.pid, signal.SIGCONT)
         self.proc.terminate()
         try:
             self.proc.communicate(timeout=60)
@@ -217,7 +269,10 @@ def bisect_capacity(
 ) -> dict[str, Any]:
     """Per implementation, the highest rate in [low, high] that passes, by geometric bisection
     (``steps`` probes after the one at ``low``), the implementations' probes interleaved."""
-    lives = {impl: Live(env, impl) for impl in impls}
+    lives: dict[str, Live] = {}
+    for impl in impls:  # only the implementation under test runs; the others are stopped
+        lives[impl] = Live(env, impl)
+        lives[impl].pause()
     bounds = {impl: [low, high] for impl in impls}
     best: dict[str, float] = dict.fromkeys(impls, 0.0)
     probes: list[Probe] = []
@@ -229,7 +284,9 @@ def bisect_capacity(
                 if step > 0 and best[impl] == 0.0:
                     continue  # failed even at the lowest rate
                 tick(f"capacity: {impl} at {rate:,.0f} events/s ({step}/{steps})")
+                live.resume()
                 probe = live.probe(rate, seconds)
+                live.pause()
                 probes.append(probe)
                 if probe.passed:
                     best[impl] = max(best[impl], rate)
