@@ -113,6 +113,52 @@ def test_secrets_come_from_a_secret_and_only_from_there() -> None:
                     assert "secretKeyRef" in env["valueFrom"], (name, env["name"])
 
 
+def test_the_roles_that_load_models_require_the_signing_key() -> None:
+    """The registry has no authentication: a pod must not start without the key that makes the
+    workers refuse a version nobody signed."""
+    required = {}
+    for _, spec in _pod_specs():
+        for container in spec["containers"]:
+            role = " ".join(container.get("args", [])[:2])
+            for env in container.get("env", []):
+                if env["name"] == "STREAMSCORE_MODEL__SIGNING_KEY":
+                    ref = env["valueFrom"]["secretKeyRef"]
+                    required[role] = (ref["key"], ref.get("optional", False))
+    assert required == {role: ("model-signing-key", False) for role in ROLE_PORTS}
+
+
+def test_only_streamscore_pods_reach_the_registry_and_redis() -> None:
+    policies = {o["metadata"]["name"]: o["spec"] for o in _by_kind("NetworkPolicy")}
+    assert set(policies) == {"mlflow", "redis"}
+    mlflow_port = next(
+        p["containerPort"]
+        for name, spec in _pod_specs()
+        if name == "mlflow"
+        for p in spec["containers"][0]["ports"]
+    )
+    for name, port in (("mlflow", mlflow_port), ("redis", 6379)):
+        spec = policies[name]
+        assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": name}
+        assert spec["policyTypes"] == ["Ingress"]
+        (rule,) = spec["ingress"]
+        assert rule["from"] == [
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "streamscore"}}}
+        ]
+        assert rule["ports"] == [{"protocol": "TCP", "port": port}]
+    # Every role that talks to them carries the label the policies admit.
+    clients = {
+        name: spec_labels
+        for name, spec_labels in (
+            (o["metadata"]["name"], o["spec"]["template"]["metadata"]["labels"])
+            for o in _by_kind("Deployment")
+        )
+        if name != "mlflow"
+    }
+    assert clients and all(
+        labels.get("app.kubernetes.io/part-of") == "streamscore" for labels in clients.values()
+    ), clients
+
+
 def test_pods_run_non_root_on_a_read_only_root_filesystem() -> None:
     for name, spec in _pod_specs():
         assert spec["securityContext"]["runAsNonRoot"] is True, name
