@@ -210,6 +210,15 @@ def test_every_replicated_deployment_has_a_disruption_budget() -> None:
     assert scaled <= budgets
 
 
+def test_no_scaled_deployment_sets_its_replicas() -> None:
+    """KEDA's HPA owns the replica count of what a ScaledObject targets: a count in the
+    manifest would reset it on every apply."""
+    targets = {o["spec"]["scaleTargetRef"]["name"] for o in _by_kind("ScaledObject")}
+    deployments = {o["metadata"]["name"]: o for o in _by_kind("Deployment")}
+    assert targets and targets <= set(deployments)
+    assert [name for name in sorted(targets) if "replicas" in deployments[name]["spec"]] == []
+
+
 def test_keda_scales_the_scoring_workers_on_lag_up_to_the_partitions() -> None:
     (scaled,) = _by_kind("ScaledObject")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
