@@ -63,7 +63,8 @@ def load() -> None:
 @click.option(
     "--tail-probes",
     is_flag=True,
-    help="Also the worker at half its backlog rate with each suspect of its tail turned off.",
+    help="Also the worker at its capacity (else half its backlog rate) with each suspect of "
+    "its tail turned off.",
 )
 @click.option("--capacity-seconds", default=20.0, show_default=True, help="Per capacity probe.")
 @click.option("--capacity-steps", default=6, show_default=True, help="Bisection steps per impl.")
@@ -161,7 +162,11 @@ def bench(
                     tick,
                 )
             if tail_probes and top:
-                result["tail"] = cap.tail_probes(env, top * 0.5, capacity_seconds, tick)
+                # At the worker's capacity when measured (where its tail decides), else at half
+                # its backlog rate.
+                found = result.get("capacity", {}).get("rows", {}).get("streamscore", {})
+                tail_rate = found.get("capacity") or top * 0.5
+                result["tail"] = cap.tail_probes(env, tail_rate, capacity_seconds, tick)
             if soak_seconds > 0 and top:
                 result["soak"] = b.soak(env, top * 0.5, soak_seconds, tick)
     if cluster:
