@@ -224,14 +224,16 @@ compose-v2:
 	  -ldflags "-X github.com/docker/compose/v2/internal.Version=$(COMPOSE_V2_VERSION)" ./cmd
 	build/tools/docker-compose version
 
-# deploy/k8s/base through the real `kustomize build` (built from its Go module into
-# build/tools), then every check of tests/unit/test_k8s.py on that output. `make test` runs the
-# same checks on the test's own rendering of the base, without kustomize.
+# deploy/k8s/base and overlays/example through the real `kustomize build` (built from its Go
+# module into build/tools), then every check of tests/unit/test_k8s.py on those outputs.
+# `make test` runs the same checks on the test's own rendering (tests/unit/kustomize.py).
 KUSTOMIZE_VERSION ?= v5.7.1
 k8s-check: install
 	test -x build/tools/kustomize || GOBIN=$(CURDIR)/build/tools $(NICE) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
-	build/tools/kustomize build deploy/k8s/base > build/k8s-base.yaml
-	K8S_RENDERED=build/k8s-base.yaml $(BIN)/python -m pytest tests/unit/test_k8s.py -q -p no:cacheprovider
+	mkdir -p build/k8s
+	build/tools/kustomize build deploy/k8s/base > build/k8s/base.yaml
+	build/tools/kustomize build deploy/k8s/overlays/example > build/k8s/example.yaml
+	K8S_RENDERED=build/k8s $(BIN)/python -m pytest tests/unit/test_k8s.py -q -p no:cacheprovider
 
 # Re-pin requirements.lock (the image, with the postgres extra: MLflow's database driver) and
 # requirements-dev.lock (`make install-locked`) from pyproject's ranges, with hashes, keeping

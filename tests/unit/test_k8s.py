@@ -1,10 +1,12 @@
-"""deploy/k8s/base rendered and validated offline: every object against the Kubernetes OpenAPI
-schema (strict: unknown fields are errors), the KEDA ScaledObject against our topic table, and
-every STREAMSCORE_* variable against the settings. No cluster runs here (docs/deployment.md).
+"""deploy/k8s's base and its example overlay rendered and validated offline: every object
+against the Kubernetes OpenAPI schema (strict: unknown fields are errors), the KEDA ScaledObject
+against our topic table, and every STREAMSCORE_* variable against the settings. No cluster runs
+here (docs/deployment.md).
 
 The schemas ship in the `kubernetes-validate` package (a dev dependency), one per Kubernetes
-release; KEDA's ScaledObject is a custom resource and has none there, so it is checked field by
-field below.
+release; KEDA's ScaledObject and TriggerAuthentication are custom resources and have none there,
+so they are checked field by field below. Each check runs on every tree (the base and each
+overlay), so an overlay that patches one object and not the others it must agree with fails.
 """
 
 from __future__ import annotations
@@ -19,105 +21,128 @@ import yaml
 
 from services.core.settings import Settings, iter_env_vars
 from streams.topics import by_record, topic_table
+from tests.unit.kustomize import build
 
-BASE = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base"
+K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+BASE = K8S / "base"
+TREES = {"base": BASE, "example": K8S / "overlays" / "example"}
 # The oldest release still maintained when this was written; objects valid there are valid later.
 KUBERNETES = "1.33.0"
 ROLE_PORTS = {"worker scoring": 9464, "worker control-plane": 9465, "api serve": 8000}
+# docs/performance.md: 42 us of CPU per event, so a worker at its requested half core carries
+# about 11,800 events/s.
+EVENTS_PER_SECOND_PER_WORKER = 11_800
+LATENCY_SLO_SECONDS = 1.0
 
 
-def render() -> list[dict[str, Any]]:
-    """What `kustomize build` makes of the base: its resources, with the common labels.
+def render(tree: str) -> list[dict[str, Any]]:
+    """What `kustomize build` makes of a tree (tests/unit/kustomize.py).
 
-    `make k8s-check` runs the real `kustomize build` and names its output in K8S_RENDERED; every
-    test below then checks that output instead (it was identical when this was written).
+    `make k8s-check` runs the real `kustomize build` on each tree and names the folder of its
+    outputs (<tree>.yaml) in K8S_RENDERED; every test below then checks those outputs instead.
     """
     rendered = os.environ.get("K8S_RENDERED")
     if rendered:
-        return [doc for doc in yaml.safe_load_all(Path(rendered).read_text()) if doc]
-    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
-    assert set(kustomization) <= {"apiVersion", "kind", "labels", "resources"}, (
-        "this renderer knows resources and labels only; extend it with the kustomization"
-    )
-    labels: dict[str, str] = {}
-    for entry in kustomization.get("labels", []):
-        labels.update(entry["pairs"])
-    objects = []
-    for name in kustomization["resources"]:
-        for doc in yaml.safe_load_all((BASE / name).read_text()):
-            if doc:
-                doc["metadata"].setdefault("labels", {}).update(labels)
-                objects.append(doc)
-    return objects
+        text = (Path(rendered) / f"{tree}.yaml").read_text()
+        return [doc for doc in yaml.safe_load_all(text) if doc]
+    return build(TREES[tree])
 
 
-OBJECTS = render()
+RENDERED = {tree: render(tree) for tree in TREES}
+Objects = list[dict[str, Any]]
 
 
-def _by_kind(kind: str) -> list[dict[str, Any]]:
-    return [o for o in OBJECTS if o["kind"] == kind]
+@pytest.fixture(params=sorted(TREES))
+def objects(request: pytest.FixtureRequest) -> Objects:
+    return RENDERED[request.param]
 
 
-def _pod_specs() -> list[tuple[str, dict[str, Any]]]:
+def _by_kind(objects: Objects, kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def _pod_specs(objects: Objects) -> list[tuple[str, dict[str, Any]]]:
     return [
         (o["metadata"]["name"], o["spec"]["template"]["spec"])
-        for o in OBJECTS
+        for o in objects
         if o["kind"] in ("Deployment", "Job")
     ]
 
 
 @pytest.mark.parametrize(
-    "obj",
-    [o for o in OBJECTS if o["apiVersion"] != "keda.sh/v1alpha1"],
-    ids=lambda o: f"{o['kind']}/{o['metadata']['name']}",
+    ("tree", "obj"),
+    [
+        (tree, o)
+        for tree, objects in RENDERED.items()
+        for o in objects
+        if o["apiVersion"] != "keda.sh/v1alpha1"
+    ],
+    ids=lambda x: x if isinstance(x, str) else f"{x['kind']}/{x['metadata']['name']}",
 )
-def test_every_object_is_valid_kubernetes(obj: dict[str, Any]) -> None:
+def test_every_object_is_valid_kubernetes(tree: str, obj: dict[str, Any]) -> None:
     kubernetes_validate.validate(obj, KUBERNETES, strict=True)
 
 
-def test_the_base_holds_every_role_and_every_file() -> None:
+def test_the_base_holds_every_role_and_every_file(objects: Objects) -> None:
     listed = set(yaml.safe_load((BASE / "kustomization.yaml").read_text())["resources"])
     assert listed == {p.name for p in BASE.glob("*.yaml")} - {"kustomization.yaml"}
-    names = {o["metadata"]["name"] for o in _by_kind("Deployment")}
+    names = {o["metadata"]["name"] for o in _by_kind(objects, "Deployment")}
     assert names == {
         "streamscore-scoring",
         "streamscore-control-plane",
         "streamscore-api",
         "mlflow",
     }
-    assert [o["metadata"]["name"] for o in _by_kind("Job")] == ["streamscore-init"]
+    assert [o["metadata"]["name"] for o in _by_kind(objects, "Job")] == ["streamscore-init"]
 
 
-def test_every_streamscore_variable_is_a_setting() -> None:
+def test_every_overlay_is_checked() -> None:
+    overlays = {p.parent.name for p in (K8S / "overlays").glob("*/kustomization.yaml")}
+    assert overlays and overlays <= set(TREES)
+
+
+def test_the_example_overlay_moves_image_namespace_and_domain_together() -> None:
+    base, example = RENDERED["base"], RENDERED["example"]
+    assert {o["metadata"].get("namespace") for o in example} == {"streamscore"}
+    images = {c["image"] for _, spec in _pod_specs(example) for c in spec["containers"]}
+    assert images == {"registry.example.com/your-team/streamscore:0.1.0"}
+    (config,) = _by_kind(example, "ConfigMap")
+    (base_config,) = _by_kind(base, "ConfigMap")
+    assert config["data"]["STREAMSCORE_DOMAIN"] != base_config["data"]["STREAMSCORE_DOMAIN"]
+    # The keys the overlay does not set are the base's (a merge, not a replacement).
+    assert set(base_config["data"]) <= set(config["data"])
+
+
+def test_every_streamscore_variable_is_a_setting(objects: Objects) -> None:
     known = {name for name, _ in iter_env_vars()}
     used: set[str] = set()
-    for config in _by_kind("ConfigMap"):
+    for config in _by_kind(objects, "ConfigMap"):
         used |= {k for k in config["data"] if k.startswith("STREAMSCORE_")}
-    for _, spec in _pod_specs():
+    for _, spec in _pod_specs(objects):
         for container in spec["containers"]:
             used |= {e["name"] for e in container.get("env", [])}
     assert used, "no STREAMSCORE_ variables found"
     assert used <= known, used - known
 
 
-def test_secrets_come_from_a_secret_and_only_from_there() -> None:
+def test_secrets_come_from_a_secret_and_only_from_there(objects: Objects) -> None:
     secret_fields = {
         name for name, field in iter_env_vars() if "SecretStr" in str(field.annotation)
     }
-    for config in _by_kind("ConfigMap"):
+    for config in _by_kind(objects, "ConfigMap"):
         assert not set(config["data"]) & secret_fields
-    for name, spec in _pod_specs():
+    for name, spec in _pod_specs(objects):
         for container in spec["containers"]:
             for env in container.get("env", []):
                 if env["name"] in secret_fields:
                     assert "secretKeyRef" in env["valueFrom"], (name, env["name"])
 
 
-def test_the_roles_that_load_models_require_the_signing_key() -> None:
+def test_the_roles_that_load_models_require_the_signing_key(objects: Objects) -> None:
     """The registry has no authentication: a pod must not start without the key that makes the
     workers refuse a version nobody signed."""
     required = {}
-    for _, spec in _pod_specs():
+    for _, spec in _pod_specs(objects):
         for container in spec["containers"]:
             role = " ".join(container.get("args", [])[:2])
             for env in container.get("env", []):
@@ -127,12 +152,12 @@ def test_the_roles_that_load_models_require_the_signing_key() -> None:
     assert required == {role: ("model-signing-key", False) for role in ROLE_PORTS}
 
 
-def test_only_streamscore_pods_reach_the_registry_and_redis() -> None:
-    policies = {o["metadata"]["name"]: o["spec"] for o in _by_kind("NetworkPolicy")}
+def test_only_streamscore_pods_reach_the_registry_and_redis(objects: Objects) -> None:
+    policies = {o["metadata"]["name"]: o["spec"] for o in _by_kind(objects, "NetworkPolicy")}
     assert set(policies) == {"mlflow", "redis"}
     mlflow_port = next(
         p["containerPort"]
-        for name, spec in _pod_specs()
+        for name, spec in _pod_specs(objects)
         if name == "mlflow"
         for p in spec["containers"][0]["ports"]
     )
@@ -150,7 +175,7 @@ def test_only_streamscore_pods_reach_the_registry_and_redis() -> None:
         name: spec_labels
         for name, spec_labels in (
             (o["metadata"]["name"], o["spec"]["template"]["metadata"]["labels"])
-            for o in _by_kind("Deployment")
+            for o in _by_kind(objects, "Deployment")
         )
         if name != "mlflow"
     }
@@ -159,8 +184,8 @@ def test_only_streamscore_pods_reach_the_registry_and_redis() -> None:
     ), clients
 
 
-def test_pods_run_non_root_on_a_read_only_root_filesystem() -> None:
-    for name, spec in _pod_specs():
+def test_pods_run_non_root_on_a_read_only_root_filesystem(objects: Objects) -> None:
+    for name, spec in _pod_specs(objects):
         assert spec["securityContext"]["runAsNonRoot"] is True, name
         assert spec["securityContext"]["runAsUser"] == 10001, name  # the image's user
         assert spec["automountServiceAccountToken"] is False, name
@@ -174,9 +199,9 @@ def test_pods_run_non_root_on_a_read_only_root_filesystem() -> None:
             assert {"requests", "limits"} <= set(container["resources"]), name
 
 
-def test_workers_probe_healthz_and_readyz_on_their_role_port() -> None:
+def test_workers_probe_healthz_and_readyz_on_their_role_port(objects: Objects) -> None:
     seen = set()
-    for name, spec in _pod_specs():
+    for name, spec in _pod_specs(objects):
         for container in spec["containers"]:
             role = " ".join(container.get("args", [])[:2])
             if role not in ROLE_PORTS:
@@ -190,9 +215,11 @@ def test_workers_probe_healthz_and_readyz_on_their_role_port() -> None:
     assert seen == set(ROLE_PORTS)
 
 
-def test_the_validator_refuses_what_kubernetes_would() -> None:
+def test_the_validator_refuses_what_kubernetes_would(objects: Objects) -> None:
     """The schema check is live: a misspelt field and a wrong type are errors."""
-    (scoring,) = [o for o in _by_kind("Deployment") if o["metadata"]["name"].endswith("scoring")]
+    (scoring,) = [
+        o for o in _by_kind(objects, "Deployment") if o["metadata"]["name"].endswith("scoring")
+    ]
     typo = {**scoring, "spec": {**scoring["spec"], "replica": 2}}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(typo, KUBERNETES, strict=True)
@@ -201,30 +228,30 @@ def test_the_validator_refuses_what_kubernetes_would() -> None:
         kubernetes_validate.validate(wrong, KUBERNETES, strict=True)
 
 
-def test_every_replicated_deployment_has_a_disruption_budget() -> None:
+def test_every_replicated_deployment_has_a_disruption_budget(objects: Objects) -> None:
     budgets = {
         o["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
-        for o in _by_kind("PodDisruptionBudget")
+        for o in _by_kind(objects, "PodDisruptionBudget")
     }
     scaled = {"streamscore-scoring", "streamscore-api"}
     assert scaled <= budgets
 
 
-def test_no_scaled_deployment_sets_its_replicas() -> None:
+def test_no_scaled_deployment_sets_its_replicas(objects: Objects) -> None:
     """KEDA's HPA owns the replica count of what a ScaledObject targets: a count in the
     manifest would reset it on every apply."""
-    targets = {o["spec"]["scaleTargetRef"]["name"] for o in _by_kind("ScaledObject")}
-    deployments = {o["metadata"]["name"]: o for o in _by_kind("Deployment")}
+    targets = {o["spec"]["scaleTargetRef"]["name"] for o in _by_kind(objects, "ScaledObject")}
+    deployments = {o["metadata"]["name"]: o for o in _by_kind(objects, "Deployment")}
     assert targets and targets <= set(deployments)
     assert [name for name in sorted(targets) if "replicas" in deployments[name]["spec"]] == []
 
 
-def test_keda_scales_the_scoring_workers_on_lag_up_to_the_partitions() -> None:
-    (scaled,) = _by_kind("ScaledObject")
+def test_keda_scales_the_scoring_workers_on_lag_up_to_the_partitions(objects: Objects) -> None:
+    (scaled,) = _by_kind(objects, "ScaledObject")
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
     spec = scaled["spec"]
     assert spec["scaleTargetRef"]["name"] == "streamscore-scoring"
-    (config,) = _by_kind("ConfigMap")
+    (config,) = _by_kind(objects, "ConfigMap")
     # The topic and its partitions of the domain the ConfigMap serves, not the default one.
     settings = Settings(domain=config["data"].get("STREAMSCORE_DOMAIN", "feed"))
     events = by_record(settings.topics, settings.topics.event_record)
@@ -240,3 +267,36 @@ def test_keda_scales_the_scoring_workers_on_lag_up_to_the_partitions() -> None:
     assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
     assert meta["bootstrapServers"] == config["data"]["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]
     assert {t.name for t in topic_table(settings.topics)} >= {events.name}
+
+
+def test_the_lag_target_keeps_the_backlog_well_inside_the_latency_slo(objects: Objects) -> None:
+    """The HPA settles where each worker holds about lagThreshold events: that backlog, at a
+    worker's rate, is the wait an event adds before it is read."""
+    (scaled,) = _by_kind(objects, "ScaledObject")
+    threshold = int(scaled["spec"]["triggers"][0]["metadata"]["lagThreshold"])
+    assert threshold / EVENTS_PER_SECOND_PER_WORKER <= LATENCY_SLO_SECONDS / 4
+
+
+def test_keda_reads_the_lag_with_the_workers_credentials_and_falls_back(objects: Objects) -> None:
+    (scaled,) = _by_kind(objects, "ScaledObject")
+    (trigger,) = scaled["spec"]["triggers"]
+    auths = {o["metadata"]["name"]: o for o in _by_kind(objects, "TriggerAuthentication")}
+    auth = auths[trigger["authenticationRef"]["name"]]
+    assert auth["apiVersion"] == "keda.sh/v1alpha1"
+    refs = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
+    assert set(refs) == {"sasl", "username", "password", "tls", "ca"}
+    assert {r["name"] for r in refs.values()} == {"streamscore-secrets"}
+    # The password is the very key the workers log in with.
+    worker_keys = {
+        env["valueFrom"]["secretKeyRef"]["key"]
+        for name, spec in _pod_specs(objects)
+        if name == "streamscore-scoring"
+        for container in spec["containers"]
+        for env in container.get("env", [])
+        if env["name"] == "STREAMSCORE_KAFKA__SASL_PASSWORD"
+    }
+    assert worker_keys == {refs["password"]["key"]}
+    # Lag unreadable: one worker per partition (the most that can work), not a frozen count.
+    fallback = scaled["spec"]["fallback"]
+    assert fallback["failureThreshold"] >= 1
+    assert fallback["replicas"] == scaled["spec"]["maxReplicaCount"]
