@@ -157,7 +157,7 @@ COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compos
 # The CA bundle the builds trust (a machine behind a TLS-inspecting proxy has its CA in it).
 BUILD_CA ?= /etc/ssl/certs/ca-certificates.crt
 
-.PHONY: docker-engine docker-engine-stop images compose-test compose-v2 k8s-check lock install-locked airflow-test
+.PHONY: docker-engine docker-engine-stop images compose-test compose-v2 k8s-check k8s-rules lock install-locked airflow-test
 
 # Debian's docker.io, docker-compose and debootstrap when missing (root only), and a Docker
 # daemon when none answers: host networking for builds; compose's own bridge networks work
@@ -227,6 +227,11 @@ compose-v2:
 # deploy/k8s/base and overlays/example through the real `kustomize build` (built from its Go
 # module into build/tools), then every check of tests/unit/test_k8s.py on those outputs.
 # `make test` runs the same checks on the test's own rendering (tests/unit/kustomize.py).
+# The PrometheusRule of deploy/k8s/monitoring, copied from deploy/prometheus/alerts.yml
+# (test_k8s fails while the two differ).
+k8s-rules:
+	$(PYTHON) deploy/k8s/monitoring/rules.py
+
 KUSTOMIZE_VERSION ?= v5.7.1
 k8s-check: install
 	test -x build/tools/kustomize || GOBIN=$(CURDIR)/build/tools $(NICE) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)

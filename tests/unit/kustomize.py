@@ -1,8 +1,9 @@
 """A small kustomize for tests without the binary: what `kustomize build` makes of deploy/k8s's
-base and overlays, for the fields they use (resources, directories included; labels; namespace;
-images; patches, strategic merge or JSON 6902). A kustomization using anything else is refused,
-so the tests never check less than would be applied. `make k8s-check` runs the real kustomize on
-the same trees and the tests check its output instead."""
+base, overlays and components, for the fields they use (resources, directories included;
+components; labels; namespace; images; patches, strategic merge or JSON 6902). A kustomization
+using anything else is refused, so the tests never check less than would be applied.
+`make k8s-check` runs the real kustomize on the same trees and the tests check its output
+instead."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ from typing import Any
 
 import yaml
 
-KNOWN = {"apiVersion", "kind", "labels", "resources", "namespace", "images", "patches"}
+KNOWN = {
+    "apiVersion",
+    "kind",
+    "labels",
+    "resources",
+    "components",
+    "namespace",
+    "images",
+    "patches",
+}
 WORKLOADS = {"Deployment", "Job", "StatefulSet", "DaemonSet"}
 Obj = dict[str, Any]
 
@@ -29,6 +39,9 @@ def build(root: Path) -> list[Obj]:
             objects += build(path)
         else:
             objects += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    # Components come after the resources and before this kustomization's own transformers.
+    for name in kustomization.get("components", []):
+        objects += build(root / name)
     for patch in kustomization.get("patches", []):
         _patch(objects, root, patch)
     for entry in kustomization.get("labels", []):

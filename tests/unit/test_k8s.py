@@ -11,7 +11,9 @@ overlay), so an overlay that patches one object and not the others it must agree
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +25,16 @@ from services.core.settings import Settings, iter_env_vars
 from streams.topics import by_record, topic_table
 from tests.unit.kustomize import build
 
-K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 BASE = K8S / "base"
 TREES = {"base": BASE, "example": K8S / "overlays" / "example"}
 # The oldest release still maintained when this was written; objects valid there are valid later.
 KUBERNETES = "1.33.0"
+# Custom resources (KEDA, the Prometheus Operator): no schema in kubernetes-validate; checked
+# field by field below.
+CUSTOM = ("keda.sh/", "monitoring.coreos.com/")
 ROLE_PORTS = {"worker scoring": 9464, "worker control-plane": 9465, "api serve": 8000}
 # docs/performance.md: 42 us of CPU per event, so a worker at its requested half core carries
 # about 11,800 events/s.
@@ -75,7 +82,7 @@ def _pod_specs(objects: Objects) -> list[tuple[str, dict[str, Any]]]:
         (tree, o)
         for tree, objects in RENDERED.items()
         for o in objects
-        if o["apiVersion"] != "keda.sh/v1alpha1"
+        if not o["apiVersion"].startswith(CUSTOM)
     ],
     ids=lambda x: x if isinstance(x, str) else f"{x['kind']}/{x['metadata']['name']}",
 )
@@ -300,3 +307,41 @@ def test_keda_reads_the_lag_with_the_workers_credentials_and_falls_back(objects:
     fallback = scaled["spec"]["fallback"]
     assert fallback["failureThreshold"] >= 1
     assert fallback["replicas"] == scaled["spec"]["maxReplicaCount"]
+
+
+def test_pod_monitors_give_the_alerts_their_job_names() -> None:
+    """The alert rules name jobs (`up{job="streamscore-scoring"}`): the PodMonitors scrape each
+    role's metrics port under those names, the compose stack's Prometheus's own."""
+    objects = RENDERED["example"]
+    wanted = set(re.findall(r'up\{job="([^"]+)"\}', ALERTS.read_text()))
+    assert wanted == {"streamscore-scoring", "streamscore-control"}
+    pods = {
+        o["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"]: o
+        for o in _by_kind(objects, "Deployment")
+    }
+    jobs = {}
+    for monitor in _by_kind(objects, "PodMonitor"):
+        selected = monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+        containers = pods[selected]["spec"]["template"]["spec"]["containers"]
+        (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+        assert endpoint["port"] in {p["name"] for c in containers for p in c["ports"]}, selected
+        assert endpoint["path"] == "/metrics"
+        (job,) = [r for r in endpoint["relabelings"] if r.get("targetLabel") == "job"]
+        assert job["action"] == "replace"
+        jobs[job["replacement"]] = selected
+    assert wanted <= set(jobs)
+    assert set(jobs.values()) == {n for n in pods if n != "mlflow"}  # every role is scraped
+    compose = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    assert set(jobs) <= {j["job_name"] for j in compose["scrape_configs"]}
+
+
+def test_the_prometheus_rule_is_the_alert_rules() -> None:
+    (rule,) = _by_kind(RENDERED["example"], "PrometheusRule")
+    assert rule["spec"] == {"groups": yaml.safe_load(ALERTS.read_text())["groups"]}
+    # And the file is what `make k8s-rules` writes now (comments included).
+    path = K8S / "monitoring" / "rules.py"
+    spec = importlib.util.spec_from_file_location("k8s_rules", path)
+    assert spec and spec.loader
+    rules = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rules)
+    assert rules.OUT.read_text() == rules.render(ALERTS.read_text()), "run `make k8s-rules`"
