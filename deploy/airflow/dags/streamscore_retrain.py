@@ -1,27 +1,41 @@
 """Scheduled retraining with streamscore's own commands, for teams that retrain on a calendar
 rather than on drift (the control plane does the latter by itself).
 
-    validate_data -> train -> evaluate -> register_challenger -> shadow -> promotion_gate
+    judge_challenger -> validate_data -> train -> score_holdout -> evaluate
+        -> register_challenger -> shadow
 
+- judge_challenger: the promotion gate, for the challenger an earlier run left in shadow. It is
+  judged only after `min_shadow_hours` in shadow, on the live stream's labelled shadow
+  predictions (`streamscore models compare`): promoted (`models promote`) with at least
+  `min_shadow_labels` of them and a lower online log loss than the champion's; retired
+  (`models rollback`, which ends the shadow) when no better, or still short of labels after
+  `max_shadow_hours`. While it is younger or short of labels, this run stops here: it trains
+  nothing and leaves the challenger collecting evidence (streamscore_gate.py has the rules).
+  A gate after `shadow` in the same run would judge a challenger seconds old, with no labels:
+  it could never promote.
 - validate_data: `streamscore features matrix` checks every event as the worker does (exit 2
   names each invalid row, and the run stops there).
 - train: `streamscore train` on the events and labels files; it records the run in MLflow and
   registers a new version (never champion while one exists).
-- evaluate: the champion and the new version score the same holdout file (`score-file`, labels
-  kept); log loss and AUC are computed here, on exactly the same rows.
+- score_holdout, evaluate: the champion and the new version score the same holdout file
+  (`score-file`, labels kept); log loss and AUC are computed here, on exactly the same rows.
 - register_challenger: the new version becomes the challenger only when its holdout log loss is
   no worse than the champion's (times 1 + `margin`); otherwise the run ends, the version stays
   registered without an alias.
 - shadow: `streamscore models shadow` (alias challenger, rollout mode shadow): the workers score
-  every event with it too, published as variant=shadow.
-- promotion_gate: `streamscore models compare` on the live stream; promotes with
-  `streamscore models promote` only with `min_shadow_labels` labelled shadow predictions and a
-  lower online log loss; otherwise the challenger stays in shadow for a person (or the next run).
+  every event with it too, published as variant=shadow, until a later run judges it.
 
 Airflow is not a dependency of streamscore: this file needs only Airflow 3 and its standard
 provider. The tasks call the `streamscore` executable named by the environment variable
 DAG_STREAMSCORE_BIN (default: `streamscore` on PATH); STREAMSCORE_* variables configure it as
-everywhere else (docs/configuration.md). Files come from the run's params (`--conf`).
+everywhere else (docs/configuration.md). Files come from the run's params (`--conf`). Params
+and other templated values reach the shell only as environment variables (`env=`), always
+quoted there, never as text of the command: a path with a quote or a `$(...)` in it stays a path.
+
+The tasks hand files to each other in `<workdir>/<run id>` (the matrix, train.json, the scored
+holdouts): every task of a run must see the same `workdir`. With the LocalExecutor that is the
+machine's disk; with the Celery or Kubernetes executors, mount one shared volume at `workdir` on
+every worker (or pin the DAG's tasks to one worker's queue).
 """
 
 from __future__ import annotations
@@ -30,6 +44,9 @@ import csv
 import json
 import math
 import os
+import shlex
+import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +55,59 @@ from airflow.exceptions import AirflowFailException
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.providers.standard.operators.python import PythonOperator, ShortCircuitOperator
 from airflow.sdk import DAG, Param
+from streamscore_gate import judge, ready_to_compare
 
-SS = os.environ.get("DAG_STREAMSCORE_BIN", "streamscore")
+STREAMSCORE = os.environ.get("DAG_STREAMSCORE_BIN", "streamscore")
+SS = shlex.quote(STREAMSCORE)
 WORK = "{{ params.workdir }}/{{ run_id | replace(':', '_') | replace('+', '_') }}"
+# Every templated value a shell command needs, as an environment variable (see the docstring).
+# append_env keeps the worker's own environment (PATH, STREAMSCORE_*).
+ENV = {
+    "WORK": WORK,
+    "EVENTS": "{{ params.events }}",
+    "LABELS": "{{ params.labels }}",
+    "HOLDOUT": "{{ params.holdout }}",
+    "RUN_NAME": "airflow-{{ ds }}",
+    "VERSION": "{{ ti.xcom_pull(task_ids='train') or '' }}",
+    "REASON": "airflow {{ dag.dag_id }} {{ run_id }}: holdout log loss no worse",
+}
 # The last line a BashOperator prints is its XCom: a JSON result reduced to one value.
 FIELD = "python3 -c 'import json,sys; print(json.load(sys.stdin){})'"
+
+
+def streamscore(*args: str) -> str:
+    """Run streamscore with an argument list (no shell) and return its stdout."""
+    argv = [STREAMSCORE, *args]
+    ran = subprocess.run(argv, capture_output=True, text=True, check=False)  # noqa: S603
+    if ran.returncode != 0:
+        raise AirflowFailException(
+            f"streamscore {' '.join(args)} exited {ran.returncode}: {ran.stderr.strip()[-2000:]}"
+        )
+    return ran.stdout
+
+
+def judge_challenger(**context: Any) -> bool:
+    """The promotion gate (streamscore_gate.judge); False ends the run before training."""
+    params = context["params"]
+    show = json.loads(streamscore("--json", "models", "show", "--history", "500"))
+    limits = {
+        "min_shadow_hours": float(params["min_shadow_hours"]),
+        "max_shadow_hours": float(params["max_shadow_hours"]),
+        "min_shadow_labels": int(params["min_shadow_labels"]),
+    }
+    now = datetime.now(UTC)
+    compare = None
+    if ready_to_compare(show, now, limits["min_shadow_hours"]):
+        last = str(int(params["compare_last"]))
+        compare = json.loads(streamscore("--json", "models", "compare", "--last", last))
+    verdict = judge(show, compare, now, **limits)
+    print(f"gate: {verdict.action}: {verdict.reason}")
+    why = f"airflow {context['dag'].dag_id} {context['run_id']}: {verdict.reason}"
+    if verdict.action == "promote" and verdict.version is not None:
+        print(streamscore("models", "promote", verdict.version, "-m", why))
+    elif verdict.action == "retire":
+        print(streamscore("models", "rollback", "-m", why))
+    return verdict.trains
 
 
 def _read_scored(path: str, target: str) -> list[tuple[float, int]]:
@@ -126,35 +191,50 @@ with DAG(
         "labels": Param("/data/streamscore/labels.parquet", type="string"),
         "holdout": Param("/data/streamscore/holdout.parquet", type="string"),
         "target": Param("clicked", type="string"),
+        # Shared by every task of a run (see the docstring): a shared volume on several workers.
         "workdir": Param("/tmp/streamscore-airflow", type="string"),
         "margin": Param(0.0, type="number"),
+        # The gate: a challenger shadows a day at least before it is judged (a weekly schedule
+        # gives it a week), on at least this many labelled shadow predictions of the newest
+        # compare_last per partition; one still short of labels after two weeks is retired.
+        "min_shadow_hours": Param(24.0, type="number"),
+        "max_shadow_hours": Param(336.0, type="number"),
         "min_shadow_labels": Param(1000, type="integer"),
+        "compare_last": Param(20000, type="integer"),
     },
     tags=["streamscore", "mlops"],
 ) as dag:
+    gate = ShortCircuitOperator(task_id="judge_challenger", python_callable=judge_challenger)
     validate_data = BashOperator(
         task_id="validate_data",
+        env=ENV,
+        append_env=True,
         bash_command=(
-            f"set -euo pipefail; mkdir -p {WORK}; "
-            f"{SS} features matrix --events '{{{{ params.events }}}}' --out {WORK}/matrix.parquet"
+            'set -euo pipefail; mkdir -p "$WORK"; '
+            f'{SS} features matrix --events "$EVENTS" --out "$WORK/matrix.parquet"'
         ),
     )
     train = BashOperator(
         task_id="train",
+        env=ENV,
+        append_env=True,
         bash_command=(
-            f"set -euo pipefail; {SS} --json train --events '{{{{ params.events }}}}' "
-            "--labels '{{ params.labels }}' --holdout-by time --run-name 'airflow-{{ ds }}' "
-            f"> {WORK}/train.json; " + FIELD.format('["version"]') + f" < {WORK}/train.json"
+            f'set -euo pipefail; {SS} --json train --events "$EVENTS" --labels "$LABELS" '
+            '--holdout-by time --run-name "$RUN_NAME" > "$WORK/train.json"; '
+            + FIELD.format('["version"]')
+            + ' < "$WORK/train.json"'
         ),
     )
     score = BashOperator(
         task_id="score_holdout",
+        env=ENV,
+        append_env=True,
         bash_command=(
-            f"set -euo pipefail; "
-            f"{SS} score-file '{{{{ params.holdout }}}}' --out {WORK}/champion.csv "
-            "--alias champion --keep-columns; "
-            f"{SS} score-file '{{{{ params.holdout }}}}' --out {WORK}/challenger.csv "
-            "--model-version {{ ti.xcom_pull(task_ids='train') }} --keep-columns"
+            "set -euo pipefail; "
+            f'{SS} score-file "$HOLDOUT" --out "$WORK/champion.csv" --alias champion '
+            "--keep-columns; "
+            f'{SS} score-file "$HOLDOUT" --out "$WORK/challenger.csv" --model-version "$VERSION" '
+            "--keep-columns"
         ),
     )
     evaluated = PythonOperator(
@@ -163,33 +243,8 @@ with DAG(
     register = ShortCircuitOperator(task_id="register_challenger", python_callable=no_worse)
     shadow = BashOperator(
         task_id="shadow",
-        bash_command=(
-            f"{SS} models shadow {{{{ ti.xcom_pull(task_ids='train') }}}} "
-            "-m 'airflow {{ dag.dag_id }} {{ run_id }}: holdout log loss no worse'"
-        ),
+        env=ENV,
+        append_env=True,
+        bash_command=f'set -euo pipefail; {SS} models shadow "$VERSION" -m "$REASON"',
     )
-    gate = BashOperator(
-        task_id="promotion_gate",
-        bash_command=(
-            "set -euo pipefail; v={{ ti.xcom_pull(task_ids='train') }}; "
-            f"{SS} --json models compare > {WORK}/compare.json; "
-            "verdict=$(python3 - "
-            + WORK
-            + "/compare.json $v {{ params.min_shadow_labels }} <<'EOF'\n"
-            "import json, sys\n"
-            "rows = json.load(open(sys.argv[1]))\n"
-            "rows = rows.get('variants', rows) if isinstance(rows, dict) else rows\n"
-            "by = {(str(r.get('model_version')), r.get('variant')): r for r in rows}\n"
-            "s = by.get((sys.argv[2], 'shadow'), {})\n"
-            "c = next((r for (v, k), r in by.items() if k == 'champion'), {})\n"
-            "n = int(s.get('labelled') or 0)\n"
-            "ok = n >= int(sys.argv[3]) and (s.get('log_loss') or 1e9) < (c.get('log_loss') or 0)\n"
-            "print('promote' if ok else f'keep shadowing ({n} labelled shadow predictions)')\n"
-            "EOF\n"
-            '); echo "gate: $verdict"; '
-            'if [ "$verdict" = promote ]; then '
-            f"{SS} models promote $v -m 'airflow {{{{ run_id }}}}: won in shadow'; fi; "
-            'echo "$verdict"'
-        ),
-    )
-    validate_data >> train >> score >> evaluated >> register >> shadow >> gate
+    gate >> validate_data >> train >> score >> evaluated >> register >> shadow

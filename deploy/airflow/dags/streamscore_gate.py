@@ -1,0 +1,123 @@
+"""The promotion gate of the streamscore_retrain DAG: what to do with the challenger a previous run
+left in shadow, before this run trains a new one. Pure: the registry's state, its history and
+the `models compare` report in, a verdict out (tests/unit/test_airflow_gate.py).
+
+A challenger is judged only once it has shadowed for ``min_shadow_hours`` (a run that judged
+the challenger it had just shadowed would see no labels and never promote), and then on the
+labelled shadow predictions of the live stream:
+
+- none in shadow: ``train``;
+- too young, or too few labels while younger than ``max_shadow_hours``: ``wait`` (this run
+  trains nothing; the challenger keeps collecting evidence);
+- enough labels and a lower online log loss than the champion: ``promote``, then train;
+- enough labels and no better, or still too few labels at ``max_shadow_hours``: ``retire``
+  (its shadow is stopped), then train.
+
+Airflow parses every file of the DAG folder; this one defines no DAG and imports nothing of
+Airflow's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"  # `streamscore models show --json`'s "at"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: str  # train, wait, promote, retire
+    version: str | None
+    reason: str
+
+    @property
+    def trains(self) -> bool:
+        """Whether this run goes on to train a new challenger."""
+        return self.action != "wait"
+
+
+def shadow_started(show: dict[str, Any], version: str) -> datetime | None:
+    """When ``version``'s current shadow began: the newest shadow_started entry for it."""
+    starts = [
+        h["at"]
+        for h in show.get("history", [])
+        if h.get("event_type") == "shadow_started" and str(h.get("to_version")) == version
+    ]
+    if not starts:
+        return None
+    return datetime.strptime(starts[-1], TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def shadow_age_hours(show: dict[str, Any], now: datetime) -> tuple[str, float] | None:
+    """The challenger in shadow and its hours in shadow (infinite when its start is unknown),
+    or None when nothing shadows."""
+    rollout = show.get("rollout", {})
+    version = rollout.get("challenger")
+    if rollout.get("mode") != "shadow" or not version:
+        return None
+    started = shadow_started(show, str(version))
+    age = (now - started).total_seconds() / 3600 if started else float("inf")
+    return str(version), age
+
+
+def ready_to_compare(show: dict[str, Any], now: datetime, min_shadow_hours: float) -> bool:
+    """Whether a challenger has shadowed long enough to be judged on the live stream."""
+    found = shadow_age_hours(show, now)
+    return found is not None and found[1] >= min_shadow_hours
+
+
+def judge(
+    show: dict[str, Any],
+    compare: dict[str, Any] | None,
+    now: datetime,
+    *,
+    min_shadow_hours: float,
+    max_shadow_hours: float,
+    min_shadow_labels: int,
+) -> Verdict:
+    """The verdict on the challenger in shadow, if any.
+
+    Args:
+        show: `streamscore --json models show --history N` (rollout state and alias history).
+        compare: `streamscore --json models compare` over the live stream, or None when the
+            challenger is too young to be compared.
+        now: the run's time.
+
+    >>> show = {"rollout": {"champion": "1", "challenger": None, "mode": "none"}}
+    >>> judge(show, None, datetime(2026, 1, 8, tzinfo=UTC), min_shadow_hours=24,
+    ...       max_shadow_hours=336, min_shadow_labels=1000).action
+    'train'
+    """
+    found = shadow_age_hours(show, now)
+    if found is None:
+        return Verdict("train", None, "no challenger in shadow")
+    version, age_hours = found
+    if age_hours < min_shadow_hours:
+        return Verdict(
+            "wait", version, f"v{version} has shadowed {age_hours:.1f} h of {min_shadow_hours:g}"
+        )
+    rows = (compare or {}).get("variants", [])
+    shadow = next(
+        (r for r in rows if str(r["model_version"]) == version and r["variant"] == "shadow"), {}
+    )
+    champion = next((r for r in rows if r["variant"] == "champion"), {})
+    labelled = int(shadow.get("labelled") or 0)
+    if labelled < min_shadow_labels or "log_loss" not in champion:
+        if age_hours < max_shadow_hours:
+            return Verdict(
+                "wait",
+                version,
+                f"v{version}: {labelled} labelled shadow predictions, {min_shadow_labels} needed",
+            )
+        return Verdict(
+            "retire",
+            version,
+            f"v{version}: only {labelled} labelled shadow predictions after {age_hours:.0f} h",
+        )
+    ours, theirs = float(shadow["log_loss"]), float(champion["log_loss"])
+    figures = f"online log loss {ours:.4f} against the champion's {theirs:.4f} ({labelled} labels)"
+    if ours < theirs:
+        return Verdict("promote", version, f"v{version} won in shadow: {figures}")
+    return Verdict("retire", version, f"v{version} no better in shadow: {figures}")
