@@ -9,10 +9,12 @@ import importlib.util
 import json
 import re
 import shlex
+import tomllib
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+from packaging.requirements import Requirement
 
 import services
 from services.core.settings import SCHEMAS_DIR, Settings, domain_folder, iter_env_vars
@@ -140,3 +142,18 @@ def test_the_healthcheck_reads_only_real_settings() -> None:
     text = (ROOT / "deploy" / "docker" / "healthcheck.py").read_text()
     used = set(re.findall(r"STREAMSCORE_[A-Z_]+", text))
     assert used and used <= known, used - known
+
+
+def test_the_project_is_built_offline_with_the_locked_build_backend() -> None:
+    """The image installs the project with --no-build-isolation: the build backend is the one
+    requirements.lock installed (hash-checked), so every build requirement must be pinned
+    there, at a version the requirement accepts."""
+    build = " ".join(rest for word, rest in _stages()[0] if word == "RUN")
+    assert re.search(r"pip install --no-deps --no-build-isolation \. ", build), build
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    pins = dict(
+        re.findall(r"^([A-Za-z0-9_.-]+)==(\S+) \\$", (ROOT / "requirements.lock").read_text(), re.M)
+    )
+    for requirement in map(Requirement, requires):
+        assert requirement.name in pins, f"{requirement.name} is not in requirements.lock"
+        assert requirement.specifier.contains(pins[requirement.name]), (requirement, pins)
