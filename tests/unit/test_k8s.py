@@ -127,7 +127,9 @@ def test_every_streamscore_variable_is_a_setting(objects: Objects) -> None:
         used |= {k for k in config["data"] if k.startswith("STREAMSCORE_")}
     for _, spec in _pod_specs(objects):
         for container in spec["containers"]:
-            used |= {e["name"] for e in container.get("env", [])}
+            used |= {
+                e["name"] for e in container.get("env", []) if e["name"].startswith("STREAMSCORE")
+            }
     assert used, "no STREAMSCORE_ variables found"
     assert used <= known, used - known
 
@@ -345,3 +347,29 @@ def test_the_prometheus_rule_is_the_alert_rules() -> None:
     rules = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rules)
     assert rules.OUT.read_text() == rules.render(ALERTS.read_text()), "run `make k8s-rules`"
+
+
+def test_mlflow_on_sqlite_has_one_writer_answers_its_service_names_and_may_start_slowly(
+    objects: Objects,
+) -> None:
+    (mlflow,) = [o for o in _by_kind(objects, "Deployment") if o["metadata"]["name"] == "mlflow"]
+    assert "replicas" not in mlflow["spec"] or mlflow["spec"]["replicas"] == 1
+    (container,) = mlflow["spec"]["template"]["spec"]["containers"]
+    args = dict(a.removeprefix("--").split("=", 1) for a in container["args"] if "=" in a)
+    if args["backend-store-uri"].startswith("sqlite:"):
+        assert args["workers"] == "1"
+    env = {e["name"]: e for e in container.get("env", [])}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    hosts = set(args["allowed-hosts"].split(","))
+    port = container["ports"][0]["containerPort"]
+    for name in (
+        "mlflow",
+        "mlflow.$(POD_NAMESPACE).svc",
+        "mlflow.$(POD_NAMESPACE).svc.cluster.local",
+    ):
+        assert {name, f"{name}:{port}"} <= hosts, name
+    # The tracking URI the other pods use is one of those names.
+    (config,) = _by_kind(objects, "ConfigMap")
+    uri = config["data"]["STREAMSCORE_MODEL__TRACKING_URI"]
+    assert uri.removeprefix("http://") in hosts
+    assert container["startupProbe"]["httpGet"]["path"] == "/health"
