@@ -41,6 +41,20 @@ BUFFER_FULL_WAIT_SECONDS = 60.0
 RESCUE_WAIT_SECONDS = 30.0
 
 
+class _Unsent:
+    """What a delivery callback gets for a message the client refused in `produce` itself (no
+    message exists): its topic, so that the failure names the output topic, not the input
+    (a revoked Write on the predictions topic makes librdkafka refuse every later produce)."""
+
+    __slots__ = ("_topic",)
+
+    def __init__(self, topic: str) -> None:
+        self._topic = topic
+
+    def topic(self) -> str:
+        return self._topic
+
+
 @dataclass(slots=True)
 class _Sent:
     """A chunk's payload: what to count once Kafka acknowledged all of it."""
@@ -171,7 +185,7 @@ class Outputs:
                 self.producer.poll(0.05)
                 self.beat()
             except KafkaException as exc:
-                on_delivery(exc.args[0], None)
+                on_delivery(exc.args[0], _Unsent(topic))
                 return
 
     def publish(

@@ -14,13 +14,16 @@ from confluent_kafka import KafkaError, KafkaException
 from services.codec.avro import AvroCodec
 from services.codec.factory import codec_for
 from services.core import metrics
+from services.core.errors import PublishError
 from services.core.records import Inbound
 from services.core.settings import Settings
+from services.kafka.denied import from_error
 from services.kafka.tracker import DeliveryTracker
 from services.scoring.model import LoadedModel
 from services.scoring.pipeline import process_batch
 from services.scoring.stages import Stages
 from streams.topics import by_record, topic_table
+from streams.worker.deliveries import check_deliveries
 from streams.worker.outputs import Outputs
 from tests.unit.scoring.conftest import model, model_dir  # noqa: F401 (fixtures)
 from tests.unit.scoring.test_pipeline import CODEC, GOOD, NOW, RULES, SPEC, STORE
@@ -223,3 +226,42 @@ def test_a_dead_letter_refused_for_anything_but_its_size_fails_its_chunk_with_no
     [(tp, error)] = tracker.errors
     assert tp == (events, 0) and "_MSG_TIMED_OUT" in error
     assert tracker.positions() == {}
+
+
+# -- a Write refused by the cluster: the line names the output topic ---------------------------
+
+
+class Refusing(Keeping):
+    """A producer whose client refuses every produce to ``topic`` outright, as librdkafka does
+    once the broker answered TOPIC_AUTHORIZATION_FAILED for it (a revoked Write ACL)."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__()
+        self.topic = topic
+
+    def produce(
+        self, topic: str, value: bytes, key: Any = None, *, on_delivery: Any, **kw: Any
+    ) -> None:
+        if topic == self.topic:
+            raise KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+        super().produce(topic, value, key, on_delivery=on_delivery, **kw)
+
+
+def test_a_write_refused_in_produce_names_the_predictions_topic_not_the_input(
+    model: LoadedModel,  # noqa: F811
+) -> None:
+    """The stop line after a revoked Write on the predictions topic names that topic, the
+    principal and Write (it named the input topic: the refusal came with no message)."""
+    settings = Settings(kafka={"sasl_username": "streamscore-worker"})
+    t = settings.topics
+    main = Refusing(t.predictions)
+    _outputs, tracker, _codec, events = _letters_batch(model, main, Rescue())
+    assert tracker.failed_topics == [t.predictions]
+    with pytest.raises(PublishError) as caught:
+        check_deliveries(tracker)
+    assert caught.value.topic == t.predictions and events != t.predictions
+    line = from_error(settings, str(caught.value), caught.value.stage, caught.value.topic)
+    assert str(line) == (
+        f"streamscore-worker is not allowed to Write topic {t.predictions} "
+        "(TOPIC_AUTHORIZATION_FAILED)"
+    )
