@@ -12,9 +12,14 @@ import redis
 from services.core.settings import LocalSettings
 from services.embedded import redis_server
 from services.embedded.process import ProcessRecord, spawn, start_ticks, stop
-from tests.redis_fixtures import redis_cluster_secure, redis_standalone_secure
+from tests.redis_fixtures import (
+    redis_cluster_secure,
+    redis_sentinel_secure,
+    redis_standalone_secure,
+)
 
-__all__ = ["redis_cluster_secure", "redis_standalone_secure"]  # fixtures, shared with faults
+# fixtures, shared with faults
+__all__ = ["redis_cluster_secure", "redis_sentinel_secure", "redis_standalone_secure"]
 
 
 @pytest.fixture(scope="session")
