@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
@@ -85,3 +85,55 @@ def ensure_topics(
             break
         time.sleep(0.1)
     return [TopicState(s.name, now.get(s.name, 0), s.name not in existing) for s in specs]
+
+
+def count_brokers(admin: AdminClient, timeout: float) -> int:
+    """How many brokers the cluster reports as its members (DescribeCluster).
+
+    Raises:
+        BrokerUnavailable: no answer within ``timeout`` seconds.
+    """
+    try:
+        future = admin.describe_cluster(request_timeout=timeout)
+        return len(future.result(timeout=timeout + 1).nodes)
+    except (KafkaException, TimeoutError) as exc:
+        raise BrokerUnavailable(f"cannot describe the cluster: {exc}") from exc
+
+
+def wait_for_brokers(
+    count: Callable[[], int],
+    brokers: int,
+    deadline_seconds: float,
+    *,
+    every: float = 2.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Ask ``count`` until at least ``brokers`` brokers are members, or the deadline passes: a
+    topic created while a broker is still joining gets its replicas on the others only.
+
+    Returns:
+        The number of brokers the cluster reported last.
+
+    Raises:
+        BrokerUnavailable: fewer within the deadline, naming how many answered.
+
+    >>> answers = iter([1, 2, 3])
+    >>> wait_for_brokers(lambda: next(answers), 3, 60.0, sleep=lambda _: None)
+    3
+    """
+    end = clock() + deadline_seconds
+    seen, failure = 0, ""
+    while True:
+        try:
+            seen, failure = count(), ""
+        except BrokerUnavailable as exc:
+            failure = f": {exc}"
+        if seen >= brokers:
+            return seen
+        if clock() >= end:
+            raise BrokerUnavailable(
+                f"{seen} of {brokers} brokers in the cluster after {deadline_seconds:g} s{failure}"
+            )
+        logger.info("waiting for brokers: %d of %d", seen, brokers)
+        sleep(every)

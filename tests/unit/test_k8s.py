@@ -100,7 +100,8 @@ def test_the_base_holds_every_role_and_every_file(objects: Objects) -> None:
         "streamscore-api",
         "mlflow",
     }
-    assert [o["metadata"]["name"] for o in _by_kind(objects, "Job")] == ["streamscore-init"]
+    (job,) = _by_kind(objects, "Job")
+    assert job["metadata"]["name"].startswith("streamscore-init")
 
 
 def test_every_overlay_is_checked() -> None:
@@ -373,3 +374,29 @@ def test_mlflow_on_sqlite_has_one_writer_answers_its_service_names_and_may_start
     uri = config["data"]["STREAMSCORE_MODEL__TRACKING_URI"]
     assert uri.removeprefix("http://") in hosts
     assert container["startupProbe"]["httpGet"]["path"] == "/health"
+
+
+def test_the_init_job_waits_for_every_broker_and_registers_with_a_registry(
+    objects: Objects,
+) -> None:
+    (job,) = _by_kind(objects, "Job")
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    script = container["command"][-1]
+    create, check, register = (part.strip() for part in script.split("&&"))
+    assert create.startswith("streamscore topics create --wait-brokers ")
+    assert check == "streamscore schemas check"
+    assert register == (
+        'if [ -n "${STREAMSCORE_SCHEMA_REGISTRY__URL:-}" ]; then streamscore schemas register; fi'
+    )
+    env = {e["name"]: e for e in container["env"]}
+    ref = env["STREAMSCORE_SCHEMA_REGISTRY__PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == ("streamscore-secrets", "schema-registry-password")
+
+
+def test_an_overlay_that_sets_the_tag_names_the_init_job_after_it() -> None:
+    """A Job cannot change in place: a new release applied over the last one's Job fails,
+    unless each release has its own Job."""
+    (job,) = _by_kind(RENDERED["example"], "Job")
+    kustomization = yaml.safe_load((TREES["example"] / "kustomization.yaml").read_text())
+    (image,) = kustomization["images"]
+    assert job["metadata"]["name"] == "streamscore-init-" + image["newTag"].replace(".", "-")
