@@ -15,6 +15,7 @@ from rich.table import Table
 from load import bench as b
 from load import bench_api
 from load import capacity as cap
+from load import cli_measures
 from services.synthetic.world import strip_private
 from streams.adapters import redis_client
 from streams.api_keys import ApiKeys
@@ -25,6 +26,10 @@ from streams.commands.ml import make_world
 @click.group()
 def load() -> None:
     """Load generation and benchmarks (never part of `make test`)."""
+
+
+for _command in cli_measures.COMMANDS:  # memory, file, rebalance, scale: their own module
+    load.add_command(_command)
 
 
 @load.command("bench")

@@ -1,0 +1,79 @@
+"""`streamscore load memory`: the capacity measures beside `load bench`
+(issue 29), each on a private embedded stack of its own, rounds interleaved."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from load import bench as b
+from load import bench_memory
+from streams.commands.common import app, emit, json_option
+
+
+def _load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _stamp(result: dict[str, Any], started: float) -> dict[str, Any]:
+    """The machine, and its load average at the end (other processes share the cores)."""
+    return result | {
+        "machine": b.machine(),
+        "load_average_end": _load_average(),
+        "seconds": round(time.time() - started),
+    }
+
+
+def _write(out: Path | None, name: str, result: dict[str, Any], md: str) -> None:
+    if out is None:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    (out / f"{name}.md").write_text(md, encoding="utf-8")
+
+
+_out_option = click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Write NAME.json and NAME.md here.",
+)
+
+
+def _printer(a: Any) -> Callable[[str], None]:
+    return lambda what: a.err.print(f"[dim]{what}[/dim]")
+
+
+@click.command("memory")
+@click.option("--rounds", default=3, type=click.IntRange(min=1), show_default=True)
+@click.option("--no-worker", is_flag=True, help="Only the imports (no stack, no worker).")
+@_out_option
+@json_option
+@click.pass_context
+def memory(ctx: click.Context, rounds: int, no_worker: bool, out_dir: Path | None) -> None:
+    """Peak RSS of imports in fresh interpreters, and of the worker after one event with and
+    without River's package import; rounds interleaved."""
+    a = app(ctx)
+    started, say = time.time(), _printer(a)
+    result: dict[str, Any] = {
+        "load_average_start": _load_average(),
+        "imports": bench_memory.imports(rounds, say),
+    }
+    if not no_worker:
+        with b.private_stack("kafka", say) as (base, pids):
+            env = b.prepare(base, pids, 1000, 0, say)
+            result["worker"] = bench_memory.worker_memory(env, rounds, say)
+    result = _stamp(result, started)
+    md = bench_memory.markdown(result)
+    _write(out_dir, "memory", result, md)
+    emit(a, result, lambda c: c.print(md))
+
+
+COMMANDS: list[click.Command] = [memory]
