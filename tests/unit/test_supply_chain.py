@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +36,35 @@ def _fake_pip_audit(tmp_path: Path, report: dict[str, Any] | None, stderr: str =
     return exe
 
 
-def _audit(tmp_path: Path, exe: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(autouse=True)
+def advisory_host() -> Iterator[str]:
+    """A listening socket standing in for the advisory service's host, so the connection
+    check passes without the network (a test that wants it out of reach names a closed port)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        ADDRESS[0] = f"127.0.0.1:{listener.getsockname()[1]}"
+        yield ADDRESS[0]
+
+
+ADDRESS = [""]
+
+
+def _closed_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def _audit(
+    tmp_path: Path, exe: Path, *extra: str, lock_text: str = "six==1.16.0 --hash=sha256:00\n"
+) -> subprocess.CompletedProcess[str]:
     lock = tmp_path / "requirements.lock"
-    lock.write_text("six==1.16.0 --hash=sha256:00\n")
+    lock.write_text(lock_text)
+    if "--advisory-address" not in extra:
+        extra = ("--advisory-address", ADDRESS[0], *extra)
+    if "--ignore-file" not in extra:
+        extra = ("--ignore-file", str(tmp_path / "no-ignores.toml"), *extra)
     return subprocess.run(
         [sys.executable, str(AUDIT), "--pip-audit", str(exe), *extra, str(lock)],
         capture_output=True,
@@ -99,6 +128,69 @@ def test_an_unreachable_service_is_not_audited_loudly(tmp_path: Path) -> None:
     assert ran.returncode == 0
     assert f"NOT AUDITED: pip-audit could not reach the osv advisory service: {error}" in ran.stderr
     assert _audit(tmp_path, exe, "--service", "osv", "--require-advisories").returncode == 1
+
+
+def test_no_connection_within_seconds_is_not_audited_without_running_pip_audit(
+    tmp_path: Path,
+) -> None:
+    """Offline, pip-audit would wait its read timeout once per locked package."""
+    exe = tmp_path / "pip-audit"
+    exe.write_text(f"#!{sys.executable}\nopen({str(tmp_path / 'ran')!r}, 'w')\n")
+    exe.chmod(0o755)
+    closed = ("--advisory-address", _closed_port(), "--connect-timeout", "1")
+    ran = _audit(tmp_path, exe, *closed)
+    assert ran.returncode == 0 and not (tmp_path / "ran").exists()
+    assert "NOT AUDITED: the pypi advisory service is out of reach: no connection to" in ran.stderr
+    assert _audit(tmp_path, exe, *closed, "--require-advisories").returncode == 1
+
+
+def test_fewer_packages_audited_than_locked_fails(tmp_path: Path) -> None:
+    """The advisory data answered, but the report covers part of the locks only."""
+    lock = "six==1.16.0 \\\n    --hash=sha256:00\nAio_HTTP==3.9.0 \\\n    --hash=sha256:00\n"
+    ran = _audit(tmp_path, _fake_pip_audit(tmp_path, CLEAN), lock_text=lock)
+    assert ran.returncode == 1
+    assert "reported 1 packages, but the locks pin 2: not audited: aio-http" in ran.stderr
+
+
+def _ignore_file(tmp_path: Path, **entry: str) -> tuple[str, str]:
+    fields = {
+        "id": "PYSEC-2024-0001",
+        "package": "Jinja2",
+        "reason": "the sandbox escape needs untrusted templates; streamscore renders none",
+        "reviewed_by": "the on-call reviewer",
+        "expires": "2999-01-31",
+    } | entry
+    body = "\n".join(
+        f"{k} = {v}" if k == "expires" else f"{k} = {v!r}" for k, v in fields.items() if v
+    )
+    path = tmp_path / "ignore.toml"
+    path.write_text(f"[[ignore]]\n{body}\n")
+    return "--ignore-file", str(path)
+
+
+def test_a_reviewed_ignore_holds_until_it_expires(tmp_path: Path) -> None:
+    exe = _fake_pip_audit(tmp_path, VULNERABLE)
+    ran = _audit(tmp_path, exe, *_ignore_file(tmp_path))
+    assert ran.returncode == 0, ran.stderr
+    assert "1 reviewed and ignored:" in ran.stderr and "reviewed by the on-call" in ran.stderr
+    ran = _audit(tmp_path, exe, *_ignore_file(tmp_path, expires="2020-01-31"))
+    assert ran.returncode == 1
+    assert "PYSEC-2024-0001 (fixed in 3.1.3); its ignore entry expired on 2020-01-31" in ran.stderr
+    # Another package with the same advisory id is not covered.
+    assert _audit(tmp_path, exe, *_ignore_file(tmp_path, package="six")).returncode == 1
+
+
+def test_an_ignore_without_its_reason_is_refused(tmp_path: Path) -> None:
+    ran = _audit(
+        tmp_path, _fake_pip_audit(tmp_path, VULNERABLE), *_ignore_file(tmp_path, reason="")
+    )
+    assert ran.returncode == 2
+    assert ran.stderr.endswith("entry PYSEC-2024-0001 lacks reason\n")
+
+
+def test_the_shipped_ignore_file_is_valid_and_empty() -> None:
+    shipped = tomllib.loads((AUDIT.parent / "audit-ignore.toml").read_text())
+    assert shipped.get("ignore", []) == []
 
 
 def test_a_missing_pip_audit_or_lock_is_one_line_and_exit_2(tmp_path: Path) -> None:
