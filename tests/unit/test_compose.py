@@ -132,6 +132,9 @@ def test_mlflow_keeps_the_registry_in_postgresql() -> None:
     mlflow = services["mlflow"]
     assert mlflow["depends_on"]["postgres"] == {"condition": "service_healthy"}
     store = next(a for a in mlflow["command"] if a.startswith("--backend-store-uri="))
-    assert store.split("=", 1)[1].startswith("postgresql+psycopg://mlflow:")
-    assert store.endswith("@postgres:5432/mlflow")
+    # The password is not on the command line: libpq reads it from PGPASSWORD.
+    assert store == "--backend-store-uri=postgresql+psycopg://mlflow@postgres:5432/mlflow"
+    password = services["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert mlflow["environment"]["PGPASSWORD"] == password == "${MLFLOW_DB_PASSWORD:-mlflow}"
+    assert not any("MLFLOW_DB_PASSWORD" in str(a) for a in mlflow["command"])
     assert services["postgres"]["environment"]["POSTGRES_DB"] == "mlflow"

@@ -400,3 +400,17 @@ def test_an_overlay_that_sets_the_tag_names_the_init_job_after_it() -> None:
     kustomization = yaml.safe_load((TREES["example"] / "kustomization.yaml").read_text())
     (image,) = kustomization["images"]
     assert job["metadata"]["name"] == "streamscore-init-" + image["newTag"].replace(".", "-")
+
+
+def test_replicated_roles_spread_over_nodes_and_the_api_drains_before_it_stops(
+    objects: Objects,
+) -> None:
+    specs = dict(_pod_specs(objects))
+    for name in ("streamscore-api", "streamscore-scoring"):
+        (spread,) = specs[name]["topologySpreadConstraints"]
+        assert spread["topologyKey"] == "kubernetes.io/hostname"
+        assert spread["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": name}
+    api = specs["streamscore-api"]
+    (container,) = api["containers"]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep" and 0 < int(command[1]) < api["terminationGracePeriodSeconds"]
