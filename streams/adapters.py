@@ -59,7 +59,9 @@ def build_serving(
         serving = model
     else:
         registry = MlflowRegistry(settings)
-        loader = ServingLoader(registry, registry.cache, registry.signing_key)
+        loader = ServingLoader(
+            registry, registry.cache, registry.signing_key, domain_of(settings).task
+        )
         if settings.model.alias != "champion":
             # Pinned to another alias (e.g. a replay with the challenger): no rollout, no watch.
             pinned = registry.alias_version(settings.model.alias)
@@ -146,6 +148,13 @@ def build_stages(
     and feature spec, the feature store's lookup (Redis unless ``store``), the decision
     threshold. The worker, the HTTP/file scorer and replay all score with what this builds."""
     domain = domain_of(settings)
+    served = model if isinstance(model, Serving) else Serving(model)
+    for m in (served.champion, served.challenger):
+        if m is not None and m.metadata.task != domain.task:
+            raise ConfigError(
+                f"{m.name} v{m.version} is a {m.metadata.task.describe()} model; the domain "
+                f"{domain.name!r} declares the task {domain.task.describe()}"
+            )
     codec = codec_for(settings, by_record(settings.topics, settings.topics.event_record))
     lookup = (store or feature_store(settings, domain.spec)).get_many
     return Stages.of(

@@ -12,6 +12,8 @@ from services.codec.factory import codec_for, schema_ids, schemas_dir
 from services.codec.schemas import load_schemas
 from services.core.errors import ConfigError
 from services.core.settings import Settings
+from services.domain.config import domain_of
+from services.kafka.auth import WATCH
 from services.kafka.config import admin_config
 from services.replay.plan import ReplayPlan
 from services.scoring.loader import ServingLoader
@@ -92,7 +94,9 @@ def replay_rescorer(settings: Settings, plan: ReplayPlan) -> Rescorer:
     if plan.model is None:
         raise ConfigError("a re-score needs a model version")
     registry = MlflowRegistry(settings)
-    model = ServingLoader(registry, registry.cache, registry.signing_key).load(plan.model)
+    model = ServingLoader(
+        registry, registry.cache, registry.signing_key, domain_of(settings).task
+    ).load(plan.model)
     serving, _ = build_serving(settings, None, model)
     return Rescorer(settings, plan, build_stages(settings, serving))
 
@@ -109,10 +113,16 @@ def worker_probes(settings: Settings, worker: ScoringWorker) -> Probes:
         return None if age < limit else f"worker loop last turned {age:.0f} s ago"
 
     def broker() -> str | None:
+        # Failed TLS handshakes or logins: not ready at once, even while connections made
+        # before (a password changed since) still answer.
+        refused = worker.auth.problem()
+        if refused is not None:
+            return refused
         found = admin.list_topics(topic=topic, timeout=2).topics.get(topic)
+        admin.poll(0)  # its error events and log lines, to the watch
         if found is None or found.error is not None:
             return f"topic {topic}: {found.error if found else 'not found'}"
-        return None
+        return worker.auth.problem()
 
     def redis_ok() -> str | None:
         return None if client.ping() else "no PONG"
@@ -160,4 +170,5 @@ def control_plane_probes(settings: Settings, state: Any) -> Probes:
     def registry() -> str | None:
         return None if state.registry.rollout_state().champion else "no champion in the registry"
 
-    return Probes(alive, {"redis": redis_ok, "registry": registry})
+    # The cluster refusing its CA or credentials (watched by `worker control-plane`).
+    return Probes(alive, {"redis": redis_ok, "registry": registry, "broker": WATCH.problem})

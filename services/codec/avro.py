@@ -96,15 +96,19 @@ class AvroCodec:
     def encode_columns(self, columns: Mapping[str, Any], n: int) -> list[bytes]:
         """Serialise ``n`` records given as columns (``services.codec.columns``), framed.
 
-        Flat schemas are written by ``ColumnEncoder``; any other falls back to fastavro."""
+        Flat schemas are written by ``ColumnEncoder``; any other falls back to fastavro. Either
+        way a column the schema lacks is left out (as ``ColumnEncoder`` does): the core gives
+        every column a task can have, and a domain's record declares the ones it carries."""
         if self._columns is None:
             try:
                 self._columns = ColumnEncoder(self.record.source)
             except ConfigError:
                 self._columns = False
         if not self._columns:
+            fields = {f["name"] for f in self.record.source["fields"]}
+            kept = {k: v for k, v in columns.items() if k in fields}
             records = [
-                {k: (v.value if isinstance(v, Const) else v[i]) for k, v in columns.items()}
+                {k: (v.value if isinstance(v, Const) else v[i]) for k, v in kept.items()}
                 for i in range(n)
             ]
             return self.encode_many(records)

@@ -18,6 +18,7 @@ from services.codec.examples import load_example
 from services.codec.schemas import RecordSchema, load_schemas
 from services.core.errors import ConfigError
 from services.core.settings import DOMAIN_FILE, Settings, domain_declares
+from services.core.task import BINARY, TASKS, Task
 from services.features.spec import ContextDef, FeatureSpec
 from services.validation.rules import RecordRules
 
@@ -38,8 +39,8 @@ PREDICTION_FIELDS = (
 
 @dataclass(frozen=True, slots=True)
 class LabelDef:
-    """The delayed ground truth: its record, the field joining it to an event, and the boolean
-    outcome a model predicts."""
+    """The delayed ground truth: its record, the field joining it to an event, and the outcome
+    a model predicts (a boolean, a number or an enum, by the task)."""
 
     record: str
     join_key: str
@@ -62,6 +63,7 @@ class Domain:
     # Declared by a binary domain (domain.json `prediction.decision_threshold`): predictions
     # then carry `decision` (score >= threshold). None: no decision is made here.
     decision_threshold: float | None = None
+    task: Task = BINARY  # domain.json `task`: what the model predicts and the prediction carries
 
     @property
     def key_field(self) -> str:
@@ -189,17 +191,73 @@ def check_rules(rules: RecordRules, event: RecordSchema) -> None:
         raise ConfigError(f"rules/{event.name}.json: time_window field {rules.time_field!r}?")
 
 
-def check_label(label: LabelDef, records: dict[str, RecordSchema]) -> None:
+def check_label(label: LabelDef, records: dict[str, RecordSchema], kind: str = "binary") -> Task:
+    """The label record against the declared task; returns the task (a multiclass task's
+    classes are the target enum's symbols)."""
     if label.record not in records:
         raise ConfigError(f"{DOMAIN_FILE}: label record {label.record!r} has no .avsc")
     fields = _fields(records[label.record])
     if fields.get(label.join_key) != "string":
         raise ConfigError(f"{label.record}: join key {label.join_key!r} must be a string field")
-    if fields.get(label.target) != "boolean":
+    target = fields.get(label.target, "null")
+    task = BINARY
+    if kind == "binary" and target != "boolean":
         raise ConfigError(f"{label.record}: target {label.target!r} must be a boolean field")
+    if kind == "regression" and (isinstance(target, list) or target not in NUMERIC):
+        raise ConfigError(
+            f"{label.record}: target {label.target!r} must be a (non-null) number field "
+            "(int, long, float or double) for a regression task"
+        )
+    if kind == "regression":
+        task = Task("regression")
+    if kind == "multiclass":
+        if isinstance(target, list) or _base(target) != "enum":
+            raise ConfigError(
+                f"{label.record}: target {label.target!r} must be a (non-null) enum field for a "
+                "multiclass task: its symbols are the classes"
+            )
+        task = Task("multiclass", _symbols(target))
     for name in ("event_time", "label_time"):  # the label's lag is measured between them
         if _base(fields.get(name, "null")) != "long":
             raise ConfigError(f"{label.record}: needs a long field {name} (epoch milliseconds)")
+    return task
+
+
+def check_prediction(task: Task, prediction: RecordSchema) -> None:
+    """The prediction record carries what the task needs: ``score`` a double (the probability,
+    the value, or the top class's probability); a multiclass task adds ``predicted_class`` (a
+    string, or an enum of exactly the classes) and ``probabilities`` (a map of doubles)."""
+    fields = _fields(prediction)
+    if fields.get("score") != "double":
+        raise ConfigError(f"{prediction.name}: score must be a (non-null) double field")
+    if task.kind != "multiclass":
+        extra = [f for f in ("predicted_class", "probabilities") if f in fields]
+        if extra:
+            raise ConfigError(
+                f"{prediction.name}: {extra} are for a multiclass task; this domain's task is "
+                f"{task.kind}"
+            )
+        return
+    top = fields.get("predicted_class")
+    if (
+        top is None
+        or isinstance(top, list)
+        or (top != "string" and not (_base(top) == "enum" and _symbols(top) == task.classes))
+    ):
+        raise ConfigError(
+            f"{prediction.name}: a multiclass task needs the field "
+            '{"name": "predicted_class", "type": "string"} (or an enum of the classes '
+            f"{list(task.classes)}, in that order)"
+        )
+    probs = fields.get("probabilities")
+    if not (
+        isinstance(probs, dict) and probs.get("type") == "map" and probs.get("values") == "double"
+    ):
+        raise ConfigError(
+            f"{prediction.name}: a multiclass task needs the field "
+            '{"name": "probabilities", "type": {"type": "map", "values": "double"}} '
+            "(class -> probability)"
+        )
 
 
 def load_domain(
@@ -217,6 +275,7 @@ def load_domain(
     try:
         event_record = str(_need(_need(declared, "event", where), "record", where))
         prediction_record = str(declared.get("prediction", {}).get("record", "Prediction"))
+        kind = declared.get("task", "binary")
         lab = _need(declared, "label", where)
         label = LabelDef(
             str(_need(lab, "record", where)),
@@ -225,17 +284,24 @@ def load_domain(
         )
     except (AttributeError, TypeError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+    if kind not in TASKS:
+        raise ConfigError(f"{where}: task {kind!r}: one of {', '.join(TASKS)}")
     records = load_schemas(folder)
     for name in (event_record, prediction_record):
         if name not in records:
             raise ConfigError(f"{where}: record {name!r} has no {name}.avsc in {folder}")
     event, prediction = records[event_record], records[prediction_record]
     check_records(event, prediction)
-    check_label(label, records)
+    task = check_label(label, records, kind)
+    check_prediction(task, prediction)
     spec = check_spec(FeatureSpec.load(spec_path or folder / "features.json"), event, prediction)
     rules = RecordRules.load(event_record, folder / "rules")
     check_rules(rules, event)
     threshold = check_decision(declared.get("prediction", {}), prediction, where)
+    if threshold is not None and task.kind != "binary":
+        raise ConfigError(
+            f"{where}: prediction.decision_threshold is for a binary task; this one is {task.kind}"
+        )
     fields = _fields(event)
     for name in drift_features:
         if name not in fields or _base(fields[name]) not in NUMERIC:
@@ -251,6 +317,7 @@ def load_domain(
         records=records,
         generator=declared.get("generator"),
         decision_threshold=threshold,
+        task=task,
     )
 
 

@@ -19,6 +19,7 @@ from services.core.errors import (
     ModelLoadError,
     RegistryUnavailable,
 )
+from services.core.task import Task
 from services.scoring.artifact_cache import ArtifactCache
 from services.scoring.model import LoadedModel
 from services.scoring.rollout import AliasChange, RolloutState, previous_champion
@@ -58,19 +59,34 @@ class Built:
     fell_back: bool = False  # the champion served is not the registry's champion
 
 
-def smoke_check(model: LoadedModel) -> None:
-    """A loaded model must score a row of zeros to a probability, or it is not served.
+def smoke_check(model: LoadedModel, task: Task | None = None) -> None:
+    """A loaded model must answer a row of zeros as its task says (a probability, a finite
+    value, or class probabilities summing to 1), or it is not served; with ``task`` (the
+    domain's), it must also have been trained for that task.
 
     Raises:
-        ModelLoadError: it raised or answered something that is not a probability.
+        ModelLoadError: another task's model, or it raised or answered something unusable.
     """
+    have = model.metadata.task
+    if task is not None and have != task:
+        raise ModelLoadError(
+            f"{model.name} v{model.version}: a {have.describe()} model, but this domain's task "
+            f"is {task.describe()}"
+        )
     X = np.zeros((2, len(model.metadata.feature_names)))
     try:
         p = model.predict(X)
     except Exception as exc:  # noqa: BLE001 (any failure here means "do not serve it")
         raise ModelLoadError(f"{model.name} v{model.version}: cannot score: {exc}") from exc
-    if p.shape != (2,) or not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
+    shape = (2, have.width) if have.width > 1 else (2,)
+    if p.shape != shape or not np.isfinite(p).all():
+        raise ModelLoadError(
+            f"{model.name} v{model.version}: outputs of shape {p.shape}, or not finite"
+        )
+    if have.kind != "regression" and ((p < 0).any() or (p > 1).any()):
         raise ModelLoadError(f"{model.name} v{model.version}: scores are not probabilities")
+    if have.kind == "multiclass" and not np.allclose(p.sum(axis=1), 1.0, atol=1e-6):
+        raise ModelLoadError(f"{model.name} v{model.version}: class probabilities do not sum to 1")
 
 
 class ServingLoader:
@@ -81,8 +97,10 @@ class ServingLoader:
         source: ModelSource,
         copies: ArtifactCache | None = None,
         signing_key: bytes | None = None,
+        task: Task | None = None,
     ) -> None:
         self.source = source
+        self.task = task  # the domain's: a version trained for another task is refused
         self.copies = copies  # local copies for a start during a registry outage
         self.signing_key = signing_key
         self._cache: dict[str, LoadedModel] = {}
@@ -113,7 +131,7 @@ class ServingLoader:
             )
         try:
             champion = self.copies.load(state.champion, self.signing_key)  # type: ignore[union-attr]
-            smoke_check(champion)
+            smoke_check(champion, self.task)
         except ModelLoadError as exc:
             raise RegistryUnavailable(
                 f"{outage}; and the local copy of v{state.champion} is unusable ({exc}): "
@@ -124,7 +142,7 @@ class ServingLoader:
         if target is not None:
             try:
                 challenger = self.copies.load(target, self.signing_key)  # type: ignore[union-attr]
-                smoke_check(challenger)
+                smoke_check(challenger, self.task)
             except ModelLoadError as exc:
                 logger.error("local copy of challenger v%s unusable: %s", target, exc)
         mode = state.mode if challenger is not None else "none"
@@ -140,7 +158,7 @@ class ServingLoader:
         """A verified, smoke-checked version. Raises ModelLoadError (or ModelIntegrityError)."""
         if version not in self._cache:
             model = self.source.load(version=version)
-            smoke_check(model)
+            smoke_check(model, self.task)
             self._cache[version] = model
         return self._cache[version]
 

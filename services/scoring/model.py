@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.core.errors import ModelIntegrityError, ModelLoadError
+from services.core.task import BINARY, Task
 from services.scoring.calibration import Calibration
 from services.scoring.compiled import CompiledForest, compile_lightgbm
 
@@ -102,6 +103,15 @@ class ModelMetadata:
     base_rate: float  # the last rung of the fallback ladder
     fallback: LogisticFallback | None = None  # the rung before it
     calibration: Calibration | None = None  # applied to the model's scores (not the fallback's)
+    # The task the version was trained for. base_rate is the binary base rate or the regression
+    # training mean; a multiclass version's last rung is its class prior instead.
+    task: Task = BINARY
+    class_prior: tuple[float, ...] = ()
+
+    @property
+    def constant(self) -> tuple[float, ...]:
+        """The constant rung's answer, in ``Task.fill``'s terms."""
+        return self.class_prior if self.task.kind == "multiclass" else (self.base_rate,)
 
     def to_json(self) -> str:
         data = {
@@ -114,6 +124,10 @@ class ModelMetadata:
         }
         if self.calibration is not None:  # absent otherwise: older digests stay the same
             data["calibration"] = self.calibration.to_dict()
+        if self.task != BINARY:  # absent for binary: older digests stay the same
+            data |= self.task.to_dict()
+        if self.class_prior:
+            data["class_prior"] = list(self.class_prior)
         return json.dumps(data, indent=2)
 
     @classmethod
@@ -129,6 +143,8 @@ class ModelMetadata:
             float(d["base_rate"]),
             LogisticFallback.from_dict(fb) if fb else None,
             Calibration.from_dict(cal) if cal else None,
+            Task.from_dict(d),
+            tuple(map(float, d.get("class_prior", ()))),
         )
 
 
@@ -162,40 +178,45 @@ class LoadedModel:
     compiled: CompiledForest | None = None  # LightGBM compiled by lleaves, when it could be
 
     def predict(self, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """Probability per row (columns in ``metadata.feature_names`` order), calibrated when
-        the version carries a calibration."""
+        """The outputs per row (columns in ``metadata.feature_names`` order): a probability
+        (binary, calibrated when the version carries a calibration), a value (regression), or
+        a row of class probabilities (multiclass, shape ``(n, classes)``)."""
         cal = self.metadata.calibration
         raw = self.predict_raw(X)
         return raw if cal is None or len(raw) == 0 else cal.apply(raw)
 
     def predict_raw(self, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-        """The model's own probability per row, before any calibration."""
+        """The model's own outputs per row, before any calibration."""
+        task = self.metadata.task
         if len(X) == 0:
-            return np.empty(0)
+            return np.empty((0, task.width)) if task.width > 1 else np.empty(0)
         if self.compiled is not None:
             return self.compiled.predict(X)
         if self.metadata.flavor == "lightgbm":
             return np.asarray(self.model.predict(X, num_threads=1), dtype=np.float64)
-        if getattr(self.model, "feature_names_in_", None) is not None:
+        with warnings.catch_warnings():
             # Fitted on named columns (a registered outside model, its names checked against
             # the spec at registration): the matrix is in that order, only unnamed.
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="X does not have valid feature names")
-                return np.asarray(self.model.predict_proba(X)[:, 1], dtype=np.float64)
-        return np.asarray(self.model.predict_proba(X)[:, 1], dtype=np.float64)
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+            if task.kind == "regression":
+                return np.asarray(self.model.predict(X), dtype=np.float64)
+            proba = np.asarray(self.model.predict_proba(X), dtype=np.float64)
+        return proba if task.kind == "multiclass" else proba[:, 1]
 
     def predict_fallback(self, X: npt.NDArray[np.float64]) -> tuple[npt.NDArray[np.float64], str]:
-        """The fallback ladder below the model: the stored logistic scorer, else the base rate.
-        Returns the scores and which rung answered."""
+        """The fallback ladder below the model: the stored logistic scorer (binary), else the
+        constant of the task (base rate, training mean, class prior). Returns the outputs and
+        which rung answered."""
         fb = self.metadata.fallback
-        if fb is not None and len(X):
+        task = self.metadata.task
+        if fb is not None and len(X) and task == BINARY:
             try:
                 scores = fb.predict(X)
                 if scores.shape == (len(X),) and np.isfinite(scores).all():
                     return scores, "logistic"
             except (ValueError, FloatingPointError):  # shape mismatch, bad numbers
                 pass
-        return np.full(len(X), self.metadata.base_rate), "base_rate"
+        return task.fill(self.metadata.constant, len(X)), task.constant_rung()
 
 
 def write_artifacts(
@@ -207,6 +228,8 @@ def write_artifacts(
     base_rate: float,
     fallback: LogisticFallback | None = None,
     calibration: Calibration | None = None,
+    task: Task = BINARY,
+    class_prior: tuple[float, ...] = (),
 ) -> ModelMetadata:
     """Save a fitted model and its metadata into ``directory``; returns the metadata (the
     registry's tag is ``artifact_digest(directory)`` afterwards)."""
@@ -226,6 +249,8 @@ def write_artifacts(
         base_rate,
         fallback,
         calibration,
+        task,
+        class_prior,
     )
     (directory / METADATA_FILE).write_text(meta.to_json(), encoding="utf-8")
     return meta
@@ -289,6 +314,7 @@ def load_artifacts(
     except (lgb.basic.LightGBMError, ValueError, TypeError) as exc:
         raise ModelLoadError(f"{name} v{version}: cannot load {path.name}: {exc}") from exc
     compiled = None
-    if meta.flavor == "lightgbm" and compile_cache is not None:
+    # lleaves is used for binary models only: their outputs are the ones its tests cover.
+    if meta.flavor == "lightgbm" and compile_cache is not None and meta.task == BINARY:
         compiled = compile_lightgbm(path, meta.sha256, compile_cache)
     return LoadedModel(name, version, meta, model, compiled)

@@ -225,18 +225,22 @@ def process_batch(
         for group in groups:
             missing[group] = missing.get(group, 0) + 1
     name = serving.champion.name
+    task = serving.champion.metadata.task
+    multi = scored.scores.ndim == 2  # multiclass: rows of class probabilities
     served = PredictionBlock(
         good,
         events,
         name,
         scored.versions,
         scored.variants,
-        scored.scores,
+        task.score(scored.scores),
         scored.degraded,
         matrix.missing,
         now_ms,
         spec.carry,
         threshold if stages.decide else None,
+        scored.scores if multi else None,
+        task.classes,
     )
     shadow = None
     if scored.shadow_scores is not None and scored.shadow_version is not None:
@@ -247,12 +251,14 @@ def process_batch(
             name,
             [scored.shadow_version] * n,
             ["shadow"] * n,
-            scored.shadow_scores,
+            task.score(scored.shadow_scores),
             [False] * n,
             matrix.missing,
             now_ms,
             spec.carry,
             threshold if stages.decide else None,
+            scored.shadow_scores if multi else None,
+            task.classes,
         )
     return BatchResult(
         served,

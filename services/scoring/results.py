@@ -60,6 +60,10 @@ class PredictionBlock:
     scored_at: int
     carry: tuple[str, ...] = ()  # event fields copied into each prediction (the spec's carry)
     decide_at: float | None = None  # a declared decision threshold: `decision` is set
+    # Multiclass: the class probabilities per row (``scores`` holds the top one) and the classes
+    # in their columns' order; the record then carries `predicted_class` and `probabilities`.
+    probabilities: npt.NDArray[np.float64] | None = None
+    classes: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -78,6 +82,15 @@ class PredictionBlock:
         else:
             ids = [prediction_id(e, v) for e, v in zip(event_ids, self.versions, strict=True)]
         carried = {name: self.field(name) for name in self.carry}
+        per_class: dict[str, Any] = {}
+        if self.probabilities is not None:
+            names = np.asarray(self.classes, dtype=object)
+            per_class = {
+                "predicted_class": list(names[self.probabilities.argmax(axis=1)]),
+                "probabilities": [
+                    dict(zip(self.classes, row, strict=True)) for row in self.probabilities.tolist()
+                ],
+            }
         return {
             "prediction_id": ids,
             "event_id": event_ids,
@@ -93,6 +106,7 @@ class PredictionBlock:
             "decision": (
                 Const(None) if self.decide_at is None else (self.scores >= self.decide_at).tolist()
             ),
+            **per_class,
         }
 
     def records(self) -> list[dict[str, Any]]:

@@ -80,18 +80,32 @@ class Agreement:
 
 
 def agreement(
-    champion: npt.NDArray[np.float64], shadow: npt.NDArray[np.float64], threshold: float
+    champion: npt.NDArray[np.float64], shadow: npt.NDArray[np.float64], threshold: float | None
 ) -> Agreement:
     """Mean absolute difference, Spearman rank correlation, decision flips at ``threshold``.
+
+    Outputs of one row each (a probability or a value): without a threshold (regression) no
+    decision is made and none flips. Rows of class probabilities (multiclass): the difference
+    is half the L1 distance per row, the correlation is over the probabilities, and a flip is a
+    change of the top class.
 
     >>> a = agreement(np.array([0.1, 0.4, 0.9]), np.array([0.2, 0.6, 0.8]), 0.5)
     >>> (a.n, round(a.mean_abs_diff, 3), a.rank_correlation, a.decision_flips)
     (3, 0.133, 1.0, 1)
+    >>> a = agreement(np.array([[0.6, 0.3, 0.1]]), np.array([[0.3, 0.6, 0.1]]), None)
+    >>> (round(a.mean_abs_diff, 3), a.decision_flips)
+    (0.3, 1)
     """
     n = len(champion)
     if n == 0:
         return Agreement(0, float("nan"), float("nan"), 0)
-    flips = int(((champion >= threshold) != (shadow >= threshold)).sum())
+    if champion.ndim == 2:
+        flips = int((champion.argmax(axis=1) != shadow.argmax(axis=1)).sum())
+        mad = float(np.abs(champion - shadow).sum(axis=1).mean() / 2)
+        return Agreement(n, mad, _spearman(champion.ravel(), shadow.ravel()), flips)
+    flips = (
+        0 if threshold is None else int(((champion >= threshold) != (shadow >= threshold)).sum())
+    )
     mad = float(np.abs(champion - shadow).mean())
     return Agreement(n, mad, _spearman(champion, shadow), flips)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from services.core.task import BINARY
 from services.scoring.compiled import compile_lightgbm
 from services.scoring.model import LoadedModel
 from services.scoring.rollout import Agreement, Mode, agreement, in_canary
@@ -70,16 +71,19 @@ BISECT_CALLS = 64  # most predict calls spent isolating failing rows in one batc
 def score_with_ladder(
     model: LoadedModel, X: npt.NDArray[np.float64]
 ) -> tuple[npt.NDArray[np.float64], list[str | None]]:
-    """The model's scores, with only the rows it fails on sent down the fallback ladder; returns
-    the scores and, per row, which rung answered (None: the model itself).
+    """The model's outputs, with only the rows it fails on sent down the fallback ladder;
+    returns the outputs (a row of class probabilities each for a multiclass model) and, per
+    row, which rung answered (None: the model itself).
 
-    A row the model scores NaN or inf is one failing row. When the model raises, the batch is
-    bisected to find the rows it raises on (at most ``BISECT_CALLS`` calls; what is still
+    A row the model answers NaN or inf for is one failing row. When the model raises, the batch
+    is bisected to find the rows it raises on (at most ``BISECT_CALLS`` calls; what is still
     unresolved then goes down the ladder as a whole).
 
     >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> from services.core.task import BINARY
     >>> class Picky:
-    ...     version, metadata = "1", None
+    ...     version, metadata = "1", SimpleNamespace(task=BINARY)
     ...     def predict(self, X):
     ...         if (X[:, 0] < 0).any(): raise RuntimeError("boom")
     ...         return np.where(X[:, 1] > 0, np.nan, 0.5)
@@ -89,7 +93,8 @@ def score_with_ladder(
     ([0.5, 0.1, 0.1, 0.5], [None, 'base_rate', 'base_rate', None])
     """
     n = len(X)
-    scores = np.empty(n, dtype=np.float64)
+    task = model.metadata.task
+    scores = np.empty((n, task.width) if task.width > 1 else n, dtype=np.float64)
     rungs: list[str | None] = [None] * n
     failing: list[npt.NDArray[np.intp]] = []
     budget = [BISECT_CALLS]
@@ -98,8 +103,8 @@ def score_with_ladder(
         budget[0] -= 1
         try:
             got = model.predict(X[rows])
-            if got.shape != (len(rows),):
-                raise ValueError("model returned a score vector of the wrong shape")
+            if got.shape != (len(rows), *scores.shape[1:]):
+                raise ValueError("model returned outputs of the wrong shape")
         except Exception:  # noqa: BLE001 (a failing row degrades, it is never lost)
             if len(rows) == 1 or budget[0] <= 0:
                 failing.append(rows)
@@ -108,7 +113,7 @@ def score_with_ladder(
                 attempt(rows[:half])
                 attempt(rows[half:])
             return
-        finite = np.isfinite(got)
+        finite = np.isfinite(got) if got.ndim == 1 else np.isfinite(got).all(axis=1)
         scores[rows[finite]] = got[finite]
         if not finite.all():
             failing.append(rows[~finite])
@@ -123,10 +128,17 @@ def score_with_ladder(
     return scores, rungs
 
 
+def _usable(model: LoadedModel, got: npt.NDArray[np.float64], n: int) -> bool:
+    """A whole answer of a shadow or canary: the task's shape, every output finite."""
+    width = model.metadata.task.width
+    return got.shape == ((n, width) if width > 1 else (n,)) and bool(np.isfinite(got).all())
+
+
 def score_rows(
     serving: Serving, X: npt.NDArray[np.float64], keys: Sequence[str], threshold: float
 ) -> Scored:
-    """Score a batch's matrix under the current rollout."""
+    """Score a batch's matrix under the current rollout (``threshold``: a binary task's; other
+    tasks count no decision flips)."""
     n = len(X)
     fallbacks: Counter[str] = Counter()
     champ, rungs = score_with_ladder(serving.champion, X)
@@ -140,11 +152,12 @@ def score_rows(
     if serving.mode == "shadow":
         try:
             shadow = challenger.predict(X)
-            if shadow.shape != (n,) or not np.isfinite(shadow).all():
+            if not _usable(serving.champion, shadow, n):
                 raise ValueError("unusable shadow scores")
         except Exception:  # noqa: BLE001 (a failing shadow must never affect what is served)
             fallbacks["shadow_error"] += n
             return Scored(champ, versions, variants, degraded, fallbacks)
+        binary = serving.champion.metadata.task == BINARY
         return Scored(
             champ,
             versions,
@@ -153,13 +166,13 @@ def score_rows(
             fallbacks,
             shadow,
             challenger.version,
-            agreement(champ, shadow, threshold),
+            agreement(champ, shadow, threshold if binary else None),
         )
     mask = np.asarray(in_canary(keys, serving.canary_percent), dtype=bool)
     if mask.any():
         try:
             canary = challenger.predict(X[mask])
-            if canary.shape != (int(mask.sum()),) or not np.isfinite(canary).all():
+            if not _usable(serving.champion, canary, int(mask.sum())):
                 raise ValueError("unusable canary scores")
         except Exception:  # noqa: BLE001 (the champion answers for a failing challenger)
             fallbacks["challenger_error"] += int(mask.sum())
@@ -185,6 +198,8 @@ def compile_serving(serving: Serving, cache_dir: Path) -> Serving | None:
 
     def one(m: LoadedModel | None) -> LoadedModel | None:
         if m is None or m.compiled is not None or m.metadata.flavor != "lightgbm":
+            return m
+        if m.metadata.task != BINARY:  # lleaves serves binary models only (load_artifacts)
             return m
         text = m.model.model_to_string()
         with tempfile.TemporaryDirectory(prefix="streamscore-compile-") as tmp:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from services.core.task import BINARY, Task
 from services.features.assemble import assemble, feature_names, lookup_requests
 from services.features.history import FeatureSource, OnlineStoreNow
 from services.features.log import FeatureLogIndex
@@ -26,7 +27,7 @@ class TrainingSet:
     """Features, labels and the ids they came from; ``missing_share`` per entity group."""
 
     X: npt.NDArray[np.float64]
-    y: npt.NDArray[np.int64]
+    y: npt.NDArray[Any]  # the target: 0/1 (binary), a float (regression), a class index
     names: tuple[str, ...]
     event_ids: tuple[str, ...]
     missing_share: dict[str, float]
@@ -59,18 +60,20 @@ def build_training_set(
     spec: FeatureSpec,
     store: FeatureStore | None,
     events: Sequence[Mapping[str, Any]],
-    labels: Mapping[str, bool],
+    labels: Mapping[str, Any],
     batch_size: int = 5000,
     *,
     logged: FeatureLogIndex | None = None,
     source: FeatureSource | None = None,
+    task: Task = BINARY,
 ) -> TrainingSet:
     """Join events to labels by event id and assemble their rows with the serving code.
 
     An event the feature log holds (``logged``) gets the entity rows it was served with, bit
     for bit. Any other gets them from ``source`` (a point-in-time history), or, without one,
     from ``store`` as it is now; ``TrainingSet.sources`` counts the rows of each origin.
-    Events without a label are left out (their outcome is unknown).
+    Events without a label are left out (their outcome is unknown). Labels become the task's
+    target: 0/1, the number, or the class's index.
     """
     if source is None:
         if store is None:
@@ -90,7 +93,7 @@ def build_training_set(
             missing.update(row)
     n_cols = len(feature_names(spec))
     X = np.vstack(parts) if parts else np.empty((0, n_cols))
-    y = np.array([int(labels[e["event_id"]]) for e in labelled], dtype=np.int64)
+    y = task.target(labels[e["event_id"]] for e in labelled)
     names = feature_names(spec)
     share = {g.name: (missing[g.name] / len(labelled) if labelled else 0.0) for g in spec.groups}
     ids = tuple(str(e["event_id"]) for e in labelled)
@@ -128,9 +131,10 @@ def _times(events: Sequence[Mapping[str, Any]]) -> npt.NDArray[np.int64]:
 
 
 def validate(
-    ts: TrainingSet, spec: FeatureSpec, max_missing_share: float = 0.2
+    ts: TrainingSet, spec: FeatureSpec, max_missing_share: float = 0.2, task: Task = BINARY
 ) -> ValidationReport:
-    """Check a training set before training: size, labels, duplicates, NaN/inf, ranges, coverage.
+    """Check a training set before training: size, labels (for the task), duplicates, NaN/inf,
+    ranges, coverage.
 
     >>> from services.features.spec import FeatureSpec
     >>> spec = FeatureSpec.from_dict({"version": "v", "groups": []})
@@ -140,13 +144,10 @@ def validate(
     """
     problems: list[str] = []
     rows = len(ts.y)
-    positives = int(ts.y.sum()) if rows else 0
+    positives = int(ts.y.sum()) if rows and task.kind == "binary" else 0
     if rows < 200:
         return ValidationReport(rows, positives, (f"fewer than 200 rows ({rows})",))
-    if positives < 20 or rows - positives < 20:
-        problems.append(f"too few examples of a class: {positives} positive of {rows}")
-    if set(np.unique(ts.y).tolist()) - {0, 1}:
-        problems.append("labels must be 0 or 1")
+    problems += _label_problems(ts.y, task, positives)
     dupes = rows - len(set(ts.event_ids))
     if dupes:
         problems.append(f"{dupes} duplicate event ids")
@@ -174,3 +175,31 @@ def validate(
                 " load features first"
             )
     return ValidationReport(rows, positives, tuple(problems))
+
+
+def _label_problems(y: npt.NDArray[Any], task: Task, positives: int) -> list[str]:
+    """Labels a model of ``task`` can learn from: both classes (binary), finite values that
+    vary (regression), every class (multiclass), at least 20 examples of each class.
+
+    >>> _label_problems(np.array([0, 0, 1, 2] * 10), Task("multiclass", ("a", "b", "c")), 0)
+    ['too few examples of a class: a 20, b 10, c 10 of 40']
+    """
+    rows = len(y)
+    if task.kind == "regression":
+        bad = int((~np.isfinite(y)).sum())
+        said = [f"{bad} labels are not finite numbers"] if bad else []
+        if not bad and float(np.ptp(y)) == 0.0:
+            said.append("every label has the same value: nothing to learn")
+        return said
+    if task.kind == "multiclass":
+        counts = np.bincount(y.astype(np.int64), minlength=task.width)
+        if (counts < 20).any():
+            each = ", ".join(f"{c} {n}" for c, n in zip(task.classes, counts.tolist(), strict=True))
+            return [f"too few examples of a class: {each} of {rows}"]
+        return []
+    out: list[str] = []
+    if positives < 20 or rows - positives < 20:
+        out.append(f"too few examples of a class: {positives} positive of {rows}")
+    if set(np.unique(y).tolist()) - {0, 1}:
+        out.append("labels must be 0 or 1")
+    return out

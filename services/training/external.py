@@ -7,6 +7,7 @@ After that it is a version like any other: shadow, canary, promote, roll back.
 
 from __future__ import annotations
 
+import math
 import platform
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.core.errors import ConfigError, ModelLoadError
+from services.core.task import BINARY, Task
 from services.features.assemble import feature_names
 from services.features.spec import FeatureSpec
 from services.scoring.model import (
@@ -30,7 +32,7 @@ from services.scoring.model import (
     sha256_file,
 )
 from services.scoring.registry import MlflowRegistry
-from services.training.train import evaluate
+from services.training.train import OBJECTIVES, evaluate_task
 
 FLAVORS = {".txt": "lightgbm", ".skops": "sklearn"}
 
@@ -80,39 +82,72 @@ def names_of(model: Any, flavor: str) -> tuple[str, ...]:
             "the scikit-learn model has no feature names: fit it on a pandas DataFrame whose "
             "columns are the spec's features (`streamscore domain show` lists them, in order)"
         )
-    if not hasattr(model, "predict_proba"):
-        raise ConfigError("the scikit-learn model has no predict_proba: a classifier is needed")
     return tuple(str(n) for n in names)
 
 
-def check_binary(model: Any, flavor: str) -> None:
-    """The model must give a probability of the positive class."""
+def task_of(model: Any, flavor: str) -> str:
+    """The task a fitted model was trained for: ``binary``, ``regression`` or ``multiclass``
+    (``other`` for what no task serves, such as LightGBM's ranking or one-vs-all objectives)."""
     if flavor == "lightgbm":
-        objective = str(model.dump_model(num_iteration=1).get("objective", ""))
-        if not objective.startswith(("binary", "cross_entropy")):
+        objective = str(model.dump_model(num_iteration=1).get("objective", "")).split(" ")[0]
+        for kind, names in OBJECTIVES.items():
+            if objective in names:
+                return kind
+        return f"other ({objective or 'unknown'} objective)"
+    if not hasattr(model, "predict_proba"):
+        return "regression"
+    return "binary" if len(getattr(model, "classes_", ())) == 2 else "multiclass"
+
+
+def check_task(model: Any, flavor: str, task: Task) -> None:
+    """The model must be trained for the domain's task (a multiclass one on its classes).
+
+    Raises:
+        ConfigError: one line naming the model's task and the domain's.
+    """
+    have = task_of(model, flavor)
+    if have != task.kind:
+        raise ConfigError(
+            f"the model is a {have} model, but this domain's task is {task.kind}: "
+            "train it for that task (the domain declares it in domain.json `task`)"
+        )
+    if task.kind == "multiclass":
+        n = int(model.num_model_per_iteration()) if flavor == "lightgbm" else len(model.classes_)
+        if n != task.width:
             raise ConfigError(
-                f"the LightGBM model's objective is {objective!r}: a binary classifier is needed"
+                f"the model has {n} classes; this domain's task has {task.width} "
+                f"({', '.join(task.classes)})"
             )
-    elif len(getattr(model, "classes_", ())) != 2:
-        raise ConfigError("the scikit-learn model must be a binary classifier (two classes)")
 
 
-def stage(path: Path, spec: FeatureSpec, base_rate: float, directory: Path) -> LoadedModel:
+def stage(
+    path: Path,
+    spec: FeatureSpec,
+    base_rate: float,
+    directory: Path,
+    task: Task = BINARY,
+    class_prior: tuple[float, ...] = (),
+) -> LoadedModel:
     """Copy the model file into ``directory`` as an artifact (metadata with its sha256), load it
-    as a worker would, and check it against ``spec``.
+    as a worker would, and check it against ``spec`` and ``task``.
 
     Raises:
         ConfigError: not a format we load safely, feature names or order differ from the spec,
-            not a binary classifier.
+            not a model of the domain's task.
         ModelLoadError: the file does not load (corrupt, untrusted skops types).
     """
     flavor = flavor_of(path)
-    if not 0.0 <= base_rate <= 1.0:
+    if task == BINARY and not 0.0 <= base_rate <= 1.0:
         raise ConfigError(f"base rate {base_rate} must lie in [0, 1]")
+    if not math.isfinite(base_rate):
+        raise ConfigError(f"the fallback constant {base_rate} must be a finite number")
     target = directory / MODEL_FILES[flavor]
     shutil.copyfile(path, target)
     names = feature_names(spec)
-    meta = ModelMetadata(flavor, names, spec.version, sha256_file(target), base_rate, None)
+    prior = class_prior or (tuple([1.0 / task.width] * task.width) if task.width > 1 else ())
+    meta = ModelMetadata(
+        flavor, names, spec.version, sha256_file(target), base_rate, None, None, task, prior
+    )
     (directory / METADATA_FILE).write_text(meta.to_json(), encoding="utf-8")
     try:
         loaded = load_artifacts(directory, "external", "new", artifact_digest(directory))
@@ -131,10 +166,12 @@ def stage(path: Path, spec: FeatureSpec, base_rate: float, directory: Path) -> L
             f"{path.name}: its features do not match spec {spec.version} ({detail}); the spec's "
             f"order is {list(names)}"
         )
-    check_binary(loaded.model, flavor)
+    check_task(loaded.model, flavor, task)
     probe = np.zeros((1, len(names)), dtype=np.float64)  # it must score a row at all
     scores = loaded.predict(probe)
-    if not (np.isfinite(scores).all() and ((scores >= 0) & (scores <= 1)).all()):
+    if not np.isfinite(scores).all():
+        raise ConfigError(f"{path.name}: scores a row as {scores.tolist()}")
+    if task.kind != "regression" and not ((scores >= 0) & (scores <= 1)).all():
         raise ConfigError(f"{path.name}: scores a row outside [0, 1]: {scores.tolist()}")
     return loaded
 
@@ -144,30 +181,41 @@ def register_external(
     spec: FeatureSpec,
     path: Path,
     *,
-    holdout: tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]] | None = None,
+    holdout: tuple[npt.NDArray[np.float64], npt.NDArray[Any]] | None = None,
     base_rate: float | None = None,
     compare_to: LoadedModel | None = None,
     make_champion_if_none: bool = True,
+    task: Task = BINARY,
 ) -> Registered:
-    """Register ``path`` as a new version. ``holdout`` (features, labels) gives it metrics and
-    its base rate (the last rung of the fallback ladder) when ``base_rate`` is not given."""
+    """Register ``path`` as a new version of a ``task`` model. ``holdout`` (features, targets)
+    gives it the task's metrics and its fallback constant (the base rate, the mean, the class
+    prior: the last rung of the fallback ladder) when ``base_rate`` is not given."""
+    prior: tuple[float, ...] = ()
+    if task.kind == "multiclass" and base_rate is not None:
+        raise ConfigError(
+            "--base-rate is for binary and regression tasks: a --holdout file "
+            "gives a multiclass model its class prior"
+        )
     if base_rate is None:
         if holdout is None or len(holdout[1]) == 0:
             with tempfile.TemporaryDirectory(prefix="streamscore-register-") as tmp:
-                stage(path, spec, 0.0, Path(tmp))  # the file's own problems come first
+                stage(path, spec, 0.0, Path(tmp), task)  # the file's own problems come first
             raise ConfigError("give --base-rate, or a --holdout file to measure it")
-        base_rate = float(np.mean(holdout[1]))
+        constant = task.constant(holdout[1])
+        base_rate = constant[0] if task.width == 1 else 0.0
+        prior = constant if task.width > 1 else ()
     source_sha = sha256_file(path)
     with tempfile.TemporaryDirectory(prefix="streamscore-register-") as tmp:
-        loaded = stage(path, spec, base_rate, Path(tmp))
+        loaded = stage(path, spec, base_rate, Path(tmp), task, prior)
         flavor = loaded.metadata.flavor
         metrics: dict[str, float] = {}
         if holdout is not None and len(holdout[1]):
             X, y = holdout
-            metrics = {f"holdout_{k}": v for k, v in evaluate(y, loaded.predict(X)).items()}
+            held = evaluate_task(task, y, loaded.predict(X))
+            metrics = {f"holdout_{k}": v for k, v in held.items()}
             metrics["holdout_rows"] = float(len(y))
             if compare_to is not None:
-                compared = evaluate(y, compare_to.predict(X))
+                compared = evaluate_task(task, y, compare_to.predict(X))
                 metrics |= {f"champion_holdout_{k}": v for k, v in compared.items()}
         digest = artifact_digest(Path(tmp))
         tags = {
@@ -178,7 +226,7 @@ def register_external(
             "python": platform.python_version(),
             "artifact_sha256": digest,
         }
-        params = {"flavor": flavor, "origin": "external", "base_rate": base_rate}
+        params = {"flavor": flavor, "origin": "external", "base_rate": base_rate, "task": task.kind}
         run_id, source = registry.log_run(params, metrics, tags, Path(tmp), f"register-{flavor}")
     version = registry.register(
         run_id,

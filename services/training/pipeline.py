@@ -15,7 +15,8 @@ import lightgbm
 import numpy as np
 import sklearn
 
-from services.core.errors import StreamMLError
+from services.core.errors import ConfigError, StreamMLError
+from services.core.task import BINARY, Task
 from services.drift.reference import write_reference
 from services.features.history import FeatureSource
 from services.features.log import FeatureLogIndex
@@ -34,6 +35,7 @@ from services.training.train import (
     Flavor,
     HoldoutBy,
     evaluate,
+    evaluate_task,
     fit,
     fit_fallback,
     predict,
@@ -102,6 +104,7 @@ def train_and_register(
     calibrate: Method | None = None,
     logged: FeatureLogIndex | None = None,
     source: FeatureSource | None = None,
+    task: Task = BINARY,
 ) -> TrainResult:
     """Raises ``TrainingRefused`` when the data fails validation (the report says why), and
     ``ConfigError`` when LightGBM refuses ``params``.
@@ -123,8 +126,10 @@ def train_and_register(
     every score it serves. The holdout's ECE before (``holdout_ece_uncalibrated``) and after
     (``holdout_ece``) are recorded.
     """
-    ts = build_training_set(spec, store, events, labels, logged=logged, source=source)
-    report = validate(ts, spec)
+    if calibrate is not None and task != BINARY:
+        raise ConfigError(f"--calibrate is for a binary task; this one is {task.kind}")
+    ts = build_training_set(spec, store, events, labels, logged=logged, source=source, task=task)
+    report = validate(ts, spec, task=task)
     if not report.ok:
         raise TrainingRefused(report)
     holdout_by: HoldoutBy = "time" if holdout_newest else "random"
@@ -139,9 +144,9 @@ def train_and_register(
         order = np.random.default_rng(seed + 1).permutation(train_idx)
         cut = int(len(order) * (1 - CALIBRATION_SHARE))
         fit_idx, cal_idx = np.sort(order[:cut]), np.sort(order[cut:])
-    trained = fit(ts.X[fit_idx], ts.y[fit_idx], ts.names, flavor, seed, params)
+    trained = fit(ts.X[fit_idx], ts.y[fit_idx], ts.names, flavor, seed, params, task)
     calibration = None
-    raw_hold = predict(trained, ts.X[hold_idx])
+    raw_hold = predict(trained, ts.X[hold_idx], task)
     served_hold = raw_hold
     metrics: dict[str, float] = {}
     if calibrate is not None:
@@ -149,41 +154,49 @@ def train_and_register(
         served_hold = calibration.apply(raw_hold)
         metrics["holdout_ece_uncalibrated"] = evaluate(ts.y[hold_idx], raw_hold)["ece"]
         metrics["calibration_rows"] = float(len(cal_idx))
-    metrics |= {f"holdout_{k}": v for k, v in evaluate(ts.y[hold_idx], served_hold).items()}
+    held = evaluate_task(task, ts.y[hold_idx], served_hold)
+    metrics |= {f"holdout_{k}": v for k, v in held.items()}
     metrics["train_rows"] = float(len(fit_idx))
     metrics |= {f"feature_rows_{k}": float(v) for k, v in ts.sources.items()}
     if compare_to is not None:
         # The champion on the very same holdout rows: the comparison a promotion needs.
-        champion = evaluate(ts.y[hold_idx], compare_to.predict(ts.X[hold_idx]))
+        champion = evaluate_task(task, ts.y[hold_idx], compare_to.predict(ts.X[hold_idx]))
         metrics |= {f"champion_holdout_{k}": v for k, v in champion.items()}
     fingerprint = ts.fingerprint()
     with tempfile.TemporaryDirectory(prefix="streamscore-train-") as tmp:
-        fallback = fit_fallback(ts.X[fit_idx], ts.y[fit_idx], seed)
-        metrics["holdout_fallback_auc"] = evaluate(
-            ts.y[hold_idx], fallback.predict(ts.X[hold_idx])
-        )["auc"]
+        fallback = None
+        if task == BINARY:  # the logistic rung is binary's; other tasks fall to their constant
+            fallback = fit_fallback(ts.X[fit_idx], ts.y[fit_idx], seed)
+            metrics["holdout_fallback_auc"] = evaluate(
+                ts.y[hold_idx], fallback.predict(ts.X[hold_idx])
+            )["auc"]
         if refit_on_all:
             # Every row but the calibration's: the map must score rows the model never saw.
             fit_idx = np.setdiff1d(np.arange(len(ts.y)), cal_idx)
-            trained = fit(ts.X[fit_idx], ts.y[fit_idx], ts.names, flavor, seed, params)
-            fallback = fit_fallback(ts.X[fit_idx], ts.y[fit_idx], seed)
+            trained = fit(ts.X[fit_idx], ts.y[fit_idx], ts.names, flavor, seed, params, task)
+            if fallback is not None:
+                fallback = fit_fallback(ts.X[fit_idx], ts.y[fit_idx], seed)
             metrics["train_rows"] = float(len(fit_idx))
-        base_rate = float(ts.y[fit_idx].mean())
+        # The last rung: the base rate, the training mean, or the class prior.
+        constant = task.constant(ts.y[fit_idx])
         write_artifacts(
             Path(tmp),
             flavor,
             trained.model,
             ts.names,
             spec.version,
-            base_rate,
+            constant[0] if task.width == 1 else 0.0,
             fallback,
             calibration,
+            task,
+            constant if task.width > 1 else (),
         )
         # The holdout as the registered version scores it: what `report drift` compares
         # windows of served events with.
-        reference_scores = predict(trained, ts.X[hold_idx])
+        reference_scores = predict(trained, ts.X[hold_idx], task)
         if calibration is not None:
             reference_scores = calibration.apply(reference_scores)
+        reference_scores = task.score(reference_scores)
         write_reference(Path(tmp), ts.names, ts.X[hold_idx], reference_scores, seed)
         digest = artifact_digest(Path(tmp))
         logged_params = {
@@ -194,6 +207,7 @@ def train_and_register(
             "holdout": "newest" if holdout_by == "time" else "random",
             "refit_on_all": refit_on_all,
             "calibration": calibrate or "none",
+            "task": task.kind,
             "rows": len(ts.y),
             **dict(extra_params or {}),
         }
@@ -211,12 +225,14 @@ def train_and_register(
     if make_champion_if_none and registry.alias_version("champion") is None:
         registry.set_alias("champion", version)
         alias_set = True
+    primary = task.primary[0]
     logger.info(
-        "trained %s v%s (run %s), holdout AUC %.4f; feature rows %s",
+        "trained %s v%s (run %s), holdout %s %.4f; feature rows %s",
         registry.name,
         version,
         run_id,
-        metrics.get("holdout_auc", float("nan")),
+        primary,
+        metrics.get(f"holdout_{primary}", float("nan")),
         ts.sources,
     )
     return TrainResult(

@@ -9,16 +9,39 @@ from typing import Any, Literal
 import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
-from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.metrics import log_loss, roc_auc_score
 
 from services.core.errors import ConfigError
+from services.core.task import BINARY, Task
 from services.scoring.model import LogisticFallback
 
 Flavor = Literal["lightgbm", "sklearn"]
 HoldoutBy = Literal["random", "time"]
-# What the task needs of a LightGBM objective: a probability of the positive class.
-BINARY_OBJECTIVES = ("binary", "cross_entropy", "xentropy")
+# What each task needs of a LightGBM objective: a probability of the positive class; a value;
+# class probabilities that sum to 1 (softmax: one-vs-all's do not).
+OBJECTIVES: dict[str, tuple[str, ...]] = {
+    "binary": ("binary", "cross_entropy", "xentropy"),
+    "regression": (
+        "regression",
+        "regression_l2",
+        "l2",
+        "mse",
+        "mean_squared_error",
+        "regression_l1",
+        "l1",
+        "mae",
+        "huber",
+        "fair",
+        "quantile",
+        "mape",
+        "poisson",
+        "gamma",
+        "tweedie",
+    ),
+    "multiclass": ("multiclass", "softmax"),
+}
+BINARY_OBJECTIVES = OBJECTIVES["binary"]
 
 LIGHTGBM_PARAMS: dict[str, Any] = {
     "objective": "binary",
@@ -70,41 +93,54 @@ def split_by_time(
     return np.sort(order[:cut]), np.sort(order[cut:])
 
 
-def lightgbm_params(overrides: Mapping[str, Any] | None, seed: int) -> tuple[dict[str, Any], int]:
-    """LightGBM parameters: the defaults, then ``overrides`` (``train --params``), with
-    ``num_boost_round`` taken out; the objective must suit the task.
+def lightgbm_params(
+    overrides: Mapping[str, Any] | None, seed: int, task: Task = BINARY
+) -> tuple[dict[str, Any], int]:
+    """LightGBM parameters: the defaults for ``task`` (its objective; a multiclass task's
+    ``num_class``), then ``overrides`` (``train --params``), with ``num_boost_round`` taken out;
+    the objective must suit the task.
 
     >>> params, rounds = lightgbm_params({"num_leaves": 7, "num_boost_round": 50}, 1)
     >>> params["num_leaves"], params["seed"], rounds
     (7, 1, 50)
+    >>> lightgbm_params(None, 1, Task("multiclass", ("a", "b", "c")))[0]["num_class"]
+    3
     >>> lightgbm_params({"objective": "regression"}, 1)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    services.core.errors.ConfigError: LightGBM objective 'regression': a binary objective ...
+    services.core.errors.ConfigError: LightGBM objective 'regression': the task is binary: ...
     """
-    params = LIGHTGBM_PARAMS | {"seed": seed} | dict(overrides or {})
+    defaults = LIGHTGBM_PARAMS | {"objective": OBJECTIVES[task.kind][0], "seed": seed}
+    if task.kind == "multiclass":
+        defaults["num_class"] = task.width
+    params = defaults | dict(overrides or {})
     rounds = params.pop("num_boost_round", NUM_BOOST_ROUND)
     if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
         raise ConfigError(f"num_boost_round {rounds!r}: a whole number of at least 1")
-    if str(params.get("objective")) not in BINARY_OBJECTIVES:
+    allowed = OBJECTIVES[task.kind]
+    if str(params.get("objective")) not in allowed:
         raise ConfigError(
-            f"LightGBM objective {params.get('objective')!r}: a binary objective is needed "
-            f"({', '.join(BINARY_OBJECTIVES)})"
+            f"LightGBM objective {params.get('objective')!r}: the task is {task.kind}: "
+            f"one of {', '.join(allowed)}"
         )
+    if task.kind == "multiclass" and params.get("num_class") != task.width:
+        raise ConfigError(f"num_class {params.get('num_class')!r}: the task has {task.width}")
     return params, rounds
 
 
 def fit(
     X: npt.NDArray[np.float64],
-    y: npt.NDArray[np.int64],
+    y: npt.NDArray[Any],
     names: tuple[str, ...],
     flavor: Flavor,
     seed: int,
     params: Mapping[str, Any] | None = None,
+    task: Task = BINARY,
 ) -> Trained:
-    """Fit ``flavor``; ``params`` override the LightGBM defaults (``train --params``)."""
+    """Fit ``flavor`` for ``task``; ``params`` override the LightGBM defaults (``train
+    --params``)."""
     if flavor == "lightgbm":
-        chosen, rounds = lightgbm_params(params, seed)
+        chosen, rounds = lightgbm_params(params, seed, task)
         data = lgb.Dataset(X, label=y, feature_name=list(names), free_raw_data=False)
         try:
             booster = lgb.train(chosen, data, num_boost_round=rounds)
@@ -114,6 +150,8 @@ def fit(
     if params:
         raise ConfigError("--params applies to LightGBM (flavor lightgbm) only")
     sk_params: dict[str, Any] = {"max_iter": 200, "learning_rate": 0.05, "random_state": seed}
+    if task.kind == "regression":
+        return Trained("sklearn", HistGradientBoostingRegressor(**sk_params).fit(X, y), sk_params)
     clf = HistGradientBoostingClassifier(**sk_params).fit(X, y)
     return Trained("sklearn", clf, sk_params)
 
@@ -141,10 +179,28 @@ def fit_fallback(
     )
 
 
-def predict(trained: Trained, X: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+def predict(
+    trained: Trained, X: npt.NDArray[np.float64], task: Task = BINARY
+) -> npt.NDArray[np.float64]:
+    """The fitted model's outputs, shaped as ``LoadedModel.predict`` serves them."""
     if trained.flavor == "lightgbm":
         return np.asarray(trained.model.predict(X), dtype=np.float64)
-    return np.asarray(trained.model.predict_proba(X)[:, 1], dtype=np.float64)
+    if task.kind == "regression":
+        return np.asarray(trained.model.predict(X), dtype=np.float64)
+    proba = np.asarray(trained.model.predict_proba(X), dtype=np.float64)
+    return proba if task.kind == "multiclass" else proba[:, 1]
+
+
+def evaluate_task(
+    task: Task, y: npt.NDArray[Any], outputs: npt.NDArray[np.float64]
+) -> dict[str, float]:
+    """The task's metrics: binary log loss, AUC and calibration; regression MAE and RMSE;
+    multiclass log loss and accuracy.
+
+    >>> evaluate_task(Task("regression"), np.array([1.0, 2.0]), np.array([1.5, 2.0]))["mae"]
+    0.25
+    """
+    return evaluate(y, outputs) if task.kind == "binary" else task.evaluate(y, outputs)
 
 
 def evaluate(
@@ -172,3 +228,22 @@ def evaluate(
         "base_rate": float(y.mean()),
         "rows": float(len(y)),
     }
+
+
+def metrics_line(m: dict[str, float], prefix: str = "holdout_") -> str:
+    """One line of a version's metrics, whichever task they are of.
+
+    >>> metrics_line({"holdout_mae": 0.51, "holdout_rmse": 0.64})
+    'MAE 0.5100, RMSE 0.6400'
+    >>> metrics_line({"holdout_auc": 0.8, "holdout_log_loss": 0.4, "holdout_ece": 0.01,
+    ...               "holdout_base_rate": 0.2})
+    'AUC 0.8000, log loss 0.4000, ECE 0.0100, base rate 0.200'
+    """
+    if f"{prefix}mae" in m:
+        return f"MAE {m[prefix + 'mae']:.4f}, RMSE {m[prefix + 'rmse']:.4f}"
+    if f"{prefix}accuracy" in m:
+        return f"log loss {m[prefix + 'log_loss']:.4f}, accuracy {m[prefix + 'accuracy']:.4f}"
+    return (
+        f"AUC {m[prefix + 'auc']:.4f}, log loss {m[prefix + 'log_loss']:.4f}, "
+        f"ECE {m[prefix + 'ece']:.4f}, base rate {m[prefix + 'base_rate']:.3f}"
+    )

@@ -32,6 +32,8 @@ def domain_show(ctx: click.Context) -> None:
         "folder": str(d.folder),
         "event": d.event_record,
         "prediction": d.prediction_record,
+        "task": d.task.kind,
+        "classes": list(d.task.classes),
         "key_field": d.key_field,
         "carry": list(d.spec.carry),
         "label": {"record": d.label.record, "join_key": d.label.join_key, "target": d.label.target},
@@ -51,6 +53,7 @@ def domain_show(ctx: click.Context) -> None:
 
     def render(c: Console) -> None:
         c.print(f"domain {d.name} ({d.folder}): OK", highlight=False)
+        c.print(f"  task {d.task.describe()}")
         c.print(f"  events {d.event_record} on {t.events}, keyed by {d.key_field}")
         carry = ", ".join(d.spec.carry)
         c.print(f"  predictions {d.prediction_record} on {t.predictions}, carrying {carry}")

@@ -45,7 +45,7 @@ def _name(path: Path, row: int, event_id: Any, what: str) -> str:
 
 def read_history(
     settings: Settings, events_path: Path, labels_path: Path
-) -> tuple[list[dict[str, Any]], dict[str, bool], list[str]]:
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
     """Events and labels from files, checked as the worker checks events (the Avro schema, then
     the domain's rules) and labels against the label schema; returns them and the problems,
     each naming its row one way (file, row number, event id)."""
@@ -61,7 +61,7 @@ def read_history(
         bad += len(said)
         problems += said[: max(0, MAX_REPORTED - len(problems))]
     label = domain.label
-    labels: dict[str, bool] = {}
+    labels: dict[str, Any] = {}
     first = 1
     for chunk in read_rows(labels_path):
         found, wrong = _labels_from_rows(domain.records[label.record], label, chunk, first)
@@ -111,19 +111,25 @@ def _event_problems(
 
 def read_holdout(
     settings: Settings, path: Path
-) -> tuple[list[dict[str, Any]], dict[str, bool], list[str]]:
+) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
     """A holdout file: events with the label's target as one more column."""
     domain = domain_of(settings)
     target = domain.label.target
+    kind = next(
+        f["type"]
+        for f in domain.records[domain.label.record].source["fields"]
+        if f["name"] == target
+    )
     now = int(time.time() * 1000)
     events: list[dict[str, Any]] = []
-    labels: dict[str, bool] = {}
+    labels: dict[str, Any] = {}
     problems: list[str] = []
     first = 1
     for chunk in read_rows(path):
         for n, row in enumerate(chunk, first):
             try:
-                labels[str(row.get("event_id"))] = bool(convert("boolean", row.get(target)))
+                value = convert(kind, row.get(target))
+                labels[str(row.get("event_id"))] = bool(value) if kind == "boolean" else value
             except (ValueError, TypeError) as exc:
                 problems.append(_name(path, n, row.get("event_id"), f"{target}: {exc}"))
         problems += _event_problems(domain, chunk, first, now, events, path)
@@ -133,10 +139,11 @@ def read_holdout(
 
 def _labels_from_rows(
     record: Any, label: Any, rows: list[dict[str, Any]], first: int
-) -> tuple[dict[str, bool], list[RowProblem]]:
-    """Labels need only their join key and target: other label fields may be left out."""
+) -> tuple[dict[str, Any], list[RowProblem]]:
+    """Labels need only their join key and target (a boolean, a number or a class, by the
+    task): other label fields may be left out."""
     fields = {f["name"]: f["type"] for f in record.source["fields"]}
-    out: dict[str, bool] = {}
+    out: dict[str, Any] = {}
     wrong: list[RowProblem] = []
     for n, row in enumerate(rows, first):
         try:
@@ -145,7 +152,8 @@ def _labels_from_rows(
             wrong.append(RowProblem(n, label.join_key, str(exc)))
             continue
         try:
-            out[key] = bool(convert(fields[label.target], row.get(label.target)))
+            value = convert(fields[label.target], row.get(label.target))
+            out[key] = bool(value) if fields[label.target] == "boolean" else value
         except (ValueError, TypeError) as exc:
             wrong.append(RowProblem(n, label.target, str(exc)))
     return out, wrong

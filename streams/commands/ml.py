@@ -19,6 +19,7 @@ from services.domain.config import domain_of
 from services.scoring.registry import MlflowRegistry
 from services.training.dataset import ValidationReport
 from services.training.pipeline import TrainingRefused, train_and_register
+from services.training.train import metrics_line
 from streams.adapters import feature_spec, feature_store
 from streams.commands.common import app, emit, json_option
 from streams.commands.history import (
@@ -271,6 +272,7 @@ def train(
                 calibrate=calibrate,  # type: ignore[arg-type]  # click.Choice: the literal
                 source=source,
                 logged=logged,
+                task=domain_of(a.settings).task,
             )
     except TrainingRefused as exc:
         refused = list(exc.report.problems)
@@ -289,16 +291,11 @@ def train(
             f"model {a.settings.model.name} v{result.version} registered "
             f"(run {result.run_id[:8]}){' and made champion' if result.alias_set else ''}"
         )
-        c.print(
-            f"validation: {result.report.rows:,} rows, {result.report.positives:,} positive, "
-            "no problems"
-        )
+        positives = f", {result.report.positives:,} positive" if "holdout_auc" in m else ""
+        c.print(f"validation: {result.report.rows:,} rows{positives}, no problems")
         rows = ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in result.sources.items())
         c.print(f"entity features: {rows}")
-        c.print(
-            f"holdout: AUC {m['holdout_auc']:.4f}, log loss {m['holdout_log_loss']:.4f}, "
-            f"ECE {m['holdout_ece']:.4f}, base rate {m['holdout_base_rate']:.3f}"
-        )
+        c.print(f"holdout: {metrics_line(m)}")
         if "holdout_ece_uncalibrated" in m:
             c.print(
                 f"calibration ({calibrate}): holdout ECE {m['holdout_ece_uncalibrated']:.4f} "

@@ -203,7 +203,9 @@ def make_pipeline(
         labels = {x[label.join_key]: x[label.target] for x in world.labels(history)}
         # One model per stack and domain: training and MLflow cost seconds, and every test's
         # features are the same world's, so the same model serves all of them.
-        trained = train_and_register(MlflowRegistry(settings), spec, store, history, labels, seed=7)
+        trained = train_and_register(
+            MlflowRegistry(settings), spec, store, history, labels, seed=7, task=declared.task
+        )
         _MODELS[cache_key] = (settings.model.name, trained)
     else:
         trained = cached[1]
@@ -239,11 +241,12 @@ def with_two_versions(p: Pipeline, name: str) -> Pipeline:
     spec = feature_spec(q.settings)
     store = feature_store(q.settings, spec)
     history = q.world.events(4000, start_index=20_000_000)
-    label = load_domain(q.settings.domain_dir).label
+    declared = load_domain(q.settings.domain_dir)
+    label = declared.label
     labels = {x[label.join_key]: x[label.target] for x in q.world.labels(history)}
     registry = MlflowRegistry(q.settings)
     for seed in (7, 8):
-        train_and_register(registry, spec, store, history, labels, seed=seed)
+        train_and_register(registry, spec, store, history, labels, seed=seed, task=declared.task)
     return q
 
 

@@ -1,5 +1,5 @@
 """Staging a model trained elsewhere: safe formats only, the spec's feature names in the spec's
-order, a binary classifier, loaded exactly as a worker loads a version."""
+order, a model of the domain's task, loaded exactly as a worker loads a version."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import skops.io as sio
+from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from services.core.errors import ConfigError, ModelLoadError
+from services.core.task import Task
 from services.features.assemble import feature_names
 from services.features.spec import FeatureSpec
 from services.training.external import stage
@@ -98,7 +100,7 @@ def _dump(model: object, path: Path) -> Path:
                 LinearRegression().fit(pd.DataFrame(X, columns=NAMES), Y), d / "m.skops"
             ),
             ConfigError,
-            "no predict_proba",
+            "is a regression model, but this domain's task is binary",
         ),
     ],
     ids=["pickle", "no-names", "order", "names", "regressor"],
@@ -124,3 +126,39 @@ def test_a_skops_file_with_an_untrusted_type_is_refused(tmp_path: Path) -> None:
     (tmp_path / "artifact").mkdir()
     with pytest.raises(ModelLoadError, match="untrusted types"):
         stage(path, SPEC, 0.5, tmp_path / "artifact")
+
+
+def _lightgbm(tmp_path: Path, params: dict[str, object], y: np.ndarray) -> Path:
+    booster = lightgbm.train(
+        {"verbose": -1, **params}, lightgbm.Dataset(X, y, feature_name=NAMES), num_boost_round=3
+    )
+    path = tmp_path / "m.txt"
+    booster.save_model(str(path))
+    return path
+
+
+def test_a_model_of_the_domains_task_is_staged_and_another_refused(tmp_path: Path) -> None:
+    regression = Task("regression")
+    three = Task("multiclass", ("a", "b", "c"))
+    value = X[:, 0] * 3 + X[:, 2]
+    classes = np.digitize(X[:, 0], [-0.5, 0.5])
+    (tmp_path / "artifact").mkdir()
+    path = _lightgbm(tmp_path, {"objective": "regression"}, value)
+    loaded = stage(path, SPEC, float(value.mean()), tmp_path / "artifact", regression)
+    assert loaded.metadata.task == regression and loaded.predict(X[:4]).shape == (4,)
+    with pytest.raises(ConfigError, match="a regression model, but this domain's task is binary"):
+        stage(path, SPEC, 0.5, tmp_path / "artifact")
+    path = _lightgbm(tmp_path, {"objective": "multiclass", "num_class": 3}, classes)
+    loaded = stage(path, SPEC, 0.0, tmp_path / "artifact", three, (0.3, 0.4, 0.3))
+    assert loaded.predict(X[:4]).shape == (4, 3)
+    np.testing.assert_allclose(loaded.predict(X[:4]).sum(axis=1), 1.0)
+    with pytest.raises(ConfigError, match="the model has 3 classes; this domain's task has 4"):
+        stage(path, SPEC, 0.0, tmp_path / "artifact", Task("multiclass", ("a", "b", "c", "d")))
+    with pytest.raises(ConfigError, match="a multiclass model, but this domain's task is regr"):
+        stage(path, SPEC, 0.0, tmp_path / "artifact", regression)
+    path = _dump(
+        HistGradientBoostingRegressor(max_iter=5).fit(pd.DataFrame(X, columns=NAMES), value),
+        tmp_path / "r.skops",
+    )
+    loaded = stage(path, SPEC, 0.0, tmp_path / "artifact", regression)
+    assert loaded.predict(X[:4]).shape == (4,)
