@@ -1,21 +1,24 @@
 """Predictions kept for the label horizon, so delayed labels can be joined to what was served.
 
 One Redis key per event and kind (served or shadow), ``<prefix>pred:<kind>:<event_id>`` =
-``version|variant|score|degraded|missing groups`` (rows written before the last two fields
-existed read as not degraded, nothing missing), with a TTL of the label horizon; the scoring
-worker writes a batch with one server-side script call (one command, one round trip: a
-pipeline of one SET per event cost ~20 µs per event in the client, the script ~1) and the label
-join reads a batch with one MGET. On a Redis Cluster the script is called once per slot and the
-MGET made once per slot, each set in one pipeline: one round trip per shard. Event ids spread
-over every slot, so there a batch costs about one script call per event: the price of keeping
-predictions spread over the shards rather than hash-tagged onto one.
+``version|variant|score|degraded|missing groups[|class probabilities]`` (rows written before
+the degraded and missing fields existed read as not degraded, nothing missing; the class
+probabilities, comma-separated, only for a multiclass model), with a TTL of the label horizon;
+the scoring worker writes a batch with one server-side script call (one command, one round
+trip: a pipeline of one SET per event cost ~20 µs per event in the client, the script ~1) and
+the label join reads a batch with one MGET. On a Redis Cluster the script is called once per
+slot and the MGET made once per slot, each set in one pipeline: one round trip per shard. Event
+ids spread over every slot, so there a batch costs about one script call per event: the price
+of keeping predictions spread over the shards rather than hash-tagged onto one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import redis
 
 from services.core.errors import FeatureStoreUnavailable
@@ -30,20 +33,26 @@ class Stored:
     score: float
     degraded: bool = False
     missing: tuple[str, ...] = ()
+    probabilities: tuple[float, ...] = ()  # multiclass: per class, in the classes' order
 
 
 def encode(stored: Stored) -> bytes:
     """
-    >>> decode(encode(Stored("3", "champion", 0.25)))
-    Stored(model_version='3', variant='champion', score=0.25, degraded=False, missing=())
+    >>> decode(encode(Stored("3", "champion", 0.25))) == Stored("3", "champion", 0.25)
+    True
     >>> decode(encode(Stored("3", "champion", 0.5, True, ("user", "item")))).missing
     ('user', 'item')
     >>> decode(b"2|shadow|0.125").score
     0.125
+    >>> decode(encode(Stored("3", "champion", 0.5, probabilities=(0.5, 0.25, 0.25)))).probabilities
+    (0.5, 0.25, 0.25)
     """
     s = stored
     missing = ",".join(s.missing)
-    return f"{s.model_version}|{s.variant}|{s.score!r}|{int(s.degraded)}|{missing}".encode()
+    text = f"{s.model_version}|{s.variant}|{s.score!r}|{int(s.degraded)}|{missing}"
+    if s.probabilities:
+        text += "|" + ",".join(map(repr, s.probabilities))
+    return text.encode()
 
 
 def decode(raw: bytes | str | None) -> Stored | None:
@@ -54,9 +63,10 @@ def decode(raw: bytes | str | None) -> Stored | None:
         parts = text.split("|")
         if len(parts) == 3:
             return Stored(parts[0], parts[1], float(parts[2]))
-        version, variant, score, degraded, missing = parts
+        version, variant, score, degraded, missing = parts[:5]
         groups = tuple(missing.split(",")) if missing else ()
-        return Stored(version, variant, float(score), degraded == "1", groups)
+        probs = tuple(map(float, parts[5].split(","))) if len(parts) > 5 else ()
+        return Stored(version, variant, float(score), degraded == "1", groups, probs)
     except (UnicodeDecodeError, ValueError):
         return None
 
@@ -91,6 +101,9 @@ class PredictionStore:
             [s.score for _, s in pairs],
             [s.degraded for _, s in pairs],
             [s.missing for _, s in pairs],
+            None
+            if not pairs or not pairs[0][1].probabilities
+            else np.asarray([s.probabilities for _, s in pairs]),
         )
 
     def put_columns(
@@ -102,8 +115,10 @@ class PredictionStore:
         scores: Iterable[float],
         degraded: Sequence[bool] | None = None,
         missing: Sequence[Sequence[str]] | None = None,
+        probabilities: Any = None,
     ) -> int:
-        """A batch as columns (the worker's hot path): one script call."""
+        """A batch as columns (the worker's hot path): one script call. ``probabilities``: a
+        multiclass model's (n, classes) array."""
         if not event_ids:
             return 0
         head = f"{self.prefix}pred:{kind}:"
@@ -118,6 +133,9 @@ class PredictionStore:
                 versions, variants, map(float, scores), flags, groups, strict=True
             )
         ]
+        if probabilities is not None:
+            rows = (",".join(map(repr, row)) for row in probabilities.tolist())
+            values = [f"{value}|{row}" for value, row in zip(values, rows, strict=True)]
         try:
             self._set_all(keys, [self.ttl], values)
         except (redis.RedisError, OSError) as exc:

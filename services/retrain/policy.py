@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+LOSS_NAMES = {"log_loss": "log loss", "mae": "MAE"}  # how a loss metric is said in a reason
+
 
 @dataclass
 class DriftAggregator:
@@ -140,11 +142,15 @@ def retrain_request(
 
 
 def offline_gate(
-    metrics: Mapping[str, float], margin: float, ece_margin: float | None = None
+    metrics: Mapping[str, float],
+    margin: float,
+    ece_margin: float | None = None,
+    loss: str = "log_loss",
 ) -> tuple[bool, str]:
     """Shadow a challenger only when it does not lose to the champion on the same holdout
-    rows (the newest of the window) by more than ``margin`` in log loss, nor, with
-    ``ece_margin`` set, by more than that in expected calibration error.
+    rows (the newest of the window) by more than ``margin`` in the task's ``loss`` (log loss;
+    MAE for regression), nor, with ``ece_margin`` set, by more than that in expected
+    calibration error (binary).
 
     >>> offline_gate({"holdout_log_loss": 0.60, "champion_holdout_log_loss": 0.70}, 0.0)[0]
     True
@@ -156,13 +162,12 @@ def offline_gate(
     ...     "holdout_ece": 0.09, "champion_holdout_ece": 0.02}, 0.0, 0.05)
     (False, 'holdout ECE 0.0900 vs champion 0.0200 on the same rows (ECE margin 0.05)')
     """
-    mine = metrics["holdout_log_loss"]
-    theirs = metrics.get("champion_holdout_log_loss")
+    name = LOSS_NAMES.get(loss, loss)
+    mine = metrics[f"holdout_{loss}"]
+    theirs = metrics.get(f"champion_holdout_{loss}")
     if theirs is None or theirs != theirs:  # no champion (or NaN)
-        return True, f"holdout log loss {mine:.4f}, no champion to compare with"
-    why = (
-        f"holdout log loss {mine:.4f} vs champion {theirs:.4f} on the same rows (margin {margin:g})"
-    )
+        return True, f"holdout {name} {mine:.4f}, no champion to compare with"
+    why = f"holdout {name} {mine:.4f} vs champion {theirs:.4f} on the same rows (margin {margin:g})"
     if mine > theirs + margin:
         return False, why
     ece, champion_ece = metrics.get("holdout_ece"), metrics.get("champion_holdout_ece")
@@ -177,11 +182,15 @@ def offline_gate(
 
 
 def quality_trigger(
-    online: Mapping[str, float], holdout_log_loss: float | None, min_events: int, margin: float
+    online: Mapping[str, float],
+    holdout_log_loss: float | None,
+    min_events: int,
+    margin: float,
+    loss: str = "log_loss",
 ) -> str | None:
-    """The absolute trigger: why to retrain when the champion's online log loss exceeds its
-    own holdout log loss by more than ``margin`` over at least ``min_events`` labelled events;
-    None otherwise (also when the holdout figure is unknown).
+    """The absolute trigger: why to retrain when the champion's online ``loss`` (log loss;
+    MAE for regression) exceeds its own holdout figure by more than ``margin`` over at least
+    ``min_events`` labelled events; None otherwise (also when the holdout figure is unknown).
 
     >>> quality_trigger({"count": 2000, "log_loss": 0.80}, 0.55, 1000, 0.1)
     'quality: online log loss 0.8000 over 2000 events vs holdout 0.5500 (margin 0.1)'
@@ -191,13 +200,13 @@ def quality_trigger(
     True
     """
     n = online.get("count", 0)
-    if holdout_log_loss is None or n < min_events or "log_loss" not in online:
+    if holdout_log_loss is None or n < min_events or loss not in online:
         return None
-    if online["log_loss"] <= holdout_log_loss + margin:
+    if online[loss] <= holdout_log_loss + margin:
         return None
     return (
-        f"quality: online log loss {online['log_loss']:.4f} over {n:.0f} events vs holdout "
-        f"{holdout_log_loss:.4f} (margin {margin:g})"
+        f"quality: online {LOSS_NAMES.get(loss, loss)} {online[loss]:.4f} over {n:.0f} events "
+        f"vs holdout {holdout_log_loss:.4f} (margin {margin:g})"
     )
 
 
@@ -205,7 +214,8 @@ def quality_trigger(
 class PromotionPolicy:
     min_shadow_ms: int
     min_labels: int
-    margin: float  # log loss improvement required
+    margin: float  # improvement of the loss required
+    loss: str = "log_loss"  # the task's: log loss, or MAE for regression
 
     def decide(
         self, shadow_started_ms: int, now_ms: int, paired: Mapping[str, float]
@@ -228,10 +238,11 @@ class PromotionPolicy:
         n = paired.get("count", 0)
         if n < self.min_labels:
             return "wait", f"{n:.0f} labelled events scored by both, need {self.min_labels}"
-        champion, challenger = paired["champion_log_loss"], paired["challenger_log_loss"]
+        champion, challenger = paired[f"champion_{self.loss}"], paired[f"challenger_{self.loss}"]
         why = (
-            f"online log loss champion {champion:.4f} vs challenger {challenger:.4f} on the same "
-            f"{n:.0f} labelled events (margin {self.margin})"
+            f"online {LOSS_NAMES.get(self.loss, self.loss)} champion {champion:.4f} vs "
+            f"challenger {challenger:.4f} on the same {n:.0f} labelled events "
+            f"(margin {self.margin})"
         )
         return ("promote" if champion - challenger >= self.margin else "keep"), why
 

@@ -16,12 +16,13 @@ import numpy as np
 from services.codec.avro import AvroCodec
 from services.core.errors import TransientError
 from services.core.settings import Settings
+from services.core.task import BINARY, Task
 from services.domain.config import domain_of
 from services.features.log import FeatureLogIndex
 from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore
 from services.kafka.replay import read_since
-from services.labels.join import log_losses
+from services.labels.join import row_losses
 from services.retrain.policy import change_index, offline_gate
 from services.scoring.model import LoadedModel
 from services.scoring.operations import apply_change
@@ -46,11 +47,14 @@ class Codecs:
 
 def labelled_window(
     settings: Settings, codecs: Codecs, since_ms: int, max_events: int
-) -> tuple[list[dict[str, Any]], dict[str, bool]]:
-    """Events with an event time from ``since_ms``, and their labels, replayed from the
-    topics to their current ends (all of it, or ``BrokerUnavailable``)."""
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Events with an event time from ``since_ms``, and their labels (the target as the task
+    has it: a boolean, a number, a class), replayed from the topics to their current ends
+    (all of it, or ``BrokerUnavailable``)."""
     timeout = settings.retrain.replay_timeout_seconds
-    label = domain_of(settings).label
+    domain = domain_of(settings)
+    label = domain.label
+    binary = domain.task.kind == "binary"
     # By event id, the last copy winning: producers' retries and redrives can repeat an event.
     by_id: dict[str, dict[str, Any]] = {}
     for m in read_since(settings, settings.topics.events, since_ms, max_events, timeout):
@@ -58,11 +62,12 @@ def labelled_window(
         if isinstance(decoded, dict) and int(decoded["event_time"]) >= since_ms:
             by_id[str(decoded["event_id"])] = decoded
     events = list(by_id.values())
-    labels = {}
+    labels: dict[str, Any] = {}
     for m in read_since(settings, settings.topics.labels, since_ms, max_events * 2, timeout):
         decoded = codecs.label.decode_one(m.value())
         if isinstance(decoded, dict):
-            labels[str(decoded[label.join_key])] = bool(decoded[label.target])
+            value = decoded[label.target]
+            labels[str(decoded[label.join_key])] = bool(value) if binary else value
     return events, labels
 
 
@@ -91,20 +96,21 @@ def refined_start(
     store: FeatureStore,
     champion: LoadedModel,
     events: list[dict[str, Any]],
-    labels: dict[str, bool],
+    labels: dict[str, Any],
     since: int,
     logged: FeatureLogIndex | None = None,
+    task: Task = BINARY,
 ) -> int:
-    """The event time where the champion's per-event log loss over the window changed (the
+    """The event time where the champion's per-event loss (the task's) over the window changed (the
     CUSUM estimate); ``since`` when no change is significant. Never before ``since`` (the
     request's window, which the margin widened so the change is inside it)."""
-    ts = build_training_set(spec, store, events, labels, logged=logged)
+    ts = build_training_set(spec, store, events, labels, logged=logged, task=task)
     if len(ts.y) < 2:
         return since
     time_of = {str(e["event_id"]): int(e["event_time"]) for e in events}
     times = np.array([time_of[i] for i in ts.event_ids], dtype=np.int64)
     order = np.argsort(times, kind="stable")
-    errors = log_losses(champion.predict(ts.X[order]), ts.y[order])
+    errors = losses_of(task, champion.predict(ts.X[order]), ts.y[order])
     at = change_index(errors)
     if at == 0:
         return since
@@ -149,6 +155,7 @@ def answer(
     """
     started = time.monotonic()
     r = settings.retrain
+    task = domain_of(settings).task
     since = int(request.get("window_start") or (time.time() * 1000 - r.window_seconds * 1000))
     events, labels = labelled_window(settings, codecs, since, r.max_events)
     logged = logged_rows(settings, codecs, spec, since)
@@ -157,7 +164,7 @@ def answer(
     if champion is not None and request.get("requested_by") == ACTOR:
         # The detector's start is coarse (and a quality trigger's is a guess): with the
         # labelled window in hand, the champion's own errors say where the change is.
-        since = refined_start(spec, store, champion, events, labels, since, logged)
+        since = refined_start(spec, store, champion, events, labels, since, logged, task)
         events = [e for e in events if int(e["event_time"]) >= since]
     labelled = sum(1 for e in events if e["event_id"] in labels)
     outcome: dict[str, Any] = {
@@ -191,11 +198,12 @@ def answer(
             compare_to=champion,
             make_champion_if_none=False,
             logged=logged,
+            task=task,
         )
     except TrainingRefused as exc:
         return outcome | {"status": "refused", "why": "; ".join(exc.report.problems)}
     m = result.metrics
-    passed, gate = offline_gate(m, r.offline_margin, r.ece_margin)
+    passed, gate = offline_gate(m, r.offline_margin, r.ece_margin, task.loss)
     why = f"retrain {request['request_id'][:8]} ({request['reason']}): {gate}"
     done = outcome | {"version": result.version, "metrics": m, "feature_rows": result.sources}
     if set(result.sources) - {"feature_log"}:
@@ -246,3 +254,17 @@ def _retry(call: Callable[[], T], tries: int = APPLY_TRIES) -> T:
             logger.warning("registry call failed (%s); trying again", exc)
             time.sleep(2**attempt)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def losses_of(task: Task, outputs: Any, y: Any) -> Any:
+    """Per row, the loss of a model's outputs against the targets (``row_losses`` of the
+    label join: a multiclass row's is minus the log of the true class's probability).
+
+    >>> losses_of(Task("multiclass", ("a", "b", "c")), np.array([[0.5, 0.25, 0.25]]),
+    ...           np.array([0])).round(4).tolist()
+    [0.6931]
+    """
+    if task.kind == "multiclass":
+        picked = outputs[np.arange(len(y)), y.astype(np.int64)]
+        return row_losses(task, picked, np.ones(len(y)))
+    return row_losses(task, outputs, y)

@@ -13,12 +13,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from services.core import metrics
 from services.domain.config import domain_of
 from services.drift.signals import drift_signal
 from services.kafka.replay import read_since
-from services.labels.join import join, log_losses
-from services.retrain.policy import change_index, quality_trigger
+from services.labels.join import join, row_losses
+from services.retrain.policy import LOSS_NAMES, change_index, quality_trigger
 from services.retrain.trainer import ACTOR
 from services.scoring.operations import apply_change
 from services.scoring.rollout import RolloutState, plan_promote
@@ -64,7 +66,8 @@ def join_labels(
     Raises:
         FeatureStoreUnavailable: the prediction store did not answer (the caller retries).
     """
-    label = domain_of(state.settings).label
+    domain = domain_of(state.settings)
+    label = domain.label
     ids = [r[2][label.join_key] for r in rows]
     joined, unmatched = join(
         rows,
@@ -72,6 +75,7 @@ def join_labels(
         state.predictions.get_many("shadow", ids),
         label.target,
         label.join_key,
+        domain.task,
     )
     metrics.LABELS_JOINED.labels(outcome="matched").inc(len(joined))
     metrics.LABELS_JOINED.labels(outcome="unmatched").inc(unmatched)
@@ -102,7 +106,8 @@ def join_labels(
         return []
     metrics.DRIFT_SIGNALS.labels(detector=evidence.detector, signal="error").inc()
     logger.warning(
-        "concept drift: log loss %.4f -> %.4f (event times %d-%d)",
+        "concept drift: %s %.4f -> %.4f (event times %d-%d)",
+        LOSS_NAMES[domain.task.loss],
         evidence.stats_before["mean"],
         evidence.stats_after["mean"],
         evidence.time_start_ms,
@@ -228,21 +233,22 @@ def check_quality(state: ControlState, rollout: RolloutState) -> list[dict[str, 
     scores, ys, times = state.book.series(champion, "champion", last=r.quality_min_events)
     if len(ys) < r.quality_min_events:
         return []
-    holdout = holdout_log_loss(state, champion)
-    errors = log_losses(scores, ys)
-    online = {"count": float(len(ys)), "log_loss": float(errors.mean())}
-    why = quality_trigger(online, holdout, r.quality_min_events, r.quality_margin)
+    task = state.book.task
+    holdout = holdout_log_loss(state, champion, task.loss)
+    errors = row_losses(task, scores, ys)
+    online = {"count": float(len(ys)), task.loss: float(np.nanmean(errors))}
+    why = quality_trigger(online, holdout, r.quality_min_events, r.quality_margin, task.loss)
     if why is None:
         return []
     start = int(times[change_index(errors)])
     return [{"reason": why, "window_start": start, "base_version": champion}]
 
 
-def holdout_log_loss(state: ControlState, version: str) -> float | None:
-    """Cached once known; unknown (no such metric, or MLflow did not answer) is asked again at
-    the next tick."""
+def holdout_log_loss(state: ControlState, version: str, loss: str = "log_loss") -> float | None:
+    """The version's holdout ``loss`` (log loss; MAE for regression). Cached once known;
+    unknown (no such metric, or MLflow did not answer) is asked again at the next tick."""
     if state.holdout.get(version) is None:
         info = next((v for v in state.registry.versions() if v.version == version), None)
         found = state.registry.run_metrics(info.run_id if info else None)
-        state.holdout[version] = found.get("holdout_log_loss")
+        state.holdout[version] = found.get(f"holdout_{loss}")
     return state.holdout[version]

@@ -11,6 +11,7 @@ from services.codec.factory import codec_for, schema_ids, schemas_dir
 from services.codec.schemas import load_schemas
 from services.core.errors import RegistryUnavailable
 from services.core.settings import Settings
+from services.domain.config import domain_of
 from services.drift.monitor import DriftMonitor
 from services.features.redis_store import RedisFeatureStore
 from services.features.spec import FeatureSpec
@@ -76,6 +77,7 @@ def build_state(settings: Settings) -> ControlState:
     )
     codecs = {n: codec_for(settings, by_record(settings.topics, n), records, ids) for n in names}
     spec = feature_spec(settings)
+    task = domain_of(settings).task
     r, d = settings.retrain, settings.drift
     return ControlState(
         settings=settings,
@@ -84,8 +86,10 @@ def build_state(settings: Settings) -> ControlState:
         features=feature_store(settings, spec),
         predictions=prediction_store(settings),
         codecs=codecs,
-        book=QualityBook(),
+        book=QualityBook(task=task),
         error_monitor=drift_monitor(settings),
         aggregator=DriftAggregator(int(d.cooldown_seconds * 1000), d.min_partitions),
-        promotion=PromotionPolicy(int(r.min_shadow_seconds * 1000), r.min_labels, r.promote_margin),
+        promotion=PromotionPolicy(
+            int(r.min_shadow_seconds * 1000), r.min_labels, r.promote_margin, task.loss
+        ),
     )

@@ -130,6 +130,7 @@ def remember(store: PredictionStore, result: BatchResult) -> None:
                     block.scores,
                     block.degraded,
                     block.missing,
+                    block.probabilities,
                 )
     except FeatureStoreUnavailable as exc:
         metrics.FEATURE_LOOKUPS.labels(outcome="prediction_store_error").inc()

@@ -116,3 +116,41 @@ def test_prune_forgets_versions_that_no_longer_serve() -> None:
     assert book.keys() == [("1", "champion"), ("2", "shadow")] and book.rows() == 30
     assert book.prune({"2"}) == [("1", "champion")]
     assert book.keys() == [("2", "shadow")] and book.rows() == 10  # the pairing went with v1
+
+
+def test_the_book_follows_the_task() -> None:
+    """Regression: the error is the absolute error and quality is MAE, RMSE and bias.
+    Multiclass: the error is minus the log of the true class's stored probability, and quality
+    is log loss and accuracy; the paired comparison a promotion reads carries the task's loss."""
+    from services.core.task import Task
+
+    regression = Task("regression")
+    rows = [(0, i, {"event_id": f"e{i}", "minutes": 20.0 + i, "event_time": i, "label_time": i})
+            for i in range(4)]  # fmt: skip
+    served = [Stored("1", "champion", 21.0 + i) for i in range(4)]  # one minute over each time
+    shadow = [Stored("2", "shadow", 20.0 + i) for i in range(4)]  # exact
+    joined, _ = join(rows, served, shadow, "minutes", task=regression)
+    assert [j.error for j in joined] == [1.0] * 4
+    book = QualityBook(task=regression)
+    book.add(joined)
+    assert book.quality("1", "champion") == {"count": 4.0, "mae": 1.0, "rmse": 1.0, "bias": 1.0}
+    paired = book.paired_quality("1", "2")
+    assert (paired["champion_mae"], paired["challenger_mae"]) == (1.0, 0.0)
+
+    three = Task("multiclass", ("a", "b", "c"))
+    rows = [(0, i, {"event_id": f"e{i}", "band": "abc"[i % 3], "event_time": i, "label_time": i})
+            for i in range(3)]  # fmt: skip
+    probs = (0.5, 0.25, 0.25)  # always says "a": right once in three
+    served = [Stored("1", "champion", 0.5, probabilities=probs)] * 3
+    joined, _ = join(rows, served, [None] * 3, "band", task=three)
+    assert [j.outcome for j in joined] == [0, 1, 2]
+    np.testing.assert_allclose([j.error for j in joined], -np.log([0.5, 0.25, 0.25]))
+    book = QualityBook(task=three)
+    book.add(joined)
+    q = book.quality("1", "champion")
+    assert q["accuracy"] == 1 / 3 and abs(q["log_loss"] + np.log([0.5, 0.25, 0.25]).mean()) < 1e-12
+
+
+def test_stored_class_probabilities_round_trip() -> None:
+    s = Stored("4", "champion", 0.6, False, (), (0.6, 0.3, 0.1))
+    assert decode(encode(s)) == s

@@ -138,3 +138,18 @@ def test_a_challenger_a_person_put_in_place_is_not_replaced(env: dict[str, Any])
     assert out["status"] == "held", out  # post-drift rows: it beats the champion offline
     assert f"v{v2.version} is a challenger a person put in place" in out["why"]
     assert registry.rollout_state() == RolloutState("1", v2.version, "canary", 5.0)
+
+
+def test_the_gates_compare_the_tasks_loss() -> None:
+    from services.retrain.policy import PromotionPolicy, offline_gate, quality_trigger
+
+    m = {"holdout_mae": 1.7, "champion_holdout_mae": 2.4}
+    assert offline_gate(m, 0.0, None, "mae") == (
+        True,
+        "holdout MAE 1.7000 vs champion 2.4000 on the same rows (margin 0)",
+    )
+    why = quality_trigger({"count": 2000, "mae": 3.1}, 1.7, 1000, 0.5, "mae")
+    assert why == "quality: online MAE 3.1000 over 2000 events vs holdout 1.7000 (margin 0.5)"
+    policy = PromotionPolicy(0, 10, 0.1, "mae")
+    paired = {"count": 50, "champion_mae": 2.0, "challenger_mae": 1.6}
+    assert policy.decide(0, 1, paired)[0] == "promote"
