@@ -1,4 +1,4 @@
-"""`streamscore load memory`: the capacity measures beside `load bench`
+"""`streamscore load memory|scale`: the capacity measures beside `load bench`
 (issue 29), each on a private embedded stack of its own, rounds interleaved."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from load import bench as b
-from load import bench_memory
+from load import bench_memory, bench_scale
 from streams.commands.common import app, emit, json_option
 
 
@@ -76,4 +76,25 @@ def memory(ctx: click.Context, rounds: int, no_worker: bool, out_dir: Path | Non
     emit(a, result, lambda c: c.print(md))
 
 
-COMMANDS: list[click.Command] = [memory]
+@click.command("scale")
+@click.option("--events", default=100_000, type=click.IntRange(min=1000), show_default=True)
+@click.option("--rounds", default=3, type=click.IntRange(min=1), show_default=True)
+@_out_option
+@json_option
+@click.pass_context
+def scale(ctx: click.Context, events: int, rounds: int, out_dir: Path | None) -> None:
+    """The worker's CPU µs/event with 1, 2 and 4 processes in one group, backlog mode; rounds
+    interleaved, on a private stack."""
+    a = app(ctx)
+    started, say = time.time(), _printer(a)
+    load_start = _load_average()
+    with b.private_stack("kafka", say) as (base, pids):
+        env = b.prepare(base, pids, events, 0, say)
+        result = bench_scale.run(env, rounds, say)
+    result = _stamp(result | {"load_average_start": load_start}, started)
+    md = bench_scale.markdown(result)
+    _write(out_dir, "scale", result, md)
+    emit(a, result, lambda c: c.print(md))
+
+
+COMMANDS: list[click.Command] = [memory, scale]
