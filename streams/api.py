@@ -287,6 +287,9 @@ def answer(rec: dict[str, Any], carry: tuple[str, ...]) -> dict[str, Any]:
     }
     if rec.get("decision") is not None:  # the domain declares a decision threshold
         out["decision"] = rec["decision"]
+    if rec.get("predicted_class") is not None:  # a multiclass task
+        out["predicted_class"] = rec["predicted_class"]
+        out["probabilities"] = dict(rec["probabilities"])
     return out | {name: rec.get(name) for name in carry}
 
 

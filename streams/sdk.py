@@ -236,7 +236,9 @@ class EventProducer:
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """One decoded prediction, and where it came from."""
+    """One decoded prediction, and where it came from. ``score`` is what the domain's task
+    predicts: a probability (binary), a value (regression), or the top class's probability
+    (multiclass, with ``predicted_class`` and ``probabilities``)."""
 
     event_id: str
     score: float
@@ -248,6 +250,17 @@ class Prediction:
     topic: str = ""
     partition: int = 0
     offset: int = 0
+
+    @property
+    def predicted_class(self) -> str | None:
+        """A multiclass prediction's top class; None for the other tasks."""
+        top = self.record.get("predicted_class")
+        return None if top is None else str(top)
+
+    @property
+    def probabilities(self) -> dict[str, float]:
+        """A multiclass prediction's probability per class; empty for the other tasks."""
+        return dict(self.record.get("probabilities") or {})
 
 
 class PredictionConsumer:

@@ -1,15 +1,17 @@
 """Comparing two sets of predictions for the same events (pure).
 
-``base`` and ``other`` map an event id to the (score, model version) that answered it: the
-original predictions and a sandbox re-score, or two sandbox runs. Events in only one side are
-counted, never compared.
+``base`` and ``other`` map an event id to the (score, model version) that answered it, and for
+a multiclass task its top class: the original predictions and a sandbox re-score, or two
+sandbox runs. Events in only one side are counted, never compared. A binary task counts
+decision flips at the threshold; a regression task has no threshold (score deltas only); a
+multiclass task counts class changes, with a confusion table of base class by other class.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,13 +26,14 @@ BINS = 20
 class Scored:
     score: float
     version: str
+    label: str | None = None  # multiclass: the predicted class
 
 
 @dataclass(frozen=True)
 class Diff:
     base: str
     other: str
-    threshold: float
+    threshold: float | None  # None: no decision (regression, multiclass)
     matched: int
     only_in_base: int
     only_in_other: int
@@ -41,6 +44,8 @@ class Diff:
     histogram: dict[str, list[float]]  # edges (BINS + 1) and counts of other - base
     worst: list[dict[str, Any]]
     by_version: list[dict[str, Any]]
+    class_changes: int = 0  # multiclass: events whose top class changed
+    confusion: dict[str, dict[str, int]] = field(default_factory=dict)  # base -> other -> n
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -49,7 +54,7 @@ class Diff:
 def diff(
     base: Mapping[str, Scored],
     other: Mapping[str, Scored],
-    threshold: float = 0.5,
+    threshold: float | None = 0.5,
     names: tuple[str, str] = ("base", "other"),
     worst: int = 10,
 ) -> Diff:
@@ -61,14 +66,32 @@ def diff(
     (2, 1, 1, 1, 1, 0)
     >>> d.worst[0]["event_id"], round(d.worst[0]["delta"], 3)
     ('a', 0.2)
+    >>> d = diff({"a": Scored(0.5, "1", "x"), "b": Scored(0.7, "1", "y")},
+    ...          {"a": Scored(0.6, "2", "y"), "b": Scored(0.8, "2", "y")}, None)
+    >>> d.class_changes, d.confusion, d.flips_up
+    (1, {'x': {'y': 1}, 'y': {'y': 1}}, 0)
     """
     ids = sorted(set(base) & set(other))
     b = np.asarray([base[e].score for e in ids], dtype=np.float64)
     o = np.asarray([other[e].score for e in ids], dtype=np.float64)
     delta = o - b
     changed = np.abs(delta) > EPSILON
-    up = (b < threshold) & (o >= threshold)
-    down = (b >= threshold) & (o < threshold)
+    labelled = bool(ids) and all(
+        base[e].label is not None and other[e].label is not None for e in ids
+    )
+    if threshold is None or labelled:
+        up = down = np.zeros(len(ids), dtype=bool)
+    else:
+        up = (b < threshold) & (o >= threshold)
+        down = (b >= threshold) & (o < threshold)
+    confusion: dict[str, dict[str, int]] = {}
+    moved = np.zeros(len(ids), dtype=bool)
+    if labelled:
+        for i, e in enumerate(ids):
+            was, now = str(base[e].label), str(other[e].label)
+            row = confusion.setdefault(was, {})
+            row[now] = row.get(now, 0) + 1
+            moved[i] = was != now
     stats: dict[str, float] = {}
     histogram: dict[str, list[float]] = {"edges": [], "counts": []}
     if ids:
@@ -110,7 +133,7 @@ def diff(
             "events": len(rows),
             "changed": int(changed[rows].sum()),
             "mean_abs_delta": float(np.abs(delta[rows]).mean()),
-            "flips": int(up[rows].sum() + down[rows].sum()),
+            "flips": int(up[rows].sum() + down[rows].sum() + moved[rows].sum()),
         }
         for (bv, ov), rows in sorted(groups.items())
     ]
@@ -128,6 +151,8 @@ def diff(
         histogram=histogram,
         worst=worst_rows,
         by_version=by_version,
+        class_changes=int(moved.sum()),
+        confusion=confusion,
     )
 
 
@@ -139,9 +164,14 @@ def markdown(d: Diff) -> str:
         f"- events compared: {d.matched} (only in {d.base}: {d.only_in_base}, "
         f"only in {d.other}: {d.only_in_other})",
         f"- changed: {d.changed} ({_share(d.changed, d.matched)})",
-        f"- decision flips at {d.threshold:g}: {d.flips_up + d.flips_down} "
-        f"({d.flips_up} up, {d.flips_down} down)",
     ]
+    if d.confusion:
+        lines.append(f"- class changes: {d.class_changes} ({_share(d.class_changes, d.matched)})")
+    elif d.threshold is not None:
+        lines.append(
+            f"- decision flips at {d.threshold:g}: {d.flips_up + d.flips_down} "
+            f"({d.flips_up} up, {d.flips_down} down)"
+        )
     if d.delta:
         lines.append(
             "- score delta (other - base): mean {mean:+.6f}, |delta| p50 {abs_p50:.6f}, "
@@ -155,6 +185,14 @@ def markdown(d: Diff) -> str:
             f"| v{v['base_version']} | v{v['other_version']} | {v['events']} | {v['changed']} "
             f"| {v['mean_abs_delta']:.6f} | {v['flips']} |"
         )
+    if d.confusion:
+        classes = sorted(set(d.confusion) | {c for row in d.confusion.values() for c in row})
+        lines += ["", f"## Classes: {d.base} (rows) by {d.other} (columns)", ""]
+        lines.append("| | " + " | ".join(classes) + " |")
+        lines.append("|---|" + "---:|" * len(classes))
+        for was in classes:
+            row = d.confusion.get(was, {})
+            lines.append(f"| {was} | " + " | ".join(str(row.get(c, 0)) for c in classes) + " |")
     if d.worst:
         lines += ["", "## Largest changes", "", "| event_id | base | other | delta |"]
         lines.append("|---|---:|---:|---:|")
@@ -184,9 +222,16 @@ def histogram_png(d: Diff, path: str) -> None:
         ax.bar(edges[:-1], counts, width=widths, align="edge", edgecolor="black")
     ax.set_xlabel(f"score delta ({d.other} - {d.base})")
     ax.set_ylabel("events")
-    ax.set_title(
-        f"{d.changed} of {d.matched} changed; {d.flips_up + d.flips_down} flips at {d.threshold:g}"
-    )
+    if d.confusion:
+        title = f"{d.changed} of {d.matched} changed; {d.class_changes} class changes"
+    elif d.threshold is None:
+        title = f"{d.changed} of {d.matched} changed"
+    else:
+        title = (
+            f"{d.changed} of {d.matched} changed; {d.flips_up + d.flips_down} flips at "
+            f"{d.threshold:g}"
+        )
+    ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -2,7 +2,8 @@
 
 Shadow agreement joins the champion's served predictions with the shadow's by event id; per
 variant (version and champion/challenger/shadow) it reports volume, mean score, degraded share
-and, where labels have arrived, online AUC and log loss.
+and, where labels have arrived, the task's online quality (AUC and log loss; MAE and RMSE; log
+loss and accuracy).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from services.core.task import BINARY, Task
 from services.scoring.rollout import agreement
 
 MIN_LABELS_FOR_QUALITY = 50  # below this an online AUC is noise, so none is reported
@@ -38,10 +41,14 @@ def online_quality(scores: Sequence[float], outcomes: Sequence[bool]) -> dict[st
 def compare_report(
     served: Sequence[Mapping[str, Any]],
     shadow: Sequence[Mapping[str, Any]],
-    labels: Mapping[str, bool],
+    labels: Mapping[str, Any],
     threshold: float,
+    task: Task = BINARY,
 ) -> dict[str, Any]:
-    """Per-variant statistics and champion-vs-shadow agreement over the predictions given."""
+    """Per-variant statistics and champion-vs-shadow agreement over the predictions given.
+    ``labels`` maps an event id to the label's target (a boolean, a number or a class, as the
+    ``task`` has it); quality and agreement are the task's (no decision flips for regression,
+    class changes for multiclass)."""
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for p in [*served, *shadow]:
         groups[(str(p["model_version"]), str(p["variant"]))].append(p)
@@ -55,31 +62,52 @@ def compare_report(
             "mean_score": float(np.mean(scores)),
             "degraded_share": sum(bool(p.get("degraded")) for p in preds) / len(preds),
         }
-        known = [
-            (float(p["score"]), labels[p["event_id"]]) for p in preds if p["event_id"] in labels
-        ]
+        known = [p for p in preds if p["event_id"] in labels]
         if len(known) >= MIN_LABELS_FOR_QUALITY:
-            row |= online_quality([s for s, _ in known], [y for _, y in known])
+            y = [labels[p["event_id"]] for p in known]
+            if task.kind == "binary":
+                row |= online_quality([float(p["score"]) for p in known], y)
+            else:
+                quality = task.evaluate(task.target(y), _outputs(task, known))
+                row |= {"labelled": quality.pop("rows")} | quality
         else:
             row["labelled"] = float(len(known))
         variants.append(row)
-    by_event = {p["event_id"]: float(p["score"]) for p in served}
-    report: dict[str, Any] = {"variants": variants, "threshold": threshold, "shadow_agreement": []}
+    by_event = {p["event_id"]: p for p in served}
+    at = threshold if task.kind == "binary" else None
+    report: dict[str, Any] = {
+        "task": task.kind,
+        "variants": variants,
+        "threshold": at,
+        "shadow_agreement": [],
+    }
     for version in sorted({str(s["model_version"]) for s in shadow}, key=_version_key):
         pairs = [
-            (by_event[s["event_id"]], float(s["score"]))
+            (by_event[s["event_id"]], s)
             for s in shadow
             if str(s["model_version"]) == version and s["event_id"] in by_event
         ]
         if pairs:
-            champ = np.array([a for a, _ in pairs])
-            shad = np.array([b for _, b in pairs])
+            champ = _outputs(task, [a for a, _ in pairs])
+            shad = _outputs(task, [b for _, b in pairs])
+            ag = agreement(champ, shad, at)
             report["shadow_agreement"].append(
                 {"shadow_version": version}
-                | agreement(champ, shad, threshold).to_dict()
-                | {"flip_rate": float(((champ >= threshold) != (shad >= threshold)).mean())}
+                | ag.to_dict()
+                | {"flip_rate": ag.decision_flips / ag.n if ag.n else 0.0}
             )
     return report
+
+
+def _outputs(task: Task, predictions: Sequence[Mapping[str, Any]]) -> npt.NDArray[np.float64]:
+    """The predictions' outputs as the model gave them: the scores, or (multiclass) a row of
+    class probabilities each, in the classes' order."""
+    if task.kind == "multiclass":
+        return np.asarray(
+            [[float(p["probabilities"][c]) for c in task.classes] for p in predictions],
+            dtype=np.float64,
+        )
+    return np.asarray([float(p["score"]) for p in predictions], dtype=np.float64)
 
 
 def _version_key(version: str) -> tuple[int, str]:

@@ -37,6 +37,7 @@ from sklearn.metrics import roc_auc_score
 from services.codec.factory import codec_for
 from services.core.errors import EmbeddedStackError, StreamMLError
 from services.core.settings import Settings, to_env
+from services.core.task import Task
 from services.domain.config import domain_of
 from services.embedded import prometheus
 from services.embedded.kafka_cluster import as_role
@@ -138,6 +139,7 @@ def _run(
     as_ = roles or (lambda _role: s)
     spec = feature_spec(s)
     label = domain_of(s).label
+    task = domain_of(s).task
     world = make_world(s, 42, start_time_ms=int(time.time() * 1000), rate_per_second=rate)
     store = feature_store(s, spec)
     with err.status(f"loading {', '.join(g.name for g in spec.groups)} features into Redis..."):
@@ -157,7 +159,7 @@ def _run(
         history = make_world(s, 42, start_time_ms=int(time.time() * 1000) - 400_000)
         past = history.events(40_000, start_index=HISTORY_START_INDEX)
         labels = {x[label.join_key]: x[label.target] for x in history.labels(past)}
-        trained = train_and_register(registry, spec, store, past, labels, seed=42)
+        trained = train_and_register(registry, spec, store, past, labels, seed=42, task=task)
     challenger = trained
     if not trained.alias_set and _retrained_for_drift(registry):
         # Act 2 of an earlier run promoted a model of the drifted world: act 1 starts again
@@ -175,11 +177,13 @@ def _run(
         with err.status("training a second version on other history (the newcomer)..."):
             past = history.events(40_000, start_index=HISTORY_START_INDEX + 10_000_000)
             labels = {x[label.join_key]: x[label.target] for x in history.labels(past)}
-            challenger = train_and_register(registry, spec, store, past, labels, seed=43)
+            challenger = train_and_register(registry, spec, store, past, labels, seed=43, task=task)
     served = registry.alias_version("champion")
+    primary = f"holdout_{task.primary[0]}"
     err.print(
-        f"model {s.model.name}: champion v{served}; newcomer v{challenger.version} (holdout AUC "
-        f"{challenger.metrics['holdout_auc']:.3f}) will go shadow -> canary 10% -> champion"
+        f"model {s.model.name}: champion v{served}; newcomer v{challenger.version} "
+        f"(holdout {METRIC_NAMES[task.primary[0]]} {challenger.metrics[primary]:.3f}) will go "
+        "shadow -> canary 10% -> champion"
     )
     steps = _rollout_steps(challenger.version)
 
@@ -253,7 +257,7 @@ def _run(
         "champion_before": served,
         "newcomer": challenger.version,
         "champion_after": registry.alias_version("champion"),
-        "holdout_auc": challenger.metrics["holdout_auc"],
+        primary: challenger.metrics[primary],  # holdout_auc, holdout_mae, holdout_log_loss
     }
     return result
 
@@ -438,14 +442,8 @@ def _stream(
 
     truth = world.labels(raw)
     truth_of = domain_of(s).label
-    y = np.array(
-        [lab[truth_of.target] for lab in truth if lab[truth_of.join_key] in scores], dtype=int
-    )
-    p = np.array(
-        [scores[lab[truth_of.join_key]] for lab in truth if lab[truth_of.join_key] in scores]
-    )
-    oracle = world.probabilities(raw)
-    y_all = np.array([lab[truth_of.target] for lab in truth], dtype=int)
+    domain_task = domain_of(s).task
+    quality = _quality(domain_task, world, raw, truth, truth_of, served)
     return {
         "events_in": len(messages),
         "valid_sent": len(events),
@@ -458,16 +456,58 @@ def _stream(
         "predictions_with_missing_features": missing,
         "throughput_per_second": len(messages) / elapsed,
         "latency_ms": {q: _pct(latencies, v) for q, v in (("p50", 50), ("p95", 95), ("p99", 99))},
-        "online_auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan"),
-        "oracle_auc": float(roc_auc_score(y_all, oracle)),
+        **quality,
         "rollout": _took_effect(timeline, list(served.values()), list(shadow.values())),
         "variants": compare_report(
             list(served.values()),
             list(shadow.values()),
-            {lab[truth_of.join_key]: bool(lab[truth_of.target]) for lab in truth},
+            {lab[truth_of.join_key]: lab[truth_of.target] for lab in truth},
             s.model.decision_threshold,
+            domain_task,
         ),
     }
+
+
+# How a task's primary metric is named in the demo's lines.
+METRIC_NAMES = {"auc": "AUC", "mae": "MAE", "log_loss": "log loss"}
+# The oracle's row in the summary, per task: what the world's truth scores.
+ORACLE_NAMES = {
+    "binary": "true-probability ceiling",
+    "regression": "truth without its noise (floor)",
+    "multiclass": "true-probability floor",
+}
+
+
+def _quality(
+    task: Task,
+    world: Any,
+    raw: list[dict[str, Any]],
+    truth: list[dict[str, Any]],
+    label: Any,
+    served: dict[str, dict[str, Any]],
+) -> dict[str, float]:
+    """The task's primary metric of what was served (``online_<metric>``) and of the world's
+    own truth over every event sent (``oracle_<metric>``): AUC, MAE or multi-class log loss."""
+    metric = task.primary[0]
+    got = [lab for lab in truth if lab[label.join_key] in served]
+    y = task.target(lab[label.target] for lab in got)
+    y_all = task.target(lab[label.target] for lab in truth)
+    if task.kind == "binary":
+        p = np.array([served[lab[label.join_key]]["score"] for lab in got])
+        return {
+            "online_auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan"),
+            "oracle_auc": float(roc_auc_score(y_all, world.probabilities(raw))),
+        }
+    if task.kind == "regression":
+        outputs = np.array([served[lab[label.join_key]]["score"] for lab in got])
+        oracle = world.expected(raw)
+    else:
+        outputs = np.array(
+            [[served[lab[label.join_key]]["probabilities"][c] for c in task.classes] for lab in got]
+        )
+        oracle = world.class_probabilities(raw)
+    online = task.evaluate(y, outputs)[metric] if len(y) else float("nan")
+    return {f"online_{metric}": online, f"oracle_{metric}": task.evaluate(y_all, oracle)[metric]}
 
 
 def _ask_prometheus(err: Console, s: Settings, result: dict[str, Any]) -> dict[str, Any] | None:
@@ -540,10 +580,7 @@ def _render(c: Console, r: dict[str, Any]) -> None:
             f"model {r['model']['name']}: champion before -> after",
             f"v{r['model']['champion_before']} -> v{r['model']['champion_after']}",
         ),
-        (
-            "AUC against labels: online / holdout / true-probability ceiling",
-            f"{r['online_auc']:.3f} / {r['model']['holdout_auc']:.3f} / {r['oracle_auc']:.3f}",
-        ),
+        _quality_row(r),
         ("worker exit code", str(r["worker_exit_code"])),
         ("model swaps by the running worker", str(r["worker"].get("swaps", "?"))),
     ]
@@ -602,4 +639,16 @@ def _render_rollout(c: Console, r: dict[str, Any]) -> None:
             else ""
         )
         c.print(f"at event {step['at_event']:>6,}: {step['step']:<11} -> {what}{after}")
-    render_compare(c, r["variants"], "this run's stream (AUC against the world's labels)")
+    render_compare(c, r["variants"], "this run's stream (quality against the world's labels)")
+
+
+def _quality_row(r: dict[str, Any]) -> tuple[str, str]:
+    """The summary's quality line: online / holdout / oracle, in the task's primary metric."""
+    metric = next(k.removeprefix("online_") for k in r if k.startswith("online_"))
+    task = r.get("variants", {}).get("task", "binary")
+    return (
+        f"{METRIC_NAMES.get(metric, metric)} against labels: online / holdout / "
+        f"{ORACLE_NAMES.get(task, 'oracle')}",
+        f"{r[f'online_{metric}']:.3f} / {r['model'][f'holdout_{metric}']:.3f} / "
+        f"{r[f'oracle_{metric}']:.3f}",
+    )

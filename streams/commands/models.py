@@ -38,6 +38,7 @@ from services.scoring.rollout import (
 )
 from services.training.dataset import build_training_set
 from services.training.external import register_external
+from services.training.train import metrics_line
 from streams.adapters import feature_spec, feature_store
 from streams.commands.common import AppContext, app, emit, json_option, serves, table
 from streams.commands.history import read_holdout
@@ -70,9 +71,11 @@ def models() -> None:
 @json_option
 @click.pass_context
 def models_list(ctx: click.Context) -> None:
-    """Every version with its aliases, holdout AUC and artifact sha256; and the rollout."""
+    """Every version with its aliases, holdout figure (the task's: AUC, MAE, or log loss) and
+    artifact sha256; and the rollout."""
     a = app(ctx)
     registry = MlflowRegistry(a.settings)
+    key = f"holdout_{domain_of(a.settings).task.primary[0]}"
     versions = registry.versions()
     state = registry.rollout_state()
     rows: list[dict[str, Any]] = [
@@ -82,7 +85,7 @@ def models_list(ctx: click.Context) -> None:
             "run_id": v.run_id,
             "sha256": v.sha256,
             "flavor": v.tags.get("flavor"),
-            "holdout_auc": registry.run_metrics(v.run_id).get("holdout_auc"),
+            key: registry.run_metrics(v.run_id).get(key),
             "created": _when(v.created_ms),
         }
         for v in versions
@@ -91,13 +94,13 @@ def models_list(ctx: click.Context) -> None:
 
     def render(c: Console) -> None:
         title = f"model {registry.name} ({a.settings.mlflow_uri}): {state.describe()}"
-        columns = ("version", "aliases", "flavor", "holdout_auc", "created", "run", "sha256")
+        columns = ("version", "aliases", "flavor", key, "created", "run", "sha256")
         shown = [
             (
                 v["version"],
                 ",".join(v["aliases"]),
                 v["flavor"] or "",
-                f"{v['holdout_auc']:.4f}" if v["holdout_auc"] is not None else "",
+                f"{v[key]:.4f}" if v[key] is not None else "",
                 v["created"][:16],
                 v["run_id"] or "",
                 v["sha256"] or "",
@@ -337,7 +340,8 @@ def models_compare(ctx: click.Context, last: int) -> None:
     s = a.settings
     codec = codec_for(s, by_record(s.topics, s.topics.prediction_record))
     label_codec = codec_for(s, by_record(s.topics, s.topics.label_record))
-    label = domain_of(s).label
+    domain = domain_of(s)
+    label = domain.label
 
     def read(topic: str, c: Any) -> list[dict[str, Any]]:
         out = []
@@ -349,10 +353,18 @@ def models_compare(ctx: click.Context, last: int) -> None:
 
     served = read(s.topics.predictions, codec)
     shadow = read(s.topics.shadow_predictions, codec)
-    labels = {d[label.join_key]: bool(d[label.target]) for d in read(s.topics.labels, label_codec)}
-    report = compare_report(served, shadow, labels, s.model.decision_threshold)
+    labels = {d[label.join_key]: d[label.target] for d in read(s.topics.labels, label_codec)}
+    report = compare_report(served, shadow, labels, s.model.decision_threshold, domain.task)
 
     emit(a, report, lambda c: render_compare(c, report, f"the newest {last} per partition"))
+
+
+# The online quality columns of `models compare`, per task: (report key, column title).
+QUALITY_COLUMNS = {
+    "binary": (("auc", "AUC"), ("log_loss", "log loss")),
+    "regression": (("mae", "MAE"), ("rmse", "RMSE")),
+    "multiclass": (("log_loss", "log loss"), ("accuracy", "accuracy")),
+}
 
 
 def render_compare(c: Console, report: dict[str, Any], over: str) -> None:
@@ -360,8 +372,9 @@ def render_compare(c: Console, report: dict[str, Any], over: str) -> None:
     t = Table(title=f"predictions by version and variant, over {over}")
     for col in ("version", "variant", "events", "mean", "degraded", "labels"):
         t.add_column(col, justify="right")
-    t.add_column("AUC", justify="right")
-    t.add_column("log loss", justify="right")
+    quality = QUALITY_COLUMNS[report.get("task", "binary")]
+    for _, title in quality:
+        t.add_column(title, justify="right")
     for r in report["variants"]:
         t.add_row(
             f"v{r['model_version']}",
@@ -370,16 +383,23 @@ def render_compare(c: Console, report: dict[str, Any], over: str) -> None:
             f"{r['mean_score']:.4f}",
             f"{r['degraded_share']:.1%}",
             f"{int(r.get('labelled', 0)):,}",
-            f"{r['auc']:.4f}" if "auc" in r else "",
-            f"{r['log_loss']:.4f}" if "log_loss" in r else "",
+            *(f"{r[key]:.4f}" if key in r else "" for key, _ in quality),
         )
     c.print(t)
     for ag in report["shadow_agreement"]:
+        if report.get("task") == "multiclass":
+            flips = f", {ag['decision_flips']:,} class changes ({ag['flip_rate']:.2%})"
+        elif report["threshold"] is None:
+            flips = ""  # regression: no decision to flip
+        else:
+            flips = (
+                f", {ag['decision_flips']:,} decision flips at {report['threshold']:g} "
+                f"({ag['flip_rate']:.2%})"
+            )
         c.print(
             f"shadow v{ag['shadow_version']} vs served, over {ag['n']:,} events: mean "
             f"|diff| {ag['mean_abs_diff']:.4f}, rank correlation "
-            f"{ag['rank_correlation']:.4f}, {ag['decision_flips']:,} decision flips at "
-            f"{report['threshold']:g} ({ag['flip_rate']:.2%})"
+            f"{ag['rank_correlation']:.4f}{flips}"
         )
     if not report["shadow_agreement"]:
         c.print("no shadow predictions to compare")
@@ -429,8 +449,9 @@ def models_ui(ctx: click.Context, host: str, port: int) -> None:
 )
 @click.option(
     "--base-rate",
-    type=click.FloatRange(0, 1),
-    help="Share of positives, the fallback ladder's last rung [default: the holdout's].",
+    type=float,
+    help="The fallback ladder's last rung: the share of positives (binary, in [0, 1]) or the "
+    "mean (regression) [default: the holdout's].",
 )
 @json_option
 @click.pass_context
@@ -445,16 +466,17 @@ def models_register(
     a = app(ctx)
     s = a.settings
     spec = feature_spec(s)
+    task = domain_of(s).task
     holdout = None
     if holdout_path is not None:
         events, labels, problems = read_holdout(s, holdout_path)
         if problems:
             raise ConfigError(f"{holdout_path.name}: " + "; ".join(problems))
-        ts = build_training_set(spec, feature_store(s, spec), events, labels)
+        ts = build_training_set(spec, feature_store(s, spec), events, labels, task=task)
         holdout = (ts.X, ts.y)
     with a.err.status(f"checking {path.name} and recording it in MLflow..."):
         result = register_external(
-            MlflowRegistry(s), spec, path, holdout=holdout, base_rate=base_rate
+            MlflowRegistry(s), spec, path, holdout=holdout, base_rate=base_rate, task=task
         )
     data = result.to_dict() | {"model": s.model.name}
 
@@ -466,9 +488,6 @@ def models_register(
         )
         if result.metrics:
             m = result.metrics
-            c.print(
-                f"holdout: {int(m['holdout_rows'])} rows, AUC {m['holdout_auc']:.4f}, "
-                f"log loss {m['holdout_log_loss']:.4f}"
-            )
+            c.print(f"holdout: {int(m['holdout_rows'])} rows, {metrics_line(m)}")
 
     emit(a, data, render)

@@ -73,6 +73,12 @@ def get(ctx: click.Context, event_id: str, since: str, explain: bool) -> None:
         rec, where = found
         result |= {
             "score": rec["score"],
+            # a multiclass prediction: its top class and every class's probability
+            **(
+                {"predicted_class": rec["predicted_class"], "probabilities": rec["probabilities"]}
+                if rec.get("predicted_class") is not None
+                else {}
+            ),
             "model_version": rec["model_version"],
             "variant": rec["variant"],
             "degraded": rec["degraded"],

@@ -18,6 +18,7 @@ from rich.progress import Progress
 
 from services.codec.factory import codec_for
 from services.core.errors import NotFound
+from services.domain.config import domain_of
 from services.kafka.admin import list_topic_partitions
 from services.kafka.config import admin_config, consumer_config
 from services.kafka.ranges import committed, iter_ranges, ranges_since
@@ -308,7 +309,10 @@ def _read_predictions(
         if not isinstance(rec, dict):
             continue
         if wanted is None or rec["event_id"] in wanted:
-            out[rec["event_id"]] = Scored(float(rec["score"]), str(rec["model_version"]))
+            top = rec.get("predicted_class")  # multiclass
+            out[rec["event_id"]] = Scored(
+                float(rec["score"]), str(rec["model_version"]), None if top is None else str(top)
+            )
             t = int(rec["event_time"])
             earliest = t if earliest is None else min(earliest, t)
     return out, earliest
@@ -364,10 +368,11 @@ def diff_cmd(
         raise NotFound(f"{other_topic} holds no predictions")
     since = earliest - ORIGINAL_SLACK_MS if base is None else None
     ours, _ = _read_predictions(a, base_topic, since, set(theirs))
+    binary = domain_of(s).task.kind == "binary"  # other tasks make no decision at a threshold
     report = diff(
         ours,
         theirs,
-        threshold if threshold is not None else s.model.decision_threshold,
+        (threshold if threshold is not None else s.model.decision_threshold) if binary else None,
         (base_topic, other_topic),
         worst,
     )

@@ -35,6 +35,7 @@ TAIL = (
     "scored_at",
 )
 KEPT_PREFIX = "input_"
+PROBABILITY_PREFIX = "probability__"  # a multiclass prediction's column per class
 
 
 def prediction_row(
@@ -44,8 +45,10 @@ def prediction_row(
     source: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One output row of a prediction record: its id, the carried event fields, the score and
-    its provenance; then, when ``source`` (the input row) is given, the input's other columns
-    (``--keep-columns``), those named like an output column as ``input_<name>``.
+    its provenance (a multiclass prediction adds ``predicted_class`` and a
+    ``probability__<class>`` column per class after the score); then, when ``source`` (the
+    input row) is given, the input's other columns (``--keep-columns``), those named like an
+    output column as ``input_<name>``.
     ``missing_features`` is a list, except in CSV, where it is joined with commas.
 
     >>> rec = {"event_id": "e1", "prediction_id": "p1", "entity": "a1", "score": 0.5,
@@ -58,7 +61,12 @@ def prediction_row(
     >>> prediction_row(rec, (), "csv")["missing_features"]
     'g1,g2'
     """
-    row = {c: record.get(c) for c in (*HEAD, *carry, *TAIL)}
+    row = {c: record.get(c) for c in (*HEAD, *carry, "score")}
+    if record.get("predicted_class") is not None:  # multiclass: the top class, then each
+        row["predicted_class"] = record["predicted_class"]
+        for name, p in (record.get("probabilities") or {}).items():
+            row[f"{PROBABILITY_PREFIX}{name}"] = p
+    row |= {c: record.get(c) for c in TAIL[1:]}
     missing = list(record.get("missing_features") or ())
     row["missing_features"] = ",".join(missing) if fmt == "csv" else missing
     if source is not None:
