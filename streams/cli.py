@@ -199,6 +199,27 @@ def _refused(exc: StreamMLError) -> NotAuthorized | None:
     return from_error(_SETTINGS[0], str(exc), exc.stage, exc.topic)
 
 
+# How long a command that could not reach a secured cluster asks it again, to tell a refused CA
+# or password from an outage (a refused handshake answers within milliseconds).
+CREDENTIALS_CHECK_SECONDS = 5.0
+
+
+def _credentials_refused() -> NotAuthorized | None:
+    """After a command could not reach a secured cluster: the refusal of its CA or credentials
+    its own clients met, else what a new connection meets now; None for an outage."""
+    if not _SETTINGS or _SETTINGS[0].kafka.security_protocol == "PLAINTEXT":
+        return None
+    # Here, not at the top: every command imports this module, few ever fail this way.
+    from services.kafka.auth import WATCH
+    from services.kafka.preflight import check_credentials
+
+    s = _SETTINGS[0]
+    seen = WATCH.verdict(s, seconds=0)
+    if seen is not None:
+        return seen
+    return check_credentials(s, min(CREDENTIALS_CHECK_SECONDS, s.kafka.request_timeout_seconds))
+
+
 def _where(exc: StreamMLError) -> str:
     """`` [broker host:port]`` (or Redis, registry) when the message does not name it."""
     kinds: dict[type[StreamMLError], str] = {
@@ -254,7 +275,7 @@ def _main(argv: list[str] | None) -> None:
         sys.stderr.write(f"error: {exc}\n")
         sys.exit(2)
     except (BrokerUnavailable, PublishError) as exc:
-        refused = _refused(exc)
+        refused = _refused(exc) or _credentials_refused()
         sys.stderr.write(f"error: {refused or exc}{'' if refused else _where(exc)}\n")
         sys.exit(2 if refused else 1)
     except NotFound as exc:

@@ -5,6 +5,7 @@
     StreamMLError
     ├── ConfigError               startup only -> exit 2
     │   └── NotAuthorized         the cluster refused the principal an operation (ACL) -> exit 2
+    │       └── CredentialsRefused    ... or its CA or password (TLS, SASL) -> exit 2
     ├── NotFound                  a named thing does not exist -> exit 3
     ├── PermanentError            bad data: never retried
     │   ├── DecodeError -> KeyDecodeError, ValueDecodeError
@@ -81,6 +82,12 @@ class NotAuthorized(ConfigError):
     """The cluster refused this principal an operation (an ACL is missing) or its credentials:
     no retry helps, a person must grant it (exit 2). Prints as one line naming the principal,
     the operation and the resource, never a secret."""
+
+
+class CredentialsRefused(NotAuthorized):
+    """The cluster refused this process's CA or password (failed TLS handshakes or SASL
+    logins, ``services.kafka.auth``): one line naming the principal, the brokers and the cause
+    (exit 2)."""
 
 
 class NotFound(StreamMLError):

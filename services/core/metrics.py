@@ -250,6 +250,14 @@ PUBLISH_FAILURES = Counter(
     ["topic"],
     namespace=NAMESPACE,
 )
+KAFKA_AUTH_FAILURES = Counter(
+    "kafka_auth_failures_total",
+    "Failed TLS handshakes (cause tls: an untrusted or refused certificate) and refused SASL "
+    "logins (cause authentication: a wrong, changed or expired password) that librdkafka "
+    "reported, as error events and log lines; its repeated lines are counted here, not logged.",
+    ["cause"],
+    namespace=NAMESPACE,
+)
 CONSUMER_REBUILDS = Counter(
     "consumer_rebuilds_total",
     "Consumers replaced because they had not rejoined their group a minute after losing their "

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from services.core.settings import Settings
-
-# librdkafka's own log lines go through Python logging (and so its format and level), not
-# straight to stderr.
-_LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
+from services.kafka.auth import LIBRDKAFKA_LOG, WATCH
 
 
 def common_config(settings: Settings) -> dict[str, Any]:
@@ -23,7 +19,10 @@ def common_config(settings: Settings) -> dict[str, Any]:
         "bootstrap.servers": settings.kafka_bootstrap,
         "client.id": k.client_id,
         "security.protocol": k.security_protocol,
-        "logger": _LIBRDKAFKA_LOGGER,
+        # librdkafka's lines through Python logging, repeats left out; its failed handshakes
+        # and logins watched (services.kafka.auth): they stop a process, never loop for ever.
+        "logger": LIBRDKAFKA_LOG,
+        "error_cb": WATCH.error_cb,
         # Small requests go out at once: with Nagle's algorithm a lone produce or fetch can wait
         # for the peer's delayed ACK (tens of ms) before it is sent.
         "socket.nagle.disable": True,

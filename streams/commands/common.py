@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -175,3 +177,17 @@ class LazyGroup(click.Group):
         module, attr = target.split(":")
         command: click.Command = getattr(importlib.import_module(module), attr)
         return add_json(command)
+
+
+def exit_now(line: str, code: int) -> NoReturn:
+    """Write ``line`` to stderr and end the process at once, with ``code``, skipping the
+    interpreter's exit: for a process whose Kafka clients are still retrying TLS handshakes
+    the cluster refuses (the worker's and the control plane's stop on refused credentials).
+    A normal exit runs OpenSSL's exit-time cleanup under those threads, which crashed one such
+    worker (exit -11 after its line, in tests/faults/test_cluster.py::test_changed_password).
+    The caller has flushed, committed and left its group already."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+    os._exit(code)

@@ -7,12 +7,22 @@ import logging
 import click
 from faust.worker import Worker
 
-from streams.commands.common import app, serves
+from services.core.errors import CredentialsRefused
+from services.kafka.preflight import check_credentials, watch_credentials
+from streams.commands.common import app, exit_now, serves
 from streams.control.app import create_app
 from streams.probes import serve
 from streams.runtime import control_plane_probes
 
 logger = logging.getLogger(__name__)
+
+
+def _stop_refused(refused: CredentialsRefused) -> None:
+    """The cluster has refused the control plane's CA or password for
+    ``kafka.auth_failure_seconds``: one line, exit 2. faust runs its own loop on the main
+    thread, so the process ends here, as a crash would: what it had not committed yet is read
+    again by the next start, and its quality book is rebuilt from the labels."""
+    exit_now(f"error: {refused}", 2)
 
 
 @serves
@@ -24,6 +34,11 @@ def control_plane(ctx: click.Context) -> None:
     One instance per model: its topics have one partition, and it keeps the online quality
     book in memory. Stop with SIGTERM/SIGINT."""
     a = app(ctx)
+    # A CA or password the cluster refuses stops it before it starts (exit 2, one line);
+    # faust would retry for ever. An unreachable cluster is no refusal: faust waits for it.
+    refused = check_credentials(a.settings, a.settings.kafka.request_timeout_seconds)
+    if refused is not None:
+        raise refused
     faust_app, state = create_app(a.settings)
     if a.settings.metrics.enabled:
         m = a.settings.metrics
@@ -31,4 +46,6 @@ def control_plane(ctx: click.Context) -> None:
             serve(control_plane_probes(a.settings, state), m.host, m.control_plane_port)
         except OSError as exc:
             logger.warning("control plane probe port %d unavailable: %s", m.control_plane_port, exc)
+    # While it runs: a password changed or expired since is refused on a new connection.
+    watch_credentials(a.settings, _stop_refused)
     Worker(faust_app, loglevel=a.settings.log.level.lower(), quiet=True).execute_from_commandline()

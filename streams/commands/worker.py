@@ -8,8 +8,9 @@ import signal
 
 import click
 
+from services.core.errors import CredentialsRefused
 from services.embedded.prometheus import register_target
-from streams.commands.common import CLIENT_LOGGERS, LazyGroup, app, emit, json_option
+from streams.commands.common import CLIENT_LOGGERS, LazyGroup, app, emit, exit_now, json_option
 from streams.probes import serve
 from streams.runtime import scoring_worker, worker_probes
 
@@ -51,8 +52,11 @@ def worker_scoring(ctx: click.Context, max_events: int | None, timeout: float | 
                 exc,
             )
     try:
-        summary = w.run(max_events=max_events, idle_timeout=timeout)
-    finally:
-        if target is not None:
-            target.unlink(missing_ok=True)
+        try:
+            summary = w.run(max_events=max_events, idle_timeout=timeout)
+        finally:
+            if target is not None:
+                target.unlink(missing_ok=True)
+    except CredentialsRefused as exc:  # flushed, committed and left: its one line, exit 2
+        exit_now(f"error: {exc}", 2)
     emit(a, summary.to_dict(), lambda c: c.print(summary.to_dict()))

@@ -81,6 +81,15 @@ class KafkaSettings(_Group):
     request_timeout_seconds: float = Field(
         10.0, gt=0, description="How long admin and metadata calls wait for the cluster."
     )
+    auth_failure_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a worker or the control plane goes on while its TLS handshakes or "
+        "SASL logins keep failing (a CA that did not sign the brokers' certificates, a changed "
+        "or expired password), with nothing answered meanwhile, before it stops with one line "
+        "naming the principal, the broker and the cause (exit 2). Readiness fails at the first "
+        "failure.",
+    )
     control_replication_factor: int = Field(
         1,
         ge=1,
