@@ -6,8 +6,9 @@ generator (``openloop`` in ``load/bench_peers.py``: pre-encoded events, each sta
 send time) and the same reader (a consumer thread here: latency is read time minus send time).
 Steps are interleaved (bare, streamscore, bare, streamscore, ...), so a machine that drifts
 during the run drifts for both; only the implementation under test runs (the others and their
-readers are stopped between their probes: on 2 cores their idle fetches and timers are load). A rate passes when every event sent was answered, the generator
-kept its rate, and the p99 of the window after warm-up is within the bound.
+readers are stopped between their probes: on 2 cores their idle fetches and timers are load).
+A rate passes when every event sent was answered, the generator kept its rate, and the p99 of
+the window after warm-up is within the bound.
 
 The generator's and the reader's own CPU is reported with each probe: on a 2-core machine they
 share the cores with the implementation under test.
