@@ -2,7 +2,8 @@
 # Only python3 (>= 3.11) is required; Java 17 + Maven upgrade the embedded broker to Apache Kafka.
 
 PYTHON ?= python3
-# The domain `make demo` shows: feed (default) or payments (`make demo DOMAIN=payments`).
+# The domain `make demo` shows: feed (default), payments (`make demo DOMAIN=payments`), delivery
+# (a regression task) or delivery_band (three classes).
 DOMAIN ?= feed
 # `make demo CLUSTER=1`: the demo on the secured three-node cluster (`local up --cluster`).
 CLUSTER ?=

@@ -17,7 +17,13 @@ from services.core.settings import Settings
 from services.domain.config import load_domain
 
 ROOT = Path(__file__).resolve().parents[3]
-SHIPPED = {"feed": ROOT / "schemas", "payments": ROOT / "schemas" / "domains" / "payments"}
+SHIPPED = {
+    "feed": ROOT / "schemas",
+    **{
+        name: ROOT / "schemas" / "domains" / name
+        for name in ("payments", "delivery", "delivery_band")
+    },
+}
 # Words a domain uses as a feature name that the platform also uses in their ordinary sense:
 # a Kafka consumer's "position" (its next offset) is not the feed's slot position.
 ORDINARY = {"position"}
@@ -76,6 +82,11 @@ def test_the_shipped_domains_load() -> None:
     # The channel enum took its symbols from the schema; currency declared its own.
     channel = next(c for c in payments.spec.context if c.name == "channel")
     assert channel.symbols == ("UNKNOWN", "POS", "ECOM", "ATM", "MOTO")
+    # The task: binary unless declared; a multiclass task's classes are the target enum's.
+    assert (feed.task.kind, payments.task.kind) == ("binary", "binary")
+    assert load_domain(SHIPPED["delivery"]).task.kind == "regression"
+    band = load_domain(SHIPPED["delivery_band"]).task
+    assert (band.kind, band.classes) == ("multiclass", ("UNDER_25", "FROM_25_TO_35", "OVER_35"))
 
 
 def test_settings_take_topics_and_model_from_the_domain_unless_set(monkeypatch: Any) -> None:
@@ -186,6 +197,32 @@ BROKEN: list[tuple[str, str, Callable[[Any], None], str]] = [
         "a decision threshold without the decision field",
         lambda d: d.update(fields=[f for f in d["fields"] if f["name"] != "decision"]),
         'a decision threshold is declared: add the field {"name": "decision"',
+    ),
+    (
+        "domain.json",
+        "a task that is not one of the three",
+        lambda d: d.update(task="ranking"),
+        "task 'ranking': one of binary, regression, multiclass",
+    ),
+    (
+        "domain.json",
+        "a regression task over a boolean target",
+        lambda d: d.update(task="regression"),
+        "target 'is_fraud' must be a (non-null) number field",
+    ),
+    (
+        "domain.json",
+        "a multiclass task over a boolean target",
+        lambda d: d.update(task="multiclass"),
+        "target 'is_fraud' must be a (non-null) enum field for a multiclass task",
+    ),
+    (
+        "Prediction.avsc",
+        "a binary prediction carrying class probabilities",
+        lambda d: d["fields"].append(
+            {"name": "probabilities", "type": {"type": "map", "values": "double"}, "default": {}}
+        ),
+        "['probabilities'] are for a multiclass task; this domain's task is binary",
     ),
 ]
 

@@ -12,7 +12,7 @@ from services.core.settings import Settings
 from services.domain.config import domain_of
 from streams.topics import by_record
 
-DOMAINS = ("feed", "payments")
+DOMAINS = ("feed", "payments", "delivery", "delivery_band")
 
 
 @pytest.mark.parametrize("name", DOMAINS)

@@ -1,0 +1,99 @@
+"""A 3-class model end to end: the delivery_band domain (the delivery orders, with the band of
+their delivery time as the label) through the unchanged worker. Each prediction carries the
+probability of every class and the top one; they are the model file's own (read by LightGBM
+over hand-encoded rows), and the model is judged against the world's known truth: the
+probability of each band given the noise-free delivery time."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import lightgbm
+import mlflow
+import numpy as np
+import pytest
+
+from services.scoring.registry import MlflowRegistry
+from services.synthetic.delivery import BANDS, hostile_values
+from services.synthetic.world import strip_private
+from streams.runtime import scoring_worker
+from tests.integration.pipeline_env import Pipeline, domain_fixture
+from tests.integration.test_delivery_domain import hand_row
+
+pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
+
+delivery_band = domain_fixture("delivery_band")
+
+
+def booster_of(p: Pipeline, version: str) -> lightgbm.Booster:
+    registry = MlflowRegistry(p.settings)
+    mv = registry.client.get_model_version(p.settings.model.name, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tmp))
+        return lightgbm.Booster(model_file=str(local / "model.txt"))
+
+
+def test_a_three_class_model_serves_class_probabilities_and_the_top_class(
+    delivery_band: Pipeline,
+) -> None:
+    p = delivery_band
+    codec = p.codec("Order")
+    raw = p.world.events(1500)
+    events = [strip_private(e) for e in raw]
+    bad = hostile_values(codec, events[0])
+    sent = [
+        (e["courier_id"].encode(), v, [])
+        for e, v in zip(events, codec.encode_many(events), strict=True)
+    ]
+    sent += [(b"courier-hostile", v, []) for v, _, _ in bad]
+    p.produce(sent)
+
+    summary = scoring_worker(p.settings).run(max_events=len(sent), idle_timeout=60)
+    assert (summary.predictions, summary.dead_letters) == (len(events), len(bad))
+    decode = p.codec("Prediction").decode_one
+    predictions = [decode(m.value()) for m in p.read("Prediction", len(events))]
+    assert sorted(x["event_id"] for x in predictions) == sorted(e["event_id"] for e in events)
+
+    probs = np.asarray([[x["probabilities"][c] for c in BANDS] for x in predictions])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-9)
+    for x, row in zip(predictions, probs, strict=True):
+        assert set(x["probabilities"]) == set(BANDS)
+        assert x["predicted_class"] == BANDS[int(row.argmax())]
+        assert x["score"] == pytest.approx(row.max(), abs=1e-12)
+
+    # The probabilities are the offline model's over hand-encoded rows.
+    couriers = {k: list(map(float, v)) for k, v in zip(*p.world.features("courier"), strict=True)}
+    couriers = {k: v for k, v in couriers.items() if k not in p.missing_users}
+    restaurants = {
+        k: list(map(float, v)) for k, v in zip(*p.world.features("restaurant"), strict=True)
+    }
+    by_id = {e["event_id"]: e for e in events}
+    rows = np.asarray([hand_row(by_id[x["event_id"]], couriers, restaurants) for x in predictions])
+    np.testing.assert_allclose(probs, booster_of(p, p.trained.version).predict(rows), atol=1e-9)
+
+    # Against the truth: accuracy and log loss near the oracle's, on orders with features.
+    labels = {lab["event_id"]: lab["eta_band"] for lab in p.world.labels(raw)}
+    oracle_of = dict(
+        zip((e["event_id"] for e in raw), p.world.class_probabilities(raw), strict=True)
+    )
+    known = [i for i, x in enumerate(predictions) if not x["missing_features"]]
+    ids = [predictions[i]["event_id"] for i in known]
+    y = np.asarray([BANDS.index(labels[i]) for i in ids])
+    oracle = np.asarray([oracle_of[i] for i in ids])
+
+    def accuracy(q: np.ndarray) -> float:
+        return float((q.argmax(axis=1) == y).mean())
+
+    def log_loss(q: np.ndarray) -> float:
+        return float(-np.log(np.clip(q[np.arange(len(y)), y], 1e-9, 1)).mean())
+
+    mine = probs[known]
+    print(
+        f"\ndelivery_band: accuracy {accuracy(mine):.3f} model, {accuracy(oracle):.3f} oracle; "
+        f"log loss {log_loss(mine):.3f} model, {log_loss(oracle):.3f} oracle; {len(known)} orders"
+    )
+    assert accuracy(mine) > accuracy(oracle) - 0.06, (accuracy(mine), accuracy(oracle))
+    assert log_loss(mine) < log_loss(oracle) + 0.12, (log_loss(mine), log_loss(oracle))
+    m = p.trained.metrics
+    assert {"holdout_log_loss", "holdout_accuracy"} <= set(m) and "holdout_auc" not in m

@@ -1,0 +1,189 @@
+"""The delivery domain, a regression task, by configuration alone: the unchanged worker, DLQ,
+training and registration predict minutes, not probabilities. The served values are checked
+against the model file read by LightGBM itself over rows encoded here by hand from the spec,
+and the model against the synthetic world's known truth: its error must be near the noise's."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import lightgbm
+import mlflow
+import numpy as np
+import pytest
+
+from services.scoring.registry import MlflowRegistry
+from services.synthetic.delivery import hostile_values, make, oracle_mae
+from services.synthetic.world import strip_private
+from streams.adapters import feature_spec
+from streams.runtime import scoring_worker
+from tests.integration.pipeline_env import Pipeline, cli_in_process, domain_fixture
+
+pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
+
+VEHICLES = ["UNKNOWN", "BIKE", "SCOOTER", "CAR"]  # codes: the schema's symbol order
+COURIER_DEFAULTS = [18.0, 120.0]
+NAMES = [  # the delivery spec's feature order, written out
+    "courier_speed_kmh", "courier_deliveries_30d", "restaurant_prep_minutes",
+    "restaurant_orders_7d", "distance_km", "item_count", "basket_value", "vehicle",
+    "is_raining", "hour_of_day", "day_of_week",
+]  # fmt: skip
+
+delivery = domain_fixture("delivery")
+
+
+def hand_row(
+    e: dict[str, Any], couriers: dict[str, list[float]], restaurants: dict[str, list[float]]
+) -> list[float]:
+    """The model input of one order, written out from the delivery domain's features.json."""
+    when = datetime.fromtimestamp(e["event_time"] / 1000, tz=UTC)
+    return [
+        *couriers.get(e["courier_id"], COURIER_DEFAULTS),
+        *restaurants[e["restaurant_id"]],
+        e["distance_km"],
+        float(e["item_count"]),
+        e["basket_value"],
+        float(VEHICLES.index(e["vehicle"])),
+        1.0 if e["is_raining"] else 0.0,
+        float(when.hour),
+        float(when.weekday()),
+    ]
+
+
+def _tables(p: Pipeline) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    couriers = {k: list(map(float, v)) for k, v in zip(*p.world.features("courier"), strict=True)}
+    couriers = {k: v for k, v in couriers.items() if k not in p.missing_users}
+    restaurants = {
+        k: list(map(float, v)) for k, v in zip(*p.world.features("restaurant"), strict=True)
+    }
+    return couriers, restaurants
+
+
+def booster_of(p: Pipeline, version: str) -> lightgbm.Booster:
+    """The registered version's model file, read by LightGBM (not by our loader)."""
+    registry = MlflowRegistry(p.settings)
+    mv = registry.client.get_model_version(p.settings.model.name, version)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=tmp))
+        return lightgbm.Booster(model_file=str(local / "model.txt"))
+
+
+def test_the_worker_predicts_minutes_near_the_truth_and_refuses_bad_orders(
+    delivery: Pipeline,
+) -> None:
+    p = delivery
+    codec = p.codec("Order")
+    raw = p.world.events(1500)
+    events = [strip_private(e) for e in raw]
+    bad = hostile_values(codec, events[0])
+    sent = [
+        (e["courier_id"].encode(), v, [])
+        for e, v in zip(events, codec.encode_many(events), strict=True)
+    ]
+    sent += [(b"courier-hostile", v, []) for v, _, _ in bad]
+    p.produce(sent)
+
+    summary = scoring_worker(p.settings).run(max_events=len(sent), idle_timeout=60)
+    assert (summary.predictions, summary.dead_letters) == (len(events), len(bad))
+    decode = p.codec("Prediction").decode_one
+    predictions = [decode(m.value()) for m in p.read("Prediction", len(events))]
+    letters = [p.codec("DeadLetter").decode_one(m.value()) for m in p.read("DeadLetter", len(bad))]
+    assert sorted(x["event_id"] for x in predictions) == sorted(e["event_id"] for e in events)
+    assert sorted((d["stage"], d["reason"]) for d in letters) == sorted((s, r) for _, s, r in bad)
+
+    # The served values are the offline model's over hand-encoded rows.
+    couriers, restaurants = _tables(p)
+    by_id = {e["event_id"]: e for e in events}
+    rows = np.asarray([hand_row(by_id[x["event_id"]], couriers, restaurants) for x in predictions])
+    served = np.asarray([x["score"] for x in predictions])
+    offline = booster_of(p, p.trained.version).predict(rows)
+    np.testing.assert_allclose(served, offline, rtol=1e-9, atol=1e-9)
+    assert served.min() > 1.0 and served.max() > 1.0  # minutes, not a probability
+    for x in predictions:
+        assert "decision" not in x and x["variant"] == "champion"
+
+    # Against the known truth, on orders whose courier has features: the model's error is
+    # close to the noise (no model does better on average than the truth without noise).
+    truth = {lab["event_id"]: lab["delivery_minutes"] for lab in p.world.labels(raw)}
+    expected = dict(zip((e["event_id"] for e in raw), p.world.expected_minutes(raw), strict=True))
+    known = [i for i, x in enumerate(predictions) if not x["missing_features"]]
+    ids = [predictions[i]["event_id"] for i in known]
+    y = np.asarray([truth[i] for i in ids])
+    model_mae = float(np.abs(served[known] - y).mean())
+    oracle = float(np.abs(np.asarray([expected[i] for i in ids]) - y).mean())
+    print(
+        f"\ndelivery: MAE {model_mae:.3f} model, {oracle:.3f} truth without noise, "
+        f"{len(known)} orders"
+    )
+    assert abs(oracle - oracle_mae()) < 0.2  # the oracle is what the generator says it is
+    assert model_mae < 1.3 * oracle, (model_mae, oracle)
+    assert p.trained.metrics["holdout_mae"] < 1.3 * oracle_mae() + 0.3
+    assert "holdout_auc" not in p.trained.metrics
+
+
+def _history(p: Pipeline, n: int, start: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    world = make(
+        feature_spec(p.settings),
+        seed=7,
+        entities=400,
+        start_time_ms=int(time.time() * 1000) - start - 3_600_000,
+    )
+    raw = world.events(n, start_index=start)
+    return [strip_private(e) for e in raw], p.world.labels(raw)
+
+
+def test_train_from_files_and_register_only_a_model_of_the_task(
+    delivery: Pipeline, tmp_path: Path
+) -> None:
+    import pandas as pd
+
+    p = delivery
+    events, labels = _history(p, 3000, 50_000_000)
+    ev_file, lab_file = tmp_path / "orders.csv", tmp_path / "deliveries.csv"
+    pd.DataFrame(events).to_csv(ev_file, index=False)
+    pd.DataFrame(labels)[["event_id", "delivery_minutes"]].to_csv(lab_file, index=False)
+    ran = cli_in_process(p, "--json", "train", "--events", str(ev_file), "--labels", str(lab_file))
+    assert ran.returncode == 0, ran.stderr
+    out = json.loads(ran.stdout)
+    assert out["validation"]["rows"] == 3000
+    assert out["metrics"]["holdout_mae"] < 1.3 * oracle_mae() + 0.5
+    assert out["metrics"]["holdout_rmse"] >= out["metrics"]["holdout_mae"]
+
+    # A classifier is another task's model: refused in one line, exit 2.
+    couriers, restaurants = _tables(p)
+    X = np.asarray([hand_row(e, couriers, restaurants) for e in events])
+    minutes = np.asarray([lab["delivery_minutes"] for lab in labels])
+    binary = tmp_path / "late.txt"
+    lightgbm.train(
+        {"objective": "binary", "verbose": -1},
+        lightgbm.Dataset(X, (minutes > 30).astype(int), feature_name=NAMES),
+        num_boost_round=5,
+    ).save_model(str(binary))
+    refused = cli_in_process(p, "models", "register", str(binary), "--base-rate", "0.3")
+    assert refused.returncode == 2
+    assert "a binary model, but this domain's task is regression" in refused.stderr
+
+    # A regression model trained elsewhere is registered, with the task's holdout metrics.
+    outside = tmp_path / "eta.txt"
+    lightgbm.train(
+        {"objective": "regression", "verbose": -1, "seed": 3},
+        lightgbm.Dataset(X, minutes, feature_name=NAMES),
+        num_boost_round=200,
+    ).save_model(str(outside))
+    holdout_events, holdout_labels = _history(p, 600, 51_000_000)
+    holdout = tmp_path / "holdout.csv"
+    pd.DataFrame(
+        [
+            e | {"delivery_minutes": lab["delivery_minutes"]}
+            for e, lab in zip(holdout_events, holdout_labels, strict=True)
+        ]
+    ).to_csv(holdout, index=False)
+    ran = cli_in_process(p, "--json", "models", "register", str(outside), "--holdout", str(holdout))
+    assert ran.returncode == 0, ran.stderr
+    metrics = json.loads(ran.stdout)["metrics"]
+    assert metrics["holdout_rows"] == 600 and metrics["holdout_mae"] < 3.0
