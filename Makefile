@@ -66,7 +66,7 @@ test: install
 	-@$(MAKE) --no-print-directory kafka || echo "Apache Kafka unavailable: integration tests fall back to tansu"
 	-@$(MAKE) --no-print-directory prometheus
 	-@$(MAKE) --no-print-directory redis
-	$(BIN)/python -m pytest --broker=auto $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/python -m pytest --broker=auto --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)"; fi; exit $$rc
 
 # The fault kit (tests/faults): every case, the long ones too, on Apache Kafka when it can run;
