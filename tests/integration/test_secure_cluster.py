@@ -9,14 +9,17 @@ import logging
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
+from pydantic import SecretStr
 
 from services.core.errors import NotAuthorized
 from services.core.settings import Settings
+from services.embedded import tls
 from services.embedded.redis_cluster import passwords as redis_passwords
 from services.kafka.config import admin_config, consumer_config, producer_config
 from services.kafka.denied import not_authorized
@@ -323,3 +326,37 @@ def test_a_refused_command_is_one_line_and_exit_2(cluster: Cluster, secured: Pip
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("error: streamscore-api is not allowed to Read "), lines
     assert cluster.passwords["streamscore-api"] not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("wrong", ["password", "ca"])
+@pytest.mark.parametrize(
+    ("role", "command"), [("cli", ("lag",)), ("control", ("worker", "control-plane"))]
+)
+def test_a_refused_ca_or_password_is_one_line_and_exit_2(
+    cluster: Cluster,
+    secured: Pipeline,
+    tmp_path: Path,
+    wrong: str,
+    role: str,
+    command: tuple[str, ...],
+) -> None:
+    """A one-shot command and the control plane, given a password the cluster refuses or a CA
+    that did not sign the brokers' certificates: one line naming the principal and the cause,
+    exit 2, within a minute (librdkafka and faust retry for ever); the password nowhere."""
+    s = as_role(secured.settings, role)
+    if wrong == "password":
+        kafka = s.kafka.model_copy(update={"sasl_password": SecretStr("not-the-password")})
+        cause = "(SASL_AUTHENTICATION_FAILED: SASL authentication error"
+    else:
+        other = tls.ensure_ca(tmp_path / "other-ca")
+        kafka = s.kafka.model_copy(update={"ssl_ca_location": other})
+        cause = "TLS handshake refused (SSL handshake failed: certificate verify failed"
+    t0 = time.monotonic()
+    done = run_cli(s.model_copy(update={"kafka": kafka}), *command)
+    took = time.monotonic() - t0
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("error: ")]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+    assert lines[0].startswith(f"error: streamscore-{role} could not "), lines
+    assert cause in lines[0], lines
+    assert cluster.passwords[f"streamscore-{role}"] not in done.stdout + done.stderr
+    assert took < 60, took
