@@ -1,4 +1,4 @@
-"""`streamscore load memory|scale`: the capacity measures beside `load bench`
+"""`streamscore load memory|scale|rebalance`: the capacity measures beside `load bench`
 (issue 29), each on a private embedded stack of its own, rounds interleaved."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from load import bench as b
-from load import bench_memory, bench_scale
+from load import bench_memory, bench_rebalance, bench_scale
 from streams.commands.common import app, emit, json_option
 
 
@@ -97,4 +97,38 @@ def scale(ctx: click.Context, events: int, rounds: int, out_dir: Path | None) ->
     emit(a, result, lambda c: c.print(md))
 
 
-COMMANDS: list[click.Command] = [memory, scale]
+@click.command("rebalance")
+@click.option("--rounds", default=3, type=click.IntRange(min=1), show_default=True)
+@click.option("--rate", default=1000.0, show_default=True, help="Events/s of the generator.")
+@click.option("--seconds", default=75.0, show_default=True, help="Generator time per round.")
+@click.option("--join-at", default=10.0, show_default=True, help="Second worker starts (s).")
+@click.option("--leave-at", default=50.0, show_default=True, help="Second worker leaves (s).")
+@_out_option
+@json_option
+@click.pass_context
+def rebalance(
+    ctx: click.Context,
+    rounds: int,
+    rate: float,
+    seconds: float,
+    join_at: float,
+    leave_at: float,
+    out_dir: Path | None,
+) -> None:
+    """How long a worker joining and leaving stops scoring: the classic protocol against
+    KIP-848's group.protocol=consumer, rounds interleaved, on a private Apache Kafka stack."""
+    if not 0 < join_at < leave_at < seconds:
+        raise click.UsageError("need 0 < --join-at < --leave-at < --seconds")
+    a = app(ctx)
+    started, say = time.time(), _printer(a)
+    load_start = _load_average()
+    with b.private_stack("kafka", say) as (base, pids):
+        env = b.prepare(base, pids, 1000, 0, say)
+        result = bench_rebalance.run(env, rounds, rate, seconds, join_at, leave_at, say)
+    result = _stamp(result | {"load_average_start": load_start}, started)
+    md = bench_rebalance.markdown(result)
+    _write(out_dir, "rebalance", result, md)
+    emit(a, result, lambda c: c.print(md))
+
+
+COMMANDS: list[click.Command] = [memory, scale, rebalance]
