@@ -11,17 +11,39 @@ and forgotten, and ``overdue`` tells the readiness probe about a pause that outl
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+import time
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from services.core import metrics
+from services.core.errors import BrokerUnavailable
 from services.core.records import Inbound, first_offsets
 from services.kafka.tracker import TopicPartitionKey
 
 logger = logging.getLogger(__name__)
 TP = TopicPartitionKey  # the tracker's (topic, partition) key
+
+# How long reading the group's committed offsets is retried when the coordinator is moving or
+# loading (a broker restart), before the worker stops with one line: well past the seconds a
+# coordinator takes to load its offsets, and liveness beats meanwhile.
+COMMITTED_RETRY_SECONDS = 60.0
+_COORDINATOR_ERRORS = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError._WAIT_COORD,
+    }
+)
+
+
+def _retriable(error: KafkaError) -> bool:
+    return bool(error.retriable()) or error.code() in _COORDINATOR_ERRORS
 
 
 class PausingConsumer(Protocol):
@@ -43,7 +65,14 @@ class PausingConsumer(Protocol):
 class Flow:
     """The worker's pauses, kept in step with the client's."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        beat: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        """``beat``: liveness, called while the committed offsets are waited on."""
+        self.beat, self.clock, self.sleep = beat, clock, sleep
         # Backpressure: partition -> monotonic due time. Replaced whole on every change, never
         # mutated, so the probe thread can read it while the loop works.
         self.paused: dict[TP, float] = {}
@@ -127,14 +156,19 @@ class Flow:
         partitions assigned again while a batch of theirs was in hand. A partition whose fetch
         has not started yet answers _STATE: it starts at the commit by itself.
 
+        The read is retried while the coordinator moves or loads (after a broker restart),
+        for ``COMMITTED_RETRY_SECONDS``, beating liveness.
+
         Raises:
-            KafkaException: the committed offsets could not be read, or a seek failed
-                otherwise (the worker stops; nothing past the commit was committed).
+            BrokerUnavailable: the committed offsets could not be read within the bound (the
+                worker stops with one line; nothing past the commit was committed).
+            KafkaException: the read failed with an error retrying cannot heal, or a seek
+                failed otherwise.
         """
         if not keys:
             return
         asked = [TopicPartition(t, p) for t, p in sorted(keys)]
-        for tp in consumer.committed(asked, timeout=10):
+        for tp in self._committed(consumer, asked):
             start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             try:
                 consumer.seek(TopicPartition(tp.topic, tp.partition, start))
@@ -142,6 +176,34 @@ class Flow:
                 if exc.args[0].code() != KafkaError._STATE:
                     raise
         logger.info("read again from the commit: %s", ",".join(f"{t}[{p}]" for t, p in keys))
+
+    def _committed(
+        self, consumer: PausingConsumer, asked: list[TopicPartition]
+    ) -> list[TopicPartition]:
+        """The committed offsets of ``asked``, retried (bounded) on coordinator errors."""
+        deadline = self.clock() + COMMITTED_RETRY_SECONDS
+        delay = 0.1
+        while True:
+            self.beat()
+            try:
+                got = consumer.committed(asked, timeout=10)
+                bad = [tp.error for tp in got if tp.error is not None]
+                if bad:
+                    raise KafkaException(bad[0])
+                return got
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not isinstance(error, KafkaError) or not _retriable(error):
+                    raise
+                left = deadline - self.clock()
+                if left <= 0:
+                    raise BrokerUnavailable(
+                        f"the group's committed offsets could not be read for "
+                        f"{COMMITTED_RETRY_SECONDS:.0f} s: {error.str()}"
+                    ) from exc
+                logger.warning("committed offsets not read yet, retrying: %s", error.str())
+                self.sleep(min(delay, left))
+                delay = min(2 * delay, 2.0)
 
     def overdue(self, now: float, grace: float, owned: Collection[TP]) -> list[TP]:
         """Owned partitions nobody has read for ``grace`` seconds past any decided pause: a

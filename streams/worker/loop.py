@@ -84,7 +84,7 @@ class ScoringWorker:
         self.summary = WorkerSummary()
         self.tracker = DeliveryTracker()
         self.producer = worker_producer(settings, self.worker_id)  # transactional: exactly_once
-        self.flow = Flow()
+        self.flow = Flow(beat=self._beat)
         self.outputs = Outputs.for_worker(
             settings,
             self.producer,

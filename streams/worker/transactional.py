@@ -286,7 +286,7 @@ class Transactions:
             )
         try:
             self.rewind(self.consumer(), keys & self.owned())
-        except KafkaException as exc:
+        except (KafkaException, BrokerUnavailable) as exc:  # the latter after its retries
             raise PublishError(
                 f"an aborted batch's partitions could not be put back to their commit "
                 f"({exc.args[0]}): stopping, nothing past the commit was committed",

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from confluent_kafka import TopicPartition
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.core.errors import BrokerUnavailable
 from services.core.records import Inbound
-from streams.worker.flow import Flow
+from streams.worker.flow import COMMITTED_RETRY_SECONDS, Flow
 
 TOPIC = "t"
 
@@ -138,3 +140,58 @@ def test_the_worker_and_the_client_agree_on_every_pause(schedule: list[tuple[str
         flow.release(consumer)
     flow.resume_due(consumer, now + 1000)
     assert consumer.paused & consumer.assigned == set()
+
+
+class _CoordinatorMoving(FakeConsumer):
+    """``committed()`` fails with coordinator errors (a broker restarted) ``failures`` times."""
+
+    def __init__(self, failures: int, code: int = KafkaError.NOT_COORDINATOR) -> None:
+        super().__init__()
+        self.failures, self.code, self.asked = failures, code, 0
+
+    def committed(self, partitions: list[TopicPartition], timeout: float = -1) -> list[Any]:
+        self.asked += 1
+        if self.asked <= self.failures:
+            raise KafkaException(KafkaError(self.code, "coordinator moving"))
+        return [TopicPartition(tp.topic, tp.partition, 40) for tp in partitions]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now, self.beats = 0.0, 0
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def beat(self) -> None:
+        self.beats += 1
+
+
+def test_restart_from_commit_retries_the_coordinator_errors_of_a_broker_restart() -> None:
+    clock = _Clock()
+    flow = Flow(beat=clock.beat, clock=lambda: clock.now, sleep=clock.sleep)
+    for code in (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS):
+        consumer = _CoordinatorMoving(failures=5, code=code)
+        consumer.assigned = {0}
+        flow.restart_from_commit(consumer, {(TOPIC, 0)})
+        assert consumer.positions == {0: 40} and consumer.asked == 6
+    assert clock.beats >= 12  # liveness beat on every attempt
+
+
+def test_restart_from_commit_stops_with_one_line_after_its_bound() -> None:
+    clock = _Clock()
+    flow = Flow(beat=clock.beat, clock=lambda: clock.now, sleep=clock.sleep)
+    consumer = _CoordinatorMoving(failures=10**6, code=KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
+    consumer.assigned = {0}
+    with pytest.raises(BrokerUnavailable, match="committed offsets could not be read"):
+        flow.restart_from_commit(consumer, {(TOPIC, 0)})
+    assert COMMITTED_RETRY_SECONDS <= clock.now < COMMITTED_RETRY_SECONDS + 3
+    assert consumer.positions == {}
+
+
+def test_restart_from_commit_does_not_retry_what_retrying_cannot_heal() -> None:
+    consumer = _CoordinatorMoving(failures=1, code=KafkaError.GROUP_AUTHORIZATION_FAILED)
+    consumer.assigned = {0}
+    with pytest.raises(KafkaException):
+        Flow(sleep=lambda _s: None).restart_from_commit(consumer, {(TOPIC, 0)})
+    assert consumer.asked == 1

@@ -109,12 +109,14 @@ def _txn(
     producer: FakeProducer, consumer: FakeConsumer, owned: set[TP] | None = None
 ) -> tuple[Transactions, DeliveryTracker]:
     tracker = DeliveryTracker()
+    now = [0.0]  # the committed-offsets retries wait on a fake clock
+    flow = Flow(clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
     txn = Transactions(
         producer,
         tracker,
         consumer=lambda: consumer,
         owned=lambda: {(TOPIC, 0), (TOPIC, 1)} if owned is None else owned,
-        rewind=Flow().restart_from_commit,
+        rewind=flow.restart_from_commit,
         name="streamscore-scoring-w1",
     )
     return txn, tracker
