@@ -1,4 +1,4 @@
-"""`streamscore load memory|scale|rebalance`: the capacity measures beside `load bench`
+"""`streamscore load memory|file|scale|rebalance`: the capacity measures beside `load bench`
 (issue 29), each on a private embedded stack of its own, rounds interleaved."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from load import bench as b
-from load import bench_memory, bench_rebalance, bench_scale
+from load import bench_file, bench_memory, bench_rebalance, bench_scale
 from streams.commands.common import app, emit, json_option
 
 
@@ -76,6 +76,27 @@ def memory(ctx: click.Context, rounds: int, no_worker: bool, out_dir: Path | Non
     emit(a, result, lambda c: c.print(md))
 
 
+@click.command("file")
+@click.option("--rows", default=100_000, type=click.IntRange(min=1000), show_default=True)
+@click.option("--rounds", default=3, type=click.IntRange(min=1), show_default=True)
+@_out_option
+@json_option
+@click.pass_context
+def file_bench(ctx: click.Context, rows: int, rounds: int, out_dir: Path | None) -> None:
+    """Rows/s of `score-file` against a plain pandas + LightGBM script on the same CSV, model
+    and features; rounds interleaved, on a private stack."""
+    a = app(ctx)
+    started, say = time.time(), _printer(a)
+    load_start = _load_average()
+    with b.private_stack("kafka", say) as (base, pids):
+        env = b.prepare(base, pids, 1000, 0, say)
+        result = bench_file.run(env, rows, rounds, say)
+    result = _stamp(result | {"load_average_start": load_start}, started)
+    md = bench_file.markdown(result)
+    _write(out_dir, "file", result, md)
+    emit(a, result, lambda c: c.print(md))
+
+
 @click.command("scale")
 @click.option("--events", default=100_000, type=click.IntRange(min=1000), show_default=True)
 @click.option("--rounds", default=3, type=click.IntRange(min=1), show_default=True)
@@ -131,4 +152,4 @@ def rebalance(
     emit(a, result, lambda c: c.print(md))
 
 
-COMMANDS: list[click.Command] = [memory, scale, rebalance]
+COMMANDS: list[click.Command] = [memory, file_bench, scale, rebalance]
