@@ -153,7 +153,8 @@ class DeliveryWorld:
 
     def labels(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The outcome of each order, known when it is delivered: the minutes it took (truth
-        plus noise, deterministic per order) and their band."""
+        plus noise, deterministic per order) and their band: both domains' targets, so a
+        producer sends the fields of its domain's label record."""
         expected = self.expected_minutes(events)
         noise = np.array(
             [np.random.default_rng([self.seed, 204, e["_index"]]).normal() for e in events]

@@ -19,7 +19,7 @@ from services.synthetic.delivery import BANDS, hostile_values
 from services.synthetic.world import strip_private
 from streams.runtime import scoring_worker
 from tests.integration.pipeline_env import Pipeline, domain_fixture
-from tests.integration.test_delivery_domain import hand_row
+from tests.integration.test_delivery_domain import _score_and_label, hand_row
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
 
@@ -97,3 +97,23 @@ def test_a_three_class_model_serves_class_probabilities_and_the_top_class(
     assert log_loss(mine) < log_loss(oracle) + 0.12, (log_loss(mine), log_loss(oracle))
     m = p.trained.metrics
     assert {"holdout_log_loss", "holdout_accuracy"} <= set(m) and "holdout_auc" not in m
+
+
+def test_labels_join_with_the_class_probabilities_served(delivery_band: Pipeline) -> None:
+    """The label join on the real prediction store keeps each prediction's class
+    probabilities: the book's log loss is of the true class's served probability, its accuracy
+    that of the served top class."""
+    from streams.control.loop import decode_labels, join_labels
+    from streams.control.state import build_state
+
+    p = delivery_band
+    predictions, labels, sent = _score_and_label(p, "DeliveryBand", 600, 5_000)
+    state = build_state(p.settings)
+    join_labels(state, decode_labels(state, sent), detect=False)
+    q = state.book.quality(p.trained.version, "champion")
+    truth = {lab["event_id"]: lab["eta_band"] for lab in labels}
+    served = [x["probabilities"][truth[x["event_id"]]] for x in predictions]
+    right = [x["predicted_class"] == truth[x["event_id"]] for x in predictions]
+    assert q["count"] == 600
+    assert abs(q["log_loss"] + np.log(np.clip(served, 1e-6, 1)).mean()) < 1e-9
+    assert abs(q["accuracy"] - np.mean(right)) < 1e-12

@@ -16,7 +16,9 @@ import lightgbm
 import mlflow
 import numpy as np
 import pytest
+from confluent_kafka import Producer
 
+from services.kafka.config import producer_config
 from services.scoring.registry import MlflowRegistry
 from services.synthetic.delivery import hostile_values, make, oracle_mae
 from services.synthetic.world import strip_private
@@ -187,3 +189,60 @@ def test_train_from_files_and_register_only_a_model_of_the_task(
     assert ran.returncode == 0, ran.stderr
     metrics = json.loads(ran.stdout)["metrics"]
     assert metrics["holdout_rows"] == 600 and metrics["holdout_mae"] < 3.0
+
+
+def _score_and_label(
+    p: Pipeline, label_record: str, n: int, start: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[tuple[int, int, bytes | None]]]:
+    """``n`` orders from index ``start`` (the world's clock: ``start`` ms after the pipeline
+    began, inside the rules' time window) scored by the worker, which keeps what it served in
+    the prediction store; then their labels on the label topic: (predictions, labels, the label
+    messages)."""
+    raw = p.world.events(n, start_index=start)
+    events = [strip_private(e) for e in raw]
+    codec = p.codec("Order")
+    p.produce(
+        [
+            (e["courier_id"].encode(), v, [])
+            for e, v in zip(events, codec.encode_many(events), strict=True)
+        ]
+    )
+    scoring_worker(p.settings).run(max_events=n, idle_timeout=60)
+    wanted = {e["event_id"] for e in events}
+    decode = p.codec("Prediction").decode_one
+    messages = p.read_topic(
+        p.settings.topics.predictions, n, counts=lambda m: decode(m.value())["event_id"] in wanted
+    )
+    predictions = [x for x in map(decode, (m.value() for m in messages)) if x["event_id"] in wanted]
+    labels = p.world.labels(raw)
+    label_codec = p.codec(label_record)
+    # The world's labels carry both domains' targets: each sends its own record's fields.
+    fields = [f["name"] for f in label_codec.record.source["fields"]]
+    producer = Producer(producer_config(p.settings))
+    for lab in labels:
+        value = label_codec.encode_one({k: lab[k] for k in fields})
+        producer.produce(p.settings.topics.labels, key=lab["event_id"].encode(), value=value)
+    assert producer.flush(30) == 0
+    sent = [
+        (m.partition() or 0, m.offset() or 0, m.value())
+        for m in p.read_topic(p.settings.topics.labels, n)
+    ]
+    return predictions, labels, sent
+
+
+def test_labels_join_to_what_was_served_with_the_tasks_quality(delivery: Pipeline) -> None:
+    """The control plane's label join on the real prediction store: the error per event is the
+    absolute error, and the book's quality is MAE, RMSE and bias of what was served."""
+    from streams.control.loop import decode_labels, join_labels
+    from streams.control.state import build_state
+
+    p = delivery
+    predictions, labels, sent = _score_and_label(p, "Delivery", 600, 5_000)
+    state = build_state(p.settings)
+    assert join_labels(state, decode_labels(state, sent), detect=False) == []
+    q = state.book.quality(p.trained.version, "champion")
+    truth = {lab["event_id"]: lab["delivery_minutes"] for lab in labels}
+    err = np.asarray([x["score"] - truth[x["event_id"]] for x in predictions])
+    assert q["count"] == 600
+    assert abs(q["mae"] - np.abs(err).mean()) < 1e-9 and abs(q["bias"] - err.mean()) < 1e-9
+    assert q["mae"] < 2.5 and "log_loss" not in q
