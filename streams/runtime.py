@@ -35,6 +35,7 @@ from streams.scorer import Scorer
 from streams.topics import by_record, topic_table
 from streams.worker import DriftOutput, ScoringWorker, WorkerTopics
 from streams.worker.parts import FeatureLogOutput
+from streams.worker.progress import stalled, unassigned
 
 
 def scoring_worker(settings: Settings, model: LoadedModel | None = None) -> ScoringWorker:
@@ -138,11 +139,27 @@ def worker_probes(settings: Settings, worker: ScoringWorker) -> Probes:
 
     def partitions() -> str | None:
         # Owned partitions nobody reads: held, or paused by backpressure, well past any decided
-        # pause.
+        # pause; a position that stands still below the high watermark with no decided pause
+        # to explain it; or nothing owned since a revoke or loss (streams.worker.progress).
         grace = max(30.0, 2 * settings.rate_limit.pause_seconds)
-        owned = worker.membership.owned()
-        late = [f"{t}[{p}]" for t, p in worker.flow.overdue(time.monotonic(), grace, owned)]
-        return f"partitions paused past their time: {', '.join(late)}" if late else None
+        membership, now = worker.membership, time.monotonic()
+        owned = membership.owned()
+        late = [f"{t}[{p}]" for t, p in worker.flow.overdue(now, grace, owned)]
+        if late:
+            return f"partitions paused past their time: {', '.join(late)}"
+        patience = settings.worker.partition_grace_seconds
+        still = [f"{t}[{p}]" for t, p in stalled(membership.progress, patience, owned)]
+        if still:
+            return f"partitions not read for {patience:.0f} s with records waiting: " + ", ".join(
+                still
+            )
+        if membership.emptied_at is not None and not owned:
+            found = admin.list_topics(topic=topic, timeout=2).topics.get(topic)
+            count = len(found.partitions) if found is not None and found.error is None else 0
+            waited = unassigned(membership.emptied_at, now, patience, owned, count)
+            if waited is not None:
+                return f"no partition assigned {waited:.0f} s after a revoke or loss"
+        return None
 
     return Probes(
         alive,

@@ -28,6 +28,7 @@ from services.kafka.denied import not_authorized
 from services.kafka.tracker import Chunk, DeliveryTracker
 from streams.worker.flow import TP, Flow
 from streams.worker.summary import WorkerSummary
+from streams.worker.progress import Progress
 
 logger = logging.getLogger("streams.worker")
 LAG_SAMPLE_SECONDS = 5.0
@@ -69,6 +70,8 @@ class Membership:
         self.lost_at: float | None = None  # partitions lost, and no assignment since
         self._next_commit = 0.0
         self._next_lag_sample = 0.0
+        self.emptied_at: float | None = None  # left with nothing by a revoke or loss
+        self.progress = Progress()  # positions against high watermarks, for readiness
         self._owned: frozenset[TP] = frozenset()
         # Per partition, how many times it was assigned: a partition whose count moved since a
         # batch was taken was revoked and assigned again meanwhile.
@@ -160,7 +163,7 @@ class Membership:
         if consumer is not self.consumer:
             return  # a replaced consumer closing on its own thread: not ours any more
         self.assigned_at = time.monotonic()
-        self.lost_at = None
+        self.lost_at = self.emptied_at = None
         self.flow.assigned(consumer, partitions)
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self._epochs = self._epochs | {k: self._epochs.get(k, 0) + 1 for k in keys}
@@ -211,6 +214,8 @@ class Membership:
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """Asynchronous commit results (served by consume/poll): a request-level error, or an
         error on single partitions (the others were committed)."""
+        if not self._owned and self.emptied_at is None:
+            self.emptied_at = time.monotonic()
         if err is not None:
             self._commit_failed(err, [(tp.topic, tp.partition) for tp in partitions])
             return
@@ -269,9 +274,8 @@ class Membership:
             return
         self._next_lag_sample = now + LAG_SAMPLE_SECONDS
         assigned = self.consumer.assignment()
-        if not assigned:
-            return
-        for tp in self.consumer.position(assigned):
+        sample: dict[TP, tuple[int, int]] = {}
+        for tp in self.consumer.position(assigned) if assigned else []:
             _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
             if high < 0 or tp.offset < 0:
                 continue  # not known yet (nothing fetched, or no position)
@@ -286,11 +290,15 @@ class Membership:
         try:
             self.commit(sync=True)
         finally:
+            sample[(tp.topic, tp.partition)] = (tp.offset, high)
             closer = threading.Thread(target=_close_quietly, args=(self.consumer,), daemon=True)
             closer.start()
             closer.join(CLOSE_SECONDS)
             if closer.is_alive():
                 logger.warning("the consumer did not leave its group in %.0f s", CLOSE_SECONDS)
+        flow = self.flow
+        explained = self._owned if flow.holding else set(flow.paused)
+        self.progress.observe(now, sample, explained)
 
 
 def _close_quietly(consumer: Consumer) -> None:

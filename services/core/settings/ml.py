@@ -120,6 +120,14 @@ class WorkerSettings(_Group):
         "this long. Every wait inside a batch beats (Redis or the schema registry down, a full "
         "producer queue, too many outputs in flight), so only a stuck loop fails it.",
     )
+    partition_grace_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="/readyz fails on partitions when an owned partition's position has not "
+        "moved for this long while records wait above it and no decided pause (a hold, "
+        "backpressure) explains it, or when the worker has owned nothing this long since its "
+        "partitions were revoked or lost while the input topic has partitions.",
+    )
 
 
 class RateLimitSettings(_Group):
