@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import os
 import queue
 import statistics
@@ -171,3 +172,113 @@ def run(
             for name, runs in loads.items()
         }
     return {"rounds": rounds, "seconds_per_load": seconds, "results": result}
+
+
+def _repeat(bodies: list[bytes], n: int) -> list[bytes]:
+    return (bodies * (n // len(bodies) + 1))[:n]
+
+
+def capacity(
+    settings: Settings,
+    key: str,
+    events: list[dict[str, Any]],
+    bounds: dict[str, tuple[float, float]],
+    seconds: float = 10.0,
+    steps: int = 6,
+    bound_ms: float = 30.0,
+    batch: int = 100,
+    port: int = 18123,
+    tick: Any = None,
+) -> dict[str, Any]:
+    """Requests/s one server process answers with p99 within ``bound_ms``, per load ("single":
+    one event a request, "batch": ``batch`` events), by geometric bisection between the
+    ``bounds`` of each load (the low one is probed first, to show it holds). The two loads'
+    probes alternate on one warm server process, so a machine that drifts drifts for both.
+
+    A probe passes when every request was answered 200, the client kept the rate (95%) and
+    the p99 is within the bound.
+    """
+    singles = [json.dumps(e).encode() for e in events]
+    batches = [
+        json.dumps({"events": events[i : i + batch]}).encode()
+        for i in range(0, len(events) - batch + 1, batch)
+    ]
+    bodies = {"single": singles, "batch": batches}
+    state: dict[str, dict[str, Any]] = {
+        name: {"low": lo, "high": hi, "best": None, "failed": None}
+        for name, (lo, hi) in bounds.items()
+    }
+    probes: list[dict[str, Any]] = []
+    proc = start_server(settings, port, 1)
+    try:
+        open_loop(port, key, singles[:200], 100.0)  # warm-up: compiled model, connections
+        for step in range(steps):
+            for name, st in state.items():
+                lo, hi = st["low"], st["high"]
+                rate = lo if step == 0 else math.sqrt(lo * hi)
+                if tick is not None:
+                    tick(f"API capacity, step {step + 1}/{steps}: {name} at {rate:,.0f}/s")
+                r = open_loop(port, key, _repeat(bodies[name], int(rate * seconds)), rate)
+                passed = (
+                    r["errors"] == 0
+                    and r["achieved_rate"] >= 0.95 * rate
+                    and r["p99_ms"] <= bound_ms
+                )
+                probes.append(
+                    {"load": name, "step": step, "rate": round(rate, 1)} | r | {"passed": passed}
+                )
+                if not passed:
+                    st["failed"] = rate if st["failed"] is None else min(st["failed"], rate)
+                if passed:
+                    st["low"], st["best"] = rate, rate
+                elif step == 0:
+                    st["high"], st["low"] = rate, rate / 4  # below the low bound: look lower
+                else:
+                    st["high"] = rate
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return {
+        "bound_ms": bound_ms,
+        "seconds_per_probe": seconds,
+        "batch": batch,
+        "capacity": {
+            name: {
+                "requests_per_second": None if st["best"] is None else round(st["best"], 1),
+                "events_per_second": None
+                if st["best"] is None
+                else round(st["best"] * (1 if name == "single" else batch), 1),
+                "lowest_failing_rate": None if st["failed"] is None else round(st["failed"], 1),
+            }
+            for name, st in state.items()
+        },
+        "probes": probes,
+    }
+
+
+def capacity_markdown(result: dict[str, Any]) -> str:
+    """The capacity table and every probe, in the order run."""
+    names = {"single": "1 event a request", "batch": f"{result['batch']} events a request"}
+    lines = [
+        f"| load | requests/s at p99 ≤ {result['bound_ms']:g} ms | events/s | lowest failing "
+        "rate |",
+        "|---|---|---|---|",
+    ]
+    for name, row in result["capacity"].items():
+        lines.append(
+            f"| {names[name]} | {_num(row['requests_per_second'])} | "
+            f"{_num(row['events_per_second'])} | {_num(row['lowest_failing_rate'])} |"
+        )
+    lines += ["", "| step | load | rate/s | achieved/s | p50 ms | p99 ms | errors | passed |"]
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for p in result["probes"]:
+        lines.append(
+            f"| {p['step'] + 1} | {names[p['load']]} | {p['rate']:,.0f} | "
+            f"{p['achieved_rate']:,.0f} | {p['p50_ms']:.1f} | {p['p99_ms']:.1f} | "
+            f"{p['errors']:.0f} | {'yes' if p['passed'] else 'no'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{x:,.0f}"

@@ -13,9 +13,8 @@ from rich.progress import Progress
 from rich.table import Table
 
 from load import bench as b
-from load import bench_api
+from load import bench_api, cli_measures
 from load import capacity as cap
-from load import cli_measures
 from services.synthetic.world import strip_private
 from streams.adapters import redis_client
 from streams.api_keys import ApiKeys
@@ -338,17 +337,45 @@ def plot_command(result: Path, out: Path) -> None:
 @click.option("--rate", default=200.0, show_default=True, help="Requests/s of one event.")
 @click.option("--batch-rate", default=20.0, show_default=True, help="Requests/s of 100 events.")
 @click.option("--port", default=18123, show_default=True, help="Loopback port of the server.")
+@click.option(
+    "--capacity",
+    is_flag=True,
+    help="Instead: requests/s one process answers with p99 <= --bound-ms, one event and 100 "
+    "events a request (bisection over rates, the two loads' probes alternating).",
+)
+@click.option("--capacity-steps", default=6, show_default=True, help="Bisection steps per load.")
+@click.option("--bound-ms", default=30.0, show_default=True, help="The p99 bound of --capacity.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With --capacity: write api-capacity.json and api-capacity.md here.",
+)
 @json_option
 @click.pass_context
 def api_bench(
-    ctx: click.Context, rounds: int, seconds: float, rate: float, batch_rate: float, port: int
+    ctx: click.Context,
+    rounds: int,
+    seconds: float,
+    rate: float,
+    batch_rate: float,
+    port: int,
+    capacity: bool,
+    capacity_steps: int,
+    bound_ms: float,
+    out_dir: Path | None,
 ) -> None:
     """POST /v1/predict latency at fixed request rates, one server process against two.
 
     Runs on the stack in use (`local up`), with its features and champion: load and train
-    first (`features load`, `train`)."""
+    first (`features load`, `train`). With --capacity: on a private stack of its own (the
+    bench's: its features, a model trained and registered, stopped at the end)."""
 
     a = app(ctx)
+    if capacity:
+        cli_measures.api_capacity(a, seconds, capacity_steps, bound_ms, port, out_dir)
+        return
     s = a.settings
     _, key = ApiKeys(redis_client(s), s.redis.key_prefix).create(
         "load-api", rate_per_second=1e9, burst=10**9

@@ -1,4 +1,4 @@
-"""`streamscore load memory|file|scale|rebalance`: the capacity measures beside `load bench`
+"""`streamscore load memory|file|rebalance|scale`: the capacity measures beside `load bench`
 (issue 29), each on a private embedded stack of its own, rounds interleaved."""
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ from typing import Any
 import click
 
 from load import bench as b
-from load import bench_file, bench_memory, bench_rebalance, bench_scale
+from load import bench_api, bench_file, bench_memory, bench_rebalance, bench_scale
+from services.synthetic.world import World, strip_private
+from streams.adapters import feature_spec, redis_client
+from streams.api_keys import ApiKeys
 from streams.commands.common import app, emit, json_option
 
 
@@ -73,6 +76,39 @@ def memory(ctx: click.Context, rounds: int, no_worker: bool, out_dir: Path | Non
     result = _stamp(result, started)
     md = bench_memory.markdown(result)
     _write(out_dir, "memory", result, md)
+    emit(a, result, lambda c: c.print(md))
+
+
+def api_capacity(
+    a: Any, seconds: float, steps: int, bound_ms: float, port: int, out_dir: Path | None
+) -> None:
+    """`load api --capacity`: on a private stack, requests/s of one API process at p99 within
+    ``bound_ms``, one event and 100 events a request."""
+    started, say = time.time(), _printer(a)
+    load_start = _load_average()
+    with b.private_stack("kafka", say) as (base, pids):
+        env = b.prepare(base, pids, 1000, 0, say)
+        s = env.settings
+        _, key = ApiKeys(redis_client(s), s.redis.key_prefix).create(
+            "load-api", rate_per_second=1e9, burst=10**9
+        )
+        first = 90_000_000  # event times end about now (1 ms apart)
+        world = World(feature_spec(s), start_time_ms=int(time.time() * 1000) - first - 4_000)
+        events = [strip_private(e) for e in world.events(2000, start_index=first)]
+        result = bench_api.capacity(
+            s,
+            key,
+            events,
+            {"single": (200.0, 3000.0), "batch": (20.0, 300.0)},
+            seconds=seconds,
+            steps=steps,
+            bound_ms=bound_ms,
+            port=port,
+            tick=say,
+        )
+    result = _stamp(result | {"load_average_start": load_start}, started)
+    md = bench_api.capacity_markdown(result)
+    _write(out_dir, "api-capacity", result, md)
     emit(a, result, lambda c: c.print(md))
 
 
