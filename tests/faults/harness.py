@@ -150,9 +150,11 @@ def account(
     sent: list[Sent],
     expect_outputs: int | None = None,
     outcomes: dict[int, str] | None = None,
+    reasons: dict[int, str] | None = None,
 ) -> Tally:
     """Read every prediction and dead letter back and account for each input; ``outcomes``
-    (filled when given) says what became of each input, by its index: predicted, dead, lost."""
+    (filled when given) says what became of each input, by its index: predicted, dead, lost;
+    ``reasons`` (filled when given) the reason of a dead letter of an input, by its index."""
     if expect_outputs is not None:  # wait until at least this many outputs are there
         wait_for(
             lambda: outputs_count(p) >= expect_outputs,
@@ -167,6 +169,12 @@ def account(
         for x in letters
         if isinstance(x, dict)
     )
+    reason_at = {
+        (int(x["source_partition"]), int(x["source_offset"])): str(x["reason"])
+        for x in letters
+        if isinstance(x, dict)
+    }
+    reason_of: dict[str, str] = {}
     # A delivery report may carry no offset (an idempotent retry the broker answered
     # DUPLICATE_SEQUENCE_NUMBER: written once, offset not reported). Such an input is found
     # among the dead letters by the event id inside its original value.
@@ -180,6 +188,7 @@ def account(
                 continue
             if isinstance(original, dict) and original.get("event_id"):
                 dead_events[str(original["event_id"])] += 1
+                reason_of[str(original["event_id"])] = str(x["reason"])
     tally = Tally(sent=len(sent))
     tally.degraded = sum(1 for x in predictions if isinstance(x, dict) and x["degraded"])
     tally.reasons = Counter(str(x["reason"]) for x in letters if isinstance(x, dict))
@@ -199,6 +208,11 @@ def account(
             outcome = "lost"
         if outcomes is not None:
             outcomes[s.index] = outcome
+        if reasons is not None and n_dead:
+            found = reason_at.get((s.partition, s.offset))
+            if found is None and s.event_id is not None:
+                found = reason_of.get(s.event_id)
+            reasons[s.index] = found or "?"
         tally.duplicated += max(0, n_pred + n_dead - 1)
     return tally
 

@@ -3,7 +3,8 @@ steady rate, a schedule of faults applied on time, then the invariants checked o
 written.
 
 Invariants (after the schedule, once every fault has ended):
-- every input is predicted or dead-lettered, at least once;
+- every input is predicted or dead-lettered, at least once: a valid (world) event predicted
+  and never dead-lettered, a hostile one dead-lettered;
 - copies of a prediction for the same event and version carry the same score;
 - the group's committed offsets reach the end of every partition (lag 0: nothing stays
   paused or unread);
@@ -31,6 +32,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from services.embedded.stack import BROKER, EmbeddedStack
 from services.kafka.config import consumer_config, producer_config
 from streams.topics import topic_table
+from tests.faults.explore.judge import misaccounted
 from tests.faults.explore.schedule import Op
 from tests.faults.harness import (
     OwnRedis,
@@ -383,7 +385,10 @@ class Explorer:
 
     def _check(self, run: Run) -> None:
         outcomes: dict[int, str] = {}
-        tally = account(self.p, run.sent, outcomes=outcomes)
+        reasons: dict[int, str] = {}
+        tally = account(self.p, run.sent, outcomes=outcomes, reasons=reasons)
+        # Strict: a world event gets a prediction, never a dead letter; hostile ones a letter.
+        run.problems += misaccounted(run.sent, outcomes, reasons)
         if tally.lost:
             lost: dict[int, list[int]] = defaultdict(list)
             for s in run.sent:
