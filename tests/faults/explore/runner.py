@@ -9,8 +9,9 @@ Invariants (after the schedule, once every fault has ended):
 - the group's committed offsets reach the end of every partition (lag 0: nothing stays
   paused or unread);
 - every worker still running answers ``/readyz`` with 200;
-- a worker that exited by itself did so with a decided error (exit 1, one ERROR line), and
-  one we stopped with SIGTERM exited 0.
+- a worker that exited by itself did so with a decided error (exit 1 or 2, its last stderr
+  line one of the CLI's one-line forms, not the catch-all ``error: <ExceptionClass>: ...``),
+  and one we stopped with SIGTERM exited 0.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from services.embedded.stack import BROKER, EmbeddedStack
 from services.kafka.config import consumer_config, producer_config
 from streams.topics import topic_table
-from tests.faults.explore.judge import misaccounted
+from tests.faults.explore.judge import generic_error, misaccounted, undecided_exit
 from tests.faults.explore.schedule import Op
 from tests.faults.harness import (
     OwnRedis,
@@ -250,7 +251,8 @@ class Explorer:
     def _model_op(self, op: Op, run: Run) -> str:
         """A promotion of the other version, a canary of it on 30% of the entities, or a
         rollback, through the operators' CLI in a background thread. The CLI may refuse (a
-        rollback with no earlier champion): that is an answer, not a finding; a traceback is."""
+        rollback with no earlier champion): that is an answer, not a finding; the CLI's
+        catch-all line for an undecided exception (``error: <ExceptionClass>: ...``) is."""
         if op.kind == "promote":
             args = ["models", "promote", self.challenger, "-m", "explorer"]
             self.champion, self.challenger = self.challenger, self.champion
@@ -262,7 +264,7 @@ class Explorer:
         def call() -> None:
             ran = run_cli(self.p.settings, *args)
             run.done.append(f"        {' '.join(args[:3])} -> exit {ran.returncode}")
-            if "Traceback" in ran.stderr or ran.returncode not in (0, 2, 3):
+            if ran.returncode not in (0, 2, 3) or generic_error(ran.stderr):
                 run.problems.append(f"`streamscore {' '.join(args)}`: {ran.stderr[-800:]}")
 
         self._background(call)
@@ -287,14 +289,15 @@ class Explorer:
                 continue
             w.ended = "exited"
             text = w.proc.text()
-            errors = [line for line in text.splitlines() if " ERROR " in line or '"ERROR"' in line]
-            if code != 1 or not errors or "Traceback" in text:
+            # Decided: the last stderr line is one of the CLI's one-line error forms, not its
+            # catch-all `error: <ExceptionClass>: ...` (tracebacks print only at DEBUG).
+            why = undecided_exit(code, text)
+            if why is not None:
                 run.problems.append(
-                    f"{w.proc.log.stem} exited {code} without a decided error: {text[-1500:]}"
+                    f"{w.proc.log.stem} exited without a decided error ({why}): {text[-1500:]}"
                 )
-            run.done.append(
-                f"        {w.proc.log.stem} exited {code}: {errors[-1][-200:] if errors else ''}"
-            )
+            last = [line for line in text.splitlines() if line.strip()][-1:]
+            run.done.append(f"        {w.proc.log.stem} exited {code}: {''.join(last)[-200:]}")
             self._join(run)
 
     # -- the run ------------------------------------------------------------------------------
