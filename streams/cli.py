@@ -35,7 +35,9 @@ from services.core.errors import (
 )
 from services.core.logging import configure_logging
 from services.core.settings import Settings, iter_env_vars
+from services.kafka.auth import WATCH
 from services.kafka.denied import from_error
+from services.kafka.preflight import check_credentials
 from streams.commands.common import CLIENT_LOGGERS, AppContext, LazyGroup
 
 logger = logging.getLogger(__name__)
@@ -209,10 +211,6 @@ def _credentials_refused() -> NotAuthorized | None:
     its own clients met, else what a new connection meets now; None for an outage."""
     if not _SETTINGS or _SETTINGS[0].kafka.security_protocol == "PLAINTEXT":
         return None
-    # Here, not at the top: every command imports this module, few ever fail this way.
-    from services.kafka.auth import WATCH
-    from services.kafka.preflight import check_credentials
-
     s = _SETTINGS[0]
     seen = WATCH.verdict(s, seconds=0)
     if seen is not None:

@@ -116,14 +116,14 @@ def worker_probes(settings: Settings, worker: ScoringWorker) -> Probes:
     def broker() -> str | None:
         # Failed TLS handshakes or logins: not ready at once, even while connections made
         # before (a password changed since) still answer.
-        refused = worker.auth.problem()
+        refused = worker.membership.auth.problem()
         if refused is not None:
             return refused
         found = admin.list_topics(topic=topic, timeout=2).topics.get(topic)
         admin.poll(0)  # its error events and log lines, to the watch
         if found is None or found.error is not None:
             return f"topic {topic}: {found.error if found else 'not found'}"
-        return worker.auth.problem()
+        return worker.membership.auth.problem()
 
     def redis_ok() -> str | None:
         return None if client.ping() else "no PONG"

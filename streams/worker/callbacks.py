@@ -1,5 +1,6 @@
 """Delivery callbacks of the worker's outputs: best effort (shadow scores, drift signals), and
-a dead letter's, which writes it again without its original when the broker refuses its size."""
+a dead letter's, which writes it again without its original when the broker refuses its size;
+and what a callback gets for a message the client refused outright."""
 
 from __future__ import annotations
 
@@ -75,3 +76,17 @@ class LetterDelivery:
             extra={"topic": self.letter.source.topic, "offset": self.letter.source.offset},
         )
         self.ack(self.outputs.rescue_dead_letter(self.letter), None)
+
+
+class Unsent:
+    """What a delivery callback gets for a message the client refused in `produce` itself (no
+    message exists): its topic, so that the failure names the output topic, not the input
+    (a revoked Write on the predictions topic makes librdkafka refuse every later produce)."""
+
+    __slots__ = ("_topic",)
+
+    def __init__(self, topic: str) -> None:
+        self._topic = topic
+
+    def topic(self) -> str:
+        return self._topic

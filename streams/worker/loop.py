@@ -22,7 +22,6 @@ from services.codec.avro import AvroCodec
 from services.core import metrics
 from services.core.records import Inbound
 from services.core.settings import Settings
-from services.kafka.auth import WATCH, AuthWatch
 from services.kafka.inbound import to_inbound
 from services.kafka.tracker import DeliveryTracker
 from services.labels.store import PredictionStore
@@ -64,11 +63,8 @@ class ScoringWorker:
         watcher: ModelWatcher | None = None,
         drift: DriftOutput | None = None,
         predictions_store: PredictionStore | None = None,
-        auth: AuthWatch = WATCH,
     ) -> None:
         self.settings, self.topics, self.stages = settings, topics, stages
-        self.auth = auth  # failed TLS handshakes and SASL logins of every client here
-        self._assigned_seen: float | None = None
         self.watcher, self.drift, self.predictions_store = watcher, drift, predictions_store
         self.clock_ms, self.limiter = clock_ms, limiter
         self.worker_id = settings.worker.worker_id or default_worker_id()
@@ -119,22 +115,6 @@ class ScoringWorker:
     def _beat(self) -> None:
         self.last_loop = time.monotonic()
 
-    def _check_credentials(self) -> None:
-        """Stop when every TLS handshake or SASL login has failed for
-        ``kafka.auth_failure_seconds`` with nothing answered meanwhile (a wrong CA, a changed
-        or expired password): retrying cannot heal it, and librdkafka would retry for ever.
-
-        Raises:
-            NotAuthorized: one line naming the principal, the brokers and the cause.
-        """
-        assigned = self.membership.assigned_at
-        if assigned is not None and assigned != self._assigned_seen:
-            self._assigned_seen = assigned
-            self.auth.answered()  # the group coordinator answered: an assignment came
-        refused = self.auth.verdict(self.settings)
-        if refused is not None:
-            raise refused
-
     def _start_io(self, call: Callable[[], T]) -> Callable[[], T]:
         """Run a Redis call on the IO thread; the batch's CPU work goes on meanwhile."""
         return self._io.submit(call).result
@@ -170,7 +150,6 @@ class ScoringWorker:
         try:
             while not self.stopping:
                 self.last_loop = now = time.monotonic()
-                self._check_credentials()
                 metrics.WORKER_UP.set(time.time())
                 self._maybe_swap()
                 membership.rejoin_if_stuck(now)
@@ -202,7 +181,6 @@ class ScoringWorker:
                         break
                     continue
                 last_message = time.monotonic()
-                self.auth.answered()  # the cluster answers: no run of refusals goes on
                 if summary.first_message_at is None:
                     summary.first_message_at = time.time()
                     cpu_started = time.process_time()

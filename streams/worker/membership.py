@@ -23,6 +23,7 @@ from confluent_kafka import (
 
 from services.core import metrics
 from services.core.settings import Settings
+from services.kafka.auth import WATCH
 from services.kafka.config import consumer_config
 from services.kafka.denied import not_authorized
 from services.kafka.tracker import Chunk, DeliveryTracker
@@ -63,6 +64,7 @@ class Membership:
         self.settings, self.topic = settings, topic
         self.tracker, self.producer, self.flow, self.summary = tracker, producer, flow, summary
         self.acknowledged = acknowledged
+        self.auth = WATCH  # refused TLS handshakes and SASL logins (a test sets its own)
         # exactly_once: offsets commit inside each batch's transaction, never from here.
         self.transactional = settings.worker.processing_guarantee == "exactly_once"
         self.revokes = 0  # partitions revoked or lost so far (a batch in hand may be stale)
@@ -135,7 +137,15 @@ class Membership:
         librdkafka's ``consume(n, timeout)`` waits for ``n`` messages or the timeout, so a
         batch that never fills would cost the whole timeout in latency. Instead: take what is
         queued now; when nothing is, wait for one message, then take what came with it.
+
+        Raises:
+            CredentialsRefused: every handshake or login refused for
+                ``kafka.auth_failure_seconds``, nothing answered meanwhile (a wrong CA, a
+                changed password): librdkafka would retry for ever; one line instead.
         """
+        stop = self.auth.verdict(self.settings)
+        if stop is not None:
+            raise stop
         consumer = self.consumer
         batch = consumer.consume(num_messages=n, timeout=0)
         if not batch:
@@ -155,6 +165,8 @@ class Membership:
                 if refused is not None:
                     raise refused
                 logger.warning("consume error: %s", err)
+        if out:
+            self.auth.answered()  # the cluster answers: a run of refusals is over
         return out
 
     # -- rebalance callbacks (served inside consume/poll) ---------------------------------------
@@ -164,6 +176,7 @@ class Membership:
             return  # a replaced consumer closing on its own thread: not ours any more
         self.assigned_at = time.monotonic()
         self.lost_at = self.emptied_at = None
+        self.auth.answered()  # the group coordinator answered
         self.flow.assigned(consumer, partitions)
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self._epochs = self._epochs | {k: self._epochs.get(k, 0) + 1 for k in keys}

@@ -32,27 +32,13 @@ from services.kafka.config import producer_config
 from services.kafka.topics import TopicSpec
 from services.kafka.tracker import Chunk, DeliveryTracker
 from services.scoring.results import BatchResult
-from streams.worker.callbacks import BestEffort, LetterDelivery
+from streams.worker.callbacks import BestEffort, LetterDelivery, Unsent
 from streams.worker.parts import DriftOutput, FeatureLogOutput, WorkerTopics
 
 # The worker's own logger: dead letters and delivery failures are the worker's log lines.
 logger = logging.getLogger("streams.worker")
 BUFFER_FULL_WAIT_SECONDS = 60.0
 RESCUE_WAIT_SECONDS = 30.0
-
-
-class _Unsent:
-    """What a delivery callback gets for a message the client refused in `produce` itself (no
-    message exists): its topic, so that the failure names the output topic, not the input
-    (a revoked Write on the predictions topic makes librdkafka refuse every later produce)."""
-
-    __slots__ = ("_topic",)
-
-    def __init__(self, topic: str) -> None:
-        self._topic = topic
-
-    def topic(self) -> str:
-        return self._topic
 
 
 @dataclass(slots=True)
@@ -185,7 +171,7 @@ class Outputs:
                 self.producer.poll(0.05)
                 self.beat()
             except KafkaException as exc:
-                on_delivery(exc.args[0], _Unsent(topic))
+                on_delivery(exc.args[0], Unsent(topic))
                 return
 
     def publish(

@@ -12,14 +12,14 @@ import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
 from services.core import metrics
-from services.core.errors import BrokerUnavailable, NotAuthorized
+from services.core.errors import BrokerUnavailable, CredentialsRefused, NotAuthorized
 from services.core.settings import Settings
-from services.kafka import auth, preflight
+from services.kafka import auth
 from services.kafka.auth import AuthWatch, Failure, LibrdkafkaLog
 from services.scoring.model import LoadedModel
 from streams import cli as cli_module
 from tests.unit.scoring.conftest import model, model_dir  # noqa: F401 (fixtures)
-from tests.unit.worker.test_loop import TOPIC, _worker
+from tests.unit.worker.test_loop import TOPIC, _messages, _worker
 
 WORKER = Settings(
     kafka={
@@ -168,22 +168,27 @@ def test_error_events_are_watched_and_others_still_logged(
 def test_the_worker_stops_once_the_run_has_lasted_and_an_assignment_ends_it(
     model: LoadedModel,  # noqa: F811
 ) -> None:
+    """The worker's take (each turn of its loop) raises the refusal once it has lasted; an
+    assignment or a message read ends a run."""
     worker, fake = _worker(model)
     clock = Clock()
-    worker.auth = AuthWatch(clock)
-    worker.settings = WORKER
-    _fail(worker.auth, WRONG_PASSWORD.format(port=1, node=1, ms=1), auth.AUTHENTICATION)
+    watch = worker.membership.auth = AuthWatch(clock)
+    worker.membership.settings = WORKER
+    refused = WRONG_PASSWORD.format(port=1, node=1, ms=1)
+    _fail(watch, refused, auth.AUTHENTICATION)
     clock.now += 20
     worker.membership._on_assign(fake, [TopicPartition(TOPIC, 0)])  # type: ignore[arg-type]
-    worker._check_credentials()  # the next turn of the loop sees the assignment: run over
-    _fail(worker.auth, WRONG_PASSWORD.format(port=1, node=1, ms=1), auth.AUTHENTICATION)
+    _fail(watch, refused, auth.AUTHENTICATION)
     clock.now += 20
-    _fail(worker.auth, WRONG_PASSWORD.format(port=1, node=1, ms=1), auth.AUTHENTICATION)
-    worker._check_credentials()  # the assignment ended the first run: 20 s of the second
-    clock.now += 11
-    _fail(worker.auth, WRONG_PASSWORD.format(port=1, node=1, ms=1), auth.AUTHENTICATION)
-    with pytest.raises(NotAuthorized, match="SASL_AUTHENTICATION_FAILED"):
-        worker._check_credentials()
+    _fail(watch, refused, auth.AUTHENTICATION)
+    assert worker.membership.take(10, 0.01) == []  # the assignment ended the first run
+    fake.batches = [_messages(0, 0, 2)]
+    assert len(worker.membership.take(10, 0.01)) == 2  # a message read ends the second
+    _fail(watch, refused, auth.AUTHENTICATION)
+    clock.now += 31
+    _fail(watch, refused, auth.AUTHENTICATION)
+    with pytest.raises(CredentialsRefused, match="SASL_AUTHENTICATION_FAILED"):
+        worker.membership.take(10, 0.01)
 
 
 @pytest.fixture
@@ -224,7 +229,7 @@ def test_a_command_that_could_not_reach_a_secured_cluster_tells_a_refusal_from_a
         failure = Failure.parse(WRONG_PASSWORD.format(port=9, node=1, ms=1), auth.AUTHENTICATION)
         return auth.refusal(settings, failure, ["127.0.0.1:9"], 0)
 
-    monkeypatch.setattr(preflight, "check_credentials", check)
+    monkeypatch.setattr(cli_module, "check_credentials", check)
     failing.append(BrokerUnavailable("cannot list topics: Local: Broker transport failure"))
     with pytest.raises(SystemExit) as done:
         cli_module._main(["fail-auth-for-test"])

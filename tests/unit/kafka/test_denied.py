@@ -9,7 +9,6 @@ import pytest
 
 from services.core.errors import BrokerUnavailable, NotAuthorized, PublishError
 from services.core.settings import Settings
-from services.kafka import preflight
 from services.kafka.denied import from_error, not_authorized, refusal
 from streams import cli as cli_module
 
@@ -86,7 +85,7 @@ def failing() -> Iterator[list[Exception]]:
 
 def _main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
     # Asked again on a new connection, the cluster stays silent (no broker in unit tests).
-    monkeypatch.setattr(preflight, "check_credentials", lambda *_: None)
+    monkeypatch.setattr(cli_module, "check_credentials", lambda *_: None)
     for k, v in {
         "STREAMSCORE_KAFKA__SASL_USERNAME": "streamscore-api",
         "STREAMSCORE_KAFKA__SASL_PASSWORD": "pw-never-shown-123",
