@@ -199,6 +199,18 @@ class AuthWatch:
             return None
         return refusal(settings, run[0], run[2], run[1])
 
+    def raise_if_refused(self, settings: Settings) -> None:
+        """Raise the verdict when there is one (the worker asks each time it takes a batch).
+
+        Raises:
+            CredentialsRefused: every handshake or login refused for
+                ``kafka.auth_failure_seconds``, nothing answered meanwhile (a wrong CA, a
+                changed password): librdkafka would retry for ever; one line instead.
+        """
+        refused = self.verdict(settings)
+        if refused is not None:
+            raise refused
+
 
 def refusal(
     settings: Settings, failure: Failure, brokers: list[str], seconds: float

@@ -137,15 +137,8 @@ class Membership:
         librdkafka's ``consume(n, timeout)`` waits for ``n`` messages or the timeout, so a
         batch that never fills would cost the whole timeout in latency. Instead: take what is
         queued now; when nothing is, wait for one message, then take what came with it.
-
-        Raises:
-            CredentialsRefused: every handshake or login refused for
-                ``kafka.auth_failure_seconds``, nothing answered meanwhile (a wrong CA, a
-                changed password): librdkafka would retry for ever; one line instead.
         """
-        stop = self.auth.verdict(self.settings)
-        if stop is not None:
-            raise stop
+        self.auth.raise_if_refused(self.settings)  # a refused CA or password: one line
         consumer = self.consumer
         batch = consumer.consume(num_messages=n, timeout=0)
         if not batch:
