@@ -52,12 +52,28 @@ def test_never_commits_past_an_unacknowledged_input(plan: list[tuple], rnd: rand
     failed: set[tuple[str, int]] = set()
     rewound: set[tuple[str, int]] = set()
     handled_end: dict[tuple[str, int], int] = {}
+    # Per partition, the handled chunks in order (end, offsets) since it was last assigned,
+    # and the offsets whose output failed: the oracle of where a commit must reach.
+    chunks: dict[tuple[str, int], list[tuple[int, set[int]]]] = {tp: [] for tp in PARTITIONS}
+    failed_at: dict[tuple[str, int], set[int]] = {tp: set() for tp in PARTITIONS}
 
     def check(positions: dict[tuple[str, int], int]) -> None:
         for tp, pos in positions.items():
             below = {o for o in consumed[tp] if o < pos}
             assert below <= acked[tp], f"{tp}: commit {pos} passes unacked {below - acked[tp]}"
             committed[tp] = pos
+
+    def reaches(chosen: tuple[tuple[str, int], ...]) -> None:
+        """Liveness after each commit: a chosen partition's commit reaches the end of the
+        longest run of its chunks whose every output is acknowledged."""
+        for tp in chosen:
+            end = None
+            for stop, offsets in chunks[tp]:
+                if not offsets <= acked[tp] or offsets & failed_at[tp]:
+                    break
+                end = stop
+            if end is not None:
+                assert committed[tp] == end, f"{tp}: committed {committed[tp]}, acked to {end}"
 
     for op in plan:
         if op[0] == "batch":
@@ -74,6 +90,7 @@ def test_never_commits_past_an_unacknowledged_input(plan: list[tuple], rnd: rand
             if handled:
                 chunk = tracker.open(tp, handled[0], handled[-1] + 1, len(handled))
                 pending.extend((chunk, tp, o) for o in handled)
+                chunks[tp].append((handled[-1] + 1, set(handled)))
                 handled_end[tp] = max(handled_end.get(tp, 0), handled[-1] + 1)
             # Deferred messages are re-read: the fetch position rewinds to the first of them.
             if len(handled) < n:
@@ -90,12 +107,17 @@ def test_never_commits_past_an_unacknowledged_input(plan: list[tuple], rnd: rand
             else:
                 chunk.ack("MSG_TIMED_OUT")
                 failed.add(tp)
+                failed_at[tp].add(offset)
         elif op[0] == "commit":
-            check(tracker.positions(PARTITIONS[:1] if op[1] else None))
+            chosen = PARTITIONS[:1] if op[1] else PARTITIONS
+            check(tracker.positions(chosen if op[1] else None))
+            reaches(chosen)
         elif op[0] == "revoke":
             tp = op[1]
             check(tracker.positions([tp]))  # the worker commits a revoked partition first
+            reaches((tp,))
             tracker.forget([tp])
+            chunks[tp], failed_at[tp] = [], set()
             pending = [p for p in pending if p[1] != tp]
             # Reassigned later: consumption restarts at the committed offset, and what lies
             # past it was never safely done, so it is consumed (and acknowledged) anew.

@@ -188,8 +188,10 @@ def test_a_partition_lost_and_assigned_again_in_the_take_goes_back_to_its_commit
     200 events lost this way)."""
     worker, fake = _worker(model)
     _assign(worker, fake, 0, 1)
+    # The commit (35) lies below the batch's first message (40): rewinding to the batch, as
+    # if the partition had been owned without a break, would skip 35-39.
     fake.committed = lambda tps, timeout=None: [  # type: ignore[method-assign]
-        TopicPartition(tp.topic, tp.partition, 40) for tp in tps
+        TopicPartition(tp.topic, tp.partition, 35) for tp in tps
     ]
     lost = [TopicPartition(TOPIC, 1)]
     fake.batches = [_messages(0, 5, 3) + _messages(1, 40, 3)]
@@ -201,7 +203,7 @@ def test_a_partition_lost_and_assigned_again_in_the_take_goes_back_to_its_commit
     ]
     _take_and_handle(worker)
     assert worker.summary.consumed == 0
-    assert fake.seeks == {0: 5, 1: 40}
+    assert fake.seeks == {0: 5, 1: 35}
 
 
 def test_a_refused_output_is_named_by_the_topic_it_was_for(
