@@ -28,8 +28,8 @@ from services.kafka.config import consumer_config
 from services.kafka.denied import not_authorized
 from services.kafka.tracker import Chunk, DeliveryTracker
 from streams.worker.flow import TP, Flow
-from streams.worker.summary import WorkerSummary
 from streams.worker.progress import Progress
+from streams.worker.summary import WorkerSummary
 
 logger = logging.getLogger("streams.worker")
 LAG_SAMPLE_SECONDS = 5.0
@@ -70,10 +70,10 @@ class Membership:
         self.revokes = 0  # partitions revoked or lost so far (a batch in hand may be stale)
         self.assigned_at: float | None = None
         self.lost_at: float | None = None  # partitions lost, and no assignment since
-        self._next_commit = 0.0
-        self._next_lag_sample = 0.0
         self.emptied_at: float | None = None  # left with nothing by a revoke or loss
         self.progress = Progress()  # positions against high watermarks, for readiness
+        self._next_commit = 0.0
+        self._next_lag_sample = 0.0
         self._owned: frozenset[TP] = frozenset()
         # Per partition, how many times it was assigned: a partition whose count moved since a
         # batch was taken was revoked and assigned again meanwhile.
@@ -207,6 +207,8 @@ class Membership:
 
     def _forget(self, consumer: Consumer, keys: list[TP]) -> None:
         self._owned = self._owned - set(keys)
+        if not self._owned and self.emptied_at is None:
+            self.emptied_at = time.monotonic()
         self.tracker.forget(keys)
         self.flow.forget(consumer, keys)
         for t, p in keys:
@@ -220,8 +222,6 @@ class Membership:
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         """Asynchronous commit results (served by consume/poll): a request-level error, or an
         error on single partitions (the others were committed)."""
-        if not self._owned and self.emptied_at is None:
-            self.emptied_at = time.monotonic()
         if err is not None:
             self._commit_failed(err, [(tp.topic, tp.partition) for tp in partitions])
             return
@@ -283,11 +283,15 @@ class Membership:
         sample: dict[TP, tuple[int, int]] = {}
         for tp in self.consumer.position(assigned) if assigned else []:
             _low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            sample[(tp.topic, tp.partition)] = (tp.offset, high)
             if high < 0 or tp.offset < 0:
                 continue  # not known yet (nothing fetched, or no position)
             metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(
                 max(0, high - tp.offset)
             )
+        flow = self.flow
+        explained = self._owned if flow.holding else set(flow.paused)
+        self.progress.observe(now, sample, explained)
 
     def leave(self) -> None:
         """Commit what Kafka acknowledged and leave the group. Leaving waits on the group's
@@ -296,15 +300,11 @@ class Membership:
         try:
             self.commit(sync=True)
         finally:
-            sample[(tp.topic, tp.partition)] = (tp.offset, high)
             closer = threading.Thread(target=_close_quietly, args=(self.consumer,), daemon=True)
             closer.start()
             closer.join(CLOSE_SECONDS)
             if closer.is_alive():
                 logger.warning("the consumer did not leave its group in %.0f s", CLOSE_SECONDS)
-        flow = self.flow
-        explained = self._owned if flow.holding else set(flow.paused)
-        self.progress.observe(now, sample, explained)
 
 
 def _close_quietly(consumer: Consumer) -> None:
