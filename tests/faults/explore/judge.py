@@ -76,3 +76,40 @@ def undecided_exit(code: int | None, stderr: str) -> str | None:
     if code in (1, 2) and any(form.match(last) for form in _DECIDED):
         return None
     return f"exit {code} with last line: {last[:300]}"
+
+
+_REBALANCE = re.compile(r"partitions (assigned|revoked|lost): (.*)$")
+
+
+def owned_from_log(text: str) -> set[str]:
+    """The partitions a worker owns by its own log (its rebalance lines, in order).
+
+    >>> log = "x partitions assigned: t[0],t[1],t[2]\\ny partitions revoked: t[1]\\n"
+    >>> sorted(owned_from_log(log))
+    ['t[0]', 't[2]']
+    >>> owned_from_log(log + "z partitions lost: t[0],t[2]\\nw partitions assigned: none\\n")
+    set()
+    """
+    owned: set[str] = set()
+    for line in text.splitlines():
+        found = _REBALANCE.search(line.rstrip())
+        if found is None:
+            continue
+        names = {n.strip() for n in found.group(2).split(",") if n.strip() not in ("", "none")}
+        owned = owned | names if found.group(1) == "assigned" else owned - names
+    return owned
+
+
+def hit_nothing(kind: str, done: str, assigned: int) -> bool:
+    """An operation that changed nothing a worker could see: no worker to act on, nothing to
+    do, or no worker owning partitions when it happened.
+
+    >>> hit_nothing("kill", "  3.0s kill(0.5) -> no worker", 1)
+    True
+    >>> hit_nothing("redis_pause", "  5.0s redis_pause(0)", 1)
+    False
+    >>> hit_nothing("redis_pause", "  5.0s redis_pause(0)", 0)
+    True
+    """
+    markers = ("no worker", "nothing to do", "0 thawed", "not assigned")
+    return assigned == 0 or any(m in done for m in markers)

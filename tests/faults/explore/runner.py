@@ -33,7 +33,13 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from services.embedded.stack import BROKER, EmbeddedStack
 from services.kafka.config import consumer_config, producer_config
 from streams.topics import topic_table
-from tests.faults.explore.judge import generic_error, misaccounted, undecided_exit
+from tests.faults.explore.judge import (
+    generic_error,
+    hit_nothing,
+    misaccounted,
+    owned_from_log,
+    undecided_exit,
+)
 from tests.faults.explore.schedule import Op
 from tests.faults.harness import (
     OwnRedis,
@@ -52,6 +58,7 @@ SETTLE_SECONDS = 180.0  # after the schedule, the most time the system gets to c
 MAX_WORKERS = 3
 _COORDINATOR = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
 READY_SECONDS = 120.0  # how long a running worker may take to become ready for the checks
+JOIN_SECONDS = 60.0  # how long the schedule waits for a joining worker's first partitions
 RATE = 250.0  # events per second, steady
 HOT_PRODUCER = "explore-hot"
 
@@ -73,11 +80,13 @@ class Run:
     done: list[str] = field(default_factory=list)
     sent: list[Sent] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    idle: list[str] = field(default_factory=list)  # operations that hit nothing
     started_workers: int = 0
 
     def report(self) -> str:
         lines = [f"seed {self.seed}: {len(self.ops)} operations, {len(self.sent)} events"]
         lines += [f"  {d}" for d in self.done]
+        lines += [f"  hit nothing: {d}" for d in self.idle]
         lines += [f"  PROBLEM: {p}" for p in self.problems]
         return "\n".join(lines)
 
@@ -302,18 +311,57 @@ class Explorer:
 
     # -- the run ------------------------------------------------------------------------------
 
+    def _assigned(self) -> int:
+        """Running workers that own partitions, by their logs."""
+        return sum(1 for w in self._running() if owned_from_log(w.proc.text()))
+
+    def _wait_assigned(self, w: Worker, run: Run) -> bool:
+        """Wait, bounded, until a joining worker owns partitions (by its log)."""
+        deadline = time.monotonic() + JOIN_SECONDS
+        while time.monotonic() < deadline and w.proc.proc.poll() is None:
+            if owned_from_log(w.proc.text()):
+                return True
+            self._replace_exited(run)
+            time.sleep(0.1)  # polling the joiner's log, with a deadline
+        return False
+
     def run(self, run: Run) -> Run:
+        """Apply the schedule driven by state: a join waits until the new worker owns
+        partitions, and the schedule's clock starts at the first assignment and stands still
+        while a later joiner waits, so each fault lands on the workers it was meant for."""
         stop = threading.Event()
         sender = threading.Thread(target=self._stream, args=(run, stop), daemon=True)
-        started = time.monotonic()
+        started: float | None = None
+        still = 0.0  # seconds the clock stood still for joiners
+
+        def clock() -> float:
+            return 0.0 if started is None else time.monotonic() - started - still
+
         sender.start()
         try:
             for op in run.ops:
-                while time.monotonic() - started < op.at:
+                while clock() < op.at:
                     self._replace_exited(run)
                     time.sleep(0.05)  # waiting for the op's time on the schedule
-                run.done.append(self.apply(op, run))
-            while time.monotonic() - started < self.seconds:
+                before = len(self.workers)
+                done = self.apply(op, run)
+                t0 = time.monotonic()
+                for w in self.workers[before:]:
+                    if not self._wait_assigned(w, run):
+                        why = "exited" if w.proc.proc.poll() is not None else "timed out"
+                        done += f" ({w.proc.log.stem} not assigned: {why})"
+                if op.kind == "join" and len(self.workers) == before:
+                    done += " (no worker started)"
+                if started is None:
+                    started = time.monotonic()
+                else:
+                    still += time.monotonic() - t0
+                assigned = self._assigned()
+                done += f" [{assigned} assigned]"
+                run.done.append(done)
+                if hit_nothing(op.kind, done, assigned):
+                    run.idle.append(done)
+            while clock() < self.seconds:
                 self._replace_exited(run)
                 time.sleep(0.05)
         finally:

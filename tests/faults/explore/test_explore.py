@@ -6,6 +6,7 @@ prints its schedule and reproduces with `--explore-seed=N`."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,15 @@ SCENARIOS = {
     ],
 }
 PINNED: list[int | str] = ["redis-blip-join-leave"]
+# What each scenario must have made happen, by the workers' logs (worker, pattern): a fault
+# that missed its target would pass without testing anything.
+EXPECTED = {
+    "redis-blip-join-leave": [
+        ("w0", r"redis unavailable: input held"),  # the hold, before and during the join
+        ("w1", r"partitions assigned: (?!none)"),  # the joiner got partitions
+        ("w0", r"partitions revoked: (?!none)"),  # handed over while held
+    ],
+}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -112,6 +122,11 @@ def test_a_random_schedule_of_faults_keeps_every_invariant(
         ROWS.append(summary_row(run) | {"seconds": round(time.monotonic() - started)})
         print(run.report())  # noqa: T201 (the schedule, for whoever reads a failure)
         assert run.problems == [], run.report()
+        if isinstance(seed, str):  # a pinned scenario: every fault must have hit something
+            assert run.idle == [], run.report()
+            for name, pattern in EXPECTED.get(seed, []):
+                log = (tmp_path / f"{name}.log").read_text(errors="replace")
+                assert re.search(pattern, log), f"{name} never logged {pattern!r}"
     finally:
         redis.close()
 
