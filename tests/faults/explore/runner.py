@@ -5,7 +5,10 @@ written.
 Invariants (after the schedule, once every fault has ended):
 - every input is predicted or dead-lettered, at least once: a valid (world) event predicted
   and never dead-lettered, a hostile one dead-lettered;
-- copies of a prediction for the same event and version carry the same score;
+- copies of a prediction for the same event and version carry the same score (compared
+  within the same ``degraded`` flag: a degraded copy is scored with the declared defaults
+  instead of the features, so it may differ from a full copy, and is compared with the other
+  degraded copies only);
 - the group's committed offsets reach the end of every partition (lag 0: nothing stays
   paused or unread);
 - every worker still running answers ``/readyz`` with 200;
@@ -366,7 +369,9 @@ class Explorer:
                 time.sleep(0.05)
         finally:
             stop.set()
-            sender.join(120)
+            sender.join(SETTLE_SECONDS + 30)  # its flush is bounded by SETTLE_SECONDS
+            if sender.is_alive():
+                run.problems.append("the load generator did not finish: events may be unsent")
             self.slow_until = 0.0
             for thread in self._threads:
                 thread.join(150)
@@ -464,16 +469,22 @@ class Explorer:
                 f"{len(differ)} events scored differently by one version: {differ[:3]}"
             )
         for w in self._running():
-            # A worker started late may still be importing on a loaded machine (not ready, and
-            # truthfully so): it gets a bounded while to come up, then it must be ready.
+            # A worker started late may still be importing on a loaded machine: while its probe
+            # port refuses connections and it has not logged "probes on", it gets a bounded
+            # while to come up. Once its probes answer, anything but 200 is a finding.
             deadline = time.monotonic() + READY_SECONDS
             code, body = _get(f"http://127.0.0.1:{w.port}/readyz")
-            while code != 200 and time.monotonic() < deadline and w.proc.proc.poll() is None:
+            while (
+                code == 0
+                and "probes on" not in w.proc.text()
+                and time.monotonic() < deadline
+                and w.proc.proc.poll() is None
+            ):
                 time.sleep(1.0)  # polling the probe, with a deadline
                 code, body = _get(f"http://127.0.0.1:{w.port}/readyz")
             if code != 200:
                 run.problems.append(
-                    f"{w.proc.log.stem} not ready after {READY_SECONDS:.0f} s: {code} "
+                    f"{w.proc.log.stem} not ready: {code} "
                     f"{body[:300]!r}; its log: {w.proc.text()[-600:]!r}"
                 )
         run.done.append(
@@ -528,6 +539,7 @@ def summary_row(run: Run) -> dict[str, Any]:
         "ops": len(run.ops),
         "events": len(run.sent),
         "problems": len(run.problems),
+        "hit_nothing": len(run.idle),
         "kinds": json.dumps(kinds),
     }
 

@@ -6,6 +6,7 @@ prints its schedule and reproduces with `--explore-seed=N`."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -119,7 +120,13 @@ def test_a_random_schedule_of_faults_keeps_every_invariant(
         run = Run(_number(seed), ops)
         started = time.monotonic()
         Explorer(p, own_stack, redis, tmp_path, seconds).run(run)
-        ROWS.append(summary_row(run) | {"seconds": round(time.monotonic() - started)})
+        row = summary_row(run) | {"seconds": round(time.monotonic() - started)}
+        ROWS.append(row)
+        # One line per seed, kept across runs, for the table in docs/reliability.md.
+        rows = request.config.rootpath / "build" / "explore-rows.jsonl"
+        rows.parent.mkdir(exist_ok=True)
+        with rows.open("a") as out:
+            out.write(json.dumps(row) + "\n")
         print(run.report())  # noqa: T201 (the schedule, for whoever reads a failure)
         assert run.problems == [], run.report()
         if isinstance(seed, str):  # a pinned scenario: every fault must have hit something
