@@ -160,6 +160,9 @@ def _labels_from_rows(
 
 
 # -- entity feature files --------------------------------------------------------------------
+EPOCH_MS_FLOOR = 100_000_000_000  # 1973-03-03 in epoch milliseconds; 5138 AD in seconds
+
+
 def _milliseconds(values: Any, path: Path) -> np.ndarray[Any, np.dtype[np.int64]]:
     """``valid_from`` as epoch milliseconds: numbers as they are, text as ISO-8601 (UTC)."""
     import pandas as pd
@@ -167,14 +170,24 @@ def _milliseconds(values: Any, path: Path) -> np.ndarray[Any, np.dtype[np.int64]
     if pd.api.types.is_numeric_dtype(values):
         if values.isna().any():
             raise ConfigError(f"{path}: {VALID_FROM} is empty in some rows")
-        return np.asarray(values, dtype=np.int64)
+        out = np.asarray(values, dtype=np.int64)
+        if out.size and int(out.max()) < EPOCH_MS_FLOOR:
+            # Seconds (or a day count) read as milliseconds would make every snapshot valid
+            # since 1970: each event would be served the newest row, silently.
+            raise ConfigError(
+                f"{path}: {VALID_FROM} must be epoch milliseconds (or ISO-8601 text); "
+                f"its largest value {int(out.max())} is before 1973 read as milliseconds"
+            )
+        return out
     try:
         stamps = pd.to_datetime(values, utc=True)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{path}: {VALID_FROM}: {exc}") from exc
     if stamps.isna().any():
         raise ConfigError(f"{path}: {VALID_FROM} is empty in some rows")
-    return np.asarray(stamps.astype("int64") // 1_000_000, dtype=np.int64)
+    # pandas keeps the unit it parsed (microseconds for text since pandas 3, a Parquet column's
+    # own unit): convert to milliseconds by unit, never by assuming nanoseconds.
+    return np.asarray(stamps.dt.as_unit("ms").astype("int64"), dtype=np.int64)
 
 
 def read_feature_file(
@@ -285,7 +298,9 @@ def _as_of(ctx: click.Context, param: click.Parameter, value: str | None) -> int
     import pandas as pd
 
     try:
-        return int(pd.Timestamp(value, tz=None).tz_localize(None).value // 1_000_000)
+        stamp = pd.Timestamp(value)
+        stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+        return int(stamp.value // 1_000_000)  # Timestamp.value is nanoseconds, whatever the unit
     except (ValueError, TypeError) as exc:
         raise click.BadParameter(f"{value}: epoch milliseconds or an ISO-8601 time") from exc
 
