@@ -47,6 +47,7 @@ from streams.runtime import api_scorer
 from streams.scorer import Scorer
 from streams.sdk import EventValidator, InvalidEvent
 from streams.topics import by_record
+from streams.worker.callbacks import BestEffort
 from streams.worker.parts import FeatureLogOutput
 
 logger = logging.getLogger(__name__)
@@ -127,6 +128,8 @@ class Api:
             if settings.features.log
             else None
         )
+        self._log_cb = BestEffort(log.name)
+        self._shadow_cb = BestEffort(self.shadow_topic)
         # A send is reported delivered or failed within the API's delivery timeout (never
         # delivered later, after the client was told it failed and retried it).
         timeout_ms = int(settings.api.delivery_timeout_seconds * 1000)
@@ -256,7 +259,8 @@ class Api:
         topic = self.feature_log.topic.name
         try:
             for value in self.feature_log.encode(result, int(time.time() * 1000)):
-                self.producer.produce(topic, value)
+                # A refused delivery (an ACL, a deleted topic) is counted, as the worker's.
+                self.producer.produce(topic, value, on_delivery=self._log_cb)
         except (BufferError, KafkaException) as exc:
             metrics.PUBLISH_FAILURES.labels(topic=topic).inc()
             logger.warning("feature log not published: %s", exc)
@@ -268,7 +272,10 @@ class Api:
         try:
             for rec, value in zip(records, self.prediction_codec.encode_many(records), strict=True):
                 self.producer.produce(
-                    self.shadow_topic, key=str(rec["event_id"]).encode(), value=value
+                    self.shadow_topic,
+                    key=str(rec["event_id"]).encode(),
+                    value=value,
+                    on_delivery=self._shadow_cb,
                 )
         except (BufferError, KafkaException) as exc:
             metrics.PUBLISH_FAILURES.labels(topic=self.shadow_topic).inc()

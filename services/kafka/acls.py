@@ -103,8 +103,12 @@ def grants(settings: Settings) -> dict[str, tuple[Grant, ...]]:
         Grant("group", CONTROL_APP, "READ", "prefixed"),
         Grant("group", MODEL_WATCH_PREFIX, "READ", "prefixed"),
     ]
-    # The API publishes events (and its shadow scores): it reads nothing, joins no group.
-    api = [*_topics((t.events, t.shadow_predictions), "WRITE"), *_topics((t.events,), "DESCRIBE")]
+    # The API publishes events, its shadow scores and the feature log of what it served: it
+    # reads nothing, joins no group.
+    api = [
+        *_topics((t.events, t.shadow_predictions, t.feature_log), "WRITE"),
+        *_topics((t.events,), "DESCRIBE"),
+    ]
     replay = [
         *_topics((t.events, dlq, t.predictions, t.model_events), "READ"),
         # Its output goes to sandbox topics only, which it creates, in transactions of its own.

@@ -116,6 +116,9 @@ def test_acl_table_least_privilege() -> None:
     # The API only publishes: no READ anywhere, no group.
     assert {x.operation for x in api} == {"WRITE", "DESCRIBE"}
     assert not any(x.resource == "group" for x in api)
+    # Every topic the API writes is granted: a refused feature log would vanish (best effort).
+    for topic in (t.events, t.shadow_predictions, t.feature_log):
+        assert Grant("topic", topic, "WRITE") in api, topic
     # Replay writes only under sandbox., in transactions under its own prefix.
     writes = {(x.name, x.pattern) for x in replay if x.operation == "WRITE"}
     assert writes == {(SANDBOX_PREFIX, "prefixed"), (REPLAY_PREFIX, "prefixed")}
