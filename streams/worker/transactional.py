@@ -36,6 +36,7 @@ from services.kafka.config import producer_config
 from services.kafka.denied import not_authorized
 from services.kafka.tracker import DeliveryTracker
 from services.scoring.results import BatchResult
+from streams.worker.deliveries import check_deliveries
 from streams.worker.flow import TP, Flow, PausingConsumer
 from streams.worker.membership import Membership
 from streams.worker.outputs import Outputs
@@ -209,6 +210,16 @@ class Transactions:
             PublishError: the producer was fenced or failed fatally, or the same batch was
                 aborted ``MAX_ABORTS_IN_A_ROW`` times.
         """
+        if self.tracker.errors:
+            # An output refused on the spot (produce() raised: a revoked Write, a deleted
+            # topic) never entered the transaction: committing it would move the offsets
+            # past an event nobody scored. Abort, then stop on the refusal.
+            try:
+                self._retrying(self.producer.abort_transaction, "abort")
+            except KafkaException as exc:
+                raise self._fatal(exc.args[0]) from None
+            metrics.COMMITS.labels(outcome="aborted").inc()
+            check_deliveries(self.tracker)
         ends = handled_ends(inbound, result.deferred)
         offsets = [TopicPartition(t, p, o) for (t, p), o in sorted(ends.items())]
         try:

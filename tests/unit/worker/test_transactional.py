@@ -157,6 +157,28 @@ def test_an_abortable_error_aborts_and_rewinds_to_the_commit() -> None:
     assert tracker.errors == []
 
 
+class RefusingOutputs:
+    """Outputs whose produce() is refused on the spot (a revoked Write): the error reaches the
+    chunk's callback at once, and the message never enters the transaction."""
+
+    def __init__(self, producer: FakeProducer, tracker: DeliveryTracker) -> None:
+        self.producer, self.tracker = producer, tracker
+
+    def publish(self, inbound: list[Inbound], *_: Any) -> None:
+        self.producer.calls.append("produce")
+        chunk = self.tracker.open((TOPIC, 0), 10, 13, 3)
+        chunk.ack(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "refused"))
+
+
+def test_an_output_refused_on_the_spot_aborts_and_commits_no_offset() -> None:
+    producer, consumer = FakeProducer(), FakeConsumer({0: 10, 1: 40})
+    txn, tracker = _txn(producer, consumer)
+    with pytest.raises(PublishError, match="not delivered"):
+        txn.publish(RefusingOutputs(producer, tracker), _batch(), BatchResult(), [], 0)
+    assert producer.calls == ["begin", "produce", "abort"]  # no offsets, no commit
+    assert producer.offsets == []
+
+
 def test_a_retriable_commit_error_is_retried_before_aborting() -> None:
     producer, consumer = FakeProducer(), FakeConsumer({0: 10, 1: 40})
     errors = [KafkaError(KafkaError._TIMED_OUT, "slow", retriable=True)]
