@@ -192,7 +192,7 @@ with DAG(
         "holdout": Param("/data/streamscore/holdout.parquet", type="string"),
         "target": Param("clicked", type="string"),
         # Shared by every task of a run (see the docstring): a shared volume on several workers.
-        "workdir": Param("/tmp/streamscore-airflow", type="string"),
+        "workdir": Param("/tmp/streamscore-airflow", type="string"),  # noqa: S108 (a default to override)
         "margin": Param(0.0, type="number"),
         # The gate: a challenger shadows a day at least before it is judged (a weekly schedule
         # gives it a week), on at least this many labelled shadow predictions of the newest

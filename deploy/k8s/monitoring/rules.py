@@ -1,4 +1,5 @@
-"""Write prometheus-rule.yaml, the PrometheusRule of deploy/prometheus/alerts.yml (`make k8s-rules`).
+"""Write prometheus-rule.yaml: the PrometheusRule of deploy/prometheus/alerts.yml
+(`make k8s-rules`).
 
 The rules' text is copied, comments included, under `spec:`; tests/unit/test_k8s.py checks that
 the two hold the same rules, so an alert changed in one place only fails the tests.
