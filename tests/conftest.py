@@ -31,6 +31,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Also run the long fault-kit cases (tests/faults, marker `faults`): `make faults`.",
     )
     group.addoption(
+        "--cluster",
+        action="store_true",
+        help="Also run the tests on the secured three-node cluster (marker `cluster`): "
+        "`make cluster-test`.",
+    )
+    group.addoption(
         "--soak-seconds",
         type=float,
         default=0.0,
@@ -78,6 +84,17 @@ def pytest_report_header() -> list[str]:
         "promtool: "
         + (promtool or "not found (alert-rule tests skip; `make prometheus` installs it)")
     ]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests on the secured three-node cluster run only with --cluster: its start alone takes one
+    to two minutes, more than `make test` can spend; `make cluster-test` runs them."""
+    if config.getoption("--cluster"):
+        return
+    skip = pytest.mark.skip(reason="secured-cluster test: `make cluster-test` runs it")
+    for item in items:
+        if item.get_closest_marker("cluster"):
+            item.add_marker(skip)
 
 
 NOT_TESTED = "NOT TESTED: "

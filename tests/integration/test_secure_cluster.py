@@ -41,7 +41,7 @@ from tests.integration.pipeline_env import (
 )
 from tests.integration.test_api import Server, call
 
-pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
+pytestmark = [pytest.mark.integration, pytest.mark.kafka_only, pytest.mark.cluster]
 
 
 @pytest.fixture(scope="module")
