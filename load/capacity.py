@@ -140,6 +140,8 @@ SUSPECTS: dict[str, dict[str, dict[str, Any]]] = {
     "rate limits off": {"rate_limit": {"enabled": False}},
     "registry watch off": {"model": {"watch": False}},
     "commits every 10 s": {"batch": {"commit_interval_seconds": 10.0}},
+    "feature log off": {"features": {"log": False}},
+    "best-effort outputs not lingered (1 ms)": {"kafka": {"side_linger_ms": 1}},
 }
 
 

@@ -70,6 +70,12 @@ for _command in cli_measures.COMMANDS:  # memory, file, rebalance, scale: their 
     help="Also the worker at its capacity (else half its backlog rate) with each suspect of "
     "its tail turned off.",
 )
+@click.option(
+    "--tail-rate",
+    type=click.FloatRange(min=1),
+    default=None,
+    help="The tail probes' arrival rate (events/s), instead of the worker's capacity.",
+)
 @click.option("--capacity-seconds", default=20.0, show_default=True, help="Per capacity probe.")
 @click.option("--capacity-steps", default=6, show_default=True, help="Bisection steps per impl.")
 @click.option("--soak", "soak_seconds", default=0.0, help="Also a soak at 50% for this long.")
@@ -108,6 +114,7 @@ def bench(
     latency_seconds: float,
     capacity: bool,
     tail_probes: bool,
+    tail_rate: float | None,
     capacity_seconds: float,
     capacity_steps: int,
     soak_seconds: float,
@@ -169,8 +176,8 @@ def bench(
                 # At the worker's capacity when measured (where its tail decides), else at half
                 # its backlog rate.
                 found = result.get("capacity", {}).get("rows", {}).get("streamscore", {})
-                tail_rate = found.get("capacity") or top * 0.5
-                result["tail"] = cap.tail_probes(env, tail_rate, capacity_seconds, tick)
+                at = tail_rate or found.get("capacity") or top * 0.5
+                result["tail"] = cap.tail_probes(env, at, capacity_seconds, tick)
             if soak_seconds > 0 and top:
                 result["soak"] = b.soak(env, top * 0.5, soak_seconds, tick)
     if cluster:

@@ -118,7 +118,9 @@ class Outputs:
             rescue_producer=lambda: Producer(
                 producer_config(settings, **{"batch.size": 4096, "linger.ms": 0})
             ),
-            side_producer=Producer(producer_config(settings)),
+            side_producer=Producer(
+                producer_config(settings, **{"linger.ms": settings.kafka.side_linger_ms})
+            ),
             feature_log=topics.feature_log,
         )
 

@@ -75,6 +75,14 @@ class KafkaSettings(_Group):
         "producer at once, so they batch without waiting; 1 ms only gathers trickles at light "
         "load, where a longer linger would be pure latency.",
     )
+    side_linger_ms: int = Field(
+        100,
+        ge=0,
+        description="linger.ms of the worker's producer for best-effort outputs (the feature "
+        "log, shadow scores, drift signals). Nobody waits on them, so they gather for this long "
+        "into one request instead of one request per micro-batch: at a trickle that is a "
+        "request every few milliseconds less for the broker, whose CPU the predictions share.",
+    )
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
         "lz4", description="Producer compression.type."
     )
