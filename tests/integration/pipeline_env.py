@@ -41,6 +41,7 @@ from services.domain.config import load_domain
 from services.kafka.admin import ensure_topics
 from services.kafka.config import consumer_config, producer_config
 from services.scoring.registry import MlflowRegistry
+from services.synthetic.history import training_history
 from services.synthetic.world import strip_private
 from services.training.pipeline import TrainResult, train_and_register
 from streams.adapters import feature_spec, feature_store
@@ -197,8 +198,11 @@ def make_pipeline(
         store.put_many(g.name, *world.features(g.name))
     cached = _MODELS.get(cache_key)
     if cached is None:
-        past = generator.make(spec, seed=7, entities=400, start_time_ms=now - 3_600_000)
-        history = past.events(6000, start_index=10_000_000)
+        # History over the whole day before now: a world whose truth depends on the hour
+        # (the delivery world's rush hours) is learnt at every hour a test may stream in.
+        history = training_history(
+            generator.make, spec, now, 6000, 10_000_000, seed=7, entities=400
+        )
         label = declared.label
         labels = {x[label.join_key]: x[label.target] for x in world.labels(history)}
         # One model per stack and domain: training and MLflow cost seconds, and every test's
@@ -240,8 +244,12 @@ def with_two_versions(p: Pipeline, name: str) -> Pipeline:
     q = with_model(p, name)
     spec = feature_spec(q.settings)
     store = feature_store(q.settings, spec)
-    history = q.world.events(4000, start_index=20_000_000)
     declared = load_domain(q.settings.domain_dir)
+    generator = importlib.import_module(str(declared.generator))
+    now = q.world.start_time_ms  # the stream's clock: history is the day before it
+    history = training_history(
+        generator.make, spec, now, 4000, 20_000_000, seed=q.world.seed, entities=400
+    )
     label = declared.label
     labels = {x[label.join_key]: x[label.target] for x in q.world.labels(history)}
     registry = MlflowRegistry(q.settings)

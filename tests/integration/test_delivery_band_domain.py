@@ -34,12 +34,6 @@ def booster_of(p: Pipeline, version: str) -> lightgbm.Booster:
         return lightgbm.Booster(model_file=str(local / "model.txt"))
 
 
-@pytest.mark.xfail(
-    reason="time of day: the delivery world adds 5 minutes in rush hours (11-13, 18-20 UTC) and "
-    "the fixture's history covers the hour before the stream, so near those hours the model has "
-    "not seen them; the fixture must give history the stream's hours (#25)",
-    strict=False,
-)
 def test_a_three_class_model_serves_class_probabilities_and_the_top_class(
     delivery_band: Pipeline,
 ) -> None:

@@ -75,12 +75,6 @@ def booster_of(p: Pipeline, version: str) -> lightgbm.Booster:
         return lightgbm.Booster(model_file=str(local / "model.txt"))
 
 
-@pytest.mark.xfail(
-    reason="time of day: the delivery world adds 5 minutes in rush hours (11-13, 18-20 UTC) and "
-    "the fixture's history covers the hour before the stream, so near those hours the model has "
-    "not seen them; the fixture must give history the stream's hours (#25)",
-    strict=False,
-)
 def test_the_worker_predicts_minutes_near_the_truth_and_refuses_bad_orders(
     delivery: Pipeline,
 ) -> None:
@@ -236,12 +230,6 @@ def _score_and_label(
     return predictions, labels, sent
 
 
-@pytest.mark.xfail(
-    reason="time of day: the delivery world adds 5 minutes in rush hours (11-13, 18-20 UTC) and "
-    "the fixture's history covers the hour before the stream, so near those hours the model has "
-    "not seen them; the fixture must give history the stream's hours (#25)",
-    strict=False,
-)
 def test_labels_join_to_what_was_served_with_the_tasks_quality(delivery: Pipeline) -> None:
     """The control plane's label join on the real prediction store: the error per event is the
     absolute error, and the book's quality is MAE, RMSE and bias of what was served."""
