@@ -15,6 +15,10 @@ on those same events by ``margin``; otherwise it stays challenger and the decisi
 
 The absolute trigger: the champion's online log loss above its own holdout log loss by a
 margin requests a retrain even when no detector fired (a model that was never good).
+
+Log loss is unitless and every margin is an amount of it. A regression model's loss is MAE, in
+the label's units, so there each margin is a fraction of the figure it is compared with (the
+champion's MAE, or the holdout's for the trigger): 0.05 is "5% worse".
 """
 
 from __future__ import annotations
@@ -28,6 +32,25 @@ import numpy as np
 import numpy.typing as npt
 
 LOSS_NAMES = {"log_loss": "log loss", "mae": "MAE"}  # how a loss metric is said in a reason
+# Losses in the label's units (minutes, euros): a fixed margin made for log loss means nothing
+# there, so their margins are a fraction of the figure they are compared with.
+RELATIVE_LOSSES = frozenset({"mae"})
+
+
+def margin_of(loss: str, margin: float, reference: float) -> tuple[float, str]:
+    """The margin in ``loss``'s units, and how a reason says it: ``margin`` itself for log
+    loss (unitless), ``margin`` times ``reference`` (the champion's or the holdout's figure)
+    for MAE.
+
+    >>> margin_of("log_loss", 0.01, 0.5)
+    (0.01, 'margin 0.01')
+    >>> margin_of("mae", 0.05, 2.0)
+    (0.1, 'margin 0.05 of 2.0000 = 0.1')
+    """
+    if loss not in RELATIVE_LOSSES:
+        return margin, f"margin {margin:g}"
+    absolute = margin * abs(reference)
+    return absolute, f"margin {margin:g} of {reference:.4f} = {absolute:g}"
 
 
 @dataclass
@@ -149,8 +172,8 @@ def offline_gate(
 ) -> tuple[bool, str]:
     """Shadow a challenger only when it does not lose to the champion on the same holdout
     rows (the newest of the window) by more than ``margin`` in the task's ``loss`` (log loss;
-    MAE for regression), nor, with ``ece_margin`` set, by more than that in expected
-    calibration error (binary).
+    MAE for regression, where ``margin`` is a fraction of the champion's MAE), nor, with
+    ``ece_margin`` set, by more than that in expected calibration error (binary).
 
     >>> offline_gate({"holdout_log_loss": 0.60, "champion_holdout_log_loss": 0.70}, 0.0)[0]
     True
@@ -161,14 +184,17 @@ def offline_gate(
     >>> offline_gate({"holdout_log_loss": 0.5, "champion_holdout_log_loss": 0.6,
     ...     "holdout_ece": 0.09, "champion_holdout_ece": 0.02}, 0.0, 0.05)
     (False, 'holdout ECE 0.0900 vs champion 0.0200 on the same rows (ECE margin 0.05)')
+    >>> offline_gate({"holdout_mae": 2.15, "champion_holdout_mae": 2.0}, 0.05, loss="mae")
+    (False, 'holdout MAE 2.1500 vs champion 2.0000 on the same rows (margin 0.05 of 2.0000 = 0.1)')
     """
     name = LOSS_NAMES.get(loss, loss)
     mine = metrics[f"holdout_{loss}"]
     theirs = metrics.get(f"champion_holdout_{loss}")
     if theirs is None or theirs != theirs:  # no champion (or NaN)
         return True, f"holdout {name} {mine:.4f}, no champion to compare with"
-    why = f"holdout {name} {mine:.4f} vs champion {theirs:.4f} on the same rows (margin {margin:g})"
-    if mine > theirs + margin:
+    allowed, said = margin_of(loss, margin, theirs)
+    why = f"holdout {name} {mine:.4f} vs champion {theirs:.4f} on the same rows ({said})"
+    if mine > theirs + allowed:
         return False, why
     ece, champion_ece = metrics.get("holdout_ece"), metrics.get("champion_holdout_ece")
     if ece_margin is not None and ece is not None and champion_ece is not None:
@@ -189,8 +215,9 @@ def quality_trigger(
     loss: str = "log_loss",
 ) -> str | None:
     """The absolute trigger: why to retrain when the champion's online ``loss`` (log loss;
-    MAE for regression) exceeds its own holdout figure by more than ``margin`` over at least
-    ``min_events`` labelled events; None otherwise (also when the holdout figure is unknown).
+    MAE for regression, where ``margin`` is a fraction of the holdout MAE) exceeds its own
+    holdout figure by more than ``margin`` over at least ``min_events`` labelled events; None
+    otherwise (also when the holdout figure is unknown).
 
     >>> quality_trigger({"count": 2000, "log_loss": 0.80}, 0.55, 1000, 0.1)
     'quality: online log loss 0.8000 over 2000 events vs holdout 0.5500 (margin 0.1)'
@@ -198,15 +225,18 @@ def quality_trigger(
     True
     >>> quality_trigger({"count": 500, "log_loss": 0.90}, 0.55, 1000, 0.1) is None
     True
+    >>> quality_trigger({"count": 2000, "mae": 2.1}, 2.0, 1000, 0.1) is None  # within 10%
+    True
     """
     n = online.get("count", 0)
     if holdout_log_loss is None or n < min_events or loss not in online:
         return None
-    if online[loss] <= holdout_log_loss + margin:
+    allowed, said = margin_of(loss, margin, holdout_log_loss)
+    if online[loss] <= holdout_log_loss + allowed:
         return None
     return (
         f"quality: online {LOSS_NAMES.get(loss, loss)} {online[loss]:.4f} over {n:.0f} events "
-        f"vs holdout {holdout_log_loss:.4f} (margin {margin:g})"
+        f"vs holdout {holdout_log_loss:.4f} ({said})"
     )
 
 
@@ -214,7 +244,7 @@ def quality_trigger(
 class PromotionPolicy:
     min_shadow_ms: int
     min_labels: int
-    margin: float  # improvement of the loss required
+    margin: float  # improvement of the loss required (for MAE: a fraction of the champion's)
     loss: str = "log_loss"  # the task's: log loss, or MAE for regression
 
     def decide(
@@ -232,6 +262,9 @@ class PromotionPolicy:
         'keep'
         >>> pol.decide(0, 2000, good | {"count": 99})[0]
         'wait'
+        >>> mae = PromotionPolicy(1000, 100, margin=0.01, loss="mae")
+        >>> mae.decide(0, 2000, {"count": 500, "champion_mae": 2.0, "challenger_mae": 1.99})[0]
+        'keep'
         """
         if now_ms - shadow_started_ms < self.min_shadow_ms:
             return "wait", "minimum shadow period not over"
@@ -239,12 +272,12 @@ class PromotionPolicy:
         if n < self.min_labels:
             return "wait", f"{n:.0f} labelled events scored by both, need {self.min_labels}"
         champion, challenger = paired[f"champion_{self.loss}"], paired[f"challenger_{self.loss}"]
+        required, said = margin_of(self.loss, self.margin, champion)
         why = (
             f"online {LOSS_NAMES.get(self.loss, self.loss)} champion {champion:.4f} vs "
-            f"challenger {challenger:.4f} on the same {n:.0f} labelled events "
-            f"(margin {self.margin})"
+            f"challenger {challenger:.4f} on the same {n:.0f} labelled events ({said})"
         )
-        return ("promote" if champion - challenger >= self.margin else "keep"), why
+        return ("promote" if champion - challenger >= required else "keep"), why
 
 
 def change_index(errors: npt.NDArray[np.float64], threshold: float = 1.36) -> int:

@@ -230,7 +230,8 @@ class RetrainSettings(_Group):
         0.0,
         ge=0,
         description="A challenger whose holdout log loss is worse than the champion's on the "
-        "same rows by more than this is recorded but not shadowed.",
+        "same rows by more than this is recorded but not shadowed (regression: MAE, and this is "
+        "a fraction of the champion's MAE).",
     )
     ece_margin: float | None = Field(
         None,
@@ -253,13 +254,14 @@ class RetrainSettings(_Group):
         0.002,
         ge=0,
         description="Online log loss the challenger must win by, on the same events, to be "
-        "promoted.",
+        "promoted (regression: MAE, and this is a fraction of the champion's MAE).",
     )
     quality_margin: float = Field(
         0.1,
         ge=0,
         description="Absolute trigger: retrain when the champion's online log loss exceeds its "
-        "own holdout log loss by more than this.",
+        "own holdout log loss by more than this (regression: MAE, and this is a fraction of the "
+        "holdout MAE).",
     )
     quality_min_events: int = Field(
         1000, ge=10, description="Labelled events of the champion the absolute trigger needs."

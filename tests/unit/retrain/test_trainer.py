@@ -146,10 +146,13 @@ def test_the_gates_compare_the_tasks_loss() -> None:
     m = {"holdout_mae": 1.7, "champion_holdout_mae": 2.4}
     assert offline_gate(m, 0.0, None, "mae") == (
         True,
-        "holdout MAE 1.7000 vs champion 2.4000 on the same rows (margin 0)",
+        "holdout MAE 1.7000 vs champion 2.4000 on the same rows (margin 0 of 2.4000 = 0)",
     )
     why = quality_trigger({"count": 2000, "mae": 3.1}, 1.7, 1000, 0.5, "mae")
-    assert why == "quality: online MAE 3.1000 over 2000 events vs holdout 1.7000 (margin 0.5)"
+    assert why == (
+        "quality: online MAE 3.1000 over 2000 events vs holdout 1.7000 "
+        "(margin 0.5 of 1.7000 = 0.85)"
+    )
     policy = PromotionPolicy(0, 10, 0.1, "mae")
     paired = {"count": 50, "champion_mae": 2.0, "challenger_mae": 1.6}
     assert policy.decide(0, 1, paired)[0] == "promote"
