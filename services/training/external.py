@@ -7,6 +7,7 @@ After that it is a version like any other: shadow, canary, promote, roll back.
 
 from __future__ import annotations
 
+import itertools
 import math
 import platform
 import shutil
@@ -120,6 +121,75 @@ def check_task(model: Any, flavor: str, task: Task) -> None:
             )
 
 
+def check_class_order(model: Any, flavor: str, task: Task) -> None:
+    """A scikit-learn multiclass model's ``classes_`` must be the label enum's symbols in the
+    enum's order, or the class indexes 0 to k-1 (its probability columns follow ``classes_``;
+    served under the enum's order, another order would swap the classes' probabilities).
+
+    Raises:
+        ConfigError: one line naming both orders.
+    """
+    if task.kind != "multiclass" or flavor != "sklearn":
+        return
+    have = [c.item() if isinstance(c, np.generic) else c for c in model.classes_]
+    want = list(task.classes)
+    if have == want or have == list(range(task.width)):
+        return
+    fix = (
+        "fit it on the class indexes in the label enum's order ("
+        + ", ".join(f"{i} = {c}" for i, c in enumerate(want))
+        + ")"
+    )
+    if sorted(map(str, have)) == sorted(want):
+        raise ConfigError(
+            f"the model's classes are in the order {have}, this domain's label enum in {want}: "
+            f"served, its probabilities would go to the wrong classes; {fix}"
+        )
+    raise ConfigError(f"the model's classes {have} are not this domain's {want}: {fix}")
+
+
+PERMUTED_RATIO = 0.8  # another column order this much lower in log loss: the order is wrong
+MAX_PERMUTED_CLASSES = 6  # 720 orders to try; beyond, only the scikit-learn check applies
+
+
+def check_class_columns(outputs: npt.NDArray[np.float64], y: npt.NDArray[Any], task: Task) -> None:
+    """On a holdout: the model's probability columns must be the enum's classes in order. A
+    LightGBM model knows its classes only as indexes, so a model fitted on labels coded in
+    another order scores its holdout far better with its columns read in that order; refuse it.
+
+    >>> t = Task("multiclass", ("a", "b", "c"))
+    >>> p = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]] * 10)
+    >>> check_class_columns(p, np.array([0, 1, 2] * 10), t)
+    >>> check_class_columns(p, np.array([1, 0, 2] * 10), t)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    services.core.errors.ConfigError: the model's probability columns look like ... (b, a, c)...
+
+    Raises:
+        ConfigError: one line naming the order the holdout points to.
+    """
+    if task.kind != "multiclass" or len(y) == 0 or task.width > MAX_PERMUTED_CLASSES:
+        return
+    rows = np.arange(len(y))
+    clipped = np.clip(outputs, 1e-7, 1.0)
+
+    def loss(order: tuple[int, ...]) -> float:
+        # Column j read as class order[j]: class c's probability is column order.index(c).
+        inverse = np.argsort(order)
+        return float(-np.log(clipped[rows, inverse[y]]).mean())
+
+    identity = tuple(range(task.width))
+    best = min(itertools.permutations(identity), key=loss)
+    if best != identity and loss(best) < PERMUTED_RATIO * loss(identity):
+        named = ", ".join(task.classes[i] for i in best)
+        raise ConfigError(
+            f"the model's probability columns look like the classes ({named}), not the label "
+            f"enum's order ({', '.join(task.classes)}): holdout log loss {loss(best):.4f} read "
+            f"that way against {loss(identity):.4f} as served; fit it on the class indexes in "
+            "the enum's order"
+        )
+
+
 def stage(
     path: Path,
     spec: FeatureSpec,
@@ -167,6 +237,7 @@ def stage(
             f"order is {list(names)}"
         )
     check_task(loaded.model, flavor, task)
+    check_class_order(loaded.model, flavor, task)
     probe = np.zeros((1, len(names)), dtype=np.float64)  # it must score a row at all
     scores = loaded.predict(probe)
     if not np.isfinite(scores).all():
@@ -211,7 +282,9 @@ def register_external(
         metrics: dict[str, float] = {}
         if holdout is not None and len(holdout[1]):
             X, y = holdout
-            held = evaluate_task(task, y, loaded.predict(X))
+            outputs = loaded.predict(X)
+            check_class_columns(outputs, y, task)
+            held = evaluate_task(task, y, outputs)
             metrics = {f"holdout_{k}": v for k, v in held.items()}
             metrics["holdout_rows"] = float(len(y))
             if compare_to is not None:

@@ -162,3 +162,65 @@ def test_a_model_of_the_domains_task_is_staged_and_another_refused(tmp_path: Pat
     )
     loaded = stage(path, SPEC, 0.0, tmp_path / "artifact", regression)
     assert loaded.predict(X[:4]).shape == (4,)
+
+
+# -- multiclass class order -------------------------------------------------------------------
+# The label enum's order is not alphabetical, as in the delivery bands: scikit-learn sorts string
+# labels, so a model fitted on the names has its probability columns in another order.
+BANDS = Task("multiclass", ("low", "mid", "high"))
+BAND = np.digitize(X[:, 0] + X[:, 2], [-0.7, 0.7])  # the index in BANDS' order
+
+
+def test_a_skops_model_whose_classes_are_in_another_order_is_refused(tmp_path: Path) -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    frame = pd.DataFrame(X, columns=NAMES)
+    names = np.array(BANDS.classes)[BAND]
+    (tmp_path / "artifact").mkdir()
+    sorted_names = _dump(
+        HistGradientBoostingClassifier(max_iter=5).fit(frame, names), tmp_path / "n.skops"
+    )
+    with pytest.raises(ConfigError) as refused:
+        stage(sorted_names, SPEC, 0.0, tmp_path / "artifact", BANDS)
+    assert "in the order ['high', 'low', 'mid'], this domain's label enum in ['low', " in str(
+        refused.value
+    ) and "\n" not in str(refused.value)
+    # On the class indexes in the enum's order: staged, and its columns are the enum's.
+    coded = _dump(HistGradientBoostingClassifier(max_iter=5).fit(frame, BAND), tmp_path / "c.skops")
+    loaded = stage(coded, SPEC, 0.0, tmp_path / "artifact", BANDS)
+    assert loaded.predict(X[:4]).shape == (4, 3)
+
+
+class _NoRegistry:
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"a refused model must not reach the registry ({name})")
+
+
+def test_a_lightgbm_model_trained_on_shuffled_labels_is_refused_on_its_holdout(
+    tmp_path: Path,
+) -> None:
+    from services.training.external import register_external
+
+    shuffled = np.array([2, 0, 1])[BAND]  # low -> 2, mid -> 0, high -> 1
+    params = {"objective": "multiclass", "num_class": 3}
+    path = _lightgbm(tmp_path, params | {"num_boost_round": 30}, shuffled)
+    with pytest.raises(ConfigError) as refused:
+        register_external(
+            _NoRegistry(),  # type: ignore[arg-type]  # never reached
+            SPEC,
+            path,
+            holdout=(X, BAND),
+            task=BANDS,
+        )
+    assert (
+        "look like the classes (mid, high, low), not the label enum's order (low, mid, high)"
+        in (str(refused.value))
+    )
+    # The same model trained on the enum's indexes passes the check (and reaches the registry).
+    from services.training.external import check_class_columns
+    from services.training.external import stage as staged
+
+    good = _lightgbm(tmp_path, params | {"num_boost_round": 30}, BAND)
+    (tmp_path / "artifact").mkdir()
+    loaded = staged(good, SPEC, 0.0, tmp_path / "artifact", BANDS, (0.3, 0.4, 0.3))
+    check_class_columns(loaded.predict(X), BAND, BANDS)
