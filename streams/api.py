@@ -9,8 +9,10 @@
 
 Every request needs an API key (``streamscore api keys create``), and each key has a token bucket
 on the stream's Redis buckets. Answers: 401 for a missing or wrong key, 413 for a body over the
-limit, 422 for a bad body (field-level errors), 429 with ``Retry-After``, 503 when Kafka or Redis
-does not answer. A bad input never gets a 500. Payloads are never logged.
+limit, 422 for a bad body (field-level errors), 429 with ``Retry-After``, 503 with ``Retry-After``
+when Kafka or Redis does not answer (an outage passes), 500 without it when Redis refuses the
+API's user (WRONGPASS, NOPERM: retrying cannot help until a person fixes it; the body names the
+user, the command and the keys). A bad input never gets a 500. Payloads are never logged.
 """
 
 from __future__ import annotations
@@ -35,11 +37,12 @@ from starlette.concurrency import run_in_threadpool
 
 from services.codec.factory import codec_for
 from services.core import metrics
-from services.core.errors import FeatureStoreUnavailable
+from services.core.errors import FeatureStoreUnavailable, RedisRefused
 from services.core.records import PRODUCER_HEADER
 from services.core.settings import Settings
 from services.kafka.config import admin_config, producer_config
 from services.ratelimit.bucket import API_NAMESPACE, API_PRODUCER_PREFIX, RedisTokenBuckets
+from services.redisconn.refusal import WATCH as REDIS_REFUSALS
 from services.scoring.results import BatchResult
 from streams.adapters import redis_client
 from streams.api_keys import ApiKey, ApiKeys
@@ -107,6 +110,14 @@ def _errors(status: int, errors: list[dict[str, Any]], **headers: str) -> JSONRe
 
 def _error(status: int, message: str, **headers: str) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=status, headers=headers or None)
+
+
+def redis_refused(route: str, exc: RedisRefused) -> JSONResponse:
+    """500, no ``Retry-After``: Redis refused the API's user (counted where it was raised, in
+    ``streamscore_redis_refusals_total``); readiness fails until a request of ``route``
+    succeeds again."""
+    REDIS_REFUSALS.failed(route, exc)
+    return _error(500, f"refused by Redis (not an outage; retrying will not help): {exc}")
 
 
 class Api:
@@ -347,6 +358,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> FastAPI:
             "413": "body too large",
             "422": "invalid body",
             "429": "over the key's rate limit",
+            "500": "Redis refused the API's user (WRONGPASS, NOPERM): not an outage",
             "503": "Kafka or Redis unavailable",
         }
         return {
@@ -373,8 +385,11 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> FastAPI:
         token = request.headers.get("authorization", "")
         token = token[7:].strip() if token.lower().startswith("bearer ") else ""
         token = token or request.headers.get("x-api-key", "")
+        route = request.url.path
         try:
             key = await run_in_threadpool(api.keys.verify, token) if token else None
+        except RedisRefused as exc:
+            return redis_refused(route, exc)
         except FeatureStoreUnavailable:
             return _error(
                 503, "API keys cannot be checked: Redis unavailable", **{"Retry-After": "1"}
@@ -443,6 +458,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> FastAPI:
             )
         try:
             wait = await run_in_threadpool(api.admit, key, len(events))
+        except RedisRefused as exc:
+            return redis_refused(route, exc)
         except FeatureStoreUnavailable:
             wait = None  # as the worker does: no limit can be read, everyone is admitted
         if wait is not None:
@@ -510,6 +527,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> FastAPI:
                 status_code=503,
                 headers={"Retry-After": "1"},
             )
+        REDIS_REFUSALS.answered(request.url.path)
         return JSONResponse({"accepted": len(acked), "event_ids": acked}, status_code=202)
 
     @app.post(
@@ -532,10 +550,13 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> FastAPI:
             scored = await run_in_threadpool(
                 partial(api.scorer.score, counted=False), good, f"{API_PRODUCER_PREFIX}{key.id}"
             )
+        except RedisRefused as exc:
+            return redis_refused(request.url.path, exc)
         except FeatureStoreUnavailable:
             return _error(
                 503, "features unavailable: Redis does not answer", **{"Retry-After": "1"}
             )
+        REDIS_REFUSALS.answered(request.url.path)
         if scored.refused:
             return _errors(
                 422,
@@ -591,6 +612,9 @@ def readiness(settings: Settings, api: Api) -> list[str]:
             problems.append(f"topic {topic}: {found.error if found else 'not found'}")
     except KafkaException as exc:
         problems.append(f"kafka: {exc}")
+    refused = REDIS_REFUSALS.problem()
+    if refused is not None:
+        problems.append(refused)
     try:
         api._client.ping()
     except Exception as exc:  # noqa: BLE001 (any failure means not ready)

@@ -18,6 +18,7 @@ import redis
 
 from services.core.errors import FeatureStoreUnavailable
 from services.redisconn.client import Client, reason
+from services.redisconn.refusal import refusal
 
 PREFIX = "ssk_"
 
@@ -67,11 +68,13 @@ class ApiKeys:
         self._client = client
         self._prefix = f"{prefix}apikey:"
 
-    def _call(self, fn: Any) -> Any:
+    def _call(self, fn: Any, command: str) -> Any:
         try:
             return fn()
         except redis.RedisError as exc:
-            raise FeatureStoreUnavailable(f"API keys: Redis did not answer: {reason(exc)}") from exc
+            raise refusal(exc, self._client, command, f"{self._prefix}*") or (
+                FeatureStoreUnavailable(f"API keys: Redis did not answer: {reason(exc)}")
+            ) from exc
 
     def create(self, name: str, rate_per_second: float = 0.0, burst: int = 0) -> tuple[ApiKey, str]:
         """A new key; returns it and the token (shown once)."""
@@ -79,11 +82,11 @@ class ApiKeys:
         secret = secrets.token_urlsafe(32)
         key = ApiKey(key_id, name, int(time.time() * 1000), rate_per_second, burst)
         fields = {k: str(v) for k, v in key.to_dict().items()} | {"sha256": digest(secret)}
-        self._call(lambda: self._client.hset(self._prefix + key_id, mapping=fields))  # type: ignore[arg-type]
+        self._call(lambda: self._client.hset(self._prefix + key_id, mapping=fields), "HSET")  # type: ignore[arg-type]
         return key, f"{PREFIX}{key_id}_{secret}"
 
     def _load(self, key_id: str) -> tuple[ApiKey, str] | None:
-        raw = self._call(lambda: self._client.hgetall(self._prefix + key_id))
+        raw = self._call(lambda: self._client.hgetall(self._prefix + key_id), "HGETALL")
         if not raw:
             return None
         d = {k.decode(): v.decode() for k, v in raw.items()}
@@ -111,7 +114,7 @@ class ApiKeys:
         return key
 
     def list(self) -> list[ApiKey]:
-        names = self._call(lambda: list(self._client.scan_iter(match=self._prefix + "*")))
+        names = self._call(lambda: list(self._client.scan_iter(match=self._prefix + "*")), "SCAN")
         keys = [self._load(n.decode()[len(self._prefix) :]) for n in names]
         return sorted((k for k, _ in filter(None, keys)), key=lambda k: k.created_at)
 
@@ -119,5 +122,5 @@ class ApiKeys:
         """Revoke ``key_id``; False when there is no such key."""
         if self._load(key_id) is None:
             return False
-        self._call(lambda: self._client.hset(self._prefix + key_id, "revoked", "True"))
+        self._call(lambda: self._client.hset(self._prefix + key_id, "revoked", "True"), "HSET")
         return True

@@ -126,6 +126,11 @@ def worker_probes(settings: Settings, worker: ScoringWorker) -> Probes:
         return worker.membership.auth.problem()
 
     def redis_ok() -> str | None:
+        # A refused user or command: not ready at once, even while PING still answers (an
+        # ACL that took a command away, connections made before a password changed).
+        refused = worker.refusals.watch.problem()
+        if refused is not None:
+            return refused
         return None if client.ping() else "no PONG"
 
     def model() -> str | None:

@@ -5,7 +5,8 @@
     StreamMLError
     ├── ConfigError               startup only -> exit 2
     │   └── NotAuthorized         the cluster refused the principal an operation (ACL) -> exit 2
-    │       └── CredentialsRefused    ... or its CA or password (TLS, SASL) -> exit 2
+    │   ├── CredentialsRefused    ... or its CA or password (TLS, SASL) -> exit 2
+    │   └── RedisRefused          Redis refused the user (WRONGPASS) or a command (NOPERM)
     ├── NotFound                  a named thing does not exist -> exit 3
     ├── PermanentError            bad data: never retried
     │   ├── DecodeError -> KeyDecodeError, ValueDecodeError
@@ -88,6 +89,25 @@ class CredentialsRefused(NotAuthorized):
     """The cluster refused this process's CA or password (failed TLS handshakes or SASL
     logins, ``services.kafka.auth``): one line naming the principal, the brokers and the cause
     (exit 2)."""
+
+
+class RedisRefused(NotAuthorized):
+    """Redis refused this process's user: a wrong password or a disabled user (WRONGPASS), or
+    an ACL that does not grant a command or key pattern it uses (NOPERM). Not an outage: no
+    retry helps until a person fixes the user or the grant, so the dependency gate's policy
+    (pause, degrade) does not apply. One line naming the user, the command and the keys, never
+    the password; the worker stops with it after ``redis.auth_failure_seconds`` (exit 2), the
+    API answers 500, a command exits 2.
+
+    Args:
+        command: what was refused (``MGET``, ``EVALSHA``, ...): a bounded metric label.
+        cause: ``wrongpass`` or ``noperm``.
+    """
+
+    def __init__(self, message: str, *, command: str, cause: str) -> None:
+        super().__init__(message)
+        self.command = command
+        self.cause = cause
 
 
 class NotFound(StreamMLError):

@@ -258,6 +258,15 @@ KAFKA_AUTH_FAILURES = Counter(
     ["cause"],
     namespace=NAMESPACE,
 )
+REDIS_REFUSALS = Counter(
+    "redis_refusals_total",
+    "Redis commands refused to this process's user, by cause (wrongpass: a changed password or "
+    "a disabled user; noperm: an ACL that does not grant the command or its keys) and command. "
+    "Not an outage: a worker stops (exit 2) once refusals have lasted "
+    "STREAMSCORE_REDIS__AUTH_FAILURE_SECONDS.",
+    ["cause", "command"],
+    namespace=NAMESPACE,
+)
 CONSUMER_REBUILDS = Counter(
     "consumer_rebuilds_total",
     "Consumers replaced because they had not rejoined their group a minute after losing their "

@@ -19,6 +19,7 @@ from services.core.errors import FeatureStoreUnavailable
 from services.features.spec import FeatureSpec
 from services.features.store import Lookup, Matrix
 from services.redisconn.client import Client, reason
+from services.redisconn.refusal import refusal
 from services.redisconn.slots import mget
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ class RedisFeatureStore:
         try:
             raw = mget(self._client, redis_keys)
         except (redis.RedisError, OSError) as exc:
-            raise FeatureStoreUnavailable(
+            # A refused user or command is no outage: no retry or default helps.
+            raise refusal(exc, self._client, "MGET", f"{self._prefix}*") or FeatureStoreUnavailable(
                 f"redis MGET of {len(redis_keys)} keys failed: {reason(exc)}"
             ) from exc
         out: dict[str, Lookup] = {}
@@ -105,7 +107,7 @@ class RedisFeatureStore:
                     pipe.set(self.key(group, key), row.tobytes(), ex=self._ttl)
                 pipe.execute()
         except (redis.RedisError, OSError) as exc:
-            raise FeatureStoreUnavailable(
-                f"redis write of {group} features failed: {reason(exc)}"
+            raise refusal(exc, self._client, "SET", f"{self._prefix}{group}:*") or (
+                FeatureStoreUnavailable(f"redis write of {group} features failed: {reason(exc)}")
             ) from exc
         return len(keys)

@@ -23,6 +23,7 @@ import redis
 
 from services.core.errors import FeatureStoreUnavailable
 from services.redisconn.client import Client, reason
+from services.redisconn.refusal import refusal
 from services.redisconn.slots import SlotScript, mget
 
 
@@ -139,7 +140,9 @@ class PredictionStore:
         try:
             self._set_all(keys, [self.ttl], values)
         except (redis.RedisError, OSError) as exc:
-            raise FeatureStoreUnavailable(f"prediction store: {reason(exc)}") from exc
+            raise refusal(exc, self.client, "EVALSHA", f"{head}*") or FeatureStoreUnavailable(
+                f"prediction store: {reason(exc)}"
+            ) from exc
         return len(keys)
 
     def get_many(self, kind: str, event_ids: Sequence[str]) -> list[Stored | None]:
@@ -148,5 +151,8 @@ class PredictionStore:
         try:
             raw = mget(self.client, [self._key(kind, e) for e in event_ids])
         except (redis.RedisError, OSError) as exc:
-            raise FeatureStoreUnavailable(f"prediction store: {reason(exc)}") from exc
+            pattern = f"{self.prefix}pred:{kind}:*"
+            raise refusal(exc, self.client, "MGET", pattern) or FeatureStoreUnavailable(
+                f"prediction store: {reason(exc)}"
+            ) from exc
         return [decode(r) for r in raw]

@@ -17,6 +17,7 @@ import redis
 from services.core.errors import FeatureStoreUnavailable
 from services.core.records import PRODUCER_HEADER
 from services.redisconn.client import Client, reason
+from services.redisconn.refusal import refusal
 from services.redisconn.slots import SlotScript
 
 # Atomic refill-and-take for every bucket of a batch (KEYS[i] wants ARGV[i + 2] tokens). Time
@@ -141,7 +142,9 @@ class RedisTokenBuckets:
                 [requested[n] for n in names],
             )
         except (redis.RedisError, OSError) as exc:
-            raise FeatureStoreUnavailable(f"rate-limit buckets unavailable: {reason(exc)}") from exc
+            raise refusal(exc, self._client, "EVALSHA", f"{self._prefix}*") or (
+                FeatureStoreUnavailable(f"rate-limit buckets unavailable: {reason(exc)}")
+            ) from exc
         return {n: int(g) for n, g in zip(names, granted, strict=True)}
 
     def give_back(self, returned: Mapping[str, int]) -> None:
@@ -153,7 +156,9 @@ class RedisTokenBuckets:
                 [self._prefix + n for n in names], [self._burst], [returned[n] for n in names]
             )
         except (redis.RedisError, OSError) as exc:
-            raise FeatureStoreUnavailable(f"rate-limit buckets unavailable: {reason(exc)}") from exc
+            raise refusal(exc, self._client, "EVALSHA", f"{self._prefix}*") or (
+                FeatureStoreUnavailable(f"rate-limit buckets unavailable: {reason(exc)}")
+            ) from exc
 
 
 def producer_of(key: bytes | None, headers: Sequence[tuple[str, bytes | None]]) -> str:

@@ -8,7 +8,7 @@ import signal
 
 import click
 
-from services.core.errors import CredentialsRefused
+from services.core.errors import CredentialsRefused, RedisRefused
 from services.embedded.prometheus import register_target
 from streams.commands.common import CLIENT_LOGGERS, LazyGroup, app, emit, exit_now, json_option
 from streams.probes import serve
@@ -57,6 +57,6 @@ def worker_scoring(ctx: click.Context, max_events: int | None, timeout: float | 
         finally:
             if target is not None:
                 target.unlink(missing_ok=True)
-    except CredentialsRefused as exc:  # flushed, committed and left: its one line, exit 2
+    except (CredentialsRefused, RedisRefused) as exc:  # flushed, committed, left: one line, exit 2
         exit_now(f"error: {exc}", 2)
     emit(a, summary.to_dict(), lambda c: c.print(summary.to_dict()))

@@ -12,10 +12,11 @@ import numpy as np
 import numpy.typing as npt
 
 from services.core import metrics
-from services.core.errors import FeatureStoreUnavailable
+from services.core.errors import FeatureStoreUnavailable, RedisRefused
 from services.drift.monitor import DriftMonitor
 from services.drift.signals import drift_signal
 from services.labels.store import PredictionStore
+from services.redisconn.refusal import WATCH, RefusalWatch
 from services.scoring.results import BatchResult
 from services.scoring.serving import Serving
 
@@ -116,9 +117,11 @@ class DriftFeed:
         return signals
 
 
-def remember(store: PredictionStore, result: BatchResult) -> None:
+def remember(store: PredictionStore, result: BatchResult, watch: RefusalWatch = WATCH) -> None:
     """Keep served and shadow scores for the label join. Best effort: losing them costs online
-    quality figures, never predictions, so a Redis error is counted, not raised."""
+    quality figures, never predictions, so a Redis error is counted, not raised. A refusal
+    (WRONGPASS, NOPERM) goes to ``watch`` as well: readiness fails, and the worker stops once
+    it has lasted ``redis.auth_failure_seconds`` (``streams.worker.refused``)."""
     try:
         for kind, block in (("served", result.served), ("shadow", result.shadowed)):
             if block is not None:
@@ -132,9 +135,17 @@ def remember(store: PredictionStore, result: BatchResult) -> None:
                     block.missing,
                     block.probabilities,
                 )
+    except RedisRefused as exc:
+        if watch.problem() is None:
+            logger.warning("predictions not stored for the label join: %s", exc)
+        watch.failed("remember", exc)
+        metrics.FEATURE_LOOKUPS.labels(outcome="prediction_store_error").inc()
+        return
     except FeatureStoreUnavailable as exc:
         metrics.FEATURE_LOOKUPS.labels(outcome="prediction_store_error").inc()
         logger.warning("predictions not stored for the label join: %s", exc)
+        return
+    watch.answered("remember")
 
 
 def _numbers(values: list[Any]) -> npt.NDArray[np.float64]:

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar
 
 from confluent_kafka import Message
@@ -39,6 +40,7 @@ from streams.worker.holding import HeldInput
 from streams.worker.membership import Membership
 from streams.worker.outputs import Outputs
 from streams.worker.parts import DriftOutput, WorkerTopics
+from streams.worker.refused import Refusals
 from streams.worker.summary import WorkerSummary, default_worker_id
 from streams.worker.transactional import transactions, worker_producer
 
@@ -69,6 +71,7 @@ class ScoringWorker:
         self.clock_ms, self.limiter = clock_ms, limiter
         self.worker_id = settings.worker.worker_id or default_worker_id()
         self.gate = DependencyGate(settings.redis.unavailable_policy)
+        self.refusals = Refusals(settings.redis.auth_failure_seconds)  # WRONGPASS, NOPERM
         self.stopping = False
         self.closed = False
         self.last_loop = time.monotonic()  # liveness: /healthz fails when this gets old
@@ -270,14 +273,11 @@ class ScoringWorker:
         )
         if shell.abandoned():
             return None
-        result = self.gate.run(
-            self.stages,
-            inbound,
-            self.clock_ms,
+        backpressure = self.settings.rate_limit.policy == "backpressure"
+        gate = partial(self.gate.run, self.stages, inbound, self.clock_ms, shell)
+        result = self.refusals.score(
+            lambda: gate(limiter=self.limiter, backpressure=backpressure, start=self._start_io),
             shell,
-            limiter=self.limiter,
-            backpressure=self.settings.rate_limit.policy == "backpressure",
-            start=self._start_io,
         )
         if result is not None:
             account(result, shadow_published=self.topics.shadow is not None)

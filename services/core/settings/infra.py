@@ -229,6 +229,16 @@ class RedisSettings(_Group):
         "without features; lag grows); `degrade` scores with the spec's declared defaults, "
         "flagged degraded, and admits every producer (no rate limit can be read).",
     )
+    auth_failure_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a worker goes on while Redis refuses its user (WRONGPASS: a "
+        "changed password or a disabled user; NOPERM: an ACL that no longer grants a command "
+        "or key pattern it uses) before it stops with one line naming the user and the refused "
+        "command and keys (exit 2). A refusal is not an outage: the unavailable policy does not "
+        "apply, input is held and readiness fails at the first refusal; the time lets a "
+        "password rotation finish.",
+    )
 
 
 class TopicSettings(_Group):

@@ -1,0 +1,182 @@
+"""Redis refusing this process's user, told from an outage, and watched across the process.
+
+An outage (no answer, a lost connection, a failover) passes: the dependency gate retries, then
+pauses or degrades. A refusal does not pass until a person acts: WRONGPASS (the user's password
+changed, or the user was disabled; redis-py's ``AuthenticationError``, met when a connection
+is made, so after a rotation only new connections meet it) or NOPERM (an ACL no longer grants
+a command or a key pattern; met at once on every connection). Here:
+
+- ``refusal`` turns such a redis-py error into ``RedisRefused``: one line naming the server,
+  the user, the command and the key pattern (never a key holding an entity id, never the
+  password), counted in ``streamscore_redis_refusals_total{cause,command}``;
+- ``RefusalWatch`` keeps the process's current runs of refusals, one per command and key
+  pattern (a feature read that answers says nothing about a prediction-store write that is
+  refused); readiness fails while one lasts, and one that has lasted
+  ``redis.auth_failure_seconds`` stops the worker with its line (exit 2).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+
+from services.core import metrics
+from services.core.errors import RedisRefused
+from services.redisconn.client import Client, reason
+
+WRONGPASS = "wrongpass"
+NOPERM = "noperm"
+
+
+def cause_of(exc: BaseException) -> str | None:
+    """``wrongpass`` or ``noperm`` when ``exc`` is Redis refusing the user, else None.
+
+    >>> cause_of(redis.AuthenticationError("invalid username-password pair"))
+    'wrongpass'
+    >>> cause_of(redis.exceptions.NoPermissionError("this user has no permissions to run "
+    ...     "the 'mget' command"))
+    'noperm'
+    >>> cause_of(redis.ConnectionError("Connection refused")) is None
+    True
+    """
+    text = reason(exc)
+    if (
+        isinstance(exc, redis.AuthenticationError)
+        or text.startswith("WRONGPASS")
+        or "username-password pair" in text
+    ):
+        return WRONGPASS
+    if isinstance(exc, redis.exceptions.NoPermissionError) or text.startswith("NOPERM"):
+        return NOPERM
+    return None
+
+
+def _connection(client: Client) -> dict[str, Any]:
+    """The client's connection settings (user, host, port), whatever its deployment."""
+    if isinstance(client, RedisCluster):
+        return dict(client.nodes_manager.connection_kwargs)
+    return dict(client.connection_pool.connection_kwargs)
+
+
+def describe(cause: str, user: str, where: str, command: str, keys: str, detail: str) -> str:
+    """The refusal's one line.
+
+    >>> describe("noperm", "streamscore-worker", "h:1", "MGET", "ss:feat:*",
+    ...     "this user has no permissions to run the 'mget' command")[:78]
+    "redis at h:1 refused user 'streamscore-worker' MGET on ss:feat:* (NOPERM: this"
+    """
+    if cause == WRONGPASS:
+        return (
+            f"redis at {where} refused user {user!r} (WRONGPASS: wrong password, or the user is "
+            f"disabled) for {command} on {keys}: check STREAMSCORE_REDIS__USERNAME and "
+            "STREAMSCORE_REDIS__PASSWORD against the server's ACL user"
+        )
+    return (
+        f"redis at {where} refused user {user!r} {command} on {keys} (NOPERM: {detail}): its ACL "
+        f"must grant {command} on {keys} (ACL SETUSER {user} +{command.lower()} ...)"
+    )
+
+
+def refusal(exc: BaseException, client: Client, command: str, keys: str) -> RedisRefused | None:
+    """``RedisRefused`` (counted) when ``exc`` is Redis refusing the user, else None.
+
+    Args:
+        command: the command that was sent (``MGET``, ``EVALSHA``, ``HGETALL``).
+        keys: the key pattern it was sent on (``<prefix>feat:<version>:*``): never a key of one
+            entity (its id would reach a log line).
+    """
+    cause = cause_of(exc)
+    if cause is None:
+        return None
+    conn = _connection(client)
+    user = str(conn.get("username") or "default")
+    where = f"{conn.get('host', '?')}:{conn.get('port', 6379)}"
+    metrics.REDIS_REFUSALS.labels(cause=cause, command=command).inc()
+    detail = reason(exc)
+    return RedisRefused(
+        describe(cause, user, where, command, keys, detail), command=command, cause=cause
+    )
+
+
+class RefusalWatch:
+    """The process's current runs of refusals, one per caller and refusal (thread-safe: the
+    worker's Redis calls run on its IO threads). A caller is what the process asked Redis
+    for (``score``: a batch's rate limits and features; ``remember``: the prediction store),
+    so a feature read that answers does not end a run of refused prediction-store writes.
+
+    Args:
+        clock: monotonic seconds (a test's own).
+    """
+
+    # A refusal not seen again for this long is over (nothing asked Redis meanwhile).
+    GAP_SECONDS = 60.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        # (caller, line) -> (first seen, last seen, the latest refusal)
+        self._runs: dict[tuple[str, str], tuple[float, float, RedisRefused]] = {}
+
+    def failed(self, caller: str, refused: RedisRefused) -> None:
+        """One refusal met by ``caller``: its run goes on (or starts)."""
+        now = self._clock()
+        what = (caller, refused.message)
+        with self._lock:
+            run = self._runs.get(what)
+            first = run[0] if run is not None and now - run[1] <= self.GAP_SECONDS else now
+            self._runs[what] = (first, now, refused)
+
+    def answered(self, caller: str) -> None:
+        """Redis did what ``caller`` asked: its runs are over. Cheap when there is none (every
+        batch)."""
+        if not self._runs:
+            return
+        with self._lock:
+            for what in [w for w in self._runs if w[0] == caller]:
+                del self._runs[what]
+
+    def current(self) -> tuple[RedisRefused, float] | None:
+        """The longest run still going: its latest refusal and how long it has lasted."""
+        now = self._clock()
+        with self._lock:
+            live = [r for r in self._runs.values() if now - r[1] <= self.GAP_SECONDS]
+        if not live:
+            return None
+        first, last, refused = min(live, key=lambda r: r[0])
+        return refused, last - first
+
+    def problem(self) -> str | None:
+        """Readiness: the refusal going on, one line; None when there is none.
+
+        >>> w = RefusalWatch(clock=lambda: 5.0)
+        >>> w.failed("score", RedisRefused("redis refused MGET", command="MGET", cause="noperm"))
+        >>> w.problem()
+        'redis refused MGET'
+        >>> w.answered("remember"); w.problem()
+        'redis refused MGET'
+        >>> w.answered("score"); w.problem() is None
+        True
+        """
+        run = self.current()
+        return None if run is None else run[0].message
+
+    def verdict(self, seconds: float) -> RedisRefused | None:
+        """The stop, once a run has lasted ``seconds``: its line, with how long it lasted."""
+        run = self.current()
+        if run is None or run[1] < seconds:
+            return None
+        refused, lasted = run
+        return RedisRefused(
+            f"{refused.message} (refused for {lasted:.0f} s)",
+            command=refused.command,
+            cause=refused.cause,
+        )
+
+
+# One per process: the worker's feature reads, rate limits and prediction store, and readiness.
+WATCH = RefusalWatch()
