@@ -11,8 +11,9 @@ Every request needs an API key (``streamscore api keys create``), and each key h
 on the stream's Redis buckets. Answers: 401 for a missing or wrong key, 413 for a body over the
 limit, 422 for a bad body (field-level errors), 429 with ``Retry-After``, 503 with ``Retry-After``
 when Kafka or Redis does not answer (an outage passes), 500 without it when Redis refuses the
-API's user (WRONGPASS, NOPERM: retrying cannot help until a person fixes it; the body names the
-user, the command and the keys). A bad input never gets a 500. Payloads are never logged.
+API's user (WRONGPASS, NOPERM) or Kafka refuses the send (a missing Write grant, a deleted
+topic): retrying cannot help until a person acts, and the body names the cause (the user and
+command, or the topic and operation). A bad input never gets a 500. Payloads are never logged.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from services.ratelimit.bucket import API_NAMESPACE, API_PRODUCER_PREFIX, RedisT
 from services.redisconn.refusal import WATCH as REDIS_REFUSALS
 from services.scoring.results import BatchResult
 from streams.adapters import redis_client
+from streams.api_answers import unsent
 from streams.api_keys import ApiKey, ApiKeys
 from streams.runtime import api_scorer
 from streams.scorer import Scorer
@@ -358,7 +360,7 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> FastAPI:
             "413": "body too large",
             "422": "invalid body",
             "429": "over the key's rate limit",
-            "500": "Redis refused the API's user (WRONGPASS, NOPERM): not an outage",
+            "500": "Redis refused the API's user, or Kafka the send: not an outage",
             "503": "Kafka or Redis unavailable",
         }
         return {
@@ -518,15 +520,8 @@ def create_app(settings: Settings, scorer: Scorer | None = None) -> FastAPI:
             return got
         key, good = got
         acked, why = await run_in_threadpool(api.publish, good, f"{API_PRODUCER_PREFIX}{key.id}")
-        if why:
-            return JSONResponse(
-                {
-                    "detail": f"not all events were accepted by Kafka: {why}",
-                    "accepted_event_ids": acked,
-                },
-                status_code=503,
-                headers={"Retry-After": "1"},
-            )
+        if why:  # 503 for an outage, 500 for a refusal (a missing grant, a deleted topic)
+            return unsent(settings, api.input_topic, acked, why)
         REDIS_REFUSALS.answered(request.url.path)
         return JSONResponse({"accepted": len(acked), "event_ids": acked}, status_code=202)
 

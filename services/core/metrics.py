@@ -267,6 +267,14 @@ REDIS_REFUSALS = Counter(
     ["cause", "command"],
     namespace=NAMESPACE,
 )
+KAFKA_REFUSALS = Counter(
+    "kafka_refusals_total",
+    "Kafka operations the HTTP API was refused, by operation and code (a missing grant: "
+    "TOPIC_AUTHORIZATION_FAILED; a deleted topic: UNKNOWN_TOPIC_OR_PART, _UNKNOWN_TOPIC): "
+    "answered 500, not 503, as no retry helps.",
+    ["operation", "code"],
+    namespace=NAMESPACE,
+)
 CONSUMER_REBUILDS = Counter(
     "consumer_rebuilds_total",
     "Consumers replaced because they had not rejoined their group a minute after losing their "
