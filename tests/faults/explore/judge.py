@@ -1,14 +1,19 @@
 """The explorer's pure judgements, apart from the IO of the runner (unit-tested with fakes):
-what became of each input against what it should have become, and whether a worker that
-exited by itself said why in one of the CLI's declared lines."""
+what became of each input against what it should have become, whether the group's commits
+ever passed an input before its output was written, and whether a worker that exited by
+itself said why in one of the CLI's declared lines."""
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from tests.faults.harness import Sent
+
+Place = tuple[str, int, int]  # where an output was written: (topic, partition, offset)
 
 # streams/cli.py's `_main`: the one-line forms a command ends with on stderr. A generic
 # `error: <ExceptionClass>: ...` is the CLI's catch-all for an exception nobody decided on.
@@ -113,3 +118,108 @@ def hit_nothing(kind: str, done: str, assigned: int) -> bool:
     """
     markers = ("no worker", "nothing to do", "0 thawed", "not assigned")
     return assigned == 0 or any(m in done for m in markers)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitSample:
+    """The group's committed offsets on the input, read first, and right after them the ends
+    of every output partition: ``stable`` by a read_committed consumer (the last stable
+    offset) and ``high`` by a read_uncommitted one (the high watermark; without transactions
+    the two are the same read)."""
+
+    at: float  # seconds into the run
+    committed: Mapping[int, int]  # input partition -> committed offset (negative: none yet)
+    stable: Mapping[tuple[str, int], int]  # (output topic, partition) -> last stable offset
+    high: Mapping[tuple[str, int], int]  # (output topic, partition) -> high watermark
+
+
+def output_places(
+    sent: Sequence[Sent],
+    predictions: Iterable[tuple[str, Place]],
+    letters: Iterable[tuple[tuple[int, int], Place]],
+) -> dict[int, list[Place]]:
+    """Where each input's outputs were written, by its index: predictions found by event id,
+    dead letters by the input's (partition, offset), as ``account()`` finds them.
+
+    >>> sent = [Sent(0, 1, 7, "e0"), Sent(1, 1, 8, None)]
+    >>> output_places(sent, [("e0", ("p", 1, 3))], [((1, 8), ("d", 0, 0))])
+    {0: [('p', 1, 3)], 1: [('d', 0, 0)]}
+    """
+    by_event: dict[str, list[Place]] = defaultdict(list)
+    for event_id, place in predictions:
+        by_event[event_id].append(place)
+    by_source: dict[tuple[int, int], list[Place]] = defaultdict(list)
+    for source, place in letters:
+        by_source[source].append(place)
+    out: dict[int, list[Place]] = {}
+    for s in sent:
+        places = list(by_event.get(s.event_id, [])) if s.event_id is not None else []
+        if s.offset is not None:
+            places += by_source.get((s.partition, s.offset), [])
+        out[s.index] = places
+    return out
+
+
+def committed_early(
+    sent: Sequence[Sent], outputs: Mapping[int, Sequence[Place]], samples: Sequence[CommitSample]
+) -> tuple[list[str], int]:
+    """Findings of the commit invariant, sampled during the run: every input below a committed
+    offset must have an output below its partition's end read right after that commit (the
+    last stable offset: a read_committed reader could see it). Returns the findings, one per
+    input partition, and how many inputs were *held*: their output was written before the
+    commit (below the high watermark) but not yet below the last stable offset, which an open
+    transaction of any producer holds back (a frozen or killed worker's, until it is fenced
+    or times out), so that is no finding by itself.
+
+    Each input is judged at the first sample whose commit passed it: ends only grow, so if
+    its output was there then, it is there in every later sample. Inputs whose offset is not
+    known (their delivery report did not say) are not judged.
+
+    >>> s = CommitSample(2.0, {0: 6}, {("p", 0): 4}, {("p", 0): 4})
+    >>> committed_early([Sent(0, 0, 5, "e")], {0: [("p", 0, 3)]}, [s])
+    ([], 0)
+    >>> committed_early([Sent(0, 0, 5, "e")], {0: [("p", 0, 4)]}, [s])[0]  # doctest: +ELLIPSIS
+    ['partition 0: 1 inputs committed past before their output was written (offsets 5-5); ...']
+    """
+    ordered = sorted(samples, key=lambda x: x.at)
+    # Per input partition: the samples at which its commit first went past a new height.
+    reach: dict[int, tuple[list[int], list[CommitSample]]] = defaultdict(lambda: ([], []))
+    for sample in ordered:
+        for partition, offset in sample.committed.items():
+            heights, at = reach[partition]
+            if offset >= 0 and (not heights or offset > heights[-1]):
+                heights.append(offset)
+                at.append(sample)
+    early: dict[int, list[tuple[Sent, CommitSample]]] = defaultdict(list)
+    held = 0
+    for s in sent:
+        if s.offset is None or s.partition not in reach:
+            continue
+        heights, at = reach[s.partition]
+        i = bisect.bisect_right(heights, s.offset)  # the first commit > the input's offset
+        if i == len(heights):
+            continue  # no sampled commit passed it
+        sample = at[i]
+        places = outputs.get(s.index, ())
+        if any(o < sample.stable.get((t, q), 0) for t, q, o in places):
+            continue
+        if any(o < sample.high.get((t, q), 0) for t, q, o in places):
+            held += 1
+            continue
+        early[s.partition].append((s, sample))
+    found: list[str] = []
+    for partition, bad in sorted(early.items()):
+        bad.sort(key=lambda x: x[0].offset or 0)
+        s, sample = min(bad, key=lambda x: x[1].at)
+        places = outputs.get(s.index, ())
+        where = ", ".join(
+            f"{t}[{q}]@{o} (its end then {sample.stable.get((t, q))})" for t, q, o in places
+        )
+        found.append(
+            f"partition {partition}: {len(bad)} inputs committed past before their output was "
+            f"written (offsets {bad[0][0].offset}-{bad[-1][0].offset}); "
+            f"first at {sample.at:.1f} s: "
+            f"offset {s.offset} below the commit {sample.committed[partition]}, "
+            f"its outputs: {where or 'none'}"
+        )
+    return found, held

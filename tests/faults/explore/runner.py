@@ -11,6 +11,11 @@ Invariants (after the schedule, once every fault has ended):
   degraded copies only);
 - the group's committed offsets reach the end of every partition (lag 0: nothing stays
   paused or unread);
+- no committed offset passed an input before its output was written: about once a second
+  during the run the group's commits are read, then the ends of every output partition, and
+  every input below a commit must have an output below those ends (``judge.committed_early``;
+  an output written but held back by another producer's open transaction is counted, not a
+  finding);
 - every worker still running answers ``/readyz`` with 200;
 - a worker that exited by itself did so with a decided error (exit 1 or 2, its last stderr
   line one of the CLI's one-line forms, not the catch-all ``error: <ExceptionClass>: ...``),
@@ -37,12 +42,15 @@ from services.embedded.stack import BROKER, EmbeddedStack
 from services.kafka.config import consumer_config, producer_config
 from streams.topics import topic_table
 from tests.faults.explore.judge import (
+    committed_early,
     generic_error,
     hit_nothing,
     misaccounted,
+    output_places,
     owned_from_log,
     undecided_exit,
 )
+from tests.faults.explore.sampler import CommitSampler
 from tests.faults.explore.schedule import Op
 from tests.faults.harness import (
     OwnRedis,
@@ -334,6 +342,9 @@ class Explorer:
         while a later joiner waits, so each fault lands on the workers it was meant for."""
         stop = threading.Event()
         sender = threading.Thread(target=self._stream, args=(run, stop), daemon=True)
+        exactly_once = self.p.settings.worker.processing_guarantee == "exactly_once"
+        sampler = CommitSampler(self.p.settings, time.monotonic(), transactional=exactly_once)
+        sampler.start()
         started: float | None = None
         still = 0.0  # seconds the clock stood still for joiners
 
@@ -377,7 +388,9 @@ class Explorer:
                 thread.join(150)
         self._end_faults(run)
         self._settle(run)
-        self._check(run)
+        if not sampler.stop():
+            run.problems.append("the commit sampler did not finish")
+        self._check(run, sampler)
         self._stop_all(run)
         return run
 
@@ -439,7 +452,7 @@ class Explorer:
         finally:
             probe.close()
 
-    def _check(self, run: Run) -> None:
+    def _check(self, run: Run, sampler: CommitSampler) -> None:
         outcomes: dict[int, str] = {}
         reasons: dict[int, str] = {}
         tally = account(self.p, run.sent, outcomes=outcomes, reasons=reasons)
@@ -458,16 +471,16 @@ class Explorer:
         # Copies of one event by one version agree (a degraded copy is scored with defaults:
         # it agrees with the other degraded copies).
         scores: dict[tuple[str, str, bool], set[float]] = defaultdict(set)
-        for m in read_topic(self.p, "Prediction"):
-            x = self.p.codec("Prediction").decode_one(m.value())
-            if isinstance(x, dict):
-                key = (str(x["event_id"]), str(x["model_version"]), bool(x["degraded"]))
-                scores[key].add(float(x["score"]))
+        predictions = self._decoded("Prediction")
+        for x, _ in predictions:
+            key = (str(x["event_id"]), str(x["model_version"]), bool(x["degraded"]))
+            scores[key].add(float(x["score"]))
         differ = [k for k, v in scores.items() if len(v) > 1]
         if differ:
             run.problems.append(
                 f"{len(differ)} events scored differently by one version: {differ[:3]}"
             )
+        self._check_commits(run, sampler, predictions)
         for w in self._running():
             # A worker started late may still be importing on a loaded machine: while its probe
             # port refuses connections and it has not logged "probes on", it gets a bounded
@@ -492,6 +505,38 @@ class Explorer:
             f"{tally.duplicated} duplicates, {tally.lost} lost; dead letters by reason "
             f"{dict(tally.reasons)}"
         )
+
+    def _decoded(self, record: str) -> list[tuple[dict[str, Any], tuple[str, int, int]]]:
+        """Every message of ``record``'s topic (read_committed), decoded, with its place."""
+        out = []
+        for m in read_topic(self.p, record):
+            x = self.p.codec(record).decode_one(m.value())
+            if isinstance(x, dict):
+                out.append((x, (str(m.topic()), int(m.partition()), int(m.offset()))))
+        return out
+
+    def _check_commits(
+        self,
+        run: Run,
+        sampler: CommitSampler,
+        predictions: list[tuple[dict[str, Any], tuple[str, int, int]]],
+    ) -> None:
+        """The commit invariant, at every sample the sampler took during the run."""
+        letters = [
+            ((int(x["source_partition"]), int(x["source_offset"])), place)
+            for x, place in self._decoded("DeadLetter")
+        ]
+        outputs = output_places(
+            run.sent, ((str(x["event_id"]), place) for x, place in predictions), letters
+        )
+        found, held = committed_early(run.sent, outputs, sampler.samples)
+        run.problems += [f"commit before output: {f}" for f in found]
+        run.done.append(
+            f"  commits sampled: {len(sampler.samples)} samples ({sampler.skipped} skipped), "
+            f"{held} inputs' outputs written but held back by an open transaction then"
+        )
+        if not sampler.samples:
+            run.problems.append("the commit sampler took no sample")
 
     def _stop_all(self, run: Run) -> None:
         for w in self._running():

@@ -1,8 +1,15 @@
-"""The explorer's judgements on fakes (no broker): the strict accounting and decided exits."""
+"""The explorer's judgements on fakes (no broker): the strict accounting, decided exits and the
+commit invariant against hand-made samples."""
 
 from __future__ import annotations
 
-from tests.faults.explore.judge import misaccounted, undecided_exit
+from tests.faults.explore.judge import (
+    CommitSample,
+    committed_early,
+    misaccounted,
+    output_places,
+    undecided_exit,
+)
 from tests.faults.harness import Sent
 
 
@@ -42,3 +49,65 @@ def test_an_exit_is_decided_only_by_the_clis_declared_last_line() -> None:
     assert generic is not None and "KafkaException" in generic
     assert undecided_exit(1, "error: AttributeError: 'NoneType' has no 'x'\n") is not None
     assert undecided_exit(0, "") is not None  # exited by itself with nothing said
+
+
+def _sample(at: float, committed: int, stable: int, high: int | None = None) -> CommitSample:
+    """One sample: input partition 0 committed at ``committed``; predictions[0]'s ends."""
+    return CommitSample(
+        at, {0: committed}, {("p", 0): stable}, {("p", 0): stable if high is None else high}
+    )
+
+
+def test_commits_that_follow_their_outputs_are_no_finding() -> None:
+    sent = [Sent(0, 0, 10, "e0"), Sent(1, 0, 11, "e1"), Sent(2, 0, 12, "e2")]
+    outputs = output_places(sent, [("e0", ("p", 0, 100)), ("e1", ("p", 0, 101))], [])
+    # At 1 s the commit passed 10 and 11, whose predictions were below the end read after it;
+    # 12 was passed by no sample (its output came later: no commit claimed it).
+    samples = [_sample(0.0, 10, 100), _sample(1.0, 12, 102)]
+    assert committed_early(sent, outputs, samples) == ([], 0)
+
+
+def test_an_output_written_after_the_commit_that_passed_its_input_is_a_finding() -> None:
+    sent = [Sent(0, 0, 10, "e0"), Sent(1, 0, 11, "e1")]
+    outputs = output_places(sent, [("e0", ("p", 0, 100)), ("e1", ("p", 0, 101))], [])
+    # At 1 s the commit (12) passed both inputs, but the end right after it was 101: e1's
+    # prediction at 101 was not written yet. A later sample seeing it does not excuse that.
+    samples = [_sample(1.0, 12, 101), _sample(2.0, 12, 105)]
+    found, held = committed_early(sent, outputs, samples)
+    assert held == 0
+    assert len(found) == 1
+    assert "partition 0: 1 inputs committed past" in found[0]
+    assert "first at 1.0 s: offset 11 below the commit 12" in found[0]
+    assert "p[0]@101 (its end then 101)" in found[0]
+
+
+def test_an_input_committed_past_with_no_output_at_all_is_a_finding() -> None:
+    sent = [Sent(0, 2, 7, None)]  # a hostile input: only a dead letter could account for it
+    sample = CommitSample(3.0, {2: 8}, {("d", 0): 5}, {("d", 0): 5})
+    found, _ = committed_early(sent, output_places(sent, [], []), [sample])
+    assert found and "offset 7 below the commit 8, its outputs: none" in found[0]
+
+
+def test_a_dead_letter_found_by_its_source_accounts_for_a_hostile_input() -> None:
+    sent = [Sent(0, 2, 7, None)]
+    outputs = output_places(sent, [], [((2, 7), ("d", 1, 4))])
+    sample = CommitSample(3.0, {2: 8}, {("d", 1): 5}, {("d", 1): 5})
+    assert committed_early(sent, outputs, [sample]) == ([], 0)
+
+
+def test_an_output_written_but_behind_an_open_transaction_is_held_not_a_finding() -> None:
+    # Exactly-once: the prediction at 101 was written (high watermark 110) and its transaction
+    # committed with the offsets, but a frozen worker's open transaction keeps the last stable
+    # offset at 95; read_committed readers wait, the commit invariant holds.
+    sent = [Sent(0, 0, 10, "e0")]
+    outputs = output_places(sent, [("e0", ("p", 0, 101))], [])
+    assert committed_early(sent, outputs, [_sample(1.0, 11, 95, high=110)]) == ([], 1)
+    # Not even below the high watermark: written after the commit, a finding.
+    found, held = committed_early(sent, outputs, [_sample(1.0, 11, 95, high=101)])
+    assert held == 0 and len(found) == 1
+
+
+def test_an_input_whose_offset_is_unknown_or_never_committed_past_is_not_judged() -> None:
+    sent = [Sent(0, 0, None, "e0"), Sent(1, 0, 11, "e1")]
+    samples = [_sample(1.0, 11, 0), CommitSample(2.0, {0: -1001}, {("p", 0): 0}, {("p", 0): 0})]
+    assert committed_early(sent, output_places(sent, [], []), samples) == ([], 0)
