@@ -88,13 +88,16 @@ faults: install
 # Redis pauses and restarts; the broker restarts; bursts over the rate limit; hostile input),
 # SECONDS each, on Apache Kafka, every invariant checked after each. About 1.5 min per seed.
 # A failing seed prints its schedule: reproduce it with `make explore SEED=N` (or SEED=N,M,...).
+# GUARANTEE=exactly_once runs the workers under exactly-once (a duplicate is then a finding).
 SEEDS ?= 50
 SECONDS_PER_SEED ?= 45
+GUARANTEE ?= at_least_once
 explore: install
 	-@$(MAKE) --no-print-directory kafka || echo "Apache Kafka unavailable: the explorer needs it"
 	$(BIN)/python -m pytest tests/faults/explore --broker=kafka -q \
 	  $(if $(SEED),--explore-seed=$(SEED),--explore-seeds=$(SEEDS)) \
-	  --explore-seconds=$(SECONDS_PER_SEED) --timeout=900 $(PYTEST_ARGS)
+	  --explore-seconds=$(SECONDS_PER_SEED) --explore-guarantee=$(GUARANTEE) \
+	  --timeout=900 $(PYTEST_ARGS)
 
 # The 10-minute soak at half the rate measured in the same run (not part of `make faults`).
 soak: install

@@ -63,6 +63,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="How long each explorer schedule runs (its faults, before the system settles).",
     )
     group.addoption(
+        "--explore-guarantee",
+        choices=("at_least_once", "exactly_once"),
+        default="at_least_once",
+        help="The explorer's workers' processing guarantee (`make explore GUARANTEE=...`); "
+        "under exactly_once any second output of an input is a finding.",
+    )
+    group.addoption(
         "--redis-url",
         default=None,
         help="Run integration tests against this existing Redis instead of the embedded one.",

@@ -223,3 +223,26 @@ def committed_early(
             f"its outputs: {where or 'none'}"
         )
     return found, held
+
+
+def duplicated(predictions: Iterable[tuple[str, str]]) -> list[str]:
+    """Findings under exactly-once: an event with more than one prediction to a read_committed
+    reader, whatever the versions (one input, one output: copies by two versions are copies
+    too). ``predictions`` are (event id, model version) pairs.
+
+    >>> duplicated([("e1", "1"), ("e2", "1")])
+    []
+    >>> duplicated([("e1", "1"), ("e1", "1"), ("e2", "1"), ("e2", "2")])
+    ['2 events predicted more than once (2 extra copies): e1 by versions 1,1; e2 by versions 1,2']
+    """
+    versions: dict[str, list[str]] = defaultdict(list)
+    for event_id, version in predictions:
+        versions[event_id].append(version)
+    copies = {e: v for e, v in versions.items() if len(v) > 1}
+    if not copies:
+        return []
+    extra = sum(len(v) - 1 for v in copies.values())
+    shown = "; ".join(
+        f"{e} by versions {','.join(sorted(v))}" for e, v in sorted(copies.items())[:3]
+    )
+    return [f"{len(copies)} events predicted more than once ({extra} extra copies): {shown}"]

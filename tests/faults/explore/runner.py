@@ -16,6 +16,9 @@ Invariants (after the schedule, once every fault has ended):
   every input below a commit must have an output below those ends (``judge.committed_early``;
   an output written but held back by another producer's open transaction is counted, not a
   finding);
+- under exactly-once (``--explore-guarantee=exactly_once``): no event has two predictions and
+  no input two outputs, to a read_committed reader, and no open transaction holds an output
+  partition's readers back once the system has settled;
 - every worker still running answers ``/readyz`` with 200;
 - a worker that exited by itself did so with a decided error (exit 1 or 2, its last stderr
   line one of the CLI's one-line forms, not the catch-all ``error: <ExceptionClass>: ...``),
@@ -40,9 +43,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from services.embedded.stack import BROKER, EmbeddedStack
 from services.kafka.config import consumer_config, producer_config
-from streams.topics import topic_table
+from streams.topics import by_record, topic_table
 from tests.faults.explore.judge import (
     committed_early,
+    duplicated,
     generic_error,
     hit_nothing,
     misaccounted,
@@ -80,6 +84,7 @@ class Worker:
     port: int
     frozen: bool = False
     ended: str = ""  # how we ended it: "kill", "term", or "" while running
+    slot: int = 0  # under exactly-once, its transactional id's: reused once the process is gone
 
 
 @dataclass
@@ -88,6 +93,7 @@ class Run:
 
     seed: int
     ops: list[Op]
+    guarantee: str = "at_least_once"
     done: list[str] = field(default_factory=list)
     sent: list[Sent] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -95,7 +101,10 @@ class Run:
     started_workers: int = 0
 
     def report(self) -> str:
-        lines = [f"seed {self.seed}: {len(self.ops)} operations, {len(self.sent)} events"]
+        lines = [
+            f"seed {self.seed} ({self.guarantee}): {len(self.ops)} operations, "
+            f"{len(self.sent)} events"
+        ]
         lines += [f"  {d}" for d in self.done]
         lines += [f"  hit nothing: {d}" for d in self.idle]
         lines += [f"  PROBLEM: {p}" for p in self.problems]
@@ -112,6 +121,7 @@ class Explorer:
         Redis is not the one the explorer pauses)."""
         self.p, self.stack, self.redis, self.log_dir = p, stack, redis, log_dir
         self.seconds = seconds
+        self.exactly_once = p.settings.worker.processing_guarantee == "exactly_once"
         self.workers: list[Worker] = []
         self.redis_paused = self.redis_stopped = self.broker_stopped = False
         self.burst_until = 0.0
@@ -185,9 +195,18 @@ class Explorer:
             "STREAMSCORE_METRICS__HOST": "127.0.0.1",
             "STREAMSCORE_METRICS__PORT": str(port),
         }
+        # Under exactly-once each worker slot keeps its transactional id, as a StatefulSet pod
+        # keeps its name: the lowest slot whose last process is gone, so a worker started in
+        # place of a killed one fences it and aborts what it left open at once.
+        alive = {w.slot for w in self.workers if w.proc.proc.poll() is None}
+        slot = min(n for n in range(len(self.workers) + 1) if n not in alive)
+        if self.exactly_once:
+            group = self.p.settings.worker.scoring_group
+            env["STREAMSCORE_WORKER__TRANSACTIONAL_ID"] = f"{group}-slot{slot}"
         name = f"w{run.started_workers}"
         run.started_workers += 1
-        self.workers.append(Worker(WorkerProcess(self.p, self.log_dir, name, env), port))
+        worker = WorkerProcess(self.p, self.log_dir, name, env)
+        self.workers.append(Worker(worker, port, slot=slot))
 
     def apply(self, op: Op, run: Run) -> str:
         """Carry out ``op``; returns what was done (for the report)."""
@@ -412,20 +431,53 @@ class Explorer:
             self._join(run)
 
     def _settle(self, run: Run) -> None:
-        """Wait, bounded, until the group has committed every partition to its end. Right
-        after a broker restart the coordinator may still be loading (NOT_COORDINATOR,
-        COORDINATOR_LOAD_IN_PROGRESS): the checker's own read is asked again, not failed."""
+        """Wait, bounded, until the group has committed every partition to its end and, under
+        exactly-once, no open transaction holds an output partition's read_committed readers
+        back (a killed worker's stays open until its slot's next worker fences it, or the
+        transaction times out: 60 s). Right after a broker restart the coordinator may still
+        be loading (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS): the checker's own read is
+        asked again, not failed."""
         deadline = time.monotonic() + SETTLE_SECONDS
         while time.monotonic() < deadline:
             self._replace_exited(run)
             try:
-                if not self._lag():
+                if not self._lag() and not (self.exactly_once and self._held()):
                     return
             except KafkaException as exc:
                 if not exc.args[0].retriable() and exc.args[0].code() not in _COORDINATOR:
                     raise
             time.sleep(1.0)  # polling the group's offsets
-        run.problems.append(f"lag still {self._lag()} {SETTLE_SECONDS:.0f} s after the faults")
+        lag = self._lag()
+        if lag:
+            run.problems.append(f"lag still {lag} {SETTLE_SECONDS:.0f} s after the faults")
+        if self.exactly_once and self._held():
+            run.problems.append(
+                f"an open transaction still holds back {self._held()} "
+                f"{SETTLE_SECONDS:.0f} s after the faults"
+            )
+
+    def _held(self) -> dict[str, int]:
+        """Output partitions whose last stable offset is below their high watermark (an open
+        transaction holds read_committed readers back), by how far."""
+        names = [by_record(self.p.settings.topics, r).name for r in ("Prediction", "DeadLetter")]
+        group = f"explore-held-{self.p.settings.worker.scoring_group}"
+        stable = Consumer(consumer_config(self.p.settings, group))
+        raw = Consumer(
+            consumer_config(self.p.settings, group, **{"isolation.level": "read_uncommitted"})
+        )
+        try:
+            held = {}
+            for name in names:
+                for q in stable.list_topics(name, timeout=10).topics[name].partitions:
+                    tp = TopicPartition(name, q)
+                    lso = stable.get_watermark_offsets(tp, timeout=10)[1]
+                    high = raw.get_watermark_offsets(tp, timeout=10)[1]
+                    if lso < high:
+                        held[f"{name}[{q}]"] = high - lso
+            return held
+        finally:
+            stable.close()
+            raw.close()
 
     def _committed(self) -> dict[int, int]:
         topic = self.p.settings.topics.events
@@ -458,6 +510,11 @@ class Explorer:
         tally = account(self.p, run.sent, outcomes=outcomes, reasons=reasons)
         # Strict: a world event gets a prediction, never a dead letter; hostile ones a letter.
         run.problems += misaccounted(run.sent, outcomes, reasons)
+        if self.exactly_once and tally.duplicated:
+            run.problems.append(
+                f"exactly-once: {tally.duplicated} outputs beyond the first of an input "
+                "(predictions and dead letters) to a read_committed reader"
+            )
         if tally.lost:
             lost: dict[int, list[int]] = defaultdict(list)
             for s in run.sent:
@@ -480,6 +537,9 @@ class Explorer:
             run.problems.append(
                 f"{len(differ)} events scored differently by one version: {differ[:3]}"
             )
+        if self.exactly_once:
+            pairs = ((str(x["event_id"]), str(x["model_version"])) for x, _ in predictions)
+            run.problems += [f"exactly-once: {f}" for f in duplicated(pairs)]
         self._check_commits(run, sampler, predictions)
         for w in self._running():
             # A worker started late may still be importing on a loaded machine: while its probe
@@ -581,6 +641,7 @@ def summary_row(run: Run) -> dict[str, Any]:
         kinds[op.kind] += 1
     return {
         "seed": run.seed,
+        "guarantee": run.guarantee,
         "ops": len(run.ops),
         "events": len(run.sent),
         "problems": len(run.problems),

@@ -2,7 +2,8 @@
 test`): workers join, leave, crash and freeze past their session, Redis pauses and restarts,
 the broker restarts, a producer bursts over its rate limit, hostile messages arrive, all while
 events flow. After each schedule the invariants of `runner.py` must hold. A failing seed
-prints its schedule and reproduces with `--explore-seed=N`."""
+prints its schedule and reproduces with `--explore-seed=N`; `--explore-guarantee=exactly_once`
+(`make explore GUARANTEE=exactly_once`) runs the workers under exactly-once."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from tests.faults.explore.runner import Explorer, Run, summary_row
 from tests.faults.explore.schedule import Op, make_schedule
 from tests.faults.harness import OwnRedis
 from tests.integration.conftest import Stack, isolated_settings
-from tests.integration.pipeline_env import make_pipeline, with_two_versions
+from tests.integration.pipeline_env import make_pipeline, with_guarantee, with_two_versions
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
 ROWS: list[dict[str, object]] = []
@@ -117,7 +118,9 @@ def test_a_random_schedule_of_faults_keeps_every_invariant(
         )
         if any(op.kind in ("promote", "canary", "rollback") for op in ops):
             p = with_two_versions(p, f"explore-{_number(seed)}")
-        run = Run(_number(seed), ops)
+        guarantee = request.config.getoption("--explore-guarantee")
+        p = with_guarantee(p, guarantee)
+        run = Run(_number(seed), ops, guarantee=guarantee)
         started = time.monotonic()
         Explorer(p, own_stack, redis, tmp_path, seconds).run(run)
         row = summary_row(run) | {"seconds": round(time.monotonic() - started)}

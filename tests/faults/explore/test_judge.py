@@ -6,6 +6,7 @@ from __future__ import annotations
 from tests.faults.explore.judge import (
     CommitSample,
     committed_early,
+    duplicated,
     misaccounted,
     output_places,
     undecided_exit,
@@ -111,3 +112,12 @@ def test_an_input_whose_offset_is_unknown_or_never_committed_past_is_not_judged(
     sent = [Sent(0, 0, None, "e0"), Sent(1, 0, 11, "e1")]
     samples = [_sample(1.0, 11, 0), CommitSample(2.0, {0: -1001}, {("p", 0): 0}, {("p", 0): 0})]
     assert committed_early(sent, output_places(sent, [], []), samples) == ([], 0)
+
+
+def test_under_exactly_once_any_second_prediction_of_an_event_is_a_finding() -> None:
+    assert duplicated([("e0", "1"), ("e1", "2")]) == []
+    # the same version twice (a batch scored again and both copies committed) ...
+    found = duplicated([("e0", "1"), ("e0", "1"), ("e1", "1")])
+    assert found == ["1 events predicted more than once (1 extra copies): e0 by versions 1,1"]
+    # ... and two versions (scored again after a promotion) alike
+    assert duplicated([("e0", "1"), ("e0", "2")]) != []
