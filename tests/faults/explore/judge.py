@@ -1,16 +1,19 @@
 """The explorer's pure judgements, apart from the IO of the runner (unit-tested with fakes):
 what became of each input against what it should have become, whether the group's commits
 ever passed an input before its output was written, and whether a worker that exited by
-itself said why in one of the CLI's declared lines."""
+itself said why in one of the CLI's declared lines, and which model version should have
+scored an event under the registry's rollout state."""
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from services.scoring.rollout import RolloutState
 from tests.faults.harness import Sent
 
 Place = tuple[str, int, int]  # where an output was written: (topic, partition, offset)
@@ -246,3 +249,81 @@ def duplicated(predictions: Iterable[tuple[str, str]]) -> list[str]:
         f"{e} by versions {','.join(sorted(v))}" for e, v in sorted(copies.items())[:3]
     )
     return [f"{len(copies)} events predicted more than once ({extra} extra copies): {shown}"]
+
+
+SPLIT_BOUND = 0.15  # how far the canary's share of a probe's entities may be from its percent
+SPLIT_MIN_ENTITIES = 40  # fewer entities than this say nothing about the split
+
+
+def routed_to_canary(key: str, percent: float) -> bool:
+    """Whether the canary serves entity ``key`` at ``percent``, by the documented rule written
+    again here, not imported (a change of the production routing must show): the first 8
+    bytes of the key's sha256, big-endian, modulo 10,000, below the percent in hundredths.
+
+    >>> routed_to_canary("u-000001", 0.0), routed_to_canary("u-000001", 100.0)
+    (False, True)
+    """
+    bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % 10_000
+    return bucket < round(percent * 100)
+
+
+def misrouted(
+    probe: Mapping[str, str],
+    served: Mapping[str, Sequence[str]],
+    state: RolloutState,
+    versions: Collection[str] | None = None,
+) -> list[str]:
+    """Findings of the model check after settling: the registry's champion is one of
+    ``versions`` (when given), and every prediction of a probe event came from the version
+    the registry's ``state`` says serves its entity: the challenger for the entities a
+    canary's routing picks, the champion for every other one (and for all of them when no
+    canary is on). ``probe``: event id -> the entity key canary routing reads; ``served``:
+    event id -> the versions of its predictions. A canary's share of the probe's entities
+    must also be within ``SPLIT_BOUND`` of its percent.
+
+    >>> state = RolloutState("2", "1", "canary", 30.0)
+    >>> probe = {"e0": "u-000001"}
+    >>> want = "1" if routed_to_canary("u-000001", 30.0) else "2"
+    >>> misrouted(probe, {"e0": [want]}, state, {"1", "2"})
+    []
+    >>> misrouted(probe, {"e0": [want]}, RolloutState("3"), {"1", "2"})[0]
+    "the registry's champion is v3, not one of the explorer's versions ['1', '2']"
+    """
+    found: list[str] = []
+    if state.champion is None:
+        return ["the registry names no champion"]
+    if versions is not None and state.champion not in versions:
+        found.append(
+            f"the registry's champion is v{state.champion}, not one of the explorer's "
+            f"versions {sorted(versions)}"
+        )
+    canary = state.challenger if state.mode == "canary" else None
+
+    def expected(key: str) -> str:
+        if canary is not None and routed_to_canary(key, state.canary_percent):
+            return canary
+        return str(state.champion)
+
+    unscored = [e for e in probe if not served.get(e)]
+    wrong = [(e, v) for e, k in probe.items() for v in served.get(e, ()) if v != expected(k)]
+    if unscored:
+        found.append(f"{len(unscored)} of {len(probe)} probe events not predicted: {unscored[:3]}")
+    if wrong:
+        e, got = wrong[0]
+        found.append(
+            f"{len(wrong)} predictions of {len(probe)} probe events by the wrong version under "
+            f"{state.describe()}: e.g. {e} (entity {probe[e]}) by v{got}, "
+            f"expected v{expected(probe[e])}"
+        )
+    if canary is not None:
+        entities = {k for e, k in probe.items() if served.get(e)}
+        picked = {k for e, k in probe.items() if canary in served.get(e, ())}
+        share = len(picked) / len(entities) if entities else 0.0
+        if len(entities) >= SPLIT_MIN_ENTITIES and abs(share - state.canary_percent / 100) > (
+            SPLIT_BOUND
+        ):
+            found.append(
+                f"the canary served {len(picked)} of {len(entities)} probe entities "
+                f"({share:.0%}), not within {SPLIT_BOUND:.0%} of {state.canary_percent:g}%"
+            )
+    return found

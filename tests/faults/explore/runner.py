@@ -19,6 +19,11 @@ Invariants (after the schedule, once every fault has ended):
 - under exactly-once (``--explore-guarantee=exactly_once``): no event has two predictions and
   no input two outputs, to a read_committed reader, and no open transaction holds an output
   partition's readers back once the system has settled;
+- the registry's champion is one of the explorer's two versions, and a probe of
+  ``PROBE_EVENTS`` events sent after settling (on the stream's producer) is scored, every copy,
+  by the version the registry's rollout state routes its entity to: the champion, or the
+  canary's challenger for the entities its routing picks, recomputed by the checker
+  (``judge.misrouted``), the canary's share of the entities within a bound of its percent;
 - every worker still running answers ``/readyz`` with 200;
 - a worker that exited by itself did so with a decided error (exit 1 or 2, its last stderr
   line one of the CLI's one-line forms, not the catch-all ``error: <ExceptionClass>: ...``),
@@ -41,8 +46,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from services.core.errors import RegistryUnavailable
+from services.domain.config import load_domain
 from services.embedded.stack import BROKER, EmbeddedStack
 from services.kafka.config import consumer_config, producer_config
+from services.scoring.registry import MlflowRegistry
+from services.scoring.rollout import RolloutState
 from streams.topics import by_record, topic_table
 from tests.faults.explore.judge import (
     committed_early,
@@ -50,6 +59,7 @@ from tests.faults.explore.judge import (
     generic_error,
     hit_nothing,
     misaccounted,
+    misrouted,
     output_places,
     owned_from_log,
     undecided_exit,
@@ -66,7 +76,7 @@ from tests.faults.harness import (
     read_topic,
 )
 from tests.integration.conftest import Stack, free_port
-from tests.integration.pipeline_env import Pipeline, run_cli
+from tests.integration.pipeline_env import Pipeline, run_cli, world_events
 from tests.waiting import wait_for
 
 SETTLE_SECONDS = 180.0  # after the schedule, the most time the system gets to catch up
@@ -76,6 +86,8 @@ READY_SECONDS = 120.0  # how long a running worker may take to become ready for 
 JOIN_SECONDS = 60.0  # how long the schedule waits for a joining worker's first partitions
 RATE = 250.0  # events per second, steady
 HOT_PRODUCER = "explore-hot"
+PROBE_EVENTS = 200  # sent after settling, to check which versions serve whom
+MODEL_OPS = ("promote", "canary", "rollback")
 
 
 @dataclass
@@ -130,6 +142,12 @@ class Explorer:
         self.champion, self.challenger = "1", "2"  # with_two_versions: v1 is the champion
         self._threads: list[threading.Thread] = []
         self._sent_lock = threading.Lock()
+        self.producer = Producer(producer_config(p.settings))  # the stream's, then the probe's
+        self.failed: list[str] = []  # deliveries the broker refused
+        self.next_index = 0  # the next world event the stream would have sent
+        self.model_changed_at = 0.0  # when the last `models` command returned (monotonic)
+        self.rollout: RolloutState | None = None  # the registry's, read before the probe
+        self.probe: dict[str, str] = {}  # probe event id -> the entity canary routing reads
 
     # -- the stream ---------------------------------------------------------------------------
 
@@ -137,20 +155,9 @@ class Explorer:
         """Events at ``RATE`` on one producer, for as long as the schedule runs; while a burst
         lasts they carry the hot producer's id (over its rate limit: backpressure defers
         them). Where each landed comes from its delivery report."""
-        producer = Producer(producer_config(self.p.settings))
+        producer = self.producer
         topic = self.p.settings.topics.events
-        failed: list[str] = []
-
-        def report(event_id: str | None) -> Any:
-            def cb(err: Any, msg: Any) -> None:
-                if err is not None:
-                    failed.append(str(err))
-                    return
-                with self._sent_lock:
-                    run.sent.append(Sent(len(run.sent), msg.partition(), msg.offset(), event_id))
-
-            return cb
-
+        report = self._report(run)
         index, started = 0, time.monotonic()
         while not stop.is_set():
             items = good_items(self.p, int(RATE / 10), start=index)
@@ -174,8 +181,24 @@ class Explorer:
             ahead = started + index / RATE - time.monotonic()
             if ahead > 0:
                 stop.wait(ahead)  # pacing the producer
-        if producer.flush(SETTLE_SECONDS) or failed:
-            run.problems.append(f"the load generator could not deliver: {failed[:3]}")
+        self.next_index = index
+        if producer.flush(SETTLE_SECONDS) or self.failed:
+            run.problems.append(f"the load generator could not deliver: {self.failed[:3]}")
+
+    def _report(self, run: Run) -> Any:
+        """A delivery callback factory: where each event landed goes into ``run.sent``."""
+
+        def report(event_id: str | None) -> Any:
+            def cb(err: Any, msg: Any) -> None:
+                if err is not None:
+                    self.failed.append(str(err))
+                    return
+                with self._sent_lock:
+                    run.sent.append(Sent(len(run.sent), msg.partition(), msg.offset(), event_id))
+
+            return cb
+
+        return report
 
     # -- workers ------------------------------------------------------------------------------
 
@@ -260,7 +283,7 @@ class Explorer:
         elif kind == "redis_slow":
             self.slow_until = time.monotonic() + op.arg
             self._background(self._slow_redis)
-        elif kind in ("promote", "canary", "rollback"):
+        elif kind in MODEL_OPS:
             return self._model_op(op, run)
         elif kind == "hostile":
             self.hostile_due = True
@@ -302,6 +325,7 @@ class Explorer:
 
         def call() -> None:
             ran = run_cli(self.p.settings, *args)
+            self.model_changed_at = time.monotonic()
             run.done.append(f"        {' '.join(args[:3])} -> exit {ran.returncode}")
             if ran.returncode not in (0, 2, 3) or generic_error(ran.stderr):
                 run.problems.append(f"`streamscore {' '.join(args)}`: {ran.stderr[-800:]}")
@@ -407,6 +431,7 @@ class Explorer:
                 thread.join(150)
         self._end_faults(run)
         self._settle(run)
+        self._probe_models(run)
         if not sampler.stop():
             run.problems.append("the commit sampler did not finish")
         self._check(run, sampler)
@@ -455,6 +480,37 @@ class Explorer:
                 f"an open transaction still holds back {self._held()} "
                 f"{SETTLE_SECONDS:.0f} s after the faults"
             )
+
+    def _probe_models(self, run: Run) -> None:
+        """Read the registry's rollout state, then send ``PROBE_EVENTS`` new events of the
+        world on the stream's producer and let the system settle again; ``_check`` holds the
+        versions that scored them against the state (``judge.misrouted``)."""
+        # Workers follow a registry change at once through the model-events topic, and poll
+        # the registry every `poll_seconds` for one they missed (frozen, or starting): the
+        # probe goes out once that declared bound has passed since the last `models` command.
+        bound = self.model_changed_at + self.p.settings.model.poll_seconds + 5.0
+        if self.model_changed_at and time.monotonic() < bound:
+            time.sleep(max(0.0, bound - time.monotonic()))  # the bound under test, not a sync
+        try:
+            self.rollout = MlflowRegistry(self.p.settings).rollout_state()
+        except RegistryUnavailable as exc:
+            run.problems.append(f"the registry could not be read after settling: {exc}")
+            return
+        key_field = load_domain(self.p.settings.domain_dir).key_field
+        events = world_events(self.p, PROBE_EVENTS, start=self.next_index)
+        codec = self.p.codec(self.p.settings.topics.event_record)
+        report = self._report(run)
+        for event, value in zip(events, codec.encode_many(events), strict=True):
+            key = str(event[key_field])
+            event_id = str(event["event_id"])
+            self.probe[event_id] = key
+            self.producer.produce(
+                self.p.settings.topics.events, value, key.encode(), on_delivery=report(event_id)
+            )
+        if self.producer.flush(60) or self.failed:
+            run.problems.append(f"the probe could not be delivered: {self.failed[:3]}")
+        run.done.append(f"  probe: {len(events)} events after settling, {self.rollout.describe()}")
+        self._settle(run)
 
     def _held(self) -> dict[str, int]:
         """Output partitions whose last stable offset is below their high watermark (an open
@@ -541,6 +597,14 @@ class Explorer:
             pairs = ((str(x["event_id"]), str(x["model_version"])) for x, _ in predictions)
             run.problems += [f"exactly-once: {f}" for f in duplicated(pairs)]
         self._check_commits(run, sampler, predictions)
+        if self.rollout is not None:
+            served: dict[str, list[str]] = defaultdict(list)
+            for x, _ in predictions:
+                if str(x["event_id"]) in self.probe:
+                    served[str(x["event_id"])].append(str(x["model_version"]))
+            versions = {"1", "2"} if any(op.kind in MODEL_OPS for op in run.ops) else None
+            found = misrouted(self.probe, served, self.rollout, versions)
+            run.problems += [f"models: {f}" for f in found]
         for w in self._running():
             # A worker started late may still be importing on a loaded machine: while its probe
             # port refuses connections and it has not logged "probes on", it gets a bounded

@@ -1,14 +1,18 @@
 """The explorer's judgements on fakes (no broker): the strict accounting, decided exits and the
-commit invariant against hand-made samples."""
+commit invariant against hand-made samples, duplicates under exactly-once, and the model
+versions that scored a probe against the registry's rollout state."""
 
 from __future__ import annotations
 
+from services.scoring.rollout import RolloutState, in_canary
 from tests.faults.explore.judge import (
     CommitSample,
     committed_early,
     duplicated,
     misaccounted,
+    misrouted,
     output_places,
+    routed_to_canary,
     undecided_exit,
 )
 from tests.faults.harness import Sent
@@ -121,3 +125,69 @@ def test_under_exactly_once_any_second_prediction_of_an_event_is_a_finding() -> 
     assert found == ["1 events predicted more than once (1 extra copies): e0 by versions 1,1"]
     # ... and two versions (scored again after a promotion) alike
     assert duplicated([("e0", "1"), ("e0", "2")]) != []
+
+
+def _served_as_routed(probe: dict[str, str], state: RolloutState) -> dict[str, list[str]]:
+    """Each probe event scored as the documented routing says (the checker's own function)."""
+
+    def version(key: str) -> str:
+        canary = state.challenger if state.mode == "canary" else None
+        if canary is not None and routed_to_canary(key, state.canary_percent):
+            return canary
+        return str(state.champion)
+
+    return {e: [version(k)] for e, k in probe.items()}
+
+
+PROBE = {f"e{i}": f"u-{i:06d}" for i in range(200)}
+
+
+def test_the_checkers_routing_is_the_one_the_workers_use() -> None:
+    keys = list(PROBE.values())
+    for percent in (0.0, 5.0, 30.0, 99.99, 100.0):
+        assert [routed_to_canary(k, percent) for k in keys] == in_canary(keys, percent)
+
+
+def test_every_probe_event_scored_as_the_registry_routes_it_is_no_finding() -> None:
+    for state in (RolloutState("2", "1", "canary", 30.0), RolloutState("1")):
+        assert misrouted(PROBE, _served_as_routed(PROBE, state), state, {"1", "2"}) == []
+
+
+def test_a_worker_that_missed_the_canary_is_a_finding() -> None:
+    state = RolloutState("1", "2", "canary", 30.0)
+    stale = {e: ["1"] for e in PROBE}  # the champion scored the canary's entities too
+    found = misrouted(PROBE, stale, state, {"1", "2"})
+    assert any("by the wrong version under champion v1, canary v2 at 30%" in f for f in found)
+    assert any("the canary served 0 of 200 probe entities" in f for f in found)
+
+
+def test_the_challenger_scoring_without_a_canary_is_a_finding() -> None:
+    state = RolloutState("2")  # promoted: v2 serves everyone
+    served = _served_as_routed(PROBE, state) | {"e7": ["2", "1"]}
+    found = misrouted(PROBE, served, state, {"1", "2"})
+    assert found == [
+        "1 predictions of 200 probe events by the wrong version under champion v2: "
+        "e.g. e7 (entity u-000007) by v1, expected v2"
+    ]
+
+
+def test_a_champion_outside_the_explorers_versions_or_an_unscored_probe_is_a_finding() -> None:
+    state = RolloutState("3")
+    served = _served_as_routed(PROBE, state)
+    assert misrouted(PROBE, served, state, {"1", "2"}) == [
+        "the registry's champion is v3, not one of the explorer's versions ['1', '2']"
+    ]
+    assert misrouted(PROBE, served, state) == []  # no versions given: any champion
+    del served["e0"]
+    assert misrouted(PROBE, served, state) == ["1 of 200 probe events not predicted: ['e0']"]
+    assert misrouted(PROBE, served, RolloutState(None)) == ["the registry names no champion"]
+
+
+def test_a_canary_share_far_from_its_percent_is_a_finding() -> None:
+    # Every probe entity is one the routing picks: each prediction is as routed, but 100% of
+    # the entities went to a 30% canary.
+    state = RolloutState("1", "2", "canary", 30.0)
+    picked = [f"u-{i:06d}" for i in range(2000) if routed_to_canary(f"u-{i:06d}", 30.0)][:50]
+    probe = {f"e{i}": k for i, k in enumerate(picked)}
+    found = misrouted(probe, _served_as_routed(probe, state), state, {"1", "2"})
+    assert found == ["the canary served 50 of 50 probe entities (100%), not within 15% of 30%"]
