@@ -58,8 +58,10 @@ class Peer:
         self.producer = Producer(
             {
                 "bootstrap.servers": cfg["bootstrap"],
-                # The open-loop source sends at once (its own latency is not the worker's).
-                "linger.ms": 0 if "rate" in cfg else 5,
+                # The open-loop source lingers 1 ms, as the worker's producer does: its events
+                # go out in batches, not one broker request each (which cost the generator
+                # more CPU than the implementation under test spent on them).
+                "linger.ms": 1 if "rate" in cfg else 5,
                 "acks": "all",
                 "enable.idempotence": True,
                 "compression.type": "lz4",
@@ -145,10 +147,11 @@ class Peer:
         )
         return self.out_header + buf.getvalue()
 
-    def report(self, events: int, first: float, cpu0: float) -> None:
+    def report(self, events: int, first: float, cpu0: float, **extra: Any) -> None:
         print(
             json.dumps(
-                {
+                extra
+                | {
                     "events": events,
                     "first_message_at": first,
                     "last_acked_at": self.last_acked_at,
@@ -291,32 +294,78 @@ def run_ceiling(p: Peer) -> None:
     p.consumer.close()
 
 
+# The generator's shortest sleep: above 1,000 events/s it wakes each millisecond and sends
+# what has fallen due since (a batch), instead of spinning; below, it sleeps until the next due.
+GENERATOR_TICK = 0.001
+
+
 def run_openloop(p: Peer) -> None:
-    """Produce pre-encoded events at ``rate`` per second for ``seconds``, each stamped with its
-    send time as event_time (so a reader's latency is read time minus event_time)."""
+    """Produce pre-encoded events at ``rate`` per second for ``seconds``. Event i is due at
+    start + i / rate and carries that due time as its event_time, so a reader's latency (read
+    time minus event_time) includes any delay of the generator itself: a stalled or late send
+    cannot hide a stall of the system (no coordinated omission). The generator sleeps until
+    the next event is due (at least 1 ms), sends through a producer that lingers 1 ms (batches,
+    not a broker request per event), and reports how far behind schedule it sent (p99, max)."""
     cfg = p.cfg
     bodies: list[tuple[bytes, bytes, int]] = [
         (bytes.fromhex(k), bytes.fromhex(v), t) for k, v, t in cfg["bodies"]
     ]
     rate, seconds, topic = float(cfg["rate"]), float(cfg["seconds"]), cfg["input_topic"]
-    start = time.time()
-    sent, cpu0 = 0, time.process_time()
-    while True:
-        now = time.time()
-        if now - start >= seconds:
-            break
-        due = int((now - start) * rate)
-        now_ms = int(now * 1000)
+    total = max(1, round(rate * seconds))
+    sends: list[tuple[float, int, int]] = []  # (time, first, end) per wake-up that sent
+    start, cpu0, sent = time.time(), time.process_time(), 0
+    while sent < total:
+        due = min(total, due_count(start, rate, time.time()))
+        first = sent
         while sent < due:
-            key, body, offset_pos = bodies[sent % len(bodies)]
+            key, body, at = bodies[sent % len(bodies)]
             # event_time sits at a known position of the pre-encoded body: patch it in place.
-            value = body[:offset_pos] + _zigzag_long(now_ms) + body[offset_pos + 6 :]
-            p.producer.produce(topic, value, key, on_delivery=p.delivered)
+            stamp = _zigzag_long(int((start + sent / rate) * 1000))
+            try:
+                p.producer.produce(
+                    topic, body[:at] + stamp + body[at + 6 :], key, on_delivery=p.delivered
+                )
+            except BufferError:  # the local queue is full: serve it (this shows as lag)
+                p.producer.poll(GENERATOR_TICK)
+                continue
             sent += 1
+        if sent > first:
+            sends.append((time.time(), first, sent))
         p.producer.poll(0)
-        time.sleep(0.0005)  # pacing of an open-loop source, not synchronisation
+        if sent < total:
+            # Pacing of an open-loop source (until the next event is due), not synchronisation.
+            time.sleep(max(start + sent / rate - time.time(), GENERATOR_TICK))
     p.producer.flush(60)
-    p.report(sent, start, cpu0)
+    lags = schedule_lags(start, rate, sends)
+    p.report(
+        sent,
+        start,
+        cpu0,
+        elapsed_seconds=sends[-1][0] - start + 1 / rate,
+        lag_p99_ms=round(float(np.percentile(lags, 99)) * 1000, 3),
+        lag_max_ms=round(float(lags.max()) * 1000, 3),
+    )
+
+
+def due_count(start: float, rate: float, now: float) -> int:
+    """How many events are due by ``now``: event i is due at start + i / rate.
+
+    >>> due_count(100.0, 500.0, 100.0), due_count(100.0, 500.0, 100.0039)
+    (1, 2)
+    """
+    return int((now - start) * rate) + 1 if now >= start else 0
+
+
+def schedule_lags(start: float, rate: float, sends: list[tuple[float, int, int]]) -> Any:
+    """Seconds each event was sent behind its due time, from (time, first, end) per wake-up:
+    events first..end-1 went out by that time.
+
+    >>> schedule_lags(10.0, 100.0, [(10.0, 0, 1), (10.025, 1, 3)]).round(3).tolist()
+    [0.0, 0.015, 0.005]
+    """
+    if not sends:
+        return np.zeros(1)
+    return np.concatenate([t - (start + np.arange(a, b) / rate) for t, a, b in sends])
 
 
 def _zigzag_long(n: int) -> bytes:

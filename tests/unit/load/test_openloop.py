@@ -1,0 +1,68 @@
+"""The open-loop generator's schedule and the capacity probe's verdict (pure parts)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from load.bench_peers import _zigzag_long, due_count, schedule_lags
+from load.capacity import GENERATOR_LAG_MS, verdict
+
+
+def simulate(rate: float, seconds: float, wakeups: list[float]) -> list[tuple[float, int, int]]:
+    """The generator's sends had it woken at ``wakeups`` (from start) and sent what was due."""
+    total, sent, sends = round(rate * seconds), 0, []
+    for t in wakeups:
+        due = min(total, due_count(0.0, rate, t))
+        if due > sent:
+            sends.append((t, sent, due))
+            sent = due
+    return sends
+
+
+def test_a_generator_on_a_1_ms_tick_is_on_schedule() -> None:
+    sends = simulate(20_000, 2.0, [i / 1000 for i in range(2001)])
+    lags = schedule_lags(0.0, 20_000, sends)
+    assert lags.size == 40_000
+    assert np.percentile(lags, 99) * 1000 <= 1.0
+    assert lags.min() >= 0.0
+
+
+def test_a_stalled_generator_shows_its_lag() -> None:
+    # Wakes every millisecond, but nothing for 50 ms in the middle: the events due in the
+    # stall go out late, and are stamped with their due times (so the reader sees it too).
+    ticks = [i / 1000 for i in range(2001) if not 1000 < i < 1050]
+    lags = schedule_lags(0.0, 1000, simulate(1000, 2.0, ticks))
+    assert lags.max() * 1000 == pytest.approx(49.0, abs=0.01)
+    assert np.percentile(lags, 99) * 1000 > GENERATOR_LAG_MS
+
+
+def test_due_count_starts_with_the_first_event_at_start() -> None:
+    assert due_count(5.0, 100.0, 4.999) == 0
+    assert due_count(5.0, 100.0, 5.0) == 1
+    assert due_count(5.0, 100.0, 5.0101) == 2
+
+
+def test_the_due_time_stamp_fits_the_six_bytes_it_replaces() -> None:
+    # The pre-encoded body's event_time is patched in place: a 6-byte zigzag varint.
+    now_ms = int(time.time() * 1000)
+    assert len(_zigzag_long(now_ms)) == 6
+    assert len(_zigzag_long(now_ms + 86_400_000 * 365)) == 6
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((1000, 100, 100, 1000.0, 20.0, 0.5), "pass"),
+        ((1000, 100, 100, 1000.0, 20.0, GENERATOR_LAG_MS + 0.1), "generator behind"),
+        ((1000, 100, 100, 1000.0, 80.0, GENERATOR_LAG_MS + 0.1), "generator behind"),
+        ((1000, 100, 99, 1000.0, 20.0, 0.5), "unanswered"),
+        ((1000, 100, 100, 900.0, 20.0, 0.5), "rate not kept"),
+        ((1000, 100, 100, 1000.0, None, 0.5), "no samples"),
+        ((1000, 100, 100, 1000.0, 50.1, 0.5), "over bound"),
+    ],
+)
+def test_verdict(args: tuple[float, int, int, float, float | None, float], expected: str) -> None:
+    assert verdict(*args) == expected
