@@ -55,19 +55,7 @@ class Peer:
                 "heartbeat.interval.ms": 1000,
             }
         )
-        self.producer = Producer(
-            {
-                "bootstrap.servers": cfg["bootstrap"],
-                # The open-loop source lingers 1 ms, as the worker's producer does: its events
-                # go out in batches, not one broker request each (which cost the generator
-                # more CPU than the implementation under test spent on them).
-                "linger.ms": 1 if "rate" in cfg else 5,
-                "acks": "all",
-                "enable.idempotence": True,
-                "compression.type": "lz4",
-                "socket.nagle.disable": True,
-            }
-        )
+        self.producer = Producer(producer_settings(cfg))
         self.acked = 0
         self.last_acked_at = 0.0
 
@@ -162,6 +150,27 @@ class Peer:
             ),
             flush=True,
         )
+
+
+def producer_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The peers' producer. Whatever runs live (the open-loop source, bare in --capacity)
+    lingers 1 ms, as the worker's producer does (STREAMSCORE_KAFKA__LINGER_MS): a longer linger
+    would be latency that the worker does not pay, and the open-loop source at linger 0 paid a
+    broker request per event (more CPU than the implementation under test spent on it).
+    Backlog runs linger 5 ms.
+
+    >>> producer_settings({"bootstrap": "b:9092", "live": True})["linger.ms"]
+    1
+    """
+    live = "rate" in cfg or bool(cfg.get("live"))
+    return {
+        "bootstrap.servers": cfg["bootstrap"],
+        "linger.ms": 1 if live else 5,
+        "acks": "all",
+        "enable.idempotence": True,
+        "compression.type": "lz4",
+        "socket.nagle.disable": True,
+    }
 
 
 def final_commit(consumer: Consumer) -> None:

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from load.bench_peers import _zigzag_long, due_count, schedule_lags
+from load.bench_peers import _zigzag_long, due_count, producer_settings, schedule_lags
 from load.capacity import GENERATOR_LAG_MS, verdict
 
 
@@ -66,3 +66,15 @@ def test_the_due_time_stamp_fits_the_six_bytes_it_replaces() -> None:
 )
 def test_verdict(args: tuple[float, int, int, float, float | None, float], expected: str) -> None:
     assert verdict(*args) == expected
+
+
+@pytest.mark.parametrize(
+    ("cfg", "linger"),
+    [
+        ({"live": True}, 1),  # bare in --capacity: as the worker's producer
+        ({"rate": 500.0}, 1),  # the open-loop source
+        ({"events": 1000}, 5),  # backlog runs
+    ],
+)
+def test_what_runs_live_lingers_as_the_worker_does(cfg: dict[str, object], linger: int) -> None:
+    assert producer_settings({"bootstrap": "b:9092"} | cfg)["linger.ms"] == linger
