@@ -13,8 +13,9 @@ A rate passes when the generator kept to its schedule (p99 of its own lag within
 every event sent was answered, the generator kept its rate, and the p99 of the window after
 warm-up is within the bound.
 
-The generator's and the reader's own CPU is reported with each probe: on a 2-core machine they
-share the cores with the implementation under test.
+The generator's CPU and the harness process's whole CPU (the reader, its librdkafka threads,
+the main thread) are reported with each probe: on a 2-core machine they share the cores with
+the implementation under test.
 """
 
 from __future__ import annotations
@@ -22,14 +23,12 @@ from __future__ import annotations
 import math
 import os
 import signal
-import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from load.bench import (
     Env,
@@ -41,7 +40,8 @@ from load.bench import (
     launch_worker,
 )
 from load.bench import _worker_settings as worker_settings
-from services.kafka.config import consumer_config, producer_config
+from load.capacity_reader import Reader
+from services.kafka.config import producer_config
 
 CAPACITY_IMPLS = ("bare", "streamscore")
 # The worker's variants that also run live: each is the worker with these settings changed.
@@ -66,16 +66,17 @@ class Probe:
     rate: int
     achieved_rate: int  # what the generator managed to send
     sent: int
-    answered: int
+    answered: int  # distinct events answered (a duplicate output does not count)
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
     generator_cpu_s: float
-    reader_cpu_s: float
+    harness_cpu_s: float  # this process: the reader, its librdkafka threads, the main thread
     passed: bool
     generator_lag_p99_ms: float  # how far behind its schedule the generator sent
     generator_lag_max_ms: float
     verdict: str  # "pass", or why not (see ``verdict``)
+    duplicates: int  # outputs of an event already answered
 
 
 def verdict(
@@ -107,69 +108,6 @@ def verdict(
     if p99_ms > bound_ms:
         return "over bound"
     return "pass"
-
-
-class Reader:
-    """Reads an output topic as it fills: (event time ms, read time s) per output. It assigns
-    itself the topic's partitions (no group: no heartbeats, no joins) and can pause its
-    fetching, so an implementation that is not under test costs the broker nothing."""
-
-    def __init__(self, env: Env, topic: str) -> None:
-        self.env, self.topic = env, topic
-        self.samples: list[tuple[int, float]] = []
-        self.cpu = 0.0
-        self._stop = threading.Event()
-        self._paused = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        if not self._ready.wait(60):
-            raise RuntimeError(f"the reader found no partitions of {topic} in 60 s")
-
-    def _run(self) -> None:
-        c = Consumer(
-            consumer_config(self.env.settings, f"bench-cap-{uuid.uuid4().hex[:6]}")
-            | {
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 5,
-                # An exactly-once worker's outputs count when their transaction commits.
-                "isolation.level": "read_committed",
-            }
-        )
-        parts: list[TopicPartition] = []
-        deadline = time.monotonic() + 60
-        while not parts and time.monotonic() < deadline:
-            meta = c.list_topics(self.topic, timeout=5).topics.get(self.topic)
-            if meta is not None and meta.error is None and meta.partitions:
-                parts = [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in meta.partitions]
-        c.assign(parts)
-        self._ready.set()
-        paused = False
-        try:
-            while not self._stop.is_set():
-                if self._paused.is_set() != paused:
-                    paused = self._paused.is_set()
-                    (c.pause if paused else c.resume)(c.assignment())
-                got = c.consume(1000, 0) or c.consume(1, 0.05)
-                batch = [m for m in got if m.error() is None]
-                if batch:
-                    now = time.time()
-                    for rec in self.env.out_codec.decode_many([m.value() for m in batch]):
-                        if isinstance(rec, dict):
-                            self.samples.append((rec["event_time"], now))
-                self.cpu = time.thread_time()
-        finally:
-            c.close()
-
-    def pause(self, on: bool) -> None:
-        (self._paused.set if on else self._paused.clear)()
-
-    def since(self, t0: float) -> int:
-        return sum(1 for et, _ in self.samples if et / 1000.0 >= t0)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
 
 
 # The suspects of the worker's latency tail, each turned off alone (a probe per suspect).
@@ -232,13 +170,13 @@ class Live:
         os.kill(self.proc.pid, signal.SIGCONT)
         self.stopped = False
         self.reader.pause(False)
-        before = len(self.reader.samples)
+        self.reader.start(0.0)  # any output counts
         key, body, _ = self.env.peer["bodies"][0]
         producer = Producer(producer_config(self.env.settings))
         producer.produce(self.inp, bytes.fromhex(body), bytes.fromhex(key))
         producer.flush(30)
         deadline = time.monotonic() + timeout
-        while len(self.reader.samples) <= before:
+        while not self.reader.samples:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.impl} exited {self.proc.returncode} after a pause")
             if time.monotonic() > deadline:
@@ -248,19 +186,22 @@ class Live:
     def probe(self, rate: float, seconds: float) -> Probe:
         self.env.counter += 1
         t0 = time.time()
-        cpu0 = self.reader.cpu
+        self.reader.start(t0)  # the events of this probe: due from now on
+        cpu0 = time.process_time()
         sender = _launch_peer(
             self.env, "openloop", {"input_topic": self.inp, "rate": rate, "seconds": seconds}
         )
         (sent,) = _finish([sender], timeout=seconds + 120)
         n = int(sent["events"])
         deadline = time.monotonic() + DRAIN_SECONDS
-        while self.reader.since(t0) < n and time.monotonic() < deadline:
+        while not self.reader.wait(lambda t: t.answered >= n, 1.0):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.impl} exited {self.proc.returncode} during a probe")
-            time.sleep(0.1)  # waiting for the reader thread, with a deadline
-        answered = self.reader.since(t0)
-        began = float(sent["first_message_at"])  # the generator's first send (after its start)
+            if time.monotonic() > deadline:
+                break
+        cpu = time.process_time() - cpu0
+        answered, duplicates = self.reader.tally.answered, self.reader.tally.duplicates
+        began = float(sent["first_message_at"])  # the generator's start: event 0 is due then
         lat = np.asarray(
             [
                 (read - et / 1000.0) * 1000.0
@@ -287,11 +228,12 @@ class Live:
             pct(95),
             p99,
             round(float(sent["busy_cpu_seconds"]), 2),
-            round(self.reader.cpu - cpu0, 2),
+            round(cpu, 2),
             why == "pass",
             round(lag99, 2),
             round(lagmax, 2),
             why,
+            duplicates,
         )
 
     def close(self) -> None:
@@ -404,7 +346,7 @@ def markdown(capacity: dict[str, Any]) -> str:
     lines += [
         "",
         "| implementation | rate | achieved | answered/sent | p50 ms | p95 ms | p99 ms | "
-        "generator CPU s | generator lag p99 / max ms | reader CPU s | verdict |",
+        "generator CPU s | generator lag p99 / max ms | harness CPU s | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in sorted(capacity["probes"], key=lambda p: (p["impl"], p["rate"])):
@@ -412,7 +354,7 @@ def markdown(capacity: dict[str, Any]) -> str:
             f"| {p['impl']} | {p['rate']:,} | {p['achieved_rate']:,} | "
             f"{p['answered']:,}/{p['sent']:,} | {p['p50_ms']} | {p['p95_ms']} | {p['p99_ms']} | "
             f"{p['generator_cpu_s']} | {p['generator_lag_p99_ms']} / {p['generator_lag_max_ms']} | "
-            f"{p['reader_cpu_s']} | {p['verdict']} |"
+            f"{p['harness_cpu_s']} | {p['verdict']} |"
         )
     return "\n".join(lines) + "\n"
 
