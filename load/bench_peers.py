@@ -51,7 +51,8 @@ class Peer:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": 10,
-                "session.timeout.ms": 6000,
+                # Longer for bare in --capacity: above its longest pause (SIGSTOP).
+                "session.timeout.ms": cfg.get("session_timeout_ms", 6000),
                 "heartbeat.interval.ms": 1000,
             }
         )
@@ -246,6 +247,7 @@ def run_bare(p: Peer) -> None:
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
     p.consumer.subscribe([p.cfg["input_topic"]])
     done, first, cpu0, next_commit = 0, 0.0, 0.0, 0.0
+    uncommitted = False
     while done < target and not stopping:
         if live:
             got = p.consumer.consume(1000, 0) or p.consumer.consume(1, 0.1)
@@ -253,6 +255,11 @@ def run_bare(p: Peer) -> None:
             got = p.consumer.consume(1000, 0.1)
         batch = [m for m in got if not m.error()]
         if not batch:
+            if uncommitted and live and time.monotonic() > next_commit:
+                # Idle: commit the last batch too (the worker does), so that the harness sees
+                # lag 0 before it stops this process between probes.
+                p.consumer.commit(asynchronous=True)
+                uncommitted, next_commit = False, time.monotonic() + 1
             continue
         if not first:
             first, cpu0 = time.time(), time.process_time()
@@ -271,9 +278,10 @@ def run_bare(p: Peer) -> None:
             )
         p.producer.poll(0)
         done += n
+        uncommitted = True
         if time.monotonic() > next_commit:
             p.consumer.commit(asynchronous=True)
-            next_commit = time.monotonic() + 1
+            uncommitted, next_commit = False, time.monotonic() + 1
     p.producer.flush(60)
     final_commit(p.consumer)
     p.report(done, first, cpu0)

@@ -31,15 +31,17 @@ import numpy as np
 from confluent_kafka import Producer
 
 from load.bench import (
+    PARTITIONS,
     Env,
     Say,
     _finish,
+    _lag_when_settled,
     _launch_peer,
-    _wait_scoring,
     add_topics,
     launch_worker,
 )
 from load.bench import _worker_settings as worker_settings
+from load.bench_peers import _zigzag_long
 from load.capacity_reader import Reader
 from services.kafka.config import producer_config
 
@@ -56,6 +58,15 @@ WARMUP_SECONDS = 3.0
 # generator than about the implementation: its 1 ms pacing tick plus a scheduling hiccup.
 GENERATOR_LAG_MS = 5.0
 DRAIN_SECONDS = 30.0
+SETTLE_SECONDS = 30.0  # for an implementation's commits to reach its input's end after a probe
+# The live implementations' consumer session timeout: above the longest pause (SIGSTOP) of one
+# of them, which lasts while the others are probed (each about ``seconds`` plus its drain, its
+# settling and its resume: one to two minutes with four implementations), so that a pause never
+# costs one its group membership. A stopped process sends no heartbeats: with the default 6 s
+# every pause expired the session, and the rejoin landed inside its next probe. It stays below
+# librdkafka's max.poll.interval.ms (300 s), which counts the pause too; a longer pause is
+# noted in the result.
+PAUSED_SESSION_MS = 240_000
 
 
 @dataclass
@@ -123,6 +134,11 @@ SUSPECTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+def marker_values(body: bytes, at: int, base_ms: int, partitions: int) -> dict[int, bytes]:
+    """Per partition, ``body`` with its event time (the 6 bytes at ``at``) set to base + p."""
+    return {p: body[:at] + _zigzag_long(base_ms + p) + body[at + 6 :] for p in range(partitions)}
+
+
 class Live:
     """One implementation running live on topics of its own until closed; ``changes`` are
     settings sections updated for the worker (a suspect turned off)."""
@@ -138,9 +154,11 @@ class Live:
             env.settings,
             {self.inp: "Interaction", self.out: "Prediction", f"{self.inp}.dlq": "DeadLetter"},
         )
-        group = f"bench-cap-{tag}"
+        self.group = group = f"bench-cap-{tag}"
         if impl in LIVE_VARIANTS:
             settings = worker_settings(env, self.inp, self.out, group)
+            kafka = settings.kafka.model_copy(update={"session_timeout_ms": PAUSED_SESSION_MS})
+            settings = settings.model_copy(update={"kafka": kafka})
             for section, values in (LIVE_VARIANTS[impl] | (changes or {})).items():
                 part = getattr(settings, section).model_copy(update=values)
                 settings = settings.model_copy(update={section: part})
@@ -149,39 +167,68 @@ class Live:
             self.proc = _launch_peer(
                 env,
                 "bare",
-                {"live": True, "input_topic": self.inp, "output_topic": self.out, "group": group},
+                {
+                    "live": True,
+                    "input_topic": self.inp,
+                    "output_topic": self.out,
+                    "group": group,
+                    "session_timeout_ms": PAUSED_SESSION_MS,
+                },
             )
         else:
             raise ValueError(f"no live mode for {impl!r}")
         self.reader = Reader(env, self.out)
-        self.stopped = False
-        _wait_scoring(env, self.proc, self.inp, self.reader.samples)
+        self.stopped, self.paused_at = False, 0.0
+        self._answer_markers(120, "at its start")
 
     def pause(self) -> None:
-        """Stop the implementation (SIGSTOP) and its reader's fetching while another one is
-        probed: on 2 cores an idle consumer's fetches and timers are load."""
+        """Once all it scored is committed (else the rest would be scored again, inside its
+        next probe), stop it (SIGSTOP) and its reader's fetching while another one is probed:
+        on 2 cores an idle consumer's fetches and timers are load."""
+        lag = _lag_when_settled(self.env, self.inp, self.group, SETTLE_SECONDS)
+        if lag:
+            self.env.notes.append(
+                f"{self.impl}: {lag} events uncommitted {SETTLE_SECONDS:g} s after a probe"
+            )
         self.reader.pause(True)
         os.kill(self.proc.pid, signal.SIGSTOP)
-        self.stopped = True
+        self.stopped, self.paused_at = True, time.monotonic()
 
     def resume(self, timeout: float = 120) -> None:
-        """Continue it and wait until it scores again (it may rejoin its group first: the
-        session expired while it was stopped)."""
+        """Continue it and wait until it has answered an event sent after the resume on every
+        partition: an output of leftover backlog does not count, and every partition is read."""
         os.kill(self.proc.pid, signal.SIGCONT)
         self.stopped = False
+        paused = time.monotonic() - self.paused_at
+        if paused * 1000 >= PAUSED_SESSION_MS:
+            self.env.notes.append(
+                f"{self.impl}: paused {paused:.0f} s, beyond its session timeout "
+                f"({PAUSED_SESSION_MS / 1000:g} s): it rejoined its group"
+            )
         self.reader.pause(False)
-        self.reader.start(0.0)  # any output counts
-        key, body, _ = self.env.peer["bodies"][0]
+        self._answer_markers(timeout, "after a pause")
+
+    def _answer_markers(self, timeout: float, when: str) -> None:
+        """One event on each input partition, stamped now (unique: no probe event or leftover
+        has these times), and wait until the reader has the answer to every one."""
+        t0 = time.time()
+        self.reader.start(t0)  # only events stamped from now on count
+        key, body, at = self.env.peer["bodies"][0]
+        values = marker_values(bytes.fromhex(body), at, int(t0 * 1000), PARTITIONS)
         producer = Producer(producer_config(self.env.settings))
-        producer.produce(self.inp, bytes.fromhex(body), bytes.fromhex(key))
+        for partition, value in values.items():
+            producer.produce(self.inp, value, bytes.fromhex(key), partition=partition)
         producer.flush(30)
+        want = {int(t0 * 1000) + p for p in values}
         deadline = time.monotonic() + timeout
-        while not self.reader.samples:
+        while not self.reader.wait(lambda t: want <= {et for et, _ in t.samples}, 1.0):
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.impl} exited {self.proc.returncode} after a pause")
+                err = self.proc.communicate()[1].decode(errors="replace")[-2000:]
+                raise RuntimeError(f"{self.impl} exited {self.proc.returncode} {when}: {err}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.impl} scored nothing {timeout:.0f} s after a pause")
-            time.sleep(0.1)  # waiting for the reader thread, with a deadline
+                raise RuntimeError(
+                    f"{self.impl} did not answer an event on every partition {timeout:.0f} s {when}"
+                )
 
     def probe(self, rate: float, seconds: float) -> Probe:
         self.env.counter += 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -117,7 +117,7 @@ class Reader:
         with self._changed:
             self.tally.start(t0)
 
-    def wait(self, until: Any, timeout: float) -> bool:
+    def wait(self, until: Callable[[Tally], bool], timeout: float) -> bool:
         """Until ``until(tally)`` holds, at most ``timeout`` seconds; whether it does."""
         with self._changed:
             return self._changed.wait_for(lambda: until(self.tally), timeout)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from load.bench_peers import _zigzag_long, due_count, producer_settings, schedule_lags
-from load.capacity import GENERATOR_LAG_MS, verdict
+from load.capacity import GENERATOR_LAG_MS, marker_values, verdict
 
 
 def simulate(rate: float, seconds: float, wakeups: list[float]) -> list[tuple[float, int, int]]:
@@ -78,3 +78,24 @@ def test_verdict(args: tuple[float, int, int, float, float | None, float], expec
 )
 def test_what_runs_live_lingers_as_the_worker_does(cfg: dict[str, object], linger: int) -> None:
     assert producer_settings({"bootstrap": "b:9092"} | cfg)["linger.ms"] == linger
+
+
+def _read_long(buf: bytes) -> int:
+    z = shift = 0
+    for byte in buf:
+        z |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            break
+    return (z >> 1) ^ -(z & 1)
+
+
+def test_resume_markers_differ_only_in_their_time_one_per_partition() -> None:
+    now_ms = int(time.time() * 1000)
+    body = b"\x00\x00\x00\x00\x07\x06abc" + _zigzag_long(now_ms - 600_000) + b"rest"
+    values = marker_values(body, 9, now_ms, 6)
+    assert sorted(values) == list(range(6))
+    for p, value in values.items():
+        assert len(value) == len(body)
+        assert value[:9] == body[:9] and value[15:] == body[15:]
+        assert _read_long(value[9:15]) == now_ms + p
