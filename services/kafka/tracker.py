@@ -166,6 +166,18 @@ class DeliveryTracker:
             if part is not None:
                 part.committed = None
 
+    def drop_errors(self, partitions: Iterable[TopicPartitionKey]) -> None:
+        """Forget the failed deliveries of ``partitions`` (an aborted transaction's, when the
+        batch is to be written again): they stop nothing."""
+        drop = set(partitions)
+        kept = [
+            (e, t)
+            for e, t in zip(self.errors, self.failed_topics, strict=False)
+            if e[0] not in drop
+        ]
+        self.errors[:] = [e for e, _ in kept]
+        self.failed_topics[:] = [t for _, t in kept]
+
     def forget(self, partitions: Iterable[TopicPartitionKey]) -> None:
         """Stop tracking revoked or lost partitions; their late delivery reports are ignored."""
         for tp in partitions:

@@ -32,7 +32,7 @@ from services.kafka.config import producer_config
 from services.kafka.topics import TopicSpec
 from services.kafka.tracker import Chunk, DeliveryTracker
 from services.scoring.results import BatchResult
-from streams.worker.callbacks import BestEffort, LetterDelivery, Unsent
+from streams.worker.callbacks import BestEffort, LetterDelivery, SizeCuts, Unsent
 from streams.worker.parts import DriftOutput, FeatureLogOutput, WorkerTopics
 
 # The worker's own logger: dead letters and delivery failures are the worker's log lines.
@@ -68,6 +68,7 @@ class Outputs:
         rescue_producer: Callable[[], Producer] | None = None,
         side_producer: Producer | None = None,
         feature_log: FeatureLogOutput | None = None,
+        transactional: bool = False,
     ) -> None:
         """``beat``: liveness, called while a full queue is waited on. ``rescue_producer``:
         builds the producer that writes dead letters again without their original (small
@@ -86,9 +87,10 @@ class Outputs:
         self._log_cb = BestEffort(feature_log.topic.name) if feature_log else None
         self.dead_letter_max_bytes = dead_letter_max_bytes
         self.beat = beat
-        self._now_ms = 0
+        self.now_ms = 0
         self._rescue: Producer | None = None
         self._make_rescue = rescue_producer or (lambda: producer)
+        self.cuts = SizeCuts() if transactional else None  # letters refused in a transaction
 
     @classmethod
     def for_worker(
@@ -122,6 +124,7 @@ class Outputs:
                 producer_config(settings, **{"linger.ms": settings.kafka.side_linger_ms})
             ),
             feature_log=topics.feature_log,
+            transactional=settings.worker.processing_guarantee == "exactly_once",
         )
 
     def _send_side(self, topic: str, value: bytes, key: bytes | None, callback: Any) -> None:
@@ -201,11 +204,10 @@ class Outputs:
             for value in self.feature_log.encode(result, now_ms):
                 self._send_side(self.feature_log.topic.name, value, None, self._log_cb)
         if result.dead_letters:
-            self._now_ms = now_ms
+            self.now_ms = now_ms
             cut = self.dead_letter_max_bytes
-            letters = encode_dead_letters(
-                self.codec_dlq, result.dead_letters, self.worker_id, now_ms, cut
-            )
+            encode = encode_dead_letters if self.cuts is None else self.cuts.encode
+            letters = encode(self.codec_dlq, result.dead_letters, self.worker_id, now_ms, cut)
             for d, value in zip(result.dead_letters, letters, strict=True):
                 src = d.source
                 send(
@@ -236,7 +238,7 @@ class Outputs:
         if self._rescue is None:
             self._rescue = self._make_rescue()
         record = dead_letter_record(
-            letter, self.worker_id, self._now_ms, self.dead_letter_max_bytes, minimal=True
+            letter, self.worker_id, self.now_ms, self.dead_letter_max_bytes, minimal=True
         )
         answer: list[KafkaError | None] = []
         try:

@@ -19,10 +19,7 @@ timeout.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from concurrent.futures import TimeoutError as Waited
 from typing import Any, Protocol
 
@@ -36,6 +33,8 @@ from services.kafka.config import producer_config
 from services.kafka.denied import not_authorized
 from services.kafka.tracker import DeliveryTracker
 from services.scoring.results import BatchResult
+from streams.worker.callbacks import SizeCuts
+from streams.worker.caller import Caller
 from streams.worker.deliveries import check_deliveries
 from streams.worker.flow import TP, Flow, PausingConsumer
 from streams.worker.membership import Membership
@@ -112,30 +111,6 @@ def transactions(
     )
 
 
-class _Caller:
-    """One daemon thread running calls in turn. Not a ``ThreadPoolExecutor``: the interpreter
-    joins those at exit, so a call that never returns would keep a stopped worker alive."""
-
-    def __init__(self) -> None:
-        self._todo: queue.SimpleQueue[tuple[Callable[[], None], Future[None]]] = queue.SimpleQueue()
-        threading.Thread(target=self._run, name="kafka-txn", daemon=True).start()
-
-    def _run(self) -> None:
-        while True:
-            call, future = self._todo.get()
-            try:
-                call()
-            except BaseException as exc:  # noqa: BLE001 (handed to the caller, who raises it)
-                future.set_exception(exc)
-            else:
-                future.set_result(None)
-
-    def submit(self, call: Callable[[float], None], timeout: float) -> Future[None]:
-        future: Future[None] = Future()
-        self._todo.put((lambda: call(timeout), future))
-        return future
-
-
 class TxnProducer(Protocol):
     """The part of confluent-kafka's ``Producer`` the transactions use (a fake in unit tests)."""
 
@@ -180,7 +155,7 @@ class Transactions:
         self.aborts_in_a_row = 0
         # The calls that wait on the broker run here, so that one librdkafka never returns
         # from is bounded (``HUNG_SECONDS``) and liveness beats meanwhile.
-        self._calls = _Caller()
+        self._calls = Caller()
 
     def publish(
         self,
@@ -193,7 +168,7 @@ class Transactions:
         """The batch's outputs in one transaction with its offsets; False when aborted."""
         self.begin()
         outputs.publish(inbound, result, signals, now_ms)
-        return self.commit(inbound, result)
+        return self.commit(inbound, result, outputs.cuts)
 
     def begin(self) -> None:
         """Open the batch's transaction (before its first output is produced)."""
@@ -202,9 +177,12 @@ class Transactions:
         except KafkaException as exc:
             raise self._fatal(exc.args[0]) from None
 
-    def commit(self, inbound: Sequence[Inbound], result: BatchResult) -> bool:
+    def commit(
+        self, inbound: Sequence[Inbound], result: BatchResult, cuts: SizeCuts | None = None
+    ) -> bool:
         """Send the batch's offsets into its transaction and commit it. Returns False when it
         was aborted (nothing of it is visible; its partitions are back at their commit).
+        ``cuts``: dead letters the topic refused for their size in it (``SizeCuts``).
 
         Raises:
             PublishError: the producer was fenced or failed fatally, or the same batch was
@@ -234,9 +212,11 @@ class Transactions:
             err: KafkaError = exc.args[0]
             if err.fatal():
                 raise self._fatal(err) from None
-            self._abort(err, {(m.topic, m.partition) for m in inbound})
+            self._abort(err, {(m.topic, m.partition) for m in inbound}, cuts)
             return False
         self.aborts_in_a_row = 0
+        if cuts is not None:
+            cuts.committed()
         metrics.COMMITS.labels(outcome="ok").inc()
         return True
 
@@ -277,10 +257,14 @@ class Transactions:
                         stage="transaction",
                     ) from None
 
-    def _abort(self, err: KafkaError, keys: set[TP]) -> None:
+    def _abort(self, err: KafkaError, keys: set[TP], cuts: SizeCuts | None = None) -> None:
         """Abort the batch, and put its partitions back to their commit: it is read again."""
         metrics.COMMITS.labels(outcome="aborted").inc()
         self.producer.poll(0)  # failed deliveries are recorded first (the worker stops on them)
+        if cuts is not None and cuts.pending:
+            # A dead letter too large for its topic doomed the transaction: read again, the
+            # batch writes it cut; its other outputs' reports (purged with it) are no failure.
+            self.tracker.drop_errors(keys)
         self.tracker.forget(keys)  # the abort's purge reports are no failure of ours
         try:
             self._retrying(self.producer.abort_transaction, "abort")

@@ -6,13 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
+from services.core import metrics
 from streams.runtime import scoring_worker
 from tests.faults.harness import (
     WorkerProcess,
     account,
+    garbage_items,
     good_items,
     outputs_count,
+    read_topic,
     send,
     wait_for,
 )
@@ -42,3 +46,36 @@ def test_sigkill_under_exactly_once_leaves_no_duplicate(stack: Stack, tmp_path: 
     tally = account(p, sent)
     assert (tally.lost, tally.predicted, tally.duplicated) == (0, 1200, 0)
     assert 0 < summary.consumed < 1200  # the first had committed some; the rest came here
+
+
+def test_a_dead_letter_too_large_for_its_topic_is_cut_inside_the_transaction(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The dead-letter topic's max.message.bytes is 20 KB and the originals 100 KB: the broker
+    refuses such a dead letter inside the batch's transaction, which then cannot commit. The
+    batch is aborted once and written again with those dead letters cut (reason kept, original
+    dropped and marked), in the transaction: every input accounted for once, none twice, and
+    no dead letter written outside a transaction."""
+    p = with_guarantee(next(make_pipeline(stack, tmp_path)), "exactly_once")
+    dlq = f"{p.settings.topics.events}.dlq"
+    entry = ConfigEntry("max.message.bytes", "20000", incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource("topic", dlq, incremental_configs=[entry])
+    admin = stack.admin()  # kept alive until the change is done
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(30)
+    cut_before = metrics.DEAD_LETTERS_CUT._value.get()
+    items = good_items(p, 300, start=0) + garbage_items(50, size=100_000)
+    sent = send(p, items)
+    summary = scoring_worker(p.settings).run(max_events=len(items), idle_timeout=30)
+    tally = account(p, sent)
+    assert summary.consumed == len(items)
+    assert (tally.lost, tally.predicted, tally.dead_lettered, tally.duplicated) == (0, 300, 50, 0)
+    assert metrics.DEAD_LETTERS_CUT._value.get() - cut_before >= 50  # again in an aborted try
+    letters = read_topic(p, "DeadLetter")
+    assert len(letters) == 50  # a letter written outside a transaction would show here too
+    codec = p.codec("DeadLetter")
+    for m in letters:
+        record = codec.decode_one(m.value())
+        assert isinstance(record, dict), record
+        assert record["original_value"] is None and record["reason"], record
+        assert "[original truncated: original dropped to fit" in record["detail"]

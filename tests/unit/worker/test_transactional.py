@@ -88,6 +88,7 @@ class FakeConsumer:
 class FakeOutputs:
     def __init__(self, producer: FakeProducer) -> None:
         self.producer = producer
+        self.cuts = None  # no dead letter refused for its size
 
     def publish(self, *_: Any) -> None:
         self.producer.calls.append("produce")
@@ -163,6 +164,7 @@ class RefusingOutputs:
 
     def __init__(self, producer: FakeProducer, tracker: DeliveryTracker) -> None:
         self.producer, self.tracker = producer, tracker
+        self.cuts = None
 
     def publish(self, inbound: list[Inbound], *_: Any) -> None:
         self.producer.calls.append("produce")
