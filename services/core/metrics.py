@@ -42,6 +42,13 @@ STAGE_DURATION = Histogram(
     namespace=NAMESPACE,
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+FEATURE_LOG_SKIPPED = Counter(
+    "feature_log_skipped_total",
+    "Feature-log records and rows a training read left out, by reason (undecodable, "
+    "other_spec, out_of_range, no_label, not_in_training_set).",
+    ["reason"],
+    namespace=NAMESPACE,
+)
 FEATURE_LOOKUPS = Counter(
     "feature_lookups_total",
     "Feature store lookups by outcome (batch_ok, missing_<group> per row, error).",

@@ -8,7 +8,8 @@ logged, because ``assemble`` rebuilds them from the event itself. Pure: no IO.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,22 +105,50 @@ class FeatureLogIndex:
     written under another spec is not these features); ``skipped_records`` counts the others.
     An event logged twice (scored again after a restart) keeps its first row: the score
     downstream consumers acted on.
+
+    ``wanted``: keep only these events' rows (the training set's), so memory follows the rows
+    used, not the log's size; ``skipped_rows`` counts the others by ``skip_reason(event_id)``
+    (``not_wanted`` without it).
+
+    >>> from services.features.spec import FeatureDef, GroupSpec
+    >>> spec = FeatureSpec("v1", (GroupSpec("user", "who", (FeatureDef("a", 0.5, 0, 1),)),))
+    >>> rows = Lookup(np.asarray([[0.25], [0.5]], dtype=np.float32), np.asarray([True, True]))
+    >>> records = feature_log_records(spec, "m", ["e1", "e2"], ["3", "3"], {"user": rows}, 7)
+    >>> index = FeatureLogIndex(spec, records, wanted={"e2"})
+    >>> len(index), "e2" in index, dict(index.skipped_rows)
+    (1, True, {'not_wanted': 1})
     """
 
-    def __init__(self, spec: FeatureSpec, records: Iterable[Mapping[str, Any]]) -> None:
+    def __init__(
+        self,
+        spec: FeatureSpec,
+        records: Iterable[Mapping[str, Any]],
+        wanted: Collection[str] | None = None,
+        skip_reason: Callable[[str], str] | None = None,
+    ) -> None:
         self.spec = spec
         self._groups: list[dict[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]]] = []
         self._where: dict[str, LoggedRow] = {}
         self.skipped_records = 0
+        self.skipped_rows: Counter[str] = Counter()
         for record in records:
             groups = self._read(record)
             if groups is None:
                 self.skipped_records += 1
                 continue
+            ids = [str(e) for e in record["event_ids"]]
+            if wanted is not None:
+                keep = np.asarray([i in wanted for i in ids], dtype=bool)
+                for i in (i for i, k in zip(ids, keep, strict=True) if not k):
+                    self.skipped_rows[skip_reason(i) if skip_reason else "not_wanted"] += 1
+                if not keep.any():
+                    continue
+                ids = [i for i, k in zip(ids, keep, strict=True) if k]
+                groups = {name: (v[keep], f[keep]) for name, (v, f) in groups.items()}
             at = len(self._groups)
             self._groups.append(groups)
-            for row, event_id in enumerate(record["event_ids"]):
-                self._where.setdefault(str(event_id), LoggedRow(at, row))
+            for row, event_id in enumerate(ids):
+                self._where.setdefault(event_id, LoggedRow(at, row))
 
     def _read(
         self, record: Mapping[str, Any]

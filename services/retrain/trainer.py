@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from services.codec.avro import AvroCodec
-from services.core.errors import TransientError
+from services.core.errors import NotFound, TransientError
 from services.core.settings import Settings
 from services.core.task import BINARY, Task
 from services.domain.config import domain_of
@@ -29,6 +29,7 @@ from services.scoring.operations import apply_change
 from services.scoring.registry import MlflowRegistry
 from services.scoring.rollout import plan_rollout
 from services.training.dataset import build_training_set
+from services.training.log_reader import feature_log_topic, read_training_rows
 from services.training.pipeline import TrainingRefused, train_and_register
 
 logger = logging.getLogger(__name__)
@@ -72,28 +73,36 @@ def labelled_window(
 
 
 def logged_rows(
-    settings: Settings, codecs: Codecs, spec: FeatureSpec, since_ms: int
+    settings: Settings,
+    codecs: Codecs,
+    spec: FeatureSpec,
+    events: list[dict[str, Any]],
+    labels: dict[str, Any],
 ) -> FeatureLogIndex | None:
-    """The feature log's rows written from ``since_ms`` on (a batch is logged when it is
-    scored, after its events happened); None when the log is off or has no codec.
+    """The feature log's rows of the labelled ``events``, read from the records logged in
+    their time range (``services.training.log_reader``); None when the log is off, has no
+    codec, or the domain declares no feature-log topic.
 
     Raises:
         BrokerUnavailable: the log's topic cannot be read to its end (try again later).
     """
-    if codecs.feature_log is None or not settings.features.log:
+    topic = feature_log_topic(settings)
+    if codecs.feature_log is None or not settings.features.log or topic is None:
         return None
-    codec = codecs.feature_log
+    labelled = {str(e["event_id"]) for e in events if str(e["event_id"]) in labels}
     timeout = settings.retrain.replay_timeout_seconds
-    messages = read_since(
-        settings, settings.topics.feature_log, since_ms, settings.retrain.max_events, timeout
-    )
-    decoded = (codec.decode_one(m.value()) for m in messages)
-    return FeatureLogIndex(spec, (d for d in decoded if isinstance(d, dict)))
+    try:
+        read = read_training_rows(
+            settings, spec, codecs.feature_log, topic, events, labelled, timeout
+        )
+    except NotFound:
+        return None
+    return read.index
 
 
 def refined_start(
     spec: FeatureSpec,
-    store: FeatureStore,
+    store: FeatureStore | None,
     champion: LoadedModel,
     events: list[dict[str, Any]],
     labels: dict[str, Any],
@@ -158,13 +167,22 @@ def answer(
     task = domain_of(settings).task
     since = int(request.get("window_start") or (time.time() * 1000 - r.window_seconds * 1000))
     events, labels = labelled_window(settings, codecs, since, r.max_events)
-    logged = logged_rows(settings, codecs, spec, since)
+    logged = logged_rows(settings, codecs, spec, events, labels)
+    now_store = store if r.features_now else None
+    if not r.features_now:
+        # Rows as served only: Redis as it is now may hold what happened after each event.
+        unlogged = sum(1 for e in events if logged is None or str(e["event_id"]) not in logged)
+        events = [e for e in events if logged is not None and str(e["event_id"]) in logged]
+        if unlogged:
+            logger.info(
+                "%d events of the window have no row in the feature log: left out", unlogged
+            )
     champion_version = registry.alias_version("champion")
     champion = registry.load(version=champion_version) if champion_version else None
     if champion is not None and request.get("requested_by") == ACTOR:
         # The detector's start is coarse (and a quality trigger's is a guess): with the
         # labelled window in hand, the champion's own errors say where the change is.
-        since = refined_start(spec, store, champion, events, labels, since, logged, task)
+        since = refined_start(spec, now_store, champion, events, labels, since, logged, task)
         events = [e for e in events if int(e["event_time"]) >= since]
     labelled = sum(1 for e in events if e["event_id"] in labels)
     outcome: dict[str, Any] = {
@@ -174,15 +192,17 @@ def answer(
         "labelled": labelled,
     }
     if labelled < r.min_labelled:
+        rows = "" if r.features_now else " with a row in the feature log"
         return outcome | {
             "status": "waiting",
-            "why": f"{labelled} labelled events since the window start, need {r.min_labelled}",
+            "why": f"{labelled} labelled events{rows} since the window start, need "
+            f"{r.min_labelled}",
         }
     try:
         result = train_and_register(
             registry,
             spec,
-            store,
+            now_store,
             events,
             labels,
             seed=int(time.time()) % 10_000,

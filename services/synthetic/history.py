@@ -8,10 +8,14 @@ hours, and its quality on a stream then depends on when the test runs. History f
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from services.features.spec import FeatureSpec
+from services.features.store import InMemoryFeatureStore, Lookup
 
 DAY_MS = 86_400_000
 
@@ -53,3 +57,20 @@ def training_history(
         n, start_index=start_index
     )
     return events
+
+
+class WorldFeatures:
+    """A synthetic world's entity features as a feature source: the rows ``features load``
+    puts in Redis, which the world never changes, so they are the rows as of any time."""
+
+    kind = "synthetic_world"
+
+    def __init__(self, world: Any, spec: FeatureSpec) -> None:
+        self._store = InMemoryFeatureStore(spec)
+        for g in spec.groups:
+            self._store.put_many(g.name, *world.features(g.name))
+
+    def as_of(
+        self, requests: dict[str, Sequence[str]], times: npt.NDArray[np.int64]
+    ) -> dict[str, Lookup]:
+        return self._store.get_many(requests)

@@ -76,9 +76,7 @@ def build_training_set(
     target: 0/1, the number, or the class's index.
     """
     if source is None:
-        if store is None:
-            raise ValueError("give a feature store or a feature source")
-        source = OnlineStoreNow(store)
+        source = OnlineStoreNow(store) if store is not None else _NoSource()
     labelled = [e for e in events if e["event_id"] in labels]
     parts: list[npt.NDArray[np.float64]] = []
     missing: Counter[str] = Counter()
@@ -98,6 +96,17 @@ def build_training_set(
     share = {g.name: (missing[g.name] / len(labelled) if labelled else 0.0) for g in spec.groups}
     ids = tuple(str(e["event_id"]) for e in labelled)
     return TrainingSet(X, y, names, ids, share, dict(sources))
+
+
+class _NoSource:
+    """No rows beyond the log's: every event must be logged (the caller left the others out)."""
+
+    kind = "none"
+
+    def as_of(
+        self, requests: dict[str, Sequence[str]], times: npt.NDArray[np.int64]
+    ) -> dict[str, Lookup]:
+        raise ValueError(f"{len(times)} events have no logged row and no feature source")
 
 
 def _entity_rows(

@@ -13,21 +13,17 @@ import click
 import numpy as np
 from rich.console import Console
 
-from services.codec.factory import codec_for
 from services.codec.table import RowProblem, convert, records_from_rows
 from services.core.errors import ConfigError
 from services.core.settings import Settings
 from services.domain.config import domain_of
 from services.features.assemble import assemble, lookup_requests
 from services.features.history import VALID_FROM, PointInTime, Snapshots
-from services.features.log import FeatureLogIndex
 from services.features.spec import FeatureSpec
-from services.kafka.replay import read_since
 from services.validation.rules import validate_many
 from streams.adapters import feature_spec, feature_store
 from streams.commands.common import app, emit, json_option
 from streams.files import read_rows
-from streams.topics import by_record
 
 MAX_REPORTED = 20  # row problems listed in a refusal; the count covers them all
 
@@ -269,24 +265,6 @@ def point_in_time(spec: FeatureSpec, paths: Sequence[Path]) -> PointInTime:
             for name, got in parts.items()
         },
     )
-
-
-def read_feature_log(
-    settings: Settings, spec: FeatureSpec, events: Sequence[dict[str, Any]]
-) -> FeatureLogIndex:
-    """The feature log's rows from the earliest event's time on (a batch is logged when it is
-    scored, after its events happened), to the topic's end.
-
-    Raises:
-        BrokerUnavailable: the topic cannot be read to its end (one line, exit 1).
-    """
-    topic = by_record(settings.topics, "FeatureLog")
-    codec = codec_for(settings, topic)
-    since = min(int(e["event_time"]) for e in events)
-    timeout = settings.retrain.replay_timeout_seconds
-    messages = read_since(settings, topic.name, since, settings.retrain.max_events, timeout)
-    decoded = (codec.decode_one(m.value()) for m in messages)
-    return FeatureLogIndex(spec, (d for d in decoded if isinstance(d, dict)))
 
 
 def _as_of(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:

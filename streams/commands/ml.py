@@ -16,7 +16,10 @@ from rich.console import Console
 from services.core.errors import ConfigError
 from services.core.settings import Settings
 from services.domain.config import domain_of
+from services.features.history import FeatureSource
+from services.features.store import FeatureStore
 from services.scoring.registry import MlflowRegistry
+from services.synthetic.history import WorldFeatures
 from services.training.dataset import ValidationReport
 from services.training.pipeline import TrainingRefused, train_and_register
 from services.training.train import metrics_line
@@ -26,9 +29,9 @@ from streams.commands.history import (
     features_matrix,
     point_in_time,
     read_feature_file,
-    read_feature_log,
     read_history,
 )
+from streams.commands.rows import NOW_WARNING, choose_rows
 from streams.files import format_of
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -163,15 +166,22 @@ def _events_arg(ctx: click.Context, param: click.Parameter, value: str) -> int |
     multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="With an events file: entity snapshot files with valid_from (one or more per group), "
-    "joined as of each event's time. Without them, entity features are Redis's as they are "
-    "now (counted and reported: not point-in-time).",
+    "joined as of each event's time, for the events the feature log lacks.",
 )
 @click.option(
     "--feature-log",
     "from_log",
     is_flag=True,
-    help="With an events file: join each event to the entity rows it was served with, read "
-    "from the feature-log topic (Kafka); events it lacks fall back (--features, else Redis).",
+    help="With an events file: the feature log must exist (it is read by default when the "
+    "domain declares its topic and no --features are given: each event gets the entity rows "
+    "it was served with).",
+)
+@click.option(
+    "--features-now",
+    is_flag=True,
+    help="Events the feature log lacks (or generated events) take their entity features from "
+    "Redis as it is now, not as they were served: leakage when features move with the "
+    "outcome. Prints a warning.",
 )
 @click.option("--flavor", type=click.Choice(["lightgbm", "sklearn"]), default="lightgbm")
 @click.option(
@@ -211,6 +221,7 @@ def train(
     labels_path: Path | None,
     feature_paths: tuple[Path, ...],
     from_log: bool,
+    features_now: bool,
     flavor: str,
     holdout: float,
     holdout_by: str,
@@ -226,17 +237,29 @@ def train(
     lgb_params = _read_params(params_path)
     if (feature_paths or from_log) and not isinstance(events_from, Path):
         raise click.UsageError("--features and --feature-log go with an events file")
-    source = point_in_time(spec, feature_paths) if feature_paths else None
+    source: FeatureSource | None = point_in_time(spec, feature_paths) if feature_paths else None
     logged = None
+    store: FeatureStore | None = None
+    log_report: dict[str, Any] = {}
     if isinstance(events_from, Path):
         if labels_path is None:
             raise click.UsageError("an events file needs --labels FILE")
         with a.err.status(f"reading {events_from} and {labels_path}..."):
             events, labels, problems = read_history(a.settings, events_from, labels_path)
         params: dict[str, Any] = {"events_file": str(events_from), "events": len(events)}
-        if from_log and events:
-            with a.err.status(f"reading the feature log {a.settings.topics.feature_log}..."):
-                logged = read_feature_log(a.settings, spec, events)
+        if events and not problems and (from_log or source is None):
+            # Snapshot files are point in time already: the log is read with them when asked.
+            rows = choose_rows(
+                a.settings,
+                spec,
+                events,
+                labels,
+                a.err,
+                require_log=from_log,
+                snapshots=source is not None,
+                features_now=features_now,
+            )
+            events, logged, store, log_report = rows.events, rows.logged, rows.store, rows.report
     else:
         if labels_path is not None:
             raise click.UsageError("--labels goes with an events file")
@@ -251,6 +274,11 @@ def train(
             events = world.events(n_events, start_index=HISTORY_START_INDEX)
             labels = {x[label.join_key]: x[label.target] for x in world.labels(events)}
         problems = []
+        if features_now:
+            store = feature_store(a.settings, spec)
+            a.err.print(NOW_WARNING.format(n=len(events)), style="yellow", highlight=False)
+        else:  # the world's own entity features: what `features load` puts in Redis
+            source = WorldFeatures(world, spec)
         params = {"world_entities": entities or "default", "events": n_events}
     try:
         if problems:
@@ -259,7 +287,7 @@ def train(
             result = train_and_register(
                 MlflowRegistry(a.settings),
                 spec,
-                None if source is not None else feature_store(a.settings, spec),
+                store,
                 events,
                 labels,
                 flavor=flavor,  # type: ignore[arg-type]  # click.Choice guarantees the literal
@@ -295,6 +323,8 @@ def train(
         c.print(f"validation: {result.report.rows:,} rows{positives}, no problems")
         rows = ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in result.sources.items())
         c.print(f"entity features: {rows}")
+        if log_report.get("left_out"):
+            c.print(f"left out: {log_report['left_out']:,} labelled events not in the feature log")
         c.print(f"holdout: {metrics_line(m)}")
         if "holdout_ece_uncalibrated" in m:
             c.print(
@@ -302,7 +332,7 @@ def train(
                 f"-> {m['holdout_ece']:.4f}"
             )
 
-    emit(a, result.to_dict(), render)
+    emit(a, result.to_dict() | ({"feature_log": log_report} if log_report else {}), render)
 
 
 def _read_params(path: Path | None) -> dict[str, Any] | None:

@@ -39,9 +39,10 @@ from services.scoring.rollout import (
 from services.training.dataset import build_training_set
 from services.training.external import register_external
 from services.training.train import metrics_line
-from streams.adapters import feature_spec, feature_store
+from streams.adapters import feature_spec
 from streams.commands.common import AppContext, app, emit, json_option, serves, table
 from streams.commands.history import read_holdout
+from streams.commands.rows import choose_rows
 from streams.topics import by_record
 
 
@@ -453,10 +454,20 @@ def models_ui(ctx: click.Context, host: str, port: int) -> None:
     help="The fallback ladder's last rung: the share of positives (binary, in [0, 1]) or the "
     "mean (regression) [default: the holdout's].",
 )
+@click.option(
+    "--features-now",
+    is_flag=True,
+    help="Holdout events the feature log lacks take their entity features from Redis as it "
+    "is now, not as they were served (a warning says how many); without it they are left out.",
+)
 @json_option
 @click.pass_context
 def models_register(
-    ctx: click.Context, path: Path, holdout_path: Path | None, base_rate: float | None
+    ctx: click.Context,
+    path: Path,
+    holdout_path: Path | None,
+    base_rate: float | None,
+    features_now: bool,
 ) -> None:
     """Register a model trained elsewhere: a LightGBM text model (.txt) or scikit-learn saved
     with skops (.skops). Its feature names and order must be the spec's; its sha256 is
@@ -468,17 +479,24 @@ def models_register(
     spec = feature_spec(s)
     task = domain_of(s).task
     holdout = None
+    log_report: dict[str, Any] = {}
     if holdout_path is not None:
         events, labels, problems = read_holdout(s, holdout_path)
         if problems:
             raise ConfigError(f"{holdout_path.name}: " + "; ".join(problems))
-        ts = build_training_set(spec, feature_store(s, spec), events, labels, task=task)
+        rows = choose_rows(s, spec, events, labels, a.err, features_now=features_now)
+        log_report = rows.report
+        ts = build_training_set(
+            spec, rows.store, rows.events, labels, logged=rows.logged, task=task
+        )
         holdout = (ts.X, ts.y)
     with a.err.status(f"checking {path.name} and recording it in MLflow..."):
         result = register_external(
             MlflowRegistry(s), spec, path, holdout=holdout, base_rate=base_rate, task=task
         )
     data = result.to_dict() | {"model": s.model.name}
+    if log_report:
+        data["feature_log"] = log_report
 
     def render(c: Console) -> None:
         c.print(

@@ -149,9 +149,21 @@ def test_train_from_files_and_register_only_a_model_of_the_task(
     ev_file, lab_file = tmp_path / "orders.csv", tmp_path / "deliveries.csv"
     pd.DataFrame(events).to_csv(ev_file, index=False)
     pd.DataFrame(labels)[["event_id", "delivery_minutes"]].to_csv(lab_file, index=False)
+    # These orders were never scored: the feature log has none of them, and Redis as it is
+    # now is not read unless asked for.
     ran = cli_in_process(p, "--json", "train", "--events", str(ev_file), "--labels", str(lab_file))
+    assert ran.returncode == 2, ran.stderr
+    log = p.settings.topics.feature_log
+    assert f"none of the 3,000 labelled events has a row in the feature log {log}" in ran.stderr
+    assert "--features-now" in ran.stderr
+    ran = cli_in_process(
+        p, "--json", "train", "--events", str(ev_file), "--labels", str(lab_file), "--features-now"
+    )
     assert ran.returncode == 0, ran.stderr
+    assert "warning: 3,000 events take their entity features from Redis as it is now" in ran.stderr
     out = json.loads(ran.stdout)
+    assert out["feature_rows"] == {"online_store_now": 3000}
+    assert out["feature_log"]["not_logged"] == 3000
     assert out["validation"]["rows"] == 3000
     assert out["metrics"]["holdout_mae"] < 1.3 * oracle_mae() + 0.5
     assert out["metrics"]["holdout_rmse"] >= out["metrics"]["holdout_mae"]
@@ -186,6 +198,10 @@ def test_train_from_files_and_register_only_a_model_of_the_task(
         ]
     ).to_csv(holdout, index=False)
     ran = cli_in_process(p, "--json", "models", "register", str(outside), "--holdout", str(holdout))
+    assert ran.returncode == 2 and "--features-now" in ran.stderr, ran.stderr
+    ran = cli_in_process(
+        p, "--json", "models", "register", str(outside), "--holdout", str(holdout), "--features-now"
+    )
     assert ran.returncode == 0, ran.stderr
     metrics = json.loads(ran.stdout)["metrics"]
     assert metrics["holdout_rows"] == 600 and metrics["holdout_mae"] < 3.0

@@ -46,7 +46,6 @@ def test_training_reads_back_the_rows_the_worker_served(pipeline: Pipeline, tmp_
     spec = feature_spec(s)
     store = feature_store(s, spec)
     served = assemble(spec, events, store.get_many(lookup_requests(spec, events))).values
-    since = min(int(e["event_time"]) for e in events) - 60_000
     summary = scoring_worker(s).run(max_events=len(events), idle_timeout=60)
     assert summary.predictions == len(events)
 
@@ -54,9 +53,9 @@ def test_training_reads_back_the_rows_the_worker_served(pipeline: Pipeline, tmp_
     keys, rows = pipeline.world.features("user")
     store.put_many("user", keys, rows + 1.0)
     codecs = Codecs(codec, codec, pipeline.codec("ModelEvent"), pipeline.codec("FeatureLog"))
-    index = logged_rows(s, codecs, spec, since)
-    assert index is not None and len(index) == len(events)
     labels = {str(e["event_id"]): True for e in events}
+    index = logged_rows(s, codecs, spec, events, labels)
+    assert index is not None and len(index) == len(events)
     ts = build_training_set(spec, store, events, labels, logged=index)
     assert ts.sources == {"feature_log": len(events)}
     assert np.array_equal(ts.X, served, equal_nan=True)
@@ -82,7 +81,9 @@ def test_training_reads_back_the_rows_the_worker_served(pipeline: Pipeline, tmp_
         catch_exceptions=False,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["feature_rows"] == {"feature_log": len(events)}
+    out = json.loads(result.stdout)
+    assert out["feature_rows"] == {"feature_log": len(events)}
+    assert out["feature_log"]["rows"] == len(events) and out["feature_log"]["not_logged"] == 0
 
 
 def test_an_http_answer_logs_its_rows_and_carries_the_decision(
@@ -105,7 +106,7 @@ def test_an_http_answer_logs_its_rows_and_carries_the_decision(
     spec = feature_spec(s)
     codec = p.codec(s.topics.event_record)
     codecs = Codecs(codec, codec, p.codec("ModelEvent"), p.codec("FeatureLog"))
-    index = logged_rows(s, codecs, spec, min(int(e["event_time"]) for e in events) - 60_000)
+    index = logged_rows(s, codecs, spec, events, {str(e["event_id"]): 1 for e in events})
     assert index is not None and len(index) == len(events)
     assert all(str(e["event_id"]) in index for e in events)
     made.close()

@@ -259,7 +259,9 @@ def test_train_from_files_and_refuse_a_bad_row(payments: Pipeline, tmp_path: Pat
     ev_file, lab_file = tmp_path / "tx.csv", tmp_path / "chargebacks.parquet"
     pd.DataFrame(events).to_csv(ev_file, index=False)
     pd.DataFrame(labels)[["event_id", "is_fraud"]].to_parquet(lab_file)
-    ran = cli_in_process(p, "--json", "train", "--events", str(ev_file), "--labels", str(lab_file))
+    ran = cli_in_process(
+        p, "--json", "train", "--events", str(ev_file), "--labels", str(lab_file), "--features-now"
+    )
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)["validation"]["rows"] == 3000
 

@@ -240,6 +240,12 @@ class RetrainSettings(_Group):
         "exceeds the champion's on the same rows by more than this is not shadowed. Unset: no "
         "calibration gate.",
     )
+    features_now: bool = Field(
+        False,
+        description="Window events without a row in the feature log take their entity "
+        "features from Redis as it is now (leakage when features move with the outcome). "
+        "Off: they are left out of training.",
+    )
     replay_timeout_seconds: float = Field(
         120.0, gt=0, description="Reading the window must reach the topics' ends within this."
     )

@@ -41,7 +41,8 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     settings = Settings(
         home=tmp_path,
         kafka={"bootstrap_servers": "127.0.0.1:9"},  # announcing fails fast; workers would poll
-        retrain={"min_labelled": 2000, "change_point_margin_seconds": 0},
+        # No feature log here: the window's rows are the in-memory store's, asked for.
+        retrain={"min_labelled": 2000, "change_point_margin_seconds": 0, "features_now": True},
     )
     world = World(SPEC, n_users=600, n_items=200, seed=11, drift=Drift("concept", ONSET, 0, 1.0))
     store = InMemoryFeatureStore(SPEC)
@@ -156,3 +157,21 @@ def test_the_gates_compare_the_tasks_loss() -> None:
     policy = PromotionPolicy(0, 10, 0.1, "mae")
     paired = {"count": 50, "champion_mae": 2.0, "challenger_mae": 1.6}
     assert policy.decide(0, 1, paired)[0] == "promote"
+
+
+def test_without_the_feature_log_the_window_is_not_trained_on_todays_features(
+    env: dict[str, Any],
+) -> None:
+    """No feature log (none here) and no STREAMSCORE_RETRAIN__FEATURES_NOW: the window's events
+    are not joined to the store as it is now; nothing is trained, and the reason says why."""
+    settings = env["settings"]
+    strict = settings.model_copy(
+        update={"retrain": settings.retrain.model_copy(update={"features_now": False})}
+    )
+    versions = len(env["registry"].versions())
+    out = _answer(env | {"settings": strict}, ONSET - 4000, 7500, ONSET - 4000)
+    assert out["status"] == "waiting", out
+    assert out["why"] == (
+        "0 labelled events with a row in the feature log since the window start, need 2000"
+    )
+    assert len(env["registry"].versions()) == versions
