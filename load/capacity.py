@@ -20,7 +20,6 @@ the implementation under test.
 
 from __future__ import annotations
 
-import math
 import os
 import signal
 import time
@@ -43,6 +42,8 @@ from load.bench import (
 from load.bench import _worker_settings as worker_settings
 from load.bench_peers import _zigzag_long
 from load.capacity_reader import Reader
+from load.capacity_search import Bracket
+from load.capacity_search import rows as search_rows
 from services.kafka.config import producer_config
 
 CAPACITY_IMPLS = ("bare", "streamscore")
@@ -299,64 +300,61 @@ def bisect_capacity(
     env: Env,
     impls: tuple[str, ...],
     low: float,
-    high: float,
+    highs: dict[str, float],
     steps: int,
     seconds: float,
     tick: Say,
 ) -> dict[str, Any]:
-    """Per implementation, the highest rate in [low, high] that passes, by geometric bisection
-    (``steps`` probes after the one at ``low``), the implementations' probes interleaved."""
+    """Per implementation, the highest rate between ``low`` and its own upper bound
+    (``highs``: its backlog rate) that passes, by geometric bisection (``Bracket``: at most
+    ``steps`` probes after the one at ``low``; one of them at half of ``low`` when ``low``
+    fails), the implementations' probes interleaved. Reports each one's bracket."""
     lives: dict[str, Live] = {}
     for impl in impls:  # only the implementation under test runs; the others are stopped
         lives[impl] = Live(env, impl)
         lives[impl].pause()
-    bounds = {impl: [low, high] for impl in impls}
-    best: dict[str, float] = dict.fromkeys(impls, 0.0)
+    brackets = {impl: Bracket(low, max(highs[impl], low * 2)) for impl in impls}
     probes: list[Probe] = []
     try:
         for step in range(steps + 1):
             for impl, live in lives.items():
-                lo, hi = bounds[impl]
-                rate = lo if step == 0 else math.sqrt(lo * hi)
-                if step > 0 and best[impl] == 0.0:
-                    continue  # failed even at the lowest rate
+                rate = brackets[impl].next_rate()
+                if rate is None:
+                    continue  # its search is over
                 tick(f"capacity: {impl} at {rate:,.0f} events/s ({step}/{steps})")
                 live.resume()
                 probe = live.probe(rate, seconds)
                 live.pause()
                 probes.append(probe)
-                if probe.passed:
-                    best[impl] = max(best[impl], rate)
-                    bounds[impl][0] = rate
-                else:
-                    bounds[impl][1] = rate
+                brackets[impl].record(rate, probe.passed)
     finally:
         for live in lives.values():
             live.close()
-    base = best.get("bare") or None
-    rows = {
-        impl: {
-            "capacity": round(rate),
-            "ratio_to_bare": round(rate / base, 3) if base and rate else None,
-        }
-        for impl, rate in best.items()
-    }
     return {
         "bound_ms": BOUND_MS,
         "seconds": seconds,
-        "rows": rows,
+        "rows": search_rows(brackets),
         "probes": [asdict(p) for p in probes],
+        "notes": list(env.notes),
     }
 
 
+CONTROL = "bare (control)"
+
+
 def tail_probes(env: Env, rate: float, seconds: float, tick: Say) -> list[dict[str, Any]]:
-    """The worker at one rate with each suspect of its tail turned off in turn, twice over in
-    alternation (A B C .. A B C ..), so a drift of the machine shows as spread, not as a cause."""
+    """The worker at one rate with each suspect of its tail turned off in turn, and bare at
+    the same rate as a control (what the machine and the harness give at that rate), twice over
+    in alternation (A B C .. A B C ..), so a drift of the machine shows as spread, not as a
+    cause."""
     rows: list[dict[str, Any]] = []
     for rnd in range(2):
-        for name, changes in SUSPECTS.items():
+        for name, impl, changes in [
+            (CONTROL, "bare", {}),
+            *((n, "streamscore", c) for n, c in SUSPECTS.items()),
+        ]:
             tick(f"tail probe ({rnd + 1}/2): {name} at {rate:,.0f} events/s")
-            live = Live(env, "streamscore", changes)
+            live = Live(env, impl, changes)
             try:
                 rows.append({"suspect": name, "round": rnd} | asdict(live.probe(rate, seconds)))
             finally:
@@ -366,17 +364,22 @@ def tail_probes(env: Env, rate: float, seconds: float, tick: Say) -> list[dict[s
 
 def tail_markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| worker variant | rate | p50 ms | p95 ms | p99 ms (two rounds) |",
-        "|---|---|---|---|---|",
+        "| variant | rate | p50 ms | p95 ms | p99 ms | verdict |",
+        "|---|---|---|---|---|---|",
     ]
-    for name in SUSPECTS:
+
+    def both(mine: list[dict[str, Any]], field: str) -> str:
+        return " / ".join(str(r[field]) for r in mine)
+
+    for name in (CONTROL, *SUSPECTS):
         mine = [r for r in rows if r["suspect"] == name]
-        if not mine:
-            continue
-        p99 = " / ".join(str(r["p99_ms"]) for r in mine)
-        lines.append(
-            f"| {name} | {mine[0]['rate']:,} | {mine[0]['p50_ms']} | {mine[0]['p95_ms']} | {p99} |"
-        )
+        if mine:
+            lines.append(
+                f"| {name} | {mine[0]['rate']:,} | {both(mine, 'p50_ms')} | "
+                f"{both(mine, 'p95_ms')} | {both(mine, 'p99_ms')} | {both(mine, 'verdict')} |"
+            )
+    lines.append("")
+    lines.append("Each cell: round 1 / round 2.")
     return "\n".join(lines) + "\n"
 
 
@@ -384,12 +387,22 @@ def markdown(capacity: dict[str, Any]) -> str:
     lines = [
         f"Capacity at p99 ≤ {capacity['bound_ms']:g} ms ({capacity['seconds']:g} s per rate):",
         "",
-        "| implementation | capacity (events/s) | ratio to bare |",
-        "|---|---|---|",
+        "| implementation | capacity (events/s) | last pass / first fail | upper bound | "
+        "ratio to bare | ratio range |",
+        "|---|---|---|---|---|---|",
     ]
+
+    def dash(x: Any) -> str:
+        return "-" if x is None else f"{x:,}" if isinstance(x, int) else str(x)
+
     for impl, row in capacity["rows"].items():
-        ratio = row["ratio_to_bare"]
-        lines.append(f"| {impl} | {row['capacity']:,} | {ratio if ratio is not None else '-'} |")
+        lo, hi = row["ratio_range"]
+        lines.append(
+            f"| {impl} | {row['label']} | {dash(row['capacity'])} / {dash(row['first_fail'])} | "
+            f"{row['upper_bound']:,} | {dash(row['ratio_to_bare'])} | {dash(lo)} to {dash(hi)} |"
+        )
+    for note in capacity.get("notes", []):
+        lines.append(f"\nNote: {note}.")
     lines += [
         "",
         "| implementation | rate | achieved | answered/sent | p50 ms | p95 ms | p99 ms | "

@@ -67,8 +67,8 @@ for _command in cli_measures.COMMANDS:  # memory, file, rebalance, scale: their 
 @click.option(
     "--tail-probes",
     is_flag=True,
-    help="Also the worker at its capacity (else half its backlog rate) with each suspect of "
-    "its tail turned off.",
+    help="Also the worker at its capacity (else 500/s, or --tail-rate) with each suspect of "
+    "its tail turned off, and bare at the same rate as a control, in two rounds.",
 )
 @click.option(
     "--tail-rate",
@@ -157,26 +157,23 @@ def bench(
                 rates = [500.0] + [top * f for f in (0.25, 0.5, 0.75)]
                 result["latency"] = b.latency(env, rates, latency_seconds, 3.0, tick)
             if capacity:
-                # Bounds: 500/s, and the fastest backlog rate of this run (an open-loop rate
-                # above what a backlog drains at cannot keep p99 bounded).
-                high = max(
-                    (row["events_per_second"] for row in result["rows"].values()), default=0.0
-                )
                 live = ("bare", *(i for i in chosen if i in cap.LIVE_VARIANTS))
+                live = live if len(live) > 1 else cap.CAPACITY_IMPLS
                 result["capacity"] = cap.bisect_capacity(
                     env,
-                    live if len(live) > 1 else cap.CAPACITY_IMPLS,
-                    500.0,
-                    max(high, 2000.0),
+                    live,
+                    TAIL_RATE,
+                    upper_bounds(result["rows"], live),
                     capacity_steps,
                     capacity_seconds,
                     tick,
                 )
             if tail_probes and top:
-                # At the worker's capacity when measured (where its tail decides), else at half
-                # its backlog rate.
+                # At --tail-rate, else the worker's capacity when it has one (where its tail
+                # decides), else 500/s: a rate the worker was meant to answer within the bound
+                # (half its backlog rate saturated it, and a saturated worker shows no cause).
                 found = result.get("capacity", {}).get("rows", {}).get("streamscore", {})
-                at = tail_rate or found.get("capacity") or top * 0.5
+                at = tail_rate or found.get("capacity") or TAIL_RATE
                 result["tail"] = cap.tail_probes(env, at, capacity_seconds, tick)
             if soak_seconds > 0 and top:
                 result["soak"] = b.soak(env, top * 0.5, soak_seconds, tick)
@@ -197,6 +194,24 @@ def bench(
     emit(a, result, lambda c: render(c, result))
     if not all(row["all_accounted"] for row in result["rows"].values()):
         ctx.exit(1)
+
+
+TAIL_RATE = 500.0  # the lowest rate of the capacity search, and the tail probes' fallback
+
+
+def upper_bounds(rows: dict[str, Any], impls: tuple[str, ...]) -> dict[str, float]:
+    """Each implementation's own backlog rate in this run, the top of its capacity search (an
+    open-loop rate above what a backlog drains at cannot keep latency bounded); one not run in
+    backlog mode gets the fastest scoring implementation's (the ceiling does no scoring).
+
+    >>> rows = {"bare": {"events_per_second": 9e3}, "ceiling": {"events_per_second": 2e5},
+    ...         "streamscore": {"events_per_second": 1e4}}
+    >>> upper_bounds(rows, ("bare", "streamscore", "streamscore_eos"))
+    {'bare': 9000.0, 'streamscore': 10000.0, 'streamscore_eos': 10000.0}
+    """
+    rates = {impl: float(row["events_per_second"]) for impl, row in rows.items()}
+    fallback = max((r for i, r in rates.items() if i != "ceiling"), default=2000.0)
+    return {impl: rates.get(impl, fallback) for impl in impls}
 
 
 LABELS = {
