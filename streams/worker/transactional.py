@@ -40,6 +40,7 @@ from streams.worker.flow import TP, Flow, PausingConsumer
 from streams.worker.membership import Membership
 from streams.worker.outputs import Outputs
 from streams.worker.summary import default_worker_id
+from streams.worker.txn_id import warn_if_unstable
 
 logger = logging.getLogger("streams.worker")
 TXN_TIMEOUT_SECONDS = 30.0  # one call (init, send offsets, commit, abort) waits at most this
@@ -86,6 +87,8 @@ def worker_producer(settings: Settings, worker_id: str) -> Producer:
             raise refused from None
         raise BrokerUnavailable(f"cannot start transactions as {tid}: {exc.args[0]}") from exc
     logger.info("exactly-once: transactional id %s", tid)
+    w = settings.worker
+    warn_if_unstable(tid, worker_id_set=bool(w.worker_id), tid_set=bool(w.transactional_id))
     return producer
 
 
