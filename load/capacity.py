@@ -37,6 +37,7 @@ from load.bench import (
     _lag_when_settled,
     _launch_peer,
     add_topics,
+    cpu_seconds,
     launch_worker,
 )
 from load.bench import _worker_settings as worker_settings
@@ -89,6 +90,8 @@ class Probe:
     generator_lag_max_ms: float
     verdict: str  # "pass", or why not (see ``verdict``)
     duplicates: int  # outputs of an event already answered
+    infra_cpu_s: dict[str, float]  # the broker's and Redis's CPU seconds over the probe
+    load_average: list[float]  # os.getloadavg() at the probe's end (1, 5, 15 min)
 
 
 def verdict(
@@ -133,6 +136,11 @@ SUSPECTS: dict[str, dict[str, dict[str, Any]]] = {
     "feature log off": {"features": {"log": False}},
     "best-effort outputs not lingered (1 ms)": {"kafka": {"side_linger_ms": 1}},
 }
+
+
+def load_average() -> list[float]:
+    """os.getloadavg(), rounded: how busy the machine was (2 cores: above 2 is a queue)."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def marker_values(body: bytes, at: int, base_ms: int, partitions: int) -> dict[int, bytes]:
@@ -236,6 +244,7 @@ class Live:
         t0 = time.time()
         self.reader.start(t0)  # the events of this probe: due from now on
         cpu0 = time.process_time()
+        infra0 = {name: cpu_seconds(pid) for name, pid in self.env.infra_pids.items()}
         sender = _launch_peer(
             self.env, "openloop", {"input_topic": self.inp, "rate": rate, "seconds": seconds}
         )
@@ -248,6 +257,10 @@ class Live:
             if time.monotonic() > deadline:
                 break
         cpu = time.process_time() - cpu0
+        infra = {
+            name: round(cpu_seconds(pid) - infra0[name], 2)
+            for name, pid in self.env.infra_pids.items()
+        }
         answered, duplicates = self.reader.tally.answered, self.reader.tally.duplicates
         began = float(sent["first_message_at"])  # the generator's start: event 0 is due then
         lat = np.asarray(
@@ -282,6 +295,8 @@ class Live:
             round(lagmax, 2),
             why,
             duplicates,
+            infra,
+            load_average(),
         )
 
     def close(self) -> None:
@@ -364,8 +379,8 @@ def tail_probes(env: Env, rate: float, seconds: float, tick: Say) -> list[dict[s
 
 def tail_markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| variant | rate | p50 ms | p95 ms | p99 ms | verdict |",
-        "|---|---|---|---|---|---|",
+        "| variant | rate | p50 ms | p95 ms | p99 ms | load average 1 min | verdict |",
+        "|---|---|---|---|---|---|---|",
     ]
 
     def both(mine: list[dict[str, Any]], field: str) -> str:
@@ -376,7 +391,8 @@ def tail_markdown(rows: list[dict[str, Any]]) -> str:
         if mine:
             lines.append(
                 f"| {name} | {mine[0]['rate']:,} | {both(mine, 'p50_ms')} | "
-                f"{both(mine, 'p95_ms')} | {both(mine, 'p99_ms')} | {both(mine, 'verdict')} |"
+                f"{both(mine, 'p95_ms')} | {both(mine, 'p99_ms')} | "
+                f"{' / '.join(str(r['load_average'][0]) for r in mine)} | {both(mine, 'verdict')} |"
             )
     lines.append("")
     lines.append("Each cell: round 1 / round 2.")
@@ -406,15 +422,17 @@ def markdown(capacity: dict[str, Any]) -> str:
     lines += [
         "",
         "| implementation | rate | achieved | answered/sent | p50 ms | p95 ms | p99 ms | "
-        "generator CPU s | generator lag p99 / max ms | harness CPU s | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "generator CPU s | generator lag p99 / max ms | harness CPU s | broker + Redis CPU s | "
+        "load average 1 min | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in sorted(capacity["probes"], key=lambda p: (p["impl"], p["rate"])):
         lines.append(
             f"| {p['impl']} | {p['rate']:,} | {p['achieved_rate']:,} | "
             f"{p['answered']:,}/{p['sent']:,} | {p['p50_ms']} | {p['p95_ms']} | {p['p99_ms']} | "
             f"{p['generator_cpu_s']} | {p['generator_lag_p99_ms']} / {p['generator_lag_max_ms']} | "
-            f"{p['harness_cpu_s']} | {p['verdict']} |"
+            f"{p['harness_cpu_s']} | {round(sum(p['infra_cpu_s'].values()), 2)} | "
+            f"{p['load_average'][0]} | {p['verdict']} |"
         )
     return "\n".join(lines) + "\n"
 

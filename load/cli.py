@@ -135,6 +135,8 @@ def bench(
         )
     started = time.time()
     result: dict[str, Any] = {"machine": b.machine(), "broker": broker, "events": events}
+    # How busy the machine was (2 cores: above 2 is a queue); per probe in the capacity rows.
+    result["load_average"] = {"start": cap.load_average()}
     with b.private_stack(broker, a.err.print) as (base, pids):
         env = b.prepare(base, pids, events, naive_events, a.err.print)
         with Progress(console=a.err, transient=True) as progress:
@@ -184,6 +186,7 @@ def bench(
             result["rows"]["streamscore_cluster"] = b.cluster_row(cenv, rounds, a.err.print)
         result["cost"] = b.cost(result["rows"], price_per_core_hour)
     result["seconds"] = round(time.time() - started)
+    result["load_average"]["end"] = cap.load_average()
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "bench.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
@@ -263,6 +266,17 @@ HEAD = [
 ]
 
 
+def load_line(result: dict[str, Any]) -> str:
+    """The load average at the start and the end of the run (1, 5, 15 min).
+
+    >>> load_line({"load_average": {"start": [0.5, 0.4, 0.3], "end": [4.1, 3.2, 1.5]}})
+    'load average (1, 5, 15 min): 0.5, 0.4, 0.3 at the start, 4.1, 3.2, 1.5 at the end'
+    """
+    la = result.get("load_average", {})
+    parts = [f"{', '.join(str(x) for x in la[k])} at the {k}" for k in ("start", "end") if k in la]
+    return "load average (1, 5, 15 min): " + ", ".join(parts)
+
+
 def render(console: Console, result: dict[str, Any]) -> None:
     t = Table(title=f"throughput: medians of {result['runs'][-1]['round'] + 1} rounds")
     for h in HEAD:
@@ -271,6 +285,7 @@ def render(console: Console, result: dict[str, Any]) -> None:
         t.add_row(*r)
     console.print(t)
     console.print(f"ratios (pair by pair within a round, median): {result['ratios']}")
+    console.print(load_line(result))
     for row in result.get("latency", []):
         console.print(
             f"latency at {row['rate']:,}/s: p50 {row['p50_ms']} ms, p95 {row['p95_ms']} ms, "
@@ -289,6 +304,7 @@ def render(console: Console, result: dict[str, Any]) -> None:
 def markdown(result: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
     lines += ["| " + " | ".join(r) + " |" for r in table_rows(result)]
+    lines += ["", load_line(result)]
     if result.get("latency"):
         lines += [
             "",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import asdict
 
 import pytest
 
-from load.capacity import markdown
+from load.capacity import Probe, markdown
 from load.capacity_search import Bracket, rows
-from load.cli import upper_bounds
+from load.cli import load_line, upper_bounds
 
 
 def search(b: Bracket, passes: Callable[[float], bool], steps: int) -> list[float]:
@@ -81,3 +82,16 @@ def test_each_implementation_is_bounded_by_its_own_backlog_rate() -> None:
         "streamscore_nolog": 11_000.0,
         "streamscore_eos": 11_000.0,  # not run in backlog mode: the fastest scoring one's
     }
+
+
+def test_each_probe_row_shows_the_machine_s_load_and_the_broker_s_cpu() -> None:
+    probe = Probe(
+        "bare", 500, 500, 10_000, 10_000, 4.0, 8.0, 12.5, 0.9, 1.1, True, 0.3, 1.2, "pass", 0,
+        {"broker": 1.5, "redis": 0.25}, [3.12, 2.5, 1.0],
+    )  # fmt: skip
+    table = markdown(
+        {"bound_ms": 50.0, "seconds": 20.0, "rows": rows({}), "probes": [asdict(probe)]}
+    )
+    assert "| 0.9 | 0.3 / 1.2 | 1.1 | 1.75 | 3.12 | pass |" in table
+    line = load_line({"load_average": {"start": [1.0, 2.0, 3.0], "end": [4.0, 5.0, 6.0]}})
+    assert line.endswith("1.0, 2.0, 3.0 at the start, 4.0, 5.0, 6.0 at the end")
