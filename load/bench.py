@@ -324,10 +324,14 @@ def _worker_settings(env: Env, input_topic: str, output_topic: str, group: str) 
     )
 
 
-def launch_worker(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
+def launch_worker(
+    settings: Settings, *args: str, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """The worker in a process of its own; its output to ``log`` when given (a live worker
+    runs for many minutes, and pipes nobody reads would block it once full)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")}
     env |= to_env(settings)
-    return subprocess.Popen(  # noqa: S603 (our own CLI)
+    return _spawn(
         [
             sys.executable,
             "-m",
@@ -339,20 +343,29 @@ def launch_worker(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
             "scoring",
             *args,
         ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        env,
+        log,
     )
 
 
-def _launch_peer(env: Env, impl: str, config: dict[str, Any]) -> subprocess.Popen[bytes]:
+def _spawn(cmd: list[str], env: dict[str, str] | None, log: Path | None) -> subprocess.Popen[bytes]:
+    """Our own process; stdout and stderr to pipes, or both to ``log`` (appended)."""
+    if log is None:
+        return subprocess.Popen(  # noqa: S603 (our own CLI and modules)
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    with log.open("ab") as out:  # the child has its own copy of the descriptor
+        return subprocess.Popen(  # noqa: S603 (our own CLI and modules)
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def _launch_peer(
+    env: Env, impl: str, config: dict[str, Any], log: Path | None = None
+) -> subprocess.Popen[bytes]:
     path = env.workdir / f"{impl}-{env.counter}.json"
     path.write_text(json.dumps(env.peer | config), encoding="utf-8")
-    return subprocess.Popen(  # noqa: S603 (our own module)
-        [sys.executable, "-m", "load.bench_peers", impl, str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    return _spawn([sys.executable, "-m", "load.bench_peers", impl, str(path)], None, log)
 
 
 def _finish(procs: list[subprocess.Popen[bytes]], timeout: float) -> list[dict[str, Any]]:

@@ -92,6 +92,15 @@ class Probe:
     duplicates: int  # outputs of an event already answered
     infra_cpu_s: dict[str, float]  # the broker's and Redis's CPU seconds over the probe
     load_average: list[float]  # os.getloadavg() at the probe's end (1, 5, 15 min)
+    error: str | None = None  # the probe raised: no figures, verdict "error"
+
+
+def failed_probe(impl: str, rate: float, exc: BaseException) -> Probe:
+    """The row of a probe that raised: a failed probe, with the error, in the result."""
+    return Probe(
+        impl, round(rate), 0, 0, 0, None, None, None, 0.0, 0.0, False, 0.0, 0.0, "error", 0,
+        {}, load_average(), f"{type(exc).__name__}: {exc}"[:2000],
+    )  # fmt: skip
 
 
 def verdict(
@@ -164,6 +173,8 @@ class Live:
             {self.inp: "Interaction", self.out: "Prediction", f"{self.inp}.dlq": "DeadLetter"},
         )
         self.group = group = f"bench-cap-{tag}"
+        # Its output goes to a file: pipes nobody reads during a run would block it once full.
+        self.log = env.workdir / f"live-{tag}.log"
         if impl in LIVE_VARIANTS:
             settings = worker_settings(env, self.inp, self.out, group)
             kafka = settings.kafka.model_copy(update={"session_timeout_ms": PAUSED_SESSION_MS})
@@ -171,7 +182,7 @@ class Live:
             for section, values in (LIVE_VARIANTS[impl] | (changes or {})).items():
                 part = getattr(settings, section).model_copy(update=values)
                 settings = settings.model_copy(update={section: part})
-            self.proc = launch_worker(settings)
+            self.proc = launch_worker(settings, log=self.log)
         elif impl == "bare":
             self.proc = _launch_peer(
                 env,
@@ -183,12 +194,22 @@ class Live:
                     "group": group,
                     "session_timeout_ms": PAUSED_SESSION_MS,
                 },
+                log=self.log,
             )
         else:
             raise ValueError(f"no live mode for {impl!r}")
-        self.reader = Reader(env, self.out)
         self.stopped, self.paused_at = False, 0.0
-        self._answer_markers(120, "at its start")
+        try:
+            self.reader = Reader(env, self.out)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait(30)
+            raise
+        try:
+            self._answer_markers(120, "at its start")
+        except BaseException:
+            self.close()
+            raise
 
     def pause(self) -> None:
         """Once all it scored is committed (else the rest would be scored again, inside its
@@ -232,8 +253,9 @@ class Live:
         deadline = time.monotonic() + timeout
         while not self.reader.wait(lambda t: want <= {et for et, _ in t.samples}, 1.0):
             if self.proc.poll() is not None:
-                err = self.proc.communicate()[1].decode(errors="replace")[-2000:]
-                raise RuntimeError(f"{self.impl} exited {self.proc.returncode} {when}: {err}")
+                raise RuntimeError(
+                    f"{self.impl} exited {self.proc.returncode} {when}: {self.tail()}"
+                )
             if time.monotonic() > deadline:
                 raise RuntimeError(
                     f"{self.impl} did not answer an event on every partition {timeout:.0f} s {when}"
@@ -248,12 +270,19 @@ class Live:
         sender = _launch_peer(
             self.env, "openloop", {"input_topic": self.inp, "rate": rate, "seconds": seconds}
         )
-        (sent,) = _finish([sender], timeout=seconds + 120)
+        try:
+            (sent,) = _finish([sender], timeout=seconds + 120)
+        finally:
+            if sender.poll() is None:  # it timed out: no generator outlives its probe
+                sender.kill()
+                sender.wait(30)
         n = int(sent["events"])
         deadline = time.monotonic() + DRAIN_SECONDS
         while not self.reader.wait(lambda t: t.answered >= n, 1.0):
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.impl} exited {self.proc.returncode} during a probe")
+                raise RuntimeError(
+                    f"{self.impl} exited {self.proc.returncode} during a probe: {self.tail()}"
+                )
             if time.monotonic() > deadline:
                 break
         cpu = time.process_time() - cpu0
@@ -299,6 +328,13 @@ class Live:
             load_average(),
         )
 
+    def tail(self) -> str:
+        """The end of its output (stdout and stderr)."""
+        try:
+            return self.log.read_bytes()[-2000:].decode(errors="replace")
+        except OSError:
+            return ""
+
     def close(self) -> None:
         self.reader.close()
         if self.stopped:
@@ -319,61 +355,102 @@ def bisect_capacity(
     steps: int,
     seconds: float,
     tick: Say,
+    out: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Per implementation, the highest rate between ``low`` and its own upper bound
     (``highs``: its backlog rate) that passes, by geometric bisection (``Bracket``: at most
     ``steps`` probes after the one at ``low``; one of them at half of ``low`` when ``low``
-    fails), the implementations' probes interleaved. Reports each one's bracket."""
-    lives: dict[str, Live] = {}
-    for impl in impls:  # only the implementation under test runs; the others are stopped
-        lives[impl] = Live(env, impl)
-        lives[impl].pause()
+    fails), the implementations' probes interleaved. Reports each one's bracket, into ``out``
+    after every probe (so a run that fails later keeps what was measured). A probe that raises
+    is a failed row with its error, and ends that implementation's search, not the run."""
+    out = {} if out is None else out
     brackets = {impl: Bracket(low, max(highs[impl], low * 2)) for impl in impls}
     probes: list[Probe] = []
+
+    def report() -> None:
+        out.update(
+            bound_ms=BOUND_MS,
+            seconds=seconds,
+            rows=search_rows(brackets),
+            probes=[asdict(p) for p in probes],
+            notes=list(env.notes),
+        )
+
+    lives: dict[str, Live] = {}
     try:
+        for impl in impls:  # only the implementation under test runs; the others are stopped
+            try:
+                lives[impl] = Live(env, impl)
+                lives[impl].pause()
+            except Exception as exc:  # noqa: BLE001 (a row of the result, not the end)
+                probes.append(failed_probe(impl, 0, exc))
+                env.notes.append(f"{impl}: did not start: {exc}")
+                _close(lives.pop(impl, None))
+        report()
         for step in range(steps + 1):
-            for impl, live in lives.items():
+            for impl, live in list(lives.items()):
                 rate = brackets[impl].next_rate()
                 if rate is None:
                     continue  # its search is over
                 tick(f"capacity: {impl} at {rate:,.0f} events/s ({step}/{steps})")
-                live.resume()
-                probe = live.probe(rate, seconds)
-                live.pause()
-                probes.append(probe)
-                brackets[impl].record(rate, probe.passed)
+                try:
+                    live.resume()
+                    probe = live.probe(rate, seconds)
+                    live.pause()
+                except Exception as exc:  # noqa: BLE001 (a row of the result, not the end)
+                    probes.append(failed_probe(impl, rate, exc))
+                    env.notes.append(f"{impl}: the probe at {rate:,.0f}/s failed: {exc}")
+                    _close(lives.pop(impl))
+                else:
+                    probes.append(probe)
+                    brackets[impl].record(rate, probe.passed)
+                report()
     finally:
         for live in lives.values():
-            live.close()
-    return {
-        "bound_ms": BOUND_MS,
-        "seconds": seconds,
-        "rows": search_rows(brackets),
-        "probes": [asdict(p) for p in probes],
-        "notes": list(env.notes),
-    }
+            _close(live)
+        report()
+    return out
+
+
+def _close(live: Live | None) -> None:
+    if live is None:
+        return
+    try:
+        live.close()
+    except Exception as exc:  # noqa: BLE001 (closing must not hide what was measured)
+        live.env.notes.append(f"{live.impl}: did not close cleanly: {exc}")
 
 
 CONTROL = "bare (control)"
 
 
-def tail_probes(env: Env, rate: float, seconds: float, tick: Say) -> list[dict[str, Any]]:
+def tail_probes(
+    env: Env,
+    rate: float,
+    seconds: float,
+    tick: Say,
+    rows: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
     """The worker at one rate with each suspect of its tail turned off in turn, and bare at
     the same rate as a control (what the machine and the harness give at that rate), twice over
     in alternation (A B C .. A B C ..), so a drift of the machine shows as spread, not as a
-    cause."""
-    rows: list[dict[str, Any]] = []
+    cause. Rows go into ``rows`` as they come; a probe that raises is a failed row."""
+    rows = [] if rows is None else rows
     for rnd in range(2):
         for name, impl, changes in [
             (CONTROL, "bare", {}),
             *((n, "streamscore", c) for n, c in SUSPECTS.items()),
         ]:
             tick(f"tail probe ({rnd + 1}/2): {name} at {rate:,.0f} events/s")
-            live = Live(env, impl, changes)
+            live: Live | None = None
             try:
-                rows.append({"suspect": name, "round": rnd} | asdict(live.probe(rate, seconds)))
+                live = Live(env, impl, changes)
+                probe = live.probe(rate, seconds)
+            except Exception as exc:  # noqa: BLE001 (a row of the result, not the end)
+                probe = failed_probe(impl, rate, exc)
             finally:
-                live.close()
+                _close(live)
+            rows.append({"suspect": name, "round": rnd} | asdict(probe))
     return rows
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -137,66 +138,92 @@ def bench(
     result: dict[str, Any] = {"machine": b.machine(), "broker": broker, "events": events}
     # How busy the machine was (2 cores: above 2 is a queue); per probe in the capacity rows.
     result["load_average"] = {"start": cap.load_average()}
-    with b.private_stack(broker, a.err.print) as (base, pids):
-        env = b.prepare(base, pids, events, naive_events, a.err.print)
-        with Progress(console=a.err, transient=True) as progress:
-            task = progress.add_task("bench", total=rounds * len(chosen))
+    try:
+        with b.private_stack(broker, a.err.print) as (base, pids):
+            env = b.prepare(base, pids, events, naive_events, a.err.print)
+            result["notes"] = env.notes  # the same list: the run's notes as they come
+            with Progress(console=a.err, transient=True) as progress:
+                task = progress.add_task("bench", total=rounds * len(chosen))
 
-            def tick(what: str) -> None:
-                progress.update(task, description=what)
+                def tick(what: str) -> None:
+                    progress.update(task, description=what)
 
-            def step(what: str) -> None:
-                tick(what)
-                progress.advance(task)
+                def step(what: str) -> None:
+                    tick(what)
+                    progress.advance(task)
 
-            runs = b.throughput(env, rounds, chosen, step)
-            result["runs"] = [b.asdict(r) for r in runs]
-            result |= b.summarise(runs)
+                runs = b.throughput(env, rounds, chosen, step)
+                result["runs"] = [b.asdict(r) for r in runs]
+                result |= b.summarise(runs)
+                result["cost"] = b.cost(result["rows"], price_per_core_hour)
+                result["price_per_core_hour"] = price_per_core_hour
+                top = result["rows"].get("streamscore", {}).get("events_per_second")
+                if latency and top:
+                    rates = [500.0] + [top * f for f in (0.25, 0.5, 0.75)]
+                    result["latency"] = b.latency(env, rates, latency_seconds, 3.0, tick)
+                if capacity:
+                    live = ("bare", *(i for i in chosen if i in cap.LIVE_VARIANTS))
+                    live = live if len(live) > 1 else cap.CAPACITY_IMPLS
+                    result["capacity"] = {}  # filled after every probe: a failure keeps them
+                    cap.bisect_capacity(
+                        env,
+                        live,
+                        TAIL_RATE,
+                        upper_bounds(result["rows"], live),
+                        capacity_steps,
+                        capacity_seconds,
+                        tick,
+                        out=result["capacity"],
+                    )
+                if tail_probes and top:
+                    # At --tail-rate, else the worker's capacity when it has one (where its tail
+                    # decides), else 500/s: a rate the worker was meant to answer within the bound
+                    # (half its backlog rate saturated it, and a saturated worker shows no cause).
+                    found = result.get("capacity", {}).get("rows", {}).get("streamscore", {})
+                    at = tail_rate or found.get("capacity") or TAIL_RATE
+                    result["tail"] = []
+                    cap.tail_probes(env, at, capacity_seconds, tick, result["tail"])
+                if soak_seconds > 0 and top:
+                    result["soak"] = b.soak(env, top * 0.5, soak_seconds, tick)
+        if cluster:
+            # The same worker and events on the secured cluster, after the single broker's rows.
+            with b.private_cluster(a.err.print) as (cluster_base, cluster_pids):
+                cenv = b.prepare(cluster_base, cluster_pids, events, naive_events, a.err.print)
+                result["rows"]["streamscore_cluster"] = b.cluster_row(cenv, rounds, a.err.print)
             result["cost"] = b.cost(result["rows"], price_per_core_hour)
-            result["price_per_core_hour"] = price_per_core_hour
-            top = result["rows"].get("streamscore", {}).get("events_per_second")
-            if latency and top:
-                rates = [500.0] + [top * f for f in (0.25, 0.5, 0.75)]
-                result["latency"] = b.latency(env, rates, latency_seconds, 3.0, tick)
-            if capacity:
-                live = ("bare", *(i for i in chosen if i in cap.LIVE_VARIANTS))
-                live = live if len(live) > 1 else cap.CAPACITY_IMPLS
-                result["capacity"] = cap.bisect_capacity(
-                    env,
-                    live,
-                    TAIL_RATE,
-                    upper_bounds(result["rows"], live),
-                    capacity_steps,
-                    capacity_seconds,
-                    tick,
-                )
-            if tail_probes and top:
-                # At --tail-rate, else the worker's capacity when it has one (where its tail
-                # decides), else 500/s: a rate the worker was meant to answer within the bound
-                # (half its backlog rate saturated it, and a saturated worker shows no cause).
-                found = result.get("capacity", {}).get("rows", {}).get("streamscore", {})
-                at = tail_rate or found.get("capacity") or TAIL_RATE
-                result["tail"] = cap.tail_probes(env, at, capacity_seconds, tick)
-            if soak_seconds > 0 and top:
-                result["soak"] = b.soak(env, top * 0.5, soak_seconds, tick)
-    if cluster:
-        # The same worker and events on the secured cluster, after the single broker's rows.
-        with b.private_cluster(a.err.print) as (cluster_base, cluster_pids):
-            cenv = b.prepare(cluster_base, cluster_pids, events, naive_events, a.err.print)
-            result["rows"]["streamscore_cluster"] = b.cluster_row(cenv, rounds, a.err.print)
-        result["cost"] = b.cost(result["rows"], price_per_core_hour)
-    result["seconds"] = round(time.time() - started)
-    result["load_average"]["end"] = cap.load_average()
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "bench.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-        (out_dir / "bench.md").write_text(markdown(result), encoding="utf-8")
-        plot(result, out_dir / "bench.png")
-        if "capacity" in result:
-            cap.plot(result["capacity"], out_dir / "capacity.png")
+    except Exception as exc:  # noqa: BLE001 (one line, and what was measured is kept)
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        result["seconds"] = round(time.time() - started)
+        result["load_average"]["end"] = cap.load_average()
+        if out_dir is not None:
+            write_out(out_dir, result, a.err.print)
+    if "error" in result:
+        where = f"; what was measured is in {out_dir}" if out_dir is not None else ""
+        a.err.print(f"load bench stopped: {result['error']}{where}", markup=False)
+        ctx.exit(1)
     emit(a, result, lambda c: render(c, result))
     if not all(row["all_accounted"] for row in result["rows"].values()):
         ctx.exit(1)
+
+
+def write_out(out_dir: Path, result: dict[str, Any], say: Callable[[str], None]) -> None:
+    """bench.json first (whatever the run got to), then the tables and pictures it allows."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "bench.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    drawings: list[tuple[str, Callable[[], None]]] = [
+        ("bench.md", lambda: (out_dir / "bench.md").write_text(markdown(result), "utf-8")),
+        ("bench.png", lambda: plot(result, out_dir / "bench.png")),
+    ]
+    if result.get("capacity", {}).get("rows"):
+        drawings.append(
+            ("capacity.png", lambda: cap.plot(result["capacity"], out_dir / "capacity.png"))
+        )
+    for name, draw in drawings:
+        try:
+            draw()
+        except Exception as exc:  # noqa: BLE001 (a partial result may not draw; the JSON stays)
+            say(f"{name} not written: {type(exc).__name__}: {exc}")
 
 
 TAIL_RATE = 500.0  # the lowest rate of the capacity search, and the tail probes' fallback
