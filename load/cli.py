@@ -16,6 +16,7 @@ from rich.table import Table
 from load import bench as b
 from load import bench_api, cli_measures
 from load import capacity as cap
+from load import capacity_report as cap_report
 from services.synthetic.world import strip_private
 from streams.adapters import redis_client
 from streams.api_keys import ApiKeys
@@ -217,7 +218,7 @@ def write_out(out_dir: Path, result: dict[str, Any], say: Callable[[str], None])
     ]
     if result.get("capacity", {}).get("rows"):
         drawings.append(
-            ("capacity.png", lambda: cap.plot(result["capacity"], out_dir / "capacity.png"))
+            ("capacity.png", lambda: cap_report.plot(result["capacity"], out_dir / "capacity.png"))
         )
     for name, draw in drawings:
         try:
@@ -319,9 +320,9 @@ def render(console: Console, result: dict[str, Any]) -> None:
             f"p99 {row['p99_ms']} ms ({row['samples']:,} samples)"
         )
     if "capacity" in result:
-        console.print(cap.markdown(result["capacity"]))
+        console.print(cap_report.markdown(result["capacity"]))
     if "tail" in result:
-        console.print(cap.tail_markdown(result["tail"]))
+        console.print(cap_report.tail_markdown(result["tail"]))
     if "soak" in result:
         console.print(
             f"soak: {json.dumps({k: v for k, v in result['soak'].items() if k != 'rss_samples'})}"
@@ -344,9 +345,9 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{row['p95_ms']} | {row['p99_ms']} | {row['samples']:,} |"
             )
     if result.get("capacity"):
-        lines += ["", cap.markdown(result["capacity"])]
+        lines += ["", cap_report.markdown(result["capacity"])]
     if result.get("tail"):
-        lines += ["", cap.tail_markdown(result["tail"])]
+        lines += ["", cap_report.tail_markdown(result["tail"])]
     return "\n".join(lines) + "\n"
 
 

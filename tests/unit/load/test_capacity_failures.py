@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from load import capacity as cap
+from load import capacity_report as cap_report
 from load.cli import write_out
 
 
@@ -65,7 +66,7 @@ def test_a_probe_that_raises_is_a_failed_row_and_the_others_go_on(
     assert out["rows"]["bare"]["capacity"] is not None
     assert 2500 < out["rows"]["bare"]["capacity"] <= 3000  # bare's search went on
     assert any("streamscore: the probe at 2,000/s failed" in n for n in env.notes)
-    assert "| streamscore | 2,000 | 0 | 0/0 |" in cap.markdown(out)
+    assert "| streamscore | 2,000 | 0 | 0/0 |" in cap_report.markdown(out)
 
 
 def test_tail_probes_keep_a_failed_row(fake_live: type[FakeLive]) -> None:
@@ -75,7 +76,7 @@ def test_tail_probes_keep_a_failed_row(fake_live: type[FakeLive]) -> None:
     assert len(rows) == 2 * (1 + len(cap.SUSPECTS))
     assert [r["verdict"] for r in rows if r["suspect"] == cap.CONTROL] == ["pass", "pass"]
     assert {r["verdict"] for r in rows if r["suspect"] != cap.CONTROL} == {"error"}
-    assert "| bare (control) | 500 |" in cap.tail_markdown(rows)
+    assert "| bare (control) | 500 |" in cap_report.tail_markdown(rows)
 
 
 def test_a_partial_result_is_written(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ from dataclasses import asdict
 
 import pytest
 
-from load.capacity import Probe, markdown
+from load.capacity import Probe
+from load.capacity_report import markdown
 from load.capacity_search import Bracket, rows
 from load.cli import load_line, upper_bounds
 
