@@ -33,6 +33,7 @@ from services.redisconn import acl
 
 NODES = (1, 2, 3)
 MECHANISM = "SCRAM-SHA-512"
+FORMAT_ARGS = "format.args"  # the storage format's arguments, credentials included, while it runs
 SECRETS_FILE = "secrets.json"
 _PATTERN = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
 _RESOURCE = {
@@ -119,6 +120,17 @@ def render_node_properties(local: LocalSettings, node: int, node_dir: Path, ca: 
             "",
         ]
     )
+
+
+def argfile(args: list[str]) -> str:
+    r"""``args`` as a Java launcher argument file (``java @file``): one per line, each quoted
+    (a path may hold spaces, a ``#`` would start a comment), backslashes and quotes escaped.
+
+    >>> argfile(["a b", "p#w"])
+    '"a b"\n"p#w"\n'
+    """
+    quoted = ('"' + a.replace("\\", "\\\\").replace('"', '\\"') + '"' for a in args)
+    return "".join(f"{q}\n" for q in quoted)
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -246,12 +258,15 @@ def prepare(settings: Settings, cluster_dir: Path) -> dict[int, list[str]]:
         if (node_dir / "data" / "meta.properties").exists():
             continue
         # The credentials go into the cluster's metadata at format time (KRaft has no other
-        # way before a broker runs). They are on this argv for the seconds the format takes;
-        # the argv is neither logged nor recorded.
+        # way before a broker runs). The tool takes them only as arguments, so they reach it
+        # through a Java launcher argument file (owner-only, removed once the format is
+        # done), never on its argv, which ps shows every user of the machine.
         scram = [f"--add-scram={MECHANISM}=[name={u},password={p}]" for u, p in pw.items()]
-        cmd = [*jvm, "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}"]
+        args = node_dir / FORMAT_ARGS
+        tool = ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}"]
+        _write_private(args, argfile([*tool, f"--config={props}", *scram]))
         formats[node] = subprocess.Popen(  # noqa: S603 (argv built here, never from input)
-            [*cmd, f"--config={props}", *scram],
+            [*jvm, f"@{args}"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -262,7 +277,10 @@ def prepare(settings: Settings, cluster_dir: Path) -> dict[int, list[str]]:
             "run `streamscore local down --purge`"
         )
     for node, proc in formats.items():  # the three formats run side by side
-        out, _ = proc.communicate(timeout=180)
+        try:
+            out, _ = proc.communicate(timeout=180)
+        finally:
+            (cluster_dir / f"node-{node}" / FORMAT_ARGS).unlink(missing_ok=True)
         if proc.returncode != 0:
             tail = out[-600:]
             for secret in pw.values():

@@ -134,3 +134,42 @@ def test_fixed_names_agree_with_the_code() -> None:
     assert GROUP == CONTROL_APP
     assert group_of("x").startswith(REPLAY_PREFIX)
     assert TABLE_SANDBOX == SANDBOX_PREFIX
+
+
+class _Format:
+    """``subprocess.Popen`` as the storage format sees it: records its argv, reads its argument
+    file while it runs (as the Java launcher would), succeeds."""
+
+    spawned: list[list[str]] = []
+    argfiles: list[tuple[str, int]] = []  # (text, mode)
+
+    def __init__(self, argv: list[str], **_: object) -> None:
+        self.spawned.append(list(argv))
+        self._argv = argv
+        self.returncode = 0
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        files = [Path(a[1:]) for a in self._argv if a.startswith("@")]
+        for f in files:
+            self.argfiles.append((f.read_text(encoding="utf-8"), _mode(f)))
+        return "Formatting metadata directory", ""
+
+
+def test_no_spawned_argv_holds_a_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SCRAM passwords reach the storage format through an owner-only argument file that
+    is gone once the format is done; no argv (the formats', the nodes') holds one (ps shows
+    every process's argv to every user of the machine)."""
+    monkeypatch.setattr(kafka_cluster.apache_kafka, "availability", lambda local: (True, ""))
+    monkeypatch.setattr(kafka_cluster.subprocess, "Popen", _Format)
+    _Format.spawned, _Format.argfiles = [], []
+    settings = Settings(home=tmp_path)
+    cluster_dir = tmp_path / "cluster"
+    argvs = kafka_cluster.prepare(settings, cluster_dir)
+    secrets = list(kafka_cluster.passwords(cluster_dir).values())
+    assert len(_Format.spawned) == len(kafka_cluster.NODES) and len(secrets) >= 6
+    for argv in [*_Format.spawned, *argvs.values()]:
+        assert not any(s in a for s in secrets for a in argv), argv
+    for text, mode in _Format.argfiles:  # the credentials are in the file, owner-only
+        assert mode == 0o600 and all(s in text for s in secrets)
+        assert text.startswith('"kafka.tools.StorageTool"\n"format"\n')
+    assert list(cluster_dir.rglob(kafka_cluster.FORMAT_ARGS)) == []  # removed after the format
