@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +30,9 @@ from services.replay.plan import run_id
 from streams.adapters import redis_client
 from streams.api import create_app
 from streams.api_keys import ApiKeys
+from streams.probes import serve
 from streams.replay import ensure_targets, execute, fence, group_of, resolve
-from streams.runtime import replay_rescorer, scoring_worker
+from streams.runtime import replay_rescorer, scoring_worker, worker_probes
 from streams.sdk import EventProducer
 from tests.integration.cluster_env import Cluster, as_role, start_cluster
 from tests.integration.pipeline_env import (
@@ -88,6 +91,15 @@ def consume_one(settings: Settings, topic: str, group: str, seconds: float = 30)
         raise AssertionError(f"nothing read from {topic}")
     finally:
         c.close()
+
+
+def _body(url: str) -> str:
+    """The body ``url`` answers, whatever its status (a /readyz that is not ready is a 503)."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:  # noqa: S310 (loopback)
+            return r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.read().decode(errors="replace")
 
 
 def refused(err: KafkaError | None, code: int) -> bool:
@@ -221,6 +233,8 @@ def test_every_part_runs_as_its_principal_and_no_secret_leaks(
         code, _, body = call(f"{server.url}/v1/events", {"events": events}, token)
         outputs.append(str(body))
         assert code == 202, body
+        # What the API serves to anyone who can reach it: its metrics and its readiness.
+        outputs += [_body(f"{server.url}/metrics"), _body(f"{server.url}/readyz")]
     finally:
         server.stop()
     # The SDK, as streamscore-api too.
@@ -239,8 +253,18 @@ def test_every_part_runs_as_its_principal_and_no_secret_leaks(
     # above left a few undecodable ones there too) a prediction or a dead letter.
     total = p.count("Interaction")
     assert total >= len(events) + 3
-    worker = scoring_worker(_as(p, cluster, "worker").settings)
-    summary = worker.run(max_events=total, idle_timeout=90)
+    as_worker = _as(p, cluster, "worker").settings
+    worker = scoring_worker(as_worker)
+    probes = serve(worker_probes(as_worker, worker), "127.0.0.1", 0)
+    try:
+        summary = worker.run(max_events=total, idle_timeout=90)
+        probe_url = f"http://127.0.0.1:{probes.server_address[1]}"
+        outputs += [_body(f"{probe_url}/metrics"), _body(f"{probe_url}/readyz")]
+    finally:
+        probes.shutdown()
+        probes.server_close()
+    assert "streamscore_messages_consumed_total" in outputs[-2]  # the bodies were read
+    assert '"checks"' in outputs[-1]
     assert summary.consumed == total
     assert summary.predictions + summary.dead_letters == total
     assert summary.dead_letters == total - len(events)
@@ -308,7 +332,8 @@ def test_every_part_runs_as_its_principal_and_no_secret_leaks(
         assert ran.returncode == 0, ran.stderr
         outputs += [ran.stdout, ran.stderr]
 
-    # No password, Kafka's or Redis's, in any output, log record or log file of the run.
+    # No password, Kafka's or Redis's, in any output (the worker's and the API's /metrics and
+    # /readyz bodies included), log record or log file of the run.
     secrets_ = [*cluster.passwords.values(), *redis_passwords(cluster.base).values()]
     files = [f for f in cluster.base.home.rglob("*.log") if f.is_file()]
     texts = [*outputs, caplog.text, *(f.read_text(errors="replace") for f in files)]
