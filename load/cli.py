@@ -212,7 +212,7 @@ def write_out(out_dir: Path, result: dict[str, Any], say: Callable[[str], None])
     """bench.json first (whatever the run got to), then the tables and pictures it allows."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "bench.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
-    drawings: list[tuple[str, Callable[[], None]]] = [
+    drawings: list[tuple[str, Callable[[], object]]] = [
         ("bench.md", lambda: (out_dir / "bench.md").write_text(markdown(result), "utf-8")),
         ("bench.png", lambda: plot(result, out_dir / "bench.png")),
     ]
