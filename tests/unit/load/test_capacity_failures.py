@@ -58,7 +58,7 @@ def test_a_probe_that_raises_is_a_failed_row_and_the_others_go_on(
     env = SimpleNamespace(notes=[])
     out: dict[str, Any] = {}
     highs = {"bare": 8000.0, "streamscore": 8000.0}
-    cap.bisect_capacity(env, ("bare", "streamscore"), 500, highs, 5, 1.0, print, out=out)  # type: ignore[arg-type]
+    cap.bisect_capacity(env, ("bare", "streamscore"), 500, highs, 5, 1.0, print, out=out)
     errors = [p for p in out["probes"] if p["verdict"] == "error"]
     assert [(p["impl"], p["rate"]) for p in errors] == [("streamscore", 2000)]
     assert "boom" in errors[0]["error"]
@@ -72,7 +72,7 @@ def test_a_probe_that_raises_is_a_failed_row_and_the_others_go_on(
 def test_tail_probes_keep_a_failed_row(fake_live: type[FakeLive]) -> None:
     fake_live.broken = {"streamscore": 0.0}
     rows: list[dict[str, Any]] = []
-    cap.tail_probes(SimpleNamespace(notes=[]), 500, 1.0, print, rows)  # type: ignore[arg-type]
+    cap.tail_probes(SimpleNamespace(notes=[]), 500, 1.0, print, rows)
     assert len(rows) == 2 * (1 + len(cap.SUSPECTS))
     assert [r["verdict"] for r in rows if r["suspect"] == cap.CONTROL] == ["pass", "pass"]
     assert {r["verdict"] for r in rows if r["suspect"] != cap.CONTROL} == {"error"}

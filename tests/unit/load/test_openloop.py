@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from load.bench_peers import _zigzag_long, due_count, producer_settings, schedule_lags
+from load.bench_peers import (
+    _zigzag_long,
+    due_count,
+    producer_settings,
+    run_openloop,
+    schedule_lags,
+)
 from load.capacity import GENERATOR_LAG_MS, marker_values, verdict
 
 
@@ -99,3 +106,46 @@ def test_resume_markers_differ_only_in_their_time_one_per_partition() -> None:
         assert len(value) == len(body)
         assert value[:9] == body[:9] and value[15:] == body[15:]
         assert _read_long(value[9:15]) == now_ms + p
+
+
+class FakeProducer:
+    """Takes what the generator sends (no broker: the pacing and the stamps are under test)."""
+
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: object = None) -> None:
+        self.values.append(value)
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+def test_the_generator_stamps_each_event_with_its_due_time_and_reports_its_lag() -> None:
+    now_ms = int(time.time() * 1000)
+    body = b"\x00\x00\x00\x00\x07\x06abc" + _zigzag_long(now_ms) + b"rest"
+    reports: list[dict[str, object]] = []
+    peer = SimpleNamespace(
+        cfg={
+            "bodies": [("6b", body.hex(), 9)],
+            "rate": 2000.0,
+            "seconds": 0.25,
+            "input_topic": "t",
+        },
+        producer=FakeProducer(),
+        delivered=None,
+        report=lambda sent, start, cpu0, **extra: reports.append(
+            {"sent": sent, "start": start} | extra
+        ),
+    )
+    run_openloop(peer)
+    (report,) = reports
+    assert report["sent"] == 500
+    start = float(report["start"])
+    stamps = [_read_long(v[9:15]) for v in peer.producer.values]
+    assert stamps == [int((start + i / 2000.0) * 1000) for i in range(500)]
+    assert 0.0 <= float(report["lag_p99_ms"]) <= float(report["lag_max_ms"])
+    assert float(report["elapsed_seconds"]) >= 0.25
