@@ -8,6 +8,10 @@ time minus due time, so a late send counts against the probe and cannot hide a s
 Steps are interleaved (bare, streamscore, bare, streamscore, ...), so a machine that drifts
 during the run drifts for both; only the implementation under test runs (the others and their
 readers are stopped between their probes: on 2 cores their idle fetches and timers are load).
+One is stopped only once its commits reach its input's end (nothing left to score again in its
+next probe), and resumed once it has answered an event sent after the resume on every input
+partition; its consumer session outlasts the pause. Each search keeps its bracket (last pass,
+first fail; ``load/capacity_search.py``), and a probe that raises is a failed row with its error.
 A rate passes when the generator kept to its schedule (p99 of its own lag within
 ``GENERATOR_LAG_MS``: else the probe is "generator behind", no evidence either way, and no pass),
 every event sent was answered, the generator kept its rate, and the p99 of the window after
