@@ -69,8 +69,8 @@ for _command in cli_measures.COMMANDS:  # memory, file, rebalance, scale: their 
 @click.option(
     "--tail-probes",
     is_flag=True,
-    help="Also the worker at its capacity (else 500/s, or --tail-rate) with each suspect of "
-    "its tail turned off, and bare at the same rate as a control, in two rounds.",
+    help="Also the worker at --tail-rate (else its capacity, else 500/s) with each suspect "
+    "of its tail turned off, and bare at the same rate as a control, in two rounds.",
 )
 @click.option(
     "--tail-rate",
