@@ -146,10 +146,11 @@ mlflow-ui: install
 	$(BIN)/streamscore models ui
 
 # ---- Containers (docs/deployment.md). Opt-in: nothing below runs in `make test`. -------------
-# `make images` builds the base, Kafka, Redis, Prometheus, PostgreSQL and streamscore images,
-# without pulling from any registry: the base is Debian bookworm (with its python3) made by
-# debootstrap and imported; Kafka is the release the tests run, from the jars `make kafka`
-# resolves, on Debian's Java 17. `make compose-test` runs docker-compose.kafka.yml with them.
+# `make images` builds the base, Kafka, Redis, Prometheus, PostgreSQL, Schema Registry stand-in
+# and streamscore images, without pulling from any registry: the base is Debian bookworm (with
+# its python3) made by debootstrap and imported; Kafka is the release the tests run, from the
+# jars `make kafka` resolves, on Debian's Java 17. `make compose-test` runs
+# docker-compose.kafka.yml with them.
 IMAGES_DIR := build/images
 BASE_IMAGE_LOCAL := streamscore-base:bookworm
 DEBIAN_MIRROR ?= http://deb.debian.org/debian
@@ -157,7 +158,7 @@ KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:
 # The images compose-test runs (docker-compose.kafka.yml reads these variables).
 IMAGE_ENV := APP_IMAGE=streamscore:local KAFKA_IMAGE=streamscore-kafka:$(KAFKA_VERSION) \
   REDIS_IMAGE=streamscore-redis:local PROMETHEUS_IMAGE=streamscore-prometheus:local \
-  POSTGRES_IMAGE=streamscore-postgres:local \
+  POSTGRES_IMAGE=streamscore-postgres:local REGISTRY_IMAGE=streamscore-registry:local \
   BASE_IMAGE=$(BASE_IMAGE_LOCAL)
 # Builds share the machine with tests: lowest CPU and IO priority.
 NICE := nice -n 19 ionice -c3
@@ -215,6 +216,11 @@ images: docker-engine
 	$(DOCKER_BUILD) -q -t streamscore-redis:local deploy/redis
 	$(DOCKER_BUILD) -q -t streamscore-prometheus:local deploy/prometheus
 	$(DOCKER_BUILD) -q -t streamscore-postgres:local deploy/postgres
+# The registry stand-in's context: its server and the one streamscore module it imports.
+	rm -rf $(IMAGES_DIR)/registry && mkdir -p $(IMAGES_DIR)/registry/services/codec
+	cp deploy/registry/server.py $(IMAGES_DIR)/registry/
+	cp services/codec/compat.py $(IMAGES_DIR)/registry/services/codec/
+	$(DOCKER_BUILD) -q -f deploy/registry/Dockerfile -t streamscore-registry:local $(IMAGES_DIR)/registry
 	@if [ -s "$(BUILD_CA)" ]; then cp "$(BUILD_CA)" deploy/docker/ca/ca-bundle.crt; fi
 	$(DOCKER_BUILD) -q -f deploy/docker/Dockerfile -t streamscore:local .
 	@docker images --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep '^streamscore'

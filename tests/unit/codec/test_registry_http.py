@@ -1,90 +1,99 @@
-"""The Schema Registry adapter over HTTP, against a stand-in that speaks the registry's REST API
-for the calls we make (lookup, get by id, compatibility). No real Confluent Schema Registry can
-be installed here (it is not on PyPI or Maven Central); this pins the wire-level behaviour."""
+"""The Schema Registry adapter over HTTP, through confluent-kafka's client, against the compose
+stack's stand-in (deploy/registry/server.py): register, look up, get by id, compatibility and
+basic auth. No real Confluent Schema Registry can be installed here (it is not on PyPI or Maven
+Central); this pins the wire-level behaviour our code relies on."""
 
 from __future__ import annotations
 
-import json
+import importlib.util
+import sys
 import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from services.codec.registry import RegistrySchemaIds
-from services.codec.schemas import DEFAULT_SCHEMAS_DIR, load_schemas
+from services.codec.schemas import DEFAULT_SCHEMAS_DIR, load_schemas, parse_record
 from services.core.errors import ConfigError, SchemaRegistryUnavailable, UnknownSchemaIdError
 from services.core.settings import SchemaRegistrySettings
 
+ROOT = Path(__file__).resolve().parents[3]
 SCHEMAS = load_schemas(DEFAULT_SCHEMAS_DIR)
-SEEN: list[tuple[str, str]] = []
 
 
-class StandIn(BaseHTTPRequestHandler):
-    compatible = True
-
-    def _send(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        length = int(self.headers.get("Content-Length", 0))
-        self.rfile.read(length)
-        SEEN.append(("POST", self.path))
-        if self.path.startswith("/compatibility/"):
-            self._send(200, {"is_compatible": StandIn.compatible})
-        elif self.path.startswith("/subjects/feed.interactions.v1-value"):
-            self._send(
-                200,
-                {
-                    "subject": "feed.interactions.v1-value",
-                    "id": 41,
-                    "version": 1,
-                    "schema": json.dumps(SCHEMAS["Interaction"].source),
-                },
-            )
-        else:
-            self._send(404, {"error_code": 40401, "message": "Subject not found"})
-
-    def do_GET(self) -> None:  # noqa: N802
-        SEEN.append(("GET", self.path))
-        if self.path.startswith("/schemas/ids/41"):
-            self._send(200, {"schema": json.dumps(SCHEMAS["Interaction"].source)})
-        else:
-            self._send(404, {"error_code": 40403, "message": "Schema not found"})
-
-    def log_message(self, *args: Any) -> None:
-        pass
+def load_standin() -> ModuleType:
+    """The stand-in's module, loaded from its file (deploy/ is not a package)."""
+    name = "registry_standin"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "deploy/registry/server.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
-@pytest.fixture(scope="module")
-def url() -> Iterator[str]:
-    server = HTTPServer(("127.0.0.1", 0), StandIn)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+@pytest.fixture
+def connect(tmp_path: Path) -> Iterator[Callable[..., RegistrySchemaIds]]:
+    """Adapters to one stand-in (level FULL, basic auth on); their clients closed after."""
+    server = load_standin().make_server(
+        tmp_path / "state.json", compatibility="FULL", user_info="streamscore:s3cret"
+    )
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    made: list[RegistrySchemaIds] = []
+
+    def _connect(password: str = "s3cret") -> RegistrySchemaIds:  # noqa: S107 (a test's)
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        settings = SchemaRegistrySettings(url=url, username="streamscore", password=password)
+        made.append(RegistrySchemaIds.from_settings(settings))
+        return made[-1]
+
+    yield _connect
+    for ids in made:  # keep-alive connections, else a ResourceWarning when collected
+        ids._client.close()  # the adapter never closes its client: in a service it lives on
     server.shutdown()
     server.server_close()
 
 
-def test_lookup_get_and_compatibility_over_http(url: str) -> None:
-    ids = RegistrySchemaIds.from_settings(SchemaRegistrySettings(url=url))
-    assert ids.id_for("feed.interactions.v1-value", SCHEMAS["Interaction"]) == 41
-    assert ids.writer_source(41) == SCHEMAS["Interaction"].source
-    with pytest.raises(UnknownSchemaIdError):
-        ids.writer_source(7)
+def test_register_lookup_and_get_by_id(connect: Callable[..., RegistrySchemaIds]) -> None:
+    ids = connect()
+    interaction, label = SCHEMAS["Interaction"], SCHEMAS["Label"]
     with pytest.raises(ConfigError, match="schemas register"):
-        ids.id_for("feed.labels.v1-value", SCHEMAS["Label"])
-    StandIn.compatible = True
-    assert ids.compatible("feed.interactions.v1-value", SCHEMAS["Interaction"]) is True
-    StandIn.compatible = False
-    assert ids.compatible("feed.interactions.v1-value", SCHEMAS["Interaction"]) is False
-    assert any(p.startswith("/compatibility/subjects/feed.interactions.v1-value") for _, p in SEEN)
+        ids.id_for("feed.interactions.v1-value", interaction)
+    assert ids.compatible("feed.interactions.v1-value", interaction) is True  # no subject yet
+    sid = ids.register("feed.interactions.v1-value", interaction)
+    assert ids.register("feed.interactions.v1-value", interaction) == sid  # idempotent
+    assert ids.register("feed.labels.v1-value", label) != sid
+    fresh = connect()  # no client cache: every answer comes from the server
+    assert fresh.id_for("feed.interactions.v1-value", interaction) == sid
+    assert fresh.writer_source(sid) == interaction.source
+    with pytest.raises(UnknownSchemaIdError):
+        fresh.writer_source(sid + 100)
+    assert fresh.compatible("feed.interactions.v1-value", interaction) is True
+
+
+def test_the_registrys_level_refuses_an_incompatible_schema(
+    connect: Callable[..., RegistrySchemaIds],
+) -> None:
+    ids = connect()
+    interaction = SCHEMAS["Interaction"]
+    ids.register("feed.interactions.v1-value", interaction)
+    extra = {"name": "extra", "type": "long"}  # no default: old data cannot be read (FULL)
+    source = interaction.source | {"fields": [*interaction.source["fields"], extra]}
+    changed = parse_record(source, interaction.path)
+    assert ids.compatible("feed.interactions.v1-value", changed) is False
+    with pytest.raises(ConfigError, match="incompatible"):
+        ids.register("feed.interactions.v1-value", changed)
+
+
+def test_wrong_credentials_are_not_a_missing_schema(
+    connect: Callable[..., RegistrySchemaIds],
+) -> None:
+    ids = connect(password="wrong")  # noqa: S106 (a test's)
+    with pytest.raises(SchemaRegistryUnavailable, match="Unauthorized"):
+        ids.id_for("feed.interactions.v1-value", SCHEMAS["Interaction"])
 
 
 def test_unreachable_registry_is_transient() -> None:
