@@ -1,16 +1,20 @@
 """docker-compose.kafka.yml run for real: `make images && make compose-test` (never `make test`).
 
-The stack starts from the images `make images` built (three Kafka brokers, Redis, MLflow,
-Prometheus, the init job, the workers, the control plane and the API); a model is trained from
-the host into the stack's MLflow; events are streamed in from the host, valid ones through the
-client SDK and malformed ones raw, while the scoring workers scale 1 -> 3 -> 1; every event must
-come out as a prediction or a dead letter. The stack is torn down, volumes too, at the end;
-its logs are kept in build/compose-test/. A missing engine or image fails the run.
+The stack starts from the images `make images` built (three Kafka brokers, the Schema Registry
+stand-in, Redis, MLflow, Prometheus, the init job, the workers, the control plane and the API);
+another team's schema is registered first, so the registry's ids differ from the committed
+manifest's; a model is trained from the host into the stack's MLflow; events are streamed in
+from the host, valid ones through the client SDK (encoded with the registry's ids) and malformed
+ones raw, while the scoring workers scale 1 -> 3 -> 1; every event must come out as a
+prediction or a dead letter, and every prediction carries the registry's id. The stack is torn
+down, volumes too, at the end; its logs are kept in build/compose-test/. A missing engine or
+image fails the run.
 """
 # ruff: noqa: S101, S603, S607 (a test: asserts state expectations; it drives docker, compose and our CLI)
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -28,26 +32,59 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from services.codec.factory import codec_for
+from services.codec.factory import codec_for, schema_ids, schemas_dir
+from services.codec.manifest import ManifestSchemaIds
+from services.codec.schemas import load_schemas
 from services.core.settings import Settings
 from services.synthetic.hostile import any_domain_hostile_values
 from services.synthetic.world import strip_private
 from streams.commands.ml import make_world
 from streams.sdk import EventProducer
-from streams.topics import by_record
+from streams.topics import by_record, topic_table
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.kafka.yml"
 LOGS = ROOT / "build" / "compose-test"
 PROJECT = os.environ.get("COMPOSE_TEST_PROJECT", "streamscore-compose-test")
+REGISTRY = "http://localhost:8081"
+REGISTRY_USER = "streamscore"
+REGISTRY_PASSWORD = os.environ.get("SCHEMA_REGISTRY_PASSWORD", "streamscore")
 HOST_ENV = {
     "STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS": "localhost:9092,localhost:9093,localhost:9094",
     "STREAMSCORE_REDIS__URL": "redis://localhost:6379/0",
     "STREAMSCORE_MODEL__TRACKING_URI": "http://localhost:5000",
+    "STREAMSCORE_SCHEMA_REGISTRY__URL": REGISTRY,
+    "STREAMSCORE_SCHEMA_REGISTRY__USERNAME": REGISTRY_USER,
+    "STREAMSCORE_SCHEMA_REGISTRY__PASSWORD": REGISTRY_PASSWORD,
     "STREAMSCORE_LOG__LEVEL": "WARNING",
 }
 WORKERS = ("scoring", "control-plane", "api")
-INFRA = ("kafka-1", "kafka-2", "kafka-3", "redis", "postgres", "mlflow", "prometheus")
+INFRA = (
+    "kafka-1",
+    "kafka-2",
+    "kafka-3",
+    "schema-registry",
+    "redis",
+    "postgres",
+    "mlflow",
+    "prometheus",
+)
+# Another team's subject, registered before the init job: the domain's schemas then get other
+# ids from the registry than from the committed manifest, so a worker that used the manifest's
+# ids would dead-letter every event.
+FOREIGN_SUBJECT = "orders.placed.v1-value"
+# The SDK's EventProducer opens a Schema Registry client (confluent-kafka's, an HTTP connection
+# pool) that it never closes, so each producer's kept-alive socket warns when it is collected.
+# Not what this test checks: those warnings only, for the sockets to the registry's port.
+pytestmark = pytest.mark.filterwarnings(
+    r"ignore:Exception ignored in. <socket.socket .*raddr=\('127.0.0.1', 8081\)>"
+    ":pytest.PytestUnraisableExceptionWarning"
+)
+FOREIGN_SCHEMA = {
+    "type": "record",
+    "name": "OrderPlaced",
+    "fields": [{"name": "id", "type": "string"}],
+}
 
 
 def _compose_cmd() -> list[str]:
@@ -96,6 +133,30 @@ def all_healthy(services: tuple[str, ...], replicas: dict[str, int] | None = Non
     return True
 
 
+def registry(method: str, path: str, body: Any = None) -> Any:
+    """One call to the stack's Schema Registry, with the stack's credentials; its JSON answer."""
+    request = urllib.request.Request(  # noqa: S310 (fixed local URL)
+        REGISTRY + path,
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Content-Type": "application/vnd.schemaregistry.v1+json"},
+    )
+    token = base64.b64encode(f"{REGISTRY_USER}:{REGISTRY_PASSWORD}".encode()).decode()
+    request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (fixed local URL)
+        return json.load(response)
+
+
+def registry_id(subject: str) -> int:
+    return int(registry("GET", f"/subjects/{subject}/versions/latest")["id"])
+
+
+def wire_id(value: bytes) -> int:
+    """The schema id of a Confluent-framed value (magic byte 0, then 4 bytes big-endian)."""
+    assert value[:1] == b"\x00", value[:8]
+    return int.from_bytes(value[1:5], "big")
+
+
 def streamscore(*args: str) -> Any:
     """The CLI on the host, against the stack's published ports; its JSON result."""
     exe = Path(sys.executable).with_name("streamscore")
@@ -127,7 +188,10 @@ def stack() -> Iterator[Stack]:
     try:
         compose("up", "-d", "--no-build", *INFRA)
         timings["infra healthy"] = wait_for(
-            "brokers, Redis, MLflow", lambda: all_healthy(INFRA), 300
+            "brokers, Schema Registry, Redis, MLflow", lambda: all_healthy(INFRA), 300
+        )
+        registry(
+            "POST", f"/subjects/{FOREIGN_SUBJECT}/versions", {"schema": json.dumps(FOREIGN_SCHEMA)}
         )
         compose("up", "-d", "--no-build", "init")
         (init,) = containers("init")
@@ -144,6 +208,11 @@ def stack() -> Iterator[Stack]:
             kafka={"bootstrap_servers": HOST_ENV["STREAMSCORE_KAFKA__BOOTSTRAP_SERVERS"]},
             redis={"url": HOST_ENV["STREAMSCORE_REDIS__URL"]},
             model={"tracking_uri": HOST_ENV["STREAMSCORE_MODEL__TRACKING_URI"]},
+            schema_registry={
+                "url": REGISTRY,
+                "username": REGISTRY_USER,
+                "password": REGISTRY_PASSWORD,
+            },
         )
         yield Stack(settings, healthy, timings)
     finally:
@@ -176,6 +245,7 @@ class Accounting:
         self.next_index = 1_000_000  # past the history the model was trained on
         self.events_topic = by_record(settings.topics, settings.topics.event_record)
         self.predictions_topic = by_record(settings.topics, settings.topics.prediction_record)
+        self.ids = schema_ids(settings)  # one registry client for every decode, not one a poll
         self.raw = Producer({"bootstrap.servers": settings.kafka_bootstrap, "acks": "all"})
 
     def send(self, n: int, bad: int) -> None:
@@ -184,7 +254,7 @@ class Accounting:
         with EventProducer(self.settings) as producer:
             self.sent_ids.update(producer.send_many(events))
             producer.flush()
-        codec = codec_for(self.settings, self.events_topic)
+        codec = codec_for(self.settings, self.events_topic, ids=self.ids)
         # The world's events are dated in its own past; "a month ahead" must be ahead of now.
         template = events[0] | {"event_time": int(time.time() * 1000)}
         hostile = any_domain_hostile_values(codec, template)
@@ -217,10 +287,20 @@ class Accounting:
             consumer.close()
 
     def predictions(self) -> Counter[str]:
-        codec = codec_for(self.settings, self.predictions_topic)
+        """Event ids of the predictions, decoded with the schemas the registry has for their
+        ids (settings name the registry)."""
+        codec = codec_for(self.settings, self.predictions_topic, ids=self.ids)
         messages = self._read(self.predictions_topic.name)
         decoded = codec.decode_many([m.value() for m in messages])
         return Counter(str(d["event_id"]) for d in decoded if isinstance(d, dict))
+
+    def schema_ids(self, topic: str, skip_key_prefix: str = "bad-") -> Counter[int]:
+        """The schema ids the topic's values carry (those keyed ``bad-...`` left out: raw)."""
+        return Counter(
+            wire_id(m.value())
+            for m in self._read(topic)
+            if not (m.key() or b"").startswith(skip_key_prefix.encode())
+        )
 
     def dead_letters(self) -> int:
         return len(self._read(f"{self.events_topic.name}.dlq"))
@@ -263,6 +343,20 @@ def test_every_event_is_accounted_for_while_the_workers_scale(stack: Stack) -> N
     served = books.predictions()
     dead = books.dead_letters()
     extra = set(served) - books.sent_ids
+    folder = schemas_dir(stack.settings)
+    manifest, records = ManifestSchemaIds.from_dir(folder), load_schemas(folder)
+    wire = {
+        "events": books.schema_ids(books.events_topic.name),
+        "predictions": books.schema_ids(books.predictions_topic.name),
+    }
+    ids = {
+        role: {
+            "registry": registry_id(spec.subject),
+            "manifest": manifest.id_for(spec.subject, records[spec.value_record]),
+            "on_the_wire": sorted(wire[role]),
+        }
+        for role, spec in (("events", books.events_topic), ("predictions", books.predictions_topic))
+    }
     summary = {
         "seconds_to_healthy_stack": round(stack.seconds_to_healthy, 1),
         "timings": {k: round(v, 1) for k, v in stack.timings.items()},
@@ -273,6 +367,7 @@ def test_every_event_is_accounted_for_while_the_workers_scale(stack: Stack) -> N
         "predictions_distinct": len(set(served) & books.sent_ids),
         "predictions_redelivered": sum(served.values()) - len(served),
         "dead_letters": dead,
+        "schema_ids": ids,
     }
     (LOGS / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
@@ -280,6 +375,25 @@ def test_every_event_is_accounted_for_while_the_workers_scale(stack: Stack) -> N
     assert set(served) == books.sent_ids
     assert dead == books.sent_bad, summary  # a dead letter is written once per refused message
     assert summary["predictions_distinct"] + dead == summary["events_sent"]
+    for role, found in ids.items():
+        # Producers (the SDK on the host, the workers) encoded with the registry's ids, which
+        # are not the manifest's here: the foreign subject took the registry's first id.
+        assert found["on_the_wire"] == [found["registry"]], (role, found)
+        assert found["registry"] != found["manifest"], (role, found)
+
+
+def test_the_registry_holds_the_domains_subjects_and_keeps_ids_across_a_restart(
+    stack: Stack,
+) -> None:
+    subjects = set(registry("GET", "/subjects"))
+    domain = {spec.subject for spec in topic_table(stack.settings.topics)}
+    assert subjects == domain | {FOREIGN_SUBJECT}, subjects ^ (domain | {FOREIGN_SUBJECT})
+    assert registry("GET", "/config") == {"compatibilityLevel": "FULL"}
+    before = {s: registry_id(s) for s in sorted(subjects)}
+    assert before[FOREIGN_SUBJECT] == 1
+    compose("restart", "schema-registry")
+    wait_for("the registry healthy again", lambda: all_healthy(("schema-registry",)), 120)
+    assert {s: registry_id(s) for s in sorted(subjects)} == before
 
 
 def test_the_model_registry_lives_in_postgresql(stack: Stack) -> None:
