@@ -15,6 +15,7 @@ from services.core.settings import Settings
 from services.domain.config import domain_of
 from services.kafka.auth import WATCH
 from services.kafka.config import admin_config
+from services.redisconn.refusal import WATCH as REDIS_REFUSALS
 from services.replay.plan import ReplayPlan
 from services.scoring.loader import ServingLoader
 from services.scoring.model import LoadedModel
@@ -187,6 +188,10 @@ def control_plane_probes(settings: Settings, state: Any) -> Probes:
         return None if age < LIVENESS_SECONDS else f"timer last ticked {age:.0f} s ago"
 
     def redis_ok() -> str | None:
+        # A refused user or command (the label join's, training's): not ready at once.
+        refused = REDIS_REFUSALS.problem()
+        if refused is not None:
+            return refused
         return None if client.ping() else "no PONG"
 
     def registry() -> str | None:

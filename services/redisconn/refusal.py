@@ -12,7 +12,9 @@ a command or a key pattern; met at once on every connection). Here:
 - ``RefusalWatch`` keeps the process's current runs of refusals, one per command and key
   pattern (a feature read that answers says nothing about a prediction-store write that is
   refused); readiness fails while one lasts, and one that has lasted
-  ``redis.auth_failure_seconds`` stops the worker with its line (exit 2).
+  ``redis.auth_failure_seconds`` stops the worker with its line (exit 2);
+- ``watch_refusals`` stops a process whose loop is not ours (the control plane's faust) the
+  same way, from a daemon thread.
 """
 
 from __future__ import annotations
@@ -115,21 +117,40 @@ class RefusalWatch:
 
     # A refusal not seen again for this long is over (nothing asked Redis meanwhile).
     GAP_SECONDS = 60.0
+    # A caller retrying each second logs the same refusal once per this many seconds, not
+    # once per try.
+    LOG_EVERY_SECONDS = 30.0
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         # (caller, line) -> (first seen, last seen, the latest refusal)
         self._runs: dict[tuple[str, str], tuple[float, float, RedisRefused]] = {}
+        self._logged: dict[str, float] = {}  # refusal line -> when it was last logged
 
-    def failed(self, caller: str, refused: RedisRefused) -> None:
-        """One refusal met by ``caller``: its run goes on (or starts)."""
+    def failed(self, caller: str, refused: RedisRefused) -> bool:
+        """One refusal met by ``caller``: its run goes on (or starts). Returns whether to log
+        it: the first time this refusal (its line: cause, user, command, keys) is met, then
+        once per ``LOG_EVERY_SECONDS``, whichever caller meets it.
+
+        >>> t = [0.0]; w = RefusalWatch(clock=lambda: t[0])
+        >>> r = RedisRefused("redis refused MGET", command="MGET", cause="noperm")
+        >>> w.failed("label_join", r), w.failed("retrain", r)
+        (True, False)
+        >>> t[0] = 31.0; w.failed("label_join", r)
+        True
+        """
         now = self._clock()
         what = (caller, refused.message)
         with self._lock:
             run = self._runs.get(what)
             first = run[0] if run is not None and now - run[1] <= self.GAP_SECONDS else now
             self._runs[what] = (first, now, refused)
+            logged = self._logged.get(refused.message)
+            if logged is not None and now - logged < self.LOG_EVERY_SECONDS:
+                return False
+            self._logged[refused.message] = now
+            return True
 
     def answered(self, caller: str) -> None:
         """Redis did what ``caller`` asked: its runs are over. Cheap when there is none (every
@@ -154,7 +175,8 @@ class RefusalWatch:
         """Readiness: the refusal going on, one line; None when there is none.
 
         >>> w = RefusalWatch(clock=lambda: 5.0)
-        >>> w.failed("score", RedisRefused("redis refused MGET", command="MGET", cause="noperm"))
+        >>> r = RedisRefused("redis refused MGET", command="MGET", cause="noperm")
+        >>> _ = w.failed("score", r)
         >>> w.problem()
         'redis refused MGET'
         >>> w.answered("remember"); w.problem()
@@ -178,5 +200,33 @@ class RefusalWatch:
         )
 
 
-# One per process: the worker's feature reads, rate limits and prediction store, and readiness.
+def watch_refusals(
+    seconds: float,
+    stop: Callable[[RedisRefused], None],
+    watch: RefusalWatch | None = None,
+    every: float = 1.0,
+) -> threading.Event:
+    """Look at ``watch`` every ``every`` seconds on a daemon thread; call ``stop`` with the
+    verdict once a refusal has lasted ``seconds`` (``redis.auth_failure_seconds``). Returns the
+    event that ends the thread.
+
+    For a process whose loop is not ours (the control plane's faust): the worker raises the
+    verdict from its own loop instead (``streams.worker.refused``)."""
+    watched = watch if watch is not None else WATCH
+    done = threading.Event()
+
+    def run() -> None:
+        while not done.is_set():
+            verdict = watched.verdict(seconds)
+            if verdict is not None:
+                stop(verdict)
+                return
+            done.wait(every)  # the period between two looks, not a synchronisation
+
+    threading.Thread(target=run, name="redis-refusal-watch", daemon=True).start()
+    return done
+
+
+# One per process: the worker's feature reads, rate limits and prediction store, the control
+# plane's label join and training reads, and readiness.
 WATCH = RefusalWatch()

@@ -7,8 +7,9 @@ import logging
 import click
 from faust.worker import Worker
 
-from services.core.errors import CredentialsRefused
+from services.core.errors import CredentialsRefused, RedisRefused
 from services.kafka.preflight import check_credentials, watch_credentials
+from services.redisconn.refusal import watch_refusals
 from streams.commands.common import app, exit_now, serves
 from streams.control.app import create_app
 from streams.probes import serve
@@ -17,9 +18,10 @@ from streams.runtime import control_plane_probes
 logger = logging.getLogger(__name__)
 
 
-def _stop_refused(refused: CredentialsRefused) -> None:
+def _stop_refused(refused: CredentialsRefused | RedisRefused) -> None:
     """The cluster has refused the control plane's CA or password for
-    ``kafka.auth_failure_seconds``: one line, exit 2. faust runs its own loop on the main
+    ``kafka.auth_failure_seconds``, or Redis its user or a command for
+    ``redis.auth_failure_seconds``: one line, exit 2. faust runs its own loop on the main
     thread, so the process ends here, as a crash would: what it had not committed yet is read
     again by the next start, and its quality book is rebuilt from the labels."""
     exit_now(f"error: {refused}", 2)
@@ -48,4 +50,7 @@ def control_plane(ctx: click.Context) -> None:
             logger.warning("control plane probe port %d unavailable: %s", m.control_plane_port, exc)
     # While it runs: a password changed or expired since is refused on a new connection.
     watch_credentials(a.settings, _stop_refused)
+    # Redis refusing its user or a command (WRONGPASS, NOPERM), as the label join and training
+    # reads meet it: the worker's watch and limit.
+    watch_refusals(a.settings.redis.auth_failure_seconds, _stop_refused)
     Worker(faust_app, loglevel=a.settings.log.level.lower(), quiet=True).execute_from_commandline()

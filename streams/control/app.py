@@ -6,6 +6,12 @@ retry their failures: a transient one (Kafka, Redis, MLflow) until it passes, an
 few times. A label batch is given up only after repeated non-transient errors (counted in
 ``control_plane_dropped_total``, logged with its offsets); a retrain request is tried until it
 is answered or expires, and a request that fails or expires releases the cooldown it armed.
+
+Redis refusing the control plane's user (``RedisRefused``: WRONGPASS, NOPERM) is neither: it
+goes to the process's refusal watch (``services.redisconn.refusal``, the worker's), so
+readiness fails at once; it is logged as one line, at most once per refusal every 30 s; the
+label batch is tried again each second (nothing given up); and `worker control-plane` exits 2
+with the line once it has lasted ``redis.auth_failure_seconds``.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from faust.auth import SASLCredentials, SSLCredentials
 
 from services.codec.avro import AvroCodec
 from services.core import metrics
-from services.core.errors import RegistryUnavailable, TransientError
+from services.core.errors import RedisRefused, RegistryUnavailable, TransientError
 from services.core.settings import Settings
+from services.redisconn.refusal import WATCH as REDIS_WATCH
 from services.retrain.policy import retrain_request
 from services.retrain.trainer import answer
 from streams.control.loop import decode_and_join, rebuild_book, tick
@@ -34,6 +41,7 @@ GROUP = "streamscore-control"
 TICK_SECONDS = 5.0
 GIVE_UP_AFTER = 3  # non-transient failures of one label batch or request
 MAX_BACKOFF = 30.0
+REFUSED_RETRY_SECONDS = 1.0  # as the worker tries a refused batch: a grant given back is seen
 T = TypeVar("T")
 
 
@@ -67,6 +75,9 @@ def create_app(settings: Settings) -> tuple[faust.App, ControlState]:
     try:
         rows = rebuild_book(state, GROUP)
         logger.info("quality book rebuilt from %d labels already joined", rows)
+    except RedisRefused as exc:
+        refused("rebuild", exc)
+        logger.warning("quality book starts empty (could not replay the labels)")
     except TransientError as exc:
         metrics.CONTROL_PLANE_ERRORS.labels(task="rebuild").inc()
         logger.warning("quality book starts empty (could not replay the labels): %s", exc)
@@ -187,6 +198,9 @@ async def on_tick(
     metrics.CONTROL_PLANE_TICK.set(time.time())
     try:
         wanted = await asyncio.get_running_loop().run_in_executor(None, tick, state)
+    except RedisRefused as exc:
+        refused("tick", exc)
+        return
     except RegistryUnavailable as exc:  # decisions wait for MLflow
         metrics.REGISTRY_UP.set(0)
         metrics.CONTROL_PLANE_ERRORS.labels(task="tick").inc()
@@ -226,11 +240,16 @@ async def decoded(task: str, codec: AvroCodec, value: bytes) -> Any:
 
 async def retrying(task: str, where: str, call: Callable[..., T], *args: Any) -> T | None:
     """``call(*args)`` on an executor thread until it succeeds: transient errors are retried
-    without end (backoff to 30 s), others ``GIVE_UP_AFTER`` times; then None (counted)."""
+    without end (backoff to 30 s), a Redis refusal each second (``refused``; the process stops
+    on it in the end), others ``GIVE_UP_AFTER`` times; then None (counted)."""
     delay, failures = 1.0, 0
     while True:
         try:
-            return await asyncio.get_running_loop().run_in_executor(None, call, *args)
+            result = await asyncio.get_running_loop().run_in_executor(None, call, *args)
+        except RedisRefused as exc:
+            refused(task, exc)
+            await asyncio.sleep(REFUSED_RETRY_SECONDS)
+            continue
         except TransientError as exc:
             metrics.CONTROL_PLANE_ERRORS.labels(task=task).inc()
             logger.warning("%s failed (%s), trying again in %.0f s: %s", task, where, delay, exc)
@@ -242,6 +261,9 @@ async def retrying(task: str, where: str, call: Callable[..., T], *args: Any) ->
                 metrics.CONTROL_PLANE_DROPPED.labels(task=task).inc()
                 logger.error("%s gave up on %s", task, where)
                 return None
+        else:
+            REDIS_WATCH.answered(task)
+            return result
         await asyncio.sleep(delay)
         delay = min(delay * 2, MAX_BACKOFF)
 
@@ -267,6 +289,8 @@ async def serve_request(state: ControlState, request: dict[str, Any]) -> str:
                 state.trainer_codecs,
                 request,
             )
+        except RedisRefused as exc:  # not this request's fault either; the process stops on it
+            refused("retrain", exc)
         except TransientError as exc:  # Kafka, Redis or MLflow down: not this request's fault
             metrics.CONTROL_PLANE_ERRORS.labels(task="retrain").inc()
             logger.warning("retrain request %s: %s; trying again", request["request_id"], exc)
@@ -276,6 +300,8 @@ async def serve_request(state: ControlState, request: dict[str, Any]) -> str:
             logger.exception("retrain request %s failed (try %d)", request["request_id"], failures)
             if failures >= GIVE_UP_AFTER:
                 return _finish(state, request, "failed", {"why": "errors on every try"})
+        if outcome is not None:
+            REDIS_WATCH.answered("retrain")
         if outcome is not None and outcome["status"] != "waiting":
             return _finish(state, request, outcome["status"], outcome)
         if outcome is not None:
@@ -285,6 +311,15 @@ async def serve_request(state: ControlState, request: dict[str, Any]) -> str:
             why = (outcome or {}).get("why", "errors until the deadline")
             return _finish(state, request, "expired", {"why": why})
         await asyncio.sleep(r.retry_seconds)
+
+
+def refused(task: str, exc: RedisRefused) -> None:
+    """Redis refused the user in ``task``: counted, fed to the refusal watch (readiness fails;
+    `worker control-plane` stops once it has lasted ``redis.auth_failure_seconds``) and logged
+    as one line without a traceback, at most once per refusal every 30 s."""
+    metrics.CONTROL_PLANE_ERRORS.labels(task=task).inc()
+    if REDIS_WATCH.failed(task, exc):
+        logger.error("%s: %s; tried again until it is granted", task, exc)
 
 
 def _finish(

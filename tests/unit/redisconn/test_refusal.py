@@ -3,11 +3,13 @@ the password, counted, and watched per caller until it has lasted long enough to
 
 from __future__ import annotations
 
+import threading
+
 import redis
 
 from services.core import metrics
 from services.core.errors import FeatureStoreUnavailable, NotAuthorized, RedisRefused
-from services.redisconn.refusal import RefusalWatch, cause_of, refusal
+from services.redisconn.refusal import RefusalWatch, cause_of, refusal, watch_refusals
 
 PASSWORD = "pw-never-shown-7"  # noqa: S105 (a test's own)
 
@@ -94,3 +96,35 @@ def test_a_refusal_not_seen_again_for_a_minute_is_over() -> None:
     assert watch.problem() is None
     watch.failed("score", RedisRefused("r", command="MGET", cause="noperm"))
     assert watch.current() == (watch.current()[0], 0.0)  # type: ignore[index]  # a new run
+
+
+def test_a_refusal_met_every_second_is_logged_once_per_period_per_line() -> None:
+    now = [0.0]
+    watch = RefusalWatch(clock=lambda: now[0])
+    mget = RedisRefused("refused MGET on pred", command="MGET", cause="noperm")
+    wrongpass = RedisRefused("refused the user", command="MGET", cause="wrongpass")
+    logged = []
+    for _ in range(int(RefusalWatch.LOG_EVERY_SECONDS) * 2 + 1):
+        logged.append(watch.failed("label_join", mget))
+        now[0] += 1
+    assert logged.count(True) == 3  # at 0, 30 and 60 s
+    assert watch.failed("label_join", wrongpass) is True  # another refusal: its own line
+
+
+def test_watch_refusals_calls_stop_with_the_verdict_once_it_has_lasted() -> None:
+    now = [0.0]
+    watch = RefusalWatch(clock=lambda: now[0])
+    watch.failed("label_join", RedisRefused("refused MGET", command="MGET", cause="noperm"))
+    now[0] = 3.0
+    watch.failed("label_join", RedisRefused("refused MGET", command="MGET", cause="noperm"))
+    stopped = threading.Event()
+    stops: list[RedisRefused] = []
+
+    def stop(refused: RedisRefused) -> None:
+        stops.append(refused)
+        stopped.set()
+
+    done = watch_refusals(2.0, stop, watch=watch, every=0.01)
+    assert stopped.wait(10)
+    done.set()
+    assert [str(s) for s in stops] == ["refused MGET (refused for 3 s)"]
