@@ -196,15 +196,32 @@ def offline_gate(
     why = f"holdout {name} {mine:.4f} vs champion {theirs:.4f} on the same rows ({said})"
     if mine > theirs + allowed:
         return False, why
-    ece, champion_ece = metrics.get("holdout_ece"), metrics.get("champion_holdout_ece")
-    if ece_margin is not None and ece is not None and champion_ece is not None:
-        if ece > champion_ece + ece_margin:
-            return False, (
-                f"holdout ECE {ece:.4f} vs champion {champion_ece:.4f} on the same rows "
-                f"(ECE margin {ece_margin:g})"
-            )
-        why += f"; ECE {ece:.4f} vs {champion_ece:.4f}"
+    gate = ece_gate(metrics, ece_margin) if ece_margin is not None else None
+    if gate is not None:
+        if not gate[0]:
+            return gate
+        why += f"; {gate[1]}"
     return True, why
+
+
+def ece_gate(metrics: Mapping[str, float], ece_margin: float) -> tuple[bool, str] | None:
+    """The calibration gate: the holdout's expected calibration error must not exceed the
+    champion's on the same rows by more than ``ece_margin``; None when either is unknown.
+
+    >>> ece_gate({"holdout_ece": 0.09, "champion_holdout_ece": 0.02}, 0.05)
+    (False, 'holdout ECE 0.0900 vs champion 0.0200 on the same rows (ECE margin 0.05)')
+    >>> ece_gate({"holdout_ece": 0.03, "champion_holdout_ece": 0.02}, 0.05)
+    (True, 'ECE 0.0300 vs 0.0200')
+    """
+    ece, champion_ece = metrics.get("holdout_ece"), metrics.get("champion_holdout_ece")
+    if ece is None or champion_ece is None:
+        return None
+    if ece > champion_ece + ece_margin:
+        return False, (
+            f"holdout ECE {ece:.4f} vs champion {champion_ece:.4f} on the same rows "
+            f"(ECE margin {ece_margin:g})"
+        )
+    return True, f"ECE {ece:.4f} vs {champion_ece:.4f}"
 
 
 def quality_trigger(

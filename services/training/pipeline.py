@@ -22,6 +22,7 @@ from services.features.history import FeatureSource
 from services.features.log import FeatureLogIndex
 from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore
+from services.retrain.policy import ece_gate
 from services.scoring.calibration import Method, fit_calibration
 from services.scoring.model import LoadedModel, artifact_digest, write_artifacts
 from services.scoring.registry import MlflowRegistry
@@ -44,8 +45,16 @@ from services.training.train import (
 )
 
 CALIBRATION_SHARE = 0.2  # of the training rows, kept out of the fit to fit the calibration
+# Fewer rows than this fit an isotonic map of a few steps, or a sigmoid on noise: a map that
+# moves served scores without evidence. Refused rather than fitted.
+MIN_CALIBRATION_ROWS = 200
 
 logger = logging.getLogger(__name__)
+
+
+class CalibrationGateRefused(StreamMLError):
+    """``--calibrate`` made a version whose holdout ECE is worse than the champion's on the
+    same rows by more than the ECE margin; nothing was registered."""
 
 
 class TrainingRefused(StreamMLError):
@@ -105,6 +114,7 @@ def train_and_register(
     logged: FeatureLogIndex | None = None,
     source: FeatureSource | None = None,
     task: Task = BINARY,
+    ece_margin: float | None = None,
 ) -> TrainResult:
     """Raises ``TrainingRefused`` when the data fails validation (the report says why), and
     ``ConfigError`` when LightGBM refuses ``params``.
@@ -124,7 +134,13 @@ def train_and_register(
     ``calibrate``: a share of the training rows is kept out of the fit, and an isotonic or
     sigmoid map fitted on the model's scores there is stored with the version and applied to
     every score it serves. The holdout's ECE before (``holdout_ece_uncalibrated``) and after
-    (``holdout_ece``) are recorded.
+    (``holdout_ece``) are recorded. A calibration split under ``MIN_CALIBRATION_ROWS`` rows is
+    refused (``ConfigError``). With ``refit_on_all`` the map is fitted again on the refitted
+    model's scores (a map fitted to the first model's scores does not fit the second's).
+
+    ``ece_margin`` (with ``calibrate`` and ``compare_to``): the ECE gate the retrainer applies
+    (``services.retrain.policy.ece_gate``); a version that fails it is not registered
+    (``CalibrationGateRefused``).
     """
     if calibrate is not None and task != BINARY:
         raise ConfigError(f"--calibrate is for a binary task; this one is {task.kind}")
@@ -144,6 +160,12 @@ def train_and_register(
         order = np.random.default_rng(seed + 1).permutation(train_idx)
         cut = int(len(order) * (1 - CALIBRATION_SHARE))
         fit_idx, cal_idx = np.sort(order[:cut]), np.sort(order[cut:])
+        if len(cal_idx) < MIN_CALIBRATION_ROWS:
+            raise ConfigError(
+                f"--calibrate needs at least {MIN_CALIBRATION_ROWS} rows to fit its map on; "
+                f"this set gives {len(cal_idx)} ({CALIBRATION_SHARE:.0%} of {len(train_idx)} "
+                "training rows): train without --calibrate, or on more history"
+            )
     trained = fit(ts.X[fit_idx], ts.y[fit_idx], ts.names, flavor, seed, params, task)
     calibration = None
     raw_hold = predict(trained, ts.X[hold_idx], task)
@@ -162,6 +184,10 @@ def train_and_register(
         # The champion on the very same holdout rows: the comparison a promotion needs.
         champion = evaluate_task(task, ts.y[hold_idx], compare_to.predict(ts.X[hold_idx]))
         metrics |= {f"champion_holdout_{k}": v for k, v in champion.items()}
+    if calibrate is not None and ece_margin is not None:
+        gate = ece_gate(metrics, ece_margin)
+        if gate is not None and not gate[0]:
+            raise CalibrationGateRefused(f"not registered: {gate[1]}")
     fingerprint = ts.fingerprint()
     with tempfile.TemporaryDirectory(prefix="streamscore-train-") as tmp:
         fallback = None
@@ -174,6 +200,10 @@ def train_and_register(
             # Every row but the calibration's: the map must score rows the model never saw.
             fit_idx = np.setdiff1d(np.arange(len(ts.y)), cal_idx)
             trained = fit(ts.X[fit_idx], ts.y[fit_idx], ts.names, flavor, seed, params, task)
+            if calibrate is not None:  # the map must fit this model's scores, not the first's
+                calibration = fit_calibration(
+                    calibrate, predict(trained, ts.X[cal_idx]), ts.y[cal_idx]
+                )
             if fallback is not None:
                 fallback = fit_fallback(ts.X[fit_idx], ts.y[fit_idx], seed)
             metrics["train_rows"] = float(len(fit_idx))

@@ -21,7 +21,11 @@ from services.features.store import FeatureStore
 from services.scoring.registry import MlflowRegistry
 from services.synthetic.history import WorldFeatures
 from services.training.dataset import ValidationReport
-from services.training.pipeline import TrainingRefused, train_and_register
+from services.training.pipeline import (
+    CalibrationGateRefused,
+    TrainingRefused,
+    train_and_register,
+)
 from services.training.train import metrics_line
 from streams.adapters import feature_spec, feature_store
 from streams.commands.common import app, emit, json_option
@@ -283,9 +287,16 @@ def train(
     try:
         if problems:
             raise TrainingRefused(ValidationReport(len(events), 0, tuple(problems)))
+        registry = MlflowRegistry(a.settings)
+        champion = None
+        ece_margin = a.settings.retrain.ece_margin
+        if calibrate is not None and ece_margin is not None:
+            # The retrainer's ECE gate: the champion scored on the same holdout rows.
+            version = registry.alias_version("champion")
+            champion = registry.load(version=version) if version else None
         with a.err.status(f"training {flavor} and recording the run in MLflow..."):
             result = train_and_register(
-                MlflowRegistry(a.settings),
+                registry,
                 spec,
                 store,
                 events,
@@ -301,7 +312,14 @@ def train(
                 source=source,
                 logged=logged,
                 task=domain_of(a.settings).task,
+                compare_to=champion,
+                ece_margin=ece_margin,
             )
+    except CalibrationGateRefused as exc:
+        said = str(exc)
+        emit(a, {"refused": True, "problems": [said]}, lambda c: c.print(said, highlight=False))
+        ctx.exit(2)  # the gate refused the model: nothing registered
+        return
     except TrainingRefused as exc:
         refused = list(exc.report.problems)
 
