@@ -257,6 +257,7 @@ k8s-check: install
 	mkdir -p build/k8s
 	build/tools/kustomize build deploy/k8s/base > build/k8s/base.yaml
 	build/tools/kustomize build deploy/k8s/overlays/example > build/k8s/example.yaml
+	build/tools/kustomize build deploy/k8s/overlays/exactly-once > build/k8s/exactly-once.yaml
 	K8S_RENDERED=build/k8s $(BIN)/python -m pytest tests/unit/test_k8s.py -q -p no:cacheprovider
 
 # Re-pin requirements.lock (the image, with the postgres extra: MLflow's database driver) and

@@ -1,7 +1,8 @@
 """A small kustomize for tests without the binary: what `kustomize build` makes of deploy/k8s's
 base, overlays and components, for the fields they use (resources, directories included;
-components; labels; namespace; images; patches, strategic merge or JSON 6902). A kustomization
-using anything else is refused, so the tests never check less than would be applied.
+components; labels; namespace; images; patches, strategic merge, ``$patch: delete`` of a whole
+object, or JSON 6902). A kustomization using anything else is refused, so the tests never
+check less than would be applied.
 `make k8s-check` runs the real kustomize on the same trees and the tests check its output
 instead."""
 
@@ -76,6 +77,10 @@ def _patch(objects: list[Obj], root: Path, patch: dict[str, Any]) -> None:
         target = patch.get("target") or {"kind": body["kind"], "name": body["metadata"]["name"]}
     hits = [obj for obj in objects if _matches(obj, target)]
     assert hits, f"patch {patch} matches no object"
+    if isinstance(body, dict) and body.get("$patch") == "delete":  # the object goes
+        assert set(body) == {"apiVersion", "kind", "metadata", "$patch"}, body
+        objects[:] = [obj for obj in objects if not any(obj is hit for hit in hits)]
+        return
     for obj in hits:
         if isinstance(body, list):
             for operation in body:

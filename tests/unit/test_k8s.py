@@ -1,4 +1,4 @@
-"""deploy/k8s's base and its example overlay rendered and validated offline: every object
+"""deploy/k8s's base and its overlays rendered and validated offline: every object
 against the Kubernetes OpenAPI schema (strict: unknown fields are errors), the KEDA ScaledObject
 against our topic table, and every STREAMSCORE_* variable against the settings. No cluster runs
 here (docs/deployment.md).
@@ -23,13 +23,19 @@ import yaml
 
 from services.core.settings import Settings, iter_env_vars
 from streams.topics import by_record, topic_table
+from streams.worker.txn_id import unstable
 from tests.unit.kustomize import build
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 BASE = K8S / "base"
-TREES = {"base": BASE, "example": K8S / "overlays" / "example"}
+TREES = {
+    "base": BASE,
+    "example": K8S / "overlays" / "example",
+    "exactly-once": K8S / "overlays" / "exactly-once",
+}
+WORKLOADS = ("Deployment", "StatefulSet")  # the long-running roles' kinds
 # The oldest release still maintained when this was written; objects valid there are valid later.
 KUBERNETES = "1.33.0"
 # Custom resources (KEDA, the Prometheus Operator): no schema in kubernetes-validate; checked
@@ -68,11 +74,15 @@ def _by_kind(objects: Objects, kind: str) -> list[dict[str, Any]]:
     return [o for o in objects if o["kind"] == kind]
 
 
+def _workloads(objects: Objects) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] in WORKLOADS]
+
+
 def _pod_specs(objects: Objects) -> list[tuple[str, dict[str, Any]]]:
     return [
         (o["metadata"]["name"], o["spec"]["template"]["spec"])
         for o in objects
-        if o["kind"] in ("Deployment", "Job")
+        if o["kind"] in (*WORKLOADS, "Job")
     ]
 
 
@@ -93,7 +103,7 @@ def test_every_object_is_valid_kubernetes(tree: str, obj: dict[str, Any]) -> Non
 def test_the_base_holds_every_role_and_every_file(objects: Objects) -> None:
     listed = set(yaml.safe_load((BASE / "kustomization.yaml").read_text())["resources"])
     assert listed == {p.name for p in BASE.glob("*.yaml")} - {"kustomization.yaml"}
-    names = {o["metadata"]["name"] for o in _by_kind(objects, "Deployment")}
+    names = {o["metadata"]["name"] for o in _workloads(objects)}
     assert names == {
         "streamscore-scoring",
         "streamscore-control-plane",
@@ -185,7 +195,7 @@ def test_only_streamscore_pods_reach_the_registry_and_redis(objects: Objects) ->
         name: spec_labels
         for name, spec_labels in (
             (o["metadata"]["name"], o["spec"]["template"]["metadata"]["labels"])
-            for o in _by_kind(objects, "Deployment")
+            for o in _workloads(objects)
         )
         if name != "mlflow"
     }
@@ -227,9 +237,7 @@ def test_workers_probe_healthz_and_readyz_on_their_role_port(objects: Objects) -
 
 def test_the_validator_refuses_what_kubernetes_would(objects: Objects) -> None:
     """The schema check is live: a misspelt field and a wrong type are errors."""
-    (scoring,) = [
-        o for o in _by_kind(objects, "Deployment") if o["metadata"]["name"].endswith("scoring")
-    ]
+    (scoring,) = [o for o in _workloads(objects) if o["metadata"]["name"].endswith("scoring")]
     typo = {**scoring, "spec": {**scoring["spec"], "replica": 2}}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(typo, KUBERNETES, strict=True)
@@ -248,12 +256,16 @@ def test_every_replicated_deployment_has_a_disruption_budget(objects: Objects) -
 
 
 def test_no_scaled_deployment_sets_its_replicas(objects: Objects) -> None:
-    """KEDA's HPA owns the replica count of what a ScaledObject targets: a count in the
-    manifest would reset it on every apply."""
-    targets = {o["spec"]["scaleTargetRef"]["name"] for o in _by_kind(objects, "ScaledObject")}
-    deployments = {o["metadata"]["name"]: o for o in _by_kind(objects, "Deployment")}
-    assert targets and targets <= set(deployments)
-    assert [name for name in sorted(targets) if "replicas" in deployments[name]["spec"]] == []
+    """KEDA's HPA owns the replica count of what a ScaledObject targets (a Deployment unless
+    its scaleTargetRef names another kind): a count in the manifest would reset it on every
+    apply."""
+    targets = {
+        (ref.get("kind", "Deployment"), ref["name"])
+        for ref in (o["spec"]["scaleTargetRef"] for o in _by_kind(objects, "ScaledObject"))
+    }
+    workloads = {(o["kind"], o["metadata"]["name"]): o for o in _workloads(objects)}
+    assert targets and targets <= set(workloads)
+    assert [t for t in sorted(targets) if "replicas" in workloads[t]["spec"]] == []
 
 
 def test_keda_scales_the_scoring_workers_on_lag_up_to_the_partitions(objects: Objects) -> None:
@@ -414,3 +426,65 @@ def test_replicated_roles_spread_over_nodes_and_the_api_drains_before_it_stops(
     (container,) = api["containers"]
     command = container["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep" and 0 < int(command[1]) < api["terminationGracePeriodSeconds"]
+
+
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_exactly_once_runs_only_on_pods_with_stable_names(objects: Objects) -> None:
+    """exactly_once needs a transactional id that survives a restart: never on a Deployment,
+    whose pods get a new random name each time (streams/worker/txn_id.py warns at start)."""
+    for o in _workloads(objects):
+        for container in o["spec"]["template"]["spec"]["containers"]:
+            guarantee = _env(container).get("STREAMSCORE_WORKER__PROCESSING_GUARANTEE", {})
+            if guarantee.get("value") == "exactly_once":
+                assert o["kind"] == "StatefulSet", o["metadata"]["name"]
+    for config in _by_kind(objects, "ConfigMap"):
+        assert config["data"].get("STREAMSCORE_WORKER__PROCESSING_GUARANTEE") != "exactly_once"
+
+
+def test_the_exactly_once_overlay_runs_the_scoring_workers_as_a_statefulset() -> None:
+    objects, base = RENDERED["exactly-once"], RENDERED["base"]
+    (stateful,) = _by_kind(objects, "StatefulSet")
+    name = stateful["metadata"]["name"]
+    assert name == "streamscore-scoring"
+    # No scoring Deployment left: by name, or by what its pods run.
+    deployments = _by_kind(objects, "Deployment")
+    assert name not in {o["metadata"]["name"] for o in deployments}
+    assert not [
+        o["metadata"]["name"]
+        for o in deployments
+        for c in o["spec"]["template"]["spec"]["containers"]
+        if c.get("args", [])[:2] == ["worker", "scoring"]
+    ]
+    (container,) = stateful["spec"]["template"]["spec"]["containers"]
+    assert container["args"][:2] == ["worker", "scoring"]
+    env = _env(container)
+    assert env["STREAMSCORE_WORKER__PROCESSING_GUARANTEE"]["value"] == "exactly_once"
+    tid = env["STREAMSCORE_WORKER__TRANSACTIONAL_ID"]["valueFrom"]["fieldRef"]
+    assert tid["fieldPath"] == "metadata.name"
+    # A StatefulSet's pod is <name>-<ordinal>: the worker's own check finds it stable.
+    assert unstable(f"{name}-0", worker_id_set=True, tid_set=True) is None
+    # KEDA scales the StatefulSet (it would look for a Deployment by default).
+    (scaled,) = _by_kind(objects, "ScaledObject")
+    ref = scaled["spec"]["scaleTargetRef"]
+    assert (ref["apiVersion"], ref["kind"], ref["name"]) == ("apps/v1", "StatefulSet", name)
+    # Its governing Service exists and is headless.
+    services = {o["metadata"]["name"]: o for o in _by_kind(objects, "Service")}
+    governing = services[stateful["spec"]["serviceName"]]["spec"]
+    assert governing["clusterIP"] == "None"
+    assert governing["selector"] == stateful["spec"]["selector"]["matchLabels"]
+    # The same pod as the base's Deployment, but for the two exactly-once variables.
+    (deployment,) = [o for o in _by_kind(base, "Deployment") if o["metadata"]["name"] == name]
+    ours = yaml.safe_load(yaml.safe_dump(stateful["spec"]["template"]))
+    (c,) = ours["spec"]["containers"]
+    c["env"] = [e for e in c["env"] if e["name"] not in _EXACTLY_ONCE_ENV]
+    assert ours == deployment["spec"]["template"]
+    assert stateful["spec"]["selector"] == deployment["spec"]["selector"]
+
+
+_EXACTLY_ONCE_ENV = {
+    "STREAMSCORE_WORKER__PROCESSING_GUARANTEE",
+    "STREAMSCORE_WORKER__TRANSACTIONAL_ID",
+}
