@@ -190,7 +190,9 @@ def test_a_model_trained_elsewhere_is_registered_shadowed_and_promoted(
     assert refused.returncode == 2 and "the same names in another order" in refused.stderr, (
         refused.stderr
     )
-    ran = cli_in_process(p, "--json", "models", "register", str(model), "--holdout", str(holdout))
+    ran = cli_in_process(
+        p, "--json", "models", "register", str(model), "--holdout", str(holdout), "--features-now"
+    )
     assert ran.returncode == 0, ran.stderr
     out = json.loads(ran.stdout)
     version = out["version"]
