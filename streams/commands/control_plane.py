@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import click
 from faust.worker import Worker
@@ -23,7 +24,13 @@ def _stop_refused(refused: CredentialsRefused | RedisRefused) -> None:
     ``kafka.auth_failure_seconds``, or Redis its user or a command for
     ``redis.auth_failure_seconds``: one line, exit 2. faust runs its own loop on the main
     thread, so the process ends here, as a crash would: what it had not committed yet is read
-    again by the next start, and its quality book is rebuilt from the labels."""
+    again by the next start, and its quality book is rebuilt from the labels.
+
+    faust's worker has replaced ``sys.stderr`` with a proxy that logs what is written to it
+    (``[WARNING] error: ...``): the line goes to the process's own stderr instead, as the
+    other commands' last line does."""
+    if sys.__stderr__ is not None:
+        sys.stderr = sys.__stderr__
     exit_now(f"error: {refused}", 2)
 
 

@@ -1,5 +1,6 @@
 """Redis refusing the control plane's user, on a real redis-server with its ACL user: the
-label join's read of the prediction store taken away (NOPERM). As for the worker: readiness
+label join's read of the prediction store taken away (NOPERM), in process and under
+`streamscore worker control-plane`. As for the worker: readiness
 fails at once, the refusal is one line without a traceback (not one per try), the label batch
 is tried again rather than given up, and once the refusal has lasted
 ``redis.auth_failure_seconds`` the stop is called with one line naming the server, the user,
@@ -10,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,16 +23,20 @@ from types import SimpleNamespace
 
 import pytest
 import redis
+from confluent_kafka import Producer
 from pydantic import SecretStr
 
 from services.core.errors import RedisRefused
 from services.core.settings import Settings
+from services.kafka.config import producer_config
 from services.redisconn import acl
 from services.redisconn.refusal import WATCH, watch_refusals
 from streams.adapters import prediction_store
 from streams.control.app import retrying
 from streams.runtime import control_plane_probes
 from tests.faults.harness import OwnRedis, wait_for
+from tests.integration.conftest import Stack
+from tests.integration.pipeline_env import make_pipeline
 
 pytestmark = [pytest.mark.integration]
 USER = acl.user("control")
@@ -118,3 +126,78 @@ def test_a_refused_label_join_fails_readiness_logs_one_line_and_stops_the_contro
     refusals = [r for r in mine if "refused user" in r.getMessage()]
     assert len(refusals) == 1, [r.getMessage() for r in mine]  # tried about each second
     assert password not in caplog.text
+
+
+@pytest.mark.kafka_only  # faust (aiokafka), as tests/integration/test_control_plane.py
+def test_a_refused_label_join_stops_the_control_plane_process_with_exit_2_and_one_line(
+    stack: Stack, tmp_path: Path, own_redis: OwnRedis
+) -> None:
+    base = stack.settings.redis.model_dump()
+    p = next(make_pipeline(stack, tmp_path, redis={**base, "url": own_redis.url}))
+    prefix = p.settings.redis.key_prefix
+    admin = redis.Redis.from_url(own_redis.url)
+    password = secrets.token_hex(16)
+    rules = acl.rules("control", prefix).split()
+    admin.execute_command("ACL", "SETUSER", USER, "reset", "on", f">{password}", *rules)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMSCORE_")} | p.env()
+    env |= {
+        "STREAMSCORE_REDIS__USERNAME": USER,
+        "STREAMSCORE_REDIS__PASSWORD": password,
+        "STREAMSCORE_REDIS__AUTH_FAILURE_SECONDS": str(REFUSED_SECONDS),
+    }
+    control = subprocess.Popen(  # noqa: S603 (our own CLI)
+        [sys.executable, "-m", "streams.cli", "worker", "control-plane"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    lines: list[str] = []
+
+    def collect() -> None:
+        assert control.stderr is not None
+        for raw in iter(control.stderr.readline, b""):
+            lines.append(raw.decode(errors="replace"))
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
+    try:
+        # Its group starts at the latest offsets: the label goes once it owns the partitions.
+        wait_for(
+            lambda: (
+                control.poll() is not None
+                or any("Setting newly assigned partitions" in line for line in lines)
+            ),
+            120,
+            "the control plane's partitions",
+        )
+        assert control.poll() is None, "".join(lines)[-3000:]
+        admin.execute_command("ACL", "SETUSER", USER, "-mget")  # the label join's one command
+        raw = p.world.events(1, start_index=0)
+        (label,) = p.world.labels(raw)
+        label |= {"label_time": label["event_time"] + 500}
+        producer = Producer(producer_config(p.settings))
+        producer.produce(
+            p.settings.topics.labels,
+            key=label["event_id"].encode(),
+            value=p.codec(p.settings.topics.label_record).encode_one(label),
+        )
+        assert producer.flush(30) == 0
+        rc = control.wait(REFUSED_SECONDS + 60)
+    finally:
+        if control.poll() is None:
+            control.kill()
+            control.wait(30)
+        reader.join(30)  # to the end of its stderr
+        assert control.stderr is not None
+        control.stderr.close()
+    text = "".join(lines)
+    assert rc == 2, text[-3000:]
+    last = text.strip().splitlines()[-1]
+    where = f"127.0.0.1:{own_redis.port}"
+    assert last.startswith(
+        f"error: redis at {where} refused user {USER!r} MGET on {prefix}pred:served:* (NOPERM:"
+    ), last
+    assert "refused for " in last
+    assert "Traceback" not in text and password not in text, text[-3000:]
+    logged = [line for line in text.splitlines() if "label_join: redis at " in line]
+    assert len(logged) == 1, logged  # tried each second, logged once
