@@ -16,7 +16,7 @@ on those same events by ``margin``; otherwise it stays challenger and the decisi
 The absolute trigger: the champion's online log loss above its own holdout log loss by a
 margin requests a retrain even when no detector fired (a model that was never good).
 
-Log loss is unitless and every margin is an amount of it. A regression model's loss is MAE, in
+Log loss is unitless and every margin is a quantity of it. A regression model's loss is MAE, in
 the label's units, so there each margin is a fraction of the figure it is compared with (the
 champion's MAE, or the holdout's for the trigger): 0.05 is "5% worse".
 """

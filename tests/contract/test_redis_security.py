@@ -8,7 +8,7 @@ import uuid
 import numpy as np
 import pytest
 
-from services.core.errors import FeatureStoreUnavailable
+from services.core.errors import FeatureStoreUnavailable, RedisRefused
 from services.embedded import tls
 from services.features.redis_store import RedisFeatureStore
 from services.features.spec import FeatureSpec
@@ -49,14 +49,14 @@ def test_the_worker_reads_features_writes_predictions_and_its_buckets(secure: Se
 def test_the_worker_cannot_write_features_or_read_api_keys(secure: SecureRedis) -> None:
     key, _ = ApiKeys(secure.client("admin"), PREFIX).create("partner")
     worker = secure.client("worker")
-    with pytest.raises(FeatureStoreUnavailable, match="no permissions"):
+    with pytest.raises(RedisRefused, match="NOPERM"):
         RedisFeatureStore(worker, SPEC, PREFIX).put_many(
             "user", ["x"], np.zeros((1, 16), np.float32)
         )
-    with pytest.raises(FeatureStoreUnavailable, match="no permissions"):
+    with pytest.raises(RedisRefused, match="NOPERM"):
         ApiKeys(worker, PREFIX).verify(f"ssk_{key.id}_guess")
     api_buckets = RedisTokenBuckets(worker, PREFIX, 1.0, 5, namespace=API_NAMESPACE)
-    with pytest.raises(FeatureStoreUnavailable, match="no permissions"):
+    with pytest.raises(RedisRefused, match="NOPERM"):
         api_buckets.take({key.id: 1})
 
 
@@ -68,15 +68,17 @@ def test_the_api_reads_its_keys_and_cannot_touch_the_stream(secure: SecureRedis)
     assert RedisTokenBuckets(api, PREFIX, 0.001, 5, namespace=API_NAMESPACE).take({key.id: 9}) == {
         key.id: 5
     }
-    with pytest.raises(FeatureStoreUnavailable, match="no permissions"):
+    with pytest.raises(RedisRefused, match="NOPERM"):
         RedisTokenBuckets(api, PREFIX, 1.0, 5).take({"p": 1})
-    with pytest.raises(FeatureStoreUnavailable, match="no permissions"):
+    with pytest.raises(RedisRefused, match="NOPERM"):
         PredictionStore(api, PREFIX, 60).put_many("served", [("e", Stored("1", "c", 0.5))])
 
 
 def test_a_wrong_password_is_one_line_naming_the_user(secure: SecureRedis) -> None:
     cfg = secure.role_settings("worker", password="not-the-password")
-    with pytest.raises(FeatureStoreUnavailable) as err:
+    # A single server answers WRONGPASS on the command (RedisRefused); a Redis Cluster's client
+    # fails while it discovers the slots and says so as unreachable (a gap: not yet RedisRefused).
+    with pytest.raises((RedisRefused, FeatureStoreUnavailable)) as err:
         RedisFeatureStore(connect(cfg, secure.url), SPEC, PREFIX).get_many({"user": ["u"]})
     text = str(err.value)
     assert "\n" not in text and "not-the-password" not in text
