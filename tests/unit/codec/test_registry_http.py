@@ -5,12 +5,9 @@ Central); this pins the wire-level behaviour our code relies on."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -18,21 +15,9 @@ from services.codec.registry import RegistrySchemaIds
 from services.codec.schemas import DEFAULT_SCHEMAS_DIR, load_schemas, parse_record
 from services.core.errors import ConfigError, SchemaRegistryUnavailable, UnknownSchemaIdError
 from services.core.settings import SchemaRegistrySettings
+from tests.unit.codec.standin import load_standin
 
-ROOT = Path(__file__).resolve().parents[3]
 SCHEMAS = load_schemas(DEFAULT_SCHEMAS_DIR)
-
-
-def load_standin() -> ModuleType:
-    """The stand-in's module, loaded from its file (deploy/ is not a package)."""
-    name = "registry_standin"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "deploy/registry/server.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 @pytest.fixture

@@ -4,38 +4,24 @@ ids are global and stable, a restart keeps them, and errors have Confluent's cod
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
-import sys
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.unit.codec.standin import load_standin
+
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 V1 = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "int"}]}
 # A field added with a default: BACKWARD and FORWARD, so FULL, compatible with V1.
 V2 = V1 | {"fields": [*V1["fields"], {"name": "b", "type": "string", "default": ""}]}
 # A field added without a default: new readers cannot read V1 data (not BACKWARD).
 BAD = V1 | {"fields": [*V1["fields"], {"name": "c", "type": "long"}]}
-
-
-def load_standin() -> ModuleType:
-    """The stand-in's module, loaded from its file (deploy/ is not a package)."""
-    name = "registry_standin"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "deploy/registry/server.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 Start = Callable[..., str]
