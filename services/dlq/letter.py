@@ -144,6 +144,14 @@ def _redrive_count(headers: Headers) -> int:
     return 0
 
 
+def encode_cut(
+    codec: AvroCodec, letter: DeadLetterOut, worker_id: str, now_ms: int, max_bytes: int
+) -> bytes:
+    """One dead letter without its original (``minimal``), encoded: what is written in place
+    of a letter its topic refused, or would refuse, for its size."""
+    return codec.encode_one(dead_letter_record(letter, worker_id, now_ms, max_bytes, minimal=True))
+
+
 def encode_dead_letters(
     codec: AvroCodec,
     letters: Sequence[DeadLetterOut],

@@ -15,7 +15,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from services.codec.avro import AvroCodec
 from services.core import metrics
 from services.core.records import DeadLetterOut
-from services.dlq.letter import dead_letter_headers, dead_letter_record, encode_dead_letters
+from services.dlq.letter import dead_letter_headers, encode_cut, encode_dead_letters
 from services.kafka.topics import TopicSpec
 
 logger = logging.getLogger("streams.worker")
@@ -95,10 +95,7 @@ class SizeCuts:
         if limit is not None:
             for i, value in enumerate(out):
                 if len(value) >= limit:
-                    record = dead_letter_record(
-                        letters[i], worker_id, now_ms, max_bytes, minimal=True
-                    )
-                    out[i] = codec.encode_one(record)
+                    out[i] = encode_cut(codec, letters[i], worker_id, now_ms, max_bytes)
                     cut_now.add(self.where(letters[i]))
             metrics.DEAD_LETTERS_CUT.inc(len(cut_now))
         with self._lock:
@@ -109,13 +106,13 @@ class SizeCuts:
 def write_cut(outputs: Rescuer, letter: DeadLetterOut, ack: Any) -> None:
     """Write ``letter`` cut on the outputs' own producer (under exactly_once: in the batch's
     transaction), reporting to ``ack``; a refusal of that too is the chunk's failure."""
-    record = dead_letter_record(
-        letter, outputs.worker_id, outputs.now_ms, outputs.dead_letter_max_bytes, minimal=True
+    value = encode_cut(
+        outputs.codec_dlq, letter, outputs.worker_id, outputs.now_ms, outputs.dead_letter_max_bytes
     )
     try:
         outputs.producer.produce(
             outputs.dlq_topic.name,
-            outputs.codec_dlq.encode_one(record),
+            value,
             None,
             headers=dead_letter_headers(letter),
             on_delivery=ack,

@@ -25,7 +25,7 @@ from services.core.settings import Settings
 from services.dlq.letter import (
     dead_letter_headers,
     dead_letter_key,
-    dead_letter_record,
+    encode_cut,
     encode_dead_letters,
 )
 from services.kafka.config import producer_config
@@ -237,14 +237,14 @@ class Outputs:
         path, after a refusal for size. Returns the delivery error, None when written."""
         if self._rescue is None:
             self._rescue = self._make_rescue()
-        record = dead_letter_record(
-            letter, self.worker_id, self.now_ms, self.dead_letter_max_bytes, minimal=True
+        value = encode_cut(
+            self.codec_dlq, letter, self.worker_id, self.now_ms, self.dead_letter_max_bytes
         )
         answer: list[KafkaError | None] = []
         try:
             self._rescue.produce(
                 self.dlq_topic.name,
-                self.codec_dlq.encode_one(record),
+                value,
                 None,
                 headers=dead_letter_headers(letter),
                 on_delivery=lambda err, _msg: answer.append(err),
