@@ -13,8 +13,6 @@ import json
 import logging
 import os
 import secrets
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -36,7 +34,7 @@ from streams.control.app import retrying
 from streams.runtime import control_plane_probes
 from tests.faults.harness import OwnRedis, wait_for
 from tests.integration.conftest import Stack
-from tests.integration.pipeline_env import make_pipeline
+from tests.integration.pipeline_env import make_pipeline, start_control_plane
 
 pytestmark = [pytest.mark.integration]
 USER = acl.user("control")
@@ -145,21 +143,7 @@ def test_a_refused_label_join_stops_the_control_plane_process_with_exit_2_and_on
         "STREAMSCORE_REDIS__PASSWORD": password,
         "STREAMSCORE_REDIS__AUTH_FAILURE_SECONDS": str(REFUSED_SECONDS),
     }
-    control = subprocess.Popen(  # noqa: S603 (our own CLI)
-        [sys.executable, "-m", "streams.cli", "worker", "control-plane"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    lines: list[str] = []
-
-    def collect() -> None:
-        assert control.stderr is not None
-        for raw in iter(control.stderr.readline, b""):
-            lines.append(raw.decode(errors="replace"))
-
-    reader = threading.Thread(target=collect, daemon=True)
-    reader.start()
+    control, lines, reader = start_control_plane(env)
     try:
         # Its group starts at the latest offsets: the label goes once it owns the partitions.
         wait_for(

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from services.core import metrics
 from services.core.errors import RegistryUnavailable
@@ -31,7 +30,7 @@ from tests.faults.harness import (
     wait_for,
 )
 from tests.integration.conftest import Stack
-from tests.integration.pipeline_env import Pipeline, make_pipeline
+from tests.integration.pipeline_env import Pipeline, limit_message_bytes, make_pipeline
 
 pytestmark = [pytest.mark.integration]
 
@@ -131,11 +130,7 @@ def test_dead_letter_topic_smaller_than_a_dead_letter(stack: Stack, tmp_path: Pa
     letter is sent again without its original, and the worker goes on."""
     p = next(make_pipeline(stack, tmp_path))
     dlq = f"{p.settings.topics.events}.dlq"
-    entry = ConfigEntry("max.message.bytes", "20000", incremental_operation=AlterConfigOpType.SET)
-    resource = ConfigResource("topic", dlq, incremental_configs=[entry])
-    admin = stack.admin()  # kept alive until the change is done
-    for future in admin.incremental_alter_configs([resource]).values():
-        future.result(30)
+    limit_message_bytes(stack.admin(), dlq, 20_000)
     started = time.monotonic()
     stripped = _value(metrics.DEAD_LETTERS_CUT)
     items = good_items(p, 300, start=0) + garbage_items(50, size=100_000)

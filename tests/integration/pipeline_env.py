@@ -31,6 +31,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from services.codec.avro import AvroCodec
 from services.codec.factory import codec_for
@@ -326,3 +327,38 @@ def cli_in_process(p: Pipeline, *args: str) -> Ran:
             root.handlers[:] = handlers
             root.setLevel(level)
     return Ran(int(rc or 0), out.getvalue(), err.getvalue())
+
+
+def limit_message_bytes(admin: AdminClient, topic: str, max_bytes: int) -> None:
+    """Set ``topic``'s max.message.bytes on the broker (a dead-letter topic too small for some
+    letters), waiting for the change."""
+    entry = ConfigEntry(
+        "max.message.bytes", str(max_bytes), incremental_operation=AlterConfigOpType.SET
+    )
+    resource = ConfigResource("topic", topic, incremental_configs=[entry])
+    for future in admin.incremental_alter_configs([resource]).values():
+        future.result(30)
+
+
+def start_control_plane(
+    env: dict[str, str],
+) -> tuple[subprocess.Popen[bytes], list[str], threading.Thread]:
+    """``streamscore worker control-plane`` as a process of its own with ``env``; its stderr
+    lines are collected into the returned list by the returned thread as they come (join it
+    for the whole of stderr once the process has ended)."""
+    control = subprocess.Popen(  # noqa: S603 (our own CLI)
+        [sys.executable, "-m", "streams.cli", "worker", "control-plane"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    lines: list[str] = []
+
+    def collect() -> None:
+        assert control.stderr is not None
+        for raw in iter(control.stderr.readline, b""):
+            lines.append(raw.decode(errors="replace"))
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
+    return control, lines, reader

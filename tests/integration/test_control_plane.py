@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -26,7 +25,13 @@ from services.training.pipeline import train_and_register
 from streams.adapters import feature_spec, feature_store
 from streams.runtime import scoring_worker
 from tests.integration.conftest import Stack, free_port
-from tests.integration.pipeline_env import Pipeline, make_pipeline, run_cli, with_model
+from tests.integration.pipeline_env import (
+    Pipeline,
+    make_pipeline,
+    run_cli,
+    start_control_plane,
+    with_model,
+)
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
@@ -68,21 +73,7 @@ def test_concept_drift_is_detected_retrained_shadowed_and_promoted(pipeline: Pip
         "STREAMSCORE_METRICS__CONTROL_PLANE_PORT": str(port),
         "STREAMSCORE_METRICS__HOST": "127.0.0.1",
     }
-    control = subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", "worker", "control-plane"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    lines: list[str] = []
-
-    def collect() -> None:
-        assert control.stderr is not None
-        for raw_line in iter(control.stderr.readline, b""):
-            lines.append(raw_line.decode(errors="replace"))
-
-    reader = threading.Thread(target=collect, daemon=True)
-    reader.start()
+    control, lines, reader = start_control_plane(env)
     worker = scoring_worker(s)
     summary: dict[str, Any] = {}
     scoring = threading.Thread(target=lambda: summary.update(worker.run().to_dict()))

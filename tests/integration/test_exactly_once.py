@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 
 from services.core import metrics
 from streams.runtime import scoring_worker
@@ -21,7 +20,7 @@ from tests.faults.harness import (
     wait_for,
 )
 from tests.integration.conftest import Stack
-from tests.integration.pipeline_env import make_pipeline, with_guarantee
+from tests.integration.pipeline_env import limit_message_bytes, make_pipeline, with_guarantee
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
 
@@ -58,11 +57,7 @@ def test_a_dead_letter_too_large_for_its_topic_is_cut_inside_the_transaction(
     no dead letter written outside a transaction."""
     p = with_guarantee(next(make_pipeline(stack, tmp_path)), "exactly_once")
     dlq = f"{p.settings.topics.events}.dlq"
-    entry = ConfigEntry("max.message.bytes", "20000", incremental_operation=AlterConfigOpType.SET)
-    resource = ConfigResource("topic", dlq, incremental_configs=[entry])
-    admin = stack.admin()  # kept alive until the change is done
-    for future in admin.incremental_alter_configs([resource]).values():
-        future.result(30)
+    limit_message_bytes(stack.admin(), dlq, 20_000)
     cut_before = metrics.DEAD_LETTERS_CUT._value.get()
     items = good_items(p, 300, start=0) + garbage_items(50, size=100_000)
     sent = send(p, items)
