@@ -94,13 +94,14 @@ def pytest_report_header() -> list[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests on the secured three-node cluster run only with --cluster: its start alone takes one
-    to two minutes, more than `make test` can spend; `make cluster-test` runs them."""
+    """Tests on the secured three-node cluster run only with --cluster (`make cluster-test`),
+    but for the smoke (marker ``cluster_smoke``): its start alone takes about a minute, so
+    `make test` runs one start and the smoke on it."""
     if config.getoption("--cluster"):
         return
     skip = pytest.mark.skip(reason="secured-cluster test: `make cluster-test` runs it")
     for item in items:
-        if item.get_closest_marker("cluster"):
+        if item.get_closest_marker("cluster") and not item.get_closest_marker("cluster_smoke"):
             item.add_marker(skip)
 
 

@@ -124,27 +124,53 @@ def stop(record: ProcessRecord, timeout: float = 20.0) -> bool:
     Returns:
         True when something was stopped, False when it was not running.
     """
-    if not is_running(record):
-        _reap(record.pid)
-        return False
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(record.pid, sig)
-        except ProcessLookupError:
-            break
-        except PermissionError:
-            os.kill(record.pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
+    return bool(stop_all([record], timeout))
+
+
+def _signal(record: ProcessRecord, sig: signal.Signals) -> None:
+    try:
+        os.killpg(record.pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        os.kill(record.pid, sig)
+
+
+def stop_all(records: Sequence[ProcessRecord], timeout: float = 20.0) -> list[ProcessRecord]:
+    """Stop several process groups at once: SIGTERM to all, then SIGKILL to those still running
+    after ``timeout``. Returns those that were running.
+
+    Together, not one after another: the nodes of a cluster each wait for the others while they
+    shut down (a KRaft node that outlives its quorum waits until it is killed), so stopping them
+    in turn costs the sum of those waits.
+    """
+    running = []
+    for record in records:
+        if is_running(record):
+            running.append(record)
+        else:
             _reap(record.pid)
-            if not is_running(record):
-                _reap(record.pid, wait=5.0)  # it may have exited between the two checks
-                return True
-            time.sleep(0.05)
-    _reap(record.pid)
-    if is_running(record):
-        raise EmbeddedStackError(f"{record.kind} (pid {record.pid}) did not stop")
-    return True
+    left = list(running)
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        for record in left:
+            _signal(record, sig)
+        deadline = time.monotonic() + wait
+        while left and time.monotonic() < deadline:
+            for record in left:
+                _reap(record.pid)
+            left = [r for r in left if is_running(r)]
+            if left:
+                time.sleep(0.05)
+        if not left:
+            break
+    for record in running:
+        _reap(record.pid, wait=5.0)  # it may have exited between the two checks
+    stuck = [r for r in running if is_running(r)]
+    if stuck:
+        raise EmbeddedStackError(
+            ", ".join(f"{r.kind} (pid {r.pid})" for r in stuck) + " did not stop"
+        )
+    return running
 
 
 def tail(path: Path, lines: int = 20) -> str:

@@ -25,6 +25,7 @@ from services.embedded.process import (
     spawn,
     start_ticks,
     stop,
+    stop_all,
     tail,
 )
 from services.embedded.redis_cluster import RedisClusterStack
@@ -346,17 +347,17 @@ class EmbeddedStack:
         one `up` call started); returns those that were running. A component started by an
         earlier `local up`, or not by us at all, is left alone when not named."""
         stopped: list[ProcessRecord] = []
-        every = (PROMETHEUS, BROKER, *CLUSTER_NODES, *REDIS_CLUSTER_NODES, REDIS)
-        names = [n for n in every if only is None or n in set(only)]
+        # In this order; the nodes of each cluster together (see stop_all).
+        stages = ((PROMETHEUS,), (BROKER,), CLUSTER_NODES, REDIS_CLUSTER_NODES, (REDIS,))
         with self._locked():
-            for name in names:
-                record = ProcessRecord.load(self.state_dir, name)
-                if record is None:
-                    continue
-                if stop(record):
+            for stage in stages:
+                names = [n for n in stage if only is None or n in set(only)]
+                records = [r for r in (ProcessRecord.load(self.state_dir, n) for n in names) if r]
+                for record in stop_all(records):
                     stopped.append(record)
                     logger.info("stopped %s (pid %d)", record.kind, record.pid)
-                ProcessRecord.forget(self.state_dir, name)
+                for name in names:
+                    ProcessRecord.forget(self.state_dir, name)
         return stopped
 
     def status(self) -> StackStatus:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 from confluent_kafka.cimpl import NewTopic
 from pydantic import SecretStr
 
@@ -34,6 +34,7 @@ from streams.probes import serve
 from streams.replay import ensure_targets, execute, fence, group_of, resolve
 from streams.runtime import replay_rescorer, scoring_worker, worker_probes
 from streams.sdk import EventProducer
+from streams.topics import topic_table
 from tests.integration.cluster_env import Cluster, as_role, start_cluster
 from tests.integration.pipeline_env import (
     Pipeline,
@@ -106,13 +107,19 @@ def refused(err: KafkaError | None, code: int) -> bool:
     return err is not None and err.code() == code
 
 
+@pytest.mark.cluster_smoke
 def test_topics_are_replicated_three_times_with_two_in_sync(cluster: Cluster) -> None:
     admin = AdminClient(admin_config(cluster.role("admin")))
     meta = admin.list_topics(timeout=30)
     assert len(meta.brokers) == 3
-    topic = cluster.base.topics.events
-    parts = meta.topics[topic].partitions
-    assert len(parts) == 6 and all(len(p.replicas) == 3 for p in parts.values())
+    ours = [t.name for t in topic_table(cluster.base.topics)]
+    assert len(meta.topics[cluster.base.topics.events].partitions) == 6
+    for name in ours:
+        parts = meta.topics[name].partitions
+        assert parts and all(len(p.replicas) == 3 for p in parts.values()), name
+    resources = [ConfigResource(ResourceType.TOPIC, name) for name in ours]
+    for resource, future in admin.describe_configs(resources).items():
+        assert future.result(30)["min.insync.replicas"].value == "2", resource
 
 
 def test_worker(cluster: Cluster) -> None:
@@ -216,6 +223,7 @@ def _as(p: Pipeline, cluster: Cluster, role: str) -> Pipeline:
     return Pipeline(as_role(p.settings, role), p.world, p.trained, p.missing_users)
 
 
+@pytest.mark.cluster_smoke
 def test_every_part_runs_as_its_principal_and_no_secret_leaks(
     cluster: Cluster, secured: Pipeline, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -269,12 +277,17 @@ def test_every_part_runs_as_its_principal_and_no_secret_leaks(
     assert summary.predictions + summary.dead_letters == total
     assert summary.dead_letters == total - len(events)
     decode = p.codec("Prediction").decode_one
-    predicted = {
-        _event_id(r)
+    records = [
+        r
         for r in (decode(m.value()) for m in cli.read("Prediction", p.count("Prediction")))
         if isinstance(r, dict)
-    }
-    assert predicted == {e["event_id"] for e in events}
+    ]
+    assert {_event_id(r) for r in records} == {e["event_id"] for e in events}
+    # Scored by the model with the features the worker read from the Redis Cluster as its own
+    # user: none degraded, and only the world's featureless users fell back to defaults.
+    assert not any(r["degraded"] for r in records)
+    enriched = [r for r in records if r["user_id"] not in p.missing_users]
+    assert enriched and all(r["missing_features"] == [] for r in enriched)
 
     # Replay, as streamscore-replay: the input range re-scored into a sandbox, in transactions.
     rp = _as(p, cluster, "replay")
@@ -316,6 +329,9 @@ def test_every_part_runs_as_its_principal_and_no_secret_leaks(
         ran = cli_in_process(cli, *args)
         outputs += [ran.stdout, ran.stderr]
         assert ran.returncode == 0, (args, ran.stderr)
+    lag, tailed = json.loads(outputs[-6]), outputs[-2]
+    assert as_worker.worker.scoring_group in json.dumps(lag)
+    assert len([line for line in tailed.splitlines() if line.strip()]) == 3, tailed
     # dlq inspect: the worker's dead letters (test_worker left one raw value there, no letter).
     assert json.loads(outputs[-4])["total"] == summary.dead_letters
 

@@ -7,7 +7,14 @@ import sys
 import time
 from pathlib import Path
 
-from services.embedded.process import ProcessRecord, is_running, spawn, start_ticks, stop
+from services.embedded.process import (
+    ProcessRecord,
+    is_running,
+    spawn,
+    start_ticks,
+    stop,
+    stop_all,
+)
 
 
 def _record(pid: int, ticks: int, argv: tuple[str, ...] = ("x",)) -> ProcessRecord:
@@ -62,3 +69,39 @@ def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
 def test_unreadable_record_is_ignored(tmp_path: Path) -> None:
     (tmp_path / "broker.json").write_text('{"name": "broker"}')
     assert ProcessRecord.load(tmp_path, "broker") is None
+
+
+# A node that, once told to stop, waits until all three were told (as KRaft nodes wait for
+# their quorum), then exits by itself and says so.
+_QUORUM_NODE = """
+import pathlib, signal, sys, time
+here = pathlib.Path(sys.argv[1]); me = sys.argv[2]
+def term(*_):
+    (here / f"term-{me}").touch()
+    while len(list(here.glob("term-*"))) < 3:
+        time.sleep(0.01)
+    (here / f"exit-{me}").touch()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+(here / f"up-{me}").touch()
+time.sleep(120)
+"""
+
+
+def test_nodes_that_wait_for_each_other_are_stopped_together(tmp_path: Path) -> None:
+    records = []
+    for n in "abc":
+        argv = [sys.executable, "-c", _QUORUM_NODE, str(tmp_path), n]
+        proc = spawn(argv, tmp_path / f"{n}.log", tmp_path)
+        ticks = start_ticks(proc.pid)
+        assert ticks is not None
+        records.append(_record(proc.pid, ticks, tuple(argv)))
+    deadline = time.monotonic() + 30  # until each node's SIGTERM handler is installed
+    while len(list(tmp_path.glob("up-*"))) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    # One after another, the first would wait for the others' SIGTERM until it was killed.
+    assert stop_all(records, timeout=30) == records
+    assert sorted(p.name for p in tmp_path.glob("exit-*")) == ["exit-a", "exit-b", "exit-c"]
+    assert not any(is_running(r) for r in records)
+    assert stop_all(records) == []  # already gone
