@@ -29,6 +29,18 @@ def tail_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def per_event_us(probe: dict[str, Any]) -> str:
+    """The implementation's CPU per event sent in a probe, in µs ("-" when not measured).
+
+    >>> per_event_us({"impl_cpu_s": 0.75, "sent": 7500})
+    '100.0'
+    >>> per_event_us({"sent": 7500})
+    '-'
+    """
+    cpu, sent = probe.get("impl_cpu_s"), probe.get("sent") or 0
+    return "-" if not cpu or not sent else f"{cpu / sent * 1e6:.1f}"
+
+
 def markdown(capacity: dict[str, Any]) -> str:
     lines = [
         f"Capacity at p99 ≤ {capacity['bound_ms']:g} ms ({capacity['seconds']:g} s per rate):",
@@ -52,15 +64,16 @@ def markdown(capacity: dict[str, Any]) -> str:
     lines += [
         "",
         "| implementation | rate | achieved | answered/sent | p50 ms | p95 ms | p99 ms | "
-        "generator CPU s | generator lag p99 / max ms | harness CPU s | broker + Redis CPU s | "
-        "load average 1 min | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "implementation CPU µs/event | generator CPU s | generator lag p99 / max ms | "
+        "harness CPU s | broker + Redis CPU s | load average 1 min | verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p in sorted(capacity["probes"], key=lambda p: (p["impl"], p["rate"])):
         lines.append(
             f"| {p['impl']} | {p['rate']:,} | {p['achieved_rate']:,} | "
             f"{p['answered']:,}/{p['sent']:,} | {p['p50_ms']} | {p['p95_ms']} | {p['p99_ms']} | "
-            f"{p['generator_cpu_s']} | {p['generator_lag_p99_ms']} / {p['generator_lag_max_ms']} | "
+            f"{per_event_us(p)} | {p['generator_cpu_s']} | "
+            f"{p['generator_lag_p99_ms']} / {p['generator_lag_max_ms']} | "
             f"{p['harness_cpu_s']} | {round(sum(p['infra_cpu_s'].values()), 2)} | "
             f"{p['load_average'][0]} | {p['verdict']} |"
         )

@@ -93,6 +93,6 @@ def test_each_probe_row_shows_the_machine_s_load_and_the_broker_s_cpu() -> None:
     table = markdown(
         {"bound_ms": 50.0, "seconds": 20.0, "rows": rows({}), "probes": [asdict(probe)]}
     )
-    assert "| 0.9 | 0.3 / 1.2 | 1.1 | 1.75 | 3.12 | pass |" in table
+    assert "| 12.5 | - | 0.9 | 0.3 / 1.2 | 1.1 | 1.75 | 3.12 | pass |" in table
     line = load_line({"load_average": {"start": [1.0, 2.0, 3.0], "end": [4.0, 5.0, 6.0]}})
     assert line.endswith("1.0, 2.0, 3.0 at the start, 4.0, 5.0, 6.0 at the end")
