@@ -79,10 +79,12 @@ cluster-test: install
 	$(BIN)/python -m pytest tests/integration/test_secure_cluster.py --broker=kafka --cluster \
 	  --durations=10 $(PYTEST_ARGS)
 
-# The fault kit (tests/faults): every case, the long ones too, on Apache Kafka when it can run;
-# the table of what each case observed is written into docs/reliability.md. About 10 minutes.
+# The fault kit (tests/faults): every case, the long ones too (the secured cluster's among them),
+# on Apache Kafka when it can run; the table of what each case observed is written into
+# docs/reliability.md.
 faults: install
 	-@$(MAKE) --no-print-directory kafka || echo "Apache Kafka unavailable: the fault kit runs on tansu"
+	-@$(MAKE) --no-print-directory redis
 	$(BIN)/python -m pytest tests/faults --broker=auto --faults --faults-report=docs/reliability.md $(PYTEST_ARGS)
 
 # The fault explorer: SEEDS random schedules of faults (workers join, leave, crash and freeze;

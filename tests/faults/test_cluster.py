@@ -175,9 +175,8 @@ def test_input_leader_killed_under_load_and_restarted(
     cluster: Cluster, secured: Pipeline, tmp_path: Path, guarantee: str
 ) -> None:
     """SIGKILL the node leading most input partitions while 500 events/s flow (idempotent
-    producer, acks=all, RF 3, min.insync.replicas=2), then start it again. A worker that stops
-    meanwhile must stop with one line (a decided error); it is then started again under the
-    same worker id (so, under exactly_once, the same transactional id), as a supervisor would."""
+    producer, acks=all, RF 3, min.insync.replicas=2), then start it again. Two of three nodes
+    keep every partition writable: the worker must ride it out, never stop."""
     p, topic = secured, secured.settings.topics.events
     started = time.monotonic()
     same = {"STREAMSCORE_WORKER__WORKER_ID": "instance-0"}
@@ -194,12 +193,7 @@ def test_input_leader_killed_under_load_and_restarted(
     moved = time.monotonic() - killed
     restart = restart_nodes(cluster)
     joined(flow)
-    stopped = ""
-    if worker.proc.poll() is not None:
-        lines = error_lines(worker)
-        assert worker.proc.returncode != 0 and len(lines) == 1, worker.text()[-3000:]
-        stopped = f"the worker stopped once with `{lines[0][:160]}`, started again; "
-        worker = WorkerProcess(as_worker(p, guarantee), tmp_path, "w-again", env=same)
+    assert worker.proc.poll() is None, worker.text()[-3000:]
     wait_accounted(p, sent, 240)
     assert worker.proc.poll() is None, worker.text()[-3000:]
     assert worker.stop() == 0, worker.text()[-3000:]
@@ -211,7 +205,7 @@ def test_input_leader_killed_under_load_and_restarted(
         "leaders move to the other two nodes; producer and worker go on; no loss"
         + ("" if guarantee == "at_least_once" else "; no duplicate to read_committed readers"),
         f"{duplicates(tally.duplicated, guarantee)}; leaders moved {moved:.0f} s after the "
-        f"kill; the node back in {restart:.0f} s; " + (stopped or "the worker never stopped"),
+        f"kill; the node back in {restart:.0f} s; the worker never stopped",
         tally,
         time.monotonic() - started,
     )
@@ -322,8 +316,9 @@ def test_redis_primary_killed_replica_takes_over(
     assert tally.lost == 0 and tally.predicted == 5000 and tally.degraded == 0, tally
     record(
         "cluster: a Redis Cluster primary SIGKILLed at 250 events/s (policy pause)",
-        "its replica is promoted; the worker holds its input meanwhile, then goes on; nothing "
-        "scored without features",
+        "its replica is promoted; reads of the dead primary's slots are retried until then "
+        "(a read that still fails holds the input: policy pause); nothing scored without "
+        "features, nothing lost",
         f"replica promoted {failover:.1f} s after the kill; {tally.duplicated} duplicates; "
         f"{tries} failed Redis tries logged, input resumed {resumed} time(s); "
         "worker never restarted",
