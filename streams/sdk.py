@@ -222,16 +222,24 @@ class EventProducer:
                 f"within {timeout:g} s"
             )
 
+    def close(self) -> None:
+        """Release the Schema Registry client's connections (when one is configured). Call
+        ``flush()`` first: what is not yet acknowledged is not waited for here."""
+        self._codec.close()
+
     def __enter__(self) -> EventProducer:
         return self
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if kind is None:
-            self.flush()
-        else:
-            self._producer.flush(10)  # deliver what was sent; the caller's error wins
+        try:
+            if kind is None:
+                self.flush()
+            else:
+                self._producer.flush(10)  # deliver what was sent; the caller's error wins
+        finally:
+            self.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -413,6 +421,7 @@ class PredictionConsumer:
             self._commit_positions(None)
         finally:
             self._consumer.close()
+            self._codec.close()
 
     def __enter__(self) -> PredictionConsumer:
         return self

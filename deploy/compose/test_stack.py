@@ -73,9 +73,10 @@ INFRA = (
 # ids from the registry than from the committed manifest, so a worker that used the manifest's
 # ids would dead-letter every event.
 FOREIGN_SUBJECT = "orders.placed.v1-value"
-# The SDK's EventProducer opens a Schema Registry client (confluent-kafka's, an HTTP connection
-# pool) that it never closes, so each producer's kept-alive socket warns when it is collected.
-# Not what this test checks: those warnings only, for the sockets to the registry's port.
+# Accounting keeps one Schema Registry client (confluent-kafka's, an HTTP connection pool) for
+# the whole module, and its kept-alive socket warns when it is collected. Not what this test
+# checks: those warnings only, for the sockets to the registry's port. (The SDK's
+# EventProducer closes its own client on leaving its `with` block.)
 pytestmark = pytest.mark.filterwarnings(
     r"ignore:Exception ignored in. <socket.socket .*raddr=\('127.0.0.1', 8081\)>"
     ":pytest.PytestUnraisableExceptionWarning"

@@ -61,11 +61,13 @@ class AvroCodec:
         subject: str,
         *,
         max_message_bytes: int = 1_000_000,
+        owns_ids: bool = False,
     ) -> None:
         self.record = record
         self.subject = subject
         self.schema_id = ids.id_for(subject, record)
         self._ids = ids
+        self._owns_ids = owns_ids  # made for this codec alone: close() closes it
         self._max_bytes = max_message_bytes
         # schema id -> (parsed writer schema, reader schema or None when identical)
         self._writers: dict[int, tuple[Any, Any | None]] = {self.schema_id: (record.reader, None)}
@@ -74,6 +76,13 @@ class AvroCodec:
         self._fast: Any = None  # cavro fast path, built on first use (False: none)
         self._nonce = os.urandom(8)
         self._header = frame(self.schema_id, b"")
+
+    def close(self) -> None:
+        """Release the id source when it was made for this codec (a registry client's
+        connections); a shared one is its owner's to close."""
+        close = getattr(self._ids, "close", None)
+        if self._owns_ids and close is not None:
+            close()
 
     def encode_one(self, record: Mapping[str, Any]) -> bytes:
         """Serialise one record (raises ``ValueError``/``TypeError`` naming the bad field)."""

@@ -32,7 +32,8 @@ def codec_for(
     schemas: dict[str, RecordSchema] | None = None,
     ids: SchemaIds | None = None,
 ) -> AvroCodec:
-    """The codec of ``topic``'s values.
+    """The codec of ``topic``'s values. Without ``ids``, the codec makes its own id source and
+    ``close()`` releases it.
 
     Raises:
         ConfigError: the topic's record has no schema, or it is not registered.
@@ -46,4 +47,5 @@ def codec_for(
         ids if ids is not None else schema_ids(settings),
         topic.subject,
         max_message_bytes=settings.batch.max_message_bytes,
+        owns_ids=ids is None,
     )

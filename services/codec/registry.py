@@ -52,6 +52,10 @@ class RegistrySchemaIds:
             conf["basic.auth.user.info"] = f"{settings.username}:{password}"
         return cls(_client_module().SchemaRegistryClient.new_client(conf))
 
+    def close(self) -> None:
+        """Close the client's HTTP connections (kept alive between calls)."""
+        self._client.close()
+
     def id_for(self, subject: str, record: RecordSchema) -> int:
         key = (subject, record.fingerprint)
         if key not in self._ids:

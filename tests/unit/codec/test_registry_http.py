@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from services.codec.avro import AvroCodec
 from services.codec.registry import RegistrySchemaIds
 from services.codec.schemas import DEFAULT_SCHEMAS_DIR, load_schemas, parse_record
 from services.core.errors import ConfigError, SchemaRegistryUnavailable, UnknownSchemaIdError
@@ -85,3 +86,28 @@ def test_unreachable_registry_is_transient() -> None:
     ids = RegistrySchemaIds.from_settings(SchemaRegistrySettings(url="http://127.0.0.1:9"))
     with pytest.raises(SchemaRegistryUnavailable):
         ids.writer_source(1)
+
+
+def test_a_codec_closes_the_id_source_it_made_and_only_that(
+    connect: Callable[..., RegistrySchemaIds],
+) -> None:
+    closed: list[str] = []
+
+    class Ids:
+        def id_for(self, subject: str, record: object) -> int:
+            return 1
+
+        def writer_source(self, schema_id: int) -> dict[str, object]:
+            return {}
+
+        def close(self) -> None:
+            closed.append("closed")
+
+    record = SCHEMAS["Interaction"]
+    AvroCodec(record, Ids(), "s-value").close()  # shared (the worker's): its owner closes it
+    assert closed == []
+    AvroCodec(record, Ids(), "s-value", owns_ids=True).close()
+    assert closed == ["closed"]
+    ids = connect()
+    ids.close()  # the registry adapter closes its HTTP client
+    ids.close()  # twice is harmless
