@@ -116,6 +116,7 @@ COMMANDS = {
     "replay": "streams.commands.replay:replay",
     "api": "streams.commands.api:api",
     "score-file": "streams.commands.score_file:score_file",
+    "evaluate-file": "streams.commands.evaluate_file:evaluate_file",
     "report": "streams.commands.report:report",
 }
 # Commands registered by other installed packages (the benchmarks in `load/` add `load`): the
