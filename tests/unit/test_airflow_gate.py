@@ -1,11 +1,17 @@
-"""deploy/airflow's DAG without Airflow: the promotion gate's verdicts (streamscore_gate.py, pure),
-and the DAG file's shell commands, which must take every templated value from the environment.
-`make airflow-test` runs the DAG itself."""
+"""deploy/airflow's DAG without Airflow: the two gates' verdicts (streamscore_gate.py, pure) for
+every task, and the DAG file's shell commands, which must take every templated value from the
+environment (the train task's is run by bash with a stand-in streamscore). `make airflow-test`
+runs the DAG itself."""
 
 from __future__ import annotations
 
 import ast
 import importlib.util
+import json
+import math
+import os
+import shlex
+import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +22,7 @@ import pytest
 DAGS = Path(__file__).resolve().parents[2] / "deploy" / "airflow" / "dags"
 NOW = datetime(2026, 3, 9, 12, 0, tzinfo=UTC)
 LIMITS = {"min_shadow_hours": 24.0, "max_shadow_hours": 336.0, "min_shadow_labels": 1000}
+NAN = math.nan
 
 
 def _gate() -> Any:
@@ -132,3 +139,173 @@ def test_the_gate_comes_first_and_the_run_ends_with_the_shadow() -> None:
     text = (DAGS / "streamscore_retrain.py").read_text()
     assert "gate >> validate_data >> train >> score >> evaluated >> register >> shadow" in text
     assert "promotion_gate" not in text
+
+
+# -- any task: the loss each gate compares -------------------------------------------------------
+def test_the_gates_loss_per_task_is_the_tasks_own() -> None:
+    """The DAG cannot import streamscore, so it keeps the task -> loss table itself: it must be
+    Task.loss's."""
+    from services.core.task import TASKS, Task
+
+    classes = ("a", "b", "c")
+    assert set(gate.LOSS) == set(TASKS)
+    for kind in TASKS:
+        task = Task(kind, classes if kind == "multiclass" else ())
+        assert gate.LOSS[kind] == task.loss, kind
+        assert task.loss in gate.LOSS_NAMES
+
+
+def _compare_of(task: str, quality: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    """A `models compare` report of ``task``: quality = metric -> (champion, shadow)."""
+    rows = []
+    for version, variant, at in (("6", "champion", 0), ("7", "shadow", 1)):
+        row: dict[str, Any] = {"model_version": version, "variant": variant, "labelled": 2000.0}
+        rows.append(row | {metric: pair[at] for metric, pair in quality.items()})
+    return {"task": task, "variants": rows}
+
+
+@pytest.mark.parametrize(
+    ("task", "quality", "action"),
+    [
+        # `models compare` reports MAE and RMSE for regression, no log loss: the gate used to
+        # wait for a log loss that never came, then retired every regression challenger.
+        ("regression", {"mae": (3.0, 2.5), "rmse": (4.0, 3.5)}, "promote"),
+        ("regression", {"mae": (3.0, 3.2), "rmse": (4.0, 3.0)}, "retire"),
+        ("multiclass", {"log_loss": (0.9, 0.8), "accuracy": (0.6, 0.55)}, "promote"),
+        ("multiclass", {"log_loss": (0.9, 0.95), "accuracy": (0.6, 0.7)}, "retire"),
+        ("binary", {"log_loss": (0.4, 0.35), "auc": (0.7, 0.6)}, "promote"),
+    ],
+)
+def test_the_promotion_gate_judges_by_the_tasks_loss(
+    task: str, quality: dict[str, tuple[float, float]], action: str
+) -> None:
+    verdict = gate.judge(_show(30), _compare_of(task, quality), NOW, **LIMITS)
+    assert (verdict.action, verdict.version) == (action, "7"), verdict.reason
+    name = "MAE" if task == "regression" else "log loss"
+    assert f"online {name} " in verdict.reason
+
+
+def _evaluated(task: str, loss: str, rows: int, **metrics: float) -> dict[str, Any]:
+    """A `streamscore --json evaluate-file` report."""
+    return {"task": task, "loss": loss, "rows": rows, "metrics": {"rows": float(rows)} | metrics}
+
+
+def test_the_holdout_gate_compares_the_tasks_loss_on_the_same_rows() -> None:
+    champion = _evaluated("regression", "mae", 500, mae=2.0, rmse=2.6)
+    better = _evaluated("regression", "mae", 500, mae=1.9, rmse=2.9)
+    report = gate.holdout_report("7", champion, better)
+    assert (report["task"], report["loss"], report["rows"]) == ("regression", "mae", 500)
+    assert gate.holdout_verdict(report, 0.0) == (
+        True,
+        "v7: holdout MAE 1.9000 against the champion's 2.0000 (limit 2.0000): challenger",
+    )
+    worse = gate.holdout_report("7", champion, _evaluated("regression", "mae", 500, mae=2.1))
+    assert gate.holdout_verdict(worse, 0.0)[0] is False
+    assert gate.holdout_verdict(worse, 0.1)[0] is True  # 2.1 <= 2.0 * 1.1
+    multi = gate.holdout_report(
+        "7",
+        _evaluated("multiclass", "log_loss", 9, log_loss=0.9, accuracy=0.5),
+        _evaluated("multiclass", "log_loss", 9, log_loss=0.8, accuracy=0.4),
+    )
+    assert gate.holdout_verdict(multi, 0.0)[0] is True
+
+
+def test_the_holdout_gate_refuses_uneven_rows_mixed_tasks_and_nan() -> None:
+    champion = _evaluated("binary", "log_loss", 500, log_loss=0.5, auc=0.7)
+    with pytest.raises(ValueError, match="unevenly: 500 rows by the champion, 499"):
+        gate.holdout_report("7", champion, _evaluated("binary", "log_loss", 499, log_loss=0.4))
+    with pytest.raises(ValueError, match="unevenly: 0 rows"):
+        gate.holdout_report("7", champion | {"rows": 0}, champion | {"rows": 0})
+    with pytest.raises(ValueError, match="binary task for the champion and as a regression"):
+        gate.holdout_report("7", champion, _evaluated("regression", "mae", 500, mae=1.0))
+    nan = gate.holdout_report("7", champion, _evaluated("binary", "log_loss", 500, log_loss=NAN))
+    assert gate.holdout_verdict(nan, 1.0)[0] is False
+
+
+# -- the train task's shell command, run by bash without Airflow ------------------------------
+def _module_value(name: str) -> ast.expr:
+    tree = ast.parse((DAGS / "streamscore_retrain.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == [
+            name
+        ]:
+            return node.value
+    raise AssertionError(f"no {name} in the DAG")
+
+
+def _train_command(streamscore: Path) -> str:
+    """The train task's bash_command as the DAG builds it, for ``streamscore``."""
+    [call] = [
+        c
+        for c in _dag_calls()
+        if any(k.arg == "task_id" and ast.literal_eval(k.value) == "train" for k in c.keywords)
+    ]
+    command = next(k.value for k in call.keywords if k.arg == "bash_command")
+    names = {"SS": shlex.quote(str(streamscore)), "FIELD": ast.literal_eval(_module_value("FIELD"))}
+    return str(eval(compile(ast.Expression(command), "dag", "eval"), names))  # noqa: S307
+
+
+def test_the_features_param_is_log_by_default_and_reaches_bash_as_a_variable() -> None:
+    env = _module_value("ENV")
+    assert isinstance(env, ast.Dict)
+    pairs = {ast.literal_eval(k): v for k, v in zip(env.keys, env.values, strict=True) if k}
+    assert ast.literal_eval(pairs["FEATURES"]) == "{{ params.features }}"
+    tree = ast.parse((DAGS / "streamscore_retrain.py").read_text())
+    [param] = [
+        v
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Dict)
+        for k, v in zip(node.keys, node.values, strict=True)
+        if isinstance(k, ast.Constant) and k.value == "features" and isinstance(v, ast.Call)
+    ]
+    assert isinstance(param, ast.Call)
+    assert ast.literal_eval(param.args[0]) == "log"
+    keywords = {k.arg: ast.literal_eval(k.value) for k in param.keywords}
+    assert keywords["enum"] == ["log", "now"]
+
+
+@pytest.mark.parametrize(("features", "now"), [("log", False), ("now", True)])
+def test_train_reads_the_feature_log_unless_features_is_now(
+    tmp_path: Path, features: str, now: bool
+) -> None:
+    """bash runs the train task's command with a stand-in streamscore that records its
+    arguments: --features-now only for features=now, and a path with `$(...)` stays a path."""
+    argv_file = tmp_path / "argv.json"
+    fake = tmp_path / "streamscore"
+    fake.write_text(
+        "#!/usr/bin/env python3\nimport json, sys\n"
+        f"open({str(argv_file)!r}, 'w').write(json.dumps(sys.argv[1:]))\n"
+        "print(json.dumps({'version': '9'}))\n",
+        encoding="utf-8",
+    )
+    fake.chmod(0o755)
+    odd = str(tmp_path / "ev $(touch pwned) 'x'.csv")
+    env = {
+        "PATH": os.environ["PATH"],
+        "WORK": str(tmp_path),
+        "EVENTS": odd,
+        "LABELS": str(tmp_path / "labels.csv"),
+        "RUN_NAME": "airflow-2026-03-09",
+        "FEATURES": features,
+    }
+    ran = subprocess.run(  # noqa: S603 (bash, on the DAG's own command)
+        ["/bin/bash", "-c", _train_command(fake)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip().splitlines()[-1] == "9"  # the version, the task's XCom
+    argv = json.loads(argv_file.read_text())
+    assert argv[:5] == ["--json", "train", "--events", odd, "--labels"]
+    assert ("--features-now" in argv) is now
+    assert argv[argv.index("--holdout-by") :] == [
+        "--holdout-by",
+        "time",
+        "--run-name",
+        "airflow-2026-03-09",
+    ]
+    assert not (tmp_path / "pwned").exists()

@@ -1,20 +1,26 @@
-"""The promotion gate of the streamscore_retrain DAG: what to do with the challenger a previous run
-left in shadow, before this run trains a new one. Pure: the registry's state, its history and
-the `models compare` report in, a verdict out (tests/unit/test_airflow_gate.py).
+"""The two gates of the streamscore_retrain DAG. Pure: streamscore's JSON reports in, a verdict
+out (tests/unit/test_airflow_gate.py).
 
-A challenger is judged only once it has shadowed for ``min_shadow_hours`` (a run that judged
-the challenger it had just shadowed would see no labels and never promote), and then on the
-labelled shadow predictions of the live stream:
+The promotion gate (``judge``): what to do with the challenger a previous run left in shadow,
+before this run trains a new one, from the registry's state, its history and the `models
+compare` report. A challenger is judged only once it has shadowed for ``min_shadow_hours`` (a
+run that judged the challenger it had just shadowed would see no labels and never promote), and
+then on the labelled shadow predictions of the live stream, by the task's loss (log loss; MAE
+for a regression task):
 
 - none in shadow: ``train``;
 - too young, or too few labels while younger than ``max_shadow_hours``: ``wait`` (this run
   trains nothing; the challenger keeps collecting evidence);
-- enough labels and a lower online log loss than the champion: ``promote``, then train;
+- enough labels and a lower online loss than the champion: ``promote``, then train;
 - enough labels and no better, or still too few labels at ``max_shadow_hours``: ``retire``
   (its shadow is stopped), then train.
 
+The holdout gate (``holdout_report``, ``holdout_verdict``): the new version goes on to shadow
+only when its loss on the holdout file, from `streamscore evaluate-file` (the task's own
+metrics), is at most the champion's on the same rows times (1 + ``margin``).
+
 Airflow parses every file of the DAG folder; this one defines no DAG and imports nothing of
-Airflow's.
+Airflow's, nor of streamscore's (the DAG runs streamscore's commands).
 """
 
 from __future__ import annotations
@@ -24,6 +30,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"  # `streamscore models show --json`'s "at"
+# The loss a task's models are compared by (lower is better), as services.core.task.Task.loss
+# defines it; `models compare` reports per task and this file cannot import streamscore, so
+# tests/unit/test_airflow_gate.py checks the two agree.
+LOSS = {"binary": "log_loss", "regression": "mae", "multiclass": "log_loss"}
+LOSS_NAMES = {"log_loss": "log loss", "mae": "MAE"}
+
+
+def loss_of(report: dict[str, Any] | None) -> str:
+    """The loss to compare in a `models compare` report (older reports, without a task, are
+    of a binary task).
+
+    >>> loss_of({"task": "regression"}), loss_of(None)
+    ('mae', 'log_loss')
+    """
+    return LOSS[(report or {}).get("task") or "binary"]
 
 
 @dataclass(frozen=True)
@@ -104,7 +125,9 @@ def judge(
     )
     champion = next((r for r in rows if r["variant"] == "champion"), {})
     labelled = int(shadow.get("labelled") or 0)
-    if labelled < min_shadow_labels or "log_loss" not in champion:
+    loss = loss_of(compare)
+    # `models compare` gives a variant's quality only from 50 labels on.
+    if labelled < min_shadow_labels or loss not in champion or loss not in shadow:
         if age_hours < max_shadow_hours:
             return Verdict(
                 "wait",
@@ -116,8 +139,64 @@ def judge(
             version,
             f"v{version}: only {labelled} labelled shadow predictions after {age_hours:.0f} h",
         )
-    ours, theirs = float(shadow["log_loss"]), float(champion["log_loss"])
-    figures = f"online log loss {ours:.4f} against the champion's {theirs:.4f} ({labelled} labels)"
+    ours, theirs = float(shadow[loss]), float(champion[loss])
+    figures = (
+        f"online {LOSS_NAMES[loss]} {ours:.4f} against the champion's {theirs:.4f} "
+        f"({labelled} labels)"
+    )
     if ours < theirs:
         return Verdict("promote", version, f"v{version} won in shadow: {figures}")
     return Verdict("retire", version, f"v{version} no better in shadow: {figures}")
+
+
+def holdout_report(
+    version: str | None, champion: dict[str, Any], challenger: dict[str, Any]
+) -> dict[str, Any]:
+    """The evaluate task's result from the two `streamscore --json evaluate-file` reports of
+    the holdout, scored by the champion and by the new version.
+
+    Raises:
+        ValueError: the two are of different tasks, or of different (or no) rows.
+
+    >>> r = {"task": "regression", "loss": "mae", "rows": 2, "metrics": {"mae": 1.5}}
+    >>> holdout_report("4", r, r | {"metrics": {"mae": 1.2}})["challenger"]
+    {'mae': 1.2}
+    """
+    if champion["task"] != challenger["task"] or champion["loss"] != challenger["loss"]:
+        raise ValueError(
+            f"the holdout was evaluated as a {champion['task']} task for the champion and as a "
+            f"{challenger['task']} task for the new version"
+        )
+    if champion["rows"] != challenger["rows"] or not champion["rows"]:
+        raise ValueError(
+            f"the holdout was scored unevenly: {champion['rows']} rows by the champion, "
+            f"{challenger['rows']} by the challenger"
+        )
+    return {
+        "version": version,
+        "task": champion["task"],
+        "loss": champion["loss"],
+        "rows": champion["rows"],
+        "champion": champion["metrics"],
+        "challenger": challenger["metrics"],
+    }
+
+
+def holdout_verdict(report: dict[str, Any], margin: float) -> tuple[bool, str]:
+    """Whether the new version becomes the challenger: its holdout loss (the task's, lower is
+    better) at most the champion's times (1 + ``margin``); and the line that says so. A loss
+    that is not a number (NaN) never passes.
+
+    >>> r = {"version": "4", "loss": "mae", "champion": {"mae": 2.0}, "challenger": {"mae": 2.1}}
+    >>> holdout_verdict(r, 0.0)[0], holdout_verdict(r, 0.1)[0]
+    (False, True)
+    """
+    loss = report["loss"]
+    ours, theirs = float(report["challenger"][loss]), float(report["champion"][loss])
+    limit = theirs * (1 + margin)
+    ok = ours <= limit
+    return ok, (
+        f"v{report['version']}: holdout {LOSS_NAMES.get(loss, loss)} {ours:.4f} against the "
+        f"champion's {theirs:.4f} (limit {limit:.4f}): "
+        + ("challenger" if ok else "not better: stays registered without an alias")
+    )

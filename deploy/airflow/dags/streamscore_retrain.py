@@ -1,36 +1,49 @@
 """Scheduled retraining with streamscore's own commands, for teams that retrain on a calendar
-rather than on drift (the control plane does the latter by itself).
+rather than on drift (the control plane does the latter by itself). Any task the domain
+declares: binary, regression or multiclass.
 
     judge_challenger -> validate_data -> train -> score_holdout -> evaluate
         -> register_challenger -> shadow
 
 - judge_challenger: the promotion gate, for the challenger an earlier run left in shadow. It is
   judged only after `min_shadow_hours` in shadow, on the live stream's labelled shadow
-  predictions (`streamscore models compare`): promoted (`models promote`) with at least
-  `min_shadow_labels` of them and a lower online log loss than the champion's; retired
-  (`models rollback`, which ends the shadow) when no better, or still short of labels after
-  `max_shadow_hours`. While it is younger or short of labels, this run stops here: it trains
-  nothing and leaves the challenger collecting evidence (streamscore_gate.py has the rules).
+  predictions (`streamscore models compare`), by the task's loss (log loss; MAE for a
+  regression task): promoted (`models promote`) with at least `min_shadow_labels` of them and
+  a lower online loss than the champion's; retired (`models rollback`, which ends the shadow)
+  when no better, or still short of labels after `max_shadow_hours`. While it is younger or
+  short of labels, this run stops here: it trains nothing and leaves the challenger collecting
+  evidence (streamscore_gate.py has the rules).
   A gate after `shadow` in the same run would judge a challenger seconds old, with no labels:
   it could never promote.
 - validate_data: `streamscore features matrix` checks every event as the worker does (exit 2
   names each invalid row, and the run stops there).
 - train: `streamscore train` on the events and labels files; it records the run in MLflow and
-  registers a new version (never champion while one exists).
+  registers a new version (never champion while one exists). The param `features` says where
+  the events' entity features come from:
+  - `log` (the default): the feature log, the rows the workers served for these events, bit
+    for bit. Events the log lacks (older than its retention, never streamed) are left out and
+    counted in train.json; when it has none of them the task fails (exit 2).
+  - `now`: Redis as it is now for the events the log lacks (`train --features-now`), for a
+    backfill of history the workers never served. It risks leakage: an entity feature that
+    moved with the outcome after the event (a rate, a count of the last day) carries the label
+    into training, and the holdout then looks better than serving will be.
 - score_holdout, evaluate: the champion and the new version score the same holdout file
-  (`score-file`, labels kept); log loss and AUC are computed here, on exactly the same rows.
-- register_challenger: the new version becomes the challenger only when its holdout log loss is
+  (`score-file`, labels kept); `streamscore evaluate-file` gives the task's metrics of each on
+  exactly the same rows (log loss, AUC and ECE; MAE and RMSE; log loss and accuracy) and
+  names the loss to compare.
+- register_challenger: the new version becomes the challenger only when its holdout loss is
   no worse than the champion's (times 1 + `margin`); otherwise the run ends, the version stays
   registered without an alias.
 - shadow: `streamscore models shadow` (alias challenger, rollout mode shadow): the workers score
   every event with it too, published as variant=shadow, until a later run judges it.
 
 Airflow is not a dependency of streamscore: this file needs only Airflow 3 and its standard
-provider. The tasks call the `streamscore` executable named by the environment variable
-DAG_STREAMSCORE_BIN (default: `streamscore` on PATH); STREAMSCORE_* variables configure it as
-everywhere else (docs/configuration.md). Files come from the run's params (`--conf`). Params
-and other templated values reach the shell only as environment variables (`env=`), always
-quoted there, never as text of the command: a path with a quote or a `$(...)` in it stays a path.
+provider, and imports nothing of streamscore. The tasks call the `streamscore` executable named
+by the environment variable DAG_STREAMSCORE_BIN (default: `streamscore` on PATH); STREAMSCORE_*
+variables configure it as everywhere else (docs/configuration.md), the domain (and so the task)
+included. Files come from the run's params (`--conf`). Params and other templated values reach
+the shell only as environment variables (`env=`), always quoted there, never as text of the
+command: a path with a quote or a `$(...)` in it stays a path.
 
 The tasks hand files to each other in `<workdir>/<run id>` (the matrix, train.json, the scored
 holdouts): every task of a run must see the same `workdir`. With the LocalExecutor that is the
@@ -40,9 +53,7 @@ every worker (or pin the DAG's tasks to one worker's queue).
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
 import shlex
 import subprocess
@@ -55,7 +66,7 @@ from airflow.exceptions import AirflowFailException
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.providers.standard.operators.python import PythonOperator, ShortCircuitOperator
 from airflow.sdk import DAG, Param
-from streamscore_gate import judge, ready_to_compare
+from streamscore_gate import holdout_report, holdout_verdict, judge, ready_to_compare
 
 STREAMSCORE = os.environ.get("DAG_STREAMSCORE_BIN", "streamscore")
 SS = shlex.quote(STREAMSCORE)
@@ -67,6 +78,7 @@ ENV = {
     "EVENTS": "{{ params.events }}",
     "LABELS": "{{ params.labels }}",
     "HOLDOUT": "{{ params.holdout }}",
+    "FEATURES": "{{ params.features }}",
     "RUN_NAME": "airflow-{{ ds }}",
     "VERSION": "{{ ti.xcom_pull(task_ids='train') or '' }}",
     "REASON": "airflow {{ dag.dag_id }} {{ run_id }}: holdout log loss no worse",
@@ -110,72 +122,32 @@ def judge_challenger(**context: Any) -> bool:
     return verdict.trains
 
 
-def _read_scored(path: str, target: str) -> list[tuple[float, int]]:
-    """(score, label) of each scored row of a `score-file --keep-columns` CSV."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    column = target if rows and target in rows[0] else f"input_{target}"
-    return [(float(r["score"]), int(str(r[column]).lower() in ("1", "true"))) for r in rows]
-
-
-def log_loss(pairs: list[tuple[float, int]]) -> float:
-    eps = 1e-15
-    total = 0.0
-    for p, y in pairs:
-        p = min(max(p, eps), 1 - eps)
-        total -= math.log(p) if y else math.log(1 - p)
-    return total / len(pairs)
-
-
-def auc(pairs: list[tuple[float, int]]) -> float:
-    """Rank AUC (ties share their ranks): the share of positive-negative pairs ordered right."""
-    ranked = sorted(pairs)
-    ranks = [0.0] * len(ranked)
-    i = 0
-    while i < len(ranked):
-        j = i
-        while j + 1 < len(ranked) and ranked[j + 1][0] == ranked[i][0]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[k] = (i + j) / 2 + 1
-        i = j + 1
-    pos = sum(y for _, y in ranked)
-    neg = len(ranked) - pos
-    if not pos or not neg:
-        return float("nan")
-    hits = sum(r for r, (_, y) in zip(ranks, ranked, strict=True) if y)
-    return (hits - pos * (pos + 1) / 2) / (pos * neg)
+def evaluated_file(path: Path, target: str) -> dict[str, Any]:
+    """`streamscore --json evaluate-file` of one scored holdout: the domain task's metrics, by
+    the definitions training uses (the label column: ``target``, or the domain's label)."""
+    by = ("--target", target) if target else ()
+    report: dict[str, Any] = json.loads(streamscore("--json", "evaluate-file", str(path), *by))
+    return report
 
 
 def evaluate(**context: Any) -> dict[str, Any]:
     params, ti = context["params"], context["ti"]
     work = Path(context["templates_dict"]["work"])
-    champion = _read_scored(str(work / "champion.csv"), params["target"])
-    challenger = _read_scored(str(work / "challenger.csv"), params["target"])
-    if len(champion) != len(challenger) or not champion:
-        raise AirflowFailException(
-            f"the holdout was scored unevenly: {len(champion)} rows by the champion, "
-            f"{len(challenger)} by the challenger"
-        )
-    result = {
-        "version": ti.xcom_pull(task_ids="train"),
-        "rows": len(champion),
-        "champion": {"log_loss": log_loss(champion), "auc": auc(champion)},
-        "challenger": {"log_loss": log_loss(challenger), "auc": auc(challenger)},
-    }
+    target = str(params.get("target") or "")
+    champion = evaluated_file(work / "champion.csv", target)
+    challenger = evaluated_file(work / "challenger.csv", target)
+    try:
+        result = holdout_report(ti.xcom_pull(task_ids="train"), champion, challenger)
+    except ValueError as exc:
+        raise AirflowFailException(str(exc)) from exc
     print(json.dumps(result))
     return result
 
 
 def no_worse(**context: Any) -> bool:
     ev = context["ti"].xcom_pull(task_ids="evaluate")
-    limit = ev["champion"]["log_loss"] * (1 + float(context["params"]["margin"]))
-    ok = bool(ev["challenger"]["log_loss"] <= limit)
-    print(
-        f"v{ev['version']}: holdout log loss {ev['challenger']['log_loss']:.4f} against the "
-        f"champion's {ev['champion']['log_loss']:.4f} (limit {limit:.4f}): "
-        + ("challenger" if ok else "not better: stays registered without an alias")
-    )
+    ok, said = holdout_verdict(ev, float(context["params"]["margin"]))
+    print(said)
     return ok
 
 
@@ -190,7 +162,11 @@ with DAG(
         "events": Param("/data/streamscore/events.parquet", type="string"),
         "labels": Param("/data/streamscore/labels.parquet", type="string"),
         "holdout": Param("/data/streamscore/holdout.parquet", type="string"),
-        "target": Param("clicked", type="string"),
+        # The holdout's label column; empty: the domain's label target (`domain show`).
+        "target": Param("", type="string"),
+        # Entity features for training: "log", the rows served (the feature log), or "now",
+        # Redis as it is now for history never served (leakage risk: see the docstring).
+        "features": Param("log", type="string", enum=["log", "now"]),
         # Shared by every task of a run (see the docstring): a shared volume on several workers.
         "workdir": Param("/tmp/streamscore-airflow", type="string"),  # noqa: S108 (a default to override)
         "margin": Param(0.0, type="number"),
@@ -218,8 +194,10 @@ with DAG(
         task_id="train",
         env=ENV,
         append_env=True,
+        # features=now adds --features-now (the param's enum allows only log and now).
         bash_command=(
-            f'set -euo pipefail; {SS} --json train --events "$EVENTS" --labels "$LABELS" '
+            'set -euo pipefail; set --; if [ "$FEATURES" = now ]; then set -- --features-now; fi; '
+            f'{SS} --json train --events "$EVENTS" --labels "$LABELS" "$@" '
             '--holdout-by time --run-name "$RUN_NAME" > "$WORK/train.json"; '
             + FIELD.format('["version"]')
             + ' < "$WORK/train.json"'
