@@ -14,10 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from services.core.errors import FeatureStoreUnavailable
-from services.redisconn.client import Client, reason
+from services.redisconn.client import REDIS_ERRORS, Client, reason
 from services.redisconn.refusal import refusal
 
 PREFIX = "ssk_"
@@ -71,7 +69,7 @@ class ApiKeys:
     def _call(self, fn: Any, command: str) -> Any:
         try:
             return fn()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise refusal(exc, self._client, command, f"{self._prefix}*") or (
                 FeatureStoreUnavailable(f"API keys: Redis did not answer: {reason(exc)}")
             ) from exc

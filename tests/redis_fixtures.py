@@ -70,10 +70,10 @@ class SecureRedis:
         return connect(cfg, self.url)
 
 
-@pytest.fixture(scope="session")
-def redis_cluster_secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRedis]:
-    """The Redis Cluster of `local up --cluster`, on its own ports and home."""
-    home = tmp_path_factory.mktemp("rcluster")
+@contextlib.contextmanager
+def secure_cluster(home: Path) -> Iterator[SecureRedis]:
+    """The Redis Cluster of `local up --cluster`, on its own ports and ``home``; every node
+    stopped on the way out."""
     settings = Settings(home=home, local=LocalSettings(redis_cluster_port=free_base(6)))
     stack = RedisClusterStack(settings, home / "local")
     try:
@@ -81,6 +81,13 @@ def redis_cluster_secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         yield SecureRedis(settings, info.seed, "cluster", stack, info.seconds)
     finally:
         stack.down()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureRedis]:
+    """The Redis Cluster of `local up --cluster`, on its own ports and home."""
+    with secure_cluster(tmp_path_factory.mktemp("rcluster")) as found:
+        yield found
 
 
 @pytest.fixture(scope="session")

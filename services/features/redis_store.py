@@ -13,12 +13,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-import redis
 
 from services.core.errors import FeatureStoreUnavailable
 from services.features.spec import FeatureSpec
 from services.features.store import Lookup, Matrix
-from services.redisconn.client import Client, reason
+from services.redisconn.client import REDIS_ERRORS, Client, reason
 from services.redisconn.refusal import refusal
 from services.redisconn.slots import mget
 
@@ -47,7 +46,7 @@ class RedisFeatureStore:
         redis_keys = [f"{self._prefix}{name}:{k}" for name, uniq in plan for k in uniq]
         try:
             raw = mget(self._client, redis_keys)
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             # A refused user or command is no outage: no retry or default helps.
             raise refusal(exc, self._client, "MGET", f"{self._prefix}*") or FeatureStoreUnavailable(
                 f"redis MGET of {len(redis_keys)} keys failed: {reason(exc)}"
@@ -106,7 +105,7 @@ class RedisFeatureStore:
                 ):
                     pipe.set(self.key(group, key), row.tobytes(), ex=self._ttl)
                 pipe.execute()
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise refusal(exc, self._client, "SET", f"{self._prefix}{group}:*") or (
                 FeatureStoreUnavailable(f"redis write of {group} features failed: {reason(exc)}")
             ) from exc

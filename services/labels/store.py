@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import redis
 
 from services.core.errors import FeatureStoreUnavailable
-from services.redisconn.client import Client, reason
+from services.redisconn.client import REDIS_ERRORS, Client, reason
 from services.redisconn.refusal import refusal
 from services.redisconn.slots import SlotScript, mget
 
@@ -139,7 +138,7 @@ class PredictionStore:
             values = [f"{value}|{row}" for value, row in zip(values, rows, strict=True)]
         try:
             self._set_all(keys, [self.ttl], values)
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise refusal(exc, self.client, "EVALSHA", f"{head}*") or FeatureStoreUnavailable(
                 f"prediction store: {reason(exc)}"
             ) from exc
@@ -150,7 +149,7 @@ class PredictionStore:
             return []
         try:
             raw = mget(self.client, [self._key(kind, e) for e in event_ids])
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             pattern = f"{self.prefix}pred:{kind}:*"
             raise refusal(exc, self.client, "MGET", pattern) or FeatureStoreUnavailable(
                 f"prediction store: {reason(exc)}"

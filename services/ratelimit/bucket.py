@@ -12,11 +12,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-import redis
-
 from services.core.errors import FeatureStoreUnavailable
 from services.core.records import PRODUCER_HEADER
-from services.redisconn.client import Client, reason
+from services.redisconn.client import REDIS_ERRORS, Client, reason
 from services.redisconn.refusal import refusal
 from services.redisconn.slots import SlotScript
 
@@ -141,7 +139,7 @@ class RedisTokenBuckets:
                 [self._rate, self._burst],
                 [requested[n] for n in names],
             )
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise refusal(exc, self._client, "EVALSHA", f"{self._prefix}*") or (
                 FeatureStoreUnavailable(f"rate-limit buckets unavailable: {reason(exc)}")
             ) from exc
@@ -155,7 +153,7 @@ class RedisTokenBuckets:
             self._give(
                 [self._prefix + n for n in names], [self._burst], [returned[n] for n in names]
             )
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise refusal(exc, self._client, "EVALSHA", f"{self._prefix}*") or (
                 FeatureStoreUnavailable(f"rate-limit buckets unavailable: {reason(exc)}")
             ) from exc

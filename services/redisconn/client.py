@@ -25,6 +25,11 @@ logger = logging.getLogger(__name__)
 
 # Both speak the commands we use; the cluster client routes each key to its shard.
 Client: TypeAlias = "redis.Redis | RedisCluster"
+# What a Redis call may raise, for every adapter to catch: redis-py's errors, socket errors, and
+# the Cluster client's own RedisClusterException (SlotNotCoveredError among them), which in
+# redis-py 8 is no RedisError: it is what the client raises when no node answers while it reads
+# the cluster's layout, or when every node refuses its user.
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException, OSError)
 
 
 def tls_options(cfg: RedisSettings) -> dict[str, Any]:
@@ -132,7 +137,7 @@ def connect(cfg: RedisSettings, url: str, *, socket_timeout: float | None = None
             # Startup nodes answer CLUSTER SLOTS once here; later layout changes (a replica
             # promoted) are followed on MOVED and on connection errors.
             return RedisCluster.from_url(url, **common)
-        except (redis.RedisError, RedisClusterException, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise FeatureStoreUnavailable(describe(exc, cfg, where(url))) from exc
     if cfg.mode == "sentinel":
         # The settings refuse sentinel mode without sentinels.

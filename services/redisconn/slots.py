@@ -13,12 +13,16 @@ cluster pipeline: redis-py 8's cluster pipeline resolves a routing policy per co
 the server for the keys of each EVALSHA, which was measured at about 1 ms per command, against
 about 0.01 ms here. A reply MOVED, ASK, TRYAGAIN, CLUSTERDOWN or a lost connection (a failover)
 makes the client re-read the cluster's layout, and the calls that failed are sent again, up to
-``RETRIES`` times; the rest of the batch is not repeated.
+``RETRIES`` times; the rest of the batch is not repeated. A layout
+that cannot be read (no node answers, or every node refuses the user) is one more failed try.
+What is still failing after that reaches the adapter, which catches ``REDIS_ERRORS``: redis-py's
+``RedisClusterException`` (``SlotNotCoveredError`` among them) is not a ``RedisError``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -34,8 +38,9 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from services.redisconn.client import Client
+from services.redisconn.client import REDIS_ERRORS, Client, reason
 
+logger = logging.getLogger(__name__)
 RETRIES = 3
 # Between layout refreshes while a replica is being promoted (the gate above retries longer).
 RETRY_PAUSE_SECONDS = 0.2
@@ -70,8 +75,9 @@ def per_slot(
     the replies in the order of ``groups``.
 
     Raises:
-        redis.RedisError, OSError: a call still failing after ``RETRIES`` layout refreshes, or
-            any other error reply (NOPERM, NOSCRIPT, ...), as redis-py raises it.
+        REDIS_ERRORS: a call still failing after ``RETRIES`` layout refreshes, or any other
+            error reply (NOPERM, NOSCRIPT, ...), as redis-py raises it: a ``redis.RedisError``,
+            an ``OSError`` or a ``RedisClusterException`` (no node answers for a slot).
     """
     slots = [key_slot(keys[g[0]].encode()) for g in groups]
     replies: list[Any] = [None] * len(groups)
@@ -112,7 +118,12 @@ def per_slot(
             raise last
         # MOVED is an AskError: the layout changed (a replica promoted, slots moved).
         time.sleep(RETRY_PAUSE_SECONDS * attempt)
-        client.nodes_manager.initialize()
+        try:
+            client.nodes_manager.initialize()
+        except REDIS_ERRORS as exc:
+            # No node answered CLUSTER SLOTS (all down, or all refusing the user): the next
+            # try goes to the nodes last known, and its own failure is the one raised.
+            logger.debug("cluster layout not read (try %d): %s", attempt + 1, reason(exc))
         todo = failed
     return replies
 
@@ -157,7 +168,7 @@ class SlotScript:
         one value per key, those values in the order of ``keys`` (else one None per key).
 
         Raises:
-            redis.RedisError, OSError: as redis-py raises them; the adapter wraps them.
+            REDIS_ERRORS: as redis-py raises them; the adapter wraps them.
         """
         if not keys:
             return []

@@ -1,9 +1,12 @@
 """Least privilege on the real Redis ACLs, over TLS, on a lone server and on the Cluster: each
-role does its job and is refused the rest; a wrong password or CA is one line naming it."""
+role does its job and is refused the rest; a wrong password or CA is one line naming it; a
+Cluster with every node stopped is an outage to every adapter."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +19,7 @@ from services.labels.store import PredictionStore, Stored
 from services.ratelimit.bucket import API_NAMESPACE, RedisTokenBuckets
 from services.redisconn.client import connect
 from streams.api_keys import ApiKeys
-from tests.redis_fixtures import SecureRedis
+from tests.redis_fixtures import SecureRedis, secure_cluster
 
 SPEC = FeatureSpec.load()
 PREFIX = "streamscore:"  # the prefix the users' rules name
@@ -96,3 +99,28 @@ def test_a_wrong_ca_is_one_line_naming_the_ca(
     text = str(err.value)
     assert "\n" not in text
     assert "CERTIFICATE_VERIFY_FAILED" in text or "TLS certificate not trusted" in text
+
+
+def test_every_cluster_node_stopped_is_an_outage_to_every_adapter(tmp_path: Path) -> None:
+    """On a Redis Cluster of its own (the shared one serves the other tests), clients that have
+    read its layout, then every node stopped: each adapter raises FeatureStoreUnavailable (the
+    dependency gate's policy applies), in one line; none lets redis-py's RedisClusterException
+    (no RedisError) out, which stopped the worker with exit 1."""
+    with secure_cluster(tmp_path) as cluster:
+        worker, api = cluster.client("worker"), cluster.client("api")
+        features = RedisFeatureStore(worker, SPEC, PREFIX)
+        assert features.get_many({"user": ["u"]})["user"].found.tolist() == [False]
+        stack = cluster.stack
+        assert stack is not None and stack.down() == list(range(6))
+        calls: dict[str, Callable[[], object]] = {
+            "features": lambda: features.get_many({"user": ["u1", "u2", "u3"]}),
+            "predictions": lambda: PredictionStore(worker, PREFIX, 60).put_many(
+                "served", [(f"e{i}", Stored("1", "champion", 0.5)) for i in range(3)]
+            ),
+            "rate limits": lambda: RedisTokenBuckets(worker, PREFIX, 1.0, 5).take({"p": 1}),
+            "api keys": lambda: ApiKeys(api, PREFIX).verify("ssk_ab12_secret"),
+        }
+        for name, call in calls.items():
+            with pytest.raises(FeatureStoreUnavailable) as err:
+                call()
+            assert "\n" not in str(err.value), name
