@@ -18,7 +18,8 @@ from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel
 
-from services.core.errors import FeatureStoreUnavailable
+from services.core import metrics
+from services.core.errors import FeatureStoreUnavailable, RedisRefused
 from services.core.settings import RedisSettings
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,11 @@ Client: TypeAlias = "redis.Redis | RedisCluster"
 # redis-py 8 is no RedisError: it is what the client raises when no node answers while it reads
 # the cluster's layout, or when every node refuses its user.
 REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException, OSError)
+
+WRONGPASS = "wrongpass"
+NOPERM = "noperm"
+# The command a Cluster client sends when it reads the cluster's layout.
+LAYOUT_COMMAND = "CLUSTER SLOTS"
 
 
 def tls_options(cfg: RedisSettings) -> dict[str, Any]:
@@ -85,6 +91,58 @@ def reason(exc: BaseException) -> str:
     return text
 
 
+def _refused_one(exc: BaseException) -> str | None:
+    """``wrongpass`` or ``noperm`` when ``exc`` itself is Redis refusing the user."""
+    text = reason(exc)
+    if (
+        isinstance(exc, redis.AuthenticationError)
+        or text.startswith("WRONGPASS")
+        or "username-password pair" in text
+    ):
+        return WRONGPASS
+    if isinstance(exc, redis.exceptions.NoPermissionError) or text.startswith("NOPERM"):
+        return NOPERM
+    return None
+
+
+def refusing(exc: BaseException) -> tuple[str, BaseException] | None:
+    """The cause (``wrongpass``, ``noperm``) of a refusal in ``exc``'s chain, and the error
+    that carries it: ``exc``, or what it was raised from or while handling. A Cluster client
+    wraps a node's answer in its own exception (``raise RedisClusterException(...) from`` the
+    WRONGPASS), and an adapter wraps that again."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        cause = _refused_one(current)
+        if cause is not None:
+            return cause, current
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def cause_of(exc: BaseException) -> str | None:
+    """``wrongpass`` or ``noperm`` when ``exc``, or an error in its chain, is Redis refusing
+    the user, else None.
+
+    >>> cause_of(redis.AuthenticationError("invalid username-password pair"))
+    'wrongpass'
+    >>> cause_of(redis.exceptions.NoPermissionError("this user has no permissions to run "
+    ...     "the 'mget' command"))
+    'noperm'
+    >>> cause_of(redis.ConnectionError("Connection refused")) is None
+    True
+    >>> layout = RedisClusterException("Redis Cluster cannot be connected")  # every node
+    >>> layout.__cause__ = redis.AuthenticationError("invalid username-password pair")
+    >>> wrapped = FeatureStoreUnavailable("redis at h:1 unavailable")  # and an adapter's
+    >>> wrapped.__cause__ = layout
+    >>> cause_of(layout), cause_of(wrapped)
+    ('wrongpass', 'wrongpass')
+    """
+    found = refusing(exc)
+    return None if found is None else found[0]
+
+
 def describe(exc: BaseException, cfg: RedisSettings, address: str) -> str:
     """One line for a failure to reach or use Redis: what, where, as whom, and the fix.
 
@@ -94,14 +152,11 @@ def describe(exc: BaseException, cfg: RedisSettings, address: str) -> str:
     """
     user = cfg.username or "default"
     text = reason(exc)
-    if (
-        isinstance(exc, redis.AuthenticationError)
-        or "WRONGPASS" in text
-        or "username-password" in text
-    ):
+    refused = refusing(exc)
+    if refused is not None and refused[0] == WRONGPASS:
         return f"redis at {address} refused user {user!r}: wrong password, or the user is disabled"
-    if isinstance(exc, redis.exceptions.NoPermissionError) or text.startswith("NOPERM"):
-        return f"redis at {address}: user {user!r} lacks a permission: {text}"
+    if refused is not None:
+        return f"redis at {address}: user {user!r} lacks a permission: {reason(refused[1])}"
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
@@ -120,8 +175,11 @@ def connect(cfg: RedisSettings, url: str, *, socket_timeout: float | None = None
     configured one or the embedded server's).
 
     Raises:
-        FeatureStoreUnavailable: a Cluster client could not read the cluster's layout (it does
-            so when built): one line naming the node, the user and the cause.
+        RedisRefused: a Cluster client was refused its user (a wrong password, a disabled user,
+            an ACL without CLUSTER SLOTS) while it read the cluster's layout (it does so when
+            built): one line naming the node and the user, counted as a refusal.
+        FeatureStoreUnavailable: a Cluster client could not read the cluster's layout: one line
+            naming the node, the user and the cause.
     """
     timeout = socket_timeout or cfg.socket_timeout_seconds
     password = cfg.password.get_secret_value() if cfg.password else None
@@ -138,7 +196,13 @@ def connect(cfg: RedisSettings, url: str, *, socket_timeout: float | None = None
             # promoted) are followed on MOVED and on connection errors.
             return RedisCluster.from_url(url, **common)
         except REDIS_ERRORS as exc:
-            raise FeatureStoreUnavailable(describe(exc, cfg, where(url))) from exc
+            line = describe(exc, cfg, where(url))
+            cause = cause_of(exc)
+            if cause is None:
+                raise FeatureStoreUnavailable(line) from exc
+            # Not an outage: no retry helps until a person fixes the user or its grant.
+            metrics.REDIS_REFUSALS.labels(cause=cause, command=LAYOUT_COMMAND).inc()
+            raise RedisRefused(line, command=LAYOUT_COMMAND, cause=cause) from exc
     if cfg.mode == "sentinel":
         # The settings refuse sentinel mode without sentinels.
         hosts = [

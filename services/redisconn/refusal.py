@@ -6,9 +6,11 @@ changed, or the user was disabled; redis-py's ``AuthenticationError``, met when 
 is made, so after a rotation only new connections meet it) or NOPERM (an ACL no longer grants
 a command or a key pattern; met at once on every connection). Here:
 
-- ``refusal`` turns such a redis-py error into ``RedisRefused``: one line naming the server,
-  the user, the command and the key pattern (never a key holding an entity id, never the
-  password), counted in ``streamscore_redis_refusals_total{cause,command}``;
+- ``refusal`` turns such a redis-py error (or one raised from it: a Cluster client wraps what
+  its nodes answered; ``services.redisconn.client.cause_of`` finds it) into ``RedisRefused``:
+  one line naming the server, the user, the command and the key pattern (never a key holding
+  an entity id, never the password), counted in
+  ``streamscore_redis_refusals_total{cause,command}``;
 - ``RefusalWatch`` keeps the process's current runs of refusals, one per command and key
   pattern (a feature read that answers says nothing about a prediction-store write that is
   refused); readiness fails while one lasts, and one that has lasted
@@ -24,38 +26,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
 from redis.cluster import RedisCluster
 
 from services.core import metrics
 from services.core.errors import RedisRefused
-from services.redisconn.client import Client, reason
-
-WRONGPASS = "wrongpass"
-NOPERM = "noperm"
-
-
-def cause_of(exc: BaseException) -> str | None:
-    """``wrongpass`` or ``noperm`` when ``exc`` is Redis refusing the user, else None.
-
-    >>> cause_of(redis.AuthenticationError("invalid username-password pair"))
-    'wrongpass'
-    >>> cause_of(redis.exceptions.NoPermissionError("this user has no permissions to run "
-    ...     "the 'mget' command"))
-    'noperm'
-    >>> cause_of(redis.ConnectionError("Connection refused")) is None
-    True
-    """
-    text = reason(exc)
-    if (
-        isinstance(exc, redis.AuthenticationError)
-        or text.startswith("WRONGPASS")
-        or "username-password pair" in text
-    ):
-        return WRONGPASS
-    if isinstance(exc, redis.exceptions.NoPermissionError) or text.startswith("NOPERM"):
-        return NOPERM
-    return None
+from services.redisconn.client import WRONGPASS, Client, reason, refusing
 
 
 def _connection(client: Client) -> dict[str, Any]:
@@ -92,14 +67,15 @@ def refusal(exc: BaseException, client: Client, command: str, keys: str) -> Redi
         keys: the key pattern it was sent on (``<prefix>feat:<version>:*``): never a key of one
             entity (its id would reach a log line).
     """
-    cause = cause_of(exc)
-    if cause is None:
+    found = refusing(exc)
+    if found is None:
         return None
+    cause, refused = found
     conn = _connection(client)
     user = str(conn.get("username") or "default")
     where = f"{conn.get('host', '?')}:{conn.get('port', 6379)}"
     metrics.REDIS_REFUSALS.labels(cause=cause, command=command).inc()
-    detail = reason(exc)
+    detail = reason(refused)
     return RedisRefused(
         describe(cause, user, where, command, keys, detail), command=command, cause=cause
     )

@@ -79,13 +79,14 @@ def test_the_api_reads_its_keys_and_cannot_touch_the_stream(secure: SecureRedis)
 
 def test_a_wrong_password_is_one_line_naming_the_user(secure: SecureRedis) -> None:
     cfg = secure.role_settings("worker", password="not-the-password")
-    # A single server answers WRONGPASS on the command (RedisRefused); a Redis Cluster's client
-    # fails while it discovers the slots and says so as unreachable (a gap: not yet RedisRefused).
-    with pytest.raises((RedisRefused, FeatureStoreUnavailable)) as err:
+    # A single server answers WRONGPASS on the command; a Redis Cluster's client meets it while
+    # it reads the slots (in connect): a refusal both times, never an outage.
+    with pytest.raises(RedisRefused) as err:
         RedisFeatureStore(connect(cfg, secure.url), SPEC, PREFIX).get_many({"user": ["u"]})
     text = str(err.value)
     assert "\n" not in text and "not-the-password" not in text
-    assert "streamscore-worker" in text or "username-password" in text
+    assert "refused user 'streamscore-worker'" in text and "wrong password" in text
+    assert err.value.cause == "wrongpass"
 
 
 def test_a_wrong_ca_is_one_line_naming_the_ca(

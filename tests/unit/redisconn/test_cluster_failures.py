@@ -16,12 +16,14 @@ from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
 from services.core import metrics
 from services.core.errors import FeatureStoreUnavailable, RedisRefused
+from services.core.settings import RedisSettings
 from services.features.redis_store import RedisFeatureStore
 from services.features.spec import FeatureSpec
 from services.labels.store import PredictionStore, Stored
 from services.ratelimit.bucket import RedisTokenBuckets
+from services.redisconn import client as redis_client
 from services.redisconn import slots
-from services.redisconn.client import REDIS_ERRORS
+from services.redisconn.client import REDIS_ERRORS, cause_of, connect, describe
 from streams.api_keys import ApiKeys
 
 SPEC = FeatureSpec.load()
@@ -173,4 +175,40 @@ def test_every_node_refusing_the_user_is_a_refusal(call: str) -> None:
         metrics.REDIS_REFUSALS.labels(cause="wrongpass", command=c)._value.get()
         for c in ("MGET", "EVALSHA", "HGETALL")
     )
+    assert after == before + 1
+
+
+def test_a_refusal_is_found_under_the_errors_it_was_wrapped_in() -> None:
+    # redis-py turns a NOPERM on CLUSTER SLOTS into "Cluster mode is not enabled on this node",
+    # raised while handling it (its context), and wraps that when no node is left to try.
+    inner = RedisClusterException("Cluster mode is not enabled on this node")
+    inner.__context__ = redis.exceptions.NoPermissionError(
+        "this user has no permissions to run the 'cluster|slots' command"
+    )
+    layout = _layout_error(inner)
+    assert cause_of(layout) == "noperm"
+    cfg = RedisSettings(username=USER)
+    assert describe(layout, cfg, "h:1") == (
+        f"redis at h:1: user '{USER}' lacks a permission: this user has no permissions to run "
+        "the 'cluster|slots' command"
+    )
+    assert cause_of(_layout_error(_down())) is None
+
+
+def test_a_cluster_refusing_the_user_at_start_is_a_refusal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refused(*args: Any, **kwargs: Any) -> RedisCluster:
+        raise _layout_error(_wrongpass())
+
+    monkeypatch.setattr(redis_client.RedisCluster, "from_url", refused)
+    cfg = RedisSettings(mode="cluster", username=USER, password=PASSWORD)
+    before = metrics.REDIS_REFUSALS.labels(cause="wrongpass", command="CLUSTER SLOTS")._value.get()
+    with pytest.raises(RedisRefused) as err:
+        connect(cfg, "rediss://10.0.0.5:6380/0")
+    assert str(err.value) == (
+        f"redis at 10.0.0.5:6380 refused user '{USER}': wrong password, or the user is disabled"
+    )
+    assert (err.value.cause, err.value.command) == ("wrongpass", "CLUSTER SLOTS")
+    after = metrics.REDIS_REFUSALS.labels(cause="wrongpass", command="CLUSTER SLOTS")._value.get()
     assert after == before + 1

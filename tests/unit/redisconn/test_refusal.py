@@ -9,7 +9,8 @@ import redis
 
 from services.core import metrics
 from services.core.errors import FeatureStoreUnavailable, NotAuthorized, RedisRefused
-from services.redisconn.refusal import RefusalWatch, cause_of, refusal, watch_refusals
+from services.redisconn.client import cause_of
+from services.redisconn.refusal import RefusalWatch, refusal, watch_refusals
 
 PASSWORD = "pw-never-shown-7"  # noqa: S105 (a test's own)
 
