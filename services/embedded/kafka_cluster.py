@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import secrets
 import subprocess
 import uuid
@@ -27,6 +26,7 @@ from services.core.errors import EmbeddedStackError
 from services.core.settings import LocalSettings, Settings
 from services.embedded import kafka as apache_kafka
 from services.embedded import redis_cluster, tls
+from services.embedded.private import write_private
 from services.kafka.acls import ADMIN, BROKER, ROLES, Grant, principal, super_users
 from services.kafka.config import admin_config
 from services.redisconn import acl
@@ -133,13 +133,6 @@ def argfile(args: list[str]) -> str:
     return "".join(f"{q}\n" for q in quoted)
 
 
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-
-
 def passwords(cluster_dir: Path) -> dict[str, str]:
     """Each principal's password: made once (random), then read back from ``secrets.json``.
 
@@ -161,7 +154,7 @@ def passwords(cluster_dir: Path) -> dict[str, str]:
             )
         return {u: found[u] for u in users}
     made = {u: secrets.token_urlsafe(24) for u in users}
-    _write_private(path, json.dumps(made, indent=2))
+    write_private(path, json.dumps(made, indent=2))
     return made
 
 
@@ -224,7 +217,7 @@ def write_env_files(settings: Settings, cluster_dir: Path, pw: dict[str, str]) -
     out: dict[str, Path] = {}
     for role, user in [*((r, principal(r)) for r in ROLES), ("admin", ADMIN)]:
         path = cluster_dir / "env" / f"{role}.env"
-        _write_private(path, env_text(settings, user, pw[user]))
+        write_private(path, env_text(settings, user, pw[user]))
         out[role] = path
     return out
 
@@ -264,7 +257,7 @@ def prepare(settings: Settings, cluster_dir: Path) -> dict[int, list[str]]:
         scram = [f"--add-scram={MECHANISM}=[name={u},password={p}]" for u, p in pw.items()]
         args = node_dir / FORMAT_ARGS
         tool = ["kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}"]
-        _write_private(args, argfile([*tool, f"--config={props}", *scram]))
+        write_private(args, argfile([*tool, f"--config={props}", *scram]))
         formats[node] = subprocess.Popen(  # noqa: S603 (argv built here, never from input)
             [*jvm, f"@{args}"],
             stdout=subprocess.PIPE,

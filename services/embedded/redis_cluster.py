@@ -13,7 +13,6 @@ replication user's password (``masterauth``), which lets a restarted node rejoin
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from pydantic import SecretStr
 from services.core.errors import EmbeddedStackError
 from services.core.settings import RedisSettings, Settings
 from services.embedded import tls
+from services.embedded.private import write_private
 from services.embedded.process import ProcessRecord, is_running, spawn, start_ticks, stop, tail
 from services.redisconn import acl
 
@@ -99,15 +99,8 @@ def passwords(settings: Settings) -> dict[str, str]:
             )
         return {u: found[u] for u in users}
     made = {u: secrets.token_urlsafe(24) for u in users}
-    _write_private(path, json.dumps(made, indent=2))
+    write_private(path, json.dumps(made, indent=2))
     return made
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
 
 
 def role_redis(settings: Settings, role: str, password: str) -> RedisSettings:
@@ -243,7 +236,7 @@ class RedisClusterStack:
                     if not line.startswith("STREAMSCORE_REDIS__") and "Redis Cluster" not in line
                 ]
             lines = env_text(self.settings, role, pw[acl.user(role)]).splitlines()
-            _write_private(path, "\n".join([*kept, *lines, ""]))
+            write_private(path, "\n".join([*kept, *lines, ""]))
 
     def admin(self, node: int, timeout: float = 2.0) -> redis.Redis:
         """A plain (not cluster-aware) admin connection to one node."""
@@ -287,7 +280,7 @@ class RedisClusterStack:
         files = {}
         for role in (*acl.ROLES, acl.ADMIN_ROLE):
             path = self.dir / "env" / f"{role}.env"
-            _write_private(path, env_text(self.settings, role, pw[acl.user(role)]))
+            write_private(path, env_text(self.settings, role, pw[acl.user(role)]))
             files[role] = str(path)
         return ClusterInfo(seed_url(self.settings), files, tuple(started), time.monotonic() - t0)
 
@@ -300,7 +293,7 @@ class RedisClusterStack:
         node_dir.mkdir(parents=True, exist_ok=True)
         tls.issue_node_cert(ca_dir(self.settings), node_dir / "node.pem", f"redis-{node}")
         conf = node_dir / "redis.conf"
-        _write_private(
+        write_private(
             conf, render_config(self.settings, node, node_dir, pw or passwords(self.settings))
         )
         argv = [exe or binary(), str(conf)]
