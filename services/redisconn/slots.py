@@ -9,11 +9,11 @@ trip per shard whatever its size. On a single server (standalone or Sentinel) th
 send one command for the whole batch, as before.
 
 The per-shard pipelines are plain pipelines on each primary's own client, not redis-py's
-cluster pipeline: redis-py 8's cluster pipeline resolves a routing policy per command and asks
-the server for the keys of each EVALSHA, which was measured at about 1 ms per command, against
-about 0.01 ms here. A reply MOVED, ASK, TRYAGAIN, CLUSTERDOWN or a lost connection (a failover)
-makes the client re-read the cluster's layout, and the calls that failed are sent again, up to
-``RETRIES`` times; the rest of the batch is not repeated. A layout
+cluster pipeline: redis-py 8's cluster pipeline blocks its ``evalsha`` method, and routes an
+EVALSHA sent as a raw command by asking a node for its keys (``COMMAND GETKEYS``: EVALSHA's keys
+are "movable"), one more round trip per call. A reply MOVED, ASK, TRYAGAIN, CLUSTERDOWN or a
+lost connection (a failover) makes the client re-read the cluster's layout, and the calls that
+failed are sent again, up to ``RETRIES`` times; the rest of the batch is not repeated. A layout
 that cannot be read (no node answers, or every node refuses the user) is one more failed try.
 What is still failing after that reaches the adapter, which catches ``REDIS_ERRORS``: redis-py's
 ``RedisClusterException`` (``SlotNotCoveredError`` among them) is not a ``RedisError``.
