@@ -165,11 +165,12 @@ def output_places(
 
 def committed_early(
     sent: Sequence[Sent], outputs: Mapping[int, Sequence[Place]], samples: Sequence[CommitSample]
-) -> tuple[list[str], int]:
+) -> tuple[list[str], int, int]:
     """Findings of the commit invariant, sampled during the run: every input below a committed
     offset must have an output below its partition's end read right after that commit (the
     last stable offset: a read_committed reader could see it). Returns the findings, one per
-    input partition, and how many inputs were *held*: their output was written before the
+    input partition, how many inputs were judged (a sampled commit passed them: a check that
+    judged none tested nothing), and how many were *held*: their output was written before the
     commit (below the high watermark) but not yet below the last stable offset, which an open
     transaction of any producer holds back (a frozen or killed worker's, until it is fenced
     or times out), so that is no finding by itself.
@@ -180,7 +181,7 @@ def committed_early(
 
     >>> s = CommitSample(2.0, {0: 6}, {("p", 0): 4}, {("p", 0): 4})
     >>> committed_early([Sent(0, 0, 5, "e")], {0: [("p", 0, 3)]}, [s])
-    ([], 0)
+    ([], 1, 0)
     >>> committed_early([Sent(0, 0, 5, "e")], {0: [("p", 0, 4)]}, [s])[0]  # doctest: +ELLIPSIS
     ['partition 0: 1 inputs committed past before their output was written (offsets 5-5); ...']
     """
@@ -194,7 +195,7 @@ def committed_early(
                 heights.append(offset)
                 at.append(sample)
     early: dict[int, list[tuple[Sent, CommitSample]]] = defaultdict(list)
-    held = 0
+    held = judged = 0
     for s in sent:
         if s.offset is None or s.partition not in reach:
             continue
@@ -202,6 +203,7 @@ def committed_early(
         i = bisect.bisect_right(heights, s.offset)  # the first commit > the input's offset
         if i == len(heights):
             continue  # no sampled commit passed it
+        judged += 1
         sample = at[i]
         places = outputs.get(s.index, ())
         if any(o < sample.stable.get((t, q), 0) for t, q, o in places):
@@ -225,7 +227,7 @@ def committed_early(
             f"offset {s.offset} below the commit {sample.committed[partition]}, "
             f"its outputs: {where or 'none'}"
         )
-    return found, held
+    return found, judged, held
 
 
 def duplicated(predictions: Iterable[tuple[str, str]]) -> list[str]:

@@ -653,14 +653,17 @@ class Explorer:
         outputs = output_places(
             run.sent, ((str(x["event_id"]), place) for x, place in predictions), letters
         )
-        found, held = committed_early(run.sent, outputs, sampler.samples)
+        found, judged, held = committed_early(run.sent, outputs, sampler.samples)
         run.problems += [f"commit before output: {f}" for f in found]
         run.done.append(
             f"  commits sampled: {len(sampler.samples)} samples ({sampler.skipped} skipped), "
-            f"{held} inputs' outputs written but held back by an open transaction then"
+            f"{judged} inputs judged, {held} inputs' outputs written but held back by an open "
+            "transaction then"
         )
         if not sampler.samples:
             run.problems.append("the commit sampler took no sample")
+        elif run.sent and not judged:
+            run.problems.append("the commit sampler judged no input: no sampled commit passed one")
 
     def _stop_all(self, run: Run) -> None:
         for w in self._running():

@@ -69,7 +69,7 @@ def test_commits_that_follow_their_outputs_are_no_finding() -> None:
     # At 1 s the commit passed 10 and 11, whose predictions were below the end read after it;
     # 12 was passed by no sample (its output came later: no commit claimed it).
     samples = [_sample(0.0, 10, 100), _sample(1.0, 12, 102)]
-    assert committed_early(sent, outputs, samples) == ([], 0)
+    assert committed_early(sent, outputs, samples) == ([], 2, 0)  # e0 and e1 judged
 
 
 def test_an_output_written_after_the_commit_that_passed_its_input_is_a_finding() -> None:
@@ -78,8 +78,8 @@ def test_an_output_written_after_the_commit_that_passed_its_input_is_a_finding()
     # At 1 s the commit (12) passed both inputs, but the end right after it was 101: e1's
     # prediction at 101 was not written yet. A later sample seeing it does not excuse that.
     samples = [_sample(1.0, 12, 101), _sample(2.0, 12, 105)]
-    found, held = committed_early(sent, outputs, samples)
-    assert held == 0
+    found, judged, held = committed_early(sent, outputs, samples)
+    assert (judged, held) == (2, 0)
     assert len(found) == 1
     assert "partition 0: 1 inputs committed past" in found[0]
     assert "first at 1.0 s: offset 11 below the commit 12" in found[0]
@@ -89,7 +89,7 @@ def test_an_output_written_after_the_commit_that_passed_its_input_is_a_finding()
 def test_an_input_committed_past_with_no_output_at_all_is_a_finding() -> None:
     sent = [Sent(0, 2, 7, None)]  # a hostile input: only a dead letter could account for it
     sample = CommitSample(3.0, {2: 8}, {("d", 0): 5}, {("d", 0): 5})
-    found, _ = committed_early(sent, output_places(sent, [], []), [sample])
+    found, _, _ = committed_early(sent, output_places(sent, [], []), [sample])
     assert found and "offset 7 below the commit 8, its outputs: none" in found[0]
 
 
@@ -97,7 +97,7 @@ def test_a_dead_letter_found_by_its_source_accounts_for_a_hostile_input() -> Non
     sent = [Sent(0, 2, 7, None)]
     outputs = output_places(sent, [], [((2, 7), ("d", 1, 4))])
     sample = CommitSample(3.0, {2: 8}, {("d", 1): 5}, {("d", 1): 5})
-    assert committed_early(sent, outputs, [sample]) == ([], 0)
+    assert committed_early(sent, outputs, [sample]) == ([], 1, 0)
 
 
 def test_an_output_written_but_behind_an_open_transaction_is_held_not_a_finding() -> None:
@@ -106,16 +106,16 @@ def test_an_output_written_but_behind_an_open_transaction_is_held_not_a_finding(
     # offset at 95; read_committed readers wait, the commit invariant holds.
     sent = [Sent(0, 0, 10, "e0")]
     outputs = output_places(sent, [("e0", ("p", 0, 101))], [])
-    assert committed_early(sent, outputs, [_sample(1.0, 11, 95, high=110)]) == ([], 1)
+    assert committed_early(sent, outputs, [_sample(1.0, 11, 95, high=110)]) == ([], 1, 1)
     # Not even below the high watermark: written after the commit, a finding.
-    found, held = committed_early(sent, outputs, [_sample(1.0, 11, 95, high=101)])
+    found, _, held = committed_early(sent, outputs, [_sample(1.0, 11, 95, high=101)])
     assert held == 0 and len(found) == 1
 
 
 def test_an_input_whose_offset_is_unknown_or_never_committed_past_is_not_judged() -> None:
     sent = [Sent(0, 0, None, "e0"), Sent(1, 0, 11, "e1")]
     samples = [_sample(1.0, 11, 0), CommitSample(2.0, {0: -1001}, {("p", 0): 0}, {("p", 0): 0})]
-    assert committed_early(sent, output_places(sent, [], []), samples) == ([], 0)
+    assert committed_early(sent, output_places(sent, [], []), samples) == ([], 0, 0)  # none judged
 
 
 def test_under_exactly_once_any_second_prediction_of_an_event_is_a_finding() -> None:
