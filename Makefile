@@ -289,8 +289,9 @@ install-locked:
 
 # deploy/airflow's DAG run for real: Airflow 3 installed into build/airflow-venv (its own
 # virtualenv, never streamscore's), `airflow dags test streamscore_retrain` against the
-# embedded stack on Apache Kafka, and the challenger it trained checked in shadow
-# (docs/deployment.md gives the times: about 10 minutes, plus 3.5 to install Airflow once).
+# embedded stack on Apache Kafka, twice (a binary domain on the features its worker served, a
+# regression domain on Redis now), each challenger checked in shadow (docs/deployment.md gives
+# the times: about 5 minutes, plus 3.5 to install Airflow once).
 # Not part of `make test`.
 airflow-test: install
 	-@$(MAKE) --no-print-directory kafka || echo "Apache Kafka unavailable: the Airflow test needs it"
