@@ -38,7 +38,12 @@ class DriftFeed:
     The detectors see the same values in the same order as batch by batch, but in pieces of at
     least ``min_rows`` (or whatever waited ``max_wait_seconds``): at light load a batch is one
     or two events, and numpy's fixed cost per call would otherwise be paid per event. The
-    worker flushes before a model swap (the score detector restarts with a new champion).
+    worker flushes before a model swap (the prediction detectors restart with a new champion).
+
+    The prediction signals are the champion's ``score`` and, for a multiclass model, each
+    class's probability (``probability:<class>``): the top class's probability alone hardly
+    moves when the mix of classes does (orders moving from one band to the next are predicted
+    as confidently as before).
     """
 
     def __init__(
@@ -54,6 +59,7 @@ class DriftFeed:
         self._pending: list[_DriftRows] = []
         self._rows = 0
         self._since = 0.0
+        self._predictions = {"score"}  # the prediction signals fed so far
 
     def add(self, result: BatchResult, now: float) -> None:
         block = result.served
@@ -63,6 +69,12 @@ class DriftFeed:
         # Only the champion's scores: a canary's are another model's by design.
         champion = np.asarray([v == "champion" for v in block.variants], dtype=bool)
         watched = {"score": np.where(champion, block.scores, np.nan)}
+        if block.probabilities is not None:
+            for i, name in enumerate(block.classes):
+                watched[f"probability:{name}"] = np.where(
+                    champion, block.probabilities[:, i], np.nan
+                )
+            self._predictions.update(watched)
         for name in self.features:
             watched[f"feature:{name}"] = _numbers(block.field(name))
         self._pending.append(
@@ -91,7 +103,11 @@ class DriftFeed:
         partitions = np.concatenate([p.partitions for p in parts])
         offsets = np.concatenate([p.offsets for p in parts])
         times = np.concatenate([p.times for p in parts])
-        watched = {k: np.concatenate([p.watched[k] for p in parts]) for k in parts[0].watched}
+        names = dict.fromkeys(k for p in parts for k in p.watched)  # first seen, first fed
+        watched = {
+            k: np.concatenate([p.watched.get(k, np.full(len(p.offsets), np.nan)) for p in parts])
+            for k in names
+        }
         signals = []
         version = serving.champion.version
         for partition in np.unique(partitions).tolist():
@@ -115,6 +131,12 @@ class DriftFeed:
                     extra={"topic": self.topic, "partition": partition, "stage": "drift"},
                 )
         return signals
+
+    def reset_predictions(self) -> None:
+        """Forget the prediction signals everywhere: a new champion's outputs differ by
+        design, and that is not drift. Flush first: what the old champion scored is its own."""
+        for signal in self._predictions:
+            self.monitor.reset(signal)
 
 
 def remember(store: PredictionStore, result: BatchResult, watch: RefusalWatch = WATCH) -> None:

@@ -307,8 +307,9 @@ class ScoringWorker:
         if changed:
             self._flush_drift(force=True)  # what the old set scored is judged as its own
             publish_serving_info(new, self.serving)
-            if self.drift is not None and new.champion.version != self.serving.champion.version:
-                self.drift.monitor.reset("score")
+            feed = self._drift_feed
+            if feed is not None and new.champion.version != self.serving.champion.version:
+                feed.reset_predictions()
             self.summary.swaps += 1
             metrics.MODEL_SWAPS.inc()
         self.stages = self.stages.with_serving(new)

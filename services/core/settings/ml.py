@@ -163,7 +163,8 @@ class DriftSettings(_Group):
     detectors: dict[str, Literal["adwin", "page_hinkley"]] = Field(
         default_factory=dict,
         description='Per-signal detector overrides (JSON), e.g. {"feature:<name>": '
-        '"page_hinkley"}; signals are score, error and feature:<name>.',
+        '"page_hinkley"}; signals are score, probability:<class> (multiclass), error and '
+        "feature:<name>.",
     )
     ph_threshold: float = Field(50.0, gt=0, description="PageHinkley threshold.")
     ph_delta: float = Field(0.005, ge=0, description="PageHinkley tolerated change.")
