@@ -19,6 +19,7 @@ from services.synthetic.delivery import BANDS, hostile_values
 from services.synthetic.world import strip_private
 from streams.runtime import scoring_worker
 from tests.integration.pipeline_env import Pipeline, domain_fixture
+from tests.integration.task_loop import SHADOWED, learning_loop
 from tests.integration.test_delivery_domain import _score_and_label, hand_row
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
@@ -117,3 +118,84 @@ def test_labels_join_with_the_class_probabilities_served(delivery_band: Pipeline
     assert q["count"] == 600
     assert abs(q["log_loss"] + np.log(np.clip(served, 1e-6, 1)).mean()) < 1e-9
     assert abs(q["accuracy"] - np.mean(right)) < 1e-12
+
+
+def test_drift_retrain_shadow_promote_and_replay_diff_in_classes(delivery_band: Pipeline) -> None:
+    """The learning loop of a 3-class model (``task_loop``): orders from a farther zone move
+    the served class probabilities (prediction drift, each class's probability watched) and
+    faster kitchens the log loss of the true band (error drift); v2 is trained on the
+    feature log's rows of the new concept, shadowed, promoted, and the replay diff of the
+    shadow period gives the class changes as a confusion table."""
+    loop = learning_loop(delivery_band, "DeliveryBand")
+    print(f"\ndelivery_band learning loop, seconds per stage: {loop.seconds}")
+
+    # The worker's detectors on the class probabilities: the long band's rises, the short
+    # one's falls; and the label join's on the log loss of the true band.
+    over = [x for x in loop.drift if x["signal"] == "probability:OVER_35"]
+    assert len({x["partition"] for x in over}) >= 2, loop.drift
+    for x in over:
+        assert x["stats_after"]["mean"] > x["stats_before"]["mean"], x
+    for x in (x for x in loop.drift if x["signal"] == "probability:UNDER_25"):
+        assert x["stats_after"]["mean"] < x["stats_before"]["mean"], x
+    assert loop.errors, "no error drift"
+    error = loop.errors[0]
+    assert (error["signal"], error["partition"], error["model_version"]) == ("error", -1, "1")
+    assert error["stats_before"]["mean"] < 0.6 < 0.9 < error["stats_after"]["mean"], error
+    assert loop.request["requested_by"] == "control-plane"
+    fired = {x["signal"] for x in loop.drift + loop.errors}
+    assert set(loop.request["reason"].removeprefix("drift: ").split(", ")) <= fired, loop.request
+    assert loop.request["window_start"] < loop.shift_time, loop.request
+
+    # v2: a 3-class model of the new concept, from the rows as served, from the change on.
+    o = loop.outcome
+    assert o["version"] == "2" and set(o["feature_rows"]) == {"feature_log"}, o
+    assert abs(o["window_start"] - loop.shift_time) < 100, (o["window_start"], loop.shift_time)
+    m = o["metrics"]
+    assert "holdout_auc" not in m and "holdout_mae" not in m
+    assert m["holdout_log_loss"] < m["champion_holdout_log_loss"], m
+    assert m["holdout_accuracy"] > m["champion_holdout_accuracy"], m
+
+    # Shadow: v2's class probabilities on the shadow topic; the paired comparison.
+    assert loop.outcome["now_serving"] == "champion v1, shadow v2"
+    for event_id, x in loop.shadow.items():
+        served = loop.served[event_id]
+        assert (x["model_version"], x["variant"]) == ("2", "shadow")
+        assert (served["model_version"], served["variant"]) == ("1", "champion")
+        assert set(x) == set(served) and set(x["probabilities"]) == set(BANDS)
+        assert abs(sum(x["probabilities"].values()) - 1) < 1e-9
+        assert x["predicted_class"] == max(BANDS, key=x["probabilities"].__getitem__)
+        assert x["score"] == x["probabilities"][x["predicted_class"]]
+    truth = {e: lab["eta_band"] for e, lab in loop.labels.items()}
+    q = loop.paired
+    assert q["count"] == SHADOWED
+    for name, records in (("champion", loop.served), ("challenger", loop.shadow)):
+        right = np.mean([records[e]["predicted_class"] == truth[e] for e in loop.shadow])
+        served_p = [records[e]["probabilities"][truth[e]] for e in loop.shadow]
+        assert abs(q[f"{name}_accuracy"] - right) < 1e-12
+        assert abs(q[f"{name}_log_loss"] + np.log(np.clip(served_p, 1e-6, 1)).mean()) < 1e-9
+    assert q["challenger_log_loss"] < q["champion_log_loss"]
+    assert loop.decision[0] == "promote", loop.decision
+    assert MlflowRegistry(loop.p.settings).rollout_state().champion == "2"
+
+    # The replay with v2 gives v2's shadow probabilities bit for bit; the diff counts the
+    # class changes, base (v1 served) by other (v2), as a confusion table.
+    assert {e: x["probabilities"] for e, x in loop.replayed.items()} == {
+        e: x["probabilities"] for e, x in loop.shadow.items()
+    }
+    table: dict[str, dict[str, int]] = {}
+    for e, x in loop.shadow.items():
+        row = table.setdefault(loop.served[e]["predicted_class"], {})
+        row[x["predicted_class"]] = row.get(x["predicted_class"], 0) + 1
+    changes = sum(n for was, row in table.items() for now, n in row.items() if was != now)
+    d = loop.diff
+    assert d["matched"] == SHADOWED and d["threshold"] is None
+    assert d["confusion"] == table and d["class_changes"] == changes > 0, table
+    down, up = table["OVER_35"].get("FROM_25_TO_35", 0), table["FROM_25_TO_35"].get("OVER_35", 0)
+    assert down > up, table  # faster kitchens: v2 moves orders down a band, not up
+    [pair] = d["by_version"]
+    assert (pair["base_version"], pair["other_version"], pair["flips"]) == ("1", "2", changes)
+    md = loop.diff_markdown
+    assert f"- class changes: {changes} " in md and "## Classes" in md, md
+    row = table["OVER_35"]
+    cells = " | ".join(str(row.get(c, 0)) for c in sorted(BANDS))
+    assert f"| OVER_35 | {cells} |" in md, md

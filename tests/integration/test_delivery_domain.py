@@ -25,6 +25,7 @@ from services.synthetic.world import strip_private
 from streams.adapters import feature_spec
 from streams.runtime import scoring_worker
 from tests.integration.pipeline_env import Pipeline, cli_in_process, domain_fixture
+from tests.integration.task_loop import FASTER_KITCHENS, SHADOWED, learning_loop
 
 pytestmark = [pytest.mark.integration, pytest.mark.kafka_only]
 
@@ -262,3 +263,73 @@ def test_labels_join_to_what_was_served_with_the_tasks_quality(delivery: Pipelin
     assert q["count"] == 600
     assert abs(q["mae"] - np.abs(err).mean()) < 1e-9 and abs(q["bias"] - err.mean()) < 1e-9
     assert q["mae"] < 2.5 and "log_loss" not in q
+
+
+def test_drift_retrain_shadow_promote_and_replay_diff_in_minutes(delivery: Pipeline) -> None:
+    """The learning loop of a regression model (``task_loop``): orders from a farther zone
+    move the served minutes (prediction drift) and faster kitchens the errors (error drift);
+    v2 is trained on the feature log's rows of the new concept, shadowed, promoted, and the
+    replay diff of the shadow period gives the score deltas, in minutes."""
+    loop = learning_loop(delivery, "Delivery")
+    print(f"\ndelivery learning loop, seconds per stage: {loop.seconds}")
+
+    # The worker's detectors on the served minutes, and the label join's on the absolute error.
+    minutes = [x for x in loop.drift if x["signal"] == "score"]
+    assert len({x["partition"] for x in minutes}) >= 2, loop.drift
+    for x in minutes:  # later (the "after" mean covers the newest ~1,000 orders of the partition)
+        assert x["stats_after"]["mean"] > x["stats_before"]["mean"], x
+    assert loop.errors, "no error drift"
+    error = loop.errors[0]
+    assert (error["signal"], error["partition"], error["model_version"]) == ("error", -1, "1")
+    assert error["stats_before"]["mean"] < 2.5 < 4.0 < error["stats_after"]["mean"], error
+    assert loop.request["requested_by"] == "control-plane"
+    fired = {x["signal"] for x in loop.drift + loop.errors}
+    assert set(loop.request["reason"].removeprefix("drift: ").split(", ")) <= fired, loop.request
+    assert loop.request["window_start"] < loop.shift_time, loop.request
+
+    # v2: a regression model of the new concept, from the rows as served, from the change on.
+    o = loop.outcome
+    assert o["version"] == "2" and set(o["feature_rows"]) == {"feature_log"}, o
+    assert abs(o["window_start"] - loop.shift_time) < 100, (o["window_start"], loop.shift_time)
+    m = o["metrics"]
+    assert "holdout_auc" not in m and "holdout_log_loss" not in m
+    print(f"holdout MAE {m['holdout_mae']:.3f} v2, {m['champion_holdout_mae']:.3f} v1 (minutes)")
+    assert m["holdout_mae"] < 0.5 * m["champion_holdout_mae"], m
+
+    # Shadow: v2's minutes on the shadow topic, records of the served shape; then the paired
+    # comparison on the same labelled orders.
+    assert loop.outcome["now_serving"] == "champion v1, shadow v2"
+    for event_id, x in loop.shadow.items():
+        served = loop.served[event_id]
+        assert (x["model_version"], x["variant"]) == ("2", "shadow")
+        assert (served["model_version"], served["variant"]) == ("1", "champion")
+        assert set(x) == set(served) and "probabilities" not in x
+    delta = np.asarray([x["score"] - loop.served[e]["score"] for e, x in loop.shadow.items()])
+    # v2 says sooner, by about what the kitchens gained (the median: v1, never trained on such
+    # distances, falls short on the farthest orders, which v2 was trained on).
+    assert -1.4 * FASTER_KITCHENS < np.median(delta) < -0.6 * FASTER_KITCHENS, np.median(delta)
+    truth = np.asarray([loop.labels[e]["delivery_minutes"] for e in loop.shadow])
+    v1 = np.asarray([loop.served[e]["score"] for e in loop.shadow])
+    v2 = np.asarray([x["score"] for x in loop.shadow.values()])
+    q = loop.paired
+    assert q["count"] == SHADOWED
+    assert abs(q["champion_mae"] - np.abs(v1 - truth).mean()) < 1e-9
+    assert abs(q["challenger_mae"] - np.abs(v2 - truth).mean()) < 1e-9
+    assert loop.decision[0] == "promote", loop.decision
+    assert "online MAE champion" in loop.decision[1]
+    assert MlflowRegistry(loop.p.settings).rollout_state().champion == "2"
+
+    # The replay with v2 gives v2's shadow minutes bit for bit; the diff is their deltas.
+    assert {e: x["score"] for e, x in loop.replayed.items()} == {
+        e: x["score"] for e, x in loop.shadow.items()
+    }
+    d = loop.diff
+    assert (d["matched"], d["changed"], d["only_in_other"]) == (SHADOWED, SHADOWED, 0)
+    assert d["threshold"] is None and d["flips_up"] == d["flips_down"] == 0
+    assert d["class_changes"] == 0 and d["confusion"] == {}
+    assert abs(d["delta"]["mean"] - delta.mean()) < 1e-9
+    assert abs(d["delta"]["abs_max"] - np.abs(delta).max()) < 1e-9
+    [pair] = d["by_version"]
+    assert (pair["base_version"], pair["other_version"], pair["events"]) == ("1", "2", SHADOWED)
+    assert "decision flips" not in loop.diff_markdown and "## Classes" not in loop.diff_markdown
+    assert f"- changed: {SHADOWED} (100" in loop.diff_markdown, loop.diff_markdown
