@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from services.core.errors import BrokerUnavailable, NotFound
 from services.kafka.denied import refusal
@@ -32,12 +32,37 @@ def watermarks(consumer: Consumer, topic: str, timeout: float = 10.0) -> dict[in
             raise BrokerUnavailable(f"cannot read {topic}: {meta.error}", topic=topic)
         if meta is None or meta.error is not None:
             raise NotFound(f"topic {topic} does not exist")
+        deadline = time.monotonic() + timeout
         return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            p: _watermark(consumer, TopicPartition(topic, p), deadline)
             for p in sorted(meta.partitions)
         }
     except KafkaException as exc:
         raise BrokerUnavailable(f"cannot read offsets of {topic}: {exc}", topic=topic) from exc
+
+
+# A partition's leader moving, or not elected yet: the next ask may find it.
+_MOVING = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE}
+
+
+def _watermark(consumer: Consumer, tp: TopicPartition, deadline: float) -> tuple[int, int]:
+    """One partition's watermarks, asked again while the error is retriable (a leader moving
+    or just elected: NOT_LEADER_FOR_PARTITION, LEADER_NOT_AVAILABLE) until ``deadline``."""
+    pause = 0.05
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(
+                tp, timeout=max(0.1, deadline - time.monotonic())
+            )
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            code = err.code() if isinstance(err, KafkaError) else None
+            retriable = code in _MOVING or (isinstance(err, KafkaError) and err.retriable())
+            if not retriable or time.monotonic() + pause >= deadline:
+                raise
+        time.sleep(pause)  # backoff before asking the new leader
+        pause = min(pause * 2, 1.0)
 
 
 def offsets_at(
