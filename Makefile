@@ -59,15 +59,39 @@ demo: install
 	-@$(MAKE) --no-print-directory prometheus
 	STREAMSCORE_DOMAIN=$(DOMAIN) $(BIN)/streamscore demo $(if $(CLUSTER),--cluster)
 
-# One pytest run: unit, contract and doctests; integration on Apache Kafka (when it can run,
-# else tansu) plus the smoke subset again on tansu. Exit 5 (no tests collected) is a failure of
-# its own kind, reported as such rather than passed off as green.
+# Unit, contract and doctests; integration on Apache Kafka (when it can run, else tansu) plus the
+# smoke subset again on tansu. Two pytest processes at once, each with an embedded stack of its
+# own (its own home and ports): most integration tests wait on brokers and subprocesses, so two
+# halves share 2 cores better than one run uses them. TEST_SHARD lists the first half (the
+# longest integration modules); the second is everything else, so a new module is never left
+# out. The second half's output follows the first's; the run fails if either half fails.
+# With PYTEST_ARGS (a path, -k, -x ...) it is one pytest run with those arguments. Exit 5 (no
+# tests collected) is a failure of its own kind, reported as such rather than passed off as green.
+TEST_SHARD := tests/integration/test_secure_cluster.py tests/integration/test_model_rollout.py \
+  tests/integration/test_control_plane.py tests/integration/test_mlflow_ui.py \
+  tests/integration/test_local_cli.py tests/integration/test_replay.py \
+  tests/integration/test_worker_crash.py tests/integration/test_api.py \
+  tests/integration/test_dlq_commands.py tests/faults/explore/test_explore.py
 test: install
 	-@$(MAKE) --no-print-directory kafka || echo "Apache Kafka unavailable: integration tests fall back to tansu"
 	-@$(MAKE) --no-print-directory prometheus
 	-@$(MAKE) --no-print-directory redis
+ifeq ($(strip $(PYTEST_ARGS)),)
+	@mkdir -p build
+	@echo "two halves at once: $(words $(TEST_SHARD)) modules here, the rest in build/test-second-half.log (shown after)"
+	@$(BIN)/python -m pytest --broker=auto --durations=15 $(foreach f,$(TEST_SHARD),--ignore=$(f)) \
+	  > build/test-second-half.log 2>&1 & other=$$!; \
+	$(BIN)/python -m pytest --broker=auto --durations=15 $(TEST_SHARD); first=$$?; \
+	wait $$other; second=$$?; \
+	echo; echo "================ the second half (build/test-second-half.log) ================"; \
+	cat build/test-second-half.log; \
+	echo "first half: exit $$first; second half: exit $$second"; \
+	for rc in $$first $$second; do if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)"; fi; done; \
+	if [ $$first -ne 0 ]; then exit $$first; fi; exit $$second
+else
 	$(BIN)/python -m pytest --broker=auto --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit 5)"; fi; exit $$rc
+endif
 
 # The tests on the secured three-node cluster of `local up --cluster` (SASL_SSL, ACLs, RF 3, a
 # Redis Cluster with users and TLS): least privilege per principal, one-line refusals, no secret in
