@@ -111,6 +111,38 @@ def test_the_newest_shadow_start_of_that_version_counts() -> None:
     assert gate.judge(show, None, NOW, **LIMITS).action == "wait"
 
 
+def test_the_promotion_gate_compares_with_the_current_champions_rows() -> None:
+    """After a promotion the --last window still holds the previous champion's rows, and
+    `models compare` sorts versions as text ("10" before "9"): the gate must compare with the
+    rows of the champion the registry names, not the first champion row."""
+    rows = [
+        ("1", "champion", 0.10),  # long gone, a very good figure on another stream
+        ("10", "champion", 0.20),  # promoted before v9 in this made-up history: still not it
+        ("2", "champion", 0.50),  # the current champion
+        ("3", "shadow", 0.45),
+        ("9", "champion", 0.05),
+    ]
+    compare = {
+        "task": "binary",
+        "variants": [
+            {"model_version": v, "variant": variant, "labelled": 2000.0, "log_loss": loss}
+            for v, variant, loss in rows
+        ],
+    }
+    at = (NOW - timedelta(hours=30)).strftime(gate.TIME_FORMAT)
+    show = {
+        "rollout": {"champion": "2", "challenger": "3", "mode": "shadow"},
+        "history": [{"event_type": "shadow_started", "to_version": "3", "at": at}],
+    }
+    verdict = gate.judge(show, compare, NOW, **LIMITS)
+    assert (verdict.action, verdict.version) == ("promote", "3"), verdict.reason
+    assert "against the champion's 0.5000" in verdict.reason
+    # The champion's rows missing from the window (just promoted, nothing labelled yet): no
+    # figure to compare with, so the challenger waits rather than being judged against another.
+    compare["variants"] = [r for r in compare["variants"] if r["model_version"] != "2"]
+    assert gate.judge(show, compare, NOW, **LIMITS).action == "wait"
+
+
 def _dag_calls() -> list[ast.Call]:
     tree = ast.parse((DAGS / "streamscore_retrain.py").read_text())
     return [

@@ -101,7 +101,8 @@ def judge(
     """The verdict on the challenger in shadow, if any.
 
     Args:
-        show: `streamscore --json models show --history N` (rollout state and alias history).
+        show: `streamscore --json models show --history N` (rollout state and alias history;
+            the shadow is compared with the rows of the champion its rollout names).
         compare: `streamscore --json models compare` over the live stream, or None when the
             challenger is too young to be compared.
         now: the run's time.
@@ -123,7 +124,14 @@ def judge(
     shadow = next(
         (r for r in rows if str(r["model_version"]) == version and r["variant"] == "shadow"), {}
     )
-    champion = next((r for r in rows if r["variant"] == "champion"), {})
+    # The current champion's rows, by the version the registry names: after a promotion the
+    # compare window still holds the previous champion's, and `models compare` sorts versions
+    # as text ("10" before "9"), so the first champion row may be another model's.
+    current = str(show.get("rollout", {}).get("champion") or "")
+    champion = next(
+        (r for r in rows if str(r["model_version"]) == current and r["variant"] == "champion"),
+        {},
+    )
     labelled = int(shadow.get("labelled") or 0)
     loss = loss_of(compare)
     # `models compare` gives a variant's quality only from 50 labels on.
