@@ -254,6 +254,31 @@ def test_the_holdout_gate_refuses_uneven_rows_mixed_tasks_and_nan() -> None:
     assert gate.holdout_verdict(nan, 1.0)[0] is False
 
 
+def test_a_version_train_made_champion_is_not_shadowed() -> None:
+    """The DAG's first run, with no champion: `train` makes the new version champion, both
+    holdout scorings are of it, and `models shadow V` would refuse it ("is the champion"). The
+    holdout gate stops the run instead, saying why, from train.json."""
+    said = gate.made_champion({"version": "1", "champion": True, "validation": {"rows": 9}})
+    assert said == "v1 became the champion (there was none): no challenger to shadow, the run ends"
+    assert gate.made_champion({"version": "4", "champion": False}) is None
+    # The DAG's register_challenger reads train.json from the run's work folder and asks.
+    tree = ast.parse((DAGS / "streamscore_retrain.py").read_text())
+    [no_worse] = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "no_worse"]
+    body = ast.unparse(no_worse)
+    assert "made_champion(" in body and "train.json" in body, body
+    [register] = [
+        c
+        for c in ast.walk(tree)
+        if isinstance(c, ast.Call)
+        and any(
+            k.arg == "task_id" and ast.literal_eval(k.value) == "register_challenger"
+            for k in c.keywords
+        )
+    ]
+    keywords = {k.arg: ast.unparse(k.value) for k in register.keywords}
+    assert keywords["templates_dict"] == "{'work': WORK}"
+
+
 # -- the train task's shell command, run by bash without Airflow ------------------------------
 def _module_value(name: str) -> ast.expr:
     tree = ast.parse((DAGS / "streamscore_retrain.py").read_text())

@@ -17,7 +17,8 @@ for a regression task):
 
 The holdout gate (``holdout_report``, ``holdout_verdict``): the new version goes on to shadow
 only when its loss on the holdout file, from `streamscore evaluate-file` (the task's own
-metrics), is at most the champion's on the same rows times (1 + ``margin``).
+metrics), is at most the champion's on the same rows times (1 + ``margin``), and never when
+`train` made it the champion because there was none (``made_champion``).
 
 Airflow parses every file of the DAG folder; this one defines no DAG and imports nothing of
 Airflow's, nor of streamscore's (the DAG runs streamscore's commands).
@@ -155,6 +156,27 @@ def judge(
     if ours < theirs:
         return Verdict("promote", version, f"v{version} won in shadow: {figures}")
     return Verdict("retire", version, f"v{version} no better in shadow: {figures}")
+
+
+def made_champion(trained: dict[str, Any]) -> str | None:
+    """Why the new version cannot become the challenger when `streamscore train` made it the
+    champion (there was none: the DAG's first run): both holdout scorings were then of it, and
+    `models shadow` refuses the champion. None when it was registered without an alias.
+
+    Args:
+        trained: `streamscore --json train`'s report (train.json).
+
+    >>> made_champion({"version": "1", "champion": True})
+    'v1 became the champion (there was none): no challenger to shadow, the run ends'
+    >>> made_champion({"version": "4", "champion": False}) is None
+    True
+    """
+    if not trained.get("champion"):
+        return None
+    return (
+        f"v{trained['version']} became the champion (there was none): no challenger to "
+        "shadow, the run ends"
+    )
 
 
 def holdout_report(

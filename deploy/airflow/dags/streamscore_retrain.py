@@ -33,7 +33,9 @@ declares: binary, regression or multiclass.
   names the loss to compare.
 - register_challenger: the new version becomes the challenger only when its holdout loss is
   no worse than the champion's (times 1 + `margin`); otherwise the run ends, the version stays
-  registered without an alias.
+  registered without an alias. On the first run, with no champion, `train` made the new version
+  champion (train.json's `champion`): both holdouts were scored by it, and the run ends here,
+  saying so.
 - shadow: `streamscore models shadow` (alias challenger, rollout mode shadow): the workers score
   every event with it too, published as variant=shadow, until a later run judges it.
 
@@ -66,7 +68,13 @@ from airflow.exceptions import AirflowFailException
 from airflow.providers.standard.operators.bash import BashOperator
 from airflow.providers.standard.operators.python import PythonOperator, ShortCircuitOperator
 from airflow.sdk import DAG, Param
-from streamscore_gate import holdout_report, holdout_verdict, judge, ready_to_compare
+from streamscore_gate import (
+    holdout_report,
+    holdout_verdict,
+    judge,
+    made_champion,
+    ready_to_compare,
+)
 
 STREAMSCORE = os.environ.get("DAG_STREAMSCORE_BIN", "streamscore")
 SS = shlex.quote(STREAMSCORE)
@@ -145,6 +153,13 @@ def evaluate(**context: Any) -> dict[str, Any]:
 
 
 def no_worse(**context: Any) -> bool:
+    """The holdout gate (streamscore_gate.holdout_verdict); False ends the run unshadowed. A
+    version `train` made champion (there was none) is never shadowed: it is the champion."""
+    work = Path(context["templates_dict"]["work"])
+    said = made_champion(json.loads((work / "train.json").read_text(encoding="utf-8")))
+    if said is not None:
+        print(said)
+        return False
     ev = context["ti"].xcom_pull(task_ids="evaluate")
     ok, said = holdout_verdict(ev, float(context["params"]["margin"]))
     print(said)
@@ -218,7 +233,9 @@ with DAG(
     evaluated = PythonOperator(
         task_id="evaluate", python_callable=evaluate, templates_dict={"work": WORK}
     )
-    register = ShortCircuitOperator(task_id="register_challenger", python_callable=no_worse)
+    register = ShortCircuitOperator(
+        task_id="register_challenger", python_callable=no_worse, templates_dict={"work": WORK}
+    )
     shadow = BashOperator(
         task_id="shadow",
         env=ENV,
