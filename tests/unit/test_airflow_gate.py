@@ -169,7 +169,10 @@ def test_no_templated_value_is_pasted_into_a_shell_command() -> None:
 
 def test_the_gate_comes_first_and_the_run_ends_with_the_shadow() -> None:
     text = (DAGS / "streamscore_retrain.py").read_text()
-    assert "gate >> validate_data >> train >> score >> evaluated >> register >> shadow" in text
+    assert (
+        "gate >> validate_data >> train >> rows_checked >> score >> evaluated >> register "
+        ">> shadow" in text
+    )
     assert "promotion_gate" not in text
 
 
@@ -277,6 +280,42 @@ def test_a_version_train_made_champion_is_not_shadowed() -> None:
     ]
     keywords = {k.arg: ast.unparse(k.value) for k in register.keywords}
     assert keywords["templates_dict"] == "{'work': WORK}"
+
+
+def test_training_with_too_many_events_left_out_fails_after_train() -> None:
+    """features=log leaves out the events the feature log lacks, counted in train.json's
+    feature_log.left_out: a run that lost most of its history must fail, not train on the
+    rest unseen."""
+    served = {
+        "version": "4",
+        "validation": {"rows": 3000},
+        "feature_log": {"not_logged": 0, "left_out": 0},
+    }
+    assert gate.left_out_verdict(served, 0.05) == (
+        True,
+        "v4: 0 of 3,000 labelled events left out for want of a feature-log row (0.0%; at most "
+        "5.0%)",
+    )
+    lost = served | {"validation": {"rows": 900}, "feature_log": {"left_out": 2100}}
+    ok, said = gate.left_out_verdict(lost, 0.05)
+    assert ok is False
+    assert said.startswith("v4: 2,100 of 3,000 labelled events left out") and "70.0%" in said
+    assert "raise max_left_out_share" in said
+    assert gate.left_out_verdict(lost, 0.8)[0] is True
+    # features=now (Redis now for what the log lacks) or snapshots: nothing left out, no
+    # left_out key; a generated history has no feature_log at all.
+    now = served | {"feature_log": {"not_logged": 3000}}
+    assert gate.left_out_verdict(now, 0.0)[0] is True
+    assert gate.left_out_verdict({"version": "4", "validation": {"rows": 5}}, 0.0)[0] is True
+
+
+def test_the_rows_check_runs_after_train_with_its_param() -> None:
+    text = (DAGS / "streamscore_retrain.py").read_text()
+    assert '"max_left_out_share": Param(0.05, type="number"' in text
+    tree = ast.parse(text)
+    [check] = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check_rows"]
+    body = ast.unparse(check)
+    assert "left_out_verdict(" in body and "AirflowFailException" in body, body
 
 
 # -- the train task's shell command, run by bash without Airflow ------------------------------

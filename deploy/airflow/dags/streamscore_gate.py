@@ -15,6 +15,9 @@ for a regression task):
 - enough labels and no better, or still too few labels at ``max_shadow_hours``: ``retire``
   (its shadow is stopped), then train.
 
+The rows gate (``left_out_verdict``): after `train`, the share of labelled events left out for
+want of a feature-log row must be at most ``max_left_out_share``.
+
 The holdout gate (``holdout_report``, ``holdout_verdict``): the new version goes on to shadow
 only when its loss on the holdout file, from `streamscore evaluate-file` (the task's own
 metrics), is at most the champion's on the same rows times (1 + ``margin``), and never when
@@ -156,6 +159,36 @@ def judge(
     if ours < theirs:
         return Verdict("promote", version, f"v{version} won in shadow: {figures}")
     return Verdict("retire", version, f"v{version} no better in shadow: {figures}")
+
+
+def left_out_verdict(trained: dict[str, Any], max_share: float) -> tuple[bool, str]:
+    """Whether training left out few enough labelled events: with the feature log's rows
+    (features=log), events the log lacks (older than its retention, never streamed, scored
+    late) are left out, counted in train.json's ``feature_log.left_out``; the share is of the
+    labelled events (those left out and the rows trained on, ``validation.rows``).
+
+    Args:
+        trained: `streamscore --json train`'s report (train.json).
+        max_share: the largest share left out that still trains (0 to 1).
+
+    >>> t = {"version": "4", "validation": {"rows": 950}, "feature_log": {"left_out": 50}}
+    >>> left_out_verdict(t, 0.05)[0], left_out_verdict(t, 0.04)[0]
+    (True, False)
+    """
+    left = int((trained.get("feature_log") or {}).get("left_out") or 0)
+    labelled = left + int(trained["validation"]["rows"])
+    share = left / labelled if labelled else 0.0
+    ok = share <= max_share
+    said = (
+        f"v{trained['version']}: {left:,} of {labelled:,} labelled events left out for want of "
+        f"a feature-log row ({share:.1%}; at most {max_share:.1%})"
+    )
+    if ok:
+        return True, said
+    return False, said + (
+        ": the version stays registered without an alias; give the run history the log holds, "
+        "or features=now for a backfill, or raise max_left_out_share"
+    )
 
 
 def made_champion(trained: dict[str, Any]) -> str | None:

@@ -2,7 +2,7 @@
 rather than on drift (the control plane does the latter by itself). Any task the domain
 declares: binary, regression or multiclass.
 
-    judge_challenger -> validate_data -> train -> score_holdout -> evaluate
+    judge_challenger -> validate_data -> train -> check_rows -> score_holdout -> evaluate
         -> register_challenger -> shadow
 
 - judge_challenger: the promotion gate, for the challenger an earlier run left in shadow. It is
@@ -21,12 +21,17 @@ declares: binary, regression or multiclass.
   registers a new version (never champion while one exists). The param `features` says where
   the events' entity features come from:
   - `log` (the default): the feature log, the rows the workers served for these events, bit
-    for bit. Events the log lacks (older than its retention, never streamed) are left out and
-    counted in train.json; when it has none of them the task fails (exit 2).
+    for bit. Events the log lacks (older than its retention, never streamed, or logged more
+    than an hour after the newest event's time, past the range the log is read in) are left
+    out and counted in train.json (`feature_log.left_out`); when it has none of them the task
+    fails (exit 2).
   - `now`: Redis as it is now for the events the log lacks (`train --features-now`), for a
     backfill of history the workers never served. It risks leakage: an entity feature that
     moved with the outcome after the event (a rate, a count of the last day) carries the label
     into training, and the holdout then looks better than serving will be.
+- check_rows: fails the run when more than `max_left_out_share` (default 0.05) of the
+  labelled events were left out for want of a feature-log row: a model trained on what is
+  left may not be the model the history would give.
 - score_holdout, evaluate: the champion and the new version score the same holdout file
   (`score-file`, labels kept); `streamscore evaluate-file` gives the task's metrics of each on
   exactly the same rows (log loss, AUC and ECE; MAE and RMSE; log loss and accuracy) and
@@ -72,6 +77,7 @@ from streamscore_gate import (
     holdout_report,
     holdout_verdict,
     judge,
+    left_out_verdict,
     made_champion,
     ready_to_compare,
 )
@@ -152,6 +158,17 @@ def evaluate(**context: Any) -> dict[str, Any]:
     return result
 
 
+def check_rows(**context: Any) -> None:
+    """The rows gate (streamscore_gate.left_out_verdict): the task fails when train left out
+    more than max_left_out_share of the labelled events for want of a feature-log row."""
+    work = Path(context["templates_dict"]["work"])
+    trained = json.loads((work / "train.json").read_text(encoding="utf-8"))
+    ok, said = left_out_verdict(trained, float(context["params"]["max_left_out_share"]))
+    print(said)
+    if not ok:
+        raise AirflowFailException(said)
+
+
 def no_worse(**context: Any) -> bool:
     """The holdout gate (streamscore_gate.holdout_verdict); False ends the run unshadowed. A
     version `train` made champion (there was none) is never shadowed: it is the champion."""
@@ -182,6 +199,9 @@ with DAG(
         # Entity features for training: "log", the rows served (the feature log), or "now",
         # Redis as it is now for history never served (leakage risk: see the docstring).
         "features": Param("log", type="string", enum=["log", "now"]),
+        # With features=log: the largest share of the labelled events that may be left out
+        # for want of a feature-log row (check_rows fails the run above it).
+        "max_left_out_share": Param(0.05, type="number", minimum=0, maximum=1),
         # Shared by every task of a run (see the docstring): a shared volume on several workers.
         "workdir": Param("/tmp/streamscore-airflow", type="string"),  # noqa: S108 (a default to override)
         "margin": Param(0.0, type="number"),
@@ -218,6 +238,9 @@ with DAG(
             + ' < "$WORK/train.json"'
         ),
     )
+    rows_checked = PythonOperator(
+        task_id="check_rows", python_callable=check_rows, templates_dict={"work": WORK}
+    )
     score = BashOperator(
         task_id="score_holdout",
         env=ENV,
@@ -242,4 +265,4 @@ with DAG(
         append_env=True,
         bash_command=f'set -euo pipefail; {SS} models shadow "$VERSION" -m "$REASON"',
     )
-    gate >> validate_data >> train >> score >> evaluated >> register >> shadow
+    gate >> validate_data >> train >> rows_checked >> score >> evaluated >> register >> shadow
