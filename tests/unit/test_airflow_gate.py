@@ -309,6 +309,19 @@ def test_training_with_too_many_events_left_out_fails_after_train() -> None:
     assert gate.left_out_verdict({"version": "4", "validation": {"rows": 5}}, 0.0)[0] is True
 
 
+def test_the_shadows_reason_names_no_tasks_loss() -> None:
+    """The reason `models shadow` records serves every task: a regression challenger is no
+    worse by MAE, not log loss."""
+    env = _module_value("ENV")
+    assert isinstance(env, ast.Dict)
+    [reason] = [
+        ast.literal_eval(v)
+        for k, v in zip(env.keys, env.values, strict=True)
+        if isinstance(k, ast.Constant) and k.value == "REASON"
+    ]
+    assert reason.endswith(": holdout loss no worse"), reason
+
+
 def test_the_rows_check_runs_after_train_with_its_param() -> None:
     text = (DAGS / "streamscore_retrain.py").read_text()
     assert '"max_left_out_share": Param(0.05, type="number"' in text

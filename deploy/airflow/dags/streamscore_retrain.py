@@ -95,7 +95,8 @@ ENV = {
     "FEATURES": "{{ params.features }}",
     "RUN_NAME": "airflow-{{ ds }}",
     "VERSION": "{{ ti.xcom_pull(task_ids='train') or '' }}",
-    "REASON": "airflow {{ dag.dag_id }} {{ run_id }}: holdout log loss no worse",
+    # Any task: the loss is log loss or MAE (register_challenger printed which, with figures).
+    "REASON": "airflow {{ dag.dag_id }} {{ run_id }}: holdout loss no worse",
 }
 # The last line a BashOperator prints is its XCom: a JSON result reduced to one value.
 FIELD = "python3 -c 'import json,sys; print(json.load(sys.stdin){})'"
