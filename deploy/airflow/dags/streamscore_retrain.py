@@ -35,7 +35,11 @@ declares: binary, regression or multiclass.
 - score_holdout, evaluate: the champion and the new version score the same holdout file
   (`score-file`, labels kept); `streamscore evaluate-file` gives the task's metrics of each on
   exactly the same rows (log loss, AUC and ECE; MAE and RMSE; log loss and accuracy) and
-  names the loss to compare.
+  names the loss to compare. `score-file` assembles the holdout's entity features from Redis
+  as it is now: the comparison is on today's features, not on those served (the training
+  rows are the served ones). Both models see the same rows, so the comparison is fair between
+  them, but with features that moved with the outcome after the events both look better than
+  serving will be.
 - register_challenger: the new version becomes the challenger only when its holdout loss is
   no worse than the champion's (times 1 + `margin`); otherwise the run ends, the version stays
   registered without an alias. On the first run, with no champion, `train` made the new version
