@@ -43,7 +43,8 @@ class DriftFeed:
     The prediction signals are the champion's ``score`` and, for a multiclass model, each
     class's probability (``probability:<class>``): the top class's probability alone hardly
     moves when the mix of classes does (orders moving from one band to the next are predicted
-    as confidently as before).
+    as confidently as before). Only rows the champion scored itself, not degraded, feed them:
+    a Redis outage or the fallback ladder would otherwise move every prediction signal at once.
     """
 
     def __init__(
@@ -66,8 +67,16 @@ class DriftFeed:
         if block is None:
             return
         n = len(block)
-        # Only the champion's scores: a canary's are another model's by design.
-        champion = np.asarray([v == "champion" for v in block.variants], dtype=bool)
+        # Only the champion's own scores: a canary's are another model's by design, and a
+        # degraded row (scored on the spec's defaults in a Redis outage, or answered by the
+        # fallback ladder: a base rate, a class prior) moves with the outage, not the stream.
+        champion = np.asarray(
+            [
+                v == "champion" and not d
+                for v, d in zip(block.variants, block.degraded, strict=True)
+            ],
+            dtype=bool,
+        )
         watched = {"score": np.where(champion, block.scores, np.nan)}
         if block.probabilities is not None:
             for i, name in enumerate(block.classes):

@@ -86,3 +86,33 @@ def test_a_batch_without_probabilities_leaves_the_class_signals_unfed() -> None:
     assert feed.flush(SERVING, 0) == []
     seen = {signal: m.seen for (_, signal), m in monitor._monitors.items()}
     assert seen == {"score": 20} | {f"probability:{c}": 10 for c in CLASSES}
+
+
+def test_degraded_and_fallback_rows_are_not_watched() -> None:
+    """A Redis outage under the degrade policy (every row scored on the spec's defaults,
+    flagged degraded) or the fallback ladder (a base rate, a class prior) moves every prediction
+    signal: that is an outage, not drift, and the feed leaves those rows out. The event
+    fields are watched on every row, as they are the events' own."""
+    monitor = DriftMonitor({"default": DetectorConfig()})
+    feed = DriftFeed(monitor, ("event_time",), "t", min_rows=1)
+    served = batch(rows(0, 10), 0).served
+    assert served is not None
+    flagged = [i % 2 == 0 for i in range(10)]  # half the batch from the ladder
+    feed.add(BatchResult(served=replace(served, degraded=flagged)), 0.0)
+    assert feed.flush(SERVING, 0) == []
+    seen = {signal: m.seen for (_, signal), m in monitor._monitors.items()}
+    assert seen == {"score": 5, "feature:event_time": 10} | {f"probability:{c}": 5 for c in CLASSES}
+
+
+def test_an_outage_scored_on_defaults_fires_no_prediction_drift() -> None:
+    feed = DriftFeed(DriftMonitor({"default": DetectorConfig()}), (), "t", min_rows=1)
+    signals = []
+    for start in range(0, 1000, 100):
+        feed.add(batch(rows(0, 100), start), 0.0)
+        signals += feed.flush(SERVING, 0)
+    for start in range(1000, 1600, 100):  # Redis down: every row the class prior, degraded
+        served = batch(rows(2, 100), start).served
+        assert served is not None
+        feed.add(BatchResult(served=replace(served, degraded=[True] * 100)), 0.0)
+        signals += feed.flush(SERVING, 0)
+    assert signals == []
