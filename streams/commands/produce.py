@@ -90,7 +90,11 @@ def produce(
     header: list[tuple[str, str | bytes | None]] = [(PRODUCER_HEADER, producer_id.encode())]
     not_sent = send_all(s, topic, [(k, payload, header) for k, payload in framed])
     if not_sent is not None:
-        raise BrokerUnavailable(f"not sent to {topic} at {s.kafka_bootstrap}: {not_sent}")
+        # A refusal inside is the cluster's answer to this write: stage and topic let the CLI
+        # name the Write on the topic (services.kafka.denied.from_error).
+        raise BrokerUnavailable(
+            f"not sent to {topic} at {s.kafka_bootstrap}: {not_sent}", topic=topic, stage="publish"
+        )
     result: dict[str, Any] = {"topic": topic, "sent": len(framed)}
     if unchecked:
         result |= {"unchecked": True, "not_avro": not_avro}

@@ -54,6 +54,7 @@ def retrain(ctx: click.Context, reason: str, since: str | None) -> None:
             f"retrain request not sent to {s.topics.retrain_requests} at "
             f"{s.kafka_bootstrap}: {problem}",
             topic=s.topics.retrain_requests,
+            stage="publish",
         )
 
     def render(c: Console) -> None:
