@@ -170,7 +170,8 @@ def _events_arg(ctx: click.Context, param: click.Parameter, value: str) -> int |
     multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="With an events file: entity snapshot files with valid_from (one or more per group), "
-    "joined as of each event's time, for the events the feature log lacks.",
+    "joined as of each event's time for every event: the feature log is then not read, "
+    "unless --feature-log is given, and then they serve the events the log lacks.",
 )
 @click.option(
     "--feature-log",

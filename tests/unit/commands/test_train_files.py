@@ -128,3 +128,16 @@ def test_refused_rows_exit_2_and_are_named_by_row_and_event(files: dict[str, Any
     assert problems[0].startswith(f"bad.jsonl row 5 (event {rows[4]['event_id']}): position: ")
     assert problems[1].startswith(f"bad.jsonl row 10 (event {rows[9]['event_id']}): ")
     assert len(problems) == 2
+
+
+def test_the_features_help_says_the_log_is_not_read_with_snapshots(files: dict[str, Any]) -> None:
+    """With --features and no --feature-log, train reads no feature log: every event's entity
+    rows come from the snapshots (the controls test above: all point_in_time). The help said
+    the snapshots were for "the events the feature log lacks"."""
+    code, out = run(files["env"], "train", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert (
+        "joined as of each event's time for every event: the feature log is then not read, "
+        "unless --feature-log is given, and then they serve the events the log lacks"
+    ) in text, text
