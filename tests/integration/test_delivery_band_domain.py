@@ -135,7 +135,11 @@ def test_drift_retrain_shadow_promote_and_replay_diff_in_classes(delivery_band: 
     assert len({x["partition"] for x in over}) >= 2, loop.drift
     for x in over:
         assert x["stats_after"]["mean"] > x["stats_before"]["mean"], x
-    for x in (x for x in loop.drift if x["signal"] == "probability:UNDER_25"):
+    # UNDER_25's must fire too (the loop without it passed vacuously): 2, 4 and 3 signals, on
+    # 2 to 4 partitions, in three runs here (2026-12-03).
+    under = [x for x in loop.drift if x["signal"] == "probability:UNDER_25"]
+    assert len(under) >= 1, loop.drift
+    for x in under:
         assert x["stats_after"]["mean"] < x["stats_before"]["mean"], x
     assert loop.errors, "no error drift"
     error = loop.errors[0]
