@@ -20,9 +20,11 @@ from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
 
 from services.codec.avro import AvroCodec
 from services.core import metrics
-from services.core.errors import RegistryUnavailable
+from services.core.errors import BrokerUnavailable, NotFound, RegistryUnavailable
 from services.core.settings import Settings
 from services.kafka.config import consumer_config
+from services.kafka.denied import not_authorized
+from services.kafka.ranges import partitions_of
 from services.scoring.loader import Built, ServingLoader
 from services.scoring.rollout import RolloutState
 from services.scoring.serving import Serving, compile_serving
@@ -186,19 +188,24 @@ class ModelWatcher:
     def _subscribe(self) -> Consumer | None:
         topic = self.settings.topics.model_events
         group = f"streamscore-model-watch-{uuid.uuid4().hex[:8]}"  # never commits
+        consumer: Consumer | None = None
         try:
             consumer = Consumer(consumer_config(self.settings, group))
-            meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if meta is None or meta.error is not None or not meta.partitions:
-                raise KafkaException(f"topic {topic} not found")
-            consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in meta.partitions])
+            parts = partitions_of(consumer, topic)
+            if not parts:
+                raise NotFound(f"topic {topic} not found")
+            consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in parts])
             return consumer
-        except KafkaException as exc:
+        except (KafkaException, BrokerUnavailable, NotFound) as exc:
+            # A refusal (this principal may not read the topic) is named as one, not "not found".
+            why = not_authorized(self.settings, str(exc), "Read", topic) or exc
             logger.warning(
                 "no model events (%s): polling the registry every %ss only",
-                exc,
+                why,
                 self.settings.model.poll_seconds,
             )
+            if consumer is not None:
+                consumer.close()
             return None
 
     def _read_events(self, consumer: Consumer) -> int:

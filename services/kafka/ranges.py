@@ -18,25 +18,38 @@ from services.kafka.denied import refusal
 from services.replay.plan import Range
 
 
+def partitions_of(consumer: Consumer, topic: str, timeout: float = 10.0) -> list[int]:
+    """The partitions of ``topic``, from the cluster's metadata.
+
+    A topic this client may not describe comes back with TOPIC_AUTHORIZATION_FAILED (a secured
+    cluster answers so for a topic that does not exist too, to hide which do): that is a
+    refusal, whose line must name the missing grant, never "does not exist".
+
+    Raises:
+        NotFound: the topic does not exist.
+        BrokerUnavailable: the broker did not answer, or refused (its text names the refusal,
+            ``services.kafka.denied``).
+        KafkaException: from the client, for the caller to wrap.
+    """
+    meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if meta is not None and meta.error is not None and refusal(str(meta.error)):
+        raise BrokerUnavailable(f"cannot read {topic}: {meta.error}", topic=topic)
+    if meta is None or meta.error is not None:
+        raise NotFound(f"topic {topic} does not exist")
+    return sorted(meta.partitions)
+
+
 def watermarks(consumer: Consumer, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
     """Low and high watermark of every partition of ``topic``.
 
     Raises:
         NotFound: the topic does not exist.
-        BrokerUnavailable: the broker did not answer.
+        BrokerUnavailable: the broker did not answer, or refused (``partitions_of``).
     """
     try:
-        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-        if meta is not None and meta.error is not None and refusal(str(meta.error)):
-            # Refused, not missing: the line must name the missing grant.
-            raise BrokerUnavailable(f"cannot read {topic}: {meta.error}", topic=topic)
-        if meta is None or meta.error is not None:
-            raise NotFound(f"topic {topic} does not exist")
+        parts = partitions_of(consumer, topic, timeout)
         deadline = time.monotonic() + timeout
-        return {
-            p: _watermark(consumer, TopicPartition(topic, p), deadline)
-            for p in sorted(meta.partitions)
-        }
+        return {p: _watermark(consumer, TopicPartition(topic, p), deadline) for p in parts}
     except KafkaException as exc:
         raise BrokerUnavailable(f"cannot read offsets of {topic}: {exc}", topic=topic) from exc
 

@@ -6,9 +6,10 @@ import uuid
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from services.core.errors import BrokerUnavailable
+from services.core.errors import BrokerUnavailable, NotFound
 from services.core.settings import Settings
 from services.kafka.config import consumer_config
+from services.kafka.ranges import partitions_of
 from services.kafka.tail import read_to_ends
 
 
@@ -32,10 +33,10 @@ def read_since(
     """
     consumer = Consumer(consumer_config(settings, until_group or _throwaway()))
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise BrokerUnavailable(f"topic {topic} not found", topic=topic)
-        partitions = sorted(meta.partitions)
+        try:
+            partitions = partitions_of(consumer, topic)
+        except NotFound as exc:
+            raise BrokerUnavailable(f"topic {topic} not found", topic=topic) from exc
         wanted = [TopicPartition(topic, p, since_ms) for p in partitions]
         starts = consumer.offsets_for_times(wanted, timeout=10)
         committed = {}

@@ -6,10 +6,10 @@ import uuid
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from services.core.errors import BrokerUnavailable, NotFound
+from services.core.errors import BrokerUnavailable
 from services.core.settings import Settings
 from services.kafka.config import consumer_config
-from services.kafka.ranges import iter_ranges
+from services.kafka.ranges import iter_ranges, partitions_of
 from services.replay.plan import Range
 
 
@@ -66,14 +66,13 @@ def read_window(
 
     Raises:
         NotFound: the topic does not exist.
-        BrokerUnavailable: the broker did not answer.
+        BrokerUnavailable: the broker did not answer, or refused (the text names it).
     """
     consumer = Consumer(consumer_config(settings, f"streamscore-tail-{uuid.uuid4().hex[:8]}"))
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise NotFound(f"topic {topic} does not exist")
-        parts = sorted(meta.partitions) if start_at is None else [start_at[0]]
+        # Missing or refused (a refusal's line names the grant): said before anything is read.
+        every = partitions_of(consumer, topic)
+        parts = every if start_at is None else [start_at[0]]
         starts: dict[int, int] = {}
         if since_ms is not None:
             found = consumer.offsets_for_times(
