@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 import numpy as np
+import numpy.typing as npt
 from rich.console import Console
 
 from services.codec.table import convert
@@ -43,6 +44,27 @@ def _label_type(domain: Domain) -> Any:
     return next(f["type"] for f in fields if f["name"] == domain.label.target)
 
 
+def _numbers(
+    scored: Path, rows: list[dict[str, Any]], columns: list[str]
+) -> npt.NDArray[np.float64]:
+    """The model's outputs, a row per scored row and a column per name in ``columns``.
+
+    Raises:
+        ConfigError: a cell that is not a finite number (exit 2, naming row and column).
+    """
+    out = np.empty((len(rows), len(columns)), dtype=np.float64)
+    for n, row in enumerate(rows, 1):
+        for j, name in enumerate(columns):
+            cell: Any = row.get(name)  # a file's cell: text, a number or nothing
+            try:
+                out[n - 1, j] = value = float(cell)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{scored}: row {n}, {name}: {cell!r} is not a number") from exc
+            if not np.isfinite(value):
+                raise ConfigError(f"{scored}: row {n}, {name}: {cell!r} is not a finite number")
+    return out
+
+
 @click.command("evaluate-file")
 @click.argument("scored", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -56,7 +78,7 @@ def evaluate_file(ctx: click.Context, scored: Path, target: str | None) -> None:
     """The task's metrics of a file `score-file --keep-columns` wrote, against its label column:
     log loss, AUC and ECE (binary); MAE and RMSE (regression); log loss and accuracy
     (multiclass); and which of them is the loss to compare (lower is better). A missing column,
-    an unreadable label or no rows exit 2."""
+    an unreadable label or output (score, class probability) or no rows exit 2."""
     a = app(ctx)
     domain = domain_of(a.settings)
     task = domain.task
@@ -84,9 +106,13 @@ def evaluate_file(ctx: click.Context, scored: Path, target: str | None) -> None:
                 f"{scored}: no {', '.join(absent)}: a multiclass file has one probability "
                 f"column per class ({task.describe()})"
             )
-        outputs = np.asarray([[float(r[w]) for w in wanted] for r in rows], dtype=np.float64)
     else:
-        outputs = np.asarray([float(r["score"]) for r in rows], dtype=np.float64)
+        if "score" not in columns:
+            raise ConfigError(f"{scored}: no score column: evaluate a file score-file wrote")
+        wanted = ["score"]
+    outputs = _numbers(scored, rows, wanted)
+    if task.kind != "multiclass":
+        outputs = outputs[:, 0]
     metrics = evaluate_task(task, y, outputs)
     result = {
         "file": str(scored),

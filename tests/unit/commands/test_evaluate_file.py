@@ -152,3 +152,32 @@ def test_a_missing_or_unreadable_label_exits_2_in_one_line(
     _scored(**cells).to_csv(path, index=False)
     code, _, err = run(monkeypatch, capsys, tmp_path, "delivery", "evaluate-file", str(path))
     assert code == 2 and said in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    ("domain", "cells", "said"),
+    [
+        # No score column (a file score-file did not write): one line, not a KeyError.
+        ("delivery", {"delivery_minutes": 30.0}, "no score column"),
+        ("delivery", {"score": "fast", "delivery_minutes": 30.0}, "row 1, score: 'fast'"),
+        ("delivery", {"score": None, "delivery_minutes": 30.0}, "row 1, score: "),
+        (
+            "delivery_band",
+            {f"probability__{c}": "x" if c == "OVER_35" else 0.5 for c in CLASSES}
+            | {"eta_band": "OVER_35"},
+            "row 1, probability__OVER_35: 'x'",
+        ),
+    ],
+)
+def test_a_missing_or_unreadable_output_exits_2_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    domain: str,
+    cells: dict[str, Any],
+    said: str,
+) -> None:
+    path = tmp_path / "scored.csv"
+    _scored(**cells).to_csv(path, index=False)
+    code, _, err = run(monkeypatch, capsys, tmp_path, domain, "evaluate-file", str(path))
+    assert code == 2 and said in err and len(err.strip().splitlines()) == 1, err
