@@ -29,7 +29,11 @@ from services.scoring.operations import apply_change
 from services.scoring.registry import MlflowRegistry
 from services.scoring.rollout import plan_rollout
 from services.training.dataset import build_training_set
-from services.training.log_reader import feature_log_topic, read_training_rows
+from services.training.log_reader import (
+    feature_log_topic,
+    not_logged_causes,
+    read_training_rows,
+)
 from services.training.pipeline import TrainingRefused, train_and_register
 
 logger = logging.getLogger(__name__)
@@ -175,7 +179,9 @@ def answer(
         events = [e for e in events if logged is not None and str(e["event_id"]) in logged]
         if unlogged:
             logger.info(
-                "%d events of the window have no row in the feature log: left out", unlogged
+                "%d events of the window have no row in the feature log (%s): left out",
+                unlogged,
+                not_logged_causes(settings.features.log_slack_seconds * 1000),
             )
     champion_version = registry.alias_version("champion")
     champion = registry.load(version=champion_version) if champion_version else None

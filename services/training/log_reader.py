@@ -2,9 +2,10 @@
 only the rows of its labelled events kept, with every record and row left out counted.
 
 A batch is logged when it is scored, after its events happened, by the clock of the worker's
-host, not of the events' producers: the range runs from ``LOG_SLACK_MS`` before the earliest
-event's time to ``LOG_SLACK_MS`` after the newest (a worker that was further behind logged rows
-the read does not reach; those events count as not in the log).
+host, not of the events' producers: the range runs from the slack
+(``STREAMSCORE_FEATURES__LOG_SLACK_SECONDS``, default ``LOG_SLACK_MS``) before the earliest
+event's time to the slack after the newest (a worker that was further behind logged rows the
+read does not reach; those events count as not in the log, and ``not_logged_causes`` says so).
 """
 
 from __future__ import annotations
@@ -28,8 +29,26 @@ from services.kafka.ranges import iter_ranges, offsets_at, watermarks
 from services.replay.plan import Range
 
 logger = logging.getLogger(__name__)
-LOG_SLACK_MS = 3_600_000  # rows logged this long around the events' times are read
+LOG_SLACK_MS = 3_600_000  # the setting's default: rows logged this long around the events' times
 DEFAULT_FEATURE_LOG = "feed.feature-log.v1"  # TopicSettings' default: the feed's own log
+
+
+def not_logged_causes(slack_ms: int) -> str:
+    """Why an event has no row in the feature log, for the lines that count them: the read
+    range misses rows logged more than the slack after the newest event's time as surely as
+    retention drops old ones.
+
+    >>> "scored more than 1 h after the newest" in not_logged_causes(3_600_000)
+    True
+    >>> "more than 90 s after" in not_logged_causes(90_000)
+    True
+    """
+    hours = slack_ms / 3_600_000
+    slack = f"{hours:g} h" if hours >= 1 else f"{slack_ms / 1000:g} s"
+    return (
+        f"older than the log's retention, never scored, or scored more than {slack} after the "
+        "newest event's time (STREAMSCORE_FEATURES__LOG_SLACK_SECONDS)"
+    )
 
 
 def feature_log_topic(settings: Settings) -> str | None:
@@ -86,7 +105,8 @@ def read_training_rows(
     timeout: float,
 ) -> LogRead:
     """The logged rows of ``labelled`` events among ``events``, read from the records logged
-    within ``LOG_SLACK_MS`` of the events' times; the skips counted
+    within the slack (``settings.features.log_slack_seconds``) of the events' times; the skips
+    counted
     in ``LogRead.skipped`` and in ``streamscore_feature_log_skipped_total{reason}``.
 
     Raises:
@@ -97,7 +117,8 @@ def read_training_rows(
     if not events:
         return read
     times = [int(e["event_time"]) for e in events]
-    since, until = min(times) - LOG_SLACK_MS, max(times) + LOG_SLACK_MS
+    slack = settings.features.log_slack_seconds * 1000
+    since, until = min(times) - slack, max(times) + slack
     known = {str(e["event_id"]) for e in events}
 
     def reason(event_id: str) -> str:

@@ -20,7 +20,11 @@ from services.core.settings import Settings
 from services.features.log import FeatureLogIndex
 from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore
-from services.training.log_reader import feature_log_topic, read_training_rows
+from services.training.log_reader import (
+    feature_log_topic,
+    not_logged_causes,
+    read_training_rows,
+)
 from streams.adapters import feature_store
 from streams.topics import by_record
 
@@ -94,6 +98,7 @@ def choose_rows(
     missing = [i for i in labelled if logged is None or i not in logged]
     report["not_logged"] = len(missing)
     store = None
+    causes = not_logged_causes(settings.features.log_slack_seconds * 1000)
     if missing and features_now:
         store = feature_store(settings, spec)
         err.print(NOW_WARNING.format(n=len(missing)), style="yellow", highlight=False)
@@ -101,16 +106,17 @@ def choose_rows(
         if len(missing) == len(labelled):
             where = f"the feature log {topic}" if topic else "no feature log (none declared)"
             raise ConfigError(
-                f"none of the {len(labelled):,} labelled events has a row in {where}: give "
-                "--features SNAPSHOTS (entity rows as of each event's time) or --features-now "
-                "(Redis as it is now, not what was served)"
+                f"none of the {len(labelled):,} labelled events has a row in {where}"
+                + (f" ({causes})" if topic else "")
+                + ": give --features SNAPSHOTS (entity rows as of each event's time) or "
+                "--features-now (Redis as it is now, not what was served)"
             )
         left = set(missing)
         events = [e for e in events if str(e["event_id"]) not in left]
         report["left_out"] = len(missing)
         err.print(
-            f"{len(missing):,} labelled events have no row in the feature log and are left out "
-            "(--features SNAPSHOTS or --features-now would give them rows)",
+            f"{len(missing):,} labelled events have no row in the feature log ({causes}) and "
+            "are left out (--features SNAPSHOTS or --features-now would give them rows)",
             highlight=False,
         )
     return Rows(events, logged, store, report)

@@ -22,9 +22,9 @@ declares: binary, regression or multiclass.
   the events' entity features come from:
   - `log` (the default): the feature log, the rows the workers served for these events, bit
     for bit. Events the log lacks (older than its retention, never streamed, or logged more
-    than an hour after the newest event's time, past the range the log is read in) are left
-    out and counted in train.json (`feature_log.left_out`); when it has none of them the task
-    fails (exit 2).
+    than an hour after the newest event's time, past the range the log is read in:
+    STREAMSCORE_FEATURES__LOG_SLACK_SECONDS) are left out and counted in train.json
+    (`feature_log.left_out`); when it has none of them the task fails (exit 2).
   - `now`: Redis as it is now for the events the log lacks (`train --features-now`), for a
     backfill of history the workers never served. It risks leakage: an entity feature that
     moved with the outcome after the event (a rate, a count of the last day) carries the label

@@ -28,6 +28,13 @@ class FeatureSettings(_Group):
         "feature-log topic (one message per batch, best effort), so that training uses the "
         "rows that were served.",
     )
+    log_slack_seconds: int = Field(
+        3600,
+        ge=0,
+        description="Training reads the feature-log records logged from this long before the "
+        "earliest event's time to this long after the newest: an event scored later than that "
+        "(a worker far behind) has no row read and is left out of training, counted.",
+    )
 
 
 class ModelSettings(_Group):
