@@ -67,11 +67,12 @@ def test_quality_can_be_read_while_labels_are_added() -> None:
     book = QualityBook(window=50_000)
     labels = [_label(i, i % 3 == 0) for i in range(200)]
     joined, _ = join(labels, [Stored("1", "champion", 0.4)] * 200, [None] * 200, "engaged")
-    stop = threading.Event()
+    stop, added = threading.Event(), threading.Event()
 
     def writer() -> None:
         while not stop.is_set():
             book.add(joined)
+            added.set()
             time.sleep(0.0005)  # a label batch now and then, as the agent adds them
 
     thread = threading.Thread(target=writer, daemon=True)
@@ -79,6 +80,9 @@ def test_quality_can_be_read_while_labels_are_added() -> None:
     sys.setswitchinterval(1e-6)  # threads take turns often: a race shows in a few reads
     thread.start()
     try:
+        # The first batch in before the first read (on a loaded machine the writer may not
+        # have run yet); the reads then race the appends that follow.
+        assert added.wait(30)
         for _ in range(40):
             assert book.quality("1", "champion")["count"] > 0
             assert book.keys() == [("1", "champion")]
