@@ -109,6 +109,27 @@ class _NoSource:
         raise ValueError(f"{len(times)} events have no logged row and no feature source")
 
 
+def entity_rows(
+    spec: FeatureSpec,
+    events: Sequence[Mapping[str, Any]],
+    logged: FeatureLogIndex | None,
+    source: FeatureSource | None,
+    store: FeatureStore | None = None,
+) -> tuple[dict[str, Lookup], dict[str, int]]:
+    """Per group, the rows of ``events`` as training takes them (`features matrix` too): logged
+    where the log has them, else from ``source`` (point in time), else from ``store`` as it is
+    now; and how many rows came from each origin."""
+    if not events:
+        empty = {
+            g.name: Lookup(np.empty((0, g.width), np.float32), np.empty(0, bool))
+            for g in spec.groups
+        }
+        return empty, {}
+    if source is None:
+        source = OnlineStoreNow(store) if store is not None else _NoSource()
+    return _entity_rows(spec, events, logged, source)
+
+
 def _entity_rows(
     spec: FeatureSpec,
     events: Sequence[Mapping[str, Any]],

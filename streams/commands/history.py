@@ -20,9 +20,11 @@ from services.domain.config import domain_of
 from services.features.assemble import assemble, lookup_requests
 from services.features.history import VALID_FROM, PointInTime, Snapshots
 from services.features.spec import FeatureSpec
+from services.training.dataset import entity_rows
 from services.validation.rules import validate_many
-from streams.adapters import feature_spec, feature_store
+from streams.adapters import feature_spec
 from streams.commands.common import app, emit, json_option
+from streams.commands.rows import choose_rows
 from streams.files import read_rows
 
 MAX_REPORTED = 20  # row problems listed in a refusal; the count covers them all
@@ -296,14 +298,28 @@ def _as_of(ctx: click.Context, param: click.Parameter, value: str | None) -> int
     "feature_paths",
     multiple=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Entity snapshot files with valid_from (one or more per group): rows as of each "
-    "event's time. Without them: the online store (Redis) as it is now.",
+    help="Entity snapshot files with valid_from (one or more per group), joined as of each "
+    "event's time for every event: the feature log is then not read, unless --feature-log is "
+    "given, and then they serve the events the log lacks.",
+)
+@click.option(
+    "--feature-log",
+    "from_log",
+    is_flag=True,
+    help="The feature log must exist (it is read by default when the domain declares its "
+    "topic and no --features are given: each event gets the entity rows it was served with).",
+)
+@click.option(
+    "--features-now",
+    is_flag=True,
+    help="Events the feature log lacks take their entity features from Redis as it is now, "
+    "not as they were served. Prints a warning.",
 )
 @click.option(
     "--as-of",
     callback=_as_of,
     help="With --features: every event's rows as of this time (epoch ms or ISO-8601) instead "
-    "of its own time.",
+    "of its own time (the feature log is not read).",
 )
 @click.option(
     "--out",
@@ -318,18 +334,26 @@ def features_matrix(
     ctx: click.Context,
     events_path: Path,
     feature_paths: tuple[Path, ...],
+    from_log: bool,
+    features_now: bool,
     as_of: int | None,
     out_path: Path,
 ) -> None:
     """Write the exact matrix the scoring worker would build for these events (the same
-    assemble code), to train or check a model outside streamscore. It exits 2 when an event is
-    invalid (the report names each row)."""
+    assemble code), to train or check a model outside streamscore. Entity rows are chosen as
+    `train` chooses them: the feature log's (as served), then snapshot files, then Redis as it
+    is now only with --features-now; events none gives a row are left out, counted. It exits 2
+    when an event is invalid (the report names each row) or none has a row."""
     import pandas as pd
 
     a = app(ctx)
     spec = feature_spec(a.settings)
     if as_of is not None and not feature_paths:
         raise click.UsageError("--as-of needs --features snapshot files")
+    if as_of is not None and (from_log or features_now):
+        raise click.UsageError(
+            "--as-of takes every row from the snapshots: not with --feature-log or --features-now"
+        )
     domain = domain_of(a.settings)
     now = int(time.time() * 1000)
     events: list[dict[str, Any]] = []
@@ -342,17 +366,30 @@ def features_matrix(
         emit(a, {"refused": True, "problems": problems[:MAX_REPORTED]}, _refusal(problems))
         ctx.exit(2)
         return
-    requests = lookup_requests(spec, events)
-    if feature_paths:
-        history = point_in_time(spec, feature_paths)
-        times = np.asarray(
-            [as_of if as_of is not None else int(e["event_time"]) for e in events], dtype=np.int64
-        )
-        lookups = history.as_of(requests, times)
-        origin = "point_in_time"
+    source = point_in_time(spec, feature_paths) if feature_paths else None
+    report: dict[str, Any] = {}
+    if as_of is not None and source is not None:
+        times = np.full(len(events), as_of, dtype=np.int64)
+        lookups = source.as_of(lookup_requests(spec, events), times)
+        counts = {source.kind: len(events)}
     else:
-        lookups = feature_store(a.settings, spec).get_many(requests)
-        origin = "online_store_now"
+        logged, store = None, None
+        if from_log or source is None:
+            # The same choice as train's (streams/commands/rows.py): every event counts.
+            rows = choose_rows(
+                a.settings,
+                spec,
+                events,
+                {str(e["event_id"]): True for e in events},
+                a.err,
+                require_log=from_log,
+                snapshots=source is not None,
+                features_now=features_now,
+                noun="events",
+            )
+            events, logged, store, report = rows.events, rows.logged, rows.store, rows.report
+        lookups, counts = entity_rows(spec, events, logged, source, store)
+    origin = ", ".join(counts) or "none"
     matrix = assemble(spec, events, lookups)
     frame = pd.DataFrame(matrix.values, columns=list(matrix.names))
     frame.insert(0, "event_id", [str(e["event_id"]) for e in events])
@@ -361,15 +398,18 @@ def features_matrix(
         "rows": len(events),
         "columns": list(matrix.names),
         "features_from": origin,
+        "feature_rows": counts,
         "spec_version": spec.version,
         "out": str(out_path),
-    }
+    } | ({"feature_log": report} if report else {})
+    said = ", ".join(f"{n:,} {k.replace('_', ' ')}" for k, n in counts.items()) or "none"
     emit(
         a,
         data,
         lambda c: c.print(
             f"wrote {len(events):,} rows x {len(matrix.names)} columns (spec {spec.version}, "
-            f"entity features from {origin.replace('_', ' ')}) to {out_path}"
+            f"entity features: {said}) to {out_path}",
+            highlight=False,
         ),
     )
 

@@ -55,9 +55,11 @@ def choose_rows(
     require_log: bool = False,
     snapshots: bool = False,
     features_now: bool = False,
+    noun: str = "labelled events",
 ) -> Rows:
     """The feature log's rows for ``events`` (those with a label), then the rest from snapshot
-    files (``snapshots``) or Redis now (``features_now``), else left out.
+    files (``snapshots``) or Redis now (``features_now``), else left out. ``noun`` names the
+    events in the lines printed (`features matrix` passes every event as labelled).
 
     Raises:
         ConfigError: ``require_log`` and the domain declares no log, or no event has a row
@@ -106,7 +108,7 @@ def choose_rows(
         if len(missing) == len(labelled):
             where = f"the feature log {topic}" if topic else "no feature log (none declared)"
             raise ConfigError(
-                f"none of the {len(labelled):,} labelled events has a row in {where}"
+                f"none of the {len(labelled):,} {noun} has a row in {where}"
                 + (f" ({causes})" if topic else "")
                 + ": give --features SNAPSHOTS (entity rows as of each event's time) or "
                 "--features-now (Redis as it is now, not what was served)"
@@ -115,7 +117,7 @@ def choose_rows(
         events = [e for e in events if str(e["event_id"]) not in left]
         report["left_out"] = len(missing)
         err.print(
-            f"{len(missing):,} labelled events have no row in the feature log ({causes}) and "
+            f"{len(missing):,} {noun} have no row in the feature log ({causes}) and "
             "are left out (--features SNAPSHOTS or --features-now would give them rows)",
             highlight=False,
         )

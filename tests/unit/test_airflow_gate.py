@@ -342,12 +342,12 @@ def _module_value(name: str) -> ast.expr:
     raise AssertionError(f"no {name} in the DAG")
 
 
-def _train_command(streamscore: Path) -> str:
-    """The train task's bash_command as the DAG builds it, for ``streamscore``."""
+def _train_command(streamscore: Path, task: str = "train") -> str:
+    """The ``task``'s bash_command as the DAG builds it, for ``streamscore``."""
     [call] = [
         c
         for c in _dag_calls()
-        if any(k.arg == "task_id" and ast.literal_eval(k.value) == "train" for k in c.keywords)
+        if any(k.arg == "task_id" and ast.literal_eval(k.value) == task for k in c.keywords)
     ]
     command = next(k.value for k in call.keywords if k.arg == "bash_command")
     names = {"SS": shlex.quote(str(streamscore)), "FIELD": ast.literal_eval(_module_value("FIELD"))}
@@ -418,3 +418,40 @@ def test_train_reads_the_feature_log_unless_features_is_now(
         "airflow-2026-03-09",
     ]
     assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize(("features", "now"), [("log", False), ("now", True)])
+def test_validate_data_builds_the_matrix_from_the_rows_train_uses(
+    tmp_path: Path, features: str, now: bool
+) -> None:
+    """`features matrix` chooses rows as train does (the feature log unless --features-now):
+    validate_data passes --features-now exactly when train does, or a backfill (features=now)
+    would be refused for want of logged rows."""
+    argv_file = tmp_path / "argv.json"
+    fake = tmp_path / "streamscore"
+    fake.write_text(
+        "#!/usr/bin/env python3\nimport json, sys\n"
+        f"open({str(argv_file)!r}, 'w').write(json.dumps(sys.argv[1:]))\n",
+        encoding="utf-8",
+    )
+    fake.chmod(0o755)
+    env = {
+        "PATH": os.environ["PATH"],
+        "WORK": str(tmp_path / "work"),
+        "EVENTS": str(tmp_path / "events.csv"),
+        "FEATURES": features,
+    }
+    ran = subprocess.run(  # noqa: S603 (bash, on the DAG's own command)
+        ["/bin/bash", "-c", _train_command(fake, "validate_data")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    argv = json.loads(argv_file.read_text())
+    assert argv[:4] == ["features", "matrix", "--events", env["EVENTS"]]
+    assert ("--features-now" in argv) is now
+    assert argv[-2:] == ["--out", f"{env['WORK']}/matrix.parquet"]

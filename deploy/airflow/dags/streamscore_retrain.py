@@ -16,7 +16,8 @@ declares: binary, regression or multiclass.
   A gate after `shadow` in the same run would judge a challenger seconds old, with no labels:
   it could never promote.
 - validate_data: `streamscore features matrix` checks every event as the worker does (exit 2
-  names each invalid row, and the run stops there).
+  names each invalid row, and the run stops there), and builds the matrix from the rows
+  train will use (the `features` param below: the feature log, or Redis now).
 - train: `streamscore train` on the events and labels files; it records the run in MLflow and
   registers a new version (never champion while one exists). The param `features` says where
   the events' entity features come from:
@@ -225,9 +226,12 @@ with DAG(
         task_id="validate_data",
         env=ENV,
         append_env=True,
+        # The rows train will use (features matrix chooses them as train does): features=now
+        # adds --features-now, else events the feature log lacks are left out, counted.
         bash_command=(
             'set -euo pipefail; mkdir -p "$WORK"; '
-            f'{SS} features matrix --events "$EVENTS" --out "$WORK/matrix.parquet"'
+            'set --; if [ "$FEATURES" = now ]; then set -- --features-now; fi; '
+            f'{SS} features matrix --events "$EVENTS" "$@" --out "$WORK/matrix.parquet"'
         ),
     )
     train = BashOperator(

@@ -141,3 +141,65 @@ def test_the_features_help_says_the_log_is_not_read_with_snapshots(files: dict[s
         "joined as of each event's time for every event: the feature log is then not read, "
         "unless --feature-log is given, and then they serve the events the log lacks"
     ) in text, text
+
+
+def _main(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    *args: str,
+) -> tuple[int, str, str]:
+    """The console script in-process: its exit code (errors mapped as docs/cli.md says)."""
+    from streams.cli import main
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    code = 0
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, " ".join(out.err.split())
+
+
+def test_features_matrix_chooses_rows_as_train_does(
+    files: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without snapshot files, `features matrix` took Redis as it is now, silently: it now
+    chooses rows as train does (the feature log, then snapshots, then Redis now only with
+    --features-now) and says where they came from. A domain that declares no feature log
+    and no snapshots: refused (exit 2), naming both ways out."""
+    import shutil
+
+    from services.core.settings import domain_folder
+
+    folder = files["tmp"] / "feed-nolog"
+    shutil.copytree(domain_folder("feed"), folder)
+    declared = json.loads((folder / "domain.json").read_text())
+    declared.get("topics", {}).pop("feature_log", None)
+    (folder / "domain.json").write_text(json.dumps(declared))
+    env = files["env"] | {"STREAMSCORE_DOMAIN": str(folder)}
+    out = files["tmp"] / "X.parquet"
+    matrix = ("features", "matrix", "--events", str(files["events"]), "--out", str(out))
+    code, _, err = _main(monkeypatch, capsys, env, *matrix)
+    assert code == 2, err
+    assert (
+        f"none of the {len(EVENTS):,} events has a row in no feature log (none declared): give "
+        "--features SNAPSHOTS"
+    ) in err, err
+    assert "--features-now" in err and not out.exists()
+
+    feature_args = [a for p, _ in files["snapshots"].values() for a in ("--features", str(p))]
+    code, text, err = _main(monkeypatch, capsys, env, "--json", *matrix, *feature_args)
+    assert code == 0, err
+    data = json.loads(text)
+    assert (data["features_from"], data["feature_rows"]) == (
+        "point_in_time",
+        {"point_in_time": len(EVENTS)},
+    )
+    code, _, err = _main(monkeypatch, capsys, env, *matrix, *feature_args, "--feature-log")
+    assert code == 2 and "declares no feature-log topic" in err, err
+    as_of = ("--as-of", "0", "--feature-log")
+    code, _, err = _main(monkeypatch, capsys, env, *matrix, *feature_args, *as_of)
+    assert code == 2 and "--as-of takes every row from the snapshots" in err, err
