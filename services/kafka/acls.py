@@ -25,6 +25,9 @@ CONTROL_APP = "streamscore-control"
 REPLAY_PREFIX = "streamscore-replay-"
 SANDBOX_PREFIX = "sandbox."
 MODEL_WATCH_PREFIX = "streamscore-model-watch-"
+# The feature-log reader's throwaway groups (services/training/log_reader.py): it assigns and
+# never commits, but a consumer with a group still asks for its coordinator, which needs Read.
+LOG_READER_PREFIX = "streamscore-log-"
 CLI_GROUP_PREFIX = "streamscore-"
 # The throwaway groups of one-shot commands (tail, dlq, find, lag, demo): theirs to join.
 CLI_GROUPS = tuple(f"streamscore-{c}-" for c in ("tail", "dlq", "find", "lag", "demo"))
@@ -93,14 +96,26 @@ def grants(settings: Settings) -> dict[str, tuple[Grant, ...]]:
         *_transactions(settings),
     ]
     control = [
-        # The trainer it runs learns from the features the worker logged at scoring time.
+        # The retrainer it runs reads, by assignment and without committing, the window's events
+        # (the event-derived columns are rebuilt from them), their labels and the features the
+        # worker logged at scoring time (the log holds only the entity rows).
         *_topics(
-            (t.labels, t.drift_signals, t.retrain_requests, t.model_events, t.feature_log), "READ"
+            (
+                t.events,
+                t.labels,
+                t.drift_signals,
+                t.retrain_requests,
+                t.model_events,
+                t.feature_log,
+            ),
+            "READ",
         ),
         *_topics((t.retrain_requests, t.model_events), "WRITE"),
-        # faust's own topics (leader election, changelogs) and group are named by its app id.
+        # faust's own topics (leader election, changelogs) and group are named by its app id;
+        # the retrainer's window reads use throwaway groups under it too.
         *(Grant("topic", CONTROL_APP, op, "prefixed") for op in ("CREATE", "READ", "WRITE")),
         Grant("group", CONTROL_APP, "READ", "prefixed"),
+        Grant("group", LOG_READER_PREFIX, "READ", "prefixed"),
         Grant("group", MODEL_WATCH_PREFIX, "READ", "prefixed"),
     ]
     # The API publishes events, its shadow scores and the feature log of what it served: it

@@ -20,18 +20,21 @@ def read_since(
     max_messages: int,
     timeout: float = 60.0,
     until_group: str | None = None,
+    group: str | None = None,
 ) -> list[Message]:
     """Every message of ``topic`` with a timestamp from ``since_ms`` up to the end as it was
     when called; the newest ``max_messages`` per partition at most. All of it, or an error.
 
     ``until_group``: stop instead at that consumer group's committed offsets (what the group
     has not handled yet is left to it; a partition without a commit is read to its end).
+    ``group``: the group the consumer names (it assigns and never commits; on a secured cluster
+    the principal must still be granted Read on it); a throwaway replay group by default.
 
     Raises:
         BrokerUnavailable: metadata or offsets cannot be read, or the end was not reached in
             ``timeout`` seconds.
     """
-    consumer = Consumer(consumer_config(settings, until_group or _throwaway()))
+    consumer = Consumer(consumer_config(settings, until_group or group or _throwaway()))
     try:
         try:
             partitions = partitions_of(consumer, topic)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from services.domain.config import domain_of
 from services.features.log import FeatureLogIndex
 from services.features.spec import FeatureSpec
 from services.features.store import FeatureStore
+from services.kafka.acls import CONTROL_APP
 from services.kafka.replay import read_since
 from services.labels.join import row_losses
 from services.retrain.policy import change_index, offline_gate
@@ -60,15 +62,24 @@ def labelled_window(
     domain = domain_of(settings)
     label = domain.label
     binary = domain.task.kind == "binary"
+    # A group of the control plane's own (granted on a secured cluster, services.kafka.acls):
+    # the reads assign and never commit.
+    group = f"{CONTROL_APP}-retrain-{uuid.uuid4().hex[:8]}"
     # By event id, the last copy winning: producers' retries and redrives can repeat an event.
     by_id: dict[str, dict[str, Any]] = {}
-    for m in read_since(settings, settings.topics.events, since_ms, max_events, timeout):
+    events_read = read_since(
+        settings, settings.topics.events, since_ms, max_events, timeout, group=group
+    )
+    for m in events_read:
         decoded = codecs.interaction.decode_one(m.value())
         if isinstance(decoded, dict) and int(decoded["event_time"]) >= since_ms:
             by_id[str(decoded["event_id"])] = decoded
     events = list(by_id.values())
     labels: dict[str, Any] = {}
-    for m in read_since(settings, settings.topics.labels, since_ms, max_events * 2, timeout):
+    labels_read = read_since(
+        settings, settings.topics.labels, since_ms, max_events * 2, timeout, group=group
+    )
+    for m in labels_read:
         decoded = codecs.label.decode_one(m.value())
         if isinstance(decoded, dict):
             value = decoded[label.target]

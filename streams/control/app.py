@@ -30,6 +30,7 @@ from services.codec.avro import AvroCodec
 from services.core import metrics
 from services.core.errors import RedisRefused, RegistryUnavailable, TransientError
 from services.core.settings import Settings
+from services.kafka.denied import from_error
 from services.redisconn.refusal import WATCH as REDIS_WATCH
 from services.retrain.policy import retrain_request
 from services.retrain.trainer import answer
@@ -272,7 +273,9 @@ async def serve_request(state: ControlState, request: dict[str, Any]) -> str:
     """Answer ``request``: tried again every ``retrain.retry_seconds`` while it waits for
     labelled events or meets a transient error, until ``retrain.max_wait_seconds`` after it was
     made; returns the outcome (``shadowed``, ``gated``, ``held``, ``refused``, ``expired`` or
-    ``failed``). An expired or failed request releases the cooldown."""
+    ``failed``). An expired or failed request releases the cooldown. A refusal by the
+    cluster's authorizer (a missing grant, which no retry can help) answers it ``refused`` at
+    once, with the one line naming the principal, the operation and the resource."""
     r = state.settings.retrain
     expires = int(request.get("requested_at") or time.time() * 1000) + r.max_wait_seconds * 1000
     failures = 0
@@ -293,6 +296,12 @@ async def serve_request(state: ControlState, request: dict[str, Any]) -> str:
             refused("retrain", exc)
         except TransientError as exc:  # Kafka, Redis or MLflow down: not this request's fault
             metrics.CONTROL_PLANE_ERRORS.labels(task="retrain").inc()
+            denied = from_error(state.settings, str(exc), exc.stage, exc.topic)
+            if denied is not None:
+                # A missing grant: no retry can help; a person must grant it (security.md).
+                logger.error("retrain request %s refused: %s", request["request_id"], denied)
+                why = {"request_id": request["request_id"], "why": str(denied)}
+                return _finish(state, request, "refused", why)
             logger.warning("retrain request %s: %s; trying again", request["request_id"], exc)
         except Exception:  # noqa: BLE001
             metrics.CONTROL_PLANE_ERRORS.labels(task="retrain").inc()

@@ -14,17 +14,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 from confluent_kafka.cimpl import NewTopic
 from pydantic import SecretStr
 
-from services.core.errors import NotAuthorized
+from services.core.errors import BrokerUnavailable, NotAuthorized
 from services.core.settings import Settings
 from services.embedded import tls
 from services.embedded.redis_cluster import passwords as redis_passwords
 from services.kafka.config import admin_config, consumer_config, producer_config
 from services.kafka.denied import not_authorized
+from services.kafka.ranges import partitions_of
+from services.kafka.replay import read_since
 from services.kafka.topics import TopicSpec, dlq_name
 from services.replay.plan import run_id
 from streams.adapters import redis_client
@@ -175,13 +177,37 @@ def test_replay_writes_only_sandboxes_in_its_own_transactions(cluster: Cluster) 
     assert "TRANSACTIONAL_ID_AUTHORIZATION_FAILED" in str(line)
 
 
-def test_control_plane_reads_labels_and_writes_requests_only(cluster: Cluster) -> None:
+def test_control_plane_reads_what_its_retrainer_reads_and_writes_requests_only(
+    cluster: Cluster,
+) -> None:
     c, t = cluster.role("control"), cluster.base.topics
     assert produce(c, t.retrain_requests) is None
-    assert refused(produce(c, t.predictions), KafkaError.TOPIC_AUTHORIZATION_FAILED)
-    assert refused(produce(c, t.labels), KafkaError.TOPIC_AUTHORIZATION_FAILED)
-    err = consume_error(c, t.events, "streamscore-control")
-    assert err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    for topic in (t.events, t.predictions, t.labels):
+        assert refused(produce(c, topic), KafkaError.TOPIC_AUTHORIZATION_FAILED), topic
+    # The retrainer reads the window's events and labels (in a group of its own, assigned,
+    # never committed) and the feature log (in the log reader's throwaway groups).
+    admin = cluster.role("admin")
+    for topic in (t.events, t.labels, t.feature_log):
+        assert produce(admin, topic) is None
+    for topic in (t.events, t.labels):
+        own = f"streamscore-control-retrain-{uuid.uuid4().hex[:6]}"
+        assert len(read_since(c, topic, 0, 10, 30, group=own)) >= 1, topic
+    log = Consumer(consumer_config(c, f"streamscore-log-{uuid.uuid4().hex[:6]}"))
+    try:
+        log.assign([TopicPartition(t.feature_log, p, 0) for p in partitions_of(log, t.feature_log)])
+        deadline, got = time.monotonic() + 20, None
+        while got is None and time.monotonic() < deadline:
+            got = log.poll(0.5)
+    finally:
+        log.close()
+    assert got is not None and got.error() is None, got and got.error()
+    # Refused: the predictions, a group not its own (the workers'), a replay's group.
+    err = consume_error(c, t.predictions, f"streamscore-control-{uuid.uuid4().hex[:6]}")
+    assert err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, err
+    err = consume_error(c, t.events, cluster.base.worker.scoring_group)
+    assert err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED, err
+    with pytest.raises(BrokerUnavailable, match="GROUP_AUTHORIZATION_FAILED"):
+        read_since(c, t.events, 0, 10, 30)  # a replay group, by default
 
 
 def test_cli_reads_but_cannot_create_or_write_outputs(cluster: Cluster) -> None:
@@ -366,6 +392,24 @@ def test_a_refused_command_is_one_line_and_exit_2(cluster: Cluster, secured: Pip
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("error: streamscore-api is not allowed to Read "), lines
     assert cluster.passwords["streamscore-api"] not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(("command", "operation"), [("produce", "Write"), ("tail", "Read")])
+def test_a_refused_topic_is_named_with_the_operation(
+    cluster: Cluster, secured: Pipeline, command: str, operation: str
+) -> None:
+    """The worker's principal writes or reads the labels topic: the refusal line names the
+    operation and the topic (not a Read of a topic "not named by the broker", not "does not
+    exist", exit 3)."""
+    labels = secured.settings.topics.labels
+    args = (labels, "--example") if command == "produce" else (labels, "-n", "1")
+    done = run_cli(as_role(secured.settings, "worker"), command, *args)
+    lines = [ln for ln in done.stderr.strip().splitlines() if ln]
+    assert done.returncode == 2, done.stderr
+    assert lines == [
+        f"error: streamscore-worker is not allowed to {operation} topic {labels} "
+        "(TOPIC_AUTHORIZATION_FAILED)"
+    ]
 
 
 @pytest.mark.parametrize("wrong", ["password", "ca"])

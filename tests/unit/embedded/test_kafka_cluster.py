@@ -13,7 +13,17 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 from services.core.errors import EmbeddedStackError
 from services.core.settings import LocalSettings, Settings
 from services.embedded import kafka_cluster, tls
-from services.kafka.acls import ADMIN, CONTROL_APP, REPLAY_PREFIX, SANDBOX_PREFIX, Grant, grants
+from services.kafka.acls import (
+    ADMIN,
+    CONTROL_APP,
+    LOG_READER_PREFIX,
+    MODEL_WATCH_PREFIX,
+    REPLAY_PREFIX,
+    SANDBOX_PREFIX,
+    Grant,
+    grants,
+)
+from services.training import log_reader
 from streams.control.app import GROUP
 from streams.replay import group_of
 from streams.topics import SANDBOX_PREFIX as TABLE_SANDBOX
@@ -123,6 +133,20 @@ def test_acl_table_least_privilege() -> None:
     writes = {(x.name, x.pattern) for x in replay if x.operation == "WRITE"}
     assert writes == {(SANDBOX_PREFIX, "prefixed"), (REPLAY_PREFIX, "prefixed")}
     assert Grant("transactional_id", REPLAY_PREFIX, "WRITE", "prefixed") in replay
+    # The control plane reads what its retrainer reads (the window's events, labels and the
+    # feature log) in its own groups and the log reader's, and writes no production topic.
+    control = g["streamscore-control"]
+    for topic in (t.events, t.labels, t.feature_log):
+        assert Grant("topic", topic, "READ") in control, topic
+    assert not any(x.name == t.predictions for x in control)
+    control_writes = {x.name for x in control if x.operation == "WRITE"}
+    assert control_writes == {t.retrain_requests, t.model_events, CONTROL_APP}
+    control_groups = {(x.name, x.pattern) for x in control if x.resource == "group"}
+    assert control_groups == {
+        (CONTROL_APP, "prefixed"),
+        (LOG_READER_PREFIX, "prefixed"),
+        (MODEL_WATCH_PREFIX, "prefixed"),
+    }
     # No role but the admin may create table topics; nobody but the admin is super.
     for user, items in g.items():
         creates = {x.name for x in items if x.operation == "CREATE"}
@@ -130,10 +154,21 @@ def test_acl_table_least_privilege() -> None:
     assert ADMIN not in g
 
 
-def test_fixed_names_agree_with_the_code() -> None:
+def test_fixed_names_agree_with_the_code(monkeypatch: pytest.MonkeyPatch) -> None:
     assert GROUP == CONTROL_APP
     assert group_of("x").startswith(REPLAY_PREFIX)
     assert TABLE_SANDBOX == SANDBOX_PREFIX
+    # The feature-log reader's consumer group is under the prefix the control plane may read.
+    seen: list[str] = []
+
+    def consumer(conf: dict[str, object]) -> None:
+        seen.append(str(conf["group.id"]))
+        raise RuntimeError("stop: the group is all this test wants")
+
+    monkeypatch.setattr(log_reader, "Consumer", consumer)
+    with pytest.raises(RuntimeError, match="stop"):
+        next(log_reader._messages(Settings(), "t.v1", 0, 1, 1.0))
+    assert len(seen) == 1 and seen[0].startswith(LOG_READER_PREFIX)
 
 
 class _Format:
