@@ -23,7 +23,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -73,6 +73,32 @@ def _pct(values: list[float], p: float) -> float:
     return float(np.percentile(values, p)) if values else float("nan")
 
 
+def stack_outcome(started: Sequence[str], services: Sequence[str], keep: bool) -> tuple[bool, str]:
+    """Whether the stack is left running when the demo ends, and the line that says what it
+    stopped: only what it started (Prometheus alone, on a cluster a person had started, leaves
+    that cluster running).
+
+    >>> stack_outcome(["broker", "redis"], ["broker", "redis"], keep=False)
+    (False, 'stack stopped again')
+    >>> stack_outcome(["prometheus"], ["kafka-1", "redis-0", "prometheus"], keep=False)[1]
+    'stopped prometheus, which the demo started; the stack it found running is left running'
+    >>> stack_outcome([], ["broker", "redis"], keep=False)
+    (True, 'stack left running (it was running before the demo)')
+    >>> stack_outcome(["broker", "redis"], ["broker", "redis"], keep=True)
+    (True, 'stack left running')
+    """
+    if keep:
+        return True, "stack left running"
+    if not started:
+        return True, "stack left running (it was running before the demo)"
+    if set(services) <= set(started):
+        return False, "stack stopped again"
+    return True, (
+        f"stopped {', '.join(started)}, which the demo started; the stack it found running is "
+        "left running"
+    )
+
+
 @click.command()
 @click.option(
     "--events",
@@ -120,7 +146,15 @@ def demo(
     finally:
         if status.started and not keep_stack:
             stack.down(only=status.started)  # what this demo started, and nothing else
-    summary["stack"] = {"broker": status.broker, "left_running": keep_stack or not status.started}
+    names = [c.name for c in status.components]
+    left, line = stack_outcome(status.started, names, keep_stack)
+    stopped = [] if keep_stack else list(status.started)
+    summary["stack"] = {
+        "broker": status.broker,
+        "left_running": left,
+        "stopped": stopped,
+        "line": line,
+    }
     emit(a, summary, lambda c: _render(c, summary))
     if summary["unaccounted"] != 0 or summary["worker_exit_code"] != 0:
         ctx.exit(1)
@@ -604,7 +638,7 @@ def _render(c: Console, r: dict[str, Any]) -> None:
             f"{fmt(p['dead_letters'])} dead letters; firing alerts: "
             f"{', '.join(p['firing_alerts']) or 'none'}"
         )
-    c.print("stack left running" if r["stack"]["left_running"] else "stack stopped again")
+    c.print(r["stack"]["line"])
 
 
 def _took_effect(

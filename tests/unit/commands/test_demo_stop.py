@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from streams.commands.demo import stop
+from streams.commands.demo import stack_outcome, stop
 
 IGNORES_TERM = (
     "import signal, sys, time\n"
@@ -49,3 +49,14 @@ def test_one_that_ignores_sigterm_is_killed_after_the_grace() -> None:
     assert quiet.returncode == -9
     assert quiet.stderr is not None
     quiet.stderr.close()  # the demo's log reader owns it there
+
+
+def test_a_demo_that_started_only_prometheus_does_not_say_it_stopped_the_stack() -> None:
+    cluster = ["kafka-1", "kafka-2", "kafka-3", *(f"redis-{i}" for i in range(6))]
+    left, line = stack_outcome(["prometheus"], [*cluster, "prometheus"], keep=False)
+    assert left is True
+    assert line == (
+        "stopped prometheus, which the demo started; the stack it found running is left running"
+    )
+    assert stack_outcome(cluster, cluster, keep=False) == (False, "stack stopped again")
+    assert stack_outcome([], cluster, keep=False)[0] is True
