@@ -42,6 +42,9 @@ GROUP = "streamscore-control"
 TICK_SECONDS = 5.0
 GIVE_UP_AFTER = 3  # non-transient failures of one label batch or request
 MAX_BACKOFF = 30.0
+# How often a waiting retrain request looks whether the control plane stops (faust's shutdown
+# waits for the request's message: k8s gives the pod 30 s).
+STOP_CHECK_SECONDS = 0.5
 REFUSED_RETRY_SECONDS = 1.0  # as the worker tries a refused batch: a grant given back is seen
 T = TypeVar("T")
 
@@ -164,8 +167,12 @@ def create_app(settings: Settings) -> tuple[faust.App, ControlState]:
             if not isinstance(request, dict) or request["model_name"] != state.registry.name:
                 continue
             logger.info("training for request %s (%s)", request["request_id"], request["reason"])
-            # The request's offset is committed only once this returns: a restart answers it.
-            await serve_request(state, request)
+            # The request's offset is committed once this returns. Stopped while it waits, it
+            # gives up the wait (faust's shutdown waits for this message) and the request is
+            # sent again, for the next start to answer.
+            status = await serve_request(state, request, lambda: app.should_stop)
+            if status == "interrupted":
+                await retrain.send(key=state.registry.name.encode(), value=value)
 
     @app.agent(events)
     async def model_events(stream: Any) -> None:
@@ -269,13 +276,17 @@ async def retrying(task: str, where: str, call: Callable[..., T], *args: Any) ->
         delay = min(delay * 2, MAX_BACKOFF)
 
 
-async def serve_request(state: ControlState, request: dict[str, Any]) -> str:
+async def serve_request(
+    state: ControlState, request: dict[str, Any], stopping: Callable[[], bool] = lambda: False
+) -> str:
     """Answer ``request``: tried again every ``retrain.retry_seconds`` while it waits for
     labelled events or meets a transient error, until ``retrain.max_wait_seconds`` after it was
     made; returns the outcome (``shadowed``, ``gated``, ``held``, ``refused``, ``expired`` or
     ``failed``). An expired or failed request releases the cooldown. A refusal by the
     cluster's authorizer (a missing grant, which no retry can help) answers it ``refused`` at
-    once, with the one line naming the principal, the operation and the resource."""
+    once, with the one line naming the principal, the operation and the resource. When
+    ``stopping()`` turns true between tries it returns ``interrupted`` within a second (the
+    caller sends the request again)."""
     r = state.settings.retrain
     expires = int(request.get("requested_at") or time.time() * 1000) + r.max_wait_seconds * 1000
     failures = 0
@@ -319,7 +330,17 @@ async def serve_request(state: ControlState, request: dict[str, Any]) -> str:
         if time.time() * 1000 >= expires:
             why = (outcome or {}).get("why", "errors until the deadline")
             return _finish(state, request, "expired", {"why": why})
-        await asyncio.sleep(r.retry_seconds)
+        resume_at = time.monotonic() + r.retry_seconds
+        while not stopping() and time.monotonic() < resume_at:
+            await asyncio.sleep(min(STOP_CHECK_SECONDS, r.retry_seconds))
+        if stopping():
+            metrics.RETRAIN_WAITING.set(0)
+            logger.info(
+                "retrain request %s interrupted: the control plane stops; sent again for its "
+                "next start",
+                request["request_id"],
+            )
+            return "interrupted"
 
 
 def refused(task: str, exc: RedisRefused) -> None:
