@@ -91,3 +91,29 @@ def test_a_partial_result_is_written(tmp_path: Path) -> None:
         json.loads((tmp_path / "out" / "bench.json").read_text())["error"] == "RuntimeError: boom"
     )
     assert said and all("not written" in s for s in said)  # no table from a run with no rows
+
+
+def test_a_probe_with_the_generator_behind_is_probed_once_more(
+    fake_live: type[FakeLive], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No evidence either way: the same rate again; the second probe's verdict counts."""
+    behind_once = {"bare": {500.0}}
+
+    def probe(self: FakeLive, rate: float, seconds: float) -> cap.Probe:
+        first = rate in behind_once.get(self.impl, set())
+        behind_once.get(self.impl, set()).discard(rate)
+        lag = cap.GENERATOR_LAG_MS + 1 if first else 0.2
+        p99 = 80.0 if first else (10.0 if rate <= self.capacity[self.impl] else 100.0)
+        why = cap.verdict(rate, 100, 100, rate, p99, lag)
+        return cap.Probe(
+            self.impl, round(rate), round(rate), 100, 100, 5.0, 8.0, p99, 0.1, 0.1,
+            why == "pass", lag, lag, why, 0, {}, [1.0, 1.0, 1.0],
+        )  # fmt: skip
+
+    monkeypatch.setattr(FakeLive, "probe", probe)
+    out: dict[str, Any] = {}
+    cap.bisect_capacity(SimpleNamespace(notes=[]), ("bare",), 500, {"bare": 8000.0}, 3, 1.0,
+                        print, out=out)  # fmt: skip
+    at_500 = [p["verdict"] for p in out["probes"] if p["rate"] == 500]
+    assert at_500 == [cap.INCONCLUSIVE, "pass"]
+    assert out["rows"]["bare"]["capacity"] is not None and out["rows"]["bare"]["capacity"] > 500
