@@ -128,6 +128,12 @@ class RefusalWatch:
             self._logged[refused.message] = now
             return True
 
+    def reset(self) -> None:
+        """Forget every run (a test's start: the watch is one per process)."""
+        with self._lock:
+            self._runs.clear()
+            self._logged.clear()
+
     def answered(self, caller: str) -> None:
         """Redis did what ``caller`` asked: its runs are over. Cheap when there is none (every
         batch)."""
