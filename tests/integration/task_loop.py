@@ -62,6 +62,21 @@ class Loop:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+def check_request_and_retrain(loop: Loop, error: dict[str, Any]) -> dict[str, Any]:
+    """What every task's loop asks of the request and of v2, whatever the task: ``error`` is
+    v1's error signal (the label join's, all partitions); returns v2's holdout metrics."""
+    assert (error["signal"], error["partition"], error["model_version"]) == ("error", -1, "1")
+    assert loop.request["requested_by"] == "control-plane"
+    fired = {x["signal"] for x in loop.drift + loop.errors}
+    assert set(loop.request["reason"].removeprefix("drift: ").split(", ")) <= fired, loop.request
+    assert loop.request["window_start"] < loop.shift_time, loop.request
+    # v2: a model of the new concept, from the rows as served, from the change on.
+    o = loop.outcome
+    assert o["version"] == "2" and set(o["feature_rows"]) == {"feature_log"}, o
+    assert abs(o["window_start"] - loop.shift_time) < 100, (o["window_start"], loop.shift_time)
+    return dict(o["metrics"])
+
+
 def shift(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e | {"distance_km": round(e["distance_km"] * FARTHER, 2)} for e in raw]
 
